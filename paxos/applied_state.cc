@@ -1,0 +1,114 @@
+#include "paxos/applied_state.h"
+
+#include "paxos/assert.h"
+
+namespace ordo::paxos {
+
+const char* ToString(PublishOutcome outcome) {
+  switch (outcome) {
+    case PublishOutcome::kAppended: return "appended";
+    case PublishOutcome::kDuplicate: return "duplicate";
+    case PublishOutcome::kOutOfSequence: return "out of sequence";
+    case PublishOutcome::kStaleLeader: return "stale leader";
+  }
+  return "?";
+}
+
+uint64_t AppliedState::LastSequence(ProducerId producer) const {
+  auto it = producers_.find(producer);
+  return it == producers_.end() ? 0 : it->second.last_sequence;
+}
+
+void AppliedState::Remember(Producer& p, uint64_t sequence, uint64_t offset) {
+  if (!p.runs.empty()) {
+    Run& r = p.runs.back();
+    if (r.sequence_first + r.count == sequence && r.offset_first + r.count == offset) {
+      ++r.count;
+    } else {
+      p.runs.push_back(Run{sequence, offset, 1});
+    }
+  } else {
+    p.runs.push_back(Run{sequence, offset, 1});
+  }
+  ++p.history;
+  // Forget the oldest sequences beyond the history bound.
+  while (p.history > kProducerHistoryMax) {
+    Run& oldest = p.runs.front();
+    uint64_t drop = std::min(oldest.count, p.history - kProducerHistoryMax);
+    oldest.sequence_first += drop;
+    oldest.offset_first += drop;
+    oldest.count -= drop;
+    p.history -= drop;
+    if (oldest.count == 0) p.runs.pop_front();
+  }
+}
+
+bool AppliedState::Lookup(const Producer& p, uint64_t sequence, uint64_t* offset) {
+  for (auto it = p.runs.rbegin(); it != p.runs.rend(); ++it) {
+    if (sequence >= it->sequence_first && sequence < it->sequence_first + it->count) {
+      *offset = it->offset_first + (sequence - it->sequence_first);
+      return true;
+    }
+    if (sequence >= it->sequence_first + it->count) return false;
+  }
+  return false;
+}
+
+AppliedInstance AppliedState::Apply(Instance instance, const ValuePtr& value) {
+  // Instances are applied strictly in order, each exactly once.
+  PAXOS_ASSERT(instance == applied_.next());
+  PAXOS_ASSERT(value != nullptr);
+  applied_ = instance;
+
+  AppliedInstance out;
+  out.instance = instance;
+  out.value = value;
+  out.first_offset = next_offset_;
+
+  switch (value->kind) {
+    case ValueKind::kNoop:
+      return out;
+    case ValueKind::kBarrier:
+      // The max, not the last: an old leader's barrier recovered late must not
+      // lower the bar.
+      barrier_ = std::max(barrier_, value->origin);
+      return out;
+    case ValueKind::kBatch:
+      break;
+  }
+
+  out.results.reserve(value->messages.size());
+  const bool stale = value->origin < barrier_;
+  for (const ClientMessage& m : value->messages) {
+    MessageResult r;
+    r.producer = m.producer;
+    r.sequence = m.sequence;
+    if (stale) {
+      r.outcome = PublishOutcome::kStaleLeader;
+      out.results.push_back(r);
+      continue;
+    }
+    Producer& p = producers_[m.producer];
+    if (m.sequence == p.last_sequence + 1) {
+      r.outcome = PublishOutcome::kAppended;
+      r.offset_known = true;
+      r.offset = next_offset_;
+      Remember(p, m.sequence, next_offset_.value());
+      p.last_sequence = m.sequence;
+      next_offset_ = next_offset_.next();
+      ++out.appended;
+    } else if (m.sequence <= p.last_sequence) {
+      r.outcome = PublishOutcome::kDuplicate;
+      uint64_t offset = 0;
+      r.offset_known = Lookup(p, m.sequence, &offset);
+      r.offset = Offset(offset);
+    } else {
+      r.outcome = PublishOutcome::kOutOfSequence;
+      if (p.last_sequence == 0 && p.runs.empty()) producers_.erase(m.producer);
+    }
+    out.results.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace ordo::paxos

@@ -1,0 +1,58 @@
+// Messages between replicas, as plain structs. The broker converts them to and
+// from FlatBuffers (schemas/peer.fbs) at the edge; the core never sees bytes.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "paxos/types.h"
+#include "paxos/value.h"
+
+namespace ordo::paxos {
+
+enum class MessageType : uint8_t {
+  // Phase 1. ballot: the candidate's; instance: its first instance not known
+  // chosen (one prepare covers every instance from there on).
+  kPrepare = 0,
+  // Answer to kPrepare, sent only once the promise is durable. ballot: the
+  // promised one; entries: every value accepted at or above max(instance of
+  // the prepare, chosen + 1); chosen: the acceptor's chosen frontier.
+  kPromise = 1,
+  // Phase 2. ballot: the leader's; entries: instances to accept (ascending);
+  // chosen: piggybacked commit (see kCommit).
+  kAccept = 2,
+  // Answer to kAccept, sent only once the entries are durable. ballot: the
+  // accepted one; [instance, instance_last]: the instances accepted.
+  kAccepted = 3,
+  // A prepare or accept refused by P1a. ballot: the refused ballot;
+  // promised: the acceptor's promise (so the proposer can jump ahead).
+  kReject = 4,
+  // Heartbeat and commit notification from the leader: "every instance up to
+  // `chosen` is chosen, and those you accepted at `ballot` hold the chosen
+  // value".
+  kCommit = 5,
+  // A follower's answer to kCommit: its chosen frontier in `chosen`, so the
+  // leader knows it is alive and how far it lags.
+  kCommitReply = 6,
+  // A learner asks any peer for chosen instances [instance, instance_last].
+  kFetch = 7,
+  // Chosen entries from `instance` on (possibly fewer than asked, possibly
+  // none); chosen: the sender's frontier.
+  kFetchReply = 8,
+};
+
+const char* ToString(MessageType type);
+
+struct Message {
+  MessageType type = MessageType::kCommit;
+  NodeId from{};
+  NodeId to{};
+  Ballot ballot{};
+  Ballot promised{};
+  Instance instance{};
+  Instance instance_last{};
+  Instance chosen{};
+  std::vector<Entry> entries;
+};
+
+}  // namespace ordo::paxos

@@ -1,0 +1,818 @@
+#include "paxos/replica.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "paxos/assert.h"
+
+namespace ordo::paxos {
+
+namespace {
+
+// Bytes a queued client message counts for, in batching and flow control.
+size_t MessageBytes(const ClientMessage& m) { return 32 + m.key.size() + m.payload.size(); }
+
+}  // namespace
+
+const char* ToString(Role role) {
+  switch (role) {
+    case Role::kFollower: return "follower";
+    case Role::kCandidate: return "candidate";
+    case Role::kLeader: return "leader";
+  }
+  return "?";
+}
+
+#ifdef ORDO_PAXOS_BUGS
+namespace {
+constexpr struct {
+  Bug bug;
+  const char* name;
+} kBugNames[] = {
+    {Bug::kNone, "none"},
+    {Bug::kForgetPromise, "forget-promise"},
+    {Bug::kOwnValue, "own-value"},
+    {Bug::kOutOfOrderApply, "out-of-order-apply"},
+    {Bug::kMinorityCommit, "minority-commit"},
+};
+}  // namespace
+
+const char* ToString(Bug bug) {
+  for (const auto& b : kBugNames) {
+    if (b.bug == bug) return b.name;
+  }
+  return "?";
+}
+
+bool ParseBug(const char* name, Bug* out) {
+  for (const auto& b : kBugNames) {
+    if (std::strcmp(b.name, name) == 0) {
+      *out = b.bug;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool Replica::bug(int b) const { return config_.bug == static_cast<Bug>(b); }
+#else
+bool Replica::bug(int) const { return false; }
+#endif
+
+// Bug numbers usable without the enum in production builds.
+namespace {
+constexpr int kBugForgetPromise = 1;
+constexpr int kBugOwnValue = 2;
+constexpr int kBugOutOfOrderApply = 3;
+constexpr int kBugMinorityCommit = 4;
+}  // namespace
+
+Replica::Replica(const Config& config, const LogStore& store)
+    : config_(config), store_(store), rng_(config.seed ^ (uint64_t{config.id.value()} << 32)) {
+  PAXOS_ASSERT(config_.id != kNoNode);
+  PAXOS_ASSERT(!config_.voters.empty());
+  PAXOS_ASSERT(config_.voters.size() <= VoteSet::kVotersMax);
+  PAXOS_ASSERT(config_.election_timeout_ticks > 0);
+  PAXOS_ASSERT(config_.heartbeat_interval_ticks > 0);
+  PAXOS_ASSERT(config_.heartbeat_interval_ticks < config_.election_timeout_ticks);
+  PAXOS_ASSERT(config_.window_instances_max > 0);
+  PAXOS_ASSERT(config_.accept_entries_max > 0);
+  PAXOS_ASSERT(config_.fetch_entries_max > 0);
+  self_index_ = VoterIndex(config_.id);
+  for (NodeId v : config_.voters) {
+    if (v != config_.id) peers_.push_back(Peer{v, kNoInstance, 0});
+  }
+
+  hard_ = store_.LoadHardState();
+  last_instance_ = store_.LastInstance();
+  max_round_seen_ = hard_.promised.round;
+  known_chosen_ = hard_.chosen;
+  // Rebuild the applied state from the chosen log. Replay is not output: the
+  // host already acted on these instances before the restart.
+  ApplyUpTo();
+  applied_out_.clear();
+  ResetElectionTimer();
+}
+
+std::optional<size_t> Replica::VoterIndex(NodeId id) const {
+  for (size_t i = 0; i < config_.voters.size(); ++i) {
+    if (config_.voters[i] == id) return i;
+  }
+  return std::nullopt;
+}
+
+Message Replica::NewMessage(MessageType type, NodeId to) const {
+  Message m;
+  m.type = type;
+  m.from = config_.id;
+  m.to = to;
+  m.chosen = hard_.chosen;  // every message tells the sender's chosen frontier
+  return m;
+}
+
+// ---------------------------------------------------------------------------
+// Storage overlay: entries staged for the next Ready shadow the store.
+
+StoreCode Replica::ReadEntry(Instance instance, Entry* out) {
+  auto it = staged_.find(instance);
+  if (it != staged_.end()) {
+    *out = it->second;
+    return StoreCode::kOk;
+  }
+  return store_.Get(instance, out);
+}
+
+void Replica::StageEntry(const Entry& entry) {
+  PAXOS_ASSERT(entry.instance != kNoInstance);
+  PAXOS_ASSERT(entry.value != nullptr);
+  staged_[entry.instance] = entry;
+  last_instance_ = std::max(last_instance_, entry.instance);
+}
+
+void Replica::SetPromised(Ballot ballot) {
+  if (ballot == hard_.promised) return;
+  hard_.promised = ballot;
+  hard_dirty_ = true;
+}
+
+void Replica::SetChosen(Instance chosen) {
+  // The frontier only moves forward, one instance at a time.
+  PAXOS_ASSERT(chosen == hard_.chosen.next());
+  hard_.chosen = chosen;
+  hard_dirty_ = true;
+  known_chosen_ = std::max(known_chosen_, chosen);
+  ++counters_.instances_chosen;
+}
+
+// ---------------------------------------------------------------------------
+// Ready / Advance
+
+bool Replica::HasReady() const {
+  return hard_dirty_ || !staged_.empty() || !msgs_.empty() || !msgs_after_persist_.empty() ||
+         !applied_out_.empty() || lost_leadership_;
+}
+
+Ready Replica::TakeReady() {
+  PAXOS_ASSERT(!ready_outstanding_);
+  Ready r;
+  r.hard_state_changed = hard_dirty_;
+  r.hard_state = hard_;
+  r.entries.reserve(staged_.size());
+  for (auto& [instance, entry] : staged_) r.entries.push_back(std::move(entry));
+  r.messages = std::move(msgs_);
+  r.messages_after_persist = std::move(msgs_after_persist_);
+  r.applied = std::move(applied_out_);
+  r.lost_leadership = lost_leadership_;
+  hard_dirty_ = false;
+  staged_.clear();
+  msgs_.clear();
+  msgs_after_persist_.clear();
+  applied_out_.clear();
+  lost_leadership_ = false;
+  ready_outstanding_ = true;
+  return r;
+}
+
+void Replica::Advance() {
+  PAXOS_ASSERT(ready_outstanding_);
+  ready_outstanding_ = false;
+  // What the last Ready staged is durable now: our own promise and our own
+  // accepts may count toward a quorum.
+  if (self_promise_pending_) {
+    self_promise_pending_ = false;
+    if (role_ == Role::kCandidate) {
+      self_promised_ = true;
+      CheckElection();
+    }
+  }
+  std::vector<Instance> accepted = std::move(self_accept_pending_);
+  self_accept_pending_.clear();
+  if (role_ == Role::kLeader && self_index_) {
+    for (Instance i : accepted) CountAccept(i, *self_index_);
+    AdvanceFrontier();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Time
+
+void Replica::ResetElectionTimer() {
+  election_elapsed_ = 0;
+  election_timeout_ = config_.election_timeout_ticks + rng_.Uniform(config_.election_timeout_ticks);
+}
+
+void Replica::Tick() {
+  PAXOS_ASSERT(!ready_outstanding_);
+  ++now_;
+  if (role_ == Role::kLeader) {
+    if (++heartbeat_elapsed_ >= config_.heartbeat_interval_ticks) {
+      heartbeat_elapsed_ = 0;
+      BroadcastCommit();
+    }
+    Retransmit();
+    CheckQuorum();
+  } else if (IsVoter() && !storage_failed_) {
+    if (role_ == Role::kCandidate && now_ - prepare_sent_tick_ >= config_.retransmit_ticks) {
+      // Prepares may be lost: ask again those that have not answered.
+      prepare_sent_tick_ = now_;
+      for (const Peer& p : peers_) {
+        if (promises_.count(p.id)) continue;
+        Message m = NewMessage(MessageType::kPrepare, p.id);
+        m.ballot = ballot_;
+        m.instance = hard_.chosen.next();
+        Send(std::move(m));
+      }
+    }
+    if (++election_elapsed_ >= election_timeout_) BecomeCandidate();
+  }
+  if (fetch_.active && now_ - fetch_.sent_tick >= config_.fetch_timeout_ticks) {
+    fetch_.active = false;  // that peer is slow or gone: ask another
+    MaybeFetch(false);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Roles
+
+void Replica::BecomeFollower(NodeId leader, Ballot leader_ballot) {
+  if (role_ == Role::kLeader) {
+    lost_leadership_ = true;
+    pending_.clear();
+    pending_bytes_ = 0;
+    inflight_.clear();
+  }
+  role_ = Role::kFollower;
+  leader_ = leader;
+  leader_ballot_ = leader_ballot;
+  if (leader != kNoNode) leader_heard_tick_ = now_;
+  promises_.clear();
+  self_promised_ = false;
+  ResetElectionTimer();
+}
+
+void Replica::BecomeCandidate() {
+  PAXOS_ASSERT(role_ != Role::kLeader);
+  PAXOS_ASSERT(IsVoter());
+  role_ = Role::kCandidate;
+  leader_ = kNoNode;
+  ballot_ = Ballot{max_round_seen_ + 1, config_.id};
+  max_round_seen_ = ballot_.round;
+  // Our own promise counts once it is durable (see Advance).
+  SetPromised(ballot_);
+  promises_.clear();
+  self_promised_ = false;
+  self_promise_pending_ = true;
+  ++counters_.elections_started;
+  ResetElectionTimer();
+  prepare_sent_tick_ = now_;
+  // Phase 1a: one prepare covers every instance we do not know chosen.
+  for (const Peer& p : peers_) {
+    Message m = NewMessage(MessageType::kPrepare, p.id);
+    m.ballot = ballot_;
+    m.instance = hard_.chosen.next();
+    Send(std::move(m));
+  }
+}
+
+void Replica::CheckElection() {
+  if (role_ != Role::kCandidate || !self_promised_) return;
+  if (promises_.size() + 1 >= Quorum()) BecomeLeader();
+}
+
+void Replica::BecomeLeader() {
+  role_ = Role::kLeader;
+  leader_ = config_.id;
+  leader_ballot_ = ballot_;
+  ++counters_.elections_won;
+
+  // Everything up to F is chosen: some acceptor said so. We learn those
+  // instances by fetching them, never by re-proposing.
+  Instance frontier = hard_.chosen;
+  for (const auto& [node, p] : promises_) frontier = std::max(frontier, p.chosen);
+
+  // Recovery of open instances above F: for each, the value accepted at the
+  // highest ballot among the promises (ours included), else a no-op.
+  Instance highest = frontier;
+  std::map<Instance, Entry> best;
+  auto consider = [&](const Entry& e, bool own) {
+    if (e.instance <= frontier) return;
+    highest = std::max(highest, e.instance);
+    // Broken on purpose: re-propose our own value (or a no-op), ignoring
+    // what the promises reported.
+    if (bug(kBugOwnValue) && !own) return;
+    auto [it, inserted] = best.try_emplace(e.instance, e);
+    if (!inserted && e.ballot > it->second.ballot) it->second = e;
+  };
+  for (const auto& [node, p] : promises_) {
+    for (const Entry& e : p.entries) consider(e, false);
+  }
+  for (Instance i = hard_.chosen.next(); i <= last_instance_; i = i.next()) {
+    Entry e;
+    if (ReadEntry(i, &e) == StoreCode::kOk) consider(e, true);
+  }
+  promises_.clear();
+
+  inflight_.clear();
+  next_instance_ = frontier.next();
+  unsent_from_ = next_instance_;
+  for (Instance i = frontier.next(); i <= highest; i = i.next()) {
+    auto it = best.find(i);
+    // A recovered value keeps its origin ballot (the barrier rule needs it).
+    AssignInstance(it != best.end() ? it->second.value : MakeNoop(ballot_));
+  }
+  // The leader barrier: batches from older leaders that surface after this
+  // point are skipped when applied (the phantom-log fix).
+  AssignInstance(MakeBarrier(ballot_));
+
+  known_chosen_ = std::max(known_chosen_, frontier);
+  heartbeat_elapsed_ = 0;
+  quorum_check_tick_ = now_;
+  commit_sent_ = hard_.chosen;
+  SendUnsentAccepts();
+  MaybeFetch(false);  // if some acceptor is ahead of us, learn what we missed
+}
+
+bool Replica::SticksToLeader(NodeId candidate) const {
+  // Leader stickiness: while a live leader speaks to us, refuse to help
+  // anyone depose it. This prevents duelling proposers and keeps a node that
+  // was cut off from disrupting a healthy cluster when it comes back.
+  if (role_ == Role::kLeader) return true;
+  return leader_ != kNoNode && candidate != leader_ &&
+         now_ - leader_heard_tick_ < config_.election_timeout_ticks;
+}
+
+// ---------------------------------------------------------------------------
+// Messages
+
+void Replica::Step(const Message& m) {
+  PAXOS_ASSERT(!ready_outstanding_);
+  if (m.to != config_.id || m.from == config_.id) return;  // misdirected
+  max_round_seen_ = std::max({max_round_seen_, m.ballot.round, m.promised.round});
+  NoteChosen(m.from, m.chosen);
+  switch (m.type) {
+    case MessageType::kPrepare: OnPrepare(m); break;
+    case MessageType::kPromise: OnPromise(m); break;
+    case MessageType::kAccept: OnAccept(m); break;
+    case MessageType::kAccepted: OnAccepted(m); break;
+    case MessageType::kReject: OnReject(m); break;
+    case MessageType::kCommit: OnCommit(m); break;
+    case MessageType::kCommitReply: OnCommitReply(m); break;
+    case MessageType::kFetch: OnFetch(m); break;
+    case MessageType::kFetchReply: OnFetchReply(m); break;
+  }
+  MaybeFetch(false);
+}
+
+void Replica::OnPrepare(const Message& m) {
+  if (!IsVoter() || storage_failed_) return;
+  // P1a: never promise below an existing promise. A repeat of the ballot we
+  // promised is answered again (the first answer may have been lost).
+  const bool refuse =
+      (m.ballot < hard_.promised && !bug(kBugForgetPromise)) ||
+      (m.ballot != hard_.promised && SticksToLeader(m.from));
+  if (refuse) {
+    Message r = NewMessage(MessageType::kReject, m.from);
+    r.ballot = m.ballot;
+    r.promised = hard_.promised;
+    Send(std::move(r));
+    return;
+  }
+  if (m.ballot > hard_.promised || bug(kBugForgetPromise)) {
+    SetPromised(m.ballot);
+    if (role_ != Role::kFollower) {
+      BecomeFollower(kNoNode, Ballot{});
+    } else {
+      leader_ = kNoNode;  // the old leader can no longer get our votes
+      ResetElectionTimer();
+    }
+  }
+  // Phase 1b: every value we accepted from the prepare's instance on. Below
+  // our frontier the values are chosen; the frontier itself tells that.
+  Message r = NewMessage(MessageType::kPromise, m.from);
+  r.ballot = m.ballot;
+  for (Instance i = std::max(m.instance, hard_.chosen.next()); i <= last_instance_; i = i.next()) {
+    Entry e;
+    StoreCode code = ReadEntry(i, &e);
+    if (code == StoreCode::kNotFound) continue;
+    if (code != StoreCode::kOk) {
+      // We cannot vouch for what we accepted: stop voting for good.
+      ++counters_.storage_corruptions;
+      storage_failed_ = true;
+      return;
+    }
+    r.entries.push_back(std::move(e));
+  }
+  SendAfterPersist(std::move(r));
+}
+
+bool Replica::IgnorePromise(const Message& m) const {
+  return role_ != Role::kCandidate || m.ballot != ballot_ || !VoterIndex(m.from);
+}
+
+void Replica::OnPromise(const Message& m) {
+  if (IgnorePromise(m)) return;
+  promises_[m.from] = PromiseFrom{m.chosen, m.entries};
+  CheckElection();
+}
+
+void Replica::OnAccept(const Message& m) {
+  if (!IsVoter() || storage_failed_) return;
+  // P1a: accept only at or above our promise.
+  if (m.ballot < hard_.promised && !bug(kBugForgetPromise)) {
+    Message r = NewMessage(MessageType::kReject, m.from);
+    r.ballot = m.ballot;
+    r.promised = hard_.promised;
+    Send(std::move(r));
+    return;
+  }
+  if (m.ballot > hard_.promised || bug(kBugForgetPromise)) SetPromised(m.ballot);
+  if (role_ != Role::kFollower) {
+    BecomeFollower(m.from, m.ballot);
+  } else {
+    leader_ = m.from;
+    leader_ballot_ = m.ballot;
+    leader_heard_tick_ = now_;
+    election_elapsed_ = 0;
+  }
+  if (m.entries.empty()) return;
+  // Phase 2b. An instance we already know chosen holds the same value (Paxos
+  // safety), so it is not rewritten, but it is still acknowledged.
+  for (const Entry& e : m.entries) {
+    if (e.instance > hard_.chosen) StageEntry(Entry{e.instance, m.ballot, e.value});
+  }
+  Message r = NewMessage(MessageType::kAccepted, m.from);
+  r.ballot = m.ballot;
+  r.instance = m.entries.front().instance;
+  r.instance_last = m.entries.back().instance;
+  SendAfterPersist(std::move(r));
+  // The piggybacked commit.
+  if (m.ballot > commit_ballot_) {
+    commit_ballot_ = m.ballot;
+    commit_hint_ = m.chosen;
+  } else {
+    commit_hint_ = std::max(commit_hint_, m.chosen);
+  }
+  LearnFromCommit();
+}
+
+bool Replica::IgnoreAccepted(const Message& m) const {
+  return role_ != Role::kLeader || m.ballot != ballot_ || !VoterIndex(m.from) ||
+         m.instance > m.instance_last;
+}
+
+void Replica::OnAccepted(const Message& m) {
+  if (IgnoreAccepted(m)) return;
+  const size_t index = *VoterIndex(m.from);
+  for (Peer& p : peers_) {
+    if (p.id == m.from) p.heard_tick = now_;
+  }
+  for (auto it = inflight_.lower_bound(m.instance);
+       it != inflight_.end() && it->first <= m.instance_last; ++it) {
+    CountAccept(it->first, index);
+  }
+  AdvanceFrontier();
+}
+
+void Replica::OnReject(const Message& m) {
+  // A candidate outbid by a higher promise gives way; it will try again with
+  // a higher ballot if no leader shows up. A leader ignores single refusals:
+  // it steps down only when it loses its quorum (CheckQuorum) or hears from a
+  // leader with a higher ballot.
+  if (role_ == Role::kCandidate && m.ballot == ballot_ && m.promised > ballot_) {
+    BecomeFollower(kNoNode, Ballot{});
+  }
+}
+
+void Replica::OnCommit(const Message& m) {
+  if (!IsVoter()) return;
+  if (m.ballot < hard_.promised) {
+    // An old leader: tell it about the newer promise.
+    Message r = NewMessage(MessageType::kReject, m.from);
+    r.ballot = m.ballot;
+    r.promised = hard_.promised;
+    Send(std::move(r));
+    return;
+  }
+  if (role_ != Role::kFollower) {
+    BecomeFollower(m.from, m.ballot);
+  } else {
+    leader_ = m.from;
+    leader_ballot_ = m.ballot;
+    leader_heard_tick_ = now_;
+    election_elapsed_ = 0;
+  }
+  if (m.ballot > commit_ballot_) {
+    commit_ballot_ = m.ballot;
+    commit_hint_ = m.chosen;
+  } else {
+    commit_hint_ = std::max(commit_hint_, m.chosen);
+  }
+  LearnFromCommit();
+  Message r = NewMessage(MessageType::kCommitReply, m.from);
+  r.ballot = m.ballot;
+  Send(std::move(r));
+}
+
+void Replica::OnCommitReply(const Message& m) {
+  if (role_ != Role::kLeader || m.ballot != ballot_) return;
+  for (Peer& p : peers_) {
+    if (p.id == m.from) p.heard_tick = now_;
+  }
+}
+
+void Replica::OnFetch(const Message& m) {
+  // Serve chosen entries only: they are facts, not votes, so any replica may
+  // answer, and a follower never waits for the leader to learn.
+  Message r = NewMessage(MessageType::kFetchReply, m.from);
+  r.instance = m.instance;
+  const Instance last = std::min(m.instance_last, hard_.chosen);
+  uint64_t bytes = 0;
+  for (Instance i = m.instance; i <= last && i != kNoInstance; i = i.next()) {
+    if (r.entries.size() >= config_.fetch_entries_max || bytes >= config_.fetch_bytes_max) break;
+    Entry e;
+    if (ReadEntry(i, &e) != StoreCode::kOk) {
+      ++counters_.storage_corruptions;
+      if (repair_ == kNoInstance) repair_ = i;
+      break;  // never serve a record that fails its check
+    }
+    bytes += e.value->ByteSize();
+    r.entries.push_back(std::move(e));
+  }
+  Send(std::move(r));
+}
+
+void Replica::OnFetchReply(const Message& m) {
+  if (fetch_.active && m.from == fetch_.peer && m.instance == fetch_.first) fetch_.active = false;
+  for (const Entry& e : m.entries) {
+    if (e.value == nullptr || e.instance == kNoInstance) break;
+    if (e.instance <= hard_.chosen) {
+      if (e.instance == repair_) {
+        StageEntry(e);  // rewrite the record that failed its check
+        repair_ = kNoInstance;
+      }
+      continue;
+    }
+    if (e.instance != hard_.chosen.next()) break;
+    if (role_ == Role::kLeader && inflight_.count(e.instance)) break;
+    StageEntry(e);
+    SetChosen(e.instance);
+  }
+  LearnFromCommit();
+  AdvanceFrontier();
+}
+
+// ---------------------------------------------------------------------------
+// Leader: phase 2
+
+void Replica::AssignInstance(ValuePtr value) {
+  const Instance i = next_instance_;
+  next_instance_ = i.next();
+  StageEntry(Entry{i, ballot_, value});
+  self_accept_pending_.push_back(i);
+  inflight_[i] = Inflight{std::move(value), VoteSet{}, now_, false};
+  ++counters_.instances_proposed;
+}
+
+ProposeResult Replica::Propose(std::vector<ClientMessage> messages) {
+  PAXOS_ASSERT(!ready_outstanding_);
+  if (role_ != Role::kLeader) return ProposeResult{ProposeResult::Code::kNotLeader, leader_};
+  uint64_t bytes = 0;
+  for (const ClientMessage& m : messages) bytes += MessageBytes(m);
+  if (!pending_.empty() && pending_bytes_ + bytes > config_.pending_bytes_max) {
+    return ProposeResult{ProposeResult::Code::kBusy, leader_};
+  }
+  for (ClientMessage& m : messages) pending_.push_back(std::move(m));
+  pending_bytes_ += bytes;
+  CutBatches();
+  return ProposeResult{ProposeResult::Code::kOk, leader_};
+}
+
+void Replica::CutBatches() {
+  if (role_ != Role::kLeader) return;
+  // Batches form naturally: while the window is full, proposals queue up, and
+  // the next free slot takes all of them (up to the batch limits).
+  while (!pending_.empty() &&
+         next_instance_.value() - 1 - hard_.chosen.value() < config_.window_instances_max) {
+    std::vector<ClientMessage> batch;
+    uint64_t bytes = 0;
+    while (!pending_.empty() && batch.size() < config_.batch_messages_max) {
+      const size_t size = MessageBytes(pending_.front());
+      if (!batch.empty() && bytes + size > config_.batch_bytes_max) break;
+      batch.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+      bytes += size;
+      pending_bytes_ -= size;
+    }
+    AssignInstance(MakeBatch(ballot_, std::move(batch)));
+  }
+  SendUnsentAccepts();
+}
+
+void Replica::SendUnsentAccepts() {
+  if (unsent_from_ >= next_instance_) return;
+  for (const Peer& p : peers_) SendAccepts(p.id, unsent_from_, next_instance_.prev());
+  unsent_from_ = next_instance_;
+}
+
+void Replica::SendAccepts(NodeId to, Instance first, Instance last) {
+  Message m;
+  for (auto it = inflight_.lower_bound(first); it != inflight_.end() && it->first <= last; ++it) {
+    if (m.entries.empty()) {
+      m = NewMessage(MessageType::kAccept, to);
+      m.ballot = ballot_;
+    } else {
+      PAXOS_ASSERT(it->first == m.entries.back().instance.next());  // runs are contiguous
+    }
+    m.entries.push_back(Entry{it->first, ballot_, it->second.value});
+    if (m.entries.size() >= config_.accept_entries_max) Send(std::move(m)), m = Message{};
+  }
+  if (!m.entries.empty()) Send(std::move(m));
+  commit_sent_ = hard_.chosen;
+}
+
+void Replica::Retransmit() {
+  std::vector<Instance> resent;
+  for (size_t pi = 0; pi < peers_.size(); ++pi) {
+    const size_t index = *VoterIndex(peers_[pi].id);
+    Instance run_first{}, run_last{};
+    auto flush = [&] {
+      if (run_first != kNoInstance) SendAccepts(peers_[pi].id, run_first, run_last);
+      run_first = kNoInstance;
+    };
+    for (auto& [instance, f] : inflight_) {
+      const bool due = !f.chosen && !f.acks.Has(index) &&
+                       now_ - f.sent_tick >= config_.retransmit_ticks && instance < unsent_from_;
+      if (!due) {
+        flush();
+        continue;
+      }
+      if (run_first != kNoInstance && instance != run_last.next()) flush();
+      if (run_first == kNoInstance) run_first = instance;
+      run_last = instance;
+      resent.push_back(instance);
+    }
+    flush();
+  }
+  for (Instance i : resent) inflight_[i].sent_tick = now_;
+}
+
+void Replica::CheckQuorum() {
+  if (now_ - quorum_check_tick_ < config_.election_timeout_ticks) return;
+  size_t heard = 1;  // ourselves
+  for (const Peer& p : peers_) {
+    if (p.heard_tick > quorum_check_tick_) ++heard;
+  }
+  quorum_check_tick_ = now_;
+  // A leader that cannot reach a majority steps down, so clients are
+  // redirected instead of waiting on a leader that cannot commit.
+  if (heard < Quorum()) BecomeFollower(kNoNode, Ballot{});
+}
+
+void Replica::BroadcastCommit() {
+  for (const Peer& p : peers_) {
+    Message m = NewMessage(MessageType::kCommit, p.id);
+    m.ballot = ballot_;
+    Send(std::move(m));
+  }
+  commit_sent_ = hard_.chosen;
+}
+
+void Replica::CountAccept(Instance instance, size_t voter_index) {
+  auto it = inflight_.find(instance);
+  if (it == inflight_.end() || it->second.chosen) return;
+  it->second.acks.Add(voter_index);
+  if (it->second.acks.IsQuorumOf(config_.voters.size()) || bug(kBugMinorityCommit)) {
+    it->second.chosen = true;
+    if (bug(kBugOutOfOrderApply) && instance > hard_.chosen.next()) {
+      // Broken on purpose: apply as soon as chosen, ahead of the gap.
+      ApplyChosen(instance, it->second.value);
+      chosen_ahead_.insert(instance);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Learning
+
+void Replica::NoteChosen(NodeId from, Instance chosen) {
+  for (Peer& p : peers_) {
+    if (p.id == from) p.chosen = std::max(p.chosen, chosen);
+  }
+  known_chosen_ = std::max(known_chosen_, chosen);
+}
+
+void Replica::LearnFromCommit() {
+  if (role_ == Role::kLeader) return;
+  // "Everything up to commit_hint_ is chosen, and what you accepted at
+  // commit_ballot_ is the chosen value." Where our entry is missing or from
+  // another ballot we have a gap, which MaybeFetch fills from any peer.
+  while (hard_.chosen < commit_hint_) {
+    const Instance i = hard_.chosen.next();
+    Entry e;
+    if (ReadEntry(i, &e) != StoreCode::kOk || e.ballot != commit_ballot_) break;
+    SetChosen(i);
+  }
+  ApplyUpTo();
+}
+
+void Replica::AdvanceFrontier() {
+  if (role_ == Role::kLeader) {
+    for (auto it = inflight_.begin(); it != inflight_.end() && it->second.chosen;) {
+      if (it->first != hard_.chosen.next()) break;
+      SetChosen(it->first);
+      it = inflight_.erase(it);
+    }
+  }
+  ApplyUpTo();
+  if (role_ == Role::kLeader) {
+    CutBatches();
+    // Followers learn the new frontier from the next accept; if none is going
+    // out, tell them now rather than at the next heartbeat.
+    if (commit_sent_ < hard_.chosen) BroadcastCommit();
+  }
+}
+
+void Replica::ApplyUpTo() {
+  // Strictly in instance order: a learner never applies past a gap.
+  while (apply_next_ <= hard_.chosen) {
+    const Instance i = apply_next_;
+    if (chosen_ahead_.erase(i)) {
+      apply_next_ = i.next();
+      continue;
+    }
+    Entry e;
+    const StoreCode code = ReadEntry(i, &e);
+    if (code != StoreCode::kOk) {
+      // A chosen record we cannot read: fetch it from a peer, then go on.
+      if (repair_ != i) ++counters_.storage_corruptions;
+      repair_ = i;
+      return;
+    }
+    ApplyChosen(i, e.value);
+    apply_next_ = i.next();
+  }
+}
+
+void Replica::ApplyChosen(Instance instance, const ValuePtr& value) {
+  AppliedInstance a = applied_.Apply(applied_.applied().next(), value);
+  a.instance = instance;
+  counters_.messages_appended += a.appended;
+  for (const MessageResult& r : a.results) {
+    if (r.outcome == PublishOutcome::kDuplicate) ++counters_.messages_duplicate;
+  }
+  applied_out_.push_back(std::move(a));
+}
+
+void Replica::MaybeFetch(bool force) {
+  if (fetch_.active && !force) return;
+  if (peers_.empty()) return;
+  Instance first{}, last{};
+  if (repair_ != kNoInstance) {
+    first = last = repair_;
+  } else if (known_chosen_ > hard_.chosen) {
+    first = hard_.chosen.next();
+    last = Instance(std::min(known_chosen_.value(),
+                             hard_.chosen.value() + config_.fetch_entries_max));
+  } else {
+    return;
+  }
+  // Spread the load: pick at random among peers known to have the range,
+  // avoiding the one that just failed us when there is a choice.
+  std::vector<NodeId> candidates;
+  for (const Peer& p : peers_) {
+    if (p.chosen >= first && !(fetch_.peer == p.id && peers_.size() > 1)) {
+      candidates.push_back(p.id);
+    }
+  }
+  if (candidates.empty()) {
+    for (const Peer& p : peers_) candidates.push_back(p.id);
+  }
+  const NodeId peer = candidates[rng_.Uniform(candidates.size())];
+  Message m = NewMessage(MessageType::kFetch, peer);
+  m.instance = first;
+  m.instance_last = last;
+  Send(std::move(m));
+  fetch_ = Fetch{true, peer, first, last, now_};
+  ++counters_.fetches_sent;
+}
+
+Status Replica::status() const {
+  Status s = counters_;
+  s.id = config_.id;
+  s.role = role_;
+  s.leader = leader_;
+  s.promised = hard_.promised;
+  s.leader_ballot = role_ == Role::kLeader ? ballot_ : leader_ballot_;
+  s.chosen = hard_.chosen;
+  s.last_instance = last_instance_;
+  s.next_offset = applied_.next_offset();
+  s.pending_messages = pending_.size();
+  s.inflight_instances = inflight_.size();
+  s.storage_failed = storage_failed_;
+  for (const Peer& p : peers_) {
+    s.peers.push_back(PeerStatus{p.id, p.chosen, now_ - p.heard_tick});
+  }
+  return s;
+}
+
+}  // namespace ordo::paxos

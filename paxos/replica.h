@@ -1,0 +1,291 @@
+// paxos::Replica: one broker's acceptor, learner and (possible) leader, as a
+// pure deterministic state machine in the style of etcd's raft package.
+//
+// Inputs: Step(message), Tick() (logical time), Propose(batch).
+// Output: one Ready batch at a time. The host must, in this order:
+//   1. optionally send ready.messages (they vouch for nothing unpersisted);
+//   2. durably save ready.hard_state and ready.entries (LogStore::Save);
+//   3. send ready.messages_after_persist (promises and accepted replies);
+//   4. act on ready.applied (ack publishes, serve subscribers);
+//   5. call Advance(), then loop while HasReady().
+// No Step/Tick/Propose may happen between TakeReady() and Advance().
+//
+// The core never touches a socket, a file, a clock or a thread; randomness
+// comes from Config::seed.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "paxos/applied_state.h"
+#include "paxos/log_store.h"
+#include "paxos/message.h"
+#include "paxos/quorum.h"
+#include "paxos/rng.h"
+#include "paxos/types.h"
+#include "paxos/value.h"
+
+namespace ordo::paxos {
+
+#ifdef ORDO_PAXOS_BUGS
+// Deliberately broken variants, compiled only into the simulator's copy of the
+// core (target paxos_sim) to prove that the checker catches real bugs.
+enum class Bug : uint8_t {
+  kNone = 0,
+  kForgetPromise,   // acceptor forgets its promise on every new prepare/accept (P1a)
+  kOwnValue,        // recovery re-proposes its own value, ignoring the promises
+  kOutOfOrderApply, // learner applies instances as soon as they are chosen
+  kMinorityCommit,  // leader counts an instance chosen on its own vote
+};
+const char* ToString(Bug bug);
+bool ParseBug(const char* name, Bug* out);
+#endif
+
+struct Config {
+  NodeId id{};
+  std::vector<NodeId> voters;  // every voting member, this node included
+
+  // Time, in ticks. A follower starts an election when it has not heard a
+  // leader for a random number of ticks in [election_timeout_ticks, 2x).
+  uint32_t election_timeout_ticks = 10;
+  uint32_t heartbeat_interval_ticks = 2;
+  uint32_t retransmit_ticks = 3;     // resend unanswered accepts / prepares
+  uint32_t fetch_timeout_ticks = 3;  // re-ask another peer for a missing range
+
+  // Batching and flow control.
+  uint32_t window_instances_max = 32;     // instances assigned but not yet chosen
+  uint32_t batch_messages_max = 4096;     // client messages per instance
+  uint32_t batch_bytes_max = 256 << 10;   // bytes per instance
+  uint64_t pending_bytes_max = 64 << 20;  // queued proposals before kBusy
+  uint32_t accept_entries_max = 64;       // entries per Accept message
+  uint32_t fetch_entries_max = 256;       // entries per FetchReply
+  uint64_t fetch_bytes_max = 4 << 20;     // bytes per FetchReply
+
+  uint64_t seed = 0;  // election jitter and peer choice
+
+#ifdef ORDO_PAXOS_BUGS
+  Bug bug = Bug::kNone;
+#endif
+};
+
+enum class Role : uint8_t { kFollower = 0, kCandidate = 1, kLeader = 2 };
+const char* ToString(Role role);
+
+struct Ready {
+  bool hard_state_changed = false;
+  HardState hard_state{};
+  std::vector<Entry> entries;  // to insert or overwrite, ascending instances
+  std::vector<Message> messages;
+  std::vector<Message> messages_after_persist;
+  std::vector<AppliedInstance> applied;  // newly chosen, in instance order
+  // Set when this node stopped being leader: proposals it had queued but not
+  // yet assigned to an instance are dropped; the host fails their requests
+  // (the client retries, and exactly-once makes that safe).
+  bool lost_leadership = false;
+};
+
+struct ProposeResult {
+  enum class Code : uint8_t {
+    kOk = 0,
+    kNotLeader = 1,  // redirect to `leader` (kNoNode when unknown)
+    kBusy = 2,       // pending queue full: back off and retry
+  };
+  Code code = Code::kOk;
+  NodeId leader{};
+};
+
+// Counters and gauges for status and metrics (read-only snapshot).
+struct PeerStatus {
+  NodeId id{};
+  Instance chosen{};          // last chosen frontier it reported
+  uint64_t ticks_since_heard = 0;
+};
+struct Status {
+  NodeId id{};
+  Role role = Role::kFollower;
+  NodeId leader{};
+  Ballot promised{};
+  Ballot leader_ballot{};
+  Instance chosen{};
+  Instance last_instance{};
+  Offset next_offset{};
+  uint64_t pending_messages = 0;
+  uint64_t inflight_instances = 0;
+  std::vector<PeerStatus> peers;
+  uint64_t elections_started = 0;
+  uint64_t elections_won = 0;
+  uint64_t instances_proposed = 0;
+  uint64_t instances_chosen = 0;
+  uint64_t messages_appended = 0;
+  uint64_t messages_duplicate = 0;
+  uint64_t fetches_sent = 0;
+  uint64_t storage_corruptions = 0;
+  bool storage_failed = false;
+};
+
+class Replica {
+ public:
+  // Restores from `store` (promised ballot, chosen frontier, log) and replays
+  // the chosen log into the applied state. `store` must outlive the replica.
+  Replica(const Config& config, const LogStore& store);
+
+  void Tick();
+  void Step(const Message& message);
+  // Queues client messages for the log. Only the leader accepts them.
+  ProposeResult Propose(std::vector<ClientMessage> messages);
+
+  bool HasReady() const;
+  Ready TakeReady();
+  void Advance();
+
+  Role role() const { return role_; }
+  NodeId id() const { return config_.id; }
+  NodeId leader() const { return leader_; }
+  Instance chosen() const { return hard_.chosen; }
+  const AppliedState& applied_state() const { return applied_; }
+  Status status() const;
+
+ private:
+  struct Inflight {
+    ValuePtr value;
+    VoteSet acks;
+    uint64_t sent_tick = 0;
+    bool chosen = false;
+  };
+  struct PromiseFrom {
+    Instance chosen{};
+    std::vector<Entry> entries;
+  };
+  struct Peer {
+    NodeId id{};
+    Instance chosen{};
+    uint64_t heard_tick = 0;
+  };
+
+  // Handlers, one per message type (Step dispatches after the common checks).
+  void OnPrepare(const Message& m);
+  void OnPromise(const Message& m);
+  void OnAccept(const Message& m);
+  void OnAccepted(const Message& m);
+  void OnReject(const Message& m);
+  void OnCommit(const Message& m);
+  void OnCommitReply(const Message& m);
+  void OnFetch(const Message& m);
+  void OnFetchReply(const Message& m);
+
+  // Ignore-helpers: drop stale or misdirected messages before asserting.
+  bool IgnorePromise(const Message& m) const;
+  bool IgnoreAccepted(const Message& m) const;
+  bool SticksToLeader(NodeId candidate) const;
+
+  void BecomeFollower(NodeId leader, Ballot leader_ballot);
+  void BecomeCandidate();
+  void BecomeLeader();
+  void ResetElectionTimer();
+
+  // Leader.
+  void CutBatches();
+  void AssignInstance(ValuePtr value);
+  void SendUnsentAccepts();
+  void SendAccepts(NodeId to, Instance first, Instance last);
+  void Retransmit();
+  void CheckQuorum();
+  void BroadcastCommit();
+  void CountAccept(Instance instance, size_t voter_index);
+
+  // Learner.
+  void NoteChosen(NodeId from, Instance chosen);
+  void LearnFromCommit();
+  void AdvanceFrontier();
+  void ApplyUpTo();
+  void CheckElection();
+  void MaybeFetch(bool force);
+  void ApplyChosen(Instance instance, const ValuePtr& value);
+
+  // Storage through the staged (not yet persisted) overlay.
+  StoreCode ReadEntry(Instance instance, Entry* out);
+  void StageEntry(const Entry& entry);
+  void SetPromised(Ballot ballot);
+  void SetChosen(Instance chosen);
+
+  Message NewMessage(MessageType type, NodeId to) const;
+  void Send(Message m) { msgs_.push_back(std::move(m)); }
+  void SendAfterPersist(Message m) { msgs_after_persist_.push_back(std::move(m)); }
+  std::optional<size_t> VoterIndex(NodeId id) const;
+  bool IsVoter() const { return self_index_.has_value(); }
+  size_t Quorum() const { return QuorumSize(config_.voters.size()); }
+  bool bug(int b) const;
+
+  Config config_;
+  const LogStore& store_;
+  Rng rng_;
+  std::optional<size_t> self_index_;
+  std::vector<Peer> peers_;  // every voter but this node
+
+  // Durable state, as the host will have it after the current Ready.
+  HardState hard_{};
+  bool hard_dirty_ = false;
+  std::map<Instance, Entry> staged_;  // entries to persist in the next Ready
+  Instance last_instance_{};
+
+  // Volatile.
+  uint64_t now_ = 0;
+  Role role_ = Role::kFollower;
+  NodeId leader_{};
+  Ballot leader_ballot_{};
+  uint64_t max_round_seen_ = 0;
+  uint64_t election_elapsed_ = 0;
+  uint64_t election_timeout_ = 0;
+  uint64_t leader_heard_tick_ = 0;  // last tick a live leader spoke to us
+  bool ready_outstanding_ = false;
+  // A stored record above the chosen frontier failed its check: this node can
+  // no longer vouch for what it accepted, so it stops voting (fail-stop).
+  bool storage_failed_ = false;
+
+  // Candidate.
+  Ballot ballot_{};  // our own ballot while candidate or leader
+  std::map<NodeId, PromiseFrom> promises_;
+  bool self_promise_pending_ = false;  // our own promise is in the current Ready
+  bool self_promised_ = false;         // ...and is durable
+  uint64_t prepare_sent_tick_ = 0;
+
+  // Leader.
+  Instance next_instance_{};
+  Instance unsent_from_{};
+  std::map<Instance, Inflight> inflight_;
+  std::vector<Instance> self_accept_pending_;
+  std::deque<ClientMessage> pending_;
+  uint64_t pending_bytes_ = 0;
+  uint64_t heartbeat_elapsed_ = 0;
+  uint64_t quorum_check_tick_ = 0;
+  Instance commit_sent_{};
+
+  // Learner.
+  Instance commit_hint_{};  // the leader said: chosen up to here...
+  Ballot commit_ballot_{};  // ...and entries accepted at this ballot hold it
+  Instance known_chosen_{};  // highest instance anyone said is chosen
+  Instance apply_next_{1};            // next instance to apply, in order
+  Instance repair_{};                 // a chosen instance whose record is unreadable
+  std::set<Instance> chosen_ahead_;   // bug kOutOfOrderApply only
+  struct Fetch {
+    bool active = false;
+    NodeId peer{};
+    Instance first{};
+    Instance last{};
+    uint64_t sent_tick = 0;
+  } fetch_;
+
+  AppliedState applied_;
+  std::vector<AppliedInstance> applied_out_;
+  std::vector<Message> msgs_;
+  std::vector<Message> msgs_after_persist_;
+  bool lost_leadership_ = false;
+
+  Status counters_{};
+};
+
+}  // namespace ordo::paxos

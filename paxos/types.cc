@@ -1,0 +1,47 @@
+#include "paxos/types.h"
+
+#include "paxos/log_store.h"
+#include "paxos/message.h"
+#include "paxos/value.h"
+
+namespace ordo::paxos {
+
+std::string ToString(const Ballot& b) {
+  return "(" + std::to_string(b.round) + "," + std::to_string(b.node.value()) + ")";
+}
+
+const char* ToString(ValueKind kind) {
+  switch (kind) {
+    case ValueKind::kBatch: return "batch";
+    case ValueKind::kNoop: return "noop";
+    case ValueKind::kBarrier: return "barrier";
+  }
+  return "?";
+}
+
+const char* ToString(MessageType type) {
+  switch (type) {
+    case MessageType::kPrepare: return "prepare";
+    case MessageType::kPromise: return "promise";
+    case MessageType::kAccept: return "accept";
+    case MessageType::kAccepted: return "accepted";
+    case MessageType::kReject: return "reject";
+    case MessageType::kCommit: return "commit";
+    case MessageType::kCommitReply: return "commit-reply";
+    case MessageType::kFetch: return "fetch";
+    case MessageType::kFetchReply: return "fetch-reply";
+  }
+  return "?";
+}
+
+const char* ToString(StoreCode code) {
+  switch (code) {
+    case StoreCode::kOk: return "ok";
+    case StoreCode::kNotFound: return "not found";
+    case StoreCode::kCorrupt: return "corrupt";
+    case StoreCode::kIoError: return "i/o error";
+  }
+  return "?";
+}
+
+}  // namespace ordo::paxos

@@ -1,0 +1,591 @@
+#include "tests/sim/simulator.h"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <ostream>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "paxos/log_store.h"
+#include "paxos/rng.h"
+
+namespace ordo::sim {
+
+using paxos::Ballot;
+using paxos::ClientMessage;
+using paxos::Instance;
+using paxos::Message;
+using paxos::NodeId;
+using paxos::Offset;
+using paxos::ProducerId;
+using paxos::PublishOutcome;
+using paxos::Replica;
+using paxos::Rng;
+
+namespace {
+
+// Simulated time: a replica ticks every kTickUnits; messages take 1..max_delay
+// units, so a message may be overtaken by a later one (reordering).
+constexpr uint64_t kTickUnits = 10;
+constexpr uint32_t kClients = 3;
+constexpr uint32_t kClientWindow = 4;            // messages in flight per client
+constexpr uint64_t kClientRetryUnits = 40 * kTickUnits;
+constexpr uint64_t kLivenessTicks = 400;         // (5) leader + commit after heal
+constexpr uint64_t kSettleTicks = 1500;          // (4) everything acked delivered everywhere
+
+using MsgKey = std::pair<uint64_t, uint64_t>;  // (producer, sequence)
+
+struct Event {
+  enum class Kind : uint8_t { kDeliver, kTick, kClient, kFault, kAck };
+  uint64_t time = 0;
+  uint64_t seq = 0;  // tie-break, keeps the order deterministic
+  Kind kind = Kind::kTick;
+  uint32_t target = 0;  // node index (deliver, tick) or client index (client, ack)
+  Message message;      // kDeliver
+  // kAck: the outcome a broker reports to a client.
+  MsgKey key{};
+  PublishOutcome outcome = PublishOutcome::kAppended;
+  bool offset_known = false;
+  uint64_t offset = 0;
+};
+
+struct EventLater {
+  bool operator()(const std::unique_ptr<Event>& a, const std::unique_ptr<Event>& b) const {
+    return a->time != b->time ? a->time > b->time : a->seq > b->seq;
+  }
+};
+
+struct Node {
+  NodeId id{};
+  paxos::MemoryLogStore store;       // survives crashes: exactly the durable state
+  std::unique_ptr<Replica> replica;  // volatile: gone on crash
+  bool up = true;
+  uint32_t partition = 0;                    // nodes talk only within one partition
+  std::map<MsgKey, uint32_t> waiting;        // publish -> client awaiting the answer
+  std::vector<MsgKey> stream;                // this node's delivered stream, by offset
+};
+
+struct Client {
+  ProducerId producer{};
+  uint64_t next_sequence = 1;
+  uint64_t budget = 0;                         // new messages still to publish
+  std::map<uint64_t, std::string> unacked;     // sequence -> payload
+  uint32_t target = 0;                         // node it believes is the leader
+  uint64_t last_send = 0;
+  bool resend = false;                         // resend every unacked message
+  uint64_t heal_sequence = 0;                  // first sequence published after healing
+};
+
+class Simulation {
+ public:
+  explicit Simulation(const SimOptions& o) : opt_(o), rng_(o.seed * 0x2545F4914F6CDD1Dull + 7) {}
+  SimResult Run();
+
+ private:
+  // --- world ---
+  void Schedule(Event e);
+  void StartNode(uint32_t i);
+  void CrashNode(uint32_t i);
+  void HandleReady(uint32_t i);
+  void SendPeer(const Message& m, uint64_t now);
+  void DeliverMessage(const Event& e);
+  void ClientAct(uint32_t c);
+  void ClientAck(const Event& e);
+  void InjectFault();
+  void HealAll();
+  uint32_t IndexOf(NodeId id) const { return id.value() - 1; }
+
+  // --- invariants ---
+  void OnApplied(uint32_t i, const paxos::AppliedInstance& a);
+  void CheckChosen(Instance instance, const paxos::ValuePtr& value, const std::string& how);
+  void OnSaved(const paxos::Entry& e);
+  void Violation(const std::string& what);
+  void CheckEnd();
+  bool AllDelivered() const;
+
+  void Trace(const std::string& s) {
+    if (opt_.trace) *opt_.trace << "t=" << now_ << " " << s << "\n";
+  }
+
+  SimOptions opt_;
+  Rng rng_;
+  paxos::Config base_config_;
+  std::vector<Node> nodes_;
+  std::vector<Client> clients_;
+  std::vector<std::unique_ptr<Event>> events_;  // a min-heap on (time, seq)
+  uint64_t now_ = 0;
+  uint64_t event_seq_ = 0;
+  bool faults_on_ = true;
+  bool stop_ = false;
+  bool probe_acked_ = false;  // (5) a message published after healing was acked
+
+  // Seeded network and fault mix.
+  double loss_ = 0, duplicate_ = 0, crash_mid_persist_ = 0;
+  uint64_t delay_max_ = 1;
+  uint64_t fault_every_ = 0;
+
+  // Checker state.
+  std::map<Instance, paxos::ValuePtr> chosen_;          // (1)
+  std::vector<MsgKey> canonical_;                       // (2) the agreed stream
+  std::map<MsgKey, uint64_t> canonical_offset_;         // (3) no duplicates
+  std::map<MsgKey, std::string> published_;             // (3) every delivered was published
+  std::map<MsgKey, uint64_t> acked_;                    // (4) acked -> offset
+  SimResult result_;
+};
+
+void Simulation::Schedule(Event e) {
+  e.seq = event_seq_++;
+  events_.push_back(std::make_unique<Event>(std::move(e)));
+  std::push_heap(events_.begin(), events_.end(), EventLater{});
+}
+
+void Simulation::StartNode(uint32_t i) {
+  Node& n = nodes_[i];
+  paxos::Config c = base_config_;
+  c.id = n.id;
+  c.seed = rng_.Next();
+  n.replica = std::make_unique<Replica>(c, n.store);
+  n.up = true;
+  n.waiting.clear();
+  // A restarted replica rebuilt its applied state from the durable log; what
+  // it delivered before the crash must be exactly that prefix.
+  const uint64_t restored = n.replica->applied_state().next_offset().value();
+  if (restored > n.stream.size()) {
+    Violation("node " + std::to_string(n.id.value()) + " restored " + std::to_string(restored) +
+              " offsets but had delivered only " + std::to_string(n.stream.size()));
+  }
+  n.stream.resize(std::min<uint64_t>(restored, n.stream.size()));
+}
+
+void Simulation::CrashNode(uint32_t i) {
+  Node& n = nodes_[i];
+  n.up = false;
+  n.replica.reset();
+  n.waiting.clear();
+  ++result_.faults;
+  Trace("crash node " + std::to_string(n.id.value()));
+}
+
+void Simulation::SendPeer(const Message& m, uint64_t now) {
+  ++result_.messages_sent;
+  if (faults_on_ && rng_.Chance(loss_)) return;
+  const int copies = faults_on_ && rng_.Chance(duplicate_) ? 2 : 1;
+  for (int k = 0; k < copies; ++k) {
+    Event e;
+    e.kind = Event::Kind::kDeliver;
+    e.time = now + 1 + rng_.Uniform(delay_max_);
+    e.target = IndexOf(m.to);
+    e.message = m;
+    Schedule(std::move(e));
+  }
+}
+
+void Simulation::HandleReady(uint32_t i) {
+  Node& n = nodes_[i];
+  while (n.up && n.replica->HasReady()) {
+    paxos::Ready r = n.replica->TakeReady();
+    for (const Message& m : r.messages) SendPeer(m, now_);
+    if (faults_on_ && (r.hard_state_changed || !r.entries.empty()) &&
+        rng_.Chance(crash_mid_persist_)) {
+      // Crash after sending what may go before the write, before the write
+      // is durable: nothing of this Ready survives.
+      Trace("crash mid-persist");
+      CrashNode(i);
+      return;
+    }
+    n.store.Save(r.hard_state, r.entries);
+    for (const paxos::Entry& e : r.entries) OnSaved(e);
+    for (const Message& m : r.messages_after_persist) SendPeer(m, now_);
+    for (const paxos::AppliedInstance& a : r.applied) OnApplied(i, a);
+    if (r.lost_leadership) n.waiting.clear();
+    n.replica->Advance();
+  }
+}
+
+void Simulation::DeliverMessage(const Event& e) {
+  Node& n = nodes_[e.target];
+  const Node& from = nodes_[IndexOf(e.message.from)];
+  if (!n.up || n.partition != from.partition) return;
+  if (opt_.trace) {
+    Trace("deliver " + std::string(paxos::ToString(e.message.type)) + " " +
+          std::to_string(e.message.from.value()) + "->" + std::to_string(e.message.to.value()) +
+          " b=" + paxos::ToString(e.message.ballot) + " i=" +
+          std::to_string(e.message.instance.value()) + ".." +
+          std::to_string(e.message.instance_last.value()) +
+          " c=" + std::to_string(e.message.chosen.value()) +
+          " n=" + std::to_string(e.message.entries.size()));
+  }
+  n.replica->Step(e.message);
+  HandleReady(e.target);
+}
+
+void Simulation::CheckChosen(Instance instance, const paxos::ValuePtr& value,
+                             const std::string& how) {
+  auto [it, fresh] = chosen_.try_emplace(instance, value);
+  if (!fresh && !(*it->second == *value)) {
+    Violation(how + " a different value for instance " + std::to_string(instance.value()) +
+              " than the one chosen before");
+  }
+}
+
+void Simulation::OnSaved(const paxos::Entry& e) {
+  // (1) The Paxos definition of chosen: a majority of acceptors durably
+  // accepted one value at one ballot. Checked on the stores themselves, so a
+  // value chosen but never learned still counts.
+  size_t votes = 0;
+  for (const Node& n : nodes_) {
+    paxos::Entry stored;
+    if (n.store.Get(e.instance, &stored) != paxos::StoreCode::kOk) continue;
+    if (stored.ballot != e.ballot) continue;
+    if (!(*stored.value == *e.value)) {
+      Violation("two values accepted at ballot " + paxos::ToString(e.ballot) + " for instance " +
+                std::to_string(e.instance.value()));
+      return;
+    }
+    ++votes;
+  }
+  if (votes >= paxos::QuorumSize(nodes_.size())) CheckChosen(e.instance, e.value, "a majority accepted");
+}
+
+void Simulation::OnApplied(uint32_t i, const paxos::AppliedInstance& a) {
+  Node& n = nodes_[i];
+  const std::string who = "node " + std::to_string(n.id.value());
+  // (1) one value per instance, whoever learns it.
+  CheckChosen(a.instance, a.value, who + " learned");
+  if (a.value->kind != paxos::ValueKind::kBatch) return;
+  for (size_t k = 0; k < a.results.size(); ++k) {
+    const paxos::MessageResult& r = a.results[k];
+    const ClientMessage& m = a.value->messages[k];
+    const MsgKey key{r.producer.value(), r.sequence};
+    if (r.outcome == PublishOutcome::kAppended) {
+      // (2) streams are prefixes of one another: same offset, same message.
+      if (r.offset.value() != n.stream.size()) {
+        Violation(who + " appended offset " + std::to_string(r.offset.value()) +
+                  " after delivering " + std::to_string(n.stream.size()));
+        return;
+      }
+      n.stream.push_back(key);
+      const uint64_t o = r.offset.value();
+      if (o < canonical_.size()) {
+        if (canonical_[o] != key) {
+          Violation(who + " delivered a different message at offset " + std::to_string(o));
+        }
+      } else {
+        // (3) never delivered twice; and only what was published.
+        auto [c, inserted] = canonical_offset_.try_emplace(key, o);
+        if (!inserted) {
+          Violation("message " + std::to_string(key.first) + "/" + std::to_string(key.second) +
+                    " delivered twice, at offsets " + std::to_string(c->second) + " and " +
+                    std::to_string(o));
+        }
+        auto p = published_.find(key);
+        if (p == published_.end() || p->second != m.payload) {
+          Violation("offset " + std::to_string(o) + " holds a message nobody published");
+        }
+        canonical_.push_back(key);
+      }
+    }
+    // Answer the client waiting on this node, over the (lossy) network.
+    auto w = n.waiting.find(key);
+    if (w != n.waiting.end()) {
+      Event e;
+      e.kind = Event::Kind::kAck;
+      e.time = now_ + 1 + rng_.Uniform(delay_max_);
+      e.target = w->second;
+      e.key = key;
+      e.outcome = r.outcome;
+      e.offset_known = r.offset_known;
+      e.offset = r.offset.value();
+      n.waiting.erase(w);
+      if (!(faults_on_ && rng_.Chance(loss_))) Schedule(std::move(e));
+    }
+  }
+}
+
+void Simulation::ClientAck(const Event& e) {
+  Client& c = clients_[e.target];
+  if (e.outcome == PublishOutcome::kAppended || e.outcome == PublishOutcome::kDuplicate) {
+    if (!e.offset_known) return;  // a duplicate too old to remember: keep retrying
+    auto [it, fresh] = acked_.try_emplace(e.key, e.offset);
+    if (!fresh && it->second != e.offset) {
+      Violation("message " + std::to_string(e.key.first) + "/" + std::to_string(e.key.second) +
+                " acknowledged at offsets " + std::to_string(it->second) + " and " +
+                std::to_string(e.offset));
+    }
+    auto o = canonical_offset_.find(e.key);
+    if (o == canonical_offset_.end() || o->second != e.offset) {
+      Violation("acknowledged offset " + std::to_string(e.offset) + " does not hold the message");
+    }
+    if (c.unacked.erase(e.key.second)) ++result_.acknowledged;
+    if (!faults_on_ && e.key.second >= c.heal_sequence) probe_acked_ = true;
+  } else {
+    // Out of sequence or from a deposed leader: resend everything unacked,
+    // in order, so sequences arrive contiguous.
+    c.resend = true;
+  }
+}
+
+void Simulation::ClientAct(uint32_t ci) {
+  Client& c = clients_[ci];
+  Event next;
+  next.kind = Event::Kind::kClient;
+  next.target = ci;
+  next.time = now_ + kTickUnits;
+  Schedule(std::move(next));
+
+  std::vector<ClientMessage> batch;
+  if (c.resend || (!c.unacked.empty() && now_ - c.last_send >= kClientRetryUnits)) {
+    if (!c.resend) c.target = static_cast<uint32_t>(rng_.Uniform(nodes_.size()));
+    for (const auto& [seq, payload] : c.unacked) {
+      batch.push_back(ClientMessage{c.producer, seq, "", payload});
+    }
+  }
+  // New messages, up to the window.
+  while (c.budget > 0 && c.unacked.size() < kClientWindow && batch.size() < kClientWindow) {
+    const uint64_t seq = c.next_sequence++;
+    std::string payload = "p" + std::to_string(c.producer.value()) + "-" + std::to_string(seq) +
+                          "-" + std::to_string(rng_.Uniform(1000000));
+    published_[{c.producer.value(), seq}] = payload;
+    c.unacked[seq] = payload;
+    batch.push_back(ClientMessage{c.producer, seq, "", std::move(payload)});
+    --c.budget;
+    ++result_.published;
+  }
+  if (batch.empty()) return;
+  const uint32_t ni = c.target;
+  Node& n = nodes_[ni];
+  if (!n.up) {
+    c.target = static_cast<uint32_t>(rng_.Uniform(nodes_.size()));
+    c.resend = true;
+    return;
+  }
+  std::vector<MsgKey> keys;
+  for (const ClientMessage& m : batch) keys.push_back({m.producer.value(), m.sequence});
+  const paxos::ProposeResult r = n.replica->Propose(std::move(batch));
+  switch (r.code) {
+    case paxos::ProposeResult::Code::kOk:
+      for (const MsgKey& k : keys) n.waiting[k] = ci;
+      c.resend = false;
+      c.last_send = now_;
+      break;
+    case paxos::ProposeResult::Code::kNotLeader:
+      // Redirect: next time, go where the broker pointed.
+      c.target = r.leader != paxos::kNoNode ? IndexOf(r.leader)
+                                            : static_cast<uint32_t>(rng_.Uniform(nodes_.size()));
+      c.resend = true;
+      break;
+    case paxos::ProposeResult::Code::kBusy:
+      c.resend = true;
+      break;
+  }
+  HandleReady(ni);
+}
+
+void Simulation::InjectFault() {
+  Event next;
+  next.kind = Event::Kind::kFault;
+  next.time = now_ + fault_every_ / 2 + rng_.Uniform(fault_every_);
+  Schedule(std::move(next));
+  if (!faults_on_) return;
+  const uint32_t i = static_cast<uint32_t>(rng_.Uniform(nodes_.size()));
+  switch (rng_.Uniform(4)) {
+    case 0:  // crash
+      if (nodes_[i].up) CrashNode(i);
+      break;
+    case 1:  // restart
+      if (!nodes_[i].up) {
+        StartNode(i);
+        ++result_.faults;
+        Trace("restart node " + std::to_string(i + 1));
+      }
+      break;
+    case 2: {  // partition into two random sides
+      for (Node& n : nodes_) n.partition = static_cast<uint32_t>(rng_.Uniform(2));
+      ++result_.faults;
+      Trace("partition");
+      break;
+    }
+    case 3:  // heal the partition
+      for (Node& n : nodes_) n.partition = 0;
+      Trace("heal partition");
+      break;
+  }
+}
+
+void Simulation::HealAll() {
+  faults_on_ = false;
+  for (Node& n : nodes_) n.partition = 0;
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    if (!nodes_[i].up) StartNode(i);
+  }
+  Trace("heal all");
+}
+
+bool Simulation::AllDelivered() const {
+  for (const Client& c : clients_) {
+    if (!c.unacked.empty() || c.budget > 0) return false;
+  }
+  for (const Node& n : nodes_) {
+    if (n.stream.size() != canonical_.size()) return false;
+  }
+  return true;
+}
+
+void Simulation::Violation(const std::string& what) {
+  ++result_.violations;
+  if (result_.first_violation.empty()) {
+    result_.first_violation = "t=" + std::to_string(now_) + " step " +
+                              std::to_string(result_.steps) + ": " + what;
+  }
+  Trace("VIOLATION " + what);
+  stop_ = true;
+}
+
+void Simulation::CheckEnd() {
+  // (4) every acknowledged publish is in the agreed stream, at its offset,
+  // at every broker.
+  for (const auto& [key, offset] : acked_) {
+    if (offset >= canonical_.size() || canonical_[offset] != key) {
+      Violation("acknowledged message " + std::to_string(key.first) + "/" +
+                std::to_string(key.second) + " is not delivered at offset " +
+                std::to_string(offset));
+      return;
+    }
+  }
+  for (const Node& n : nodes_) {
+    if (n.stream.size() != canonical_.size()) {
+      Violation("node " + std::to_string(n.id.value()) + " delivered " +
+                std::to_string(n.stream.size()) + " of " + std::to_string(canonical_.size()) +
+                " messages after healing");
+      return;
+    }
+  }
+}
+
+SimResult Simulation::Run() {
+  // The seed picks the network and the fault mix.
+  const double losses[] = {0, 0.01, 0.05, 0.15};
+  const double dups[] = {0, 0.02, 0.1};
+  const uint64_t delays[] = {2, 10, 25, 60};
+  const uint64_t fault_periods[] = {20, 60, 200, 600};
+  const double mid_persist[] = {0, 0.0005, 0.002};
+  loss_ = losses[rng_.Uniform(4)];
+  duplicate_ = dups[rng_.Uniform(3)];
+  delay_max_ = delays[rng_.Uniform(4)];
+  fault_every_ = fault_periods[rng_.Uniform(4)] * kTickUnits;
+  crash_mid_persist_ = mid_persist[rng_.Uniform(3)];
+  std::ostringstream mix;
+  mix << "loss=" << loss_ << " dup=" << duplicate_ << " delay<=" << delay_max_
+      << "u fault-every~" << fault_every_ / kTickUnits << "t mid-persist=" << crash_mid_persist_;
+  result_.fault_mix = mix.str();
+
+  base_config_.election_timeout_ticks = 10;
+  base_config_.heartbeat_interval_ticks = 2;
+  base_config_.retransmit_ticks = 4;
+  base_config_.fetch_timeout_ticks = 4;
+  base_config_.window_instances_max = 8;
+  base_config_.batch_messages_max = 4;  // small, so many instances are exercised
+  base_config_.accept_entries_max = 4;
+  base_config_.fetch_entries_max = 8;
+  base_config_.bug = opt_.bug;
+  for (uint32_t i = 1; i <= opt_.nodes; ++i) base_config_.voters.push_back(NodeId(i));
+
+  nodes_.resize(opt_.nodes);
+  for (uint32_t i = 0; i < opt_.nodes; ++i) {
+    nodes_[i].id = NodeId(i + 1);
+    StartNode(i);
+    Event t;
+    t.kind = Event::Kind::kTick;
+    t.target = i;
+    t.time = 1 + rng_.Uniform(kTickUnits);
+    Schedule(std::move(t));
+  }
+  clients_.resize(kClients);
+  for (uint32_t c = 0; c < kClients; ++c) {
+    clients_[c].producer = ProducerId(1000 + c);
+    clients_[c].budget = 30 + opt_.steps / 400;
+    clients_[c].target = static_cast<uint32_t>(rng_.Uniform(opt_.nodes));
+    Event e;
+    e.kind = Event::Kind::kClient;
+    e.target = c;
+    e.time = 1 + rng_.Uniform(kTickUnits);
+    Schedule(std::move(e));
+  }
+  Event f;
+  f.kind = Event::Kind::kFault;
+  f.time = fault_every_;
+  Schedule(std::move(f));
+
+  // Phase 1: faults for opt_.steps events. Phase 2: heal, then require a
+  // leader and progress (5), and full delivery (4), within bounds.
+  uint64_t heal_time = 0;
+  while (!stop_ && !events_.empty()) {
+    std::pop_heap(events_.begin(), events_.end(), EventLater{});
+    std::unique_ptr<Event> e = std::move(events_.back());
+    events_.pop_back();
+    now_ = e->time;
+    ++result_.steps;
+    if (faults_on_ && result_.steps >= opt_.steps) {
+      HealAll();
+      heal_time = now_;
+      // Fresh publishes after the heal: a liveness probe.
+      for (Client& c : clients_) {
+        c.heal_sequence = c.next_sequence + c.budget;
+        c.budget += 2;
+      }
+    }
+    switch (e->kind) {
+      case Event::Kind::kDeliver: DeliverMessage(*e); break;
+      case Event::Kind::kTick: {
+        Node& n = nodes_[e->target];
+        if (n.up) {
+          n.replica->Tick();
+          HandleReady(e->target);
+        }
+        Event t;
+        t.kind = Event::Kind::kTick;
+        t.target = e->target;
+        t.time = now_ + kTickUnits;
+        Schedule(std::move(t));
+        break;
+      }
+      case Event::Kind::kClient: ClientAct(e->target); break;
+      case Event::Kind::kAck: ClientAck(*e); break;
+      case Event::Kind::kFault: InjectFault(); break;
+    }
+    if (!faults_on_ && !stop_) {
+      if (!probe_acked_ && now_ - heal_time > kLivenessTicks * kTickUnits) {
+        Violation("no leader committed a new publish within " + std::to_string(kLivenessTicks) +
+                  " ticks of the last fault healing");
+        break;
+      }
+      if (probe_acked_ && AllDelivered()) break;
+      if (now_ - heal_time > kSettleTicks * kTickUnits) {
+        CheckEnd();
+        if (!stop_) Violation("clients still had unacknowledged messages after healing");
+        break;
+      }
+    }
+  }
+  if (!stop_) CheckEnd();
+  result_.delivered = canonical_.size();
+  return result_;
+}
+
+}  // namespace
+
+SimResult RunSimulation(const SimOptions& options) {
+  Simulation sim(options);
+  return sim.Run();
+}
+
+std::string ReplayCommand(const SimOptions& o) {
+  std::string cmd = "build/ordo-sim --nodes " + std::to_string(o.nodes) + " --seed " +
+                    std::to_string(o.seed) + " --steps " + std::to_string(o.steps);
+  if (o.bug != paxos::Bug::kNone) cmd += std::string(" --bug ") + paxos::ToString(o.bug);
+  return cmd;
+}
+
+}  // namespace ordo::sim
