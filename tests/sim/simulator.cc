@@ -306,6 +306,10 @@ void Simulation::OnApplied(uint32_t i, const paxos::AppliedInstance& a) {
 
 void Simulation::ClientAck(const Event& e) {
   Client& c = clients_[e.target];
+  if (opt_.trace) {
+    Trace("client " + std::to_string(e.target) + " answer " + std::to_string(e.key.second) + " " +
+          paxos::ToString(e.outcome) + " offset " + std::to_string(e.offset));
+  }
   if (e.outcome == PublishOutcome::kAppended || e.outcome == PublishOutcome::kDuplicate) {
     if (!e.offset_known) return;  // a duplicate too old to remember: keep retrying
     auto [it, fresh] = acked_.try_emplace(e.key, e.offset);
@@ -363,6 +367,10 @@ void Simulation::ClientAct(uint32_t ci) {
   }
   std::vector<MsgKey> keys;
   for (const ClientMessage& m : batch) keys.push_back({m.producer.value(), m.sequence});
+  if (opt_.trace) {
+    Trace("client " + std::to_string(ci) + " publishes " + std::to_string(keys.front().second) +
+          ".." + std::to_string(keys.back().second) + " to node " + std::to_string(ni + 1));
+  }
   const paxos::ProposeResult r = n.replica->Propose(std::move(batch));
   switch (r.code) {
     case paxos::ProposeResult::Code::kOk:
@@ -531,9 +539,11 @@ SimResult Simulation::Run() {
       HealAll();
       heal_time = now_;
       // Fresh publishes after the heal: a liveness probe.
+      // The unpublished rest of the budget is dropped, so the probe is not
+      // queued behind it.
       for (Client& c : clients_) {
-        c.heal_sequence = c.next_sequence + c.budget;
-        c.budget += 2;
+        c.heal_sequence = c.next_sequence;
+        c.budget = 2;
       }
     }
     switch (e->kind) {

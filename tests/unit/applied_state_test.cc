@@ -1,0 +1,101 @@
+// The applied state: offsets, exactly-once per (producer, sequence), and the
+// leader-barrier rule.
+#include <gtest/gtest.h>
+
+#include "paxos/applied_state.h"
+
+namespace ordo::paxos {
+namespace {
+
+ClientMessage Msg(uint64_t producer, uint64_t seq) {
+  return ClientMessage{ProducerId(producer), seq, "", "p" + std::to_string(seq)};
+}
+
+const Ballot kB1{1, NodeId(1)};
+const Ballot kB2{2, NodeId(2)};
+
+TEST(AppliedState, AssignsConsecutiveOffsetsAcrossInstances) {
+  AppliedState s;
+  AppliedInstance a = s.Apply(Instance(1), MakeBatch(kB1, {Msg(1, 1), Msg(2, 1)}));
+  AppliedInstance b = s.Apply(Instance(2), MakeNoop(kB1));
+  AppliedInstance c = s.Apply(Instance(3), MakeBatch(kB1, {Msg(1, 2)}));
+  EXPECT_EQ(a.first_offset, Offset(0));
+  EXPECT_EQ(a.appended, 2u);
+  EXPECT_EQ(a.results[1].offset, Offset(1));
+  EXPECT_EQ(b.appended, 0u);
+  EXPECT_EQ(c.first_offset, Offset(2));
+  EXPECT_EQ(s.next_offset(), Offset(3));
+  EXPECT_EQ(s.applied(), Instance(3));
+}
+
+TEST(AppliedState, RetryReturnsTheOriginalOffsetAndIsNotStoredTwice) {
+  AppliedState s;
+  s.Apply(Instance(1), MakeBatch(kB1, {Msg(1, 1), Msg(1, 2)}));
+  AppliedInstance retry = s.Apply(Instance(2), MakeBatch(kB1, {Msg(1, 1), Msg(1, 2), Msg(1, 3)}));
+  ASSERT_EQ(retry.results.size(), 3u);
+  EXPECT_EQ(retry.results[0].outcome, PublishOutcome::kDuplicate);
+  EXPECT_TRUE(retry.results[0].offset_known);
+  EXPECT_EQ(retry.results[0].offset, Offset(0));
+  EXPECT_EQ(retry.results[1].offset, Offset(1));
+  EXPECT_EQ(retry.results[2].outcome, PublishOutcome::kAppended);
+  EXPECT_EQ(retry.results[2].offset, Offset(2));
+  EXPECT_EQ(retry.appended, 1u);
+  EXPECT_EQ(s.next_offset(), Offset(3));
+}
+
+TEST(AppliedState, SequenceGapIsRejectedNotStored) {
+  AppliedState s;
+  s.Apply(Instance(1), MakeBatch(kB1, {Msg(1, 1)}));
+  AppliedInstance gap = s.Apply(Instance(2), MakeBatch(kB1, {Msg(1, 3)}));
+  EXPECT_EQ(gap.results[0].outcome, PublishOutcome::kOutOfSequence);
+  EXPECT_EQ(gap.appended, 0u);
+  EXPECT_EQ(s.LastSequence(ProducerId(1)), 1u);
+  // A new producer must start at 1.
+  AppliedInstance fresh = s.Apply(Instance(3), MakeBatch(kB1, {Msg(7, 2)}));
+  EXPECT_EQ(fresh.results[0].outcome, PublishOutcome::kOutOfSequence);
+  EXPECT_EQ(s.producer_count(), 1u);
+}
+
+TEST(AppliedState, BatchFromBeforeTheLatestBarrierIsSkipped) {
+  AppliedState s;
+  s.Apply(Instance(1), MakeBarrier(kB2));
+  AppliedInstance phantom = s.Apply(Instance(2), MakeBatch(kB1, {Msg(1, 1)}));
+  EXPECT_EQ(phantom.results[0].outcome, PublishOutcome::kStaleLeader);
+  EXPECT_EQ(phantom.appended, 0u);
+  EXPECT_EQ(s.LastSequence(ProducerId(1)), 0u);  // the retry will be appended
+  AppliedInstance current = s.Apply(Instance(3), MakeBatch(kB2, {Msg(1, 1)}));
+  EXPECT_EQ(current.results[0].outcome, PublishOutcome::kAppended);
+}
+
+TEST(AppliedState, AnOldBarrierRecoveredLateDoesNotLowerTheBar) {
+  AppliedState s;
+  s.Apply(Instance(1), MakeBarrier(kB2));
+  s.Apply(Instance(2), MakeBarrier(kB1));
+  EXPECT_EQ(s.barrier(), kB2);
+  AppliedInstance phantom = s.Apply(Instance(3), MakeBatch(kB1, {Msg(1, 1)}));
+  EXPECT_EQ(phantom.results[0].outcome, PublishOutcome::kStaleLeader);
+}
+
+TEST(AppliedState, RemembersOffsetsOfRecentSequencesOnly) {
+  AppliedState s;
+  const uint64_t n = AppliedState::kProducerHistoryMax + 10;
+  std::vector<ClientMessage> batch;
+  for (uint64_t seq = 1; seq <= n; ++seq) batch.push_back(Msg(1, seq));
+  s.Apply(Instance(1), MakeBatch(kB1, std::move(batch)));
+  AppliedInstance retry = s.Apply(Instance(2), MakeBatch(kB1, {Msg(1, 5), Msg(1, n)}));
+  EXPECT_EQ(retry.results[0].outcome, PublishOutcome::kDuplicate);
+  EXPECT_FALSE(retry.results[0].offset_known);  // too old to remember
+  EXPECT_TRUE(retry.results[1].offset_known);
+  EXPECT_EQ(retry.results[1].offset, Offset(n - 1));
+}
+
+TEST(AppliedState, InterleavedProducersKeepTheirOwnOffsets) {
+  AppliedState s;
+  s.Apply(Instance(1), MakeBatch(kB1, {Msg(1, 1), Msg(2, 1), Msg(1, 2), Msg(2, 2)}));
+  AppliedInstance retry = s.Apply(Instance(2), MakeBatch(kB1, {Msg(2, 1), Msg(1, 2)}));
+  EXPECT_EQ(retry.results[0].offset, Offset(1));
+  EXPECT_EQ(retry.results[1].offset, Offset(2));
+}
+
+}  // namespace
+}  // namespace ordo::paxos

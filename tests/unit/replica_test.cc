@@ -1,0 +1,565 @@
+// One test per protocol rule: drive paxos::Replica through Step/Tick/Propose
+// and assert on what comes out in Ready.
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "paxos/replica.h"
+
+namespace ordo::paxos {
+namespace {
+
+Config ThreeNodes(uint32_t self) {
+  Config c;
+  c.id = NodeId(self);
+  c.voters = {NodeId(1), NodeId(2), NodeId(3)};
+  c.election_timeout_ticks = 10;
+  c.heartbeat_interval_ticks = 2;
+  c.seed = 7;
+  return c;
+}
+
+ClientMessage Msg(uint64_t producer, uint64_t seq, std::string payload = "x") {
+  return ClientMessage{ProducerId(producer), seq, "", std::move(payload)};
+}
+
+// A replica with a host that persists and collects everything, like the
+// broker's loop minus the sockets.
+struct Node {
+  explicit Node(Config c) : config(std::move(c)) { Restart(); }
+  void Restart() { replica = std::make_unique<Replica>(config, store); }
+
+  // Runs the host loop until quiet; returns everything that came out.
+  Ready Drain() {
+    Ready all;
+    while (replica->HasReady()) {
+      Ready r = replica->TakeReady();
+      store.Save(r.hard_state, r.entries);
+      all.hard_state_changed |= r.hard_state_changed;
+      all.hard_state = r.hard_state;
+      for (auto& e : r.entries) all.entries.push_back(e);
+      for (auto& m : r.messages) all.messages.push_back(m);
+      for (auto& m : r.messages_after_persist) all.messages_after_persist.push_back(m);
+      for (auto& a : r.applied) all.applied.push_back(a);
+      all.lost_leadership |= r.lost_leadership;
+      replica->Advance();
+    }
+    return all;
+  }
+  Ready Step(const Message& m) {
+    replica->Step(m);
+    return Drain();
+  }
+  Ready TickUntil(Role role, int max_ticks = 100) {
+    Ready all;
+    for (int i = 0; i < max_ticks && replica->role() != role; ++i) {
+      replica->Tick();
+      Ready r = Drain();
+      for (auto& m : r.messages) all.messages.push_back(m);
+      for (auto& m : r.messages_after_persist) all.messages_after_persist.push_back(m);
+      all.hard_state = r.hard_state;
+      all.hard_state_changed |= r.hard_state_changed;
+    }
+    return all;
+  }
+
+  Config config;
+  MemoryLogStore store;
+  std::unique_ptr<Replica> replica;
+};
+
+Message Make(MessageType type, uint32_t from, uint32_t to, Ballot ballot) {
+  Message m;
+  m.type = type;
+  m.from = NodeId(from);
+  m.to = NodeId(to);
+  m.ballot = ballot;
+  return m;
+}
+
+std::vector<Message> OfType(const std::vector<Message>& ms, MessageType type) {
+  std::vector<Message> out;
+  for (const Message& m : ms) {
+    if (m.type == type) out.push_back(m);
+  }
+  return out;
+}
+
+// Makes node 1 leader of a 3-node cluster with empty logs; returns its ballot.
+Ballot ElectNode1(Node& n) {
+  Ready r = n.TickUntil(Role::kCandidate);
+  auto prepares = OfType(r.messages, MessageType::kPrepare);
+  EXPECT_EQ(prepares.size(), 2u);
+  const Ballot b = prepares.at(0).ballot;
+  Message promise = Make(MessageType::kPromise, 2, 1, b);
+  n.Step(promise);
+  EXPECT_EQ(n.replica->role(), Role::kLeader);
+  return b;
+}
+
+TEST(Ballot, OrderedByRoundThenNode) {
+  EXPECT_LT((Ballot{1, NodeId(3)}), (Ballot{2, NodeId(1)}));
+  EXPECT_LT((Ballot{2, NodeId(1)}), (Ballot{2, NodeId(2)}));
+  EXPECT_LT(Ballot{}, (Ballot{0, NodeId(1)}));
+  EXPECT_TRUE(Ballot{}.IsZero());
+}
+
+TEST(Quorum, MajorityTable) {
+  const size_t want[] = {0, 1, 2, 2, 3, 3, 4, 4};
+  for (size_t n = 1; n < 8; ++n) EXPECT_EQ(QuorumSize(n), want[n]) << n;
+  VoteSet v;
+  v.Add(0);
+  v.Add(2);
+  v.Add(2);
+  EXPECT_EQ(v.Count(), 2u);
+  EXPECT_TRUE(v.IsQuorumOf(3));
+  EXPECT_FALSE(v.IsQuorumOf(5));
+}
+
+TEST(Acceptor, PromiseIsSentOnlyAfterItIsPersisted) {
+  Node n(ThreeNodes(2));
+  Message prepare = Make(MessageType::kPrepare, 1, 2, Ballot{5, NodeId(1)});
+  prepare.instance = Instance(1);
+  n.replica->Step(prepare);
+  Ready r = n.replica->TakeReady();
+  EXPECT_TRUE(r.hard_state_changed);
+  EXPECT_EQ(r.hard_state.promised, (Ballot{5, NodeId(1)}));
+  EXPECT_TRUE(OfType(r.messages, MessageType::kPromise).empty());
+  ASSERT_EQ(OfType(r.messages_after_persist, MessageType::kPromise).size(), 1u);
+  n.store.Save(r.hard_state, r.entries);
+  n.replica->Advance();
+}
+
+TEST(Acceptor, RejectsPrepareBelowItsPromise) {
+  Node n(ThreeNodes(2));
+  Message high = Make(MessageType::kPrepare, 1, 2, Ballot{5, NodeId(1)});
+  high.instance = Instance(1);
+  n.Step(high);
+  Message low = Make(MessageType::kPrepare, 3, 2, Ballot{4, NodeId(3)});
+  low.instance = Instance(1);
+  Ready r = n.Step(low);
+  auto rejects = OfType(r.messages, MessageType::kReject);
+  ASSERT_EQ(rejects.size(), 1u);
+  EXPECT_EQ(rejects[0].promised, (Ballot{5, NodeId(1)}));
+  EXPECT_EQ(n.store.LoadHardState().promised, (Ballot{5, NodeId(1)}));
+}
+
+TEST(Acceptor, AcceptsOnlyAtOrAbovePromise) {
+  Node n(ThreeNodes(2));
+  Message prepare = Make(MessageType::kPrepare, 1, 2, Ballot{5, NodeId(1)});
+  prepare.instance = Instance(1);
+  n.Step(prepare);
+
+  Message stale = Make(MessageType::kAccept, 3, 2, Ballot{4, NodeId(3)});
+  stale.entries.push_back(Entry{Instance(1), Ballot{4, NodeId(3)}, MakeNoop(Ballot{4, NodeId(3)})});
+  Ready r = n.Step(stale);
+  EXPECT_EQ(OfType(r.messages, MessageType::kReject).size(), 1u);
+  EXPECT_TRUE(r.entries.empty());
+
+  Message ok = Make(MessageType::kAccept, 1, 2, Ballot{5, NodeId(1)});
+  ok.entries.push_back(Entry{Instance(1), Ballot{5, NodeId(1)}, MakeNoop(Ballot{5, NodeId(1)})});
+  r = n.Step(ok);
+  ASSERT_EQ(r.entries.size(), 1u);
+  EXPECT_EQ(r.entries[0].ballot, (Ballot{5, NodeId(1)}));
+  auto accepted = OfType(r.messages_after_persist, MessageType::kAccepted);
+  ASSERT_EQ(accepted.size(), 1u);
+  EXPECT_EQ(accepted[0].instance, Instance(1));
+  EXPECT_TRUE(OfType(r.messages, MessageType::kAccepted).empty());  // never before persist
+}
+
+TEST(Acceptor, PromiseCarriesEveryAcceptedValueFromThePreparesInstance) {
+  Node n(ThreeNodes(2));
+  const Ballot b1{1, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b1);
+  for (uint64_t i = 1; i <= 4; ++i) {
+    accept.entries.push_back(Entry{Instance(i), b1, MakeBatch(b1, {Msg(9, i)})});
+  }
+  n.Step(accept);
+  Message prepare = Make(MessageType::kPrepare, 3, 2, Ballot{2, NodeId(3)});
+  prepare.instance = Instance(3);
+  // Not sticky: the leader was heard "now", so let time pass first.
+  for (int i = 0; i < 10; ++i) n.replica->Tick(), n.Drain();
+  Ready r = n.Step(prepare);
+  auto promises = OfType(r.messages_after_persist, MessageType::kPromise);
+  ASSERT_EQ(promises.size(), 1u);
+  ASSERT_EQ(promises[0].entries.size(), 2u);
+  EXPECT_EQ(promises[0].entries[0].instance, Instance(3));
+  EXPECT_EQ(promises[0].entries[1].instance, Instance(4));
+  EXPECT_EQ(promises[0].entries[0].ballot, b1);
+}
+
+TEST(Acceptor, StaysWithALiveLeader) {
+  Node n(ThreeNodes(2));
+  const Ballot b1{1, NodeId(1)};
+  Message commit = Make(MessageType::kCommit, 1, 2, b1);
+  n.Step(commit);
+  Message prepare = Make(MessageType::kPrepare, 3, 2, Ballot{2, NodeId(3)});
+  prepare.instance = Instance(1);
+  Ready r = n.Step(prepare);
+  EXPECT_EQ(OfType(r.messages, MessageType::kReject).size(), 1u);
+  EXPECT_EQ(n.store.LoadHardState().promised, Ballot{});
+}
+
+TEST(Election, TimeoutStartsPhase1WithAHigherBallot) {
+  Node n(ThreeNodes(1));
+  Message commit = Make(MessageType::kCommit, 2, 1, Ballot{7, NodeId(2)});
+  n.Step(commit);
+  Ready r = n.TickUntil(Role::kCandidate);
+  auto prepares = OfType(r.messages, MessageType::kPrepare);
+  ASSERT_EQ(prepares.size(), 2u);
+  EXPECT_EQ(prepares[0].ballot, (Ballot{8, NodeId(1)}));
+  EXPECT_EQ(prepares[0].instance, Instance(1));
+  EXPECT_EQ(n.store.LoadHardState().promised, (Ballot{8, NodeId(1)}));
+}
+
+TEST(Election, TimeoutIsRandomizedButSeeded) {
+  auto ticks_to_elect = [](uint64_t seed) {
+    Config c = ThreeNodes(1);
+    c.seed = seed;
+    Node n(c);
+    int t = 0;
+    while (n.replica->role() != Role::kCandidate) {
+      n.replica->Tick();
+      n.Drain();
+      ++t;
+    }
+    return t;
+  };
+  EXPECT_EQ(ticks_to_elect(1), ticks_to_elect(1));
+  std::set<int> seen;
+  for (uint64_t s = 0; s < 20; ++s) {
+    const int t = ticks_to_elect(s);
+    EXPECT_GE(t, 10);
+    EXPECT_LT(t, 20);
+    seen.insert(t);
+  }
+  EXPECT_GT(seen.size(), 2u);
+}
+
+TEST(Election, HeartbeatsKeepFollowersFromElecting) {
+  Node n(ThreeNodes(2));
+  for (int i = 0; i < 100; ++i) {
+    if (i % 2 == 0) n.Step(Make(MessageType::kCommit, 1, 2, Ballot{1, NodeId(1)}));
+    n.replica->Tick();
+    n.Drain();
+    ASSERT_EQ(n.replica->role(), Role::kFollower);
+  }
+  EXPECT_EQ(n.replica->leader(), NodeId(1));
+}
+
+TEST(Recovery, HighestBallotValueElseNoopThenBarrier) {
+  Node n(ThreeNodes(1));
+  n.Step(Make(MessageType::kCommit, 2, 1, Ballot{10, NodeId(2)}));  // rounds seen: 10
+  Ready r = n.TickUntil(Role::kCandidate);
+  const Ballot b = OfType(r.messages, MessageType::kPrepare).at(0).ballot;
+  ASSERT_EQ(b.round, 11u);
+  const Ballot old1{b.round - 2, NodeId(2)}, old2{b.round - 1, NodeId(3)};
+  const ValuePtr v_old = MakeBatch(old1, {Msg(1, 1, "old")});
+  const ValuePtr v_new = MakeBatch(old2, {Msg(1, 1, "new")});
+  // Instance 1: two values at two ballots; instance 2: a hole; instance 3: one value.
+  Message p = Make(MessageType::kPromise, 2, 1, b);
+  p.entries = {Entry{Instance(1), old1, v_old}, Entry{Instance(3), old1, v_old}};
+  Message q = Make(MessageType::kPromise, 3, 1, b);
+  q.entries = {Entry{Instance(1), old2, v_new}};
+  n.Step(p);
+  ASSERT_EQ(n.replica->role(), Role::kLeader);
+  r = n.Step(q);  // late promise: ignored, already leader
+  Entry e;
+  ASSERT_EQ(n.store.Get(Instance(1), &e), StoreCode::kOk);
+  EXPECT_EQ(e.ballot, b);
+  // Only node 2's promise counted (quorum 2 with ourselves): its value wins.
+  EXPECT_EQ(e.value->messages.at(0).payload, "old");
+  ASSERT_EQ(n.store.Get(Instance(2), &e), StoreCode::kOk);
+  EXPECT_EQ(e.value->kind, ValueKind::kNoop);
+  ASSERT_EQ(n.store.Get(Instance(3), &e), StoreCode::kOk);
+  EXPECT_EQ(e.value->origin, old1);  // recovered values keep their origin
+  ASSERT_EQ(n.store.Get(Instance(4), &e), StoreCode::kOk);
+  EXPECT_EQ(e.value->kind, ValueKind::kBarrier);
+  EXPECT_EQ(e.value->origin, b);
+}
+
+TEST(Recovery, PicksTheHighestBallotAmongPromises) {
+  Config c = ThreeNodes(1);
+  c.voters = {NodeId(1), NodeId(2), NodeId(3), NodeId(4), NodeId(5)};
+  Node n(c);
+  n.Step(Make(MessageType::kCommit, 4, 1, Ballot{10, NodeId(4)}));  // rounds seen: 10
+  Ready r = n.TickUntil(Role::kCandidate);
+  const Ballot b = OfType(r.messages, MessageType::kPrepare).at(0).ballot;
+  ASSERT_EQ(b.round, 11u);
+  const Ballot low{b.round - 2, NodeId(2)}, high{b.round - 1, NodeId(3)};
+  Message p = Make(MessageType::kPromise, 2, 1, b);
+  p.entries = {Entry{Instance(1), low, MakeBatch(low, {Msg(1, 1, "low")})}};
+  Message q = Make(MessageType::kPromise, 3, 1, b);
+  q.entries = {Entry{Instance(1), high, MakeBatch(high, {Msg(1, 1, "high")})}};
+  n.Step(p);
+  ASSERT_EQ(n.replica->role(), Role::kCandidate);
+  n.Step(q);
+  ASSERT_EQ(n.replica->role(), Role::kLeader);
+  Entry e;
+  ASSERT_EQ(n.store.Get(Instance(1), &e), StoreCode::kOk);
+  EXPECT_EQ(e.value->messages.at(0).payload, "high");
+}
+
+TEST(Recovery, InstancesAnAcceptorKnowsChosenAreFetchedNotReproposed) {
+  Node n(ThreeNodes(1));
+  Ready r = n.TickUntil(Role::kCandidate);
+  const Ballot b = OfType(r.messages, MessageType::kPrepare).at(0).ballot;
+  Message p = Make(MessageType::kPromise, 2, 1, b);
+  p.chosen = Instance(5);  // node 2 knows 1..5 chosen
+  r = n.Step(p);
+  ASSERT_EQ(n.replica->role(), Role::kLeader);
+  auto fetches = OfType(r.messages, MessageType::kFetch);
+  ASSERT_EQ(fetches.size(), 1u);
+  EXPECT_EQ(fetches[0].instance, Instance(1));
+  EXPECT_EQ(fetches[0].instance_last, Instance(5));
+  Entry e;
+  EXPECT_EQ(n.store.Get(Instance(1), &e), StoreCode::kNotFound);
+  ASSERT_EQ(n.store.Get(Instance(6), &e), StoreCode::kOk);  // the barrier goes above
+  EXPECT_EQ(e.value->kind, ValueKind::kBarrier);
+}
+
+TEST(Leader, BatchesProposalsAndAcksAfterAMajority) {
+  Node n(ThreeNodes(1));
+  const Ballot b = ElectNode1(n);
+  // The barrier (instance 1) is chosen once node 2 accepts it.
+  Message acc = Make(MessageType::kAccepted, 2, 1, b);
+  acc.instance = acc.instance_last = Instance(1);
+  n.Step(acc);
+  EXPECT_EQ(n.replica->chosen(), Instance(1));
+
+  ASSERT_EQ(n.replica->Propose({Msg(1, 1, "a"), Msg(1, 2, "b")}).code, ProposeResult::Code::kOk);
+  Ready r = n.Drain();
+  auto accepts = OfType(r.messages, MessageType::kAccept);
+  ASSERT_EQ(accepts.size(), 2u);  // to nodes 2 and 3
+  ASSERT_EQ(accepts[0].entries.size(), 1u);
+  EXPECT_EQ(accepts[0].entries[0].value->messages.size(), 2u);  // one instance, two messages
+  EXPECT_EQ(accepts[0].chosen, Instance(1));                     // piggybacked commit
+  EXPECT_TRUE(r.applied.empty());
+
+  acc.instance = acc.instance_last = Instance(2);
+  r = n.Step(acc);
+  ASSERT_EQ(r.applied.size(), 1u);
+  EXPECT_EQ(r.applied[0].instance, Instance(2));
+  EXPECT_EQ(r.applied[0].first_offset, Offset(0));
+  EXPECT_EQ(r.applied[0].appended, 2u);
+  EXPECT_EQ(r.applied[0].results[1].offset, Offset(1));
+}
+
+TEST(Leader, WindowBoundsInstancesInFlight) {
+  Config c = ThreeNodes(1);
+  c.window_instances_max = 3;
+  Node n(c);
+  ElectNode1(n);  // the barrier takes one slot
+  for (uint64_t s = 1; s <= 10; ++s) n.replica->Propose({Msg(1, s)});
+  n.Drain();
+  EXPECT_EQ(n.replica->status().inflight_instances, 3u);
+  EXPECT_EQ(n.replica->status().pending_messages, 8u);  // 2 took the free slots
+}
+
+TEST(Leader, ProposalToAFollowerIsRedirected) {
+  Node n(ThreeNodes(2));
+  ProposeResult r = n.replica->Propose({Msg(1, 1)});
+  EXPECT_EQ(r.code, ProposeResult::Code::kNotLeader);
+  EXPECT_EQ(r.leader, kNoNode);
+  n.Step(Make(MessageType::kCommit, 3, 2, Ballot{1, NodeId(3)}));
+  r = n.replica->Propose({Msg(1, 1)});
+  EXPECT_EQ(r.code, ProposeResult::Code::kNotLeader);
+  EXPECT_EQ(r.leader, NodeId(3));
+}
+
+TEST(Leader, StepsDownWithoutAQuorum) {
+  Node n(ThreeNodes(1));
+  ElectNode1(n);
+  Ready all;
+  for (int i = 0; i < 25 && n.replica->role() == Role::kLeader; ++i) {
+    n.replica->Tick();
+    all = n.Drain();
+  }
+  EXPECT_NE(n.replica->role(), Role::kLeader);
+  EXPECT_TRUE(all.lost_leadership);
+}
+
+TEST(Leader, StepsDownForAHigherBallotLeader) {
+  Node n(ThreeNodes(1));
+  ElectNode1(n);
+  n.replica->Propose({Msg(1, 1)});
+  n.Drain();
+  Ready r = n.Step(Make(MessageType::kCommit, 2, 1, Ballot{99, NodeId(2)}));
+  EXPECT_EQ(n.replica->role(), Role::kFollower);
+  EXPECT_EQ(n.replica->leader(), NodeId(2));
+  EXPECT_TRUE(r.lost_leadership);
+}
+
+TEST(Leader, RetransmitsUnansweredAccepts) {
+  Node n(ThreeNodes(1));
+  ElectNode1(n);
+  Ready r;
+  size_t resent = 0;
+  for (int i = 0; i < 5; ++i) {
+    n.replica->Tick();
+    r = n.Drain();
+    resent += OfType(r.messages, MessageType::kAccept).size();
+  }
+  EXPECT_GE(resent, 2u);  // the barrier went again to nodes 2 and 3
+}
+
+TEST(Learner, CommitMarksEntriesAtTheLeadersBallotChosenInOrder) {
+  Node n(ThreeNodes(2));
+  const Ballot b{1, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  accept.entries = {Entry{Instance(1), b, MakeBarrier(b)},
+                    Entry{Instance(2), b, MakeBatch(b, {Msg(5, 1, "m")})}};
+  n.Step(accept);
+  Message commit = Make(MessageType::kCommit, 1, 2, b);
+  commit.chosen = Instance(2);
+  Ready r = n.Step(commit);
+  ASSERT_EQ(r.applied.size(), 2u);
+  EXPECT_EQ(r.applied[0].instance, Instance(1));
+  EXPECT_EQ(r.applied[1].instance, Instance(2));
+  EXPECT_EQ(r.applied[1].results.at(0).offset, Offset(0));
+  EXPECT_EQ(n.store.LoadHardState().chosen, Instance(2));
+}
+
+TEST(Learner, NeverAppliesPastAGapAndFetchesIt) {
+  Node n(ThreeNodes(2));
+  const Ballot b{1, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  accept.entries = {Entry{Instance(2), b, MakeBatch(b, {Msg(5, 2, "second")})}};
+  n.Step(accept);
+  Message commit = Make(MessageType::kCommit, 1, 2, b);
+  commit.chosen = Instance(2);
+  Ready r = n.Step(commit);
+  EXPECT_TRUE(r.applied.empty());  // instance 1 is missing: nothing applies
+  auto fetches = OfType(r.messages, MessageType::kFetch);
+  ASSERT_EQ(fetches.size(), 1u);
+  EXPECT_EQ(fetches[0].instance, Instance(1));
+  EXPECT_EQ(fetches[0].instance_last, Instance(2));
+
+  // Any peer may answer, not only the leader.
+  Message reply = Make(MessageType::kFetchReply, 3, 2, Ballot{});
+  reply.to = NodeId(2);
+  reply.instance = Instance(1);
+  reply.chosen = Instance(2);
+  reply.entries = {Entry{Instance(1), b, MakeBatch(b, {Msg(5, 1, "first")})}};
+  r = n.Step(reply);
+  ASSERT_EQ(r.applied.size(), 2u);
+  EXPECT_EQ(r.applied[0].value->messages[0].payload, "first");
+  EXPECT_EQ(r.applied[1].value->messages[0].payload, "second");
+  EXPECT_EQ(r.applied[1].results[0].offset, Offset(1));
+}
+
+TEST(Learner, EntryAcceptedAtAnotherBallotIsNotTakenAsChosen) {
+  Node n(ThreeNodes(2));
+  const Ballot old{1, NodeId(3)}, b{2, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 3, 2, old);
+  accept.entries = {Entry{Instance(1), old, MakeBatch(old, {Msg(5, 1, "old")})}};
+  n.Step(accept);
+  Message commit = Make(MessageType::kCommit, 1, 2, b);
+  commit.chosen = Instance(1);
+  Ready r = n.Step(commit);
+  EXPECT_TRUE(r.applied.empty());
+  EXPECT_EQ(OfType(r.messages, MessageType::kFetch).size(), 1u);
+}
+
+TEST(Learner, ServesOnlyChosenEntries) {
+  Node n(ThreeNodes(2));
+  const Ballot b{1, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  accept.entries = {Entry{Instance(1), b, MakeNoop(b)}, Entry{Instance(2), b, MakeNoop(b)}};
+  accept.chosen = Instance(1);
+  n.Step(accept);
+  Message fetch = Make(MessageType::kFetch, 3, 2, Ballot{});
+  fetch.instance = Instance(1);
+  fetch.instance_last = Instance(5);
+  Ready r = n.Step(fetch);
+  auto replies = OfType(r.messages, MessageType::kFetchReply);
+  ASSERT_EQ(replies.size(), 1u);
+  ASSERT_EQ(replies[0].entries.size(), 1u);
+  EXPECT_EQ(replies[0].chosen, Instance(1));
+}
+
+TEST(Restart, RecoversPromiseFrontierAndAppliedStateWithoutReplayingOutput) {
+  Node n(ThreeNodes(2));
+  const Ballot b{3, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  accept.entries = {Entry{Instance(1), b, MakeBatch(b, {Msg(5, 1), Msg(5, 2)})},
+                    Entry{Instance(2), b, MakeBatch(b, {Msg(6, 1)})}};
+  n.Step(accept);
+  Message commit = Make(MessageType::kCommit, 1, 2, b);
+  commit.chosen = Instance(2);
+  n.Step(commit);
+  n.Restart();
+  EXPECT_FALSE(n.replica->HasReady());
+  EXPECT_EQ(n.replica->chosen(), Instance(2));
+  EXPECT_EQ(n.replica->status().promised, b);
+  EXPECT_EQ(n.replica->applied_state().next_offset(), Offset(3));
+  EXPECT_EQ(n.replica->applied_state().LastSequence(ProducerId(5)), 2u);
+}
+
+TEST(Restart, ACorruptChosenRecordIsRepairedFromAPeerAndNeverServed) {
+  Node n(ThreeNodes(2));
+  const Ballot b{3, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  accept.entries = {Entry{Instance(1), b, MakeBatch(b, {Msg(5, 1, "a")})},
+                    Entry{Instance(2), b, MakeBatch(b, {Msg(5, 2, "b")})}};
+  accept.chosen = Instance(2);
+  n.Step(accept);
+  n.store.CorruptForTest(Instance(1));
+  n.Restart();
+  EXPECT_EQ(n.replica->applied_state().next_offset(), Offset(0));  // stopped at the bad record
+  EXPECT_EQ(n.replica->status().storage_corruptions, 1u);
+
+  Message fetch = Make(MessageType::kFetch, 3, 2, Ballot{});
+  fetch.instance = Instance(1);
+  fetch.instance_last = Instance(2);
+  Ready r = n.Step(fetch);
+  auto replies = OfType(r.messages, MessageType::kFetchReply);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_TRUE(replies[0].entries.empty());  // never serve what fails its check
+  auto repairs = OfType(r.messages, MessageType::kFetch);
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_EQ(repairs[0].instance, Instance(1));
+
+  Message reply = Make(MessageType::kFetchReply, repairs[0].to.value(), 2, Ballot{});
+  reply.instance = Instance(1);
+  reply.chosen = Instance(2);
+  reply.entries = {Entry{Instance(1), b, MakeBatch(b, {Msg(5, 1, "a")})}};
+  r = n.Step(reply);
+  ASSERT_EQ(r.applied.size(), 2u);
+  Entry e;
+  EXPECT_EQ(n.store.Get(Instance(1), &e), StoreCode::kOk);  // rewritten
+  EXPECT_EQ(n.replica->applied_state().next_offset(), Offset(2));
+}
+
+TEST(Acceptor, CorruptRecordAboveTheFrontierStopsVoting) {
+  Node n(ThreeNodes(2));
+  const Ballot b{1, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  accept.entries = {Entry{Instance(1), b, MakeNoop(b)}};
+  n.Step(accept);
+  n.store.CorruptForTest(Instance(1));
+  n.Restart();
+  Message prepare = Make(MessageType::kPrepare, 3, 2, Ballot{5, NodeId(3)});
+  prepare.instance = Instance(1);
+  Ready r = n.Step(prepare);
+  EXPECT_TRUE(OfType(r.messages_after_persist, MessageType::kPromise).empty());
+  EXPECT_TRUE(n.replica->status().storage_failed);
+  for (int i = 0; i < 50; ++i) n.replica->Tick(), n.Drain();
+  EXPECT_EQ(n.replica->role(), Role::kFollower);  // never campaigns either
+}
+
+TEST(SingleNode, ElectsItselfAndCommitsAlone) {
+  Config c;
+  c.id = NodeId(1);
+  c.voters = {NodeId(1)};
+  Node n(c);
+  n.TickUntil(Role::kLeader);
+  ASSERT_EQ(n.replica->role(), Role::kLeader);
+  n.replica->Propose({Msg(1, 1, "solo")});
+  Ready r = n.Drain();
+  ASSERT_EQ(r.applied.size(), 1u);
+  EXPECT_EQ(r.applied[0].results.at(0).offset, Offset(0));
+}
+
+}  // namespace
+}  // namespace ordo::paxos
