@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <ostream>
 #include <string>
 
 #include "tests/sim/simulator.h"
@@ -17,6 +18,11 @@ struct Sweep {
   uint64_t seeds;
   uint64_t steps;
 };
+
+void PrintTo(const Sweep& s, std::ostream* os) {
+  *os << s.nodes << " nodes, seeds " << s.first_seed << ".." << s.first_seed + s.seeds - 1 << ", "
+      << s.steps << " steps";
+}
 
 std::string SweepName(const testing::TestParamInfo<Sweep>& info) {
   return "nodes" + std::to_string(info.param.nodes) + "_seeds" +
@@ -63,6 +69,10 @@ struct BugCase {
   paxos::Bug bug;
   uint32_t nodes;
 };
+
+void PrintTo(const BugCase& b, std::ostream* os) {
+  *os << paxos::ToString(b.bug) << " on " << b.nodes << " nodes";
+}
 
 class SimBug : public testing::TestWithParam<BugCase> {};
 

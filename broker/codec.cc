@@ -1,0 +1,631 @@
+#include "broker/codec.h"
+
+#include <flatbuffers/flatbuffers.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "broker/crc32c.h"
+#include "paxos/assert.h"
+#include "schemas/meta_generated.h"
+#include "schemas/peer_generated.h"
+#include "schemas/record_generated.h"
+
+namespace ordo::broker {
+namespace {
+
+namespace fb = flatbuffers;
+
+// A FlatBuffers buffer starts with the root table offset and the file
+// identifier; anything shorter cannot be one of ours.
+constexpr size_t kBufferHeaderBytes = sizeof(fb::uoffset_t) + fb::kFileIdentifierLength;
+
+// The deepest legal path is PeerEnvelope > PeerMessage > Entry > Value >
+// ClientMessage: 5 tables. A little headroom for appended fields, and far
+// below FlatBuffers' default of 64, so a hostile buffer cannot make the
+// verifier recurse deeply.
+constexpr fb::uoffset_t kVerifierDepthMax = 8;
+
+// Every table visit needs a 4-byte offset pointing at it, so an honest buffer
+// of n bytes has fewer than n / 4 visits. Buffers whose offsets revisit shared
+// tables more often than that are refused, which keeps verification linear in
+// the input's size.
+constexpr size_t kVerifierBytesPerTable = sizeof(fb::uoffset_t);
+
+// FlatBuffers reads scalars with plain loads, so the buffer has to be aligned
+// to the widest scalar the schemas hold: ulong and the Ballot struct.
+constexpr size_t kBufferAlignment = 8;
+static_assert(alignof(wire::Ballot) <= kBufferAlignment);
+static_assert(sizeof(wire::Ballot) == 16, "Ballot is round:ulong, node:uint, 4 bytes padding");
+
+// The version is field 0 of every root table, in every version (see
+// codec.h), which is what lets DecodeRoot read it before the full verify.
+constexpr fb::voffset_t kVersionField = 4;
+static_assert(wire::PeerEnvelope::VT_VERSION == kVersionField);
+static_assert(wire::LogRecord::VT_VERSION == kVersionField);
+static_assert(wire::MetaRecord::VT_VERSION == kVersionField);
+
+// One decodable format: its name for messages, its file identifier (taken
+// from the generated code, so it is the one the schema declares) and the one
+// version this build reads.
+struct Format {
+  const char* name;
+  const char* (*identifier)();
+  uint16_t version;
+  // Peer frames carry FlatBuffers' 4-byte size prefix; records do not need
+  // it, their CRC32C already catches a truncation.
+  bool size_prefixed;
+};
+
+constexpr Format kPeerFormat{"peer frame", &wire::PeerEnvelopeIdentifier, kPeerFormatVersion, true};
+constexpr Format kLogRecordFormat{"log record", &wire::LogRecordIdentifier, kLogRecordFormatVersion,
+                                  false};
+constexpr Format kMetaRecordFormat{"meta record", &wire::MetaRecordIdentifier,
+                                   kMetaRecordFormatVersion, false};
+
+// Where the FlatBuffers buffer proper (root offset, identifier) starts.
+constexpr size_t BufferStart(const Format& format) {
+  return format.size_prefixed ? sizeof(fb::uoffset_t) : 0;
+}
+
+std::string Name(const Format& format) { return format.name; }
+
+// --- Alignment ---
+
+// The input as 8-byte aligned bytes: the input itself when it already is
+// (ZeroMQ frames usually are), otherwise a copy. A record's FlatBuffers bytes
+// start 4 bytes into an LMDB value that LMDB only aligns to 2, so records
+// mostly take the copy.
+class AlignedBytes {
+ public:
+  explicit AlignedBytes(std::span<const uint8_t> bytes) : bytes_(bytes) {
+    if (reinterpret_cast<uintptr_t>(bytes.data()) % kBufferAlignment == 0) return;
+    copy_ = std::make_unique<uint64_t[]>((bytes.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+    if (!bytes.empty()) std::memcpy(copy_.get(), bytes.data(), bytes.size());
+    bytes_ = {reinterpret_cast<const uint8_t*>(copy_.get()), bytes.size()};
+  }
+  const uint8_t* data() const { return bytes_.data(); }
+  size_t size() const { return bytes_.size(); }
+
+ private:
+  static_assert(alignof(uint64_t) >= kBufferAlignment);
+  std::unique_ptr<uint64_t[]> copy_;
+  std::span<const uint8_t> bytes_;
+};
+
+// --- Little-endian CRC prefix ---
+
+void StoreLe32(uint32_t v, char* p) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+}
+
+uint32_t LoadLe32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+}
+
+// --- Error messages ---
+
+DecodeStatus Fail(DecodeCode code, std::string message) {
+  return DecodeStatus::Error(code, std::move(message));
+}
+
+// Four identifier bytes from untrusted input, printable whatever they are.
+std::string QuoteIdentifier(const uint8_t* p) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (size_t i = 0; i < fb::kFileIdentifierLength; ++i) {
+    const uint8_t c = p[i];
+    if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    }
+  }
+  return out + "\"";
+}
+
+std::string EntryWhere(size_t index, uint64_t instance) {
+  return "entry " + std::to_string(index) + " (instance " + std::to_string(instance) + ")";
+}
+
+// --- Enum and struct conversions ---
+
+wire::Ballot ToWire(const paxos::Ballot& ballot) {
+  return wire::Ballot(ballot.round, ballot.node.value());
+}
+
+// An absent ballot field is the zero ballot (common.fbs).
+paxos::Ballot FromWire(const wire::Ballot* ballot) {
+  if (ballot == nullptr) return paxos::Ballot{};
+  return paxos::Ballot{ballot->round(), paxos::NodeId(ballot->node())};
+}
+
+wire::ValueKind ToWire(paxos::ValueKind kind) {
+  switch (kind) {
+    case paxos::ValueKind::kBatch:
+      return wire::ValueKind::Batch;
+    case paxos::ValueKind::kNoop:
+      return wire::ValueKind::Noop;
+    case paxos::ValueKind::kBarrier:
+      return wire::ValueKind::Barrier;
+  }
+  PAXOS_ASSERT(false && "unknown paxos::ValueKind");
+  return wire::ValueKind::Noop;
+}
+
+// False for a value no version of the schema defines.
+bool FromWire(wire::ValueKind kind, paxos::ValueKind* out) {
+  switch (kind) {
+    case wire::ValueKind::Batch:
+      *out = paxos::ValueKind::kBatch;
+      return true;
+    case wire::ValueKind::Noop:
+      *out = paxos::ValueKind::kNoop;
+      return true;
+    case wire::ValueKind::Barrier:
+      *out = paxos::ValueKind::kBarrier;
+      return true;
+  }
+  return false;
+}
+
+wire::MessageType ToWire(paxos::MessageType type) {
+  switch (type) {
+    case paxos::MessageType::kPrepare:
+      return wire::MessageType::Prepare;
+    case paxos::MessageType::kPromise:
+      return wire::MessageType::Promise;
+    case paxos::MessageType::kAccept:
+      return wire::MessageType::Accept;
+    case paxos::MessageType::kAccepted:
+      return wire::MessageType::Accepted;
+    case paxos::MessageType::kReject:
+      return wire::MessageType::Reject;
+    case paxos::MessageType::kCommit:
+      return wire::MessageType::Commit;
+    case paxos::MessageType::kCommitReply:
+      return wire::MessageType::CommitReply;
+    case paxos::MessageType::kFetch:
+      return wire::MessageType::Fetch;
+    case paxos::MessageType::kFetchReply:
+      return wire::MessageType::FetchReply;
+  }
+  PAXOS_ASSERT(false && "unknown paxos::MessageType");
+  return wire::MessageType::Commit;
+}
+
+bool FromWire(wire::MessageType type, paxos::MessageType* out) {
+  switch (type) {
+    case wire::MessageType::Prepare:
+      *out = paxos::MessageType::kPrepare;
+      return true;
+    case wire::MessageType::Promise:
+      *out = paxos::MessageType::kPromise;
+      return true;
+    case wire::MessageType::Accept:
+      *out = paxos::MessageType::kAccept;
+      return true;
+    case wire::MessageType::Accepted:
+      *out = paxos::MessageType::kAccepted;
+      return true;
+    case wire::MessageType::Reject:
+      *out = paxos::MessageType::kReject;
+      return true;
+    case wire::MessageType::Commit:
+      *out = paxos::MessageType::kCommit;
+      return true;
+    case wire::MessageType::CommitReply:
+      *out = paxos::MessageType::kCommitReply;
+      return true;
+    case wire::MessageType::Fetch:
+      *out = paxos::MessageType::kFetch;
+      return true;
+    case wire::MessageType::FetchReply:
+      *out = paxos::MessageType::kFetchReply;
+      return true;
+  }
+  return false;
+}
+
+// --- Encoding ---
+
+fb::Offset<fb::Vector<uint8_t>> BytesToWire(fb::FlatBufferBuilder& builder,
+                                            const std::string& bytes) {
+  // Empty is written as absent: it reads back the same and costs nothing.
+  if (bytes.empty()) return 0;
+  return builder.CreateVector(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
+
+fb::Offset<wire::Value> ValueToWire(fb::FlatBufferBuilder& builder, const paxos::Value& value) {
+  fb::Offset<fb::Vector<fb::Offset<wire::ClientMessage>>> messages_offset = 0;
+  if (!value.messages.empty()) {
+    std::vector<fb::Offset<wire::ClientMessage>> messages;
+    messages.reserve(value.messages.size());
+    for (const paxos::ClientMessage& m : value.messages) {
+      const auto key = BytesToWire(builder, m.key);
+      const auto payload = BytesToWire(builder, m.payload);
+      messages.push_back(
+          wire::CreateClientMessage(builder, m.producer.value(), m.sequence, key, payload));
+    }
+    messages_offset = builder.CreateVector(messages);
+  }
+  const wire::Ballot origin = ToWire(value.origin);
+  return wire::CreateValue(builder, ToWire(value.kind), &origin, messages_offset);
+}
+
+// FlatBuffers buffers are limited to 2 GiB and the builder only checks that
+// in debug builds. Frames and records this big are a batching bug upstream
+// (batches are capped far lower), so encoding one is refused loudly.
+constexpr size_t kEncodedBytesMax = size_t{1} << 30;
+static_assert(kEncodedBytesMax / 32 * 50 < FLATBUFFERS_MAX_BUFFER_SIZE,
+              "the worst-case overhead over BuilderBytesFor's estimate still fits");
+
+// Room for the value's bytes plus the tables around them, so a large batch
+// is built with few reallocations. paxos::Value::ByteSize() counts every key
+// and payload byte plus 32 per message, against at most about 50 bytes of
+// FlatBuffers overhead per message, so an estimate within kEncodedBytesMax
+// keeps the real buffer well inside the 2 GiB limit.
+size_t BuilderBytesFor(const paxos::Value* value) {
+  constexpr size_t kOverheadBytes = 128;
+  return kOverheadBytes + (value != nullptr ? value->ByteSize() : 0);
+}
+
+// Prefixes the finished buffer with its CRC32C (the stored record layout).
+std::string ChecksummedRecord(const fb::FlatBufferBuilder& builder) {
+  const uint8_t* buffer = builder.GetBufferPointer();
+  const size_t size = builder.GetSize();
+  std::string record(kRecordChecksumBytes + size, '\0');
+  StoreLe32(Crc32c(buffer, size), record.data());
+  std::memcpy(record.data() + kRecordChecksumBytes, buffer, size);
+  return record;
+}
+
+// --- Decoding ---
+
+fb::Verifier::Options VerifierOptions(size_t size) {
+  fb::Verifier::Options options;
+  options.max_depth = kVerifierDepthMax;
+  // size < 2 GiB was checked, so this fits a uoffset_t.
+  options.max_tables = static_cast<fb::uoffset_t>(size / kVerifierBytesPerTable + 1);
+  options.check_alignment = true;
+  return options;
+}
+
+// Reads the root table's version field after verifying only the root offset
+// (at `start`), the root table's header and that one field. False if those
+// are malformed.
+bool PeekVersion(const AlignedBytes& bytes, size_t start, uint16_t* version) {
+  fb::Verifier verifier(bytes.data(), bytes.size(), VerifierOptions(bytes.size()));
+  const fb::uoffset_t root_offset = verifier.VerifyOffset(start);
+  if (root_offset == 0) return false;
+  const auto* root = reinterpret_cast<const fb::Table*>(bytes.data() + start + root_offset);
+  if (!root->VerifyTableStart(verifier)) return false;
+  if (!root->VerifyField<uint16_t>(verifier, kVersionField, sizeof(uint16_t))) return false;
+  *version = root->GetField<uint16_t>(kVersionField, 0);
+  return true;
+}
+
+// Steps 2 (the FlatBuffers part) to 5 of codec.h for one root type: header
+// and size prefix, identifier, version, verifier. On success *root points
+// into `bytes`.
+template <typename Root>
+DecodeStatus DecodeRoot(const AlignedBytes& bytes, const Format& format, const Root** root) {
+  const size_t start = BufferStart(format);
+  if (bytes.size() < start + kBufferHeaderBytes) {
+    return Fail(DecodeCode::kTruncated, Name(format) + " of " + std::to_string(bytes.size()) +
+                                            " bytes is shorter than its " +
+                                            std::to_string(start + kBufferHeaderBytes) +
+                                            "-byte FlatBuffers header");
+  }
+  if (format.size_prefixed) {
+    const size_t declared = fb::ReadScalar<fb::uoffset_t>(bytes.data());
+    const size_t actual = bytes.size() - start;
+    if (declared != actual) {
+      return Fail(declared > actual ? DecodeCode::kTruncated : DecodeCode::kMalformed,
+                  Name(format) + " has " + std::to_string(actual) +
+                      " bytes after its size prefix, which declares " + std::to_string(declared));
+    }
+  }
+  const uint8_t* identifier = bytes.data() + start + sizeof(fb::uoffset_t);
+  if (!fb::BufferHasIdentifier(bytes.data() + start, format.identifier())) {
+    return Fail(DecodeCode::kWrongIdentifier, Name(format) + " has file identifier " +
+                                                  QuoteIdentifier(identifier) + ", expected \"" +
+                                                  format.identifier() + "\"");
+  }
+  uint16_t version = 0;
+  if (!PeekVersion(bytes, start, &version)) {
+    return Fail(DecodeCode::kMalformed,
+                Name(format) + ": root table fails FlatBuffers verification");
+  }
+  if (version != format.version) {
+    return Fail(DecodeCode::kWrongVersion,
+                Name(format) + " has version " + std::to_string(version) +
+                    ", this build reads version " + std::to_string(format.version));
+  }
+  fb::Verifier verifier(bytes.data(), bytes.size(), VerifierOptions(bytes.size()));
+  const bool verified = format.size_prefixed
+                            ? verifier.VerifySizePrefixedBuffer<Root>(format.identifier())
+                            : verifier.VerifyBuffer<Root>(format.identifier());
+  if (!verified) {
+    return Fail(DecodeCode::kMalformed,
+                Name(format) + " of " + std::to_string(bytes.size()) +
+                    " bytes fails FlatBuffers verification (bad offset, missing required "
+                    "field, or nesting or table count over the limit)");
+  }
+  *root = format.size_prefixed ? fb::GetSizePrefixedRoot<Root>(bytes.data())
+                               : fb::GetRoot<Root>(bytes.data());
+  return DecodeStatus();
+}
+
+// Step 6 for a value: its kind must be known. `where` names the value for the
+// message; it is only called on failure, so valid input costs no strings.
+template <typename Where>
+DecodeStatus CheckValue(const wire::Value& value, const Format& format, Where where) {
+  paxos::ValueKind kind;
+  if (FromWire(value.kind(), &kind)) return DecodeStatus();
+  return Fail(DecodeCode::kInvalid, Name(format) + ": " + where() + ": value kind " +
+                                        std::to_string(static_cast<unsigned>(value.kind())) +
+                                        " is not one this build knows");
+}
+
+// The key and payload bytes a value decodes to, for the inflation check.
+// Messages of a non-batch value are counted and carried along like any
+// others: the apply step ignores them, and refusing them here buys nothing.
+size_t ContentBytes(const wire::Value& value) {
+  size_t bytes = 0;
+  if (const auto* messages = value.messages(); messages != nullptr) {
+    for (const wire::ClientMessage* m : *messages) {
+      if (m->key() != nullptr) bytes += m->key()->size();
+      if (m->payload() != nullptr) bytes += m->payload()->size();
+    }
+  }
+  return bytes;
+}
+
+// Step 6's inflation check: the encoder writes every key and payload once,
+// so an honest buffer holds them all within its own size.
+DecodeStatus CheckContentBytes(size_t content_bytes, size_t input_bytes, const Format& format) {
+  if (content_bytes <= input_bytes) return DecodeStatus();
+  return Fail(DecodeCode::kInvalid, Name(format) + " of " + std::to_string(input_bytes) +
+                                        " bytes would decode to " + std::to_string(content_bytes) +
+                                        " bytes of keys and payloads (shared offsets)");
+}
+
+std::string BytesFromWire(const fb::Vector<uint8_t>* bytes) {
+  if (bytes == nullptr) return std::string();
+  return std::string(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+}
+
+// Precondition: CheckValue passed for `value`.
+paxos::ValuePtr ValueFromWire(const wire::Value& value) {
+  auto out = std::make_shared<paxos::Value>();
+  const bool known = FromWire(value.kind(), &out->kind);
+  PAXOS_ASSERT(known);
+  out->origin = FromWire(value.origin());
+  if (const auto* messages = value.messages(); messages != nullptr) {
+    out->messages.reserve(messages->size());
+    for (const wire::ClientMessage* m : *messages) {
+      paxos::ClientMessage& message = out->messages.emplace_back();
+      message.producer = paxos::ProducerId(m->producer());
+      message.sequence = m->sequence();
+      message.key = BytesFromWire(m->key());
+      message.payload = BytesFromWire(m->payload());
+    }
+  }
+  return out;
+}
+
+// Step 1 and 2 for a stored record: size, CRC prefix, checksum. On success
+// *body is the FlatBuffers part.
+DecodeStatus CheckRecordFraming(std::span<const uint8_t> record, const Format& format,
+                                std::span<const uint8_t>* body) {
+  if (record.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
+    return Fail(DecodeCode::kTooLarge, Name(format) + " of " + std::to_string(record.size()) +
+                                           " bytes exceeds the FlatBuffers limit");
+  }
+  if (record.size() < kRecordChecksumBytes + kBufferHeaderBytes) {
+    return Fail(DecodeCode::kTruncated,
+                Name(format) + " of " + std::to_string(record.size()) +
+                    " bytes is shorter than its CRC32C prefix and FlatBuffers header (" +
+                    std::to_string(kRecordChecksumBytes + kBufferHeaderBytes) + " bytes)");
+  }
+  *body = record.subspan(kRecordChecksumBytes);
+  const uint32_t stored = LoadLe32(record.data());
+  const uint32_t computed = Crc32c(body->data(), body->size());
+  if (stored != computed) {
+    char hex[64];
+    std::snprintf(hex, sizeof(hex), "stored 0x%08x, computed 0x%08x", stored, computed);
+    return Fail(DecodeCode::kChecksumMismatch, Name(format) + " fails its CRC32C check (" + hex +
+                                                   ") over " + std::to_string(body->size()) +
+                                                   " bytes");
+  }
+  return DecodeStatus();
+}
+
+}  // namespace
+
+const char* ToString(DecodeCode code) {
+  switch (code) {
+    case DecodeCode::kOk:
+      return "ok";
+    case DecodeCode::kTooLarge:
+      return "too large";
+    case DecodeCode::kTruncated:
+      return "truncated";
+    case DecodeCode::kChecksumMismatch:
+      return "checksum mismatch";
+    case DecodeCode::kWrongIdentifier:
+      return "wrong identifier";
+    case DecodeCode::kWrongVersion:
+      return "wrong version";
+    case DecodeCode::kMalformed:
+      return "malformed";
+    case DecodeCode::kInvalid:
+      return "invalid";
+  }
+  return "?";
+}
+
+std::string DecodeStatus::ToString() const {
+  if (ok()) return "ok";
+  return std::string(broker::ToString(code_)) + ": " + message_;
+}
+
+// --- Peer frames ---
+
+std::string EncodePeerMessage(const paxos::Message& message) {
+  size_t capacity = BuilderBytesFor(nullptr);
+  for (const paxos::Entry& entry : message.entries) capacity += BuilderBytesFor(entry.value.get());
+  PAXOS_ASSERT(capacity <= kEncodedBytesMax);
+  fb::FlatBufferBuilder builder(capacity);
+
+  fb::Offset<fb::Vector<fb::Offset<wire::Entry>>> entries_offset = 0;
+  if (!message.entries.empty()) {
+    std::vector<fb::Offset<wire::Entry>> entries;
+    entries.reserve(message.entries.size());
+    for (const paxos::Entry& entry : message.entries) {
+      PAXOS_ASSERT(entry.value != nullptr);
+      const auto value = ValueToWire(builder, *entry.value);
+      const wire::Ballot ballot = ToWire(entry.ballot);
+      entries.push_back(wire::CreateEntry(builder, entry.instance.value(), &ballot, value));
+    }
+    entries_offset = builder.CreateVector(entries);
+  }
+  const wire::Ballot ballot = ToWire(message.ballot);
+  const wire::Ballot promised = ToWire(message.promised);
+  const auto body = wire::CreatePeerMessage(builder, ToWire(message.type), message.from.value(),
+                                            message.to.value(), &ballot, &promised,
+                                            message.instance.value(), message.instance_last.value(),
+                                            message.chosen.value(), entries_offset);
+  wire::FinishSizePrefixedPeerEnvelopeBuffer(
+      builder, wire::CreatePeerEnvelope(builder, kPeerFormatVersion, body));
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
+}
+
+DecodeStatus DecodePeerMessage(std::span<const uint8_t> frame, size_t frame_bytes_max,
+                               paxos::Message* out) {
+  // Step 1, before anything else is read.
+  if (frame.size() > frame_bytes_max) {
+    return Fail(DecodeCode::kTooLarge, Name(kPeerFormat) + " of " + std::to_string(frame.size()) +
+                                           " bytes exceeds the limit of " +
+                                           std::to_string(frame_bytes_max));
+  }
+  if (frame.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
+    return Fail(DecodeCode::kTooLarge, Name(kPeerFormat) + " of " + std::to_string(frame.size()) +
+                                           " bytes exceeds the FlatBuffers limit");
+  }
+  const AlignedBytes bytes(frame);
+  const wire::PeerEnvelope* envelope = nullptr;
+  if (DecodeStatus s = DecodeRoot(bytes, kPeerFormat, &envelope); !s.ok()) return s;
+  const wire::PeerMessage& message = *envelope->message();  // required: verified present
+
+  paxos::Message decoded;
+  if (!FromWire(message.type(), &decoded.type)) {
+    return Fail(DecodeCode::kInvalid, Name(kPeerFormat) + ": message type " +
+                                          std::to_string(static_cast<unsigned>(message.type())) +
+                                          " is not one this build knows");
+  }
+  const auto* entries = message.entries();
+  size_t content_bytes = 0;
+  if (entries != nullptr) {
+    for (fb::uoffset_t i = 0; i < entries->size(); ++i) {
+      const wire::Entry& entry = *entries->Get(i);
+      const auto where = [&] { return EntryWhere(i, entry.instance()); };
+      if (entry.instance() == paxos::kNoInstance.value()) {
+        return Fail(DecodeCode::kInvalid,
+                    Name(kPeerFormat) + ": " + where() + ": instances are numbered from 1");
+      }
+      if (DecodeStatus s = CheckValue(*entry.value(), kPeerFormat, where); !s.ok()) return s;
+      content_bytes += ContentBytes(*entry.value());
+    }
+  }
+  if (DecodeStatus s = CheckContentBytes(content_bytes, frame.size(), kPeerFormat); !s.ok()) {
+    return s;
+  }
+
+  // Step 7: every check passed, conversion cannot fail.
+  decoded.from = paxos::NodeId(message.from());
+  decoded.to = paxos::NodeId(message.to());
+  decoded.ballot = FromWire(message.ballot());
+  decoded.promised = FromWire(message.promised());
+  decoded.instance = paxos::Instance(message.instance());
+  decoded.instance_last = paxos::Instance(message.instance_last());
+  decoded.chosen = paxos::Instance(message.chosen());
+  if (entries != nullptr) {
+    decoded.entries.reserve(entries->size());
+    for (const wire::Entry* entry : *entries) {
+      decoded.entries.push_back(paxos::Entry{paxos::Instance(entry->instance()),
+                                             FromWire(entry->ballot()),
+                                             ValueFromWire(*entry->value())});
+    }
+  }
+  *out = std::move(decoded);
+  return DecodeStatus();
+}
+
+// --- Log records ---
+
+std::string EncodeLogRecord(const paxos::Entry& entry) {
+  PAXOS_ASSERT(entry.value != nullptr);
+  PAXOS_ASSERT(BuilderBytesFor(entry.value.get()) <= kEncodedBytesMax);
+  fb::FlatBufferBuilder builder(BuilderBytesFor(entry.value.get()));
+  const auto value = ValueToWire(builder, *entry.value);
+  const wire::Ballot ballot = ToWire(entry.ballot);
+  wire::FinishLogRecordBuffer(
+      builder, wire::CreateLogRecord(builder, kLogRecordFormatVersion, entry.instance.value(),
+                                     &ballot, value));
+  return ChecksummedRecord(builder);
+}
+
+DecodeStatus DecodeLogRecord(std::span<const uint8_t> record, paxos::Entry* out) {
+  std::span<const uint8_t> body;
+  if (DecodeStatus s = CheckRecordFraming(record, kLogRecordFormat, &body); !s.ok()) return s;
+  const AlignedBytes bytes(body);
+  const wire::LogRecord* log_record = nullptr;
+  if (DecodeStatus s = DecodeRoot(bytes, kLogRecordFormat, &log_record); !s.ok()) return s;
+
+  const auto where = [&] { return "instance " + std::to_string(log_record->instance()); };
+  if (log_record->instance() == paxos::kNoInstance.value()) {
+    return Fail(DecodeCode::kInvalid,
+                Name(kLogRecordFormat) + ": " + where() + ": instances are numbered from 1");
+  }
+  const wire::Value& value = *log_record->value();  // required: verified present
+  if (DecodeStatus s = CheckValue(value, kLogRecordFormat, where); !s.ok()) return s;
+  if (DecodeStatus s = CheckContentBytes(ContentBytes(value), body.size(), kLogRecordFormat);
+      !s.ok()) {
+    return s;
+  }
+
+  *out = paxos::Entry{paxos::Instance(log_record->instance()), FromWire(log_record->ballot()),
+                      ValueFromWire(value)};
+  return DecodeStatus();
+}
+
+// --- Meta records ---
+
+std::string EncodeMetaRecord(const paxos::HardState& hard_state) {
+  fb::FlatBufferBuilder builder(BuilderBytesFor(nullptr));
+  const wire::Ballot promised = ToWire(hard_state.promised);
+  wire::FinishMetaRecordBuffer(builder,
+                               wire::CreateMetaRecord(builder, kMetaRecordFormatVersion, &promised,
+                                                      hard_state.chosen.value()));
+  return ChecksummedRecord(builder);
+}
+
+DecodeStatus DecodeMetaRecord(std::span<const uint8_t> record, paxos::HardState* out) {
+  std::span<const uint8_t> body;
+  if (DecodeStatus s = CheckRecordFraming(record, kMetaRecordFormat, &body); !s.ok()) return s;
+  const AlignedBytes bytes(body);
+  const wire::MetaRecord* meta = nullptr;
+  if (DecodeStatus s = DecodeRoot(bytes, kMetaRecordFormat, &meta); !s.ok()) return s;
+
+  *out = paxos::HardState{FromWire(meta->promised()), paxos::Instance(meta->chosen())};
+  return DecodeStatus();
+}
+
+}  // namespace ordo::broker

@@ -1,0 +1,170 @@
+// The edge between the consensus core's plain structs and Ordo's bytes: peer
+// frames (schemas/peer.fbs) and stored records (schemas/record.fbs,
+// schemas/meta.fbs). The core never sees bytes; the broker calls these on
+// every frame it sends or receives and every record it puts or gets.
+//
+// Formats (the .fbs files define the tables; this is the framing around them)
+//
+//   Peer frame, one ZeroMQ frame of n bytes: a size-prefixed FlatBuffers
+//   buffer (FlatBuffers' standard FinishSizePrefixed layout), root
+//   PeerEnvelope. All integers little-endian.
+//     bytes [0, 4)    n - 4, the size of what follows; a frame whose length
+//                     disagrees is refused, so no truncation or trailing
+//                     junk is ever read as a message
+//     bytes [4, 8)    root table offset, relative to byte 4
+//     bytes [8, 12)   file identifier "ORDP"
+//     ...             PeerEnvelope { version: 1, message: PeerMessage }
+//
+//   Stored record, one LMDB value:
+//     bytes [0, 4)   CRC32C (broker/crc32c.h) of bytes [4, n), little-endian
+//     bytes [4, n)   a FlatBuffers buffer: root offset, then the file
+//                    identifier ("ORDL" for LogRecord in the log database,
+//                    "ORDM" for MetaRecord holding the hard state), then the
+//                    root table, whose field 0 is `version` (1).
+//
+// The version field is field 0 of every root table in every version, so a
+// reader can tell "a format I do not read" from "garbage". It is bumped only
+// by a change an older reader would misread; appended fields keep it.
+//
+// Decoding checks, in this order, and stops at the first failure:
+//   1. size: a peer frame above `frame_bytes_max` (or anything at or above
+//      FlatBuffers' 2 GiB limit) is refused before a byte of it is read;
+//   2. framing: long enough for the header; for a peer frame, the size
+//      prefix equals the rest of the frame; for a record, the CRC32C prefix
+//      matches the rest;
+//   3. the file identifier, so a frame or record of another kind is refused;
+//   4. the version field of the root table;
+//   5. the FlatBuffers verifier over the whole buffer (offsets in bounds,
+//      alignment, required fields present, at most 8 nested tables and at
+//      most one table visit per 4 bytes of input, which bounds its work);
+//   6. field ranges: every enum is a known value, entry instances are >= 1,
+//      and the keys and payloads add up to no more than the input's size (a
+//      buffer whose offsets share one payload many times would otherwise
+//      inflate into far more memory than it occupies);
+//   7. only then conversion into the plain struct.
+// Decoding never throws, aborts, or reads outside the input, whatever the
+// input. The input may have any alignment (it is copied when it is not
+// 8-byte aligned, because FlatBuffers reads scalars in place).
+//
+// What decoding does not check: protocol rules (a ballot below a promise,
+// entries out of order, a message addressed to another node). Those belong to
+// the core, which must treat a decoded message as untrusted input.
+//
+// Thread rules: every function is pure and thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "paxos/log_store.h"
+#include "paxos/message.h"
+#include "paxos/value.h"
+
+namespace ordo::broker {
+
+// The format versions this build writes and the only ones it reads.
+inline constexpr uint16_t kPeerFormatVersion = 1;
+inline constexpr uint16_t kLogRecordFormatVersion = 1;
+inline constexpr uint16_t kMetaRecordFormatVersion = 1;
+
+// The CRC32C prefix of a stored record.
+inline constexpr size_t kRecordChecksumBytes = 4;
+
+enum class DecodeCode : uint8_t {
+  kOk = 0,
+  kTooLarge = 1,          // above the size limit; nothing was read
+  kTruncated = 2,         // shorter than the fixed header (and CRC prefix)
+  kChecksumMismatch = 3,  // stored record: CRC32C differs from the bytes
+  kWrongIdentifier = 4,   // another format's file identifier
+  kWrongVersion = 5,      // a version this build does not read
+  kMalformed = 6,         // refused by the FlatBuffers verifier
+  kInvalid = 7,           // verified, but a field is out of range
+};
+
+const char* ToString(DecodeCode code);
+
+// The outcome of a decode: a code for the program and a message for the
+// operator's log (it names the format, the field and the offending value).
+class [[nodiscard]] DecodeStatus {
+ public:
+  DecodeStatus() = default;  // ok
+  static DecodeStatus Error(DecodeCode code, std::string message) {
+    return DecodeStatus(code, std::move(message));
+  }
+
+  bool ok() const { return code_ == DecodeCode::kOk; }
+  DecodeCode code() const { return code_; }
+  const std::string& message() const { return message_; }
+
+  // The LogStore verdict for a stored record: kOk, or kCorrupt for every
+  // failure. A record the broker cannot read is never served or voted on,
+  // whether it rotted on disk or was written by a newer version.
+  paxos::StoreCode store_code() const {
+    return ok() ? paxos::StoreCode::kOk : paxos::StoreCode::kCorrupt;
+  }
+
+  // "ok", or "<code>: <message>".
+  std::string ToString() const;
+
+ private:
+  DecodeStatus(DecodeCode code, std::string message) : code_(code), message_(std::move(message)) {}
+
+  DecodeCode code_ = DecodeCode::kOk;
+  std::string message_;
+};
+
+// Views a byte string (an encoded frame or record) as the bytes decoders take.
+inline std::span<const uint8_t> AsBytes(std::string_view bytes) {
+  return {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()};
+}
+
+// --- Peer frames ---
+
+// Encodes `message` as one peer frame (version kPeerFormatVersion).
+// Preconditions (asserted): every entry has a value, and the entries' values
+// add up to at most 1 GiB of paxos::Value::ByteSize() (FlatBuffers' hard
+// limit is 2 GiB; the broker caps batches far lower). Field values are written
+// as they are; the core is trusted to send what it means. Keys and payloads
+// are written once each, never shared, so the frame decodes under step 6.
+// The caller enforces its own frame_bytes_max on the result; the size is
+// about the sum of paxos::Value::ByteSize() over the entries (up to half as
+// much again for batches of tiny messages).
+std::string EncodePeerMessage(const paxos::Message& message);
+
+// Decodes one peer frame into *out, running every check listed at the top of
+// this file. `frame_bytes_max` is the receiver's limit on a frame's size.
+// Returns ok and fills *out, or returns the first failure and leaves *out
+// untouched. Fields a message type does not use come back as their zero
+// values; decoded entries get fresh, unshared values.
+DecodeStatus DecodePeerMessage(std::span<const uint8_t> frame, size_t frame_bytes_max,
+                               paxos::Message* out);
+
+// --- Stored records ---
+
+// Encodes `entry` as a log record: CRC32C prefix, then a LogRecord buffer
+// (version kLogRecordFormatVersion). Preconditions (asserted): entry.value
+// is set and at most 1 GiB by paxos::Value::ByteSize(). The LMDB key (the
+// big-endian instance) is the caller's business.
+std::string EncodeLogRecord(const paxos::Entry& entry);
+
+// Decodes a log record into *out after every check above; there is no size
+// limit beyond FlatBuffers' own, since the broker wrote the record itself.
+// Returns ok and fills *out, or the first failure (use store_code() for the
+// LogStore answer) and leaves *out untouched. The caller must still compare
+// out->instance with the key it read the record under: a record stored under
+// the wrong key is as corrupt as a flipped bit.
+DecodeStatus DecodeLogRecord(std::span<const uint8_t> record, paxos::Entry* out);
+
+// Encodes the acceptor's hard state as a meta record: CRC32C prefix, then a
+// MetaRecord buffer (version kMetaRecordFormatVersion).
+std::string EncodeMetaRecord(const paxos::HardState& hard_state);
+
+// Decodes a meta record into *out, with the same checks and contract as
+// DecodeLogRecord (minus the key comparison: the hard state has one key).
+DecodeStatus DecodeMetaRecord(std::span<const uint8_t> record, paxos::HardState* out);
+
+}  // namespace ordo::broker
