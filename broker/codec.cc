@@ -194,6 +194,10 @@ wire::MessageType ToWire(paxos::MessageType type) {
       return wire::MessageType::Fetch;
     case paxos::MessageType::kFetchReply:
       return wire::MessageType::FetchReply;
+    case paxos::MessageType::kPreVote:
+      return wire::MessageType::PreVote;
+    case paxos::MessageType::kPreVoteGrant:
+      return wire::MessageType::PreVoteGrant;
   }
   PAXOS_ASSERT(false && "unknown paxos::MessageType");
   return wire::MessageType::Commit;
@@ -227,6 +231,12 @@ bool FromWire(wire::MessageType type, paxos::MessageType* out) {
       return true;
     case wire::MessageType::FetchReply:
       *out = paxos::MessageType::kFetchReply;
+      return true;
+    case wire::MessageType::PreVote:
+      *out = paxos::MessageType::kPreVote;
+      return true;
+    case wire::MessageType::PreVoteGrant:
+      *out = paxos::MessageType::kPreVoteGrant;
       return true;
   }
   return false;

@@ -39,6 +39,14 @@ enum class MessageType : uint8_t {
   // Chosen entries from `instance` on (possibly fewer than asked, possibly
   // none); chosen: the sender's frontier.
   kFetchReply = 8,
+  // Pre-vote, before phase 1: "would you promise `ballot`?" Nothing is
+  // persisted on either side, so a node that cannot win (cut off, or just
+  // restarted before it heard the leader) never raises anyone's promise and
+  // cannot disrupt a healthy leader.
+  kPreVote = 9,
+  // Yes to kPreVote: no live leader is heard here and `ballot` is above the
+  // promise. A no is a kReject.
+  kPreVoteGrant = 10,
 };
 
 const char* ToString(MessageType type);

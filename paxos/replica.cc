@@ -223,7 +223,7 @@ void Replica::Tick() {
         Send(std::move(m));
       }
     }
-    if (++election_elapsed_ >= election_timeout_) BecomeCandidate();
+    if (++election_elapsed_ >= election_timeout_) StartPreVote();
   }
   if (fetch_.active && now_ - fetch_.sent_tick >= config_.fetch_timeout_ticks) {
     fetch_.active = false;  // that peer is slow or gone: ask another
@@ -245,9 +245,65 @@ void Replica::BecomeFollower(NodeId leader, Ballot leader_ballot) {
   leader_ = leader;
   leader_ballot_ = leader_ballot;
   if (leader != kNoNode) leader_heard_tick_ = now_;
+  prevoting_ = false;
   promises_.clear();
   self_promised_ = false;
   ResetElectionTimer();
+}
+
+void Replica::HeardLeader(NodeId leader, Ballot ballot) {
+  if (role_ != Role::kFollower) {
+    BecomeFollower(leader, ballot);
+    return;
+  }
+  leader_ = leader;
+  leader_ballot_ = ballot;
+  leader_heard_tick_ = now_;
+  election_elapsed_ = 0;
+  prevoting_ = false;
+}
+
+void Replica::StartPreVote() {
+  // A failed election falls back to following until the pre-vote succeeds.
+  if (role_ == Role::kCandidate) BecomeFollower(kNoNode, Ballot{});
+  ResetElectionTimer();
+  if (Quorum() <= 1) {
+    BecomeCandidate();
+    return;
+  }
+  prevoting_ = true;
+  prevote_grants_.clear();
+  prevote_ballot_ = Ballot{max_round_seen_ + 1, config_.id};
+  for (const Peer& p : peers_) {
+    Message m = NewMessage(MessageType::kPreVote, p.id);
+    m.ballot = prevote_ballot_;
+    m.instance = hard_.chosen.next();
+    Send(std::move(m));
+  }
+}
+
+void Replica::OnPreVote(const Message& m) {
+  if (!IsVoter() || storage_failed_) return;
+  // Grant exactly when a real Prepare with this ballot would be promised.
+  if (m.ballot > hard_.promised && !SticksToLeader(m.from)) {
+    Message r = NewMessage(MessageType::kPreVoteGrant, m.from);
+    r.ballot = m.ballot;
+    Send(std::move(r));
+    return;
+  }
+  Message r = NewMessage(MessageType::kReject, m.from);
+  r.ballot = m.ballot;
+  r.promised = hard_.promised;
+  Send(std::move(r));
+}
+
+void Replica::OnPreVoteGrant(const Message& m) {
+  if (!prevoting_ || m.ballot != prevote_ballot_ || !VoterIndex(m.from)) return;
+  prevote_grants_.insert(m.from);
+  if (prevote_grants_.size() + 1 >= Quorum()) {
+    prevoting_ = false;
+    BecomeCandidate();
+  }
 }
 
 void Replica::BecomeCandidate() {
@@ -347,7 +403,11 @@ bool Replica::SticksToLeader(NodeId candidate) const {
 void Replica::Step(const Message& m) {
   PAXOS_ASSERT(!ready_outstanding_);
   if (m.to != config_.id || m.from == config_.id) return;  // misdirected
-  max_round_seen_ = std::max({max_round_seen_, m.ballot.round, m.promised.round});
+  // A pre-vote's ballot is hypothetical: only ballots someone used count.
+  const bool hypothetical =
+      m.type == MessageType::kPreVote || m.type == MessageType::kPreVoteGrant;
+  max_round_seen_ = std::max({max_round_seen_, hypothetical ? 0 : m.ballot.round,
+                              m.promised.round});
   NoteChosen(m.from, m.chosen);
   switch (m.type) {
     case MessageType::kPrepare: OnPrepare(m); break;
@@ -359,6 +419,8 @@ void Replica::Step(const Message& m) {
     case MessageType::kCommitReply: OnCommitReply(m); break;
     case MessageType::kFetch: OnFetch(m); break;
     case MessageType::kFetchReply: OnFetchReply(m); break;
+    case MessageType::kPreVote: OnPreVote(m); break;
+    case MessageType::kPreVoteGrant: OnPreVoteGrant(m); break;
   }
   MaybeFetch(false);
 }
@@ -426,14 +488,7 @@ void Replica::OnAccept(const Message& m) {
     return;
   }
   if (m.ballot > hard_.promised || bug(kBugForgetPromise)) SetPromised(m.ballot);
-  if (role_ != Role::kFollower) {
-    BecomeFollower(m.from, m.ballot);
-  } else {
-    leader_ = m.from;
-    leader_ballot_ = m.ballot;
-    leader_heard_tick_ = now_;
-    election_elapsed_ = 0;
-  }
+  HeardLeader(m.from, m.ballot);
   if (m.entries.empty()) return;
   // Phase 2b. An instance we already know chosen holds the same value (Paxos
   // safety), so it is not rewritten, but it is still acknowledged.
@@ -493,14 +548,7 @@ void Replica::OnCommit(const Message& m) {
     Send(std::move(r));
     return;
   }
-  if (role_ != Role::kFollower) {
-    BecomeFollower(m.from, m.ballot);
-  } else {
-    leader_ = m.from;
-    leader_ballot_ = m.ballot;
-    leader_heard_tick_ = now_;
-    election_elapsed_ = 0;
-  }
+  HeardLeader(m.from, m.ballot);
   if (m.ballot > commit_ballot_) {
     commit_ballot_ = m.ballot;
     commit_hint_ = m.chosen;

@@ -176,6 +176,8 @@ class Replica {
   void OnCommitReply(const Message& m);
   void OnFetch(const Message& m);
   void OnFetchReply(const Message& m);
+  void OnPreVote(const Message& m);
+  void OnPreVoteGrant(const Message& m);
 
   // Ignore-helpers: drop stale or misdirected messages before asserting.
   bool IgnorePromise(const Message& m) const;
@@ -183,7 +185,9 @@ class Replica {
   bool SticksToLeader(NodeId candidate) const;
 
   void BecomeFollower(NodeId leader, Ballot leader_ballot);
+  void StartPreVote();
   void BecomeCandidate();
+  void HeardLeader(NodeId leader, Ballot ballot);
   void BecomeLeader();
   void ResetElectionTimer();
 
@@ -245,6 +249,11 @@ class Replica {
   // A stored record above the chosen frontier failed its check: this node can
   // no longer vouch for what it accepted, so it stops voting (fail-stop).
   bool storage_failed_ = false;
+
+  // Pre-vote (before phase 1; nothing persisted).
+  bool prevoting_ = false;
+  Ballot prevote_ballot_{};
+  std::set<NodeId> prevote_grants_;
 
   // Candidate.
   Ballot ballot_{};  // our own ballot while candidate or leader

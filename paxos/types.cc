@@ -30,6 +30,8 @@ const char* ToString(MessageType type) {
     case MessageType::kCommitReply: return "commit-reply";
     case MessageType::kFetch: return "fetch";
     case MessageType::kFetchReply: return "fetch-reply";
+    case MessageType::kPreVote: return "pre-vote";
+    case MessageType::kPreVoteGrant: return "pre-vote-grant";
   }
   return "?";
 }

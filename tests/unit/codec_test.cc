@@ -58,6 +58,7 @@ constexpr MessageType kAllMessageTypes[] = {
     MessageType::kPrepare,     MessageType::kPromise, MessageType::kAccept,
     MessageType::kAccepted,    MessageType::kReject,  MessageType::kCommit,
     MessageType::kCommitReply, MessageType::kFetch,   MessageType::kFetchReply,
+    MessageType::kPreVote,     MessageType::kPreVoteGrant,
 };
 
 Ballot MakeBallot(uint64_t round, uint32_t node) { return Ballot{round, NodeId(node)}; }
@@ -463,7 +464,7 @@ TEST(PeerDecodeTest, ReportsVersionBeforeVerifyingTheRest) {
 }
 
 TEST(PeerDecodeTest, RefusesUnknownMessageType) {
-  for (int type : {9, 100, 255}) {
+  for (int type : {11, 100, 255}) {
     fb::FlatBufferBuilder builder;
     const std::string frame =
         FinishFrame(builder, HandMessage(builder, static_cast<wire::MessageType>(type)));

@@ -85,9 +85,23 @@ std::vector<Message> OfType(const std::vector<Message>& ms, MessageType type) {
   return out;
 }
 
+// Ticks until the node's election timeout fires and it sends pre-votes, has
+// `granter` grant one, and returns what followed (the prepares).
+Ready StartElection(Node& n, uint32_t granter = 2) {
+  std::vector<Message> prevotes;
+  for (int i = 0; i < 100 && prevotes.empty(); ++i) {
+    n.replica->Tick();
+    prevotes = OfType(n.Drain().messages, MessageType::kPreVote);
+  }
+  EXPECT_FALSE(prevotes.empty());
+  Message grant = Make(MessageType::kPreVoteGrant, granter, n.config.id.value(),
+                       prevotes.at(0).ballot);
+  return n.Step(grant);
+}
+
 // Makes node 1 leader of a 3-node cluster with empty logs; returns its ballot.
 Ballot ElectNode1(Node& n) {
-  Ready r = n.TickUntil(Role::kCandidate);
+  Ready r = StartElection(n);
   auto prepares = OfType(r.messages, MessageType::kPrepare);
   EXPECT_EQ(prepares.size(), 2u);
   const Ballot b = prepares.at(0).ballot;
@@ -204,7 +218,7 @@ TEST(Election, TimeoutStartsPhase1WithAHigherBallot) {
   Node n(ThreeNodes(1));
   Message commit = Make(MessageType::kCommit, 2, 1, Ballot{7, NodeId(2)});
   n.Step(commit);
-  Ready r = n.TickUntil(Role::kCandidate);
+  Ready r = StartElection(n, 3);
   auto prepares = OfType(r.messages, MessageType::kPrepare);
   ASSERT_EQ(prepares.size(), 2u);
   EXPECT_EQ(prepares[0].ballot, (Ballot{8, NodeId(1)}));
@@ -218,9 +232,10 @@ TEST(Election, TimeoutIsRandomizedButSeeded) {
     c.seed = seed;
     Node n(c);
     int t = 0;
-    while (n.replica->role() != Role::kCandidate) {
+    bool prevoted = false;
+    while (!prevoted) {
       n.replica->Tick();
-      n.Drain();
+      prevoted = !OfType(n.Drain().messages, MessageType::kPreVote).empty();
       ++t;
     }
     return t;
@@ -234,6 +249,61 @@ TEST(Election, TimeoutIsRandomizedButSeeded) {
     seen.insert(t);
   }
   EXPECT_GT(seen.size(), 2u);
+}
+
+TEST(PreVote, PersistsNothingAndRaisesNoPromise) {
+  Node n(ThreeNodes(1));
+  std::vector<Message> prevotes;
+  bool persisted = false;
+  for (int i = 0; i < 100 && prevotes.empty(); ++i) {
+    n.replica->Tick();
+    Ready r = n.Drain();
+    persisted |= r.hard_state_changed || !r.entries.empty();
+    prevotes = OfType(r.messages, MessageType::kPreVote);
+  }
+  ASSERT_EQ(prevotes.size(), 2u);
+  EXPECT_FALSE(persisted);
+  EXPECT_EQ(n.store.LoadHardState().promised, Ballot{});
+  EXPECT_EQ(n.replica->role(), Role::kFollower);
+
+  // The acceptor side: answering a pre-vote persists nothing either.
+  Node a(ThreeNodes(2));
+  Ready r = a.Step(prevotes[0].to == NodeId(2) ? prevotes[0] : prevotes[1]);
+  EXPECT_EQ(OfType(r.messages, MessageType::kPreVoteGrant).size(), 1u);
+  EXPECT_FALSE(r.hard_state_changed);
+}
+
+TEST(PreVote, RefusedWhileALiveLeaderIsHeard) {
+  Node n(ThreeNodes(2));
+  n.Step(Make(MessageType::kCommit, 1, 2, Ballot{5, NodeId(1)}));
+  Message pv = Make(MessageType::kPreVote, 3, 2, Ballot{9, NodeId(3)});
+  Ready r = n.Step(pv);
+  EXPECT_TRUE(OfType(r.messages, MessageType::kPreVoteGrant).empty());
+  EXPECT_EQ(OfType(r.messages, MessageType::kReject).size(), 1u);
+}
+
+TEST(PreVote, ARestartedNodeThatCannotWinNeverOutbidsTheLeader) {
+  // Node 3 restarts and times out before it hears the leader; followers that
+  // hear the leader refuse its pre-votes, so its promise never moves above
+  // the leader's ballot and it follows the leader as soon as it hears it.
+  Node n(ThreeNodes(3));
+  const Ballot leader{4, NodeId(1)};
+  for (int round = 0; round < 5; ++round) {
+    std::vector<Message> prevotes;
+    for (int i = 0; i < 100 && prevotes.empty(); ++i) {
+      n.replica->Tick();
+      prevotes = OfType(n.Drain().messages, MessageType::kPreVote);
+    }
+    ASSERT_FALSE(prevotes.empty());
+    Message no = Make(MessageType::kReject, 2, 3, prevotes[0].ballot);
+    no.promised = leader;
+    n.Step(no);
+  }
+  EXPECT_EQ(n.store.LoadHardState().promised, Ballot{});
+  Message commit = Make(MessageType::kCommit, 1, 3, leader);
+  Ready r = n.Step(commit);
+  EXPECT_TRUE(OfType(r.messages, MessageType::kReject).empty());
+  EXPECT_EQ(n.replica->leader(), NodeId(1));
 }
 
 TEST(Election, HeartbeatsKeepFollowersFromElecting) {
@@ -250,7 +320,7 @@ TEST(Election, HeartbeatsKeepFollowersFromElecting) {
 TEST(Recovery, HighestBallotValueElseNoopThenBarrier) {
   Node n(ThreeNodes(1));
   n.Step(Make(MessageType::kCommit, 2, 1, Ballot{10, NodeId(2)}));  // rounds seen: 10
-  Ready r = n.TickUntil(Role::kCandidate);
+  Ready r = StartElection(n);
   const Ballot b = OfType(r.messages, MessageType::kPrepare).at(0).ballot;
   ASSERT_EQ(b.round, 11u);
   const Ballot old1{b.round - 2, NodeId(2)}, old2{b.round - 1, NodeId(3)};
@@ -283,7 +353,8 @@ TEST(Recovery, PicksTheHighestBallotAmongPromises) {
   c.voters = {NodeId(1), NodeId(2), NodeId(3), NodeId(4), NodeId(5)};
   Node n(c);
   n.Step(Make(MessageType::kCommit, 4, 1, Ballot{10, NodeId(4)}));  // rounds seen: 10
-  Ready r = n.TickUntil(Role::kCandidate);
+  StartElection(n);
+  Ready r = n.Step(Make(MessageType::kPreVoteGrant, 3, 1, Ballot{11, NodeId(1)}));  // 3 of 5
   const Ballot b = OfType(r.messages, MessageType::kPrepare).at(0).ballot;
   ASSERT_EQ(b.round, 11u);
   const Ballot low{b.round - 2, NodeId(2)}, high{b.round - 1, NodeId(3)};
@@ -302,7 +373,7 @@ TEST(Recovery, PicksTheHighestBallotAmongPromises) {
 
 TEST(Recovery, InstancesAnAcceptorKnowsChosenAreFetchedNotReproposed) {
   Node n(ThreeNodes(1));
-  Ready r = n.TickUntil(Role::kCandidate);
+  Ready r = StartElection(n);
   const Ballot b = OfType(r.messages, MessageType::kPrepare).at(0).ballot;
   Message p = Make(MessageType::kPromise, 2, 1, b);
   p.chosen = Instance(5);  // node 2 knows 1..5 chosen
