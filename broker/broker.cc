@@ -1,0 +1,178 @@
+#include "broker/broker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+
+#include "broker/codec.h"
+
+namespace ordo::broker {
+
+using Clock = std::chrono::steady_clock;
+
+Broker::Broker(BrokerConfig config) : config_(std::move(config)) {}
+
+Broker::~Broker() {
+  // Sockets close before the context terminates.
+  clients_.reset();
+  peers_.reset();
+}
+
+Status Broker::Start() {
+  Status s = LmdbStore::Open(config_.data_dir, config_.map_size_bytes, &store_);
+  if (!s.ok()) return s;
+  const paxos::HardState hs = store_->LoadHardState();
+  spdlog::info("storage {}: promised {}, chosen up to instance {}, last instance {}, next offset {}",
+               config_.data_dir, paxos::ToString(hs.promised), hs.chosen.value(),
+               store_->LastInstance().value(), store_->next_offset());
+  // Election jitter must differ between brokers and runs; the core itself
+  // takes the seed as an input and stays deterministic.
+  std::random_device rd;
+  const uint64_t seed = (uint64_t{rd()} << 32) ^ rd();
+  replica_ = std::make_unique<paxos::Replica>(config_.CoreConfig(seed), *store_);
+  peers_ = std::make_unique<PeerTransport>(context_, config_);
+  if (!(s = peers_->Open()).ok()) return s;
+  clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_);
+  if (!(s = clients_->Open()).ok()) return s;
+  if (!config_.metrics.empty()) {
+    if (!(s = monitoring::BrokerMetrics::Start(config_.metrics, config_.node_id, &metrics_)).ok()) {
+      return s;
+    }
+  }
+  spdlog::info("node {} up: peers on {}, clients on {}, metrics on {}", config_.node_id,
+               config_.Self()->peer, config_.Self()->client,
+               config_.metrics.empty() ? "(off)" : config_.metrics);
+  return Status::Ok();
+}
+
+void Broker::HandlePeerFrames(size_t max) {
+  const size_t limit = config_.PeerFrameBytesMax();
+  for (size_t n = 0; n < max; ++n) {
+    zmq::message_t frame;
+    bool well_formed = false;
+    if (!peers_->Receive(&frame, &well_formed)) return;
+    paxos::Message m;
+    DecodeStatus d;
+    if (!well_formed) {
+      d = DecodeStatus::Error(DecodeCode::kMalformed, "not a single-frame peer message");
+    } else {
+      d = DecodePeerMessage({static_cast<const uint8_t*>(frame.data()), frame.size()}, limit, &m);
+    }
+    if (d.ok() && (m.to.value() != config_.node_id || !config_.Find(m.from.value()) ||
+                   m.from.value() == config_.node_id)) {
+      d = DecodeStatus::Error(DecodeCode::kInvalid, "from/to is not a peer and this node");
+    }
+    if (!d.ok()) {
+      ++peer_frames_rejected_;
+      ++peer_rejects_since_log_;
+      const auto now = Clock::now();
+      if (now - last_peer_reject_log_ > std::chrono::seconds(1)) {  // rate-limited
+        spdlog::warn("rejected {} bad peer frame(s); latest: {}", peer_rejects_since_log_,
+                     d.ToString());
+        peer_rejects_since_log_ = 0;
+        last_peer_reject_log_ = now;
+      }
+      continue;
+    }
+    replica_->Step(m);
+  }
+}
+
+Status Broker::DrainReady() {
+  while (replica_->HasReady()) {
+    paxos::Ready r = replica_->TakeReady();
+    // Accepts and commits vouch for nothing this node has not persisted: they
+    // may leave before the write (the leader's own write overlaps the round).
+    for (const paxos::Message& m : r.messages) peers_->Send(m);
+    bool index = false;
+    for (const paxos::AppliedInstance& a : r.applied) index |= a.appended > 0;
+    if (r.hard_state_changed || !r.entries.empty() || index) {
+      if (store_->Commit(r.hard_state, r.entries, r.applied) != paxos::StoreCode::kOk) {
+        // Fail-stop: continuing could vouch for state that is not durable.
+        return Status::Error("storage failure: " + store_->last_error());
+      }
+    }
+    for (const paxos::Message& m : r.messages_after_persist) peers_->Send(m);
+    clients_->OnApplied(r.applied);
+    if (r.lost_leadership) clients_->OnLostLeadership();
+    replica_->Advance();
+  }
+  return Status::Ok();
+}
+
+void Broker::ReportRoleChanges() {
+  const paxos::Role role = replica_->role();
+  const paxos::NodeId leader = replica_->leader();
+  if (role != last_role_ || leader != last_leader_) {
+    const paxos::Status s = replica_->status();
+    if (role == paxos::Role::kLeader) {
+      spdlog::info("became leader with ballot {}", paxos::ToString(s.leader_ballot));
+    } else if (leader != paxos::kNoNode) {
+      spdlog::info("following leader {} (ballot {})", leader.value(),
+                   paxos::ToString(s.leader_ballot));
+    } else if (role == paxos::Role::kCandidate) {
+      spdlog::info("election: candidate with ballot {}", paxos::ToString(s.promised));
+    }
+    last_role_ = role;
+    last_leader_ = leader;
+  }
+  const uint64_t corruptions = replica_->status().storage_corruptions + store_->corruptions();
+  if (corruptions != last_corruptions_) {
+    spdlog::error("checksum failure: {} (total {}); the record is not served and is being "
+                  "repaired from peers",
+                  store_->last_error(), corruptions);
+    last_corruptions_ = corruptions;
+  }
+}
+
+void Broker::UpdateMetrics() {
+  if (!metrics_) return;
+  monitoring::BrokerGauges g;
+  g.core = replica_->status();
+  g.next_offset = store_->next_offset();
+  g.storage_corruptions = g.core.storage_corruptions + store_->corruptions();
+  g.frames_rejected = clients_->counters().frames_rejected + peer_frames_rejected_;
+  g.publishes_acked = clients_->counters().publishes_acked;
+  g.redirects = clients_->counters().redirects;
+  g.messages_delivered = clients_->counters().messages_delivered;
+  g.peer_bytes_out = peers_->bytes_out();
+  g.subscribers = clients_->subscriber_count();
+  metrics_->Update(g);
+}
+
+Status Broker::Run(const std::atomic<bool>& stop) {
+  const auto tick = std::chrono::milliseconds(config_.tick_ms);
+  auto next_tick = Clock::now() + tick;
+  while (!stop.load(std::memory_order_relaxed)) {
+    auto now = Clock::now();
+    const auto wait = std::max(std::chrono::milliseconds(0),
+                               std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now));
+    zmq::pollitem_t items[] = {
+        {peers_->inbound().handle(), 0, ZMQ_POLLIN, 0},
+        {clients_->socket().handle(), 0, ZMQ_POLLIN, 0},
+    };
+    try {
+      zmq::poll(items, 2, wait);
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) return Status::Error(std::string("poll: ") + e.what());
+      continue;  // a signal: check `stop`
+    }
+    HandlePeerFrames(4096);
+    clients_->Poll(4096);
+    now = Clock::now();
+    if (now >= next_tick) {
+      replica_->Tick();
+      next_tick += tick;
+      if (next_tick < now) next_tick = now + tick;  // we fell behind: do not burst
+      ReportRoleChanges();
+      UpdateMetrics();
+    }
+    Status s = DrainReady();
+    if (!s.ok()) return s;
+    clients_->Service(now);
+  }
+  spdlog::info("shutting down");
+  return Status::Ok();
+}
+
+}  // namespace ordo::broker

@@ -1,0 +1,58 @@
+// The broker process's composition root: it owns the LMDB store, the
+// consensus core, the peer transport, the client service and the metrics,
+// and runs the single-threaded event loop that drives them.
+//
+// One loop turn: wait for frames or the next tick; feed every waiting peer
+// frame and client request to the core; tick if due; then drain the core's
+// Ready batches — each is one LMDB transaction (group commit of everything
+// the turn produced), and promises/accepted replies leave only after it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+
+#include <zmq.hpp>
+
+#include "broker/client_service.h"
+#include "broker/config.h"
+#include "broker/lmdb_store.h"
+#include "broker/peer_transport.h"
+#include "broker/status.h"
+#include "monitoring/metrics.h"
+#include "paxos/replica.h"
+
+namespace ordo::broker {
+
+class Broker {
+ public:
+  explicit Broker(BrokerConfig config);
+  ~Broker();
+
+  // Opens storage, binds every endpoint. Fails with a readable message.
+  Status Start();
+  // Runs until `stop` is set (SIGTERM/SIGINT) or storage fails.
+  Status Run(const std::atomic<bool>& stop);
+
+ private:
+  void HandlePeerFrames(size_t max);
+  Status DrainReady();
+  void ReportRoleChanges();
+  void UpdateMetrics();
+
+  BrokerConfig config_;
+  zmq::context_t context_{1};
+  std::unique_ptr<LmdbStore> store_;
+  std::unique_ptr<paxos::Replica> replica_;
+  std::unique_ptr<PeerTransport> peers_;
+  std::unique_ptr<ClientService> clients_;
+  std::unique_ptr<monitoring::BrokerMetrics> metrics_;
+  uint64_t peer_frames_rejected_ = 0;
+  uint64_t peer_rejects_since_log_ = 0;
+  std::chrono::steady_clock::time_point last_peer_reject_log_{};
+  paxos::Role last_role_ = paxos::Role::kFollower;
+  paxos::NodeId last_leader_{};
+  uint64_t last_corruptions_ = 0;
+};
+
+}  // namespace ordo::broker

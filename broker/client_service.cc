@@ -1,0 +1,447 @@
+#include "broker/client_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+#include "schemas/client_generated.h"
+
+namespace ordo::broker {
+
+namespace wire = ordo::wire;
+
+namespace {
+
+constexpr uint16_t kProtocolVersion = 1;
+constexpr auto kPublishTimeout = std::chrono::seconds(30);
+constexpr size_t kDeliverMessagesMax = 2048;   // per Deliver frame
+constexpr size_t kDeliverBytesMax = 1 << 20;   // per Deliver frame, roughly
+constexpr uint32_t kFetchMessagesMax = 10000;
+
+uint16_t Code(wire::ErrorCode c) { return static_cast<uint16_t>(c); }
+
+}  // namespace
+
+ClientService::ClientService(zmq::context_t& context, const BrokerConfig& config,
+                             paxos::Replica& replica, LmdbStore& store)
+    : config_(config), replica_(replica), store_(store),
+      socket_(context, zmq::socket_type::router) {}
+
+Status ClientService::Open() {
+  std::string address;
+  ParseEndpoint(config_.Self()->client, &address);
+  try {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::sndhwm, 100000);
+    socket_.set(zmq::sockopt::rcvhwm, 100000);
+    // A reply to a client that is gone fails with EHOSTUNREACH instead of
+    // vanishing, so its subscription is dropped rather than served forever.
+    socket_.set(zmq::sockopt::router_mandatory, 1);
+    // Hard cap (ZeroMQ drops the connection above it); frames between
+    // frame_bytes_max and this get a TooLarge answer.
+    socket_.set(zmq::sockopt::maxmsgsize, int64_t{config_.frame_bytes_max} * 2);
+    socket_.bind(address);
+  } catch (const zmq::error_t& e) {
+    return Status::Error("client endpoint " + config_.Self()->client + ": " + e.what());
+  }
+  return Status::Ok();
+}
+
+std::string ClientService::LeaderEndpoint() const {
+  const Member* m = config_.Find(replica_.leader().value());
+  return m ? m->client : std::string();
+}
+
+ClientService::SendResult ClientService::SendFrame(const std::string& identity,
+                                                   const uint8_t* data, size_t size) {
+  try {
+    if (!socket_.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+      return SendResult::kFull;  // the client reads slowly: it will ask again
+    }
+    (void)socket_.send(zmq::const_buffer(data, size), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return SendResult::kGone;
+    return SendResult::kFull;
+  }
+  return SendResult::kSent;
+}
+
+void ClientService::SendError(const std::string& identity, uint64_t request_id, uint16_t code,
+                              const std::string& message, uint64_t earliest_offset) {
+  flatbuffers::FlatBufferBuilder fbb(256);
+  const std::string leader =
+      code == Code(wire::ErrorCode::NotLeader) ? LeaderEndpoint() : std::string();
+  auto err = wire::CreateErrorDirect(fbb, static_cast<wire::ErrorCode>(code), message.c_str(),
+                                     leader.c_str(), earliest_offset);
+  wire::FinishClientEnvelopeBuffer(
+      fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, request_id, wire::Body::Error,
+                                      err.Union()));
+  SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
+}
+
+void ClientService::Poll(size_t max) {
+  for (size_t n = 0; n < max; ++n) {
+    zmq::message_t identity, frame;
+    try {
+      if (!socket_.recv(identity, zmq::recv_flags::dontwait)) return;
+      if (!identity.more()) continue;  // cannot happen on a ROUTER
+      (void)socket_.recv(frame, zmq::recv_flags::none);
+      bool extra = false;
+      while (frame.more()) {
+        // A client sends exactly one frame per request: more is malformed.
+        zmq::message_t more;
+        (void)socket_.recv(more, zmq::recv_flags::none);
+        extra = true;
+        if (!more.more()) break;
+      }
+      const std::string id(static_cast<const char*>(identity.data()), identity.size());
+      if (extra) {
+        ++counters_.frames_rejected;
+        SendError(id, 0, Code(wire::ErrorCode::BadRequest),
+                  "a request is exactly one ZeroMQ frame holding one ClientEnvelope");
+        continue;
+      }
+      Handle(id, frame);
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) spdlog::warn("client socket: {}", e.what());
+      return;
+    }
+  }
+}
+
+void ClientService::Handle(const std::string& identity, const zmq::message_t& frame) {
+  auto reject = [&](uint16_t code, const std::string& why) {
+    ++counters_.frames_rejected;
+    ++rejects_since_log_;
+    const auto now = Clock::now();
+    if (now - last_reject_log_ > std::chrono::seconds(1)) {  // rate-limited
+      spdlog::warn("rejected {} bad client frame(s); latest: {}", rejects_since_log_, why);
+      rejects_since_log_ = 0;
+      last_reject_log_ = now;
+    }
+    SendError(identity, 0, code, why);
+  };
+  if (frame.size() > config_.frame_bytes_max) {
+    reject(Code(wire::ErrorCode::TooLarge),
+           "frame of " + std::to_string(frame.size()) + " bytes exceeds limits.frame_bytes_max (" +
+               std::to_string(config_.frame_bytes_max) + ")");
+    return;
+  }
+  // FlatBuffers reads scalars in place: give the verifier aligned bytes.
+  const uint8_t* data = static_cast<const uint8_t*>(frame.data());
+  std::vector<uint64_t> aligned;
+  if (reinterpret_cast<uintptr_t>(data) % 8 != 0) {
+    aligned.resize((frame.size() + 7) / 8);
+    std::memcpy(aligned.data(), frame.data(), frame.size());
+    data = reinterpret_cast<const uint8_t*>(aligned.data());
+  }
+  flatbuffers::Verifier verifier(data, frame.size(), /*max_depth=*/16, /*max_tables=*/1000000);
+  if (frame.size() < 8 || !wire::ClientEnvelopeBufferHasIdentifier(data) ||
+      !wire::VerifyClientEnvelopeBuffer(verifier)) {
+    reject(Code(wire::ErrorCode::BadRequest),
+           "not a ClientEnvelope (identifier ORDC) that passes the FlatBuffers verifier");
+    return;
+  }
+  const wire::ClientEnvelope* env = wire::GetClientEnvelope(data);
+  if (env->version() != kProtocolVersion) {
+    reject(Code(wire::ErrorCode::BadRequest),
+           "protocol version " + std::to_string(env->version()) + " is not supported (want 1)");
+    return;
+  }
+  const uint64_t rid = env->request_id();
+  switch (env->body_type()) {
+    case wire::Body::Publish:
+      HandlePublish(identity, rid, env->body_as_Publish());
+      return;
+    case wire::Body::Subscribe:
+      HandleSubscribe(identity, rid, env->body_as_Subscribe());
+      return;
+    case wire::Body::Credit: {
+      auto it = subscriptions_.find(identity);
+      if (it != subscriptions_.end()) {
+        it->second.credit = std::min<uint64_t>(it->second.credit + env->body_as_Credit()->credit(),
+                                               config_.subscriber_credit_max);
+      }
+      return;
+    }
+    case wire::Body::Fetch:
+      HandleFetch(identity, rid, env->body_as_Fetch());
+      return;
+    case wire::Body::StatusRequest:
+      HandleStatus(identity, rid);
+      return;
+    default:
+      reject(Code(wire::ErrorCode::BadRequest), "this body type is not a request");
+      return;
+  }
+}
+
+void ClientService::HandlePublish(const std::string& identity, uint64_t rid, const void* body) {
+  const auto* publish = static_cast<const wire::Publish*>(body);
+  const auto* msgs = publish->messages();
+  if (!msgs || msgs->size() == 0) {
+    SendError(identity, rid, Code(wire::ErrorCode::BadRequest), "publish carries no messages");
+    return;
+  }
+  if (replica_.role() != paxos::Role::kLeader) {
+    ++counters_.redirects;
+    if (replica_.leader() == paxos::kNoNode) {
+      SendError(identity, rid, Code(wire::ErrorCode::Unavailable),
+                "no leader is known yet (an election is running): retry shortly");
+    } else {
+      SendError(identity, rid, Code(wire::ErrorCode::NotLeader),
+                "this broker is not the leader: publish to " + LeaderEndpoint());
+    }
+    return;
+  }
+  std::vector<paxos::ClientMessage> batch;
+  batch.reserve(msgs->size());
+  for (const wire::ClientMessage* m : *msgs) {
+    const size_t key_size = m->key() ? m->key()->size() : 0;
+    const size_t payload_size = m->payload() ? m->payload()->size() : 0;
+    if (key_size + payload_size > config_.message_bytes_max) {
+      SendError(identity, rid, Code(wire::ErrorCode::TooLarge),
+                "a message of " + std::to_string(key_size + payload_size) +
+                    " bytes exceeds limits.message_bytes_max (" +
+                    std::to_string(config_.message_bytes_max) + ")");
+      return;
+    }
+    if (m->producer() == 0 || m->sequence() == 0) {
+      SendError(identity, rid, Code(wire::ErrorCode::BadRequest),
+                "producer and sequence must be non-zero (sequences start at 1)");
+      return;
+    }
+    paxos::ClientMessage cm;
+    cm.producer = paxos::ProducerId(m->producer());
+    cm.sequence = m->sequence();
+    if (m->key()) cm.key.assign(reinterpret_cast<const char*>(m->key()->data()), key_size);
+    if (m->payload()) {
+      cm.payload.assign(reinterpret_cast<const char*>(m->payload()->data()), payload_size);
+    }
+    batch.push_back(std::move(cm));
+  }
+  Pending p;
+  p.identity = identity;
+  p.request_id = rid;
+  p.remaining = batch.size();
+  p.offsets.assign(batch.size(), 0);
+  p.errors.assign(batch.size(), Code(wire::ErrorCode::None));
+  p.started = Clock::now();
+  std::vector<Key> keys;
+  for (const auto& m : batch) {
+    keys.emplace_back(m.producer.value(), m.sequence);
+    p.sequences.push_back(m.sequence);
+  }
+  const paxos::ProposeResult r = replica_.Propose(std::move(batch));
+  if (r.code == paxos::ProposeResult::Code::kBusy) {
+    SendError(identity, rid, Code(wire::ErrorCode::Busy),
+              "the leader's queue is full (batching.pending_bytes_max): back off and retry");
+    return;
+  }
+  if (r.code == paxos::ProposeResult::Code::kNotLeader) {
+    SendError(identity, rid, Code(wire::ErrorCode::Unavailable), "leadership changed: retry");
+    return;
+  }
+  auto it = pending_.insert(pending_.end(), std::move(p));
+  for (size_t i = 0; i < keys.size(); ++i) waiting_.emplace(keys[i], std::make_pair(it, i));
+}
+
+void ClientService::OnApplied(const std::vector<paxos::AppliedInstance>& applied) {
+  if (waiting_.empty()) return;
+  for (const paxos::AppliedInstance& a : applied) {
+    for (const paxos::MessageResult& r : a.results) {
+      auto range = waiting_.equal_range(Key{r.producer.value(), r.sequence});
+      for (auto w = range.first; w != range.second;) {
+        auto [pit, index] = w->second;
+        uint16_t code = Code(wire::ErrorCode::None);
+        switch (r.outcome) {
+          case paxos::PublishOutcome::kAppended:
+            break;
+          case paxos::PublishOutcome::kDuplicate:
+            if (!r.offset_known) code = Code(wire::ErrorCode::DuplicateTooOld);
+            break;
+          case paxos::PublishOutcome::kOutOfSequence:
+            code = Code(wire::ErrorCode::OutOfSequence);
+            break;
+          case paxos::PublishOutcome::kStaleLeader:
+            code = Code(wire::ErrorCode::StaleLeader);
+            break;
+        }
+        pit->offsets[index] = r.offset.value();
+        pit->errors[index] = code;
+        w = waiting_.erase(w);
+        if (--pit->remaining == 0) Reply(pit);
+      }
+    }
+  }
+}
+
+void ClientService::Reply(std::list<Pending>::iterator it) {
+  flatbuffers::FlatBufferBuilder fbb(64 + 32 * it->sequences.size());
+  std::vector<flatbuffers::Offset<wire::PublishResult>> results;
+  results.reserve(it->sequences.size());
+  for (size_t i = 0; i < it->sequences.size(); ++i) {
+    results.push_back(wire::CreatePublishResult(fbb, it->sequences[i], it->offsets[i],
+                                                static_cast<wire::ErrorCode>(it->errors[i])));
+    if (it->errors[i] == Code(wire::ErrorCode::None)) ++counters_.publishes_acked;
+  }
+  auto reply = wire::CreatePublishReplyDirect(fbb, &results);
+  wire::FinishClientEnvelopeBuffer(
+      fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, it->request_id,
+                                      wire::Body::PublishReply, reply.Union()));
+  SendFrame(it->identity, fbb.GetBufferPointer(), fbb.GetSize());
+  pending_.erase(it);
+}
+
+void ClientService::OnLostLeadership() {
+  // The queued messages may still be chosen under the next leader (or be
+  // skipped by its barrier); the client's retry with the same sequences
+  // settles which, exactly once.
+  for (const Pending& p : pending_) {
+    SendError(p.identity, p.request_id, Code(wire::ErrorCode::Unavailable),
+              "this broker lost leadership before your messages were chosen: retry");
+  }
+  pending_.clear();
+  waiting_.clear();
+}
+
+void ClientService::HandleSubscribe(const std::string& identity, uint64_t rid, const void* body) {
+  const auto* s = static_cast<const wire::Subscribe*>(body);
+  const uint64_t head = store_.next_offset();
+  uint64_t from = s->from_latest() ? head : s->from_offset();
+  if (from < store_.earliest_offset()) {
+    SendError(identity, rid, Code(wire::ErrorCode::OffsetBelowRetained),
+              "offset " + std::to_string(from) + " is no longer retained; the earliest is " +
+                  std::to_string(store_.earliest_offset()),
+              store_.earliest_offset());
+    return;
+  }
+  Subscription& sub = subscriptions_[identity];
+  sub.request_id = rid;
+  sub.next_offset = from;
+  sub.credit = std::min<uint64_t>(s->credit(), config_.subscriber_credit_max);
+  if (s->from_latest() || sub.credit == 0) {
+    // Tell the client where it starts, even before any message exists.
+    flatbuffers::FlatBufferBuilder fbb(128);
+    std::vector<flatbuffers::Offset<wire::StreamMessage>> none;
+    auto d = wire::CreateDeliverDirect(fbb, &none, head);
+    wire::FinishClientEnvelopeBuffer(
+        fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, rid, wire::Body::Deliver, d.Union()));
+    SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
+  }
+}
+
+void ClientService::HandleFetch(const std::string& identity, uint64_t rid, const void* body) {
+  const auto* f = static_cast<const wire::Fetch*>(body);
+  if (f->from_offset() < store_.earliest_offset()) {
+    SendError(identity, rid, Code(wire::ErrorCode::OffsetBelowRetained),
+              "offset " + std::to_string(f->from_offset()) +
+                  " is no longer retained; the earliest is " +
+                  std::to_string(store_.earliest_offset()),
+              store_.earliest_offset());
+    return;
+  }
+  std::vector<StreamMessage> msgs;
+  const uint32_t max = std::min(f->max_messages(), kFetchMessagesMax);
+  const paxos::StoreCode code =
+      store_.ReadStream(f->from_offset(), max, config_.frame_bytes_max / 2, &msgs);
+  if (code != paxos::StoreCode::kOk && msgs.empty()) {
+    SendError(identity, rid, Code(wire::ErrorCode::Unavailable),
+              "this broker cannot read offset " + std::to_string(f->from_offset()) +
+                  " right now (" + paxos::ToString(code) + "); try another broker");
+    return;
+  }
+  flatbuffers::FlatBufferBuilder fbb(1024);
+  std::vector<flatbuffers::Offset<wire::StreamMessage>> out;
+  out.reserve(msgs.size());
+  for (const StreamMessage& m : msgs) {
+    auto key = fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.key.data()), m.key.size());
+    auto payload =
+        fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.payload.data()), m.payload.size());
+    out.push_back(wire::CreateStreamMessage(fbb, m.offset, m.producer, m.sequence, key, payload));
+  }
+  auto d = wire::CreateDeliverDirect(fbb, &out, store_.next_offset());
+  wire::FinishClientEnvelopeBuffer(
+      fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, rid, wire::Body::Deliver, d.Union()));
+  SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
+}
+
+void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
+  const paxos::Status s = replica_.status();
+  flatbuffers::FlatBufferBuilder fbb(512);
+  std::vector<flatbuffers::Offset<wire::PeerStatus>> peers;
+  for (const paxos::PeerStatus& p : s.peers) {
+    const uint64_t lag = s.chosen > p.chosen ? s.chosen.value() - p.chosen.value() : 0;
+    peers.push_back(wire::CreatePeerStatus(fbb, p.id.value(), p.chosen.value(), lag,
+                                           p.ticks_since_heard * config_.tick_ms));
+  }
+  const wire::Ballot ballot(s.leader_ballot.round, s.leader_ballot.node.value());
+  const wire::Ballot promised(s.promised.round, s.promised.node.value());
+  const std::string leader = LeaderEndpoint();
+  auto reply = wire::CreateStatusReplyDirect(
+      fbb, config_.node_id, paxos::ToString(s.role), s.leader.value(), leader.c_str(), &ballot,
+      &promised, s.chosen.value(), s.last_instance.value(), store_.next_offset(),
+      store_.earliest_offset(), &peers, s.storage_corruptions + store_.corruptions(),
+      counters_.frames_rejected);
+  wire::FinishClientEnvelopeBuffer(
+      fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, rid, wire::Body::StatusReply,
+                                      reply.Union()));
+  SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
+}
+
+void ClientService::Service(Clock::time_point now) {
+  // Subscriptions: push what each has credit for, from this broker's log.
+  const uint64_t head = store_.next_offset();
+  for (auto it = subscriptions_.begin(); it != subscriptions_.end();) {
+    Subscription& sub = it->second;
+    if (sub.credit == 0 || sub.next_offset >= head) {
+      ++it;
+      continue;
+    }
+    std::vector<StreamMessage> msgs;
+    const size_t max = std::min<uint64_t>(sub.credit, kDeliverMessagesMax);
+    store_.ReadStream(sub.next_offset, max, kDeliverBytesMax, &msgs);
+    if (msgs.empty()) {  // unreadable here (being repaired): try next turn
+      ++it;
+      continue;
+    }
+    flatbuffers::FlatBufferBuilder fbb(1024 + kDeliverBytesMax / 4);
+    std::vector<flatbuffers::Offset<wire::StreamMessage>> out;
+    out.reserve(msgs.size());
+    for (const StreamMessage& m : msgs) {
+      auto key = fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.key.data()), m.key.size());
+      auto payload =
+          fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.payload.data()), m.payload.size());
+      out.push_back(wire::CreateStreamMessage(fbb, m.offset, m.producer, m.sequence, key, payload));
+    }
+    auto d = wire::CreateDeliverDirect(fbb, &out, head);
+    wire::FinishClientEnvelopeBuffer(
+        fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, sub.request_id, wire::Body::Deliver,
+                                        d.Union()));
+    const SendResult sent = SendFrame(it->first, fbb.GetBufferPointer(), fbb.GetSize());
+    if (sent == SendResult::kGone) {
+      it = subscriptions_.erase(it);
+      continue;
+    }
+    if (sent == SendResult::kFull) {
+      ++it;
+      continue;
+    }
+    sub.next_offset = msgs.back().offset + 1;
+    sub.credit -= msgs.size();
+    counters_.messages_delivered += msgs.size();
+    ++it;
+  }
+  // Publishes that waited too long (a stuck quorum): let the client retry.
+  while (!pending_.empty() && now - pending_.front().started > kPublishTimeout) {
+    const Pending& p = pending_.front();
+    SendError(p.identity, p.request_id, Code(wire::ErrorCode::Unavailable),
+              "not chosen within 30 s: retry");
+    for (auto w = waiting_.begin(); w != waiting_.end();) {
+      w = w->second.first == pending_.begin() ? waiting_.erase(w) : std::next(w);
+    }
+    pending_.pop_front();
+  }
+}
+
+}  // namespace ordo::broker

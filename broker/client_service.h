@@ -1,0 +1,96 @@
+// The broker's client endpoint (docs/protocol.md): publish, subscribe, fetch,
+// status over a ZeroMQ ROUTER. Publishes are acknowledged only once their
+// instance is chosen and applied; subscriptions are served from this broker's
+// LMDB with credit-based flow control, on followers as well as the leader.
+//
+// Thread rules: single-threaded (the broker's event loop).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "broker/config.h"
+#include "broker/lmdb_store.h"
+#include "broker/status.h"
+#include "paxos/replica.h"
+
+namespace ordo::broker {
+
+struct ClientCounters {
+  uint64_t frames_rejected = 0;
+  uint64_t publishes_acked = 0;
+  uint64_t redirects = 0;
+  uint64_t messages_delivered = 0;
+};
+
+class ClientService {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  ClientService(zmq::context_t& context, const BrokerConfig& config, paxos::Replica& replica,
+                LmdbStore& store);
+
+  Status Open();
+  zmq::socket_t& socket() { return socket_; }
+
+  // Reads and handles every frame waiting on the socket (at most `max`).
+  void Poll(size_t max);
+  // Answers the publishes an applied batch settles.
+  void OnApplied(const std::vector<paxos::AppliedInstance>& applied);
+  // This node is no longer leader: its queued publishes will not be
+  // answered here. Tell the clients to go to the new leader.
+  void OnLostLeadership();
+  // Pushes what subscribers have credit for; drops requests waiting too long.
+  void Service(Clock::time_point now);
+
+  const ClientCounters& counters() const { return counters_; }
+  size_t subscriber_count() const { return subscriptions_.size(); }
+
+ private:
+  struct Pending {
+    std::string identity;
+    uint64_t request_id = 0;
+    std::vector<uint64_t> sequences;
+    std::vector<uint64_t> offsets;
+    std::vector<uint16_t> errors;  // ordo::wire::ErrorCode values
+    size_t remaining = 0;
+    Clock::time_point started;
+  };
+  struct Subscription {
+    uint64_t request_id = 0;
+    uint64_t next_offset = 0;
+    uint64_t credit = 0;
+  };
+  using Key = std::pair<uint64_t, uint64_t>;  // (producer, sequence)
+
+  void Handle(const std::string& identity, const zmq::message_t& frame);
+  void HandlePublish(const std::string& identity, uint64_t request_id, const void* publish);
+  void HandleSubscribe(const std::string& identity, uint64_t request_id, const void* subscribe);
+  void HandleFetch(const std::string& identity, uint64_t request_id, const void* fetch);
+  void HandleStatus(const std::string& identity, uint64_t request_id);
+  void SendError(const std::string& identity, uint64_t request_id, uint16_t code,
+                 const std::string& message, uint64_t earliest_offset = 0);
+  void Reply(std::list<Pending>::iterator it);
+  enum class SendResult { kSent, kFull, kGone };
+  SendResult SendFrame(const std::string& identity, const uint8_t* data, size_t size);
+  std::string LeaderEndpoint() const;
+
+  const BrokerConfig& config_;
+  paxos::Replica& replica_;
+  LmdbStore& store_;
+  zmq::socket_t socket_;
+  std::list<Pending> pending_;
+  std::multimap<Key, std::pair<std::list<Pending>::iterator, size_t>> waiting_;
+  std::map<std::string, Subscription> subscriptions_;  // by client identity
+  ClientCounters counters_;
+  Clock::time_point last_reject_log_{};
+  uint64_t rejects_since_log_ = 0;
+};
+
+}  // namespace ordo::broker

@@ -1,0 +1,258 @@
+#include "broker/config.h"
+
+#include <algorithm>
+#include <limits>
+#include <set>
+
+#include <toml++/toml.h>
+
+namespace ordo::broker {
+
+const Member* BrokerConfig::Find(uint32_t id) const {
+  for (const Member& m : members) {
+    if (m.id == id) return &m;
+  }
+  return nullptr;
+}
+
+const Member* BrokerConfig::Self() const { return Find(node_id); }
+
+uint64_t BrokerConfig::PeerFrameBytesMax() const {
+  const uint64_t window = uint64_t{window_instances_max} * (batch_bytes_max + (64 << 10));
+  return std::max<uint64_t>(frame_bytes_max, window + (4 << 20));
+}
+
+paxos::Config BrokerConfig::CoreConfig(uint64_t seed) const {
+  paxos::Config c;
+  c.id = paxos::NodeId(node_id);
+  for (const Member& m : members) c.voters.push_back(paxos::NodeId(m.id));
+  c.election_timeout_ticks = election_timeout_ticks;
+  c.heartbeat_interval_ticks = heartbeat_interval_ticks;
+  c.retransmit_ticks = retransmit_ticks;
+  c.fetch_timeout_ticks = fetch_timeout_ticks;
+  c.window_instances_max = window_instances_max;
+  c.batch_messages_max = batch_messages_max;
+  c.batch_bytes_max = batch_bytes_max;
+  c.pending_bytes_max = pending_bytes_max;
+  // Keep an Accept within a client-sized frame where batches allow.
+  c.accept_entries_max = std::max<uint32_t>(1, frame_bytes_max / 2 / batch_bytes_max);
+  c.fetch_bytes_max = frame_bytes_max / 2;
+  c.seed = seed;
+  return c;
+}
+
+bool ParseEndpoint(const std::string& endpoint, std::string* zmq_address) {
+  const size_t colon = endpoint.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == endpoint.size()) return false;
+  const std::string port = endpoint.substr(colon + 1);
+  if (port.size() > 5) return false;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+  }
+  const int p = std::stoi(port);
+  if (p <= 0 || p > 65535) return false;
+  if (zmq_address) *zmq_address = "tcp://" + endpoint;
+  return true;
+}
+
+namespace {
+
+// Reads an integer field, checking its type and range; `name` is the field's
+// full path for the error message.
+template <typename T>
+Status ReadInt(const toml::node_view<const toml::node>& node, const std::string& name, T* out) {
+  if (!node) return Status::Ok();
+  const auto v = node.value<int64_t>();
+  if (!v || !node.is_integer()) return Status::Error(name + ": must be an integer");
+  if (*v < 0 || static_cast<uint64_t>(*v) > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+    return Status::Error(name + ": " + std::to_string(*v) + " is out of range");
+  }
+  *out = static_cast<T>(*v);
+  return Status::Ok();
+}
+
+Status ReadString(const toml::node_view<const toml::node>& node, const std::string& name,
+                  std::string* out) {
+  if (!node) return Status::Ok();
+  const auto v = node.value<std::string>();
+  if (!v || !node.is_string()) return Status::Error(name + ": must be a string");
+  *out = *v;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return Status::Error(path + ":" + std::to_string(e.source().begin.line) + ": " +
+                         std::string(e.description()));
+  }
+  static const std::set<std::string> kKnown = {
+      "node_id", "data_dir", "metrics", "log_level", "members", "timing", "batching", "limits",
+      "storage"};
+  for (const auto& [key, value] : t) {
+    if (!kKnown.count(std::string(key.str()))) {
+      return Status::Error(std::string(key.str()) + ": unknown field");
+    }
+  }
+  const toml::node_view<const toml::node> root{t};
+  Status s;
+#define ORDO_READ(expr) \
+  if (!(s = (expr)).ok()) return s
+  ORDO_READ(ReadInt(root["node_id"], "node_id", &out->node_id));
+  ORDO_READ(ReadString(root["data_dir"], "data_dir", &out->data_dir));
+  ORDO_READ(ReadString(root["metrics"], "metrics", &out->metrics));
+  ORDO_READ(ReadString(root["log_level"], "log_level", &out->log_level));
+  if (auto members = root["members"]) {
+    const toml::array* arr = members.as_array();
+    if (!arr) return Status::Error("members: must be an array of tables ([[members]])");
+    out->members.clear();
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const std::string name = "members[" + std::to_string(i) + "]";
+      const toml::table* m = (*arr)[i].as_table();
+      if (!m) return Status::Error(name + ": must be a table with id, peer and client");
+      for (const auto& [key, value] : *m) {
+        const std::string k(key.str());
+        if (k != "id" && k != "peer" && k != "client") {
+          return Status::Error(name + "." + k + ": unknown field");
+        }
+      }
+      const toml::node_view<const toml::node> mv{*m};
+      Member member;
+      ORDO_READ(ReadInt(mv["id"], name + ".id", &member.id));
+      ORDO_READ(ReadString(mv["peer"], name + ".peer", &member.peer));
+      ORDO_READ(ReadString(mv["client"], name + ".client", &member.client));
+      out->members.push_back(member);
+    }
+  }
+  auto section = [&](const char* sec, std::initializer_list<const char*> keys) -> Status {
+    auto node = root[sec];
+    if (!node) return Status::Ok();
+    const toml::table* tb = node.as_table();
+    if (!tb) return Status::Error(std::string(sec) + ": must be a table");
+    for (const auto& [key, value] : *tb) {
+      bool known = false;
+      for (const char* k : keys) known |= key.str() == k;
+      if (!known) return Status::Error(std::string(sec) + "." + std::string(key.str()) + ": unknown field");
+    }
+    return Status::Ok();
+  };
+  ORDO_READ(section("timing", {"tick_ms", "election_timeout_ticks", "heartbeat_interval_ticks",
+                               "retransmit_ticks", "fetch_timeout_ticks"}));
+  ORDO_READ(section("batching", {"window_instances_max", "batch_messages_max", "batch_bytes_max",
+                                 "pending_bytes_max"}));
+  ORDO_READ(section("limits", {"frame_bytes_max", "message_bytes_max", "subscriber_credit_max"}));
+  ORDO_READ(section("storage", {"map_size_bytes"}));
+  ORDO_READ(ReadInt(root["timing"]["tick_ms"], "timing.tick_ms", &out->tick_ms));
+  ORDO_READ(ReadInt(root["timing"]["election_timeout_ticks"], "timing.election_timeout_ticks",
+                    &out->election_timeout_ticks));
+  ORDO_READ(ReadInt(root["timing"]["heartbeat_interval_ticks"], "timing.heartbeat_interval_ticks",
+                    &out->heartbeat_interval_ticks));
+  ORDO_READ(ReadInt(root["timing"]["retransmit_ticks"], "timing.retransmit_ticks",
+                    &out->retransmit_ticks));
+  ORDO_READ(ReadInt(root["timing"]["fetch_timeout_ticks"], "timing.fetch_timeout_ticks",
+                    &out->fetch_timeout_ticks));
+  ORDO_READ(ReadInt(root["batching"]["window_instances_max"], "batching.window_instances_max",
+                    &out->window_instances_max));
+  ORDO_READ(ReadInt(root["batching"]["batch_messages_max"], "batching.batch_messages_max",
+                    &out->batch_messages_max));
+  ORDO_READ(ReadInt(root["batching"]["batch_bytes_max"], "batching.batch_bytes_max",
+                    &out->batch_bytes_max));
+  ORDO_READ(ReadInt(root["batching"]["pending_bytes_max"], "batching.pending_bytes_max",
+                    &out->pending_bytes_max));
+  ORDO_READ(ReadInt(root["limits"]["frame_bytes_max"], "limits.frame_bytes_max",
+                    &out->frame_bytes_max));
+  ORDO_READ(ReadInt(root["limits"]["message_bytes_max"], "limits.message_bytes_max",
+                    &out->message_bytes_max));
+  ORDO_READ(ReadInt(root["limits"]["subscriber_credit_max"], "limits.subscriber_credit_max",
+                    &out->subscriber_credit_max));
+  ORDO_READ(ReadInt(root["storage"]["map_size_bytes"], "storage.map_size_bytes",
+                    &out->map_size_bytes));
+#undef ORDO_READ
+  return Status::Ok();
+}
+
+Status ValidateConfig(const BrokerConfig& c) {
+  if (c.members.empty()) return Status::Error("members: at least one [[members]] entry is required");
+  if (c.members.size() > paxos::VoteSet::kVotersMax) {
+    return Status::Error("members: at most 64 voting members");
+  }
+  std::set<uint32_t> ids;
+  std::set<std::string> endpoints;
+  for (size_t i = 0; i < c.members.size(); ++i) {
+    const Member& m = c.members[i];
+    const std::string name = "members[" + std::to_string(i) + "]";
+    if (m.id == 0) return Status::Error(name + ".id: must be a positive integer");
+    if (!ids.insert(m.id).second) {
+      return Status::Error(name + ".id: " + std::to_string(m.id) + " appears twice");
+    }
+    if (!ParseEndpoint(m.peer, nullptr)) {
+      return Status::Error(name + ".peer: '" + m.peer + "' is not HOST:PORT");
+    }
+    if (!ParseEndpoint(m.client, nullptr)) {
+      return Status::Error(name + ".client: '" + m.client + "' is not HOST:PORT");
+    }
+    for (const std::string* e : {&m.peer, &m.client}) {
+      if (!endpoints.insert(*e).second) {
+        return Status::Error(name + ": endpoint '" + *e + "' is used twice");
+      }
+    }
+  }
+  if (c.node_id == 0) return Status::Error("node_id: must be a positive integer");
+  if (!c.Self()) {
+    return Status::Error("node_id: " + std::to_string(c.node_id) +
+                         " is not the id of any [[members]] entry");
+  }
+  if (c.data_dir.empty()) return Status::Error("data_dir: required");
+  if (!c.metrics.empty() && !ParseEndpoint(c.metrics, nullptr)) {
+    return Status::Error("metrics: '" + c.metrics + "' is not HOST:PORT");
+  }
+  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
+  if (!kLevels.count(c.log_level)) {
+    return Status::Error("log_level: '" + c.log_level +
+                         "' is not one of trace, debug, info, warn, error, off");
+  }
+  if (c.tick_ms == 0 || c.tick_ms > 10000) return Status::Error("timing.tick_ms: must be 1..10000");
+  if (c.election_timeout_ticks < 2) {
+    return Status::Error("timing.election_timeout_ticks: must be at least 2");
+  }
+  if (c.heartbeat_interval_ticks == 0 || c.heartbeat_interval_ticks >= c.election_timeout_ticks) {
+    return Status::Error(
+        "timing.heartbeat_interval_ticks: must be at least 1 and below "
+        "timing.election_timeout_ticks");
+  }
+  if (c.retransmit_ticks == 0) return Status::Error("timing.retransmit_ticks: must be at least 1");
+  if (c.fetch_timeout_ticks == 0) {
+    return Status::Error("timing.fetch_timeout_ticks: must be at least 1");
+  }
+  if (c.window_instances_max == 0) {
+    return Status::Error("batching.window_instances_max: must be at least 1");
+  }
+  if (c.batch_messages_max == 0) return Status::Error("batching.batch_messages_max: must be at least 1");
+  if (c.batch_bytes_max < 1024) return Status::Error("batching.batch_bytes_max: must be at least 1024");
+  if (c.message_bytes_max == 0) return Status::Error("limits.message_bytes_max: must be at least 1");
+  if (c.frame_bytes_max < c.message_bytes_max + 4096) {
+    return Status::Error(
+        "limits.frame_bytes_max: must exceed limits.message_bytes_max by at least 4096");
+  }
+  if (c.batch_bytes_max + 65536 > c.frame_bytes_max) {
+    return Status::Error(
+        "batching.batch_bytes_max: must stay 64 KiB below limits.frame_bytes_max (a batch "
+        "travels in one frame)");
+  }
+  if (c.pending_bytes_max < c.message_bytes_max) {
+    return Status::Error("batching.pending_bytes_max: must be at least limits.message_bytes_max");
+  }
+  if (c.subscriber_credit_max == 0) {
+    return Status::Error("limits.subscriber_credit_max: must be at least 1");
+  }
+  if (c.map_size_bytes < (64ull << 20)) {
+    return Status::Error("storage.map_size_bytes: must be at least 64 MiB");
+  }
+  return Status::Ok();
+}
+
+}  // namespace ordo::broker

@@ -1,0 +1,67 @@
+// Broker configuration: a TOML file (see broker/ordo.example.toml), with
+// command-line flags taking precedence. A wrong config fails fast with a
+// message naming the field.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "broker/status.h"
+#include "paxos/replica.h"
+
+namespace ordo::broker {
+
+struct Member {
+  uint32_t id = 0;
+  std::string peer;    // HOST:PORT of the peer (replication) endpoint
+  std::string client;  // HOST:PORT of the client endpoint
+};
+
+struct BrokerConfig {
+  uint32_t node_id = 0;
+  std::string data_dir;
+  std::string metrics;  // HOST:PORT of the Prometheus /metrics endpoint; "" = off
+  std::string log_level = "info";
+  std::vector<Member> members;  // every voting member, this node included
+
+  // Time: the core counts ticks; one tick is tick_ms of wall time.
+  uint32_t tick_ms = 10;
+  uint32_t election_timeout_ticks = 15;  // randomized in [t, 2t)
+  uint32_t heartbeat_interval_ticks = 3;
+  uint32_t retransmit_ticks = 5;
+  uint32_t fetch_timeout_ticks = 10;
+
+  // Batching and flow control.
+  uint32_t window_instances_max = 64;
+  uint32_t batch_messages_max = 8192;
+  uint32_t batch_bytes_max = 1 << 20;
+  uint64_t pending_bytes_max = 256ull << 20;
+
+  // Limits on what clients and peers may send.
+  uint32_t frame_bytes_max = 16 << 20;
+  uint32_t message_bytes_max = 1 << 20;
+  uint32_t subscriber_credit_max = 100000;
+
+  // Storage.
+  uint64_t map_size_bytes = 64ull << 30;  // LMDB map: an upper bound, not an allocation
+
+  // Peer frames carry whole batches (a promise may carry a window of them),
+  // so their limit derives from the batching settings.
+  uint64_t PeerFrameBytesMax() const;
+
+  const Member* Self() const;
+  const Member* Find(uint32_t id) const;
+  paxos::Config CoreConfig(uint64_t seed) const;
+};
+
+// Reads `path` into *out (fields not in the file keep their defaults).
+Status LoadConfigFile(const std::string& path, BrokerConfig* out);
+
+// Checks every field and the relations between them.
+Status ValidateConfig(const BrokerConfig& config);
+
+// "HOST:PORT" -> "tcp://HOST:PORT"; false when malformed.
+bool ParseEndpoint(const std::string& endpoint, std::string* zmq_address);
+
+}  // namespace ordo::broker

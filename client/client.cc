@@ -1,0 +1,312 @@
+// The free functions of the client API: ParseBrokerList, Replay, GetStatus.
+// Publisher is in publisher.cc, Subscriber in subscriber.cc, the socket and
+// frame handling they share in connection.cc.
+//
+// ZeroMQ contexts: every Publisher and Subscriber owns one context (created
+// on first use), and Replay and GetStatus create one per call, rather than
+// all sharing one static context, because
+//   - client.h promises that objects are independent; with one context, a
+//     user's object destroyed during static destruction (or leaked into a
+//     detached thread) could make the shared context's zmq_ctx_term block
+//     forever at exit, and destruction order between statics of different
+//     translation units is unspecified;
+//   - a context does not survive fork(); a per-object one is created in the
+//     process that uses it;
+//   - a static would be the only global state of the library.
+// The cost is one ZeroMQ I/O thread per live object (and a thread start per
+// Replay or GetStatus call), small next to a network round trip. A program
+// holding thousands of subscribers would want a shared context; client.h
+// would then need a way to pass one in.
+
+#include "ordo/client.h"
+
+#include <algorithm>
+#include <exception>
+#include <optional>
+#include <utility>
+
+#include "client/internal/connection.h"
+
+namespace ordo {
+namespace {
+
+namespace ci = client_internal;
+
+// Messages asked for by one Fetch. Bounds the reply the broker builds; the
+// broker may send fewer (its frame limit).
+constexpr uint32_t kFetchMessagesMax = 10000;
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+Result<std::vector<Record>> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_t to) {
+  if (auto invalid = ci::ValidateOptions(options)) return *invalid;
+  if (to != 0 && to < from) {
+    return Error{ErrorCode::kInvalidArgument,
+                 "Replay range [" + std::to_string(from) + ", " + std::to_string(to) +
+                     ") is reversed: `to` must be at least `from` (or 0 for the head)",
+                 0};
+  }
+  std::vector<Record> records;
+  if (to != 0 && to == from) return records;
+
+  ci::LazyContext context;
+  std::unique_ptr<ci::Connection> connection;
+  size_t broker_index = 0;
+  uint64_t next_request_id = 1;
+  ci::AttemptLog attempts;
+  bool last_was_refusal = false;
+  // The end of the range: `to`, or the head of the first broker to answer.
+  std::optional<uint64_t> end;
+  if (to != 0) end = to;
+  uint64_t cursor = from;
+  // Brokers in a row that had nothing at `cursor`, and the highest head seen:
+  // when every broker is short, `to` is beyond the stream's head.
+  size_t brokers_short = 0;
+  uint64_t head_max = 0;
+  const ci::Clock::time_point deadline = ci::Clock::now() + options.call_timeout;
+
+  auto next_broker = [&] {
+    connection.reset();
+    broker_index = (broker_index + 1) % options.brokers.size();
+  };
+
+  while (!end || cursor < *end) {
+    if (ci::Clock::now() >= deadline) {
+      return Error{last_was_refusal ? ErrorCode::kUnavailable : ErrorCode::kTimeout,
+                   "replay stopped at offset " + std::to_string(cursor) + " after call_timeout (" +
+                       ci::Ms(options.call_timeout) + "). Brokers tried: " + attempts.Summary() +
+                       ". Check that the brokers run and listen on these client endpoints "
+                       "(`scripts/cluster status`).",
+                   0};
+    }
+    const std::string& endpoint = options.brokers[broker_index];
+    if (!connection) {
+      std::string error;
+      zmq::context_t* zmq_context = context.Get(&error);
+      if (zmq_context == nullptr) return Error{ErrorCode::kUnavailable, error, 0};
+      connection = ci::Connection::Open(*zmq_context, endpoint, &error);
+      if (!connection) {
+        attempts.Record(endpoint, error);
+        last_was_refusal = false;
+        next_broker();
+        ci::SleepAtMost(ci::kRetryPause, deadline);
+        continue;
+      }
+    }
+    uint32_t max_messages = kFetchMessagesMax;
+    if (end) max_messages = static_cast<uint32_t>(std::min<uint64_t>(max_messages, *end - cursor));
+    const uint64_t request_id = next_request_id++;
+    flatbuffers::FlatBufferBuilder builder(128);
+    ci::BuildEnvelope(builder, request_id, wire::Body::Fetch,
+                      [&](auto& b) { return wire::CreateFetch(b, cursor, max_messages).Union(); });
+    if (!connection->Send(builder)) {
+      attempts.Record(endpoint, connection->last_error());
+      last_was_refusal = false;
+      next_broker();
+      continue;
+    }
+    const std::unique_ptr<ci::Frame> reply =
+        ci::AwaitReply(*connection, request_id,
+                       ci::EarlierOf(ci::Clock::now() + options.request_timeout, deadline));
+    if (!reply) {
+      attempts.Record(endpoint, "no reply within " + ci::Ms(options.request_timeout));
+      last_was_refusal = false;
+      next_broker();
+      continue;
+    }
+    const wire::ClientEnvelope& envelope = reply->envelope();
+    if (const wire::Error* error = envelope.body_as_Error()) {
+      attempts.Record(endpoint, ci::Describe(*error));
+      last_was_refusal = true;
+      switch (error->code()) {
+        case wire::ErrorCode::OffsetBelowRetained:
+          return Error{ErrorCode::kOffsetBelowRetained,
+                       "offset " + std::to_string(cursor) + " is no longer retained by " +
+                           endpoint + " (" + ci::Describe(*error) +
+                           "); replay from the earliest offset available, " +
+                           std::to_string(error->earliest_offset()),
+                       error->earliest_offset()};
+        case wire::ErrorCode::TooLarge:
+        case wire::ErrorCode::BadRequest:
+          return Error{
+              ErrorCode::kRejected,
+              "broker " + endpoint + " refused Fetch{from_offset: " + std::to_string(cursor) +
+                  ", max_messages: " + std::to_string(max_messages) + "}: " + ci::Describe(*error),
+              0};
+        default:
+          ci::SleepAtMost(ci::kRetryPause, deadline);
+          next_broker();
+          continue;
+      }
+    }
+    const wire::Deliver* deliver = envelope.body_as_Deliver();
+    if (deliver == nullptr || !ci::DeliverSizeIsPlausible(*deliver, reply->size())) {
+      attempts.Record(endpoint, deliver == nullptr
+                                    ? std::string("answered Fetch with a ") +
+                                          wire::EnumNameBody(envelope.body_type()) + " frame"
+                                    : std::string("sent a Deliver inflated past its size"));
+      last_was_refusal = false;
+      next_broker();
+      continue;
+    }
+    last_was_refusal = false;
+    if (!end) {
+      end = deliver->head_offset();  // the head at the time of the call
+      if (cursor >= *end) break;
+    }
+    size_t appended = 0;
+    bool gap = false;
+    if (const auto* messages = deliver->messages()) {
+      for (const wire::StreamMessage* message : *messages) {
+        if (cursor >= *end) break;
+        if (message->offset() < cursor) continue;
+        if (message->offset() > cursor) {
+          gap = true;
+          break;
+        }
+        records.push_back(ci::ToRecord(*message));
+        ++cursor;
+        ++appended;
+      }
+    }
+    if (gap) {
+      attempts.Record(endpoint, "answered Fetch from " + std::to_string(cursor) +
+                                    " with records that skip offset " + std::to_string(cursor));
+      next_broker();
+      continue;
+    }
+    if (appended > 0) {
+      brokers_short = 0;
+      continue;  // next page from the same broker
+    }
+    if (cursor >= *end) break;
+    // Nothing at `cursor`: this broker lags (a follower), or `to` is past the
+    // head. Ask the others; when all are short, say so.
+    head_max = std::max(head_max, deliver->head_offset());
+    attempts.Record(endpoint, "has nothing at offset " + std::to_string(cursor) + " (head " +
+                                  std::to_string(deliver->head_offset()) + ")");
+    if (++brokers_short >= options.brokers.size()) {
+      return Error{ErrorCode::kInvalidArgument,
+                   "Replay to offset " + std::to_string(*end) +
+                       " goes past the head of the stream: the brokers hold offsets below " +
+                       std::to_string(head_max) + " (replayed up to " + std::to_string(cursor) +
+                       "). Pass to = 0 to replay up to the head.",
+                   0};
+    }
+    ci::SleepAtMost(ci::kRetryPause, deadline);
+    next_broker();
+  }
+  return records;
+}
+
+Result<BrokerStatus> GetStatusImpl(const std::string& endpoint, std::chrono::milliseconds timeout) {
+  if (endpoint.empty()) {
+    return Error{ErrorCode::kInvalidArgument,
+                 "GetStatus needs a broker's client endpoint (HOST:PORT)", 0};
+  }
+  if (timeout.count() <= 0) {
+    return Error{ErrorCode::kInvalidArgument, "GetStatus needs a positive timeout", 0};
+  }
+  const ci::Clock::time_point deadline = ci::Clock::now() + timeout;
+  ci::LazyContext context;
+  std::string error;
+  zmq::context_t* zmq_context = context.Get(&error);
+  if (zmq_context == nullptr) return Error{ErrorCode::kUnavailable, error, 0};
+  const std::unique_ptr<ci::Connection> connection =
+      ci::Connection::Open(*zmq_context, endpoint, &error);
+  if (!connection) return Error{ErrorCode::kInvalidArgument, error, 0};
+
+  constexpr uint64_t kRequestId = 1;
+  flatbuffers::FlatBufferBuilder builder(64);
+  ci::BuildEnvelope(builder, kRequestId, wire::Body::StatusRequest,
+                    [](auto& b) { return wire::CreateStatusRequest(b).Union(); });
+  if (!connection->Send(builder)) {
+    return Error{ErrorCode::kUnavailable, connection->last_error(), 0};
+  }
+  const std::unique_ptr<ci::Frame> reply = ci::AwaitReply(*connection, kRequestId, deadline);
+  if (!reply) {
+    std::string text = "no StatusReply from " + endpoint + " within " + ci::Ms(timeout);
+    if (connection->frames_ignored() > 0) {
+      text += " (ignored " + std::to_string(connection->frames_ignored()) +
+              " unreadable frame(s), the last: " + connection->last_ignored_reason() + ")";
+    }
+    text +=
+        "; check that a broker runs there and that this is its client endpoint "
+        "(`scripts/cluster status`)";
+    return Error{ErrorCode::kTimeout, std::move(text), 0};
+  }
+  const wire::ClientEnvelope& envelope = reply->envelope();
+  if (const wire::Error* refusal = envelope.body_as_Error()) {
+    return Error{ci::RefusalCode(refusal->code()),
+                 "broker " + endpoint + " refused StatusRequest: " + ci::Describe(*refusal),
+                 refusal->earliest_offset()};
+  }
+  const wire::StatusReply* reply_status = envelope.body_as_StatusReply();
+  if (reply_status == nullptr) {
+    return Error{ErrorCode::kProtocol,
+                 "broker " + endpoint + " answered StatusRequest with a " +
+                     wire::EnumNameBody(envelope.body_type()) +
+                     " frame; check that client and broker versions match",
+                 0};
+  }
+  BrokerStatus status;
+  status.endpoint = endpoint;
+  status.node_id = reply_status->node_id();
+  status.role = ci::ToString(reply_status->role());
+  status.leader_id = reply_status->leader_id();
+  status.leader_endpoint = ci::ToString(reply_status->leader_endpoint());
+  if (const wire::Ballot* ballot = reply_status->ballot()) {
+    status.ballot_round = ballot->round();
+    status.ballot_node = ballot->node();
+  }
+  status.chosen = reply_status->chosen();
+  status.last_instance = reply_status->last_instance();
+  status.next_offset = reply_status->next_offset();
+  status.earliest_offset = reply_status->earliest_offset();
+  if (const auto* peers = reply_status->peers()) {
+    status.peers.reserve(peers->size());
+    for (const wire::PeerStatus* peer : *peers) {
+      status.peers.push_back(
+          PeerInfo{peer->node_id(), peer->chosen(), peer->lag_instances(), peer->last_heard_ms()});
+    }
+  }
+  status.storage_corruptions = reply_status->storage_corruptions();
+  status.frames_rejected = reply_status->frames_rejected();
+  return status;
+}
+
+}  // namespace
+
+std::vector<std::string> ParseBrokerList(std::string_view list) {
+  std::vector<std::string> brokers;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string_view::npos) comma = list.size();
+    std::string_view item = list.substr(start, comma - start);
+    while (!item.empty() && IsSpace(item.front())) item.remove_prefix(1);
+    while (!item.empty() && IsSpace(item.back())) item.remove_suffix(1);
+    if (!item.empty()) brokers.emplace_back(item);
+    start = comma + 1;
+  }
+  return brokers;
+}
+
+Result<std::vector<Record>> Replay(const ClientOptions& options, uint64_t from, uint64_t to) {
+  try {
+    return ReplayImpl(options, from, to);
+  } catch (const std::exception& e) {
+    // No exception crosses the public API (STYLE.md 5).
+    return Error{ErrorCode::kUnavailable, std::string("replay failed: ") + e.what(), 0};
+  }
+}
+
+Result<BrokerStatus> GetStatus(const std::string& endpoint, std::chrono::milliseconds timeout) {
+  try {
+    return GetStatusImpl(endpoint, timeout);
+  } catch (const std::exception& e) {
+    return Error{ErrorCode::kUnavailable, std::string("status request failed: ") + e.what(), 0};
+  }
+}
+
+}  // namespace ordo

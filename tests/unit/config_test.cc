@@ -1,0 +1,113 @@
+// Broker configuration: a good file loads; every wrong field fails with its name.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "broker/config.h"
+
+namespace ordo::broker {
+namespace {
+
+const char kGood[] = R"(
+node_id = 2
+data_dir = "/tmp/x"
+metrics = "127.0.0.1:9302"
+[[members]]
+id = 1
+peer = "127.0.0.1:9101"
+client = "127.0.0.1:9201"
+[[members]]
+id = 2
+peer = "127.0.0.1:9102"
+client = "127.0.0.1:9202"
+[[members]]
+id = 3
+peer = "127.0.0.1:9103"
+client = "127.0.0.1:9203"
+[timing]
+tick_ms = 5
+)";
+
+// Writes `text` to a temporary file and loads + validates it.
+Status Load(const std::string& text, BrokerConfig* out) {
+  static std::mt19937_64 rng(std::random_device{}());
+  const auto path =
+      std::filesystem::temp_directory_path() / ("ordo-config-" + std::to_string(rng()) + ".toml");
+  std::ofstream(path) << text;
+  Status s = LoadConfigFile(path.string(), out);
+  std::filesystem::remove(path);
+  return s.ok() ? ValidateConfig(*out) : s;
+}
+
+std::string Error(const std::string& text) {
+  BrokerConfig c;
+  const Status s = Load(text, &c);
+  EXPECT_FALSE(s.ok()) << text;
+  return s.message();
+}
+
+std::string Replace(std::string s, const std::string& from, const std::string& to) {
+  const size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return s.replace(at, from.size(), to);
+}
+
+TEST(Config, TheExampleShapeLoads) {
+  BrokerConfig c;
+  const Status s = Load(kGood, &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.node_id, 2u);
+  EXPECT_EQ(c.members.size(), 3u);
+  EXPECT_EQ(c.Self()->client, "127.0.0.1:9202");
+  EXPECT_EQ(c.tick_ms, 5u);
+  EXPECT_EQ(c.election_timeout_ticks, 15u);  // default kept
+  const paxos::Config core = c.CoreConfig(1);
+  EXPECT_EQ(core.voters.size(), 3u);
+  EXPECT_EQ(core.id, paxos::NodeId(2));
+}
+
+TEST(Config, TheShippedExampleFileIsValid) {
+  BrokerConfig c;
+  Status s = LoadConfigFile(std::string(ORDO_SOURCE_DIR) + "/broker/ordo.example.toml", &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  s = ValidateConfig(c);
+  EXPECT_TRUE(s.ok()) << s.message();
+}
+
+TEST(Config, ErrorsNameTheField) {
+  EXPECT_NE(Error(Replace(kGood, "node_id = 2", "node_id = 9")).find("node_id"), std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, "node_id = 2", "node_id = \"two\"")).find("node_id"),
+            std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, "peer = \"127.0.0.1:9102\"", "peer = \"nowhere\"")).find(
+                "members[1].peer"),
+            std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, "id = 3", "id = 1")).find("members[2].id"), std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, "data_dir = \"/tmp/x\"\n", "")).find("data_dir"),
+            std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, "tick_ms = 5", "tick_ms = 0")).find("timing.tick_ms"),
+            std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, "tick_ms = 5", "tick_msec = 5")).find("timing.tick_msec"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kGood) + "bogus = 1\n").find("bogus"), std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, "metrics = \"127.0.0.1:9302\"", "metrics = \"x:99999\"")).find(
+                "metrics"),
+            std::string::npos);
+  EXPECT_NE(Error("node_id = [").find(":1"), std::string::npos);  // TOML syntax: line number
+  EXPECT_NE(Error(std::string(kGood) + "[timing]\nheartbeat_interval_ticks = 40\n").size(), 0u);
+}
+
+TEST(Config, EndpointsParse) {
+  std::string z;
+  EXPECT_TRUE(ParseEndpoint("127.0.0.1:7201", &z));
+  EXPECT_EQ(z, "tcp://127.0.0.1:7201");
+  EXPECT_FALSE(ParseEndpoint("127.0.0.1", nullptr));
+  EXPECT_FALSE(ParseEndpoint(":80", nullptr));
+  EXPECT_FALSE(ParseEndpoint("h:0", nullptr));
+  EXPECT_FALSE(ParseEndpoint("h:65536", nullptr));
+  EXPECT_FALSE(ParseEndpoint("h:8o", nullptr));
+}
+
+}  // namespace
+}  // namespace ordo::broker
