@@ -178,6 +178,10 @@ void Replica::Advance() {
   ready_outstanding_ = false;
   // What the last Ready staged is durable now: our own promise and our own
   // accepts may count toward a quorum.
+  // Taken first: instances a leader elected right here assigns are not
+  // durable yet and must wait for the next Ready.
+  std::vector<Instance> accepted = std::move(self_accept_pending_);
+  self_accept_pending_.clear();
   if (self_promise_pending_) {
     self_promise_pending_ = false;
     if (role_ == Role::kCandidate) {
@@ -185,8 +189,6 @@ void Replica::Advance() {
       CheckElection();
     }
   }
-  std::vector<Instance> accepted = std::move(self_accept_pending_);
-  self_accept_pending_.clear();
   if (role_ == Role::kLeader && self_index_) {
     for (Instance i : accepted) CountAccept(i, *self_index_);
     AdvanceFrontier();
@@ -271,6 +273,9 @@ void Replica::StartPreVote() {
     BecomeCandidate();
     return;
   }
+  // A node that cannot read what it accepted must not lead: its recovery
+  // would miss a value that may be chosen.
+  if (!OwnLogReadable()) return;
   prevoting_ = true;
   prevote_grants_.clear();
   prevote_ballot_ = Ballot{max_round_seen_ + 1, config_.id};
@@ -282,10 +287,26 @@ void Replica::StartPreVote() {
   }
 }
 
+bool Replica::OwnLogReadable() {
+  for (Instance i = hard_.chosen.next(); i <= last_instance_; i = i.next()) {
+    Entry e;
+    const StoreCode code = ReadEntry(i, &e);
+    if (code == StoreCode::kOk || code == StoreCode::kNotFound) continue;
+    ++counters_.storage_corruptions;
+    storage_failed_ = true;
+    return false;
+  }
+  return true;
+}
+
 void Replica::OnPreVote(const Message& m) {
   if (!IsVoter() || storage_failed_) return;
-  // Grant exactly when a real Prepare with this ballot would be promised.
-  if (m.ballot > hard_.promised && !SticksToLeader(m.from)) {
+  // Grant exactly when a real Prepare with this ballot would be promised, and
+  // the candidate is not so far behind that it would lead by catching up
+  // (a candidate that is behind catches up before it leads).
+  const bool lagging =
+      m.instance.value() + config_.window_instances_max < hard_.chosen.value() + 1;
+  if (m.ballot > hard_.promised && !SticksToLeader(m.from) && !lagging) {
     Message r = NewMessage(MessageType::kPreVoteGrant, m.from);
     r.ballot = m.ballot;
     Send(std::move(r));
@@ -302,6 +323,12 @@ void Replica::OnPreVoteGrant(const Message& m) {
   prevote_grants_.insert(m.from);
   if (prevote_grants_.size() + 1 >= Quorum()) {
     prevoting_ = false;
+    // Campaign at the ballot the grants were for; if a higher one appeared
+    // meanwhile, the grants are stale: ask again.
+    if (max_round_seen_ >= prevote_ballot_.round) {
+      StartPreVote();
+      return;
+    }
     BecomeCandidate();
   }
 }
@@ -345,6 +372,23 @@ void Replica::BecomeLeader() {
   // instances by fetching them, never by re-proposing.
   Instance frontier = hard_.chosen;
   for (const auto& [node, p] : promises_) frontier = std::max(frontier, p.chosen);
+  // Install the chosen values the promises carried (entries at or below the
+  // promiser's frontier are chosen), in order.
+  for (bool progress = true; progress && hard_.chosen < frontier;) {
+    progress = false;
+    const Instance want = hard_.chosen.next();
+    for (const auto& [node, p] : promises_) {
+      if (want > p.chosen) continue;
+      auto it = std::find_if(p.entries.begin(), p.entries.end(),
+                             [&](const Entry& e) { return e.instance == want; });
+      if (it == p.entries.end() || it->value == nullptr) continue;
+      StageEntry(*it);
+      SetChosen(want);
+      progress = true;
+      break;
+    }
+  }
+  ApplyUpTo();
 
   // Recovery of open instances above F: for each, the value accepted at the
   // highest ballot among the promises (ours included), else a no-op.
@@ -364,7 +408,9 @@ void Replica::BecomeLeader() {
   }
   for (Instance i = hard_.chosen.next(); i <= last_instance_; i = i.next()) {
     Entry e;
-    if (ReadEntry(i, &e) == StoreCode::kOk) consider(e, true);
+    const StoreCode code = ReadEntry(i, &e);
+    if (code == StoreCode::kOk) consider(e, true);
+    PAXOS_ASSERT(code == StoreCode::kOk || code == StoreCode::kNotFound);  // checked before campaigning
   }
   promises_.clear();
 
@@ -445,6 +491,7 @@ void Replica::OnPrepare(const Message& m) {
       BecomeFollower(kNoNode, Ballot{});
     } else {
       leader_ = kNoNode;  // the old leader can no longer get our votes
+      prevoting_ = false;  // we back this candidate now, not our own pre-vote
       ResetElectionTimer();
     }
   }
@@ -452,6 +499,15 @@ void Replica::OnPrepare(const Message& m) {
   // our frontier the values are chosen; the frontier itself tells that.
   Message r = NewMessage(MessageType::kPromise, m.from);
   r.ballot = m.ballot;
+  // Chosen values the candidate lacks come first (bounded; it fetches the
+  // rest), so a new leader rarely depends on one peer to learn them.
+  const uint64_t chosen_last =
+      std::min(hard_.chosen.value(), m.instance.value() + config_.fetch_entries_max - 1);
+  for (Instance i = m.instance; i.value() <= chosen_last && i != kNoInstance; i = i.next()) {
+    Entry e;
+    if (ReadEntry(i, &e) != StoreCode::kOk) break;
+    r.entries.push_back(std::move(e));
+  }
   for (Instance i = std::max(m.instance, hard_.chosen.next()); i <= last_instance_; i = i.next()) {
     Entry e;
     StoreCode code = ReadEntry(i, &e);
@@ -535,6 +591,15 @@ void Replica::OnReject(const Message& m) {
   // leader with a higher ballot.
   if (role_ == Role::kCandidate && m.ballot == ballot_ && m.promised > ballot_) {
     BecomeFollower(kNoNode, Ballot{});
+  }
+  // A voter promised above our ballot (to a candidate that then failed)
+  // would reject us forever while our followers stick with us: take over
+  // again with a higher ballot so it votes again. Our followers grant it
+  // (stickiness exempts the leader they follow).
+  if (role_ == Role::kLeader && m.ballot == ballot_ && m.promised > ballot_ &&
+      VoterIndex(m.from)) {
+    BecomeFollower(kNoNode, Ballot{});
+    BecomeCandidate();
   }
 }
 

@@ -183,6 +183,7 @@ class Replica {
   bool IgnorePromise(const Message& m) const;
   bool IgnoreAccepted(const Message& m) const;
   bool SticksToLeader(NodeId candidate) const;
+  bool OwnLogReadable();
 
   void BecomeFollower(NodeId leader, Ballot leader_ballot);
   void StartPreVote();

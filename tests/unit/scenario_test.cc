@@ -1,0 +1,315 @@
+// Multi-replica scenarios (first written as a reviewer's reproductions), driving several real replicas through a tiny
+// hand-routed network.
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <functional>
+#include <memory>
+
+#include "paxos/replica.h"
+
+namespace ordo::paxos {
+namespace {
+
+Config Cfg(uint32_t self, uint32_t n, uint64_t seed = 7) {
+  Config c;
+  c.id = NodeId(self);
+  for (uint32_t i = 1; i <= n; ++i) c.voters.push_back(NodeId(i));
+  c.election_timeout_ticks = 10;
+  c.heartbeat_interval_ticks = 2;
+  c.seed = seed;
+  return c;
+}
+
+ClientMessage Msg(uint64_t producer, uint64_t seq, std::string payload = "x") {
+  return ClientMessage{ProducerId(producer), seq, "", std::move(payload)};
+}
+
+struct Cluster {
+  struct N {
+    Config config;
+    MemoryLogStore store;
+    std::unique_ptr<Replica> replica;
+    bool up = true;
+    std::vector<AppliedInstance> applied;
+  };
+  std::vector<std::unique_ptr<N>> nodes;
+  std::deque<Message> net;
+  // Returns false to drop a message.
+  std::function<bool(const Message&)> filter = [](const Message&) { return true; };
+
+  Cluster(uint32_t n, uint64_t seed = 7) {
+    for (uint32_t i = 1; i <= n; ++i) {
+      auto node = std::make_unique<N>();
+      node->config = Cfg(i, n, seed + i);
+      node->replica = std::make_unique<Replica>(node->config, node->store);
+      nodes.push_back(std::move(node));
+    }
+  }
+  N& at(uint32_t id) { return *nodes[id - 1]; }
+  Replica& r(uint32_t id) { return *at(id).replica; }
+  void Crash(uint32_t id) {
+    at(id).up = false;
+    at(id).replica.reset();
+  }
+  void Restart(uint32_t id) {
+    at(id).replica = std::make_unique<Replica>(at(id).config, at(id).store);
+    at(id).up = true;
+  }
+  void Drain(uint32_t id) {
+    N& n = at(id);
+    while (n.up && n.replica->HasReady()) {
+      Ready rd = n.replica->TakeReady();
+      for (auto& m : rd.messages) net.push_back(m);
+      n.store.Save(rd.hard_state, rd.entries);
+      for (auto& m : rd.messages_after_persist) net.push_back(m);
+      for (auto& a : rd.applied) n.applied.push_back(a);
+      n.replica->Advance();
+    }
+  }
+  void Deliver(size_t max = 100000) {
+    for (size_t k = 0; k < max && !net.empty(); ++k) {
+      Message m = net.front();
+      net.pop_front();
+      if (!filter(m)) continue;
+      N& to = at(m.to.value());
+      if (!to.up || !at(m.from.value()).up) continue;
+      to.replica->Step(m);
+      Drain(m.to.value());
+    }
+  }
+  void Tick(uint32_t id) {
+    if (!at(id).up) return;
+    at(id).replica->Tick();
+    Drain(id);
+  }
+  void TickAll(int rounds) {
+    for (int k = 0; k < rounds; ++k) {
+      for (uint32_t i = 1; i <= nodes.size(); ++i) Tick(i);
+      Deliver();
+    }
+  }
+  std::optional<uint32_t> Leader() {
+    for (uint32_t i = 1; i <= nodes.size(); ++i)
+      if (at(i).up && r(i).role() == Role::kLeader) return i;
+    return std::nullopt;
+  }
+};
+
+// LIVENESS: a new leader takes F = max chosen frontier of its promises and
+// assigns instances from F+1 on, but it must *fetch* (own chosen, F]. When the
+// only node that knew those instances were chosen dies right after promising,
+// nobody can serve them: the leader's frontier is stuck below F forever, its
+// window fills, and followers stay stuck to it (it keeps its quorum).
+TEST(Scenario, LeaderStuckBelowPromisedFrontierWhenTheReporterDies) {
+  Cluster c(3);
+  // Node 3 is down from the start.
+  c.Crash(3);
+  // Node 1 becomes leader with node 2.
+  for (int k = 0; k < 100 && !c.Leader(); ++k) c.TickAll(1);
+  ASSERT_TRUE(c.Leader().has_value());
+  const uint32_t l = *c.Leader();
+  const uint32_t f = l == 1 ? 2 : 1;
+  c.TickAll(3);
+  // Commits to the follower are lost from now on: the follower accepts but
+  // does not learn that the new instances are chosen.
+  c.filter = [&](const Message& m) {
+    return !(m.from == NodeId(l) && m.to == NodeId(f) && m.type == MessageType::kCommit);
+  };
+  // Also strip the piggybacked commit: accepts carry chosen, so drop the
+  // follower's learning by letting accepts through but delaying their commit
+  // hint is impossible; instead make sure the last chosen instances are only
+  // committed by a Commit (AdvanceFrontier broadcasts one when no accept goes out).
+  ASSERT_EQ(c.r(l).Propose({Msg(9, 1, "a")}).code, ProposeResult::Code::kOk);
+  c.Drain(l);
+  c.Deliver();
+  ASSERT_EQ(c.r(l).Propose({Msg(9, 2, "b")}).code, ProposeResult::Code::kOk);
+  c.Drain(l);
+  c.Deliver();
+  const Instance leader_chosen = c.r(l).chosen();
+  const Instance follower_chosen = c.r(f).chosen();
+  ASSERT_GT(leader_chosen, follower_chosen) << "setup: follower must lag";
+
+  // Isolate the old leader so it steps down (CheckQuorum).
+  c.filter = [&](const Message& m) { return m.from != NodeId(l) && m.to != NodeId(l); };
+  for (int k = 0; k < 40 && c.r(l).role() == Role::kLeader; ++k) {
+    c.Tick(l);
+    c.Deliver();
+  }
+  ASSERT_NE(c.r(l).role(), Role::kLeader);
+
+  // Node 3 comes back (empty log) and campaigns; only the old leader's promise
+  // reaches it (node 2's is lost), then the old leader dies for good.
+  c.Restart(3);
+  c.filter = [&](const Message& m) {
+    // The old leader dies the moment node 3 wins with its promise.
+    if (c.r(3).role() == Role::kLeader && (m.from == NodeId(l) || m.to == NodeId(l))) return false;
+    if (m.from == NodeId(f) && m.to == NodeId(3)) return false;
+    if (m.from == NodeId(3) && m.to == NodeId(f)) return false;
+    return true;
+  };
+  for (int k = 0; k < 60 && c.r(3).role() != Role::kLeader; ++k) {
+    c.Tick(3);
+    c.Deliver();
+  }
+  ASSERT_EQ(c.r(3).role(), Role::kLeader);
+  printf("l=%u f=%u leader_chosen=%lu follower_chosen=%lu n3 chosen=%lu last=%lu l.chosen now=%lu\n", l, f,
+         leader_chosen.value(), follower_chosen.value(), c.r(3).chosen().value(),
+         c.r(3).status().last_instance.value(), c.r(l).chosen().value());
+  c.Crash(l);
+  c.filter = [](const Message&) { return true; };
+
+  // Nodes 3 and f are a healthy majority. Publish and run for a long time.
+  c.TickAll(5);
+  ASSERT_EQ(c.Leader().value_or(0), 3u);
+  ASSERT_EQ(c.r(3).Propose({Msg(7, 1, "after")}).code, ProposeResult::Code::kOk);
+  c.Drain(3);
+  c.TickAll(500);
+  bool applied = false;
+  for (auto& a : c.at(3).applied)
+    for (auto& m : a.value->messages)
+      if (m.payload == "after") applied = true;
+  EXPECT_TRUE(applied) << "leader " << c.Leader().value_or(0) << " chosen=" << c.r(3).chosen().value()
+                       << " follower chosen=" << c.r(f).chosen().value()
+                       << " old leader had chosen=" << leader_chosen.value()
+                       << " follower had " << follower_chosen.value();
+}
+
+
+// SAFETY (disk faults): a node whose accepted record above its frontier fails
+// its checksum still campaigns, counts its own promise, and BecomeLeader
+// silently skips the unreadable record (ReadEntry != kOk -> ignored). The value
+// it had accepted -- possibly half of the majority that chose it -- is replaced
+// by a no-op. storage_failed_ is only set in OnPrepare, i.e. when *another*
+// candidate asks.
+TEST(Scenario, NodeWithACorruptAcceptedRecordNeverCampaigns) {
+  MemoryLogStore s1;
+  Config c1 = Cfg(1, 3);
+  auto r1 = std::make_unique<Replica>(c1, s1);
+  const Ballot b{1, NodeId(2)};
+  const ValuePtr v = MakeBatch(b, {Msg(5, 1, "acked")});
+  Message accept;
+  accept.type = MessageType::kAccept;
+  accept.from = NodeId(2);
+  accept.to = NodeId(1);
+  accept.ballot = b;
+  accept.entries = {Entry{Instance(1), b, MakeBarrier(b)}, Entry{Instance(2), b, v}};
+  r1->Step(accept);
+  auto drain = [&](std::vector<Message>* out) {
+    while (r1->HasReady()) {
+      Ready rd = r1->TakeReady();
+      s1.Save(rd.hard_state, rd.entries);
+      if (out) {
+        for (auto& m : rd.messages) out->push_back(m);
+        for (auto& m : rd.messages_after_persist) out->push_back(m);
+      }
+      r1->Advance();
+    }
+  };
+  drain(nullptr);
+  // Node 2 (the leader) accepted too: instances 1..2 are chosen by {1, 2},
+  // and node 2 acked the publish. Then node 1's record of instance 2 rots,
+  // node 1 restarts, node 2 dies.
+  s1.CorruptForTest(Instance(2));
+  r1 = std::make_unique<Replica>(c1, s1);
+  std::vector<Message> out;
+  for (int k = 0; k < 40 && r1->role() != Role::kCandidate; ++k) {
+    r1->Tick();
+    drain(&out);
+  }
+  if (r1->role() != Role::kCandidate) {
+    // With pre-vote: node 3 grants (it has no leader either).
+    Ballot pv;
+    for (auto& m : out)
+      if (m.type == MessageType::kPreVote) pv = m.ballot;
+    Message grant;
+    grant.type = MessageType::kPreVoteGrant;
+    grant.from = NodeId(3);
+    grant.to = NodeId(1);
+    grant.ballot = pv;
+    r1->Step(grant);
+    drain(&out);
+  }
+  // It must not campaign: its recovery would miss the chosen batch at
+  // instance 2 and a barrier or no-op could overwrite it.
+  EXPECT_NE(r1->role(), Role::kCandidate);
+  EXPECT_NE(r1->role(), Role::kLeader);
+  EXPECT_TRUE(r1->status().storage_failed);
+  for (auto& m : out) {
+    EXPECT_NE(m.type, MessageType::kPrepare);
+    EXPECT_NE(m.type, MessageType::kAccept);
+  }
+  EXPECT_EQ(s1.LoadHardState().promised, b);  // no promise was raised
+}
+
+// LIVENESS (degraded fault tolerance): once a node holds a promise above the
+// current leader's ballot while that leader keeps a majority, it is locked out
+// for good: it rejects every Accept and Commit of the leader (the leader ignores
+// Rejects), and its pre-votes are refused by stickiness. One way to get there
+// even with pre-vote: a pre-vote grant that arrives after the node promised
+// another candidate still starts phase 1, at max_round_seen_+1 -- above the
+// ballot that then wins.
+TEST(Scenario, StalePreVoteGrantLocksANodeOutOfTheQuorum) {
+  Cluster c(3);
+  std::vector<Message> held;
+  // 1. Node 2 times out first and pre-votes; node 1 grants, the grant is held.
+  for (int k = 0; k < 100; ++k) {
+    c.Tick(2);
+    bool sent = false;
+    for (auto& m : c.net) sent |= m.type == MessageType::kPreVote;
+    if (sent) break;
+  }
+  c.filter = [&](const Message& m) {
+    if (m.type == MessageType::kPreVoteGrant && m.to == NodeId(2)) {
+      held.push_back(m);
+      return false;
+    }
+    if (m.type == MessageType::kPreVote && m.from == NodeId(2) && m.to == NodeId(3)) return false;
+    return true;
+  };
+  c.Deliver();
+  ASSERT_EQ(held.size(), 1u);
+  // 2. Node 3 times out, pre-votes, campaigns and wins with nodes 1 and 2;
+  // its first accepts to node 2 are still in flight.
+  std::vector<Message> late;
+  c.filter = [&](const Message& m) {
+    if (m.from == NodeId(3) && m.to == NodeId(2) &&
+        (m.type == MessageType::kAccept || m.type == MessageType::kCommit)) {
+      late.push_back(m);
+      return false;
+    }
+    return true;
+  };
+  for (int k = 0; k < 100 && c.r(3).role() != Role::kLeader; ++k) {
+    c.Tick(3);
+    c.Deliver();
+  }
+  ASSERT_EQ(c.r(3).role(), Role::kLeader);
+  const Ballot lb = c.r(3).status().leader_ballot;
+  // 3. The old grant reaches node 2.
+  c.filter = [](const Message&) { return true; };
+  c.net.push_back(held[0]);
+  c.Deliver();
+  for (auto& m : late) c.net.push_back(m);
+  c.Deliver();
+  EXPECT_EQ(c.r(2).role(), Role::kFollower)
+      << "node 2 campaigned on a pre-vote granted before it promised " << ToString(lb)
+      << "; its promise is now " << ToString(c.r(2).status().promised);
+  // 4. Steady state with publishes: does node 2 ever vote again?
+  uint64_t seq = 1;
+  for (int k = 0; k < 500; ++k) {
+    if (auto ld = c.Leader()) {
+      if (c.r(*ld).Propose({Msg(9, seq, "p")}).code == ProposeResult::Code::kOk) ++seq;
+      c.Drain(*ld);
+    }
+    c.TickAll(1);
+  }
+  EXPECT_LE(c.r(2).status().promised, c.r(*c.Leader()).status().leader_ballot)
+      << "after 500 ticks node 2 still promises " << ToString(c.r(2).status().promised)
+      << " above leader " << c.Leader().value_or(0) << "'s ballot "
+      << ToString(c.r(*c.Leader()).status().leader_ballot) << " (node 2 role "
+      << ToString(c.r(2).role()) << ", leader " << c.r(2).leader().value() << ")";
+}
+
+}  // namespace
+}  // namespace ordo::paxos
