@@ -1,0 +1,141 @@
+// A real Ordo cluster for tests: ordo-broker processes on 127.0.0.1 with
+// ports picked free at start, temporary data directories, and every process
+// stopped (kill -9) and every directory removed by the destructor.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ordo/client.h"
+
+namespace ordo::testing {
+
+inline int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+class Cluster {
+ public:
+  explicit Cluster(int nodes) : n_(nodes) {
+    std::mt19937_64 rng(std::random_device{}());
+    dir_ = std::filesystem::temp_directory_path() / ("ordo-it-" + std::to_string(rng()));
+    std::filesystem::create_directories(dir_);
+    for (int i = 0; i < n_; ++i) {
+      peer_.push_back("127.0.0.1:" + std::to_string(FreePort()));
+      client_.push_back("127.0.0.1:" + std::to_string(FreePort()));
+    }
+    for (int i = 1; i <= n_; ++i) {
+      std::ofstream f(Config(i));
+      f << "node_id = " << i << "\ndata_dir = \"" << (dir_ / ("node" + std::to_string(i))).string()
+        << "\"\nmetrics = \"\"\n";
+      for (int m = 1; m <= n_; ++m) {
+        f << "[[members]]\nid = " << m << "\npeer = \"" << peer_[m - 1] << "\"\nclient = \""
+          << client_[m - 1] << "\"\n";
+      }
+    }
+    pids_.assign(n_ + 1, -1);
+    for (int i = 1; i <= n_; ++i) Start(i);
+  }
+  ~Cluster() {
+    for (int i = 1; i <= n_; ++i) Kill(i);
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  std::string Config(int i) const { return (dir_ / ("node" + std::to_string(i) + ".toml")).string(); }
+  std::string DataDir(int i) const { return (dir_ / ("node" + std::to_string(i))).string(); }
+  std::string Log(int i) const { return (dir_ / ("node" + std::to_string(i) + ".log")).string(); }
+  const std::string& ClientEndpoint(int i) const { return client_[i - 1]; }
+  const std::string& PeerEndpoint(int i) const { return peer_[i - 1]; }
+  std::vector<std::string> Brokers() const { return client_; }
+  ClientOptions Options() const {
+    ClientOptions o;
+    o.brokers = client_;
+    o.request_timeout = std::chrono::milliseconds(500);
+    o.call_timeout = std::chrono::milliseconds(60000);
+    return o;
+  }
+
+  void Start(int i) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const int fd = open(Log(i).c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      execl(ORDO_BROKER_BIN, ORDO_BROKER_BIN, "--config", Config(i).c_str(), nullptr);
+      _exit(127);
+    }
+    pids_[i] = pid;
+  }
+  // kill -9 (or another signal) and reap.
+  void Kill(int i, int sig = SIGKILL) {
+    if (pids_[i] <= 0) return;
+    kill(pids_[i], sig);
+    waitpid(pids_[i], nullptr, 0);
+    pids_[i] = -1;
+  }
+  bool Running(int i) const { return pids_[i] > 0; }
+
+  // The node id of the leader, once exactly one running broker says so.
+  int WaitForLeader(std::chrono::milliseconds timeout = std::chrono::seconds(20)) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int leader = 0, leaders = 0;
+      for (int i = 1; i <= n_; ++i) {
+        if (!Running(i)) continue;
+        auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300));
+        if (s.ok() && s.value().role == "leader") ++leaders, leader = i;
+      }
+      if (leaders == 1) return leader;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return 0;
+  }
+
+  // Waits until every running broker has applied up to `offset` (exclusive).
+  bool WaitForHead(uint64_t offset, std::chrono::milliseconds timeout = std::chrono::seconds(30)) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      bool all = true;
+      for (int i = 1; i <= n_; ++i) {
+        if (!Running(i)) continue;
+        auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300));
+        all &= s.ok() && s.value().next_offset >= offset;
+      }
+      if (all) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+ private:
+  int n_;
+  std::filesystem::path dir_;
+  std::vector<std::string> peer_, client_;
+  std::vector<pid_t> pids_;
+};
+
+}  // namespace ordo::testing
