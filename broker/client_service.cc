@@ -20,6 +20,23 @@ constexpr uint32_t kFetchMessagesMax = 10000;
 
 uint16_t Code(wire::ErrorCode c) { return static_cast<uint16_t>(c); }
 
+// One Deliver frame: `messages` in offset order, and this broker's head.
+void BuildDeliver(flatbuffers::FlatBufferBuilder& fbb, uint64_t request_id,
+                  const std::vector<StreamMessage>& messages, uint64_t head) {
+  std::vector<flatbuffers::Offset<wire::StreamMessage>> out;
+  out.reserve(messages.size());
+  for (const StreamMessage& m : messages) {
+    auto key = fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.key.data()), m.key.size());
+    auto payload =
+        fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.payload.data()), m.payload.size());
+    out.push_back(wire::CreateStreamMessage(fbb, m.offset, m.producer, m.sequence, key, payload));
+  }
+  auto d = wire::CreateDeliverDirect(fbb, &out, head);
+  wire::FinishClientEnvelopeBuffer(
+      fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, request_id, wire::Body::Deliver,
+                                      d.Union()));
+}
+
 }  // namespace
 
 ClientService::ClientService(zmq::context_t& context, const BrokerConfig& config,
@@ -323,10 +340,7 @@ void ClientService::HandleSubscribe(const std::string& identity, uint64_t rid, c
   if (s->from_latest() || sub.credit == 0) {
     // Tell the client where it starts, even before any message exists.
     flatbuffers::FlatBufferBuilder fbb(128);
-    std::vector<flatbuffers::Offset<wire::StreamMessage>> none;
-    auto d = wire::CreateDeliverDirect(fbb, &none, head);
-    wire::FinishClientEnvelopeBuffer(
-        fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, rid, wire::Body::Deliver, d.Union()));
+    BuildDeliver(fbb, rid, {}, head);
     SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
   }
 }
@@ -352,17 +366,7 @@ void ClientService::HandleFetch(const std::string& identity, uint64_t rid, const
     return;
   }
   flatbuffers::FlatBufferBuilder fbb(1024);
-  std::vector<flatbuffers::Offset<wire::StreamMessage>> out;
-  out.reserve(msgs.size());
-  for (const StreamMessage& m : msgs) {
-    auto key = fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.key.data()), m.key.size());
-    auto payload =
-        fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.payload.data()), m.payload.size());
-    out.push_back(wire::CreateStreamMessage(fbb, m.offset, m.producer, m.sequence, key, payload));
-  }
-  auto d = wire::CreateDeliverDirect(fbb, &out, store_.next_offset());
-  wire::FinishClientEnvelopeBuffer(
-      fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, rid, wire::Body::Deliver, d.Union()));
+  BuildDeliver(fbb, rid, msgs, store_.next_offset());
   SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
 }
 
@@ -406,18 +410,7 @@ void ClientService::Service(Clock::time_point now) {
       continue;
     }
     flatbuffers::FlatBufferBuilder fbb(1024 + kDeliverBytesMax / 4);
-    std::vector<flatbuffers::Offset<wire::StreamMessage>> out;
-    out.reserve(msgs.size());
-    for (const StreamMessage& m : msgs) {
-      auto key = fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.key.data()), m.key.size());
-      auto payload =
-          fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.payload.data()), m.payload.size());
-      out.push_back(wire::CreateStreamMessage(fbb, m.offset, m.producer, m.sequence, key, payload));
-    }
-    auto d = wire::CreateDeliverDirect(fbb, &out, head);
-    wire::FinishClientEnvelopeBuffer(
-        fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, sub.request_id, wire::Body::Deliver,
-                                        d.Union()));
+    BuildDeliver(fbb, sub.request_id, msgs, head);
     const SendResult sent = SendFrame(it->first, fbb.GetBufferPointer(), fbb.GetSize());
     if (sent == SendResult::kGone) {
       it = subscriptions_.erase(it);

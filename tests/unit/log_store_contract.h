@@ -11,7 +11,7 @@
 namespace ordo::paxos {
 
 template <typename F>
-class LogStoreContract : public testing::Test {
+class LogStoreContract : public ::testing::Test {
  protected:
   F factory_;
   LogStore& store() { return factory_.store(); }
