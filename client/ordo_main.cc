@@ -23,11 +23,42 @@ int Fail(const ordo::Error& e) {
   return 1;
 }
 
+// A JSON string: quotes, backslashes and control bytes escaped; other bytes
+// pass through unchanged.
+std::string Json(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+bool g_json = false;
+
 void PrintRecord(const ordo::Record& r) {
-  std::fwrite(std::to_string(r.offset).data(), 1, std::to_string(r.offset).size(), stdout);
-  std::fputc('\t', stdout);
-  std::fwrite(r.payload.data(), 1, r.payload.size(), stdout);
-  std::fputc('\n', stdout);
+  std::string line;
+  if (g_json) {
+    line = "{\"offset\":" + std::to_string(r.offset) + ",\"key\":" + Json(r.key) +
+           ",\"payload\":" + Json(r.payload) + ",\"producer\":" + std::to_string(r.producer) +
+           ",\"sequence\":" + std::to_string(r.sequence) + "}\n";
+  } else {
+    line = std::to_string(r.offset) + "\t" + r.payload + "\n";
+  }
+  std::fwrite(line.data(), 1, line.size(), stdout);
 }
 
 }  // namespace
@@ -54,17 +85,25 @@ int main(int argc, char** argv) {
   uint64_t count = 0;
   subscribe->add_option("--from", from, "OFFSET, earliest or latest (default latest)");
   subscribe->add_option("--count", count, "Stop after N messages (default: follow forever)");
+  std::string format = "text";
+  subscribe->add_option("--format", format, "text (OFFSET<TAB>PAYLOAD) or json (one object a line)")
+      ->check(CLI::IsMember({"text", "json"}));
 
   auto* replay = app.add_subcommand("replay", "Print offsets [A, B) and exit");
   add_brokers(replay);
   uint64_t replay_from = 0, replay_to = 0;
   replay->add_option("--from", replay_from, "First offset")->required();
   replay->add_option("--to", replay_to, "One past the last offset (default: the head)");
+  replay->add_option("--format", format, "text (OFFSET<TAB>PAYLOAD) or json (one object a line)")
+      ->check(CLI::IsMember({"text", "json"}));
 
   auto* status = app.add_subcommand("status", "Show every broker's role, ballot and progress");
   add_brokers(status);
+  bool status_json = false;
+  status->add_flag("--json", status_json, "One JSON object per broker, one per line");
 
   CLI11_PARSE(app, argc, argv);
+  g_json = format == "json";
   ordo::ClientOptions options;
   options.brokers = ordo::ParseBrokerList(brokers);
   if (options.brokers.empty()) {
@@ -125,6 +164,32 @@ int main(int argc, char** argv) {
   }
   // status
   int rc = 0;
+  if (status_json) {
+    for (const std::string& b : options.brokers) {
+      auto r = ordo::GetStatus(b, std::chrono::milliseconds(1000));
+      if (!r.ok()) {
+        std::printf("{\"endpoint\":%s,\"error\":%s}\n", Json(b).c_str(),
+                    Json(r.error().message).c_str());
+        rc = 1;
+        continue;
+      }
+      const ordo::BrokerStatus& s = r.value();
+      std::string peers;
+      for (const auto& p : s.peers) {
+        peers += std::string(peers.empty() ? "" : ",") + "{\"node_id\":" +
+                 std::to_string(p.node_id) + ",\"chosen\":" + std::to_string(p.chosen) +
+                 ",\"lag_instances\":" + std::to_string(p.lag_instances) + "}";
+      }
+      std::printf(
+          "{\"endpoint\":%s,\"node_id\":%u,\"role\":%s,\"leader_id\":%u,\"ballot\":[%lu,%u],"
+          "\"chosen\":%lu,\"next_offset\":%lu,\"earliest_offset\":%lu,\"peers\":[%s]}\n",
+          Json(b).c_str(), s.node_id, Json(s.role).c_str(), s.leader_id,
+          static_cast<unsigned long>(s.ballot_round), s.ballot_node,
+          static_cast<unsigned long>(s.chosen), static_cast<unsigned long>(s.next_offset),
+          static_cast<unsigned long>(s.earliest_offset), peers.c_str());
+    }
+    return rc;
+  }
   std::printf("%-6s %-22s %-10s %-10s %-10s %-12s %s\n", "NODE", "ENDPOINT", "ROLE", "BALLOT",
               "CHOSEN", "NEXT_OFFSET", "PEER LAG (instances)");
   for (const std::string& b : options.brokers) {

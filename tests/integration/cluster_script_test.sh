@@ -26,13 +26,26 @@ offsets=$(printf 'a\nb\nc\n' | "$build/ordo" publish --brokers "$brokers")
 got=$("$build/ordo" subscribe --brokers "$brokers" --from earliest --count 3)
 [[ "$got" == $'0\ta\n1\tb\n2\tc' ]] || fail "subscribe printed: $got"
 
+json=$("$build/ordo" replay --brokers "$brokers" --from 1 --to 2 --format json)
+[[ "$json" == '{"offset":1,"key":"","payload":"b","producer":'*',"sequence":2}' ]] ||
+  fail "replay --format json: $json"
+quoted=$("$build/ordo" publish --brokers "$brokers" --key k 'say "hi"')
+got=$("$build/ordo" subscribe --brokers "$brokers" --from "$quoted" --count 1 --format json)
+[[ "$got" == *'"key":"k","payload":"say \"hi\""'* ]] || fail "json escaping: $got"
+status=$("$build/ordo" status --brokers "$brokers" --json)
+[[ $(grep -c '"role":"leader"' <<<"$status") == 1 ]] || fail "status --json: $status"
+ex=$("$build/ordo-example-publisher" "$brokers" x y)
+[[ "$ex" == $'4\n5' ]] || fail "example publisher: $ex"
+ex=$("$build/ordo-example-subscriber" "$brokers" 4 2)
+[[ "$ex" == $'4\tx\n5\ty' ]] || fail "example subscriber: $ex"
+
 ORDO_BUILD_DIR=$build "$root/scripts/cluster" stop 2 --dir "$dir" >/dev/null
 [[ ! -f "$dir/node2/broker.pid" ]] || fail "stop 2 left a pid file"
 "$build/ordo" publish --brokers "$brokers" d >/dev/null || fail "publish with node 2 down"
 ORDO_BUILD_DIR=$build "$root/scripts/cluster" start 2 --dir "$dir" >/dev/null
 node2=127.0.0.1:$((port + 102))
-got=$(timeout 30 "$build/ordo" subscribe --brokers "$node2" --from earliest --count 4 | tail -1)
-[[ "$got" == $'3\td' ]] || fail "restarted node 2 serves: $got"
+got=$(timeout 30 "$build/ordo" subscribe --brokers "$node2" --from earliest --count 7 | tail -1)
+[[ "$got" == $'6\td' ]] || fail "restarted node 2 serves: $got"
 
 again=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" up --dir "$dir" --base-port "$port")
 grep -q "already up" <<<"$again" || fail "second up: $again"
