@@ -511,7 +511,8 @@ std::string EncodePeerMessage(const paxos::Message& message) {
   const auto body = wire::CreatePeerMessage(builder, ToWire(message.type), message.from.value(),
                                             message.to.value(), &ballot, &promised,
                                             message.instance.value(), message.instance_last.value(),
-                                            message.chosen.value(), entries_offset);
+                                            message.chosen.value(), entries_offset,
+                                            message.first_retained.value());
   wire::FinishSizePrefixedPeerEnvelopeBuffer(
       builder, wire::CreatePeerEnvelope(builder, kPeerFormatVersion, body));
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
@@ -566,6 +567,7 @@ DecodeStatus DecodePeerMessage(std::span<const uint8_t> frame, size_t frame_byte
   decoded.instance = paxos::Instance(message.instance());
   decoded.instance_last = paxos::Instance(message.instance_last());
   decoded.chosen = paxos::Instance(message.chosen());
+  decoded.first_retained = paxos::Instance(message.first_retained());
   if (entries != nullptr) {
     decoded.entries.reserve(entries->size());
     for (const wire::Entry* entry : *entries) {
@@ -623,7 +625,8 @@ std::string EncodeMetaRecord(const paxos::HardState& hard_state) {
   const wire::Ballot promised = ToWire(hard_state.promised);
   wire::FinishMetaRecordBuffer(builder,
                                wire::CreateMetaRecord(builder, kMetaRecordFormatVersion, &promised,
-                                                      hard_state.chosen.value()));
+                                                      hard_state.chosen.value(),
+                                                      hard_state.catch_up_until.value()));
   return ChecksummedRecord(builder);
 }
 
@@ -634,7 +637,8 @@ DecodeStatus DecodeMetaRecord(std::span<const uint8_t> record, paxos::HardState*
   const wire::MetaRecord* meta = nullptr;
   if (DecodeStatus s = DecodeRoot(bytes, kMetaRecordFormat, &meta); !s.ok()) return s;
 
-  *out = paxos::HardState{FromWire(meta->promised()), paxos::Instance(meta->chosen())};
+  *out = paxos::HardState{FromWire(meta->promised()), paxos::Instance(meta->chosen()),
+                          paxos::Instance(meta->catch_up_until())};
   return DecodeStatus();
 }
 

@@ -1,5 +1,7 @@
 #include "paxos/applied_state.h"
 
+#include <algorithm>
+
 #include "paxos/assert.h"
 
 namespace ordo::paxos {
@@ -12,6 +14,37 @@ const char* ToString(PublishOutcome outcome) {
     case PublishOutcome::kStaleLeader: return "stale leader";
   }
   return "?";
+}
+
+AppliedState::AppliedState(const AppliedSnapshot& snapshot)
+    : applied_(snapshot.instance), next_offset_(snapshot.next_offset), barrier_(snapshot.barrier) {
+  for (const ProducerSnapshot& ps : snapshot.producers) {
+    Producer& p = producers_[ps.id];
+    p.last_sequence = ps.last_sequence;
+    for (const ProducerSnapshot::Run& r : ps.runs) {
+      p.runs.push_back(Run{r.sequence_first, r.offset_first, r.count});
+      p.history += r.count;
+    }
+  }
+}
+
+AppliedSnapshot AppliedState::Snapshot() const {
+  AppliedSnapshot s;
+  s.instance = applied_;
+  s.next_offset = next_offset_;
+  s.barrier = barrier_;
+  s.producers.reserve(producers_.size());
+  for (const auto& [id, p] : producers_) {
+    ProducerSnapshot ps;
+    ps.id = id;
+    ps.last_sequence = p.last_sequence;
+    ps.runs.reserve(p.runs.size());
+    for (const Run& r : p.runs) ps.runs.push_back({r.sequence_first, r.offset_first, r.count});
+    s.producers.push_back(std::move(ps));
+  }
+  std::sort(s.producers.begin(), s.producers.end(),
+            [](const ProducerSnapshot& a, const ProducerSnapshot& b) { return a.id < b.id; });
+  return s;
 }
 
 uint64_t AppliedState::LastSequence(ProducerId producer) const {

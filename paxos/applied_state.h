@@ -43,8 +43,38 @@ struct AppliedInstance {
   std::vector<MessageResult> results;  // one per message of a batch, in order
 };
 
+// The applied state at one instance, in a canonical form (producers sorted
+// by id): what a snapshot holds besides the broker's own per-key view. Two
+// replicas that applied the same log to the same instance produce equal
+// snapshots, byte for byte once encoded.
+struct ProducerSnapshot {
+  struct Run {
+    uint64_t sequence_first = 0;
+    uint64_t offset_first = 0;
+    uint64_t count = 0;
+    bool operator==(const Run&) const = default;
+  };
+  ProducerId id{};
+  uint64_t last_sequence = 0;
+  std::vector<Run> runs;  // oldest first
+  bool operator==(const ProducerSnapshot&) const = default;
+};
+
+struct AppliedSnapshot {
+  Instance instance{};  // every instance up to here is applied
+  Offset next_offset{};
+  Ballot barrier{};
+  std::vector<ProducerSnapshot> producers;  // ascending id
+  bool operator==(const AppliedSnapshot&) const = default;
+};
+
 class AppliedState {
  public:
+  AppliedState() = default;
+  // The state a snapshot describes; applying goes on at snapshot.instance + 1.
+  explicit AppliedState(const AppliedSnapshot& snapshot);
+  AppliedSnapshot Snapshot() const;
+
   // How many recent sequences per producer keep their offsets, so a late retry
   // still learns its original offset. Clients keep fewer than this in flight.
   static constexpr uint64_t kProducerHistoryMax = 1 << 16;

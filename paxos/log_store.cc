@@ -1,5 +1,7 @@
 #include "paxos/log_store.h"
 
+#include <algorithm>
+
 namespace ordo::paxos {
 
 Instance MemoryLogStore::LastInstance() const {
@@ -17,11 +19,35 @@ StoreCode MemoryLogStore::Get(Instance instance, Entry* out) const {
 StoreCode MemoryLogStore::Save(const HardState& hard_state, std::span<const Entry> entries) {
   hard_state_ = hard_state;
   for (const Entry& e : entries) {
+    if (e.instance < first_) continue;  // behind the snapshot: not kept
     entries_[e.instance] = e;
     corrupt_.erase(e.instance);  // a rewrite repairs the record
   }
   ++save_count_;
   return StoreCode::kOk;
+}
+
+void MemoryLogStore::SaveSnapshot(const AppliedSnapshot& snapshot) {
+  if (!snapshot_ || snapshot_->instance < snapshot.instance) snapshot_ = snapshot;
+}
+
+void MemoryLogStore::Truncate(Instance first) {
+  if (!snapshot_ || first <= first_) return;
+  first = std::min(first, snapshot_->instance.next());
+  entries_.erase(entries_.begin(), entries_.lower_bound(first));
+  corrupt_.erase(corrupt_.begin(), corrupt_.lower_bound(first));
+  first_ = first;
+}
+
+void MemoryLogStore::InstallSnapshot(const AppliedSnapshot& snapshot) {
+  if (snapshot_ && snapshot_->instance >= snapshot.instance) return;
+  snapshot_ = snapshot;
+  const Instance first = snapshot.instance.next();
+  entries_.erase(entries_.begin(), entries_.lower_bound(first));
+  corrupt_.erase(corrupt_.begin(), corrupt_.lower_bound(first));
+  first_ = std::max(first_, first);
+  hard_state_.chosen = std::max(hard_state_.chosen, snapshot.instance);
+  ++save_count_;
 }
 
 }  // namespace ordo::paxos

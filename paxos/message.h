@@ -37,7 +37,9 @@ enum class MessageType : uint8_t {
   // A learner asks any peer for chosen instances [instance, instance_last].
   kFetch = 7,
   // Chosen entries from `instance` on (possibly fewer than asked, possibly
-  // none); chosen: the sender's frontier.
+  // none); chosen: the sender's frontier; promised: its promise;
+  // first_retained: its first instance still in the log (below it, only its
+  // snapshot has the state: a node needing those installs a snapshot).
   kFetchReply = 8,
   // Pre-vote, before phase 1: "would you promise `ballot`?" Nothing is
   // persisted on either side, so a node that cannot win (cut off, or just
@@ -60,6 +62,7 @@ struct Message {
   Instance instance{};
   Instance instance_last{};
   Instance chosen{};
+  Instance first_retained{};  // kFetchReply only
   std::vector<Entry> entries;
 };
 

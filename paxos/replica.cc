@@ -87,11 +87,33 @@ Replica::Replica(const Config& config, const LogStore& store)
   last_instance_ = store_.LastInstance();
   max_round_seen_ = hard_.promised.round;
   known_chosen_ = hard_.chosen;
-  // Rebuild the applied state from the chosen log. Replay is not output: the
-  // host already acted on these instances before the restart.
+  // Rebuild the applied state: from the snapshot the log continues from, if
+  // any, then the chosen log. Replay is not output: the host already acted
+  // on these instances before the restart.
+  if (std::optional<AppliedSnapshot> snap = store_.LoadSnapshot()) {
+    PAXOS_ASSERT(snap->instance <= hard_.chosen);
+    applied_ = AppliedState(*snap);
+    apply_next_ = snap->instance.next();
+  }
+  PAXOS_ASSERT(store_.FirstInstance() <= apply_next_);
+  replaying_ = true;
   ApplyUpTo();
+  replaying_ = false;
   applied_out_.clear();
   ResetElectionTimer();
+  // Durable, so a restart in the middle of catching up does not vote early.
+  if (hard_.catch_up_until == HardState::kProbing) {
+    rejoin_ = Rejoin::kProbing;
+  } else if (hard_.catch_up_until != kNoInstance) {
+    rejoin_ = Rejoin::kCatchingUp;
+    rejoin_target_ = hard_.catch_up_until;
+  } else if (config_.probe_before_voting && IsVoter() && Quorum() > 1) {
+    rejoin_ = Rejoin::kProbing;
+    hard_.catch_up_until = HardState::kProbing;
+    hard_dirty_ = true;
+  }
+  if (rejoin_ == Rejoin::kProbing) Probe();
+  if (rejoin_ == Rejoin::kCatchingUp) CheckRejoin();
 }
 
 std::optional<size_t> Replica::VoterIndex(NodeId id) const {
@@ -149,7 +171,8 @@ void Replica::SetChosen(Instance chosen) {
 
 bool Replica::HasReady() const {
   return hard_dirty_ || !staged_.empty() || !msgs_.empty() || !msgs_after_persist_.empty() ||
-         !applied_out_.empty() || lost_leadership_;
+         !applied_out_.empty() || lost_leadership_ || snapshot_out_.has_value() ||
+         (need_snapshot_ && now_ >= snapshot_asked_tick_);
 }
 
 Ready Replica::TakeReady() {
@@ -163,6 +186,16 @@ Ready Replica::TakeReady() {
   r.messages_after_persist = std::move(msgs_after_persist_);
   r.applied = std::move(applied_out_);
   r.lost_leadership = lost_leadership_;
+  r.snapshot = std::move(snapshot_out_);
+  snapshot_out_.reset();
+  if (need_snapshot_ && now_ >= snapshot_asked_tick_) {
+    // Asked again every few fetch timeouts while the need lasts, in case the
+    // host's transfer failed.
+    r.need_snapshot = true;
+    r.snapshot_peer = snapshot_peer_;
+    r.snapshot_min = hard_.chosen.next();
+    snapshot_asked_tick_ = now_ + 10 * uint64_t{config_.fetch_timeout_ticks};
+  }
   hard_dirty_ = false;
   staged_.clear();
   msgs_.clear();
@@ -193,6 +226,8 @@ void Replica::Advance() {
     for (Instance i : accepted) CountAccept(i, *self_index_);
     AdvanceFrontier();
   }
+  // The last Ready stopped at a snapshot point: go on applying.
+  ApplyUpTo();
 }
 
 // ---------------------------------------------------------------------------
@@ -213,7 +248,7 @@ void Replica::Tick() {
     }
     Retransmit();
     CheckQuorum();
-  } else if (IsVoter() && !storage_failed_) {
+  } else if (Votes()) {
     if (role_ == Role::kCandidate && now_ - prepare_sent_tick_ >= config_.retransmit_ticks) {
       // Prepares may be lost: ask again those that have not answered.
       prepare_sent_tick_ = now_;
@@ -227,10 +262,27 @@ void Replica::Tick() {
     }
     if (++election_elapsed_ >= election_timeout_) StartPreVote();
   }
-  if (fetch_.active && now_ - fetch_.sent_tick >= config_.fetch_timeout_ticks) {
-    fetch_.active = false;  // that peer is slow or gone: ask another
-    MaybeFetch(false);
+  bool timed_out = false;
+  for (auto it = fetches_.begin(); it != fetches_.end();) {
+    if (now_ - it->second.sent_tick >= config_.fetch_timeout_ticks) {
+      fetch_failed_peer_ = it->second.peer;  // slow or gone: ask another
+      it = fetches_.erase(it);
+      timed_out = true;
+    } else {
+      ++it;
+    }
   }
+  if (rejoin_ != Rejoin::kNone) CheckRejoin();
+  if (rejoin_ == Rejoin::kProbing) {
+    if (now_ % config_.fetch_timeout_ticks == 0) Probe();
+  } else if (!Votes() && fetches_.empty() && known_chosen_ <= hard_.chosen && !peers_.empty()) {
+    // A learner (or a voter catching up) hears no commits from the leader:
+    // it polls a peer for what was chosen since; the reply's frontier drives
+    // the range fetches.
+    SendFetch(peers_[rng_.Uniform(peers_.size())].id, hard_.chosen.next(),
+              Instance(hard_.chosen.value() + config_.fetch_entries_max));
+  }
+  if (timed_out) MaybeFetch(false);
 }
 
 // ---------------------------------------------------------------------------
@@ -300,7 +352,7 @@ bool Replica::OwnLogReadable() {
 }
 
 void Replica::OnPreVote(const Message& m) {
-  if (!IsVoter() || storage_failed_) return;
+  if (!Votes()) return;
   // Grant exactly when a real Prepare with this ballot would be promised, and
   // the candidate is not so far behind that it would lead by catching up
   // (a candidate that is behind catches up before it leads).
@@ -455,6 +507,10 @@ void Replica::Step(const Message& m) {
   max_round_seen_ = std::max({max_round_seen_, hypothetical ? 0 : m.ballot.round,
                               m.promised.round});
   NoteChosen(m.from, m.chosen);
+  if (rejoin_ == Rejoin::kProbing && !history_seen_ && VoterIndex(m.from) &&
+      (m.chosen != kNoInstance || m.first_retained > Instance(1))) {
+    history_seen_ = true;  // something was chosen: we may have voted on it
+  }
   switch (m.type) {
     case MessageType::kPrepare: OnPrepare(m); break;
     case MessageType::kPromise: OnPromise(m); break;
@@ -468,11 +524,12 @@ void Replica::Step(const Message& m) {
     case MessageType::kPreVote: OnPreVote(m); break;
     case MessageType::kPreVoteGrant: OnPreVoteGrant(m); break;
   }
+  if (rejoin_ == Rejoin::kProbing) CheckRejoin();
   MaybeFetch(false);
 }
 
 void Replica::OnPrepare(const Message& m) {
-  if (!IsVoter() || storage_failed_) return;
+  if (!Votes()) return;
   // P1a: never promise below an existing promise. A repeat of the ballot we
   // promised is answered again (the first answer may have been lost).
   const bool refuse =
@@ -534,7 +591,11 @@ void Replica::OnPromise(const Message& m) {
 }
 
 void Replica::OnAccept(const Message& m) {
-  if (!IsVoter() || storage_failed_) return;
+  if (!Votes()) {
+    // A voter catching up learns who leads (for redirects), nothing more.
+    if (IsVoter() && m.ballot >= hard_.promised) leader_ = m.from;
+    return;
+  }
   // P1a: accept only at or above our promise.
   if (m.ballot < hard_.promised && !bug(kBugForgetPromise)) {
     Message r = NewMessage(MessageType::kReject, m.from);
@@ -604,7 +665,12 @@ void Replica::OnReject(const Message& m) {
 }
 
 void Replica::OnCommit(const Message& m) {
-  if (!IsVoter()) return;
+  if (!Votes()) {
+    // Not answered: a voter catching up must not count toward the leader's
+    // quorum check. Its frontier was noted; it fetches from there.
+    if (IsVoter() && m.ballot >= hard_.promised) leader_ = m.from;
+    return;
+  }
   if (m.ballot < hard_.promised) {
     // An old leader: tell it about the newer promise.
     Message r = NewMessage(MessageType::kReject, m.from);
@@ -638,9 +704,15 @@ void Replica::OnFetch(const Message& m) {
   // answer, and a follower never waits for the leader to learn.
   Message r = NewMessage(MessageType::kFetchReply, m.from);
   r.instance = m.instance;
+  r.promised = hard_.promised;
+  r.first_retained = store_.FirstInstance();
+  r.instance_last = last_instance_;  // the highest instance we accepted
   const Instance last = std::min(m.instance_last, hard_.chosen);
   uint64_t bytes = 0;
-  for (Instance i = m.instance; i <= last && i != kNoInstance; i = i.next()) {
+  // Below the first retained instance only the snapshot has the state: the
+  // empty reply with first_retained tells the asker to install one.
+  const Instance first = m.instance < r.first_retained ? Instance(last.value() + 1) : m.instance;
+  for (Instance i = first; i <= last && i != kNoInstance; i = i.next()) {
     if (r.entries.size() >= config_.fetch_entries_max || bytes >= config_.fetch_bytes_max) break;
     Entry e;
     if (ReadEntry(i, &e) != StoreCode::kOk) {
@@ -655,9 +727,25 @@ void Replica::OnFetch(const Message& m) {
 }
 
 void Replica::OnFetchReply(const Message& m) {
-  if (fetch_.active && m.from == fetch_.peer && m.instance == fetch_.first) fetch_.active = false;
+  auto it = fetches_.find(m.instance);
+  if (it != fetches_.end() && it->second.peer == m.from) fetches_.erase(it);
+  if (m.from == fetch_failed_peer_) fetch_failed_peer_ = kNoNode;
+  for (Peer& p : peers_) {
+    if (p.id == m.from) p.first_retained = std::max(Instance(1), m.first_retained);
+  }
+  if (rejoin_ == Rejoin::kProbing && VoterIndex(m.from)) {
+    probe_last_[m.from] = m.instance_last;
+    if (m.chosen == kNoInstance && m.first_retained <= Instance(1)) probe_fresh_.insert(m.from);
+  }
+  // Replies may come back out of order from several peers: entries beyond
+  // the next instance wait in fetched_ahead_ (bounded by the pipeline).
+  const uint64_t ahead_max =
+      hard_.chosen.value() + uint64_t{config_.fetch_pipeline_max} * config_.fetch_entries_max;
+  Instance expect = m.instance;
   for (const Entry& e : m.entries) {
-    if (e.value == nullptr || e.instance == kNoInstance) break;
+    if (e.value == nullptr || e.instance != expect) break;  // runs are contiguous
+    expect = e.instance.next();
+    ++counters_.fetched_entries;
     if (e.instance <= hard_.chosen) {
       if (e.instance == repair_) {
         StageEntry(e);  // rewrite the record that failed its check
@@ -665,13 +753,30 @@ void Replica::OnFetchReply(const Message& m) {
       }
       continue;
     }
-    if (e.instance != hard_.chosen.next()) break;
-    if (role_ == Role::kLeader && inflight_.count(e.instance)) break;
-    StageEntry(e);
-    SetChosen(e.instance);
+    if (e.instance.value() > ahead_max) break;
+    fetched_ahead_.emplace(e.instance, e);
   }
+  TakeFetched();
   LearnFromCommit();
   AdvanceFrontier();
+}
+
+void Replica::TakeFetched() {
+  while (!fetched_ahead_.empty()) {
+    auto it = fetched_ahead_.begin();
+    if (it->first <= hard_.chosen) {
+      fetched_ahead_.erase(it);
+      continue;
+    }
+    if (it->first != hard_.chosen.next()) break;
+    if (role_ == Role::kLeader && inflight_.count(it->first)) {
+      fetched_ahead_.clear();
+      break;
+    }
+    StageEntry(it->second);
+    SetChosen(it->first);
+    fetched_ahead_.erase(it);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -848,6 +953,9 @@ void Replica::AdvanceFrontier() {
 void Replica::ApplyUpTo() {
   // Strictly in instance order: a learner never applies past a gap.
   while (apply_next_ <= hard_.chosen) {
+    // A Ready never applies past a snapshot point: its snapshot describes
+    // the state right after its last applied instance. Advance goes on.
+    if (snapshot_out_) break;
     const Instance i = apply_next_;
     if (chosen_ahead_.erase(i)) {
       apply_next_ = i.next();
@@ -863,7 +971,12 @@ void Replica::ApplyUpTo() {
     }
     ApplyChosen(i, e.value);
     apply_next_ = i.next();
+    if (!replaying_ && config_.snapshot_interval_instances != 0 &&
+        i.value() % config_.snapshot_interval_instances == 0) {
+      snapshot_out_ = applied_.Snapshot();
+    }
   }
+  if (rejoin_ == Rejoin::kCatchingUp) CheckRejoin();
 }
 
 void Replica::ApplyChosen(Instance instance, const ValuePtr& value) {
@@ -876,37 +989,172 @@ void Replica::ApplyChosen(Instance instance, const ValuePtr& value) {
   applied_out_.push_back(std::move(a));
 }
 
-void Replica::MaybeFetch(bool force) {
-  if (fetch_.active && !force) return;
-  if (peers_.empty()) return;
-  Instance first{}, last{};
-  if (repair_ != kNoInstance) {
-    first = last = repair_;
-  } else if (known_chosen_ > hard_.chosen) {
-    first = hard_.chosen.next();
-    last = Instance(std::min(known_chosen_.value(),
-                             hard_.chosen.value() + config_.fetch_entries_max));
-  } else {
-    return;
-  }
-  // Spread the load: pick at random among peers known to have the range,
-  // avoiding the one that just failed us when there is a choice.
-  std::vector<NodeId> candidates;
-  for (const Peer& p : peers_) {
-    if (p.chosen >= first && !(fetch_.peer == p.id && peers_.size() > 1)) {
-      candidates.push_back(p.id);
-    }
-  }
-  if (candidates.empty()) {
-    for (const Peer& p : peers_) candidates.push_back(p.id);
-  }
-  const NodeId peer = candidates[rng_.Uniform(candidates.size())];
+void Replica::SendFetch(NodeId peer, Instance first, Instance last) {
   Message m = NewMessage(MessageType::kFetch, peer);
   m.instance = first;
   m.instance_last = last;
   Send(std::move(m));
-  fetch_ = Fetch{true, peer, first, last, now_};
+  fetches_[first] = Fetch{peer, first, last, now_};
   ++counters_.fetches_sent;
+}
+
+void Replica::MaybeFetch(bool force) {
+  if (peers_.empty() || need_snapshot_) return;
+  // The frontier may have reached fetched entries by another way (a commit).
+  if (!fetched_ahead_.empty()) {
+    TakeFetched();
+    ApplyUpTo();
+  }
+  if (force) fetches_.clear();
+  // Spread the load: among the peers that have the range, the one with the
+  // fewest of our fetches in flight (random among equals), avoiding the
+  // last one that timed out when there is a choice.
+  auto pick = [&](Instance first, Instance last, bool* truncated) -> NodeId {
+    std::vector<NodeId> best;
+    size_t best_load = SIZE_MAX;
+    *truncated = false;
+    for (int pass = 0; pass < 3 && best.empty(); ++pass) {
+      for (const Peer& p : peers_) {
+        if (p.chosen < (pass == 0 ? last : first)) continue;
+        if (p.first_retained > first) {
+          *truncated = true;
+          continue;
+        }
+        if (p.id == fetch_failed_peer_ && pass < 2) continue;
+        size_t load = 0;
+        for (const auto& [f, fetch] : fetches_) load += fetch.peer == p.id;
+        if (load < best_load) best.clear(), best_load = load;
+        if (load == best_load) best.push_back(p.id);
+      }
+    }
+    return best.empty() ? kNoNode : best[rng_.Uniform(best.size())];
+  };
+  bool truncated = false;
+  if (repair_ != kNoInstance && !fetches_.count(repair_)) {
+    NodeId peer = pick(repair_, repair_, &truncated);
+    if (peer == kNoNode) peer = peers_[rng_.Uniform(peers_.size())].id;
+    SendFetch(peer, repair_, repair_);
+  }
+  // Pipelined range fetches over [chosen + 1, known_chosen_]: find the next
+  // instance neither in flight nor already fetched, ask for a run from there.
+  const uint64_t ahead_max =
+      hard_.chosen.value() + uint64_t{config_.fetch_pipeline_max} * config_.fetch_entries_max;
+  Instance x = hard_.chosen.next();
+  while (x <= known_chosen_ && x.value() <= ahead_max) {
+    if (fetches_.size() >= config_.fetch_pipeline_max + (repair_ != kNoInstance ? 1 : 0)) break;
+    bool covered = false;
+    for (const auto& [f, fetch] : fetches_) {
+      if (fetch.first <= x && x <= fetch.last) {
+        x = fetch.last.next();
+        covered = true;
+        break;
+      }
+    }
+    if (covered) continue;
+    if (fetched_ahead_.count(x)) {
+      x = x.next();
+      continue;
+    }
+    uint64_t last = std::min({known_chosen_.value(), x.value() + config_.fetch_entries_max - 1,
+                              ahead_max});
+    auto next_fetch = fetches_.upper_bound(x);
+    if (next_fetch != fetches_.end()) last = std::min(last, next_fetch->first.value() - 1);
+    auto next_have = fetched_ahead_.upper_bound(x);
+    if (next_have != fetched_ahead_.end()) last = std::min(last, next_have->first.value() - 1);
+    const NodeId peer = pick(x, Instance(last), &truncated);
+    if (peer == kNoNode) {
+      if (truncated && x == hard_.chosen.next()) {
+        // Every peer that has what we need next has truncated it: only a
+        // snapshot gets us there. The host fetches and installs it.
+        need_snapshot_ = true;
+        snapshot_asked_tick_ = 0;
+        snapshot_peer_ = kNoNode;
+        Instance best{};
+        for (const Peer& p : peers_) {
+          if (p.first_retained > x && p.chosen > best) best = p.chosen, snapshot_peer_ = p.id;
+        }
+        fetches_.clear();
+      }
+      break;
+    }
+    SendFetch(peer, x, Instance(last));
+    x = Instance(last).next();
+  }
+}
+
+void Replica::InstallSnapshot(const AppliedSnapshot& snapshot) {
+  PAXOS_ASSERT(!ready_outstanding_);
+  if (snapshot.instance <= hard_.chosen) return;
+  if (role_ != Role::kFollower) BecomeFollower(kNoNode, Ballot{});
+  applied_ = AppliedState(snapshot);
+  // The host raised the stored frontier with the install; this keeps them equal.
+  hard_.chosen = snapshot.instance;
+  hard_dirty_ = true;
+  known_chosen_ = std::max(known_chosen_, snapshot.instance);
+  apply_next_ = snapshot.instance.next();
+  last_instance_ = std::max(last_instance_, snapshot.instance);
+  staged_.erase(staged_.begin(), staged_.upper_bound(snapshot.instance));
+  // Applied but not yet handed over: the snapshot covers them.
+  std::erase_if(applied_out_,
+                [&](const AppliedInstance& a) { return a.instance <= snapshot.instance; });
+  if (snapshot_out_ && snapshot_out_->instance <= snapshot.instance) snapshot_out_.reset();
+  fetched_ahead_.erase(fetched_ahead_.begin(), fetched_ahead_.upper_bound(snapshot.instance));
+  fetches_.clear();
+  if (repair_ <= snapshot.instance) repair_ = kNoInstance;
+  need_snapshot_ = false;
+  ++counters_.snapshots_installed;
+  TakeFetched();
+  ApplyUpTo();
+  if (rejoin_ == Rejoin::kCatchingUp) CheckRejoin();
+  MaybeFetch(false);
+}
+
+// ---------------------------------------------------------------------------
+// Rejoin after a lost disk
+
+void Replica::Probe() {
+  for (const Peer& p : peers_) {
+    Message m = NewMessage(MessageType::kFetch, p.id);
+    m.instance = Instance(1);
+    m.instance_last = Instance(1);
+    Send(std::move(m));
+  }
+}
+
+void Replica::CheckRejoin() {
+  if (rejoin_ == Rejoin::kProbing) {
+    if (history_seen_) {
+      // What we may have voted on before we lost the disk: any instance
+      // accepted by a majority is reported by some peer of any quorum of
+      // them; any instance a leader assigned is at most its window beyond
+      // what was chosen then. Once an instance past both is chosen and
+      // applied here, none of our forgotten votes can matter any more.
+      if (probe_last_.size() < Quorum()) return;
+      Instance highest = known_chosen_;
+      for (const auto& [peer, last] : probe_last_) highest = std::max(highest, last);
+      rejoin_ = Rejoin::kCatchingUp;
+      rejoin_target_ = Instance(highest.value() + config_.window_instances_max + 1);
+      hard_.catch_up_until = rejoin_target_;
+      hard_dirty_ = true;
+    } else if (probe_fresh_.size() == peers_.size()) {
+      // A new cluster: nothing was ever chosen, so nothing can be forgotten.
+      // (Every peer must say so: a quorum of empty peers might be missing
+      // the one that holds what we forgot.)
+      rejoin_ = Rejoin::kNone;
+      hard_.catch_up_until = kNoInstance;
+      hard_dirty_ = true;
+      ResetElectionTimer();
+      return;
+    } else {
+      return;
+    }
+  }
+  if (rejoin_ == Rejoin::kCatchingUp && apply_next_ > rejoin_target_) {
+    rejoin_ = Rejoin::kNone;
+    hard_.catch_up_until = kNoInstance;
+    hard_dirty_ = true;
+    ResetElectionTimer();
+  }
 }
 
 Status Replica::status() const {
@@ -922,6 +1170,10 @@ Status Replica::status() const {
   s.pending_messages = pending_.size();
   s.inflight_instances = inflight_.size();
   s.storage_failed = storage_failed_;
+  s.voter = IsVoter();
+  s.catching_up = rejoin_ != Rejoin::kNone;
+  s.rejoin_target = rejoin_target_;
+  s.first_retained = store_.FirstInstance();
   for (const Peer& p : peers_) {
     s.peers.push_back(PeerStatus{p.id, p.chosen, now_ - p.heard_tick});
   }

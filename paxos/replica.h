@@ -64,6 +64,19 @@ struct Config {
   uint32_t accept_entries_max = 64;       // entries per Accept message
   uint32_t fetch_entries_max = 256;       // entries per FetchReply
   uint64_t fetch_bytes_max = 4 << 20;     // bytes per FetchReply
+  uint32_t fetch_pipeline_max = 4;        // range fetches in flight, spread over peers
+
+  // Snapshots: the applied state is handed to the host (Ready::snapshot)
+  // after every instance that is a multiple of this; 0 = never. The points
+  // are the same on every replica, so their snapshots are identical.
+  uint64_t snapshot_interval_instances = 0;
+
+  // The store was empty when the host started. A voter that lost its disk
+  // must not vote on what it forgot: it first asks its peers, and if the
+  // cluster has a history it stays a non-voter until it has applied an
+  // instance chosen after its restart. In a new cluster (every peer says it
+  // is empty) it votes at once; it waits while a peer has not answered.
+  bool probe_before_voting = false;
 
   uint64_t seed = 0;  // election jitter and peer choice
 
@@ -86,6 +99,18 @@ struct Ready {
   // yet assigned to an instance are dropped; the host fails their requests
   // (the client retries, and exactly-once makes that safe).
   bool lost_leadership = false;
+  // At a snapshot point: the applied state right after the last instance of
+  // `applied` (a Ready never applies past a snapshot point). The host saves
+  // a snapshot of its own state as of this Ready, then may truncate the log
+  // up to snapshot->instance.
+  std::optional<AppliedSnapshot> snapshot;
+  // The instances this node needs are below the first retained instance of
+  // every peer that has them: the host should fetch a snapshot (preferably
+  // from `snapshot_peer`) at or above `snapshot_min`, install it in the store
+  // and call InstallSnapshot. Repeated while the need lasts.
+  bool need_snapshot = false;
+  NodeId snapshot_peer{};
+  Instance snapshot_min{};
 };
 
 struct ProposeResult {
@@ -123,8 +148,14 @@ struct Status {
   uint64_t messages_appended = 0;
   uint64_t messages_duplicate = 0;
   uint64_t fetches_sent = 0;
+  uint64_t fetched_entries = 0;
+  uint64_t snapshots_installed = 0;
   uint64_t storage_corruptions = 0;
   bool storage_failed = false;
+  bool voter = false;        // a voting member (not a learner)
+  bool catching_up = false;  // a voter that lost its disk, not voting yet
+  Instance rejoin_target{};  // ...until it has applied this instance
+  Instance first_retained{};
 };
 
 class Replica {
@@ -137,6 +168,10 @@ class Replica {
   void Step(const Message& message);
   // Queues client messages for the log. Only the leader accepts them.
   ProposeResult Propose(std::vector<ClientMessage> messages);
+  // The host installed `snapshot` in the store (entries up to its instance
+  // dropped, chosen frontier raised to it): continue from there. Ignored
+  // unless snapshot.instance is above chosen(). A leader steps down first.
+  void InstallSnapshot(const AppliedSnapshot& snapshot);
 
   bool HasReady() const;
   Ready TakeReady();
@@ -164,7 +199,15 @@ class Replica {
     NodeId id{};
     Instance chosen{};
     uint64_t heard_tick = 0;
+    Instance first_retained{1};  // as it last told us
   };
+  struct Fetch {
+    NodeId peer{};
+    Instance first{};
+    Instance last{};
+    uint64_t sent_tick = 0;
+  };
+  enum class Rejoin : uint8_t { kNone, kProbing, kCatchingUp };
 
   // Handlers, one per message type (Step dispatches after the common checks).
   void OnPrepare(const Message& m);
@@ -209,6 +252,11 @@ class Replica {
   void ApplyUpTo();
   void CheckElection();
   void MaybeFetch(bool force);
+  void SendFetch(NodeId peer, Instance first, Instance last);
+  bool SendFetch(Instance first, Instance last, bool repair);
+  void TakeFetched();
+  void Probe();
+  void CheckRejoin();
   void ApplyChosen(Instance instance, const ValuePtr& value);
 
   // Storage through the staged (not yet persisted) overlay.
@@ -222,6 +270,8 @@ class Replica {
   void SendAfterPersist(Message m) { msgs_after_persist_.push_back(std::move(m)); }
   std::optional<size_t> VoterIndex(NodeId id) const;
   bool IsVoter() const { return self_index_.has_value(); }
+  // May promise, accept, grant pre-votes and campaign.
+  bool Votes() const { return IsVoter() && !storage_failed_ && rejoin_ == Rejoin::kNone; }
   size_t Quorum() const { return QuorumSize(config_.voters.size()); }
   bool bug(int b) const;
 
@@ -281,13 +331,21 @@ class Replica {
   Instance apply_next_{1};            // next instance to apply, in order
   Instance repair_{};                 // a chosen instance whose record is unreadable
   std::set<Instance> chosen_ahead_;   // bug kOutOfOrderApply only
-  struct Fetch {
-    bool active = false;
-    NodeId peer{};
-    Instance first{};
-    Instance last{};
-    uint64_t sent_tick = 0;
-  } fetch_;
+  std::map<Instance, Fetch> fetches_;        // in flight, by first instance
+  std::map<Instance, Entry> fetched_ahead_;  // chosen entries beyond a gap
+  NodeId fetch_failed_peer_{};               // the last peer that timed out
+  bool need_snapshot_ = false;
+  NodeId snapshot_peer_{};
+  uint64_t snapshot_asked_tick_ = 0;
+  std::optional<AppliedSnapshot> snapshot_out_;
+  bool replaying_ = false;
+
+  // Rejoin after a lost disk (Config::probe_before_voting).
+  Rejoin rejoin_ = Rejoin::kNone;
+  bool history_seen_ = false;
+  std::set<NodeId> probe_fresh_;     // peers that said they are empty
+  std::map<NodeId, Instance> probe_last_;  // peers' highest accepted instance
+  Instance rejoin_target_{};
 
   AppliedState applied_;
   std::vector<AppliedInstance> applied_out_;

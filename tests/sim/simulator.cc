@@ -59,6 +59,8 @@ struct EventLater {
 
 struct Node {
   NodeId id{};
+  bool learner = false;              // a non-voting member
+  bool wiped = false;                // restarts with an empty disk: probes before voting
   paxos::MemoryLogStore store;       // survives crashes: exactly the durable state
   std::unique_ptr<Replica> replica;  // volatile: gone on crash
   bool up = true;
@@ -94,6 +96,8 @@ class Simulation {
   void ClientAct(uint32_t c);
   void ClientAck(const Event& e);
   void InjectFault();
+  void InstallSnapshot(uint32_t i, NodeId suggested);
+  void OnSnapshot(uint32_t i, const paxos::AppliedSnapshot& snapshot);
   void HealAll();
   uint32_t IndexOf(NodeId id) const { return id.value() - 1; }
 
@@ -132,6 +136,10 @@ class Simulation {
   std::map<MsgKey, uint64_t> canonical_offset_;         // (3) no duplicates
   std::map<MsgKey, std::string> published_;             // (3) every delivered was published
   std::map<MsgKey, uint64_t> acked_;                    // (4) acked -> offset
+  std::map<Instance, paxos::AppliedSnapshot> snapshots_; // (6) equal at equal points
+  uint64_t keep_after_snapshot_ = 0;                     // instances kept behind one
+  uint32_t voters_ = 0;
+  bool wipes_ = false;
   SimResult result_;
 };
 
@@ -146,6 +154,8 @@ void Simulation::StartNode(uint32_t i) {
   paxos::Config c = base_config_;
   c.id = n.id;
   c.seed = rng_.Next();
+  c.probe_before_voting = n.wiped;
+  n.wiped = false;
   n.replica = std::make_unique<Replica>(c, n.store);
   n.up = true;
   n.waiting.clear();
@@ -200,8 +210,71 @@ void Simulation::HandleReady(uint32_t i) {
     for (const Message& m : r.messages_after_persist) SendPeer(m, now_);
     for (const paxos::AppliedInstance& a : r.applied) OnApplied(i, a);
     if (r.lost_leadership) n.waiting.clear();
+    if (r.snapshot) OnSnapshot(i, *r.snapshot);
+    // (7) a learner, or a voter catching up after a lost disk, never votes.
+    if (n.learner || n.replica->status().catching_up) {
+      for (const auto* list : {&r.messages, &r.messages_after_persist}) {
+        for (const Message& m : *list) {
+          if (m.type == paxos::MessageType::kPromise || m.type == paxos::MessageType::kAccepted ||
+              m.type == paxos::MessageType::kPreVoteGrant ||
+              m.type == paxos::MessageType::kPrepare) {
+            Violation("node " + std::to_string(n.id.value()) + " voted (" +
+                      paxos::ToString(m.type) + ") while " +
+                      (n.learner ? "a learner" : "catching up after a lost disk"));
+          }
+        }
+      }
+    }
     n.replica->Advance();
+    if (r.need_snapshot) InstallSnapshot(i, r.snapshot_peer);
   }
+}
+
+void Simulation::OnSnapshot(uint32_t i, const paxos::AppliedSnapshot& snapshot) {
+  Node& n = nodes_[i];
+  // (6) snapshots at the same point are identical on every replica, which
+  // is what lets a transfer resume from another peer.
+  auto [it, fresh] = snapshots_.try_emplace(snapshot.instance, snapshot);
+  if (!fresh && !(it->second == snapshot)) {
+    Violation("node " + std::to_string(n.id.value()) + " took a different snapshot at instance " +
+              std::to_string(snapshot.instance.value()));
+  }
+  n.store.SaveSnapshot(snapshot);
+  const uint64_t first =
+      snapshot.instance.value() + 1 - std::min(snapshot.instance.value(), keep_after_snapshot_);
+  n.store.Truncate(Instance(std::max<uint64_t>(first, 1)));
+}
+
+void Simulation::InstallSnapshot(uint32_t i, NodeId suggested) {
+  // The host's transfer, done at once: the newest snapshot of a reachable
+  // peer (the suggested one first) that is ahead of this node.
+  Node& n = nodes_[i];
+  std::optional<paxos::AppliedSnapshot> best;
+  for (uint32_t k = 0; k < nodes_.size(); ++k) {
+    const Node& p = nodes_[k];
+    if (k == i || !p.up || p.partition != n.partition) continue;
+    std::optional<paxos::AppliedSnapshot> s = p.store.LoadSnapshot();
+    if (!s || s->instance <= n.replica->chosen()) continue;
+    if (!best || p.id == suggested || s->instance > best->instance) best = s;
+  }
+  if (!best) {
+    Trace("node " + std::to_string(n.id.value()) + " needs a snapshot: no reachable peer has one");
+    return;
+  }
+  Trace("node " + std::to_string(n.id.value()) + " installs snapshot at instance " +
+        std::to_string(best->instance.value()));
+  const uint64_t next = best->next_offset.value();
+  if (next > canonical_.size()) {
+    Violation("a snapshot holds offsets nobody delivered");
+    return;
+  }
+  for (uint64_t o = 0; o < std::min<uint64_t>(next, n.stream.size()); ++o) {
+    if (n.stream[o] != canonical_[o]) Violation("stream differs before a snapshot install");
+  }
+  if (n.stream.size() < next) n.stream.assign(canonical_.begin(), canonical_.begin() + next);
+  n.store.InstallSnapshot(*best);
+  n.replica->InstallSnapshot(*best);
+  HandleReady(i);
 }
 
 void Simulation::DeliverMessage(const Event& e) {
@@ -236,6 +309,7 @@ void Simulation::OnSaved(const paxos::Entry& e) {
   // value chosen but never learned still counts.
   size_t votes = 0;
   for (const Node& n : nodes_) {
+    if (n.learner) continue;
     paxos::Entry stored;
     if (n.store.Get(e.instance, &stored) != paxos::StoreCode::kOk) continue;
     if (stored.ballot != e.ballot) continue;
@@ -246,7 +320,7 @@ void Simulation::OnSaved(const paxos::Entry& e) {
     }
     ++votes;
   }
-  if (votes >= paxos::QuorumSize(nodes_.size())) CheckChosen(e.instance, e.value, "a majority accepted");
+  if (votes >= paxos::QuorumSize(voters_)) CheckChosen(e.instance, e.value, "a majority accepted");
 }
 
 void Simulation::OnApplied(uint32_t i, const paxos::AppliedInstance& a) {
@@ -398,10 +472,24 @@ void Simulation::InjectFault() {
   Schedule(std::move(next));
   if (!faults_on_) return;
   const uint32_t i = static_cast<uint32_t>(rng_.Uniform(nodes_.size()));
-  switch (rng_.Uniform(4)) {
+  switch (rng_.Uniform(wipes_ ? 5 : 4)) {
     case 0:  // crash
       if (nodes_[i].up) CrashNode(i);
       break;
+    case 4: {  // lose the disk: crash, wipe, restart empty (one node at a time)
+      bool other_wiped = false;
+      for (const Node& o : nodes_) {
+        other_wiped |= o.store.LoadHardState().catch_up_until != paxos::kNoInstance;
+      }
+      if (other_wiped || nodes_[i].learner) break;
+      if (nodes_[i].up) CrashNode(i);
+      Trace("wipe node " + std::to_string(i + 1));
+      nodes_[i].store = paxos::MemoryLogStore{};
+      nodes_[i].stream.clear();
+      nodes_[i].wiped = true;
+      StartNode(i);
+      break;
+    }
     case 1:  // restart
       if (!nodes_[i].up) {
         StartNode(i);
@@ -484,9 +572,16 @@ SimResult Simulation::Run() {
   delay_max_ = delays[rng_.Uniform(4)];
   fault_every_ = fault_periods[rng_.Uniform(4)] * kTickUnits;
   crash_mid_persist_ = mid_persist[rng_.Uniform(3)];
+  const uint64_t snapshot_intervals[] = {0, 8, 24};
+  base_config_.snapshot_interval_instances = snapshot_intervals[rng_.Uniform(3)];
+  keep_after_snapshot_ = rng_.Uniform(12);
+  const bool learner = rng_.Chance(0.5);
+  wipes_ = rng_.Chance(0.5);
   std::ostringstream mix;
   mix << "loss=" << loss_ << " dup=" << duplicate_ << " delay<=" << delay_max_
-      << "u fault-every~" << fault_every_ / kTickUnits << "t mid-persist=" << crash_mid_persist_;
+      << "u fault-every~" << fault_every_ / kTickUnits << "t mid-persist=" << crash_mid_persist_
+      << " snapshot-every=" << base_config_.snapshot_interval_instances
+      << " keep=" << keep_after_snapshot_ << " learner=" << learner << " wipes=" << wipes_;
   result_.fault_mix = mix.str();
 
   base_config_.election_timeout_ticks = 10;
@@ -500,9 +595,11 @@ SimResult Simulation::Run() {
   base_config_.bug = opt_.bug;
   for (uint32_t i = 1; i <= opt_.nodes; ++i) base_config_.voters.push_back(NodeId(i));
 
-  nodes_.resize(opt_.nodes);
-  for (uint32_t i = 0; i < opt_.nodes; ++i) {
+  voters_ = opt_.nodes;
+  nodes_.resize(opt_.nodes + (learner ? 1 : 0));
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
     nodes_[i].id = NodeId(i + 1);
+    nodes_[i].learner = i >= opt_.nodes;
     StartNode(i);
     Event t;
     t.kind = Event::Kind::kTick;
