@@ -29,7 +29,15 @@ Status Broker::Start() {
   // takes the seed as an input and stays deterministic.
   std::random_device rd;
   const uint64_t seed = (uint64_t{rd()} << 32) ^ rd();
-  replica_ = std::make_unique<paxos::Replica>(config_.CoreConfig(seed), *store_);
+  paxos::Config core = config_.CoreConfig(seed);
+  // An empty data directory may be a new cluster or a lost disk: the core
+  // asks the peers before it votes (docs/operations.md, "Lost disks").
+  core.probe_before_voting = store_->opened_empty();
+  if (core.probe_before_voting) {
+    spdlog::info("empty data directory: asking the peers whether the cluster has a history "
+                 "before voting");
+  }
+  replica_ = std::make_unique<paxos::Replica>(core, *store_);
   peers_ = std::make_unique<PeerTransport>(context_, config_);
   if (!(s = peers_->Open()).ok()) return s;
   clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_);
@@ -92,12 +100,28 @@ Status Broker::DrainReady() {
         return Status::Error("storage failure: " + store_->last_error());
       }
     }
+    CountVotesWhileCatchingUp(r);
     for (const paxos::Message& m : r.messages_after_persist) peers_->Send(m);
     clients_->OnApplied(r.applied);
     if (r.lost_leadership) clients_->OnLostLeadership();
     replica_->Advance();
   }
   return Status::Ok();
+}
+
+void Broker::CountVotesWhileCatchingUp(const paxos::Ready& r) {
+  // An independent check of the core's promise: a voter catching up after
+  // a lost disk sends no vote. Reported in status; tests assert it is 0.
+  if (!replica_->status().catching_up) return;
+  for (const auto* list : {&r.messages, &r.messages_after_persist}) {
+    for (const paxos::Message& m : *list) {
+      if (m.type == paxos::MessageType::kPromise || m.type == paxos::MessageType::kAccepted ||
+          m.type == paxos::MessageType::kPreVoteGrant || m.type == paxos::MessageType::kPrepare) {
+        ++votes_while_catching_up_;
+      }
+    }
+  }
+  clients_->set_votes_while_catching_up(votes_while_catching_up_);
 }
 
 void Broker::ReportRoleChanges() {
@@ -115,6 +139,19 @@ void Broker::ReportRoleChanges() {
     }
     last_role_ = role;
     last_leader_ = leader;
+  }
+  const paxos::Status st = replica_->status();
+  if (st.catching_up != last_catching_up_ || st.rejoin_target != last_rejoin_target_) {
+    if (st.catching_up && st.rejoin_target == paxos::kNoInstance) {
+      spdlog::warn("not voting: waiting for every peer to say whether the cluster has a history");
+    } else if (st.catching_up) {
+      spdlog::warn("this broker lost its log: not voting until it has applied instance {} "
+                   "(applied {} so far)", st.rejoin_target.value(), st.chosen.value());
+    } else {
+      spdlog::info("voting (caught up at instance {})", st.chosen.value());
+    }
+    last_catching_up_ = st.catching_up;
+    last_rejoin_target_ = st.rejoin_target;
   }
   const uint64_t corruptions = replica_->status().storage_corruptions + store_->corruptions();
   if (corruptions != last_corruptions_) {

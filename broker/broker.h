@@ -38,6 +38,7 @@ class Broker {
   void HandlePeerFrames(size_t max);
   Status DrainReady();
   void ReportRoleChanges();
+  void CountVotesWhileCatchingUp(const paxos::Ready& r);
   void UpdateMetrics();
 
   BrokerConfig config_;
@@ -53,6 +54,9 @@ class Broker {
   paxos::Role last_role_ = paxos::Role::kFollower;
   paxos::NodeId last_leader_{};
   uint64_t last_corruptions_ = 0;
+  uint64_t votes_while_catching_up_ = 0;
+  bool last_catching_up_ = false;
+  paxos::Instance last_rejoin_target_{};
 };
 
 }  // namespace ordo::broker

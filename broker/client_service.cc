@@ -386,7 +386,8 @@ void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
       fbb, config_.node_id, paxos::ToString(s.role), s.leader.value(), leader.c_str(), &ballot,
       &promised, s.chosen.value(), s.last_instance.value(), store_.next_offset(),
       store_.earliest_offset(), &peers, s.storage_corruptions + store_.corruptions(),
-      counters_.frames_rejected);
+      counters_.frames_rejected, s.voter, s.catching_up, s.rejoin_target.value(),
+      votes_while_catching_up_, s.first_retained.value(), s.snapshots_installed);
   wire::FinishClientEnvelopeBuffer(
       fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, rid, wire::Body::StatusReply,
                                       reply.Union()));

@@ -51,8 +51,11 @@ class ClientService {
 
   const ClientCounters& counters() const { return counters_; }
   size_t subscriber_count() const { return subscriptions_.size(); }
+  // Reported in status: counted by the broker as it sends (see Broker::DrainReady).
+  void set_votes_while_catching_up(uint64_t n) { votes_while_catching_up_ = n; }
 
  private:
+  uint64_t votes_while_catching_up_ = 0;
   struct Pending {
     std::string identity;
     uint64_t request_id = 0;

@@ -134,6 +134,7 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
     mdb_txn_abort(txn);
     return Status::Error(LmdbError("reading the hard state", rc));
   }
+  const bool no_hard_state = rc == MDB_NOTFOUND;
   // Last instance and head offset.
   MDB_cursor* cur = nullptr;
   mdb_cursor_open(txn, s->log_, &cur);
@@ -147,6 +148,7 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
     if (DecodeIndex(v, &r)) s->next_offset_ = GetBigEndian(k.mv_data) + r.appended;
   }
   mdb_cursor_close(cur);
+  s->opened_empty_ = no_hard_state && s->last_instance_ == paxos::kNoInstance;
   if ((rc = mdb_txn_commit(txn)) != 0) return Status::Error(LmdbError("mdb_txn_commit", rc));
   *out = std::move(s);
   return Status::Ok();

@@ -74,6 +74,9 @@ class LmdbStore final : public paxos::LogStore {
 
   // Records that failed their checksum, since open.
   uint64_t corruptions() const { return corruptions_; }
+  // The environment held no hard state and no log when opened: a new member,
+  // or one whose disk was lost (the core tells them apart by asking peers).
+  bool opened_empty() const { return opened_empty_; }
   const std::string& last_error() const { return last_error_; }
 
  private:
@@ -88,6 +91,7 @@ class LmdbStore final : public paxos::LogStore {
   paxos::Instance last_instance_{};
   uint64_t next_offset_ = 0;
   mutable uint64_t corruptions_ = 0;
+  bool opened_empty_ = false;
   mutable std::string last_error_;
 };
 

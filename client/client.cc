@@ -272,6 +272,12 @@ Result<BrokerStatus> GetStatusImpl(const std::string& endpoint, std::chrono::mil
   }
   status.storage_corruptions = reply_status->storage_corruptions();
   status.frames_rejected = reply_status->frames_rejected();
+  status.voter = reply_status->voter();
+  status.catching_up = reply_status->catching_up();
+  status.rejoin_target = reply_status->rejoin_target();
+  status.votes_while_catching_up = reply_status->votes_while_catching_up();
+  status.first_retained = reply_status->first_retained();
+  status.snapshots_installed = reply_status->snapshots_installed();
   return status;
 }
 

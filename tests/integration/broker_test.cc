@@ -6,6 +6,9 @@
 #include "tests/testing/corrupt_lmdb.h"
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
 #include <map>
 #include <set>
 #include <thread>
@@ -196,6 +199,94 @@ TEST(Broker, GarbageTruncatedAndOversizedFramesChangeNothing) {
     rejected += s.value().frames_rejected;
   }
   EXPECT_GT(rejected, 0u);
+}
+
+
+// Reads a broker's whole log file.
+std::string ReadLog(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+TEST(Broker, AVoterWhoseDiskWasWipedCatchesUpBeforeVotingAndNothingAcknowledgedIsLost) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  const int wiped = leader % 3 + 1;
+  std::mutex mu;
+  std::map<uint64_t, std::string> acked;  // offset -> payload
+  std::atomic<bool> stop{false}, failed{false};
+  std::thread publisher([&] {
+    Publisher p(c.Options());
+    for (int b = 0; !stop; ++b) {
+      std::vector<OutgoingMessage> batch;
+      for (int i = 0; i < 20; ++i) batch.push_back({"", "w" + std::to_string(b * 20 + i)});
+      auto r = p.PublishBatch(batch);
+      if (!r.ok()) {
+        failed = true;
+        return;
+      }
+      std::lock_guard<std::mutex> l(mu);
+      for (int i = 0; i < 20; ++i) acked[r.value()[i]] = batch[i].payload;
+    }
+  });
+  auto acked_count = [&] {
+    std::lock_guard<std::mutex> l(mu);
+    return acked.size();
+  };
+  while (acked_count() < 2000 && !failed) std::this_thread::sleep_for(10ms);
+
+  // Lose the disk: kill -9, wipe the data directory, restart empty.
+  c.Kill(wiped);
+  std::filesystem::remove_all(c.DataDir(wiped));
+  c.Start(wiped);
+  // It asks its peers, learns the cluster has a history, and stays a
+  // non-voter until it has applied an instance past anything it could have
+  // voted on; then it votes again.
+  const auto deadline = std::chrono::steady_clock::now() + 90s;
+  bool voting = false;
+  while (!voting && std::chrono::steady_clock::now() < deadline && !failed) {
+    auto s = GetStatus(c.ClientEndpoint(wiped), 300ms);
+    if (s.ok()) {
+      ASSERT_EQ(s.value().votes_while_catching_up, 0u);
+      const std::string log = ReadLog(c.Log(wiped));
+      voting = !s.value().catching_up &&
+               log.find("not voting until it has applied instance") != std::string::npos;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(voting) << ReadLog(c.Log(wiped));
+  EXPECT_NE(ReadLog(c.Log(wiped)).find("voting (caught up at instance"), std::string::npos);
+  auto s = GetStatus(c.ClientEndpoint(wiped), 1s);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s.value().votes_while_catching_up, 0u);
+
+  // Now it must carry its weight: without the old leader, the rejoined
+  // broker is half of every quorum.
+  const size_t before_kill = acked_count();
+  while (acked_count() < before_kill + 200 && !failed) std::this_thread::sleep_for(10ms);
+  c.Kill(leader);
+  const size_t after_kill = acked_count();
+  while (acked_count() < after_kill + 500 && !failed) std::this_thread::sleep_for(10ms);
+  stop = true;
+  publisher.join();
+  ASSERT_FALSE(failed);
+
+  uint64_t head = 0;
+  {
+    std::lock_guard<std::mutex> l(mu);
+    head = acked.rbegin()->first + 1;
+  }
+  ASSERT_TRUE(c.WaitForHead(head));
+  for (int n = 1; n <= 3; ++n) {
+    if (!c.Running(n)) continue;
+    const std::vector<Record> got = ReadAll(c.ClientEndpoint(n), head);
+    ASSERT_EQ(got.size(), head) << "broker " << n;
+    std::lock_guard<std::mutex> l(mu);
+    for (const auto& [offset, payload] : acked) {
+      ASSERT_EQ(got[offset].payload, payload) << "broker " << n << " offset " << offset;
+    }
+  }
 }
 
 }  // namespace

@@ -179,6 +179,12 @@ struct BrokerStatus {
   std::vector<PeerInfo> peers;
   uint64_t storage_corruptions = 0;
   uint64_t frames_rejected = 0;
+  bool voter = true;              // false: a learner broker (never votes)
+  bool catching_up = false;       // lost its disk: not voting until it has caught up
+  uint64_t rejoin_target = 0;     // ...past this instance (0 while it asks its peers)
+  uint64_t votes_while_catching_up = 0;  // counted by the broker; always 0
+  uint64_t first_retained = 0;    // first instance still in its log
+  uint64_t snapshots_installed = 0;
 };
 
 // Asks one broker (its client endpoint, HOST:PORT) for its status.
