@@ -35,7 +35,8 @@ Status Broker::Start() {
   if (!(s = peers_->Open()).ok()) return s;
   clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_);
   if (!config_.metrics.empty()) {
-    if (!(s = ClientConnections::Attach(context_, clients_->socket(), &connections_)).ok()) return s;
+    s = ClientConnections::Attach(context_, clients_->socket(), &connections_);
+    if (!s.ok()) return s;
   }
   if (!(s = clients_->Open()).ok()) return s;
   if (!config_.metrics.empty()) {

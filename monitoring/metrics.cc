@@ -113,7 +113,8 @@ prometheus::Counter* C(prometheus::Registry& r, const char* name, const char* he
 }
 
 prometheus::Histogram* H(prometheus::Registry& r, const char* name, const char* help,
-                         const prometheus::Labels& labels, prometheus::Histogram::BucketBoundaries b) {
+                         const prometheus::Labels& labels,
+                         prometheus::Histogram::BucketBoundaries b) {
   return &prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add(labels, std::move(b));
 }
 
@@ -125,8 +126,8 @@ void Mirror(prometheus::Counter* c, uint64_t now, uint64_t before) {
 // Latencies from 100 us (an in-memory round on loopback) to 30 s (the
 // publish timeout).
 prometheus::Histogram::BucketBoundaries LatencyBuckets() {
-  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10, 30};
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+          0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30};
 }
 
 }  // namespace
@@ -178,7 +179,8 @@ broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_i
     rl.emplace("role", paxos::ToString(x));
     i.role[static_cast<int>(x)] = &role.Add(rl);
   }
-  i.leader_id = G(r, "ordo_leader_node", "Node id of the leader this broker follows (0: none known)", l);
+  i.leader_id =
+      G(r, "ordo_leader_node", "Node id of the leader this broker follows (0: none known)", l);
   i.ballot_round = G(r, "ordo_ballot_round", "Round of the leader's ballot as known here", l);
   i.promised_round = G(r, "ordo_promised_round", "Round of the highest ballot promised here", l);
   i.non_voter_catching_up = G(r, "ordo_non_voter_catching_up",
@@ -201,14 +203,18 @@ broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_i
       G(r, "ordo_inflight_instances", "Instances the leader proposed that are not yet chosen", l);
 
   // Peers: the families exist from the start; one child per configured peer.
-  i.peer_lag = &prometheus::BuildGauge()
-                    .Name("ordo_peer_lag_instances")
-                    .Help("Instances the peer's chosen frontier is behind this broker's")
-                    .Register(r);
-  i.peer_heard = &prometheus::BuildGauge()
-                      .Name("ordo_peer_last_heard_seconds")
-                      .Help("Seconds since this broker last heard from the peer")
-                      .Register(r);
+  i.peer_lag =
+      &prometheus::BuildGauge()
+           .Name("ordo_peer_lag_instances")
+           .Help(
+               "Instances the peer's chosen frontier is behind this broker's, as last reported "
+               "(current on the leader, which hears from every peer)")
+           .Register(r);
+  i.peer_heard =
+      &prometheus::BuildGauge()
+           .Name("ordo_peer_last_heard_seconds")
+           .Help("Seconds since the peer last reported its chosen frontier (current on the leader)")
+           .Register(r);
   i.peer_sent = &prometheus::BuildCounter()
                      .Name("ordo_peer_sent_bytes_total")
                      .Help("Bytes sent to the peer")
@@ -237,8 +243,8 @@ broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_i
                            "Messages appended to the stream (applied with a new offset)", l);
   i.messages_duplicate =
       C(r, "ordo_messages_deduplicated_total", "Retried messages answered with their offset", l);
-  i.messages_acked = C(r, "ordo_messages_acknowledged_total",
-                       "Published messages acknowledged by this broker", l);
+  i.messages_acked =
+      C(r, "ordo_messages_acknowledged_total", "Published messages acknowledged by this broker", l);
   i.messages_delivered = C(r, "ordo_messages_delivered_total", "Messages pushed to subscribers", l);
   i.redirects = C(r, "ordo_redirects_total", "Publish requests sent to the leader instead", l);
 
@@ -285,9 +291,9 @@ broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_i
   i.phase2 = H(r, "ordo_phase2_round_trip_seconds",
                "Leader: from the first Accept sent for an instance to that instance chosen", l,
                LatencyBuckets());
-  i.fsync = H(r, "ordo_fsync_seconds",
-              "Duration of one LMDB write-transaction commit, including its fsync", l,
-              LatencyBuckets());
+  i.fsync =
+      H(r, "ordo_fsync_seconds",
+        "Duration of one LMDB write-transaction commit, including its fsync", l, LatencyBuckets());
   i.batch_size = H(r, "ordo_batch_messages", "Client messages per proposed batch value", l,
                    prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512,
                                                            1024, 2048, 4096, 8192});

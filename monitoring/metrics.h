@@ -50,7 +50,7 @@ struct BrokerGauges {
   uint64_t redirects = 0;
   uint64_t messages_delivered = 0;
   std::vector<PeerLink> links;
-  uint64_t catchup_bytes_sent = 0;      // FetchReply (and later snapshot) bytes
+  uint64_t catchup_bytes_sent = 0;  // FetchReply (and later snapshot) bytes
   uint64_t catchup_bytes_received = 0;
   uint64_t subscribers = 0;
   uint64_t subscriber_lag_max = 0;  // messages behind this broker's head

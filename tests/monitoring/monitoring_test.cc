@@ -24,18 +24,38 @@ const std::string kSource = ORDO_SOURCE_DIR;
 
 // What issue 6 asks a broker to expose (a histogram by its _bucket series).
 const char* const kRequired[] = {
-    "ordo_leader", "ordo_role", "ordo_ballot_round", "ordo_chosen_instance", "ordo_next_offset",
-    "ordo_first_retained_instance", "ordo_peer_lag_instances", "ordo_elections_started_total",
-    "ordo_elections_won_total", "ordo_instances_proposed_total", "ordo_instances_chosen_total",
-    "ordo_messages_published_total", "ordo_messages_committed_total",
-    "ordo_messages_acknowledged_total", "ordo_messages_deduplicated_total",
-    "ordo_publish_ack_seconds_bucket", "ordo_phase2_round_trip_seconds_bucket",
-    "ordo_fsync_seconds_bucket", "ordo_batch_messages_bucket", "ordo_peer_sent_bytes_total",
-    "ordo_peer_received_bytes_total", "ordo_client_connections", "ordo_subscribers",
-    "ordo_subscriber_lag_messages_max", "ordo_catchup_bytes_total",
-    "ordo_snapshot_installs_total", "ordo_snapshot_install_seconds_bucket",
-    "ordo_frames_rejected_total", "ordo_redirects_total", "ordo_checksum_failures_total",
-    "ordo_non_voter_catching_up", "ordo_data_filesystem_avail_bytes",
+    "ordo_leader",
+    "ordo_role",
+    "ordo_ballot_round",
+    "ordo_chosen_instance",
+    "ordo_next_offset",
+    "ordo_first_retained_instance",
+    "ordo_peer_lag_instances",
+    "ordo_elections_started_total",
+    "ordo_elections_won_total",
+    "ordo_instances_proposed_total",
+    "ordo_instances_chosen_total",
+    "ordo_messages_published_total",
+    "ordo_messages_committed_total",
+    "ordo_messages_acknowledged_total",
+    "ordo_messages_deduplicated_total",
+    "ordo_publish_ack_seconds_bucket",
+    "ordo_phase2_round_trip_seconds_bucket",
+    "ordo_fsync_seconds_bucket",
+    "ordo_batch_messages_bucket",
+    "ordo_peer_sent_bytes_total",
+    "ordo_peer_received_bytes_total",
+    "ordo_client_connections",
+    "ordo_subscribers",
+    "ordo_subscriber_lag_messages_max",
+    "ordo_catchup_bytes_total",
+    "ordo_snapshot_installs_total",
+    "ordo_snapshot_install_seconds_bucket",
+    "ordo_frames_rejected_total",
+    "ordo_redirects_total",
+    "ordo_checksum_failures_total",
+    "ordo_non_voter_catching_up",
+    "ordo_data_filesystem_avail_bytes",
     "ordo_data_filesystem_size_bytes",
 };
 
@@ -85,19 +105,20 @@ TEST(Monitoring, EveryBrokerExposesTheIssueMetricsAndPassesPromtool) {
     Publisher p(c.Options());
     ASSERT_TRUE(p.PublishBatch({{"", "a"}, {"", "b"}, {"", "c"}}).ok());
   }
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("ordo-metrics-" + std::to_string(getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("ordo-metrics-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   std::set<std::string> exposed;
   for (int i = 1; i <= 3; ++i) {
     const std::string text = Scrape(c.MetricsEndpoint(i));
-    ASSERT_FALSE(text.empty()) << "no /metrics from broker " << i << " on "
-                               << c.MetricsEndpoint(i) << "; log: " << ReadFile(c.Log(i));
+    ASSERT_FALSE(text.empty()) << "no /metrics from broker " << i << " on " << c.MetricsEndpoint(i)
+                               << "; log: " << ReadFile(c.Log(i));
     const std::string file = (dir / ("node" + std::to_string(i) + ".txt")).string();
     std::ofstream(file) << text;
     std::string out;
     EXPECT_EQ(RunCommand(promtool + " check metrics < " + file, &out), 0)
-        << "promtool check metrics on broker " << i << ":\n" << out;
+        << "promtool check metrics on broker " << i << ":\n"
+        << out;
     const std::set<std::string> names = SampleNames(text);
     for (const char* name : kRequired) {
       EXPECT_TRUE(names.count(name)) << "broker " << i << " does not expose " << name;
@@ -106,8 +127,8 @@ TEST(Monitoring, EveryBrokerExposesTheIssueMetricsAndPassesPromtool) {
     EXPECT_NE(text.find("ordo_leader{node=\"" + std::to_string(i) + "\"}"), std::string::npos);
     for (const std::string& labels : Matches(text, R"re(\nordo_[a-z0-9_]*\{([^}]*)\})re")) {
       for (const std::string& label : Matches(labels, R"re(([a-z_]+)=")re")) {
-        EXPECT_TRUE(kAllowedLabels.count(label)) << "unbounded label? " << label << " in {"
-                                                 << labels << "}";
+        EXPECT_TRUE(kAllowedLabels.count(label))
+            << "unbounded label? " << label << " in {" << labels << "}";
       }
     }
     exposed.insert(names.begin(), names.end());
@@ -135,12 +156,14 @@ TEST(Monitoring, PrometheusSeesOneLeaderCommitsAndTheLeaderMovingAfterAKill) {
 
   std::string config =
       "global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n  evaluation_interval: 1s\n"
-      "rule_files:\n  - " + kSource + "/monitoring/alerts.yml\n"
+      "rule_files:\n  - " +
+      kSource +
+      "/monitoring/alerts.yml\n"
       "scrape_configs:\n  - job_name: ordo\n    static_configs:\n      - targets: [";
   for (int i = 1; i <= 3; ++i) config += (i > 1 ? ", '" : "'") + c.MetricsEndpoint(i) + "'";
   config += "]\n";
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("ordo-prometheus-" + std::to_string(getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("ordo-prometheus-" + std::to_string(getpid()));
   // Removed at the end of the test, after the server has stopped.
   struct RemoveDir {
     std::filesystem::path p;
@@ -162,9 +185,7 @@ TEST(Monitoring, PrometheusSeesOneLeaderCommitsAndTheLeaderMovingAfterAKill) {
     }
     return json;
   };
-  auto leaders = [](const std::string& json) {
-    return Matches(json, R"re("node":"([0-9]+)")re");
-  };
+  auto leaders = [](const std::string& json) { return Matches(json, R"re("node":"([0-9]+)")re"); };
 
   Load load(c.Options());
 
@@ -180,8 +201,6 @@ TEST(Monitoring, PrometheusSeesOneLeaderCommitsAndTheLeaderMovingAfterAKill) {
   json = poll("ordo_leader == 1", [&](const std::string& j) { return leaders(j).size() == 1; });
   const std::vector<std::string> first = leaders(json);
   ASSERT_EQ(first.size(), 1u) << json;
-  json = server.Query("sum(ordo_leader)");
-  EXPECT_EQ(ResultValues(json), std::vector<double>{1}) << json;
 
   // The committed-messages rate is above zero.
   json = poll("sum(rate(ordo_messages_committed_total[5s]))", [](const std::string& j) {
@@ -197,6 +216,20 @@ TEST(Monitoring, PrometheusSeesOneLeaderCommitsAndTheLeaderMovingAfterAKill) {
   ASSERT_EQ(HttpGet(server.address(), "/api/v1/rules", &rules), 200);
   EXPECT_NE(rules.find("\"name\":\"OrdoNoLeader\""), std::string::npos) << rules;
   EXPECT_EQ(rules.find("\"health\":\"err\""), std::string::npos) << rules;
+
+  // Every dashboard query is valid PromQL and finds data in this cluster
+  // (Grafana's $__rate_interval becomes a window that fits the scrapes).
+  const std::string dashboard = ReadFile(kSource + "/monitoring/grafana-dashboard.json");
+  const auto exprs = Matches(dashboard, R"re("expr": "((?:[^"\\]|\\.)*)")re");
+  EXPECT_GT(exprs.size(), 10u);
+  for (std::string expr : exprs) {
+    expr = std::regex_replace(expr, std::regex(R"(\$__rate_interval)"), "5s");
+    expr = std::regex_replace(expr, std::regex(R"(\\(["\\]))"), "$1");
+    json = poll(expr,
+                [](const std::string& j) { return j.find("\"result\":[]") == std::string::npos; });
+    EXPECT_NE(json.find("\"status\":\"success\""), std::string::npos) << expr << ": " << json;
+    EXPECT_EQ(json.find("\"result\":[]"), std::string::npos) << expr << " found no data";
+  }
 
   // kill -9 the leader: the leader series moves to another broker.
   const int old_leader = std::stoi(first[0]);

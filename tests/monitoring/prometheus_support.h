@@ -4,12 +4,12 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <fcntl.h>
 
 #include <chrono>
 #include <cstdio>
@@ -44,7 +44,8 @@ inline int HttpGet(const std::string& host_port, const std::string& target, std:
   }
   const std::string request = "GET " + target + " HTTP/1.0\r\nHost: " + host_port +
                               "\r\nAccept: */*\r\nConnection: close\r\n\r\n";
-  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
     close(fd);
     return 0;
   }
@@ -90,8 +91,9 @@ inline std::string Which(const std::string& name) {
 }
 
 inline std::string MissingTool(const std::string& name) {
-  return name + " is not installed (not found in PATH). It comes with Debian's `prometheus` "
-                "package, which scripts/setup installs: run scripts/setup as root.";
+  return name +
+         " is not installed (not found in PATH). It comes with Debian's `prometheus` "
+         "package, which scripts/setup installs: run scripts/setup as root.";
 }
 
 // Runs `command` through the shell; returns its exit status and fills
@@ -188,10 +190,11 @@ class PrometheusServer {
     return pid_ > 0;
   }
 
-  // GET /api/v1/query?query=`promql`; returns the JSON body ("" on failure).
+  // GET /api/v1/query?query=`promql`; returns the JSON body ("" when unreachable).
   std::string Query(const std::string& promql) const {
     std::string body;
-    if (HttpGet(address_, "/api/v1/query?query=" + UrlEncode(promql), &body) != 200) return "";
+    // Errors (400, 422) come with a JSON body saying what was wrong.
+    if (HttpGet(address_, "/api/v1/query?query=" + UrlEncode(promql), &body) == 0) return "";
     return body;
   }
 
