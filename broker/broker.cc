@@ -14,6 +14,7 @@ Broker::Broker(BrokerConfig config) : config_(std::move(config)) {}
 
 Broker::~Broker() {
   // Sockets close before the context terminates.
+  connections_.reset();
   clients_.reset();
   peers_.reset();
 }
@@ -41,11 +42,16 @@ Status Broker::Start() {
   peers_ = std::make_unique<PeerTransport>(context_, config_);
   if (!(s = peers_->Open()).ok()) return s;
   clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_);
+  if (!config_.metrics.empty()) {
+    s = ClientConnections::Attach(context_, clients_->socket(), &connections_);
+    if (!s.ok()) return s;
+  }
   if (!(s = clients_->Open()).ok()) return s;
   if (!config_.metrics.empty()) {
-    if (!(s = monitoring::BrokerMetrics::Start(config_.metrics, config_.node_id, &metrics_)).ok()) {
-      return s;
-    }
+    s = monitoring::BrokerMetrics::Start(config_.metrics, config_.node_id, config_.data_dir,
+                                         &metrics_);
+    if (!s.ok()) return s;
+    clients_->set_metrics(metrics_.get());
   }
   spdlog::info("node {} up: peers on {}, clients on {}, metrics on {}", config_.node_id,
                config_.Self()->peer, config_.Self()->client,
@@ -82,6 +88,7 @@ void Broker::HandlePeerFrames(size_t max) {
       }
       continue;
     }
+    peers_->NoteReceived(m, frame.size());
     replica_->Step(m);
   }
 }
@@ -89,15 +96,20 @@ void Broker::HandlePeerFrames(size_t max) {
 Status Broker::DrainReady() {
   while (replica_->HasReady()) {
     paxos::Ready r = replica_->TakeReady();
+    if (metrics_) metrics_->OnReady(r);
     // Accepts and commits vouch for nothing this node has not persisted: they
     // may leave before the write (the leader's own write overlaps the round).
     for (const paxos::Message& m : r.messages) peers_->Send(m);
     bool index = false;
     for (const paxos::AppliedInstance& a : r.applied) index |= a.appended > 0;
     if (r.hard_state_changed || !r.entries.empty() || index) {
+      const auto commit_start = Clock::now();
       if (store_->Commit(r.hard_state, r.entries, r.applied) != paxos::StoreCode::kOk) {
         // Fail-stop: continuing could vouch for state that is not durable.
         return Status::Error("storage failure: " + store_->last_error());
+      }
+      if (metrics_) {
+        metrics_->ObserveFsync(std::chrono::duration<double>(Clock::now() - commit_start).count());
       }
     }
     CountVotesWhileCatchingUp(r);
@@ -167,13 +179,26 @@ void Broker::UpdateMetrics() {
   monitoring::BrokerGauges g;
   g.core = replica_->status();
   g.next_offset = store_->next_offset();
+  g.first_retained_instance = g.core.first_retained.value();
+  g.non_voter_catching_up = g.core.catching_up;
   g.storage_corruptions = g.core.storage_corruptions + store_->corruptions();
-  g.frames_rejected = clients_->counters().frames_rejected + peer_frames_rejected_;
-  g.publishes_acked = clients_->counters().publishes_acked;
-  g.redirects = clients_->counters().redirects;
-  g.messages_delivered = clients_->counters().messages_delivered;
-  g.peer_bytes_out = peers_->bytes_out();
+  g.tick_ms = config_.tick_ms;
+  g.first_retained_offset = store_->earliest_offset();
+  const ClientCounters& c = clients_->counters();
+  g.client_frames_rejected = c.frames_rejected;
+  g.peer_frames_rejected = peer_frames_rejected_;
+  g.messages_published = c.messages_published;
+  g.publishes_acked = c.publishes_acked;
+  g.redirects = c.redirects;
+  g.messages_delivered = c.messages_delivered;
+  for (const auto& [peer, link] : peers_->links()) {
+    g.links.push_back({peer, link.bytes_sent, link.bytes_received, link.frames_dropped});
+  }
+  g.catchup_bytes_sent = peers_->catchup_bytes_sent();
+  g.catchup_bytes_received = peers_->catchup_bytes_received();
   g.subscribers = clients_->subscriber_count();
+  clients_->SubscriberLag(&g.subscriber_lag_max, &g.subscriber_lag_sum);
+  if (connections_) g.client_connections = connections_->Count();
   metrics_->Update(g);
 }
 

@@ -14,6 +14,7 @@
 
 #include <zmq.hpp>
 
+#include "broker/client_connections.h"
 #include "broker/client_service.h"
 #include "broker/config.h"
 #include "broker/lmdb_store.h"
@@ -47,6 +48,7 @@ class Broker {
   std::unique_ptr<paxos::Replica> replica_;
   std::unique_ptr<PeerTransport> peers_;
   std::unique_ptr<ClientService> clients_;
+  std::unique_ptr<ClientConnections> connections_;  // only with metrics on
   std::unique_ptr<monitoring::BrokerMetrics> metrics_;
   uint64_t peer_frames_rejected_ = 0;
   uint64_t peer_rejects_since_log_ = 0;

@@ -259,6 +259,7 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid, con
     SendError(identity, rid, Code(wire::ErrorCode::Unavailable), "leadership changed: retry");
     return;
   }
+  counters_.messages_published += keys.size();
   auto it = pending_.insert(pending_.end(), std::move(p));
   for (size_t i = 0; i < keys.size(); ++i) waiting_.emplace(keys[i], std::make_pair(it, i));
 }
@@ -307,6 +308,9 @@ void ClientService::Reply(std::list<Pending>::iterator it) {
       fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, it->request_id,
                                       wire::Body::PublishReply, reply.Union()));
   SendFrame(it->identity, fbb.GetBufferPointer(), fbb.GetSize());
+  if (metrics_) {
+    metrics_->ObservePublishAck(std::chrono::duration<double>(Clock::now() - it->started).count());
+  }
   pending_.erase(it);
 }
 
@@ -392,6 +396,17 @@ void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
       fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, rid, wire::Body::StatusReply,
                                       reply.Union()));
   SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
+}
+
+void ClientService::SubscriberLag(uint64_t* max, uint64_t* sum) const {
+  const uint64_t head = store_.next_offset();
+  *max = 0;
+  *sum = 0;
+  for (const auto& [identity, sub] : subscriptions_) {
+    const uint64_t lag = head > sub.next_offset ? head - sub.next_offset : 0;
+    *max = std::max(*max, lag);
+    *sum += lag;
+  }
 }
 
 void ClientService::Service(Clock::time_point now) {

@@ -18,12 +18,14 @@
 #include "broker/config.h"
 #include "broker/lmdb_store.h"
 #include "broker/status.h"
+#include "monitoring/metrics.h"
 #include "paxos/replica.h"
 
 namespace ordo::broker {
 
 struct ClientCounters {
   uint64_t frames_rejected = 0;
+  uint64_t messages_published = 0;  // taken into the leader's queue
   uint64_t publishes_acked = 0;
   uint64_t redirects = 0;
   uint64_t messages_delivered = 0;
@@ -53,6 +55,10 @@ class ClientService {
   size_t subscriber_count() const { return subscriptions_.size(); }
   // Reported in status: counted by the broker as it sends (see Broker::DrainReady).
   void set_votes_while_catching_up(uint64_t n) { votes_while_catching_up_ = n; }
+  // Largest and summed number of messages subscribers are behind the head.
+  void SubscriberLag(uint64_t* max, uint64_t* sum) const;
+  // Where publish-to-ack latencies go; null (the default) records nothing.
+  void set_metrics(monitoring::BrokerMetrics* metrics) { metrics_ = metrics; }
 
  private:
   uint64_t votes_while_catching_up_ = 0;
@@ -92,6 +98,7 @@ class ClientService {
   std::multimap<Key, std::pair<std::list<Pending>::iterator, size_t>> waiting_;
   std::map<std::string, Subscription> subscriptions_;  // by client identity
   ClientCounters counters_;
+  monitoring::BrokerMetrics* metrics_ = nullptr;
   Clock::time_point last_reject_log_{};
   uint64_t rejects_since_log_ = 0;
 };

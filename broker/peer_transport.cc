@@ -6,6 +6,11 @@ namespace ordo::broker {
 
 namespace {
 constexpr int kPeerQueueMessagesMax = 10000;  // per link, each way
+
+// Traffic that brings a lagging broker up to date rather than running the
+// protocol; reported apart so an operator sees catch-up happen. (Issue 5:
+// add the snapshot message types here.)
+bool IsCatchUp(paxos::MessageType type) { return type == paxos::MessageType::kFetchReply; }
 }  // namespace
 
 PeerTransport::PeerTransport(zmq::context_t& context, const BrokerConfig& config)
@@ -33,6 +38,7 @@ Status PeerTransport::Open() {
       ParseEndpoint(m.peer, &peer_address);
       s.connect(peer_address);
       outbound_.emplace(m.id, std::move(s));
+      links_[m.id];
     }
   } catch (const zmq::error_t& e) {
     return Status::Error("peer endpoint " + config_.Self()->peer + ": " + e.what());
@@ -43,19 +49,28 @@ Status PeerTransport::Open() {
 bool PeerTransport::Send(const paxos::Message& message) {
   auto it = outbound_.find(message.to.value());
   if (it == outbound_.end()) return false;
+  LinkCounters& link = links_[message.to.value()];
   const std::string frame = EncodePeerMessage(message);
   try {
     auto sent = it->second.send(zmq::buffer(frame), zmq::send_flags::dontwait);
     if (!sent) {
-      ++dropped_;
+      ++link.frames_dropped;
       return false;
     }
   } catch (const zmq::error_t&) {
-    ++dropped_;
+    ++link.frames_dropped;
     return false;
   }
-  bytes_out_ += frame.size();
+  link.bytes_sent += frame.size();
+  if (IsCatchUp(message.type)) catchup_bytes_sent_ += frame.size();
   return true;
+}
+
+void PeerTransport::NoteReceived(const paxos::Message& message, size_t bytes) {
+  auto it = links_.find(message.from.value());
+  if (it == links_.end()) return;  // not a configured peer
+  it->second.bytes_received += bytes;
+  if (IsCatchUp(message.type)) catchup_bytes_received_ += bytes;
 }
 
 bool PeerTransport::Receive(zmq::message_t* payload, bool* well_formed) {

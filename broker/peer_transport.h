@@ -43,16 +43,30 @@ class PeerTransport {
   // exactly the shape a peer sends (identity + one frame).
   bool Receive(zmq::message_t* payload, bool* well_formed);
 
-  uint64_t bytes_out() const { return bytes_out_; }
-  uint64_t dropped() const { return dropped_; }
+  // Counts a frame the broker decoded and accepted as `message` from its
+  // sender (per-link bytes in, catch-up bytes). Frames that fail to decode
+  // have no trustworthy sender and are counted as rejected instead.
+  void NoteReceived(const paxos::Message& message, size_t bytes);
+
+  struct LinkCounters {
+    uint64_t bytes_sent = 0;
+    uint64_t bytes_received = 0;
+    uint64_t frames_dropped = 0;
+  };
+  // By peer node id; one entry per configured peer.
+  const std::map<uint32_t, LinkCounters>& links() const { return links_; }
+  // Bytes of catch-up traffic (see IsCatchUp in peer_transport.cc).
+  uint64_t catchup_bytes_sent() const { return catchup_bytes_sent_; }
+  uint64_t catchup_bytes_received() const { return catchup_bytes_received_; }
 
  private:
   const BrokerConfig& config_;
   zmq::context_t& context_;
   zmq::socket_t inbound_;
   std::map<uint32_t, zmq::socket_t> outbound_;  // by peer node id
-  uint64_t bytes_out_ = 0;
-  uint64_t dropped_ = 0;
+  std::map<uint32_t, LinkCounters> links_;
+  uint64_t catchup_bytes_sent_ = 0;
+  uint64_t catchup_bytes_received_ = 0;
 };
 
 }  // namespace ordo::broker

@@ -3,32 +3,101 @@
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <sys/statvfs.h>
 
 #include <exception>
 
 namespace ordo::monitoring {
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Accept timestamps kept at most: the window is far smaller, so more means
+// chosen instances went unnoticed (lost leadership mid-round); start over.
+constexpr size_t kPhase2TrackedMax = 65536;
+constexpr auto kDiskStatInterval = std::chrono::seconds(1);
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
 struct BrokerMetrics::Impl {
+  struct Peer {
+    prometheus::Gauge* lag = nullptr;
+    prometheus::Gauge* last_heard = nullptr;
+    prometheus::Counter* bytes_sent = nullptr;
+    prometheus::Counter* bytes_received = nullptr;
+    prometheus::Counter* frames_dropped = nullptr;
+    PeerLink last;
+  };
+
   std::unique_ptr<prometheus::Exposer> exposer;
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  prometheus::Labels node;
+  std::string data_dir;
+
   prometheus::Gauge* is_leader = nullptr;
+  prometheus::Gauge* role[3] = {};  // by paxos::Role
+  prometheus::Gauge* leader_id = nullptr;
   prometheus::Gauge* ballot_round = nullptr;
+  prometheus::Gauge* promised_round = nullptr;
   prometheus::Gauge* chosen = nullptr;
+  prometheus::Gauge* last_instance = nullptr;
   prometheus::Gauge* next_offset = nullptr;
+  prometheus::Gauge* first_retained_instance = nullptr;
+  prometheus::Gauge* first_retained_offset = nullptr;
+  prometheus::Gauge* pending_messages = nullptr;
+  prometheus::Gauge* inflight_instances = nullptr;
+  prometheus::Gauge* storage_failed = nullptr;
+  prometheus::Gauge* non_voter_catching_up = nullptr;
   prometheus::Gauge* subscribers = nullptr;
+  prometheus::Gauge* subscriber_lag_max = nullptr;
+  prometheus::Gauge* subscriber_lag_sum = nullptr;
+  prometheus::Gauge* client_connections = nullptr;
+  prometheus::Gauge* disk_avail = nullptr;
+  prometheus::Gauge* disk_size = nullptr;
+
   prometheus::Counter* elections_started = nullptr;
   prometheus::Counter* elections_won = nullptr;
+  prometheus::Counter* instances_proposed = nullptr;
   prometheus::Counter* instances_chosen = nullptr;
-  prometheus::Counter* messages_appended = nullptr;
+  prometheus::Counter* messages_published = nullptr;
+  prometheus::Counter* messages_committed = nullptr;
   prometheus::Counter* messages_duplicate = nullptr;
+  prometheus::Counter* messages_acked = nullptr;
+  prometheus::Counter* messages_delivered = nullptr;
   prometheus::Counter* checksum_failures = nullptr;
-  prometheus::Counter* frames_rejected = nullptr;
-  prometheus::Counter* publishes_acked = nullptr;
+  prometheus::Counter* client_frames_rejected = nullptr;
+  prometheus::Counter* peer_frames_rejected = nullptr;
   prometheus::Counter* redirects = nullptr;
-  prometheus::Counter* delivered = nullptr;
-  prometheus::Counter* peer_bytes_out = nullptr;
+  prometheus::Counter* fetches_sent = nullptr;
+  prometheus::Counter* catchup_sent = nullptr;
+  prometheus::Counter* catchup_received = nullptr;
+  prometheus::Counter* snapshot_installs = nullptr;
+
+  prometheus::Histogram* publish_ack = nullptr;
+  prometheus::Histogram* phase2 = nullptr;
+  prometheus::Histogram* fsync = nullptr;
+  prometheus::Histogram* batch_size = nullptr;
+  prometheus::Histogram* snapshot_install = nullptr;
+
+  prometheus::Family<prometheus::Gauge>* peer_lag = nullptr;
+  prometheus::Family<prometheus::Gauge>* peer_heard = nullptr;
+  prometheus::Family<prometheus::Counter>* peer_sent = nullptr;
+  prometheus::Family<prometheus::Counter>* peer_received = nullptr;
+  prometheus::Family<prometheus::Counter>* peer_dropped = nullptr;
+  std::map<uint32_t, Peer> peers;  // configured members only: bounded
+
   BrokerGauges last;
+  std::map<uint64_t, Clock::time_point> accept_sent;  // instance -> first Accept
+  uint64_t applied_max = 0;
+  Clock::time_point disk_checked{};
+
+  Peer& PeerFor(uint32_t id);
+  void UpdateDisk();
 };
 
 namespace {
@@ -43,39 +112,199 @@ prometheus::Counter* C(prometheus::Registry& r, const char* name, const char* he
   return &prometheus::BuildCounter().Name(name).Help(help).Register(r).Add(labels);
 }
 
+prometheus::Histogram* H(prometheus::Registry& r, const char* name, const char* help,
+                         const prometheus::Labels& labels,
+                         prometheus::Histogram::BucketBoundaries b) {
+  return &prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add(labels, std::move(b));
+}
+
 // Counters only go up: add what the mirrored value grew by since last time.
 void Mirror(prometheus::Counter* c, uint64_t now, uint64_t before) {
   if (now > before) c->Increment(static_cast<double>(now - before));
 }
 
+// Latencies from 100 us (an in-memory round on loopback) to 30 s (the
+// publish timeout).
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+          0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30};
+}
+
 }  // namespace
 
+BrokerMetrics::Impl::Peer& BrokerMetrics::Impl::PeerFor(uint32_t id) {
+  auto it = peers.find(id);
+  if (it != peers.end()) return it->second;
+  prometheus::Labels l = node;
+  l.emplace("peer", std::to_string(id));
+  Peer p;
+  p.lag = &peer_lag->Add(l);
+  p.last_heard = &peer_heard->Add(l);
+  p.bytes_sent = &peer_sent->Add(l);
+  p.bytes_received = &peer_received->Add(l);
+  p.frames_dropped = &peer_dropped->Add(l);
+  p.last.peer = id;
+  return peers.emplace(id, p).first->second;
+}
+
+void BrokerMetrics::Impl::UpdateDisk() {
+  const auto now = Clock::now();
+  if (now - disk_checked < kDiskStatInterval) return;
+  disk_checked = now;
+  struct statvfs s {};
+  if (statvfs(data_dir.c_str(), &s) != 0) return;  // keep the last values
+  disk_avail->Set(static_cast<double>(s.f_bavail) * static_cast<double>(s.f_frsize));
+  disk_size->Set(static_cast<double>(s.f_blocks) * static_cast<double>(s.f_frsize));
+}
+
 broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_id,
+                                    const std::string& data_dir,
                                     std::unique_ptr<BrokerMetrics>* out) {
   std::unique_ptr<BrokerMetrics> m(new BrokerMetrics());
   m->impl_ = std::make_unique<Impl>();
   Impl& i = *m->impl_;
+  i.data_dir = data_dir;
   prometheus::Registry& r = *i.registry;
-  const prometheus::Labels l = {{"node", std::to_string(node_id)}};
-  i.is_leader = G(r, "ordo_leader", "1 when this broker is the leader", l);
+  i.node = {{"node", std::to_string(node_id)}};
+  const prometheus::Labels& l = i.node;
+
+  // Role and leadership.
+  i.is_leader = G(r, "ordo_leader", "1 when this broker is the leader, else 0", l);
+  auto& role = prometheus::BuildGauge()
+                   .Name("ordo_role")
+                   .Help("1 for this broker's current role (follower, candidate, leader), else 0")
+                   .Register(r);
+  for (paxos::Role x : {paxos::Role::kFollower, paxos::Role::kCandidate, paxos::Role::kLeader}) {
+    prometheus::Labels rl = l;
+    rl.emplace("role", paxos::ToString(x));
+    i.role[static_cast<int>(x)] = &role.Add(rl);
+  }
+  i.leader_id =
+      G(r, "ordo_leader_node", "Node id of the leader this broker follows (0: none known)", l);
   i.ballot_round = G(r, "ordo_ballot_round", "Round of the leader's ballot as known here", l);
+  i.promised_round = G(r, "ordo_promised_round", "Round of the highest ballot promised here", l);
+  i.non_voter_catching_up = G(r, "ordo_non_voter_catching_up",
+                              "1 while this broker is a non-voter catching up before it votes", l);
+  i.storage_failed =
+      G(r, "ordo_storage_failed", "1 when a storage error stopped this broker from voting", l);
+
+  // The log and the stream.
   i.chosen = G(r, "ordo_chosen_instance", "Chosen frontier: every instance up to it is chosen", l);
-  i.next_offset = G(r, "ordo_next_offset", "One past the last offset applied here", l);
-  i.subscribers = G(r, "ordo_subscribers", "Subscriptions served by this broker", l);
+  i.last_instance = G(r, "ordo_last_instance", "Highest log instance stored here", l);
+  i.next_offset = G(r, "ordo_next_offset",
+                    "One past the last offset applied here (the last applied offset + 1)", l);
+  i.first_retained_instance =
+      G(r, "ordo_first_retained_instance", "Lowest log instance still retained here", l);
+  i.first_retained_offset =
+      G(r, "ordo_first_retained_offset", "Lowest stream offset still retained here", l);
+  i.pending_messages =
+      G(r, "ordo_pending_messages", "Messages queued at the leader, not yet in an instance", l);
+  i.inflight_instances =
+      G(r, "ordo_inflight_instances", "Instances the leader proposed that are not yet chosen", l);
+
+  // Peers: the families exist from the start; one child per configured peer.
+  i.peer_lag =
+      &prometheus::BuildGauge()
+           .Name("ordo_peer_lag_instances")
+           .Help(
+               "Instances the peer's chosen frontier is behind this broker's, as last reported "
+               "(current on the leader, which hears from every peer)")
+           .Register(r);
+  i.peer_heard =
+      &prometheus::BuildGauge()
+           .Name("ordo_peer_last_heard_seconds")
+           .Help("Seconds since the peer last reported its chosen frontier (current on the leader)")
+           .Register(r);
+  i.peer_sent = &prometheus::BuildCounter()
+                     .Name("ordo_peer_sent_bytes_total")
+                     .Help("Bytes sent to the peer")
+                     .Register(r);
+  i.peer_received = &prometheus::BuildCounter()
+                         .Name("ordo_peer_received_bytes_total")
+                         .Help("Bytes of well-formed frames received from the peer")
+                         .Register(r);
+  i.peer_dropped = &prometheus::BuildCounter()
+                        .Name("ordo_peer_dropped_frames_total")
+                        .Help("Frames to the peer dropped because it was down or its queue full")
+                        .Register(r);
+
+  // Consensus counters.
   i.elections_started = C(r, "ordo_elections_started_total", "Elections this broker started", l);
   i.elections_won = C(r, "ordo_elections_won_total", "Elections this broker won", l);
+  i.instances_proposed =
+      C(r, "ordo_instances_proposed_total", "Log instances this broker proposed as leader", l);
   i.instances_chosen = C(r, "ordo_instances_chosen_total", "Log instances learned chosen", l);
-  i.messages_appended = C(r, "ordo_messages_committed_total", "Messages appended to the stream", l);
+  i.fetches_sent = C(r, "ordo_fetches_sent_total", "Fetch requests for missing instances", l);
+
+  // Messages.
+  i.messages_published = C(r, "ordo_messages_published_total",
+                           "Messages the leader took from publish requests into its queue", l);
+  i.messages_committed = C(r, "ordo_messages_committed_total",
+                           "Messages appended to the stream (applied with a new offset)", l);
   i.messages_duplicate =
       C(r, "ordo_messages_deduplicated_total", "Retried messages answered with their offset", l);
+  i.messages_acked =
+      C(r, "ordo_messages_acknowledged_total", "Published messages acknowledged by this broker", l);
+  i.messages_delivered = C(r, "ordo_messages_delivered_total", "Messages pushed to subscribers", l);
+  i.redirects = C(r, "ordo_redirects_total", "Publish requests sent to the leader instead", l);
+
+  // Errors.
   i.checksum_failures =
       C(r, "ordo_checksum_failures_total", "Stored records that failed their CRC32C", l);
-  i.frames_rejected = C(r, "ordo_frames_rejected_total", "Malformed or oversized frames", l);
-  i.publishes_acked =
-      C(r, "ordo_messages_acknowledged_total", "Published messages acknowledged by this broker", l);
-  i.redirects = C(r, "ordo_redirects_total", "Publishes redirected to the leader", l);
-  i.delivered = C(r, "ordo_messages_delivered_total", "Messages pushed to subscribers", l);
-  i.peer_bytes_out = C(r, "ordo_peer_bytes_sent_total", "Bytes sent to peer brokers", l);
+  auto& rejected = prometheus::BuildCounter()
+                       .Name("ordo_frames_rejected_total")
+                       .Help("Malformed or oversized frames rejected, by source (client, peer)")
+                       .Register(r);
+  prometheus::Labels lc = l, lp = l;
+  lc.emplace("source", "client");
+  lp.emplace("source", "peer");
+  i.client_frames_rejected = &rejected.Add(lc);
+  i.peer_frames_rejected = &rejected.Add(lp);
+
+  // Clients and subscribers.
+  i.client_connections =
+      G(r, "ordo_client_connections", "TCP connections open on the client endpoint", l);
+  i.subscribers = G(r, "ordo_subscribers", "Subscriptions served by this broker", l);
+  i.subscriber_lag_max = G(r, "ordo_subscriber_lag_messages_max",
+                           "Largest number of messages any subscriber is behind the head", l);
+  i.subscriber_lag_sum = G(r, "ordo_subscribers_lag_messages",
+                           "Messages all subscribers together are behind the head", l);
+
+  // Catch-up and snapshots.
+  auto& catchup = prometheus::BuildCounter()
+                      .Name("ordo_catchup_bytes_total")
+                      .Help("Bytes of catch-up traffic (fetch replies, snapshots), by direction")
+                      .Register(r);
+  prometheus::Labels ls = l, lr = l;
+  ls.emplace("direction", "sent");
+  lr.emplace("direction", "received");
+  i.catchup_sent = &catchup.Add(ls);
+  i.catchup_received = &catchup.Add(lr);
+  i.snapshot_installs = C(r, "ordo_snapshot_installs_total", "Snapshots installed here", l);
+  i.snapshot_install = H(r, "ordo_snapshot_install_seconds",
+                         "Time from a snapshot's first chunk to its installation", l,
+                         {0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600});
+
+  // Latencies and sizes.
+  i.publish_ack = H(r, "ordo_publish_ack_seconds",
+                    "Leader: from a publish request's arrival to its reply", l, LatencyBuckets());
+  i.phase2 = H(r, "ordo_phase2_round_trip_seconds",
+               "Leader: from the first Accept sent for an instance to that instance chosen", l,
+               LatencyBuckets());
+  i.fsync =
+      H(r, "ordo_fsync_seconds",
+        "Duration of one LMDB write-transaction commit, including its fsync", l, LatencyBuckets());
+  i.batch_size = H(r, "ordo_batch_messages", "Client messages per proposed batch value", l,
+                   prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512,
+                                                           1024, 2048, 4096, 8192});
+
+  // Disk of the data directory.
+  i.disk_avail = G(r, "ordo_data_filesystem_avail_bytes",
+                   "Bytes available to the broker on the data directory's filesystem", l);
+  i.disk_size =
+      G(r, "ordo_data_filesystem_size_bytes", "Size of the data directory's filesystem", l);
+  i.UpdateDisk();
+
   try {
     i.exposer = std::make_unique<prometheus::Exposer>(endpoint, 2);
   } catch (const std::exception& e) {
@@ -90,23 +319,95 @@ BrokerMetrics::~BrokerMetrics() = default;
 
 void BrokerMetrics::Update(const BrokerGauges& g) {
   Impl& i = *impl_;
-  i.is_leader->Set(g.core.role == paxos::Role::kLeader ? 1 : 0);
-  i.ballot_round->Set(static_cast<double>(g.core.leader_ballot.round));
-  i.chosen->Set(static_cast<double>(g.core.chosen.value()));
+  const paxos::Status& s = g.core;
+  i.is_leader->Set(s.role == paxos::Role::kLeader ? 1 : 0);
+  for (int r = 0; r < 3; ++r) i.role[r]->Set(static_cast<int>(s.role) == r ? 1 : 0);
+  i.leader_id->Set(static_cast<double>(s.leader.value()));
+  i.ballot_round->Set(static_cast<double>(s.leader_ballot.round));
+  i.promised_round->Set(static_cast<double>(s.promised.round));
+  i.non_voter_catching_up->Set(g.non_voter_catching_up ? 1 : 0);
+  i.storage_failed->Set(s.storage_failed ? 1 : 0);
+  i.chosen->Set(static_cast<double>(s.chosen.value()));
+  i.last_instance->Set(static_cast<double>(s.last_instance.value()));
   i.next_offset->Set(static_cast<double>(g.next_offset));
+  i.first_retained_instance->Set(static_cast<double>(g.first_retained_instance));
+  i.first_retained_offset->Set(static_cast<double>(g.first_retained_offset));
+  i.pending_messages->Set(static_cast<double>(s.pending_messages));
+  i.inflight_instances->Set(static_cast<double>(s.inflight_instances));
+  i.client_connections->Set(static_cast<double>(g.client_connections));
   i.subscribers->Set(static_cast<double>(g.subscribers));
-  Mirror(i.elections_started, g.core.elections_started, i.last.core.elections_started);
-  Mirror(i.elections_won, g.core.elections_won, i.last.core.elections_won);
-  Mirror(i.instances_chosen, g.core.instances_chosen, i.last.core.instances_chosen);
-  Mirror(i.messages_appended, g.core.messages_appended, i.last.core.messages_appended);
-  Mirror(i.messages_duplicate, g.core.messages_duplicate, i.last.core.messages_duplicate);
-  Mirror(i.checksum_failures, g.storage_corruptions, i.last.storage_corruptions);
-  Mirror(i.frames_rejected, g.frames_rejected, i.last.frames_rejected);
-  Mirror(i.publishes_acked, g.publishes_acked, i.last.publishes_acked);
+  i.subscriber_lag_max->Set(static_cast<double>(g.subscriber_lag_max));
+  i.subscriber_lag_sum->Set(static_cast<double>(g.subscriber_lag_sum));
+
+  for (const paxos::PeerStatus& p : s.peers) {
+    Impl::Peer& m = i.PeerFor(p.id.value());
+    const uint64_t lag = s.chosen > p.chosen ? s.chosen.value() - p.chosen.value() : 0;
+    m.lag->Set(static_cast<double>(lag));
+    m.last_heard->Set(static_cast<double>(p.ticks_since_heard * g.tick_ms) / 1000.0);
+  }
+  for (const PeerLink& link : g.links) {
+    Impl::Peer& m = i.PeerFor(link.peer);
+    Mirror(m.bytes_sent, link.bytes_sent, m.last.bytes_sent);
+    Mirror(m.bytes_received, link.bytes_received, m.last.bytes_received);
+    Mirror(m.frames_dropped, link.frames_dropped, m.last.frames_dropped);
+    m.last = link;
+  }
+
+  Mirror(i.elections_started, s.elections_started, i.last.core.elections_started);
+  Mirror(i.elections_won, s.elections_won, i.last.core.elections_won);
+  Mirror(i.instances_proposed, s.instances_proposed, i.last.core.instances_proposed);
+  Mirror(i.instances_chosen, s.instances_chosen, i.last.core.instances_chosen);
+  Mirror(i.fetches_sent, s.fetches_sent, i.last.core.fetches_sent);
+  Mirror(i.messages_committed, s.messages_appended, i.last.core.messages_appended);
+  Mirror(i.messages_duplicate, s.messages_duplicate, i.last.core.messages_duplicate);
+  Mirror(i.messages_published, g.messages_published, i.last.messages_published);
+  Mirror(i.messages_acked, g.publishes_acked, i.last.publishes_acked);
+  Mirror(i.messages_delivered, g.messages_delivered, i.last.messages_delivered);
   Mirror(i.redirects, g.redirects, i.last.redirects);
-  Mirror(i.delivered, g.messages_delivered, i.last.messages_delivered);
-  Mirror(i.peer_bytes_out, g.peer_bytes_out, i.last.peer_bytes_out);
+  Mirror(i.checksum_failures, g.storage_corruptions, i.last.storage_corruptions);
+  Mirror(i.client_frames_rejected, g.client_frames_rejected, i.last.client_frames_rejected);
+  Mirror(i.peer_frames_rejected, g.peer_frames_rejected, i.last.peer_frames_rejected);
+  Mirror(i.catchup_sent, g.catchup_bytes_sent, i.last.catchup_bytes_sent);
+  Mirror(i.catchup_received, g.catchup_bytes_received, i.last.catchup_bytes_received);
   i.last = g;
+  i.last.links.clear();  // kept per peer above
+  i.UpdateDisk();
+}
+
+void BrokerMetrics::ObservePublishAck(double seconds) { impl_->publish_ack->Observe(seconds); }
+
+void BrokerMetrics::ObserveFsync(double seconds) { impl_->fsync->Observe(seconds); }
+
+void BrokerMetrics::ObserveSnapshotInstall(double seconds) {
+  impl_->snapshot_installs->Increment();
+  impl_->snapshot_install->Observe(seconds);
+}
+
+void BrokerMetrics::OnReady(const paxos::Ready& ready) {
+  Impl& i = *impl_;
+  const auto now = Clock::now();
+  for (const paxos::Message& m : ready.messages) {
+    if (m.type != paxos::MessageType::kAccept) continue;
+    for (const paxos::Entry& e : m.entries) {
+      // Accepts of applied instances only help a lagging peer catch up.
+      if (e.instance.value() <= i.applied_max) continue;
+      // Retransmissions and the same Accept to the next peer keep the first time.
+      const bool first = i.accept_sent.emplace(e.instance.value(), now).second;
+      if (first && e.value && e.value->kind == paxos::ValueKind::kBatch) {
+        i.batch_size->Observe(static_cast<double>(e.value->messages.size()));
+      }
+    }
+  }
+  for (const paxos::AppliedInstance& a : ready.applied) {
+    i.applied_max = std::max(i.applied_max, a.instance.value());
+    auto it = i.accept_sent.find(a.instance.value());
+    if (it == i.accept_sent.end()) continue;
+    i.phase2->Observe(Seconds(now - it->second));
+    i.accept_sent.erase(it);
+  }
+  // Applied in order: anything at or below was chosen without us noticing.
+  i.accept_sent.erase(i.accept_sent.begin(), i.accept_sent.upper_bound(i.applied_max));
+  if (ready.lost_leadership || i.accept_sent.size() > kPhase2TrackedMax) i.accept_sent.clear();
 }
 
 }  // namespace ordo::monitoring

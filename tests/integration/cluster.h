@@ -39,18 +39,20 @@ inline int FreePort() {
 
 class Cluster {
  public:
-  explicit Cluster(int nodes) : n_(nodes) {
+  // With `metrics`, every broker also serves /metrics on a free port.
+  explicit Cluster(int nodes, bool metrics = false) : n_(nodes) {
     std::mt19937_64 rng(std::random_device{}());
     dir_ = std::filesystem::temp_directory_path() / ("ordo-it-" + std::to_string(rng()));
     std::filesystem::create_directories(dir_);
     for (int i = 0; i < n_; ++i) {
       peer_.push_back("127.0.0.1:" + std::to_string(FreePort()));
       client_.push_back("127.0.0.1:" + std::to_string(FreePort()));
+      metrics_.push_back(metrics ? "127.0.0.1:" + std::to_string(FreePort()) : std::string());
     }
     for (int i = 1; i <= n_; ++i) {
       std::ofstream f(Config(i));
       f << "node_id = " << i << "\ndata_dir = \"" << (dir_ / ("node" + std::to_string(i))).string()
-        << "\"\nmetrics = \"\"\n";
+        << "\"\nmetrics = \"" << metrics_[i - 1] << "\"\n";
       for (int m = 1; m <= n_; ++m) {
         f << "[[members]]\nid = " << m << "\npeer = \"" << peer_[m - 1] << "\"\nclient = \""
           << client_[m - 1] << "\"\n";
@@ -70,6 +72,7 @@ class Cluster {
   std::string Log(int i) const { return (dir_ / ("node" + std::to_string(i) + ".log")).string(); }
   const std::string& ClientEndpoint(int i) const { return client_[i - 1]; }
   const std::string& PeerEndpoint(int i) const { return peer_[i - 1]; }
+  const std::string& MetricsEndpoint(int i) const { return metrics_[i - 1]; }
   std::vector<std::string> Brokers() const { return client_; }
   ClientOptions Options() const {
     ClientOptions o;
@@ -134,7 +137,7 @@ class Cluster {
  private:
   int n_;
   std::filesystem::path dir_;
-  std::vector<std::string> peer_, client_;
+  std::vector<std::string> peer_, client_, metrics_;
   std::vector<pid_t> pids_;
 };
 
