@@ -11,6 +11,7 @@
 #include "paxos/assert.h"
 #include "schemas/meta_generated.h"
 #include "schemas/peer_generated.h"
+#include "schemas/snapshot_generated.h"
 #include "schemas/record_generated.h"
 
 namespace ordo::broker {
@@ -46,6 +47,7 @@ constexpr fb::voffset_t kVersionField = 4;
 static_assert(wire::PeerEnvelope::VT_VERSION == kVersionField);
 static_assert(wire::LogRecord::VT_VERSION == kVersionField);
 static_assert(wire::MetaRecord::VT_VERSION == kVersionField);
+static_assert(wire::Snapshot::VT_VERSION == kVersionField);
 
 // One decodable format: its name for messages, its file identifier (taken
 // from the generated code, so it is the one the schema declares) and the one
@@ -64,6 +66,8 @@ constexpr Format kLogRecordFormat{"log record", &wire::LogRecordIdentifier, kLog
                                   false};
 constexpr Format kMetaRecordFormat{"meta record", &wire::MetaRecordIdentifier,
                                    kMetaRecordFormatVersion, false};
+constexpr Format kSnapshotFormat{"snapshot file", &wire::SnapshotIdentifier,
+                                 kSnapshotFormatVersion, false};
 
 // Where the FlatBuffers buffer proper (root offset, identifier) starts.
 constexpr size_t BufferStart(const Format& format) {
@@ -518,8 +522,27 @@ std::string EncodePeerMessage(const paxos::Message& message) {
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
 
+namespace {
+DecodeStatus DecodeConsensus(const wire::PeerMessage& message, size_t frame_size,
+                             paxos::Message* out);
+DecodeStatus DecodeSnapshotMessage(const wire::SnapshotMessage& message, size_t frame_size,
+                                   SnapshotMessage* out);
+}  // namespace
+
 DecodeStatus DecodePeerMessage(std::span<const uint8_t> frame, size_t frame_bytes_max,
                                paxos::Message* out) {
+  PeerFrame f;
+  DecodeStatus s = DecodePeerFrame(frame, frame_bytes_max, &f);
+  if (!s.ok()) return s;
+  if (f.is_snapshot) {
+    return Fail(DecodeCode::kInvalid, Name(kPeerFormat) + ": a snapshot message, not a consensus one");
+  }
+  *out = std::move(f.message);
+  return DecodeStatus();
+}
+
+DecodeStatus DecodePeerFrame(std::span<const uint8_t> frame, size_t frame_bytes_max,
+                             PeerFrame* out) {
   // Step 1, before anything else is read.
   if (frame.size() > frame_bytes_max) {
     return Fail(DecodeCode::kTooLarge, Name(kPeerFormat) + " of " + std::to_string(frame.size()) +
@@ -533,8 +556,22 @@ DecodeStatus DecodePeerMessage(std::span<const uint8_t> frame, size_t frame_byte
   const AlignedBytes bytes(frame);
   const wire::PeerEnvelope* envelope = nullptr;
   if (DecodeStatus s = DecodeRoot(bytes, kPeerFormat, &envelope); !s.ok()) return s;
-  const wire::PeerMessage& message = *envelope->message();  // required: verified present
+  if ((envelope->message() == nullptr) == (envelope->snapshot() == nullptr)) {
+    return Fail(DecodeCode::kInvalid,
+                Name(kPeerFormat) + ": exactly one of message and snapshot must be set");
+  }
+  if (envelope->snapshot() != nullptr) {
+    out->is_snapshot = true;
+    return DecodeSnapshotMessage(*envelope->snapshot(), frame.size(), &out->snapshot);
+  }
+  out->is_snapshot = false;
+  return DecodeConsensus(*envelope->message(), frame.size(), &out->message);
+}
 
+namespace {
+
+DecodeStatus DecodeConsensus(const wire::PeerMessage& message, size_t frame_size,
+                             paxos::Message* out) {
   paxos::Message decoded;
   if (!FromWire(message.type(), &decoded.type)) {
     return Fail(DecodeCode::kInvalid, Name(kPeerFormat) + ": message type " +
@@ -555,7 +592,7 @@ DecodeStatus DecodePeerMessage(std::span<const uint8_t> frame, size_t frame_byte
       content_bytes += ContentBytes(*entry.value());
     }
   }
-  if (DecodeStatus s = CheckContentBytes(content_bytes, frame.size(), kPeerFormat); !s.ok()) {
+  if (DecodeStatus s = CheckContentBytes(content_bytes, frame_size, kPeerFormat); !s.ok()) {
     return s;
   }
 
@@ -577,6 +614,116 @@ DecodeStatus DecodePeerMessage(std::span<const uint8_t> frame, size_t frame_byte
     }
   }
   *out = std::move(decoded);
+  return DecodeStatus();
+}
+
+DecodeStatus DecodeSnapshotMessage(const wire::SnapshotMessage& m, size_t frame_size,
+                                   SnapshotMessage* out) {
+  if (m.op() != wire::SnapshotOp::Request && m.op() != wire::SnapshotOp::Chunk &&
+      m.op() != wire::SnapshotOp::Unavailable) {
+    return Fail(DecodeCode::kInvalid, Name(kPeerFormat) + ": snapshot op " +
+                                          std::to_string(static_cast<unsigned>(m.op())) +
+                                          " is not one this build knows");
+  }
+  const size_t data_bytes = m.data() ? m.data()->size() : 0;
+  if (data_bytes > frame_size) {
+    return Fail(DecodeCode::kInvalid, Name(kPeerFormat) + ": snapshot chunk larger than its frame");
+  }
+  SnapshotMessage d;
+  d.op = static_cast<SnapshotMessage::Op>(m.op());
+  d.from = m.from();
+  d.to = m.to();
+  d.handle = SnapshotHandle{m.instance(), m.size(), m.checksum()};
+  d.offset = m.offset();
+  d.min_instance = m.min_instance();
+  if (m.data()) d.data.assign(reinterpret_cast<const char*>(m.data()->data()), data_bytes);
+  d.data_checksum = m.data_checksum();
+  *out = std::move(d);
+  return DecodeStatus();
+}
+
+}  // namespace
+
+std::string EncodeSnapshotMessage(const SnapshotMessage& m) {
+  fb::FlatBufferBuilder builder(m.data.size() + 256);
+  fb::Offset<fb::Vector<uint8_t>> data = 0;
+  if (!m.data.empty()) {
+    data = builder.CreateVector(reinterpret_cast<const uint8_t*>(m.data.data()), m.data.size());
+  }
+  const auto body = wire::CreateSnapshotMessage(
+      builder, static_cast<wire::SnapshotOp>(m.op), m.from, m.to, m.handle.instance,
+      m.handle.size, m.handle.checksum, m.offset, m.min_instance, data, m.data_checksum);
+  wire::FinishSizePrefixedPeerEnvelopeBuffer(
+      builder, wire::CreatePeerEnvelope(builder, kPeerFormatVersion, 0, body));
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
+}
+
+// --- Snapshot files ---
+
+std::string EncodeSnapshotFile(const paxos::AppliedSnapshot& state,
+                               std::span<const StreamMessage> keyed) {
+  size_t bytes = 1024 + state.producers.size() * 64;
+  for (const StreamMessage& m : keyed) bytes += m.key.size() + m.payload.size() + 64;
+  fb::FlatBufferBuilder builder(bytes);
+  std::vector<fb::Offset<wire::ProducerState>> producers;
+  producers.reserve(state.producers.size());
+  for (const paxos::ProducerSnapshot& p : state.producers) {
+    std::vector<wire::SequenceRun> runs;
+    runs.reserve(p.runs.size());
+    for (const auto& r : p.runs) runs.emplace_back(r.sequence_first, r.offset_first, r.count);
+    producers.push_back(wire::CreateProducerStateDirect(builder, p.id.value(), p.last_sequence,
+                                                        &runs));
+  }
+  std::vector<fb::Offset<wire::KeyedMessage>> messages;
+  messages.reserve(keyed.size());
+  for (const StreamMessage& m : keyed) {
+    const auto key = BytesToWire(builder, m.key);
+    const auto payload = BytesToWire(builder, m.payload);
+    messages.push_back(wire::CreateKeyedMessage(builder, key, m.offset, m.producer, m.sequence,
+                                                payload));
+  }
+  const wire::Ballot barrier = ToWire(state.barrier);
+  const auto root = wire::CreateSnapshot(builder, kSnapshotFormatVersion, state.instance.value(),
+                                         state.next_offset.value(), &barrier,
+                                         builder.CreateVector(producers),
+                                         builder.CreateVector(messages));
+  wire::FinishSnapshotBuffer(builder, root);
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
+}
+
+DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSnapshot* state,
+                                std::vector<StreamMessage>* keyed) {
+  if (file.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
+    return Fail(DecodeCode::kTooLarge, "snapshot file exceeds the FlatBuffers limit");
+  }
+  const AlignedBytes bytes(file);
+  const wire::Snapshot* root = nullptr;
+  if (DecodeStatus s = DecodeRoot(bytes, kSnapshotFormat, &root); !s.ok()) return s;
+  paxos::AppliedSnapshot st;
+  st.instance = paxos::Instance(root->instance());
+  st.next_offset = paxos::Offset(root->next_offset());
+  st.barrier = FromWire(root->barrier());
+  if (root->producers()) {
+    for (const wire::ProducerState* p : *root->producers()) {
+      paxos::ProducerSnapshot ps;
+      ps.id = paxos::ProducerId(p->id());
+      ps.last_sequence = p->last_sequence();
+      if (p->runs()) {
+        for (const wire::SequenceRun* r : *p->runs()) {
+          ps.runs.push_back({r->sequence_first(), r->offset_first(), r->count()});
+        }
+      }
+      st.producers.push_back(std::move(ps));
+    }
+  }
+  if (keyed && root->keyed()) {
+    keyed->reserve(root->keyed()->size());
+    for (const wire::KeyedMessage* m : *root->keyed()) {
+      keyed->push_back(StreamMessage{m->offset(), m->producer(), m->sequence(),
+                                     BytesFromWire(m->key()), BytesFromWire(m->payload())});
+    }
+  }
+  *state = std::move(st);
   return DecodeStatus();
 }
 

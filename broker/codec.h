@@ -59,7 +59,9 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
+#include "paxos/applied_state.h"
 #include "paxos/log_store.h"
 #include "paxos/message.h"
 #include "paxos/value.h"
@@ -70,6 +72,7 @@ namespace ordo::broker {
 inline constexpr uint16_t kPeerFormatVersion = 1;
 inline constexpr uint16_t kLogRecordFormatVersion = 1;
 inline constexpr uint16_t kMetaRecordFormatVersion = 1;
+inline constexpr uint16_t kSnapshotFormatVersion = 1;
 
 // The CRC32C prefix of a stored record.
 inline constexpr size_t kRecordChecksumBytes = 4;
@@ -117,6 +120,45 @@ class [[nodiscard]] DecodeStatus {
   std::string message_;
 };
 
+// One message of the stream as served to subscribers.
+struct StreamMessage {
+  uint64_t offset = 0;
+  uint64_t producer = 0;
+  uint64_t sequence = 0;
+  std::string key;
+  std::string payload;
+  bool operator==(const StreamMessage&) const = default;
+};
+
+// Names one snapshot file: the instance it was taken at, its size and the
+// CRC32C of all its bytes. Equal handles mean byte-identical files.
+struct SnapshotHandle {
+  uint64_t instance = 0;  // 0: no snapshot
+  uint64_t size = 0;
+  uint32_t checksum = 0;
+  bool operator==(const SnapshotHandle&) const = default;
+};
+
+// A snapshot transfer message (schemas/peer.fbs, SnapshotMessage).
+struct SnapshotMessage {
+  enum Op : uint8_t { kRequest = 0, kChunk = 1, kUnavailable = 2 };
+  Op op = kRequest;
+  uint32_t from = 0;
+  uint32_t to = 0;
+  SnapshotHandle handle;
+  uint64_t offset = 0;
+  uint64_t min_instance = 0;
+  std::string data;
+  uint32_t data_checksum = 0;
+};
+
+// A decoded peer frame: a consensus message or a snapshot message.
+struct PeerFrame {
+  bool is_snapshot = false;
+  paxos::Message message;
+  SnapshotMessage snapshot;
+};
+
 // Views a byte string (an encoded frame or record) as the bytes decoders take.
 inline std::span<const uint8_t> AsBytes(std::string_view bytes) {
   return {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()};
@@ -142,6 +184,22 @@ std::string EncodePeerMessage(const paxos::Message& message);
 // values; decoded entries get fresh, unshared values.
 DecodeStatus DecodePeerMessage(std::span<const uint8_t> frame, size_t frame_bytes_max,
                                paxos::Message* out);
+
+// Decodes a peer frame of either kind, with every check above.
+DecodeStatus DecodePeerFrame(std::span<const uint8_t> frame, size_t frame_bytes_max,
+                             PeerFrame* out);
+std::string EncodeSnapshotMessage(const SnapshotMessage& message);
+
+// --- Snapshot files (schemas/snapshot.fbs) ---
+
+// Encodes the applied state and the compacted view (keyed messages in
+// ascending key order) as one snapshot file. Canonical: equal inputs give
+// equal bytes.
+std::string EncodeSnapshotFile(const paxos::AppliedSnapshot& state,
+                               std::span<const StreamMessage> keyed);
+// Decodes a snapshot file (identifier, version, verifier); keyed may be null.
+DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSnapshot* state,
+                                std::vector<StreamMessage>* keyed);
 
 // --- Stored records ---
 

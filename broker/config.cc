@@ -37,6 +37,7 @@ paxos::Config BrokerConfig::CoreConfig(uint64_t seed) const {
   // Keep an Accept within a client-sized frame where batches allow.
   c.accept_entries_max = std::max<uint32_t>(1, frame_bytes_max / 2 / batch_bytes_max);
   c.fetch_bytes_max = frame_bytes_max / 2;
+  c.snapshot_interval_instances = snapshot_interval_instances;
   c.seed = seed;
   return c;
 }
@@ -92,7 +93,7 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
   }
   static const std::set<std::string> kKnown = {
       "node_id", "data_dir", "metrics", "log_level", "members", "timing", "batching", "limits",
-      "storage"};
+      "storage", "retention"};
   for (const auto& [key, value] : t) {
     if (!kKnown.count(std::string(key.str()))) {
       return Status::Error(std::string(key.str()) + ": unknown field");
@@ -146,6 +147,18 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
                                  "pending_bytes_max"}));
   ORDO_READ(section("limits", {"frame_bytes_max", "message_bytes_max", "subscriber_credit_max"}));
   ORDO_READ(section("storage", {"map_size_bytes"}));
+  ORDO_READ(section("retention", {"instances", "bytes", "age_seconds", "snapshot_interval_instances",
+                                  "snapshot_chunk_bytes", "snapshot_send_bytes_per_sec"}));
+  ORDO_READ(ReadInt(root["retention"]["instances"], "retention.instances", &out->retention_instances));
+  ORDO_READ(ReadInt(root["retention"]["bytes"], "retention.bytes", &out->retention_bytes));
+  ORDO_READ(ReadInt(root["retention"]["age_seconds"], "retention.age_seconds",
+                    &out->retention_age_seconds));
+  ORDO_READ(ReadInt(root["retention"]["snapshot_interval_instances"],
+                    "retention.snapshot_interval_instances", &out->snapshot_interval_instances));
+  ORDO_READ(ReadInt(root["retention"]["snapshot_chunk_bytes"], "retention.snapshot_chunk_bytes",
+                    &out->snapshot_chunk_bytes));
+  ORDO_READ(ReadInt(root["retention"]["snapshot_send_bytes_per_sec"],
+                    "retention.snapshot_send_bytes_per_sec", &out->snapshot_send_bytes_per_sec));
   ORDO_READ(ReadInt(root["timing"]["tick_ms"], "timing.tick_ms", &out->tick_ms));
   ORDO_READ(ReadInt(root["timing"]["election_timeout_ticks"], "timing.election_timeout_ticks",
                     &out->election_timeout_ticks));
@@ -176,6 +189,20 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
 }
 
 Status ValidateConfig(const BrokerConfig& c) {
+  if (c.snapshot_interval_instances == 0 &&
+      (c.retention_instances != 0 || c.retention_bytes != 0 || c.retention_age_seconds != 0)) {
+    return Status::Error("retention.snapshot_interval_instances: must be at least 1 when a "
+                         "retention limit is set (the log is truncated only behind a snapshot)");
+  }
+  if (c.retention_instances != 0 && c.retention_instances < 2ull * c.window_instances_max) {
+    return Status::Error("retention.instances: must be 0 (no limit) or at least twice "
+                         "batching.window_instances_max (" +
+                         std::to_string(2ull * c.window_instances_max) + ")");
+  }
+  if (c.snapshot_chunk_bytes < 1024 || c.snapshot_chunk_bytes > c.frame_bytes_max / 2) {
+    return Status::Error("retention.snapshot_chunk_bytes: must be between 1024 and half of "
+                         "limits.frame_bytes_max (" + std::to_string(c.frame_bytes_max / 2) + ")");
+  }
   if (c.members.empty()) return Status::Error("members: at least one [[members]] entry is required");
   if (c.members.size() > paxos::VoteSet::kVotersMax) {
     return Status::Error("members: at most 64 voting members");

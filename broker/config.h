@@ -46,6 +46,17 @@ struct BrokerConfig {
   // Storage.
   uint64_t map_size_bytes = 64ull << 30;  // LMDB map: an upper bound, not an allocation
 
+  // Retention: the log is truncated behind the latest snapshot down to the
+  // tightest of these limits (0 = no limit). Snapshots are taken at every
+  // multiple of snapshot_interval_instances (0 = never, then nothing is
+  // truncated) and sent to peers that need them in checksummed chunks.
+  uint64_t retention_instances = 0;
+  uint64_t retention_bytes = 0;
+  uint64_t retention_age_seconds = 7 * 24 * 3600;
+  uint64_t snapshot_interval_instances = 10000;
+  uint32_t snapshot_chunk_bytes = 1 << 20;
+  uint64_t snapshot_send_bytes_per_sec = 0;  // 0 = unlimited
+
   // Peer frames carry whole batches (a promise may carry a window of them),
   // so their limit derives from the batching settings.
   uint64_t PeerFrameBytesMax() const;

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cstring>
+#include <fstream>
 
 #include "broker/codec.h"
 #include "broker/crc32c.h"
@@ -13,6 +14,9 @@ namespace ordo::broker {
 namespace {
 
 constexpr char kHardStateKey[] = "hard_state";
+constexpr char kRetainedKey[] = "retained";  // first instance/offset, log bytes, snapshot handle
+constexpr uint16_t kRetainedFormatVersion = 1;
+constexpr size_t kKeyBytesMax = 480;  // LMDB's key limit is 511
 constexpr uint16_t kIndexFormatVersion = 1;
 
 void PutBigEndian(uint64_t v, unsigned char out[8]) {
@@ -80,6 +84,62 @@ bool DecodeIndex(const MDB_val& v, IndexRecord* out) {
   return true;
 }
 
+// The retention record: CRC32C (4, LE) over the rest, version (u16 = 1),
+// first_instance, first_offset, log_bytes (u64 each), then the snapshot
+// handle: instance, size (u64), checksum (u32). All LE.
+std::string EncodeRetained(const Retained& r) {
+  std::string body;
+  PutLe<uint16_t>(&body, kRetainedFormatVersion);
+  PutLe<uint64_t>(&body, r.first_instance);
+  PutLe<uint64_t>(&body, r.first_offset);
+  PutLe<uint64_t>(&body, r.log_bytes);
+  PutLe<uint64_t>(&body, r.snapshot.instance);
+  PutLe<uint64_t>(&body, r.snapshot.size);
+  PutLe<uint32_t>(&body, r.snapshot.checksum);
+  std::string out;
+  PutLe<uint32_t>(&out, Crc32c(body.data(), body.size()));
+  return out + body;
+}
+
+bool DecodeRetained(const MDB_val& v, Retained* out) {
+  const auto* p = static_cast<const unsigned char*>(v.mv_data);
+  if (v.mv_size != 4 + 2 + 8 * 5 + 4) return false;
+  if (GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
+  if (GetLe<uint16_t>(p + 4) != kRetainedFormatVersion) return false;
+  out->first_instance = GetLe<uint64_t>(p + 6);
+  out->first_offset = GetLe<uint64_t>(p + 14);
+  out->log_bytes = GetLe<uint64_t>(p + 22);
+  out->snapshot.instance = GetLe<uint64_t>(p + 30);
+  out->snapshot.size = GetLe<uint64_t>(p + 38);
+  out->snapshot.checksum = GetLe<uint32_t>(p + 46);
+  return true;
+}
+
+// A compacted-view record (value in the `keys` database, under the message
+// key): CRC32C (4, LE) over the rest, offset, producer, sequence (u64 LE),
+// then the payload.
+std::string EncodeKeyed(uint64_t offset, uint64_t producer, uint64_t sequence,
+                        const std::string& payload) {
+  std::string body;
+  PutLe<uint64_t>(&body, offset);
+  PutLe<uint64_t>(&body, producer);
+  PutLe<uint64_t>(&body, sequence);
+  body += payload;
+  std::string out;
+  PutLe<uint32_t>(&out, Crc32c(body.data(), body.size()));
+  return out + body;
+}
+
+bool DecodeKeyed(const MDB_val& v, StreamMessage* out) {
+  const auto* p = static_cast<const unsigned char*>(v.mv_data);
+  if (v.mv_size < 28 || GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
+  out->offset = GetLe<uint64_t>(p + 4);
+  out->producer = GetLe<uint64_t>(p + 12);
+  out->sequence = GetLe<uint64_t>(p + 20);
+  out->payload.assign(reinterpret_cast<const char*>(p + 28), v.mv_size - 28);
+  return true;
+}
+
 std::string LmdbError(const char* what, int rc) {
   return std::string(what) + ": " + mdb_strerror(rc);
 }
@@ -99,7 +159,7 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
   // read-only map (stray writes through a pointer fault instead of
   // corrupting), and a lock file in the directory.
   if ((rc = mdb_env_set_mapsize(s->env_, map_size_bytes)) != 0 ||
-      (rc = mdb_env_set_maxdbs(s->env_, 3)) != 0 ||
+      (rc = mdb_env_set_maxdbs(s->env_, 5)) != 0 ||
       (rc = mdb_env_set_maxreaders(s->env_, 16)) != 0) {
     return Status::Error(LmdbError("configuring LMDB", rc));
   }
@@ -112,7 +172,9 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
   }
   if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta_)) != 0 ||
       (rc = mdb_dbi_open(txn, "log", MDB_CREATE, &s->log_)) != 0 ||
-      (rc = mdb_dbi_open(txn, "index", MDB_CREATE, &s->index_)) != 0) {
+      (rc = mdb_dbi_open(txn, "index", MDB_CREATE, &s->index_)) != 0 ||
+      (rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &s->keys_)) != 0 ||
+      (rc = mdb_dbi_open(txn, "key_offsets", MDB_CREATE, &s->key_offsets_)) != 0) {
     mdb_txn_abort(txn);
     return Status::Error(LmdbError("opening databases", rc));
   }
@@ -135,6 +197,37 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
     return Status::Error(LmdbError("reading the hard state", rc));
   }
   const bool no_hard_state = rc == MDB_NOTFOUND;
+  // What is retained, and the snapshot the log continues from.
+  Retained retained;
+  MDB_val rk{sizeof(kRetainedKey) - 1, const_cast<char*>(kRetainedKey)};
+  rc = mdb_get(txn, s->meta_, &rk, &v);
+  if (rc == 0 && !DecodeRetained(v, &retained)) {
+    mdb_txn_abort(txn);
+    return Status::Error("the retention record in " + dir + " fails its check; this broker "
+                         "cannot tell where its log starts. Move the data directory away to "
+                         "rejoin from the peers");
+  }
+  s->dir_ = dir;
+  s->first_instance_ = paxos::Instance(retained.first_instance);
+  s->first_offset_ = retained.first_offset;
+  s->log_bytes_ = retained.log_bytes;
+  s->snapshot_handle_ = retained.snapshot;
+  if (retained.snapshot.instance != 0) {
+    std::string file;
+    paxos::AppliedSnapshot state;
+    Status fs = ReadSnapshotFile(s->SnapshotPath(retained.snapshot), retained.snapshot, &file);
+    DecodeStatus d = fs.ok() ? DecodeSnapshotFile(AsBytes(file), &state, nullptr) : DecodeStatus();
+    if (!fs.ok() || !d.ok()) {
+      mdb_txn_abort(txn);
+      return Status::Error((fs.ok() ? "the snapshot file fails to decode: " + d.ToString()
+                                    : fs.message()) +
+                           "; the log before instance " +
+                           std::to_string(retained.first_instance) +
+                           " is only in that snapshot. Move the data directory away to rejoin "
+                           "from the peers");
+    }
+    s->snapshot_state_ = std::move(state);
+  }
   // Last instance and head offset.
   MDB_cursor* cur = nullptr;
   mdb_cursor_open(txn, s->log_, &cur);
@@ -148,7 +241,9 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
     if (DecodeIndex(v, &r)) s->next_offset_ = GetBigEndian(k.mv_data) + r.appended;
   }
   mdb_cursor_close(cur);
-  s->opened_empty_ = no_hard_state && s->last_instance_ == paxos::kNoInstance;
+  s->opened_empty_ = no_hard_state && s->last_instance_ == paxos::kNoInstance &&
+                     retained.snapshot.instance == 0;
+  s->next_offset_ = std::max(s->next_offset_, s->first_offset_);
   if ((rc = mdb_txn_commit(txn)) != 0) return Status::Error(LmdbError("mdb_txn_commit", rc));
   *out = std::move(s);
   return Status::Ok();
@@ -219,13 +314,16 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     if ((rc = mdb_put(txn, meta_, &k, &v, 0)) != 0) return fail("writing the hard state");
   }
   paxos::Instance last = last_instance_;
+  uint64_t log_bytes = log_bytes_;
   for (const paxos::Entry& e : entries) {
+    if (e.instance < first_instance_) continue;  // behind the snapshot: not kept
     unsigned char key[8];
     PutBigEndian(e.instance.value(), key);
     const std::string record = EncodeLogRecord(e);
     MDB_val k{8, key}, v{record.size(), const_cast<char*>(record.data())};
     if ((rc = mdb_put(txn, log_, &k, &v, 0)) != 0) return fail("writing a log record");
     last = std::max(last, e.instance);
+    log_bytes += record.size();  // an overwrite counts twice: an upper bound
   }
   uint64_t next = next_offset_;
   for (const paxos::AppliedInstance& a : applied) {
@@ -236,6 +334,20 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     MDB_val k{8, key}, v{record.size(), const_cast<char*>(record.data())};
     if ((rc = mdb_put(txn, index_, &k, &v, 0)) != 0) return fail("writing the offset index");
     next = std::max(next, a.first_offset.value() + a.appended);
+    // The compacted view: the latest message of each key.
+    const auto& msgs = a.value->messages;
+    for (size_t i = 0; i < a.results.size() && i < msgs.size(); ++i) {
+      if (a.results[i].outcome != paxos::PublishOutcome::kAppended || msgs[i].key.empty()) continue;
+      if (msgs[i].key.size() > kKeyBytesMax) continue;  // refused at publish; defensive
+      if ((rc = PutKeyed(txn, msgs[i], a.results[i].offset.value())) != 0) {
+        return fail("writing the compacted view");
+      }
+    }
+  }
+  if (log_bytes != log_bytes_) {
+    Retained r = CurrentRetained();
+    r.log_bytes = log_bytes;
+    if ((rc = PutRetained(txn, r)) != 0) return fail("writing the retention record");
   }
   if ((rc = mdb_txn_commit(txn)) != 0) {
     last_error_ = LmdbError("mdb_txn_commit", rc);
@@ -244,6 +356,277 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
   hard_state_ = hard_state;
   last_instance_ = last;
   next_offset_ = next;
+  log_bytes_ = log_bytes;
+  return paxos::StoreCode::kOk;
+}
+
+int LmdbStore::PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t offset) {
+  MDB_val k{m.key.size(), const_cast<char*>(m.key.data())}, v;
+  int rc = mdb_get(txn, keys_, &k, &v);
+  if (rc == 0) {
+    StreamMessage old;
+    if (DecodeKeyed(v, &old)) {
+      unsigned char ok[8];
+      PutBigEndian(old.offset, ok);
+      MDB_val okv{8, ok};
+      rc = mdb_del(txn, key_offsets_, &okv, nullptr);
+      if (rc != 0 && rc != MDB_NOTFOUND) return rc;
+    }
+  } else if (rc != MDB_NOTFOUND) {
+    return rc;
+  }
+  const std::string record = EncodeKeyed(offset, m.producer.value(), m.sequence, m.payload);
+  MDB_val rv{record.size(), const_cast<char*>(record.data())};
+  if ((rc = mdb_put(txn, keys_, &k, &rv, 0)) != 0) return rc;
+  unsigned char ok[8];
+  PutBigEndian(offset, ok);
+  MDB_val okv{8, ok}, kv{m.key.size(), const_cast<char*>(m.key.data())};
+  return mdb_put(txn, key_offsets_, &okv, &kv, 0);
+}
+
+Retained LmdbStore::CurrentRetained() const {
+  return Retained{first_instance_.value(), first_offset_, log_bytes_, snapshot_handle_};
+}
+
+int LmdbStore::PutRetained(MDB_txn* txn, const Retained& r) {
+  const std::string record = EncodeRetained(r);
+  MDB_val k{sizeof(kRetainedKey) - 1, const_cast<char*>(kRetainedKey)};
+  MDB_val v{record.size(), const_cast<char*>(record.data())};
+  return mdb_put(txn, meta_, &k, &v, 0);
+}
+
+std::string LmdbStore::SnapshotPath(const SnapshotHandle& h) const {
+  return dir_ + "/snapshots/snapshot-" + std::to_string(h.instance) + "-" +
+         std::to_string(h.checksum) + ".ords";
+}
+
+Status LmdbStore::ReadSnapshotFile(const std::string& path, const SnapshotHandle& h,
+                                   std::string* out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Status::Error("snapshot file " + path + " is missing");
+  std::string bytes((std::istreambuf_iterator<char>(f)), {});
+  if (bytes.size() != h.size || Crc32c(bytes.data(), bytes.size()) != h.checksum) {
+    return Status::Error("snapshot file " + path + " fails its check (size or CRC32C)");
+  }
+  *out = std::move(bytes);
+  return Status::Ok();
+}
+
+MDB_txn* LmdbStore::BeginRead() const {
+  MDB_txn* txn = nullptr;
+  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn) != 0) return nullptr;
+  return txn;
+}
+
+void LmdbStore::EndRead(MDB_txn* txn) {
+  if (txn) mdb_txn_abort(txn);
+}
+
+Status LmdbStore::ReadKeyed(MDB_txn* txn, std::vector<StreamMessage>* out) const {
+  MDB_cursor* cur = nullptr;
+  int rc = mdb_cursor_open(txn, keys_, &cur);
+  if (rc != 0) return Status::Error(LmdbError("mdb_cursor_open", rc));
+  MDB_val k, v;
+  Status result = Status::Ok();
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    StreamMessage m;
+    if (!DecodeKeyed(v, &m)) {
+      result = Status::Error("a compacted-view record fails its check");
+      break;
+    }
+    m.key.assign(static_cast<const char*>(k.mv_data), k.mv_size);
+    out->push_back(std::move(m));
+  }
+  mdb_cursor_close(cur);
+  return result;
+}
+
+paxos::StoreCode LmdbStore::ReadCompacted(uint64_t from, uint64_t to, size_t max_messages,
+                                          size_t max_bytes, std::vector<StreamMessage>* out) const {
+  MDB_txn* txn = BeginRead();
+  if (txn == nullptr) {
+    last_error_ = "mdb_txn_begin failed";
+    return paxos::StoreCode::kIoError;
+  }
+  MDB_cursor* cur = nullptr;
+  mdb_cursor_open(txn, key_offsets_, &cur);
+  unsigned char key[8];
+  PutBigEndian(from, key);
+  MDB_val k{8, key}, v;
+  paxos::StoreCode code = paxos::StoreCode::kOk;
+  size_t bytes = 0;
+  for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+       rc == 0 && out->size() < max_messages && (out->empty() || bytes < max_bytes);
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) break;
+    const uint64_t offset = GetBigEndian(k.mv_data);
+    if (to != 0 && offset >= to) break;
+    MDB_val kv = v, rv;
+    StreamMessage m;
+    if (mdb_get(txn, keys_, &kv, &rv) != 0 || !DecodeKeyed(rv, &m) || m.offset != offset) {
+      ++corruptions_;
+      last_error_ = "compacted view record for offset " + std::to_string(offset) +
+                    " fails its check";
+      code = paxos::StoreCode::kCorrupt;
+      break;
+    }
+    m.key.assign(static_cast<const char*>(v.mv_data), v.mv_size);
+    bytes += m.key.size() + m.payload.size() + 32;
+    out->push_back(std::move(m));
+  }
+  mdb_cursor_close(cur);
+  EndRead(txn);
+  return code;
+}
+
+paxos::StoreCode LmdbStore::RecordSnapshot(const SnapshotHandle& handle,
+                                           const paxos::AppliedSnapshot& state) {
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  if (rc != 0) {
+    last_error_ = LmdbError("mdb_txn_begin", rc);
+    return paxos::StoreCode::kIoError;
+  }
+  Retained r = CurrentRetained();
+  r.snapshot = handle;
+  if ((rc = PutRetained(txn, r)) != 0 || (rc = mdb_txn_commit(txn)) != 0) {
+    if (rc != 0) mdb_txn_abort(txn);
+    last_error_ = LmdbError("recording the snapshot", rc);
+    return paxos::StoreCode::kIoError;
+  }
+  snapshot_handle_ = handle;
+  snapshot_state_ = state;
+  return paxos::StoreCode::kOk;
+}
+
+paxos::StoreCode LmdbStore::Truncate(paxos::Instance first, size_t max_entries, size_t* deleted) {
+  *deleted = 0;
+  if (!snapshot_state_) return paxos::StoreCode::kOk;
+  first = std::min(first, snapshot_state_->instance.next());
+  if (first <= first_instance_) return paxos::StoreCode::kOk;
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  if (rc != 0) {
+    last_error_ = LmdbError("mdb_txn_begin", rc);
+    return paxos::StoreCode::kIoError;
+  }
+  auto fail = [&](const char* what) {
+    last_error_ = LmdbError(what, rc);
+    mdb_txn_abort(txn);
+    return paxos::StoreCode::kIoError;
+  };
+  // Oldest first, a bounded number per call so the stream never waits long.
+  MDB_cursor* cur = nullptr;
+  mdb_cursor_open(txn, log_, &cur);
+  MDB_val k, v;
+  uint64_t freed = 0;
+  paxos::Instance reached = first;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    const paxos::Instance i(k.mv_size == 8 ? GetBigEndian(k.mv_data) : 0);
+    if (i >= first) break;
+    if (*deleted >= max_entries) {
+      reached = i;
+      break;
+    }
+    freed += v.mv_size;
+    if ((rc = mdb_cursor_del(cur, 0)) != 0) {
+      mdb_cursor_close(cur);
+      return fail("truncating the log");
+    }
+    ++*deleted;
+  }
+  mdb_cursor_close(cur);
+  // The offset index of the dropped instances; the first one left is the
+  // earliest offset still served.
+  uint64_t first_offset = next_offset_;
+  mdb_cursor_open(txn, index_, &cur);
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;) {
+    IndexRecord idx;
+    if (DecodeIndex(v, &idx) && paxos::Instance(idx.instance) >= reached) {
+      first_offset = GetBigEndian(k.mv_data);
+      break;
+    }
+    if ((rc = mdb_cursor_del(cur, 0)) != 0) {
+      mdb_cursor_close(cur);
+      return fail("truncating the offset index");
+    }
+    rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
+    if (rc != 0) rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cur);
+  Retained r = CurrentRetained();
+  r.first_instance = reached.value();
+  r.first_offset = std::max(first_offset_, first_offset);
+  r.log_bytes = log_bytes_ > freed ? log_bytes_ - freed : 0;
+  if ((rc = PutRetained(txn, r)) != 0) return fail("writing the retention record");
+  if ((rc = mdb_txn_commit(txn)) != 0) {
+    last_error_ = LmdbError("mdb_txn_commit", rc);
+    return paxos::StoreCode::kIoError;
+  }
+  first_instance_ = reached;
+  first_offset_ = r.first_offset;
+  log_bytes_ = r.log_bytes;
+  return paxos::StoreCode::kOk;
+}
+
+paxos::StoreCode LmdbStore::InstallSnapshot(const SnapshotHandle& handle,
+                                            const paxos::AppliedSnapshot& state,
+                                            std::span<const StreamMessage> keyed) {
+  MDB_txn* txn = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  if (rc != 0) {
+    last_error_ = LmdbError("mdb_txn_begin", rc);
+    return paxos::StoreCode::kIoError;
+  }
+  auto fail = [&](const char* what) {
+    last_error_ = LmdbError(what, rc);
+    mdb_txn_abort(txn);
+    return paxos::StoreCode::kIoError;
+  };
+  // Everything up to the snapshot's instance is replaced by it.
+  MDB_cursor* cur = nullptr;
+  mdb_cursor_open(txn, log_, &cur);
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size == 8 && GetBigEndian(k.mv_data) > state.instance.value()) break;
+    if ((rc = mdb_cursor_del(cur, 0)) != 0) {
+      mdb_cursor_close(cur);
+      return fail("clearing the log");
+    }
+  }
+  mdb_cursor_close(cur);
+  if ((rc = mdb_drop(txn, index_, 0)) != 0 || (rc = mdb_drop(txn, keys_, 0)) != 0 ||
+      (rc = mdb_drop(txn, key_offsets_, 0)) != 0) {
+    return fail("clearing the index and compacted view");
+  }
+  for (const StreamMessage& m : keyed) {
+    if (m.key.empty() || m.key.size() > kKeyBytesMax) continue;
+    paxos::ClientMessage cm{paxos::ProducerId(m.producer), m.sequence, m.key, m.payload};
+    if ((rc = PutKeyed(txn, cm, m.offset)) != 0) return fail("writing the compacted view");
+  }
+  paxos::HardState hs = hard_state_;
+  hs.chosen = std::max(hs.chosen, state.instance);
+  const std::string meta = EncodeMetaRecord(hs);
+  MDB_val mk{sizeof(kHardStateKey) - 1, const_cast<char*>(kHardStateKey)};
+  MDB_val mv{meta.size(), const_cast<char*>(meta.data())};
+  if ((rc = mdb_put(txn, meta_, &mk, &mv, 0)) != 0) return fail("writing the hard state");
+  Retained r{state.instance.value() + 1, state.next_offset.value(), 0, handle};
+  if ((rc = PutRetained(txn, r)) != 0) return fail("writing the retention record");
+  if ((rc = mdb_txn_commit(txn)) != 0) {
+    last_error_ = LmdbError("mdb_txn_commit", rc);
+    return paxos::StoreCode::kIoError;
+  }
+  hard_state_ = hs;
+  first_instance_ = state.instance.next();
+  first_offset_ = r.first_offset;
+  next_offset_ = state.next_offset.value();
+  log_bytes_ = 0;
+  snapshot_handle_ = handle;
+  snapshot_state_ = state;
+  if (last_instance_ < state.instance) last_instance_ = paxos::kNoInstance;
   return paxos::StoreCode::kOk;
 }
 

@@ -21,23 +21,25 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "broker/codec.h"
 #include "broker/status.h"
 #include "paxos/applied_state.h"
 #include "paxos/log_store.h"
 
 namespace ordo::broker {
 
-// One message of the stream as served to subscribers.
-struct StreamMessage {
-  uint64_t offset = 0;
-  uint64_t producer = 0;
-  uint64_t sequence = 0;
-  std::string key;
-  std::string payload;
+
+// Where the log starts (meta "retained"; encoded in lmdb_store.cc).
+struct Retained {
+  uint64_t first_instance = 1;
+  uint64_t first_offset = 0;
+  uint64_t log_bytes = 0;
+  SnapshotHandle snapshot;
 };
 
 class LmdbStore final : public paxos::LogStore {
@@ -64,13 +66,50 @@ class LmdbStore final : public paxos::LogStore {
   // --- the stream ---
   // One past the last offset in the index (the head a subscriber can reach).
   uint64_t next_offset() const { return next_offset_; }
-  uint64_t earliest_offset() const { return 0; }
+  // The first offset still served (below it, only the snapshot has the state).
+  uint64_t earliest_offset() const { return first_offset_; }
   // Appends messages from `from` on, in offset order, until `max_messages` or
   // `max_bytes` (at least one message is returned when any is available).
   // kCorrupt when a record on the way fails its check: the messages before it
   // are returned, nothing after it.
   paxos::StoreCode ReadStream(uint64_t from, size_t max_messages, size_t max_bytes,
                               std::vector<StreamMessage>* out) const;
+
+  // --- retention and snapshots ---
+  paxos::Instance FirstInstance() const override { return first_instance_; }
+  std::optional<paxos::AppliedSnapshot> LoadSnapshot() const override { return snapshot_state_; }
+  const SnapshotHandle& snapshot_handle() const { return snapshot_handle_; }
+  // Where the snapshot file with `handle` lives: DIR/snapshots/snapshot-N-CRC.ords.
+  std::string SnapshotPath(const SnapshotHandle& handle) const;
+  std::string SnapshotDir() const { return dir_ + "/snapshots"; }
+  // Reads a snapshot file and checks its size and CRC32C against `handle`.
+  static Status ReadSnapshotFile(const std::string& path, const SnapshotHandle& handle,
+                                 std::string* out);
+  // Bytes of log records kept (an upper bound: overwrites count twice).
+  uint64_t log_bytes() const { return log_bytes_; }
+
+  // A read transaction seeing the last commit, usable from another thread
+  // (the environment is MDB_NOTLS) and ended there with EndRead.
+  MDB_txn* BeginRead() const;
+  static void EndRead(MDB_txn* txn);
+  // The compacted view in ascending key order, read in `txn`. Thread-safe.
+  Status ReadKeyed(MDB_txn* txn, std::vector<StreamMessage>* out) const;
+  // The compacted view: the latest message of each key whose offset is in
+  // [from, to) (to 0: no bound), in offset order, bounded like ReadStream.
+  paxos::StoreCode ReadCompacted(uint64_t from, uint64_t to, size_t max_messages,
+                                 size_t max_bytes, std::vector<StreamMessage>* out) const;
+
+  // The snapshot file `handle` (already written, fsynced) holds `state`:
+  // the log may now be truncated up to state.instance.
+  paxos::StoreCode RecordSnapshot(const SnapshotHandle& handle, const paxos::AppliedSnapshot& state);
+  // Drops up to `max_entries` of the oldest log records below `first`
+  // (never past the snapshot), with their offset index. One transaction.
+  paxos::StoreCode Truncate(paxos::Instance first, size_t max_entries, size_t* deleted);
+  // Replaces everything up to state.instance with a snapshot installed from
+  // a peer (its file is already in place): log, index and compacted view,
+  // chosen frontier raised to state.instance. One transaction.
+  paxos::StoreCode InstallSnapshot(const SnapshotHandle& handle, const paxos::AppliedSnapshot& state,
+                                   std::span<const StreamMessage> keyed);
 
   // Records that failed their checksum, since open.
   uint64_t corruptions() const { return corruptions_; }
@@ -82,11 +121,22 @@ class LmdbStore final : public paxos::LogStore {
  private:
   LmdbStore() = default;
   paxos::StoreCode GetIn(MDB_txn* txn, paxos::Instance instance, paxos::Entry* out) const;
+  int PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t offset);
+  Retained CurrentRetained() const;
+  int PutRetained(MDB_txn* txn, const Retained& r);
 
   MDB_env* env_ = nullptr;
   MDB_dbi meta_ = 0;
   MDB_dbi log_ = 0;
   MDB_dbi index_ = 0;
+  MDB_dbi keys_ = 0;         // message key -> latest message of that key
+  MDB_dbi key_offsets_ = 0;  // its offset (big-endian) -> message key
+  std::string dir_;
+  paxos::Instance first_instance_{1};
+  uint64_t first_offset_ = 0;
+  uint64_t log_bytes_ = 0;
+  SnapshotHandle snapshot_handle_;
+  std::optional<paxos::AppliedSnapshot> snapshot_state_;
   paxos::HardState hard_state_{};
   paxos::Instance last_instance_{};
   uint64_t next_offset_ = 0;

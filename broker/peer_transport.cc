@@ -47,10 +47,23 @@ Status PeerTransport::Open() {
 }
 
 bool PeerTransport::Send(const paxos::Message& message) {
-  auto it = outbound_.find(message.to.value());
-  if (it == outbound_.end()) return false;
-  LinkCounters& link = links_[message.to.value()];
   const std::string frame = EncodePeerMessage(message);
+  if (!SendFrame(message.to.value(), frame)) return false;
+  if (IsCatchUp(message.type)) catchup_bytes_sent_ += frame.size();
+  return true;
+}
+
+bool PeerTransport::SendSnapshot(const SnapshotMessage& message) {
+  const std::string frame = EncodeSnapshotMessage(message);
+  if (!SendFrame(message.to, frame)) return false;
+  catchup_bytes_sent_ += frame.size();
+  return true;
+}
+
+bool PeerTransport::SendFrame(uint32_t to, const std::string& frame) {
+  auto it = outbound_.find(to);
+  if (it == outbound_.end()) return false;
+  LinkCounters& link = links_[to];
   try {
     auto sent = it->second.send(zmq::buffer(frame), zmq::send_flags::dontwait);
     if (!sent) {
@@ -62,8 +75,14 @@ bool PeerTransport::Send(const paxos::Message& message) {
     return false;
   }
   link.bytes_sent += frame.size();
-  if (IsCatchUp(message.type)) catchup_bytes_sent_ += frame.size();
   return true;
+}
+
+void PeerTransport::NoteReceivedSnapshot(const SnapshotMessage& message, size_t bytes) {
+  auto it = links_.find(message.from);
+  if (it == links_.end()) return;
+  it->second.bytes_received += bytes;
+  catchup_bytes_received_ += bytes;
 }
 
 void PeerTransport::NoteReceived(const paxos::Message& message, size_t bytes) {

@@ -18,6 +18,7 @@
 
 #include <zmq.hpp>
 
+#include "broker/codec.h"
 #include "broker/config.h"
 #include "broker/status.h"
 #include "paxos/message.h"
@@ -33,6 +34,8 @@ class PeerTransport {
 
   // Encodes and queues `message` to message.to. Returns false when dropped.
   bool Send(const paxos::Message& message);
+  // The same for a snapshot transfer message (counted as catch-up bytes).
+  bool SendSnapshot(const SnapshotMessage& message);
 
   // The socket to poll for incoming frames.
   zmq::socket_t& inbound() { return inbound_; }
@@ -41,12 +44,14 @@ class PeerTransport {
   // *payload is the frame as sent by the peer (the ROUTER's routing frame is
   // stripped); *well_formed is false when the ZeroMQ message did not have
   // exactly the shape a peer sends (identity + one frame).
+  bool SendFrame(uint32_t to, const std::string& frame);
   bool Receive(zmq::message_t* payload, bool* well_formed);
 
   // Counts a frame the broker decoded and accepted as `message` from its
   // sender (per-link bytes in, catch-up bytes). Frames that fail to decode
   // have no trustworthy sender and are counted as rejected instead.
   void NoteReceived(const paxos::Message& message, size_t bytes);
+  void NoteReceivedSnapshot(const SnapshotMessage& message, size_t bytes);
 
   struct LinkCounters {
     uint64_t bytes_sent = 0;
