@@ -7,7 +7,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +29,8 @@ enum class ErrorCode {
   kOffsetBelowRetained,  // see Error::earliest_offset
   kProtocol,             // a broker sent something this client cannot read
   kInvalidArgument,      // the call's own arguments are wrong (e.g. no brokers)
+  kBackpressure,         // AsyncPublisher: the in-flight window is full (kFail mode)
+  kClosed,               // AsyncPublisher: closed before the message was acknowledged
 };
 
 struct Error {
@@ -106,6 +111,91 @@ class Publisher {
   // 1 GiB. An empty `messages` resends the queued messages, if any, and
   // returns no offsets.
   Result<std::vector<uint64_t>> PublishBatch(const std::vector<OutgoingMessage>& messages);
+
+  uint64_t producer_id() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Options of an AsyncPublisher: batching, the in-flight window, and what
+// Publish does when the window is full.
+struct AsyncPublisherOptions {
+  // A request holds at most this many messages and key+payload bytes. Keep
+  // batch_bytes_max well below the brokers' limits.frame_bytes_max (16 MiB).
+  size_t batch_messages_max = 10000;
+  size_t batch_bytes_max = size_t{1} << 20;
+  // How long a message may wait for its batch to fill before it is sent
+  // anyway. 0 sends at once (batches then form only while requests are in
+  // flight).
+  std::chrono::milliseconds linger{5};
+  // Messages (and key+payload bytes) published and not yet resolved. A
+  // single message larger than window_bytes_max is let in alone.
+  size_t window_messages_max = 100000;
+  size_t window_bytes_max = size_t{64} << 20;
+  // Publish requests sent to the leader and not yet answered.
+  size_t requests_inflight_max = 8;
+  // A message above this (key + payload) is refused by Publish with
+  // kInvalidArgument; the brokers' limits.message_bytes_max defaults to 1 MiB.
+  size_t message_bytes_max = size_t{1} << 20;
+  // When the window is full, Publish waits for room (at most
+  // ClientOptions::call_timeout, then kBackpressure), or fails at once with
+  // kBackpressure.
+  enum class WhenFull { kBlock, kFail };
+  WhenFull when_full = WhenFull::kBlock;
+};
+
+// Called once per accepted message with its offset or why it failed. Runs on
+// the publisher's I/O thread, in publish order; it must be quick and must
+// not call Flush or Close, nor a blocking Publish, of the same publisher.
+using PublishCallback = std::function<void(const Result<uint64_t>&)>;
+
+// Publishes without waiting: messages are queued, batched (by size and
+// linger time) and sent by a background I/O thread, with several requests in
+// flight to the leader at once. The exactly-once rules of Publisher hold:
+// sequences are assigned in publish order, every retry (timeout, broker
+// failure, leader change) resends the same sequences, an acknowledged
+// message is never lost and a retried one never stored twice, and messages
+// are stored in publish order. The publisher never gives up on a queued
+// message by itself: it retries until the message is acknowledged or the
+// publisher is closed.
+//
+// Thread rules: Publish, Flush and Close may be called from any threads.
+class AsyncPublisher {
+ public:
+  // producer_id 0 picks a random one. Starts the I/O thread; no I/O happens
+  // before the first Publish.
+  explicit AsyncPublisher(ClientOptions options, AsyncPublisherOptions async_options = {},
+                          uint64_t producer_id = 0);
+  // Close(ClientOptions::call_timeout).
+  ~AsyncPublisher();
+  AsyncPublisher(const AsyncPublisher&) = delete;
+  AsyncPublisher& operator=(const AsyncPublisher&) = delete;
+
+  // Queues one message; `done` is called once with its offset or an error.
+  // Returns an Error (and never calls `done`) when the message is not
+  // accepted: kBackpressure (window full; with kBlock, still full after
+  // call_timeout), kInvalidArgument (bad options, message too large),
+  // kClosed (after Close). The callback gets kClosed when the publisher is
+  // closed before the broker acknowledged (the message may or may not be
+  // stored), kRejected when a broker refused its request as a whole (it was
+  // never stored), kProtocol when it is stored but its offset was forgotten
+  // (DuplicateTooOld).
+  std::optional<Error> Publish(std::string_view payload, std::string_view key,
+                               PublishCallback done);
+  // The same with a future; a message that is not accepted gives a future
+  // that is ready with the error. Costs one allocation per message more
+  // than the callback form.
+  std::future<Result<uint64_t>> Publish(std::string_view payload, std::string_view key = {});
+
+  // Sends what is queued without waiting for linger, and waits until every
+  // message published before the call is resolved (its callback has run).
+  // kTimeout when `timeout` passes first; the messages stay queued.
+  std::optional<Error> Flush(std::chrono::milliseconds timeout);
+  // Flush(timeout), then stops: messages still unresolved get kClosed, and
+  // later Publish calls fail with kClosed. Idempotent.
+  std::optional<Error> Close(std::chrono::milliseconds timeout);
 
   uint64_t producer_id() const;
 
