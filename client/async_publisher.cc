@@ -68,7 +68,7 @@ struct AsyncPublisher::Impl {
   };
   struct InFlight {
     uint64_t request_id;
-    ci::Clock::time_point deadline;
+    ci::Clock::time_point sent_at;
     uint64_t first_sequence;
     uint64_t last_sequence;
   };
@@ -118,6 +118,13 @@ struct AsyncPublisher::Impl {
   // Tells the callers `count` messages of `bytes` are resolved.
   void Release(size_t count, uint64_t bytes);
   milliseconds PollTimeout(ci::Clock::time_point now) const;
+  // When the broker counts as silent: request_timeout after the oldest
+  // request in flight was sent or after the last reply, whichever is later.
+  // Requests pipelined behind others wait at the leader, so the age of one
+  // request says nothing; a broker that answers nothing at all has failed.
+  ci::Clock::time_point ReplyDeadline() const {
+    return std::max(inflight.front().sent_at, last_reply_at) + options.request_timeout;
+  }
   std::string Describe(size_t count) const;
 
   const ClientOptions options;
@@ -159,6 +166,7 @@ struct AsyncPublisher::Impl {
   milliseconds busy_backoff = ci::kBusyBackoffMin;
   milliseconds resend_backoff{0};
   int redirects_in_a_row = 0;
+  ci::Clock::time_point last_reply_at{};
   std::optional<Refusal> refusal;
   ci::AttemptLog attempts;
   ci::BrokerRotation rotation;
@@ -359,7 +367,7 @@ void AsyncPublisher::Impl::Loop() {
 milliseconds AsyncPublisher::Impl::PollTimeout(ci::Clock::time_point now) const {
   std::optional<ci::Clock::time_point> until;
   auto sooner = [&](ci::Clock::time_point t) { until = until ? std::min(*until, t) : t; };
-  if (!inflight.empty()) sooner(inflight.front().deadline);
+  if (!inflight.empty()) sooner(ReplyDeadline());
   if (!refusal && send_index < queue.size() && inflight.size() < async.requests_inflight_max) {
     // SendReady held back: for linger, or for a pause after a refusal.
     const Message& next = queue[send_index];
@@ -457,8 +465,7 @@ void AsyncPublisher::Impl::SendOneRequest(ci::Clock::time_point now) {
     rotation.Next();
     return;
   }
-  inflight.push_back(InFlight{request_id, now + options.request_timeout, first_sequence,
-                              last_sequence});
+  inflight.push_back(InFlight{request_id, now, first_sequence, last_sequence});
 }
 
 void AsyncPublisher::Impl::ReceiveReplies(ci::Clock::time_point now) {
@@ -515,6 +522,7 @@ void AsyncPublisher::Impl::HandleReply(const ci::Frame& frame, ci::Clock::time_p
   });
   // Ignore replies whose request_id we no longer wait for (protocol.md).
   if (it == inflight.end()) return;
+  last_reply_at = now;
   const InFlight request = *it;
   inflight.erase(it);
   const std::string endpoint = connection->endpoint();
@@ -651,7 +659,7 @@ void AsyncPublisher::Impl::HandleRefusal(ci::Clock::time_point now) {
 }
 
 void AsyncPublisher::Impl::CheckTimeouts(ci::Clock::time_point now) {
-  if (inflight.empty() || now < inflight.front().deadline) return;
+  if (inflight.empty() || now < ReplyDeadline()) return;
   // No answer: the request may or may not be stored. Resend the same
   // sequences elsewhere, from a fresh socket.
   std::string outcome = "no reply within " + ci::Ms(options.request_timeout);

@@ -131,8 +131,11 @@ struct AsyncPublisherOptions {
   // flight).
   std::chrono::milliseconds linger{5};
   // Messages (and key+payload bytes) published and not yet resolved. A
-  // single message larger than window_bytes_max is let in alone.
-  size_t window_messages_max = 100000;
+  // single message larger than window_bytes_max is let in alone. Keep
+  // window_messages_max below 65,536: a broker remembers the offsets of a
+  // producer's last 65,536 sequences, so a retry of an older one is stored
+  // once but its offset is lost (the callback gets kProtocol).
+  size_t window_messages_max = 32768;
   size_t window_bytes_max = size_t{64} << 20;
   // Publish requests sent to the leader and not yet answered.
   size_t requests_inflight_max = 8;
@@ -206,11 +209,14 @@ class AsyncPublisher {
 
 // Where a subscription starts.
 struct StartAt {
-  static StartAt Offset(uint64_t offset) { return StartAt{offset, false}; }
-  static StartAt Earliest() { return StartAt{0, false}; }
-  static StartAt Latest() { return StartAt{0, true}; }
+  static StartAt Offset(uint64_t offset) { return StartAt{offset, false, false}; }
+  // The earliest offset the broker still retains (0 until retention removes
+  // history).
+  static StartAt Earliest() { return StartAt{0, false, true}; }
+  static StartAt Latest() { return StartAt{0, true, false}; }
   uint64_t offset = 0;
   bool latest = false;
+  bool earliest = false;
 };
 
 // Reads the stream in offset order, with no gap and no duplicate, from any
@@ -246,6 +252,16 @@ class Subscriber {
 // first broker to answer. A `to` beyond the head of every broker in the list
 // is kInvalidArgument; an offset compacted away is kOffsetBelowRetained.
 Result<std::vector<Record>> Replay(const ClientOptions& options, uint64_t from, uint64_t to);
+
+// Called by the streaming Replay for each record, in offset order, with the
+// end of the range (`to`, or the head when `to` is 0).
+using ReplayCallback = std::function<void(const Record& record, uint64_t end)>;
+// Replays [from, to) like the one above, but hands each record to `each` as
+// it arrives instead of holding the range in memory, and call_timeout bounds
+// the time without progress rather than the whole call. Returns the end of
+// the range. The same errors; records before an error were already handed.
+Result<uint64_t> Replay(const ClientOptions& options, uint64_t from, uint64_t to,
+                        const ReplayCallback& each);
 
 struct PeerInfo {
   uint32_t node_id = 0;
