@@ -297,8 +297,13 @@ std::optional<Error> Subscriber::Impl::Handle(const ci::Frame& frame, bool answe
     // An idle stream, yet the broker's head is past our offset and we have
     // credit: it lost our subscription (a restart behind the same endpoint,
     // which ZeroMQ reconnects silently). Subscribe again.
-    if (answers_idle_probe && !delivered_since_ping && offset_known && subscription_id != 0 &&
-        granted_left > 0 && status->next_offset() > next_offset) {
+    // An Earliest subscriber that has seen nothing yet is behind when the
+    // broker retains any record.
+    const bool behind = offset_known ? status->next_offset() > next_offset
+                                     : start_earliest &&
+                                           status->next_offset() > status->earliest_offset();
+    if (answers_idle_probe && !delivered_since_ping && behind && subscription_id != 0 &&
+        granted_left > 0) {
       Subscribe();
     }
   }

@@ -51,7 +51,7 @@ std::string RenderProgress(uint64_t done, uint64_t total, double elapsed_seconds
   // A bar narrower than this says nothing.
   constexpr size_t kBarColumnsMin = 10;
   if (width < suffix.size() + 2 + kBarColumnsMin) {
-    suffix.erase(0, 1);  // the leading space
+    suffix.erase(0, suffix.find_first_not_of(' '));
     if (suffix.size() > width) suffix.resize(width);
     return suffix;
   }
