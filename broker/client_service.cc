@@ -329,7 +329,9 @@ void ClientService::OnLostLeadership() {
 void ClientService::HandleSubscribe(const std::string& identity, uint64_t rid, const void* body) {
   const auto* s = static_cast<const wire::Subscribe*>(body);
   const uint64_t head = store_.next_offset();
-  uint64_t from = s->from_latest() ? head : s->from_offset();
+  uint64_t from = s->from_latest()     ? head
+                  : s->from_earliest() ? store_.earliest_offset()
+                                       : s->from_offset();
   if (from < store_.earliest_offset()) {
     SendError(identity, rid, Code(wire::ErrorCode::OffsetBelowRetained),
               "offset " + std::to_string(from) + " is no longer retained; the earliest is " +

@@ -38,7 +38,10 @@ constexpr uint32_t kFetchMessagesMax = 10000;
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-Result<std::vector<Record>> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_t to) {
+// Replays [from, to) into `each`; returns the end of the range. With
+// `deadline_per_progress`, call_timeout bounds the time without progress.
+Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_t to,
+                            const ReplayCallback& each, bool deadline_per_progress) {
   if (auto invalid = ci::ValidateOptions(options)) return *invalid;
   if (to != 0 && to < from) {
     return Error{ErrorCode::kInvalidArgument,
@@ -46,8 +49,7 @@ Result<std::vector<Record>> ReplayImpl(const ClientOptions& options, uint64_t fr
                      ") is reversed: `to` must be at least `from` (or 0 for the head)",
                  0};
   }
-  std::vector<Record> records;
-  if (to != 0 && to == from) return records;
+  if (to != 0 && to == from) return to;
 
   ci::LazyContext context;
   std::unique_ptr<ci::Connection> connection;
@@ -63,7 +65,7 @@ Result<std::vector<Record>> ReplayImpl(const ClientOptions& options, uint64_t fr
   // when every broker is short, `to` is beyond the stream's head.
   size_t brokers_short = 0;
   uint64_t head_max = 0;
-  const ci::Clock::time_point deadline = ci::Clock::now() + options.call_timeout;
+  ci::Clock::time_point deadline = ci::Clock::now() + options.call_timeout;
 
   auto next_broker = [&] {
     connection.reset();
@@ -164,7 +166,7 @@ Result<std::vector<Record>> ReplayImpl(const ClientOptions& options, uint64_t fr
           gap = true;
           break;
         }
-        records.push_back(ci::ToRecord(*message));
+        each(ci::ToRecord(*message), *end);
         ++cursor;
         ++appended;
       }
@@ -177,6 +179,7 @@ Result<std::vector<Record>> ReplayImpl(const ClientOptions& options, uint64_t fr
     }
     if (appended > 0) {
       brokers_short = 0;
+      if (deadline_per_progress) deadline = ci::Clock::now() + options.call_timeout;
       continue;  // next page from the same broker
     }
     if (cursor >= *end) break;
@@ -196,7 +199,7 @@ Result<std::vector<Record>> ReplayImpl(const ClientOptions& options, uint64_t fr
     ci::SleepAtMost(ci::kRetryPause, deadline);
     next_broker();
   }
-  return records;
+  return end.value_or(cursor);
 }
 
 Result<BrokerStatus> GetStatusImpl(const std::string& endpoint, std::chrono::milliseconds timeout) {
@@ -300,9 +303,23 @@ std::vector<std::string> ParseBrokerList(std::string_view list) {
 
 Result<std::vector<Record>> Replay(const ClientOptions& options, uint64_t from, uint64_t to) {
   try {
-    return ReplayImpl(options, from, to);
+    std::vector<Record> records;
+    Result<uint64_t> end = ReplayImpl(
+        options, from, to, [&](const Record& record, uint64_t) { records.push_back(record); },
+        false);
+    if (!end.ok()) return end.error();
+    return records;
   } catch (const std::exception& e) {
     // No exception crosses the public API (STYLE.md 5).
+    return Error{ErrorCode::kUnavailable, std::string("replay failed: ") + e.what(), 0};
+  }
+}
+
+Result<uint64_t> Replay(const ClientOptions& options, uint64_t from, uint64_t to,
+                        const ReplayCallback& each) {
+  try {
+    return ReplayImpl(options, from, to, each, true);
+  } catch (const std::exception& e) {
     return Error{ErrorCode::kUnavailable, std::string("replay failed: ") + e.what(), 0};
   }
 }

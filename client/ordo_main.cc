@@ -1,26 +1,45 @@
-// build/ordo: the command-line client (first cut; issue 4 completes it).
+// build/ordo: the command-line client.
 //
 //   ordo publish   --brokers LIST [--key K] [MESSAGE ...]   (stdin lines when no MESSAGE)
 //   ordo subscribe --brokers LIST [--from OFFSET|earliest|latest] [--count N]
-//   ordo replay    --brokers LIST --from A [--to B]
-//   ordo status    --brokers LIST
+//   ordo replay    --brokers LIST --from OFFSET|earliest [--to B]
+//   ordo status    --brokers LIST [--json]
 //
 // Output: publish prints each message's offset, one per line, in input order;
-// subscribe and replay print OFFSET<TAB>PAYLOAD lines. Exit status: 0 ok,
-// 1 a message was not acknowledged / a broker failed, 2 bad usage.
-#include <cstdio>
-#include <iostream>
-#include <string>
+// subscribe and replay print OFFSET<TAB>PAYLOAD lines (or JSON lines).
+// Exit statuses: client/cli/cli_util.h (kExit...), printed by every --help.
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
 
+#include "client/cli/cli_util.h"
 #include "ordo/client.h"
 
 namespace {
 
+using ordo::cli::ExitCodeFor;
+using Clock = std::chrono::steady_clock;
+
 int Fail(const ordo::Error& e) {
   std::fprintf(stderr, "ordo: %s\n", e.message.c_str());
-  return 1;
+  return ExitCodeFor(e.code);
+}
+
+// --from below the retained range: name the earliest offset and what to do.
+int FailBelowRetained(const ordo::Error& e, uint64_t from) {
+  std::fprintf(stderr,
+               "ordo: offset %llu is no longer retained; the earliest available offset is %llu. "
+               "Use --from %llu, or --from earliest.\n",
+               static_cast<unsigned long long>(from),
+               static_cast<unsigned long long>(e.earliest_offset),
+               static_cast<unsigned long long>(e.earliest_offset));
+  return ordo::cli::kExitBelowRetained;
 }
 
 // A JSON string: quotes, backslashes and control bytes escaped; other bytes
@@ -61,116 +80,198 @@ void PrintRecord(const ordo::Record& r) {
   std::fwrite(line.data(), 1, line.size(), stdout);
 }
 
-}  // namespace
+// "earliest", "latest" (when allowed) or a number; nullopt (and a message)
+// for anything else.
+struct From {
+  bool earliest = false;
+  bool latest = false;
+  uint64_t offset = 0;
+};
+std::optional<From> ParseFrom(const std::string& text, bool latest_allowed) {
+  From from;
+  if (text == "earliest") {
+    from.earliest = true;
+    return from;
+  }
+  if (text == "latest" && latest_allowed) {
+    from.latest = true;
+    return from;
+  }
+  size_t used = 0;
+  try {
+    if (!text.empty() && text[0] != '-') from.offset = std::stoull(text, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size()) {
+    std::fprintf(stderr, "ordo: --from takes an offset (a number), earliest%s, not '%s'\n",
+                 latest_allowed ? " or latest" : "", text.c_str());
+    return std::nullopt;
+  }
+  return from;
+}
 
-int main(int argc, char** argv) {
-  CLI::App app{"ordo: publish to, subscribe to and inspect an Ordo cluster"};
-  app.require_subcommand(1);
-  std::string brokers;
-  auto add_brokers = [&](CLI::App* c) {
-    c->add_option("--brokers", brokers, "Client endpoints HOST:PORT,... (brokers= of scripts/cluster up)")
-        ->required();
-  };
+size_t TerminalColumns() {
+  winsize size{};
+  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
+  return 80;
+}
 
-  auto* publish = app.add_subcommand("publish", "Publish each MESSAGE, or each line of stdin");
-  add_brokers(publish);
+struct PublishFlags {
   std::string key;
   std::vector<std::string> messages;
-  publish->add_option("--key", key, "Key for every message");
-  publish->add_option("MESSAGE", messages, "Messages (default: lines of standard input)");
+  uint64_t linger_ms = 5;
+  size_t batch_messages = 10000;
+  size_t batch_bytes = size_t{1} << 20;
+  size_t window = 32768;
+};
 
-  auto* subscribe = app.add_subcommand("subscribe", "Print the stream as OFFSET<TAB>PAYLOAD");
-  add_brokers(subscribe);
-  std::string from = "latest";
-  uint64_t count = 0;
-  subscribe->add_option("--from", from, "OFFSET, earliest or latest (default latest)");
-  subscribe->add_option("--count", count, "Stop after N messages (default: follow forever)");
-  std::string format = "text";
-  subscribe->add_option("--format", format, "text (OFFSET<TAB>PAYLOAD) or json (one object a line)")
-      ->check(CLI::IsMember({"text", "json"}));
+int Publish(const ordo::ClientOptions& options, const PublishFlags& flags) {
+  ordo::AsyncPublisherOptions async;
+  async.linger = std::chrono::milliseconds(flags.linger_ms);
+  async.batch_messages_max = flags.batch_messages;
+  async.batch_bytes_max = flags.batch_bytes;
+  async.window_messages_max = flags.window;
+  ordo::AsyncPublisher publisher(options, async);
 
-  auto* replay = app.add_subcommand("replay", "Print offsets [A, B) and exit");
-  add_brokers(replay);
-  uint64_t replay_from = 0, replay_to = 0;
-  replay->add_option("--from", replay_from, "First offset")->required();
-  replay->add_option("--to", replay_to, "One past the last offset (default: the head)");
-  replay->add_option("--format", format, "text (OFFSET<TAB>PAYLOAD) or json (one object a line)")
-      ->check(CLI::IsMember({"text", "json"}));
+  // Callbacks run on the publisher's thread, in input order; main reads
+  // this state only after Close, which joins that thread.
+  struct State {
+    bool stdout_is_tty = false;
+    uint64_t failed = 0;
+    uint64_t first_failed_line = 0;
+    std::optional<ordo::Error> first_error;
+  } state;
+  state.stdout_is_tty = isatty(STDOUT_FILENO) != 0;
 
-  auto* status = app.add_subcommand("status", "Show every broker's role, ballot and progress");
-  add_brokers(status);
-  bool status_json = false;
-  status->add_flag("--json", status_json, "One JSON object per broker, one per line");
-
-  CLI11_PARSE(app, argc, argv);
-  g_json = format == "json";
-  ordo::ClientOptions options;
-  options.brokers = ordo::ParseBrokerList(brokers);
-  if (options.brokers.empty()) {
-    std::fprintf(stderr, "ordo: --brokers needs HOST:PORT,... (see scripts/cluster up)\n");
-    return 2;
-  }
-
-  if (*publish) {
-    if (messages.empty()) {
-      for (std::string line; std::getline(std::cin, line);) messages.push_back(line);
+  std::optional<ordo::Error> refused;
+  uint64_t line = 0;
+  auto publish = [&](const std::string& payload) {
+    ++line;
+    // Captures one pointer and one number: fits std::function's inline
+    // storage, so no allocation per message.
+    refused = publisher.Publish(
+        payload, flags.key, [s = &state, n = line](const ordo::Result<uint64_t>& r) {
+          if (r.ok()) {
+            std::fprintf(stdout, "%llu\n", static_cast<unsigned long long>(r.value()));
+            if (s->stdout_is_tty) std::fflush(stdout);
+            return;
+          }
+          if (s->failed++ == 0) {
+            s->first_error = r.error();
+            s->first_failed_line = n;
+          }
+        });
+    return !refused;
+  };
+  if (!flags.messages.empty()) {
+    for (const std::string& m : flags.messages) {
+      if (!publish(m)) break;
     }
-    ordo::Publisher p(options);
-    constexpr size_t kChunk = 1000;
-    for (size_t i = 0; i < messages.size(); i += kChunk) {
-      std::vector<ordo::OutgoingMessage> batch;
-      for (size_t j = i; j < std::min(messages.size(), i + kChunk); ++j) {
-        batch.push_back({key, messages[j]});
+  } else {
+    for (std::string text; std::getline(std::cin, text);) {
+      if (!publish(text)) break;
+    }
+  }
+  // Waits for the acknowledgments (at most --timeout-ms); what is left then
+  // is reported as not acknowledged.
+  publisher.Close(options.call_timeout);
+  std::fflush(stdout);
+  if (refused) {
+    std::fprintf(stderr, "ordo: message %llu was not published: %s\n",
+                 static_cast<unsigned long long>(line), refused->message.c_str());
+  }
+  if (state.failed > 0) {
+    std::fprintf(stderr,
+                 "ordo: %llu message(s) not acknowledged; the first (message %llu): %s\n",
+                 static_cast<unsigned long long>(state.failed),
+                 static_cast<unsigned long long>(state.first_failed_line),
+                 state.first_error->message.c_str());
+  }
+  if (refused) return ExitCodeFor(refused->code);
+  if (state.first_error) return ExitCodeFor(state.first_error->code);
+  return ordo::cli::kExitOk;
+}
+
+int Subscribe(const ordo::ClientOptions& options, const From& from, uint64_t count) {
+  ordo::StartAt start = from.earliest ? ordo::StartAt::Earliest()
+                        : from.latest ? ordo::StartAt::Latest()
+                                      : ordo::StartAt::Offset(from.offset);
+  ordo::Subscriber s(options, start);
+  bool warned = false;
+  for (uint64_t n = 0; count == 0 || n < count;) {
+    auto r = s.Next(std::chrono::milliseconds(1000));
+    if (!r.ok()) {
+      if (r.error().code == ordo::ErrorCode::kOffsetBelowRetained) {
+        return FailBelowRetained(r.error(), from.offset);
       }
-      auto r = p.PublishBatch(batch);
-      if (!r.ok()) return Fail(r.error());
-      for (uint64_t o : r.value()) std::printf("%lu\n", static_cast<unsigned long>(o));
-      std::fflush(stdout);
-    }
-    return 0;
-  }
-  if (*subscribe) {
-    ordo::StartAt start = ordo::StartAt::Latest();
-    if (from == "earliest") {
-      start = ordo::StartAt::Earliest();
-    } else if (from != "latest") {
-      try {
-        start = ordo::StartAt::Offset(std::stoull(from));
-      } catch (...) {
-        std::fprintf(stderr, "ordo: --from takes an offset, earliest or latest, not '%s'\n",
-                     from.c_str());
-        return 2;
+      if (r.error().code == ordo::ErrorCode::kTimeout) {
+        // Brokers down: a follower keeps trying, and says so once.
+        if (!warned) std::fprintf(stderr, "ordo: %s\n", r.error().message.c_str());
+        warned = true;
+        continue;
       }
+      return Fail(r.error());
     }
-    ordo::Subscriber s(options, start);
-    for (uint64_t n = 0; count == 0 || n < count;) {
-      auto r = s.Next(std::chrono::milliseconds(1000));
-      if (!r.ok()) {
-        if (r.error().code == ordo::ErrorCode::kTimeout) continue;  // brokers down: keep trying
-        return Fail(r.error());
-      }
-      if (!r.value()) continue;
-      PrintRecord(*r.value());
-      std::fflush(stdout);
-      ++n;
+    if (!r.value()) continue;
+    PrintRecord(*r.value());
+    std::fflush(stdout);
+    ++n;
+  }
+  return ordo::cli::kExitOk;
+}
+
+int Replay(const ordo::ClientOptions& options, const From& from, uint64_t to) {
+  const bool progress = isatty(STDERR_FILENO) != 0;
+  const Clock::time_point start = Clock::now();
+  Clock::time_point drawn{};
+  uint64_t first = from.offset;
+  uint64_t done = 0;
+  auto draw = [&](uint64_t end, bool last) {
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    const std::string line =
+        ordo::cli::RenderProgress(done, end > first ? end - first : 0, elapsed, TerminalColumns() - 1);
+    std::fprintf(stderr, "\r%s%s", line.c_str(), last ? "\n" : "");
+  };
+  auto each = [&](const ordo::Record& record, uint64_t end) {
+    PrintRecord(record);
+    ++done;
+    if (progress && Clock::now() - drawn > std::chrono::milliseconds(100)) {
+      drawn = Clock::now();
+      draw(end, false);
     }
-    return 0;
+  };
+  // earliest: replay from 0 and, when the broker says history now starts
+  // later, from the earliest offset it names (retention may move meanwhile).
+  ordo::Result<uint64_t> end = ordo::Replay(options, first, to, each);
+  for (int tries = 0; from.earliest && !end.ok() && done == 0 &&
+                      end.error().code == ordo::ErrorCode::kOffsetBelowRetained && tries < 3;
+       ++tries) {
+    first = end.error().earliest_offset;
+    end = ordo::Replay(options, first, to, each);
   }
-  if (*replay) {
-    auto r = ordo::Replay(options, replay_from, replay_to);
-    if (!r.ok()) return Fail(r.error());
-    for (const ordo::Record& rec : r.value()) PrintRecord(rec);
-    return 0;
+  std::fflush(stdout);
+  if (!end.ok()) {
+    if (progress && done > 0) std::fputc('\n', stderr);
+    if (end.error().code == ordo::ErrorCode::kOffsetBelowRetained) {
+      return FailBelowRetained(end.error(), first + done);
+    }
+    return Fail(end.error());
   }
-  // status
-  int rc = 0;
-  if (status_json) {
+  if (progress) draw(end.value(), true);
+  return ordo::cli::kExitOk;
+}
+
+int Status(const ordo::ClientOptions& options, bool json) {
+  int rc = ordo::cli::kExitOk;
+  const auto timeout = std::chrono::milliseconds(1000);
+  if (json) {
     for (const std::string& b : options.brokers) {
-      auto r = ordo::GetStatus(b, std::chrono::milliseconds(1000));
+      auto r = ordo::GetStatus(b, timeout);
       if (!r.ok()) {
         std::printf("{\"endpoint\":%s,\"error\":%s}\n", Json(b).c_str(),
                     Json(r.error().message).c_str());
-        rc = 1;
+        rc = ExitCodeFor(r.error().code);
         continue;
       }
       const ordo::BrokerStatus& s = r.value();
@@ -193,10 +294,10 @@ int main(int argc, char** argv) {
   std::printf("%-6s %-22s %-10s %-10s %-10s %-12s %s\n", "NODE", "ENDPOINT", "ROLE", "BALLOT",
               "CHOSEN", "NEXT_OFFSET", "PEER LAG (instances)");
   for (const std::string& b : options.brokers) {
-    auto r = ordo::GetStatus(b, std::chrono::milliseconds(1000));
+    auto r = ordo::GetStatus(b, timeout);
     if (!r.ok()) {
       std::printf("%-6s %-22s %s\n", "?", b.c_str(), "unreachable");
-      rc = 1;
+      rc = ExitCodeFor(r.error().code);
       continue;
     }
     const ordo::BrokerStatus& s = r.value();
@@ -212,4 +313,126 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long>(s.next_offset), lag.c_str());
   }
   return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::ios::sync_with_stdio(false);
+  CLI::App app{"ordo: publish to, subscribe to and inspect an Ordo cluster"};
+  app.require_subcommand(1);
+  app.footer(ordo::cli::kExitStatusHelp);
+  std::string brokers;
+  uint64_t timeout_ms = 30000;
+  uint64_t request_timeout_ms = 1000;
+  auto common = [&](CLI::App* c) {
+    c->add_option("--brokers", brokers,
+                  "Client endpoints HOST:PORT,... (brokers= of scripts/cluster up); any one "
+                  "finds the leader")
+        ->required();
+    c->add_option("--request-timeout-ms", request_timeout_ms,
+                  "How long to wait for one broker before trying the next")
+        ->capture_default_str()
+        ->check(CLI::Range(uint64_t{1}, uint64_t{3600000}));
+    c->footer(ordo::cli::kExitStatusHelp);
+  };
+
+  auto* publish = app.add_subcommand(
+      "publish",
+      "Publish each MESSAGE, or each line of standard input, and print each message's offset in "
+      "input order. Exactly-once: retries after broker failures never store a message twice.");
+  common(publish);
+  PublishFlags pf;
+  publish->add_option("--key", pf.key, "Key for every message");
+  publish->add_option("MESSAGE", pf.messages, "Messages (default: lines of standard input)");
+  publish->add_option("--linger-ms", pf.linger_ms, "How long a batch may wait to fill")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{0}, uint64_t{60000}));
+  publish->add_option("--batch-messages", pf.batch_messages, "Messages per request at most")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
+  publish->add_option("--batch-bytes", pf.batch_bytes,
+                      "Key+payload bytes per request at most (keep below the brokers' "
+                      "limits.frame_bytes_max)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 30));
+  publish->add_option("--window", pf.window,
+                      "Messages published and not yet acknowledged at most; reading input "
+                      "pauses while it is full (at most 65536, the brokers' dedup memory)")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{65536}));
+  publish->add_option("--timeout-ms", timeout_ms,
+                      "How long to wait for acknowledgments (after the input ends, or while the "
+                      "window is full) before giving up")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{86400000}));
+
+  auto* subscribe = app.add_subcommand(
+      "subscribe", "Print the stream as OFFSET<TAB>PAYLOAD lines, following it live");
+  common(subscribe);
+  std::string from_text = "latest";
+  uint64_t count = 0;
+  subscribe->add_option("--from", from_text, "OFFSET, earliest (retained) or latest")
+      ->capture_default_str();
+  subscribe->add_option("--count", count, "Stop after N messages (default: follow forever)");
+  std::string format = "text";
+  subscribe->add_option("--format", format, "text (OFFSET<TAB>PAYLOAD) or json (one object a line)")
+      ->check(CLI::IsMember({"text", "json"}));
+
+  auto* replay = app.add_subcommand(
+      "replay",
+      "Print offsets [A, B) and exit; to a terminal, show a progress bar on standard error");
+  common(replay);
+  std::string replay_from;
+  uint64_t replay_to = 0;
+  replay->add_option("--from", replay_from, "First offset A, or earliest (retained)")->required();
+  replay->add_option("--to", replay_to, "One past the last offset, B (default: the head)");
+  replay->add_option("--format", format, "text (OFFSET<TAB>PAYLOAD) or json (one object a line)")
+      ->check(CLI::IsMember({"text", "json"}));
+  replay->add_option("--timeout-ms", timeout_ms,
+                     "Give up after this long without progress")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{86400000}));
+
+  auto* status = app.add_subcommand("status", "Show every broker's role, ballot and progress");
+  common(status);
+  bool status_json = false;
+  status->add_flag("--json", status_json, "One JSON object per broker, one per line");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help is a "successful" ParseError; every other one is a usage error.
+    const int rc = app.exit(e);
+    return rc == 0 ? ordo::cli::kExitOk : ordo::cli::kExitUsage;
+  }
+  g_json = format == "json";
+  ordo::ClientOptions options;
+  options.brokers = ordo::ParseBrokerList(brokers);
+  options.request_timeout = std::chrono::milliseconds(request_timeout_ms);
+  options.call_timeout = std::chrono::milliseconds(timeout_ms);
+  if (options.brokers.empty()) {
+    std::fprintf(stderr, "ordo: --brokers needs HOST:PORT,... (see scripts/cluster up)\n");
+    return ordo::cli::kExitUsage;
+  }
+
+  if (*publish) return Publish(options, pf);
+  if (*subscribe) {
+    const std::optional<From> from = ParseFrom(from_text, true);
+    if (!from) return ordo::cli::kExitUsage;
+    return Subscribe(options, *from, count);
+  }
+  if (*replay) {
+    const std::optional<From> from = ParseFrom(replay_from, false);
+    if (!from) return ordo::cli::kExitUsage;
+    if (replay_to != 0 && !from->earliest && replay_to < from->offset) {
+      std::fprintf(stderr, "ordo: --to (%llu) is below --from (%llu); --to is one past the last "
+                           "offset to print\n",
+                   static_cast<unsigned long long>(replay_to),
+                   static_cast<unsigned long long>(from->offset));
+      return ordo::cli::kExitUsage;
+    }
+    return Replay(options, *from, replay_to);
+  }
+  return Status(options, status_json);
 }

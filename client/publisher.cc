@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "client/internal/connection.h"
+#include "client/internal/publish_core.h"
 #include "ordo/client.h"
 
 namespace ordo {
@@ -29,14 +30,8 @@ namespace {
 
 namespace ci = client_internal;
 
-// One request may hold at most this many key and payload bytes. Far above
-// any broker's frame limit (16 MiB by default; the broker answers TooLarge
-// above its own), but below FlatBuffers' 2 GiB buffer limit, which the
-// builder would otherwise hit with an assertion instead of an error.
-constexpr uint64_t kRequestBytesMax = uint64_t{1} << 30;
-// Builder bytes per message beyond key and payload (table, vtable, vector
-// headers), to reserve the builder once.
-constexpr size_t kMessageOverheadBytes = 64;
+using ci::kMessageOverheadBytes;
+using ci::kRequestBytesMax;
 
 }  // namespace
 
@@ -54,19 +49,25 @@ struct Publisher::Impl {
   };
 
   Impl(ClientOptions options_in, uint64_t producer_id_in)
-      : options(std::move(options_in)), producer_id(producer_id_in) {}
+      : options(std::move(options_in)), producer_id(producer_id_in), rotation(&options.brokers) {}
 
   Result<std::vector<uint64_t>> PublishBatch(const std::vector<OutgoingMessage>& messages);
 
   // Builds the Publish request holding the whole queue.
   void BuildRequest(uint64_t request_id, flatbuffers::FlatBufferBuilder& builder) const;
   // The endpoint the next attempt goes to.
-  const std::string& Target();
+  const std::string& Target() const { return rotation.Target(); }
   void DropConnection() { connection.reset(); }
   // Round robin over ClientOptions::brokers, with a fresh socket.
-  void NextBroker();
+  void NextBroker() {
+    DropConnection();
+    rotation.Next();
+  }
   // NotLeader with a named leader: go there, even if it is not in the list.
-  void RedirectTo(const std::string& leader);
+  void RedirectTo(const std::string& leader) {
+    DropConnection();
+    rotation.RedirectTo(leader);
+  }
   // "sequences 4..9 of producer 0x..." for messages.
   std::string DescribeQueue() const;
   // Drops the messages that are certainly not stored (the newest ones whose
@@ -79,39 +80,12 @@ struct Publisher::Impl {
   uint64_t next_sequence = 1;
   std::deque<Pending> unacked;
   uint64_t unacked_bytes = 0;
-  size_t broker_index = 0;
-  // Where a NotLeader reply sent us, when that endpoint is not in the list;
-  // it replaces brokers[broker_index] until the next switch. Empty: none.
-  std::string redirect_target;
+  ci::BrokerRotation rotation;
   uint64_t next_request_id = 1;
   // Declared before the connection, so the socket closes before the context.
   ci::LazyContext context;
   std::unique_ptr<ci::Connection> connection;
 };
-
-const std::string& Publisher::Impl::Target() {
-  return redirect_target.empty() ? options.brokers[broker_index] : redirect_target;
-}
-
-void Publisher::Impl::NextBroker() {
-  DropConnection();
-  redirect_target.clear();
-  broker_index = (broker_index + 1) % options.brokers.size();
-}
-
-void Publisher::Impl::RedirectTo(const std::string& leader) {
-  DropConnection();
-  redirect_target = leader;
-  // Keep the rotation going from the leader's place when it is in the list.
-  const std::string wanted = ci::ToZmqEndpoint(leader);
-  for (size_t i = 0; i < options.brokers.size(); ++i) {
-    if (ci::ToZmqEndpoint(options.brokers[i]) == wanted) {
-      broker_index = i;
-      redirect_target.clear();
-      return;
-    }
-  }
-}
 
 std::string Publisher::Impl::DescribeQueue() const {
   std::string text = std::to_string(unacked.size()) + " message(s)";
@@ -138,22 +112,10 @@ size_t Publisher::Impl::DropUnstoredTail() {
 
 void Publisher::Impl::BuildRequest(uint64_t request_id,
                                    flatbuffers::FlatBufferBuilder& builder) const {
-  ci::BuildEnvelope(builder, request_id, wire::Body::Publish, [&](auto& b) {
-    std::vector<flatbuffers::Offset<wire::ClientMessage>> messages;
-    messages.reserve(unacked.size());
-    for (const Pending& pending : unacked) {
-      // An empty key is sent absent: the schema's "unkeyed".
-      flatbuffers::Offset<flatbuffers::Vector<uint8_t>> key = 0;
-      if (!pending.key.empty()) {
-        key = b.CreateVector(reinterpret_cast<const uint8_t*>(pending.key.data()),
-                             pending.key.size());
-      }
-      const auto payload = b.CreateVector(reinterpret_cast<const uint8_t*>(pending.payload.data()),
-                                          pending.payload.size());
-      messages.push_back(wire::CreateClientMessage(b, producer_id, pending.sequence, key, payload));
-    }
-    return wire::CreatePublish(b, b.CreateVector(messages)).Union();
-  });
+  std::vector<flatbuffers::Offset<wire::ClientMessage>> scratch;
+  scratch.reserve(unacked.size());
+  ci::BuildPublishRequest(builder, request_id, producer_id, unacked.begin(), unacked.end(),
+                          [](const Pending&) { return true; }, scratch);
 }
 
 Result<std::vector<uint64_t>> Publisher::Impl::PublishBatch(

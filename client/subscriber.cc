@@ -43,8 +43,9 @@ struct Subscriber::Impl {
   Impl(ClientOptions options_in, StartAt start, uint32_t credit_in)
       : options(std::move(options_in)),
         credit(credit_in),
-        offset_known(!start.latest),
-        next_offset(start.latest ? 0 : start.offset) {
+        start_earliest(start.earliest && !start.latest),
+        offset_known(!start.latest && !start_earliest),
+        next_offset(offset_known ? start.offset : 0) {
     // Spread subscribers over the brokers: any broker serves them.
     if (!options.brokers.empty()) broker_index = ci::RandomU64() % options.brokers.size();
   }
@@ -78,6 +79,9 @@ struct Subscriber::Impl {
   ClientOptions options;
   uint32_t credit;
   // False for StartAt::Latest until the first Deliver fixes the start.
+  // StartAt::Earliest: until the first record arrives, every
+  // (re)subscription asks for the broker's earliest retained offset.
+  bool start_earliest;
   bool offset_known;
   uint64_t next_offset;
   std::deque<Record> buffer;
@@ -115,7 +119,9 @@ std::optional<Error> Subscriber::Impl::NoteBrokerGivenUp() {
   silent_brokers_in_a_row = 0;
   return Error{ErrorCode::kTimeout,
                "no broker answered the subscriber (expecting offset " +
-                   (offset_known ? std::to_string(next_offset) : std::string("latest")) +
+                   (offset_known     ? std::to_string(next_offset)
+                    : start_earliest ? std::string("earliest")
+                                     : std::string("latest")) +
                    "). Brokers tried: " + attempts.Summary() +
                    ". Check that the brokers run and listen on these client endpoints "
                    "(`scripts/cluster status`); calling Next again keeps trying.",
@@ -159,9 +165,12 @@ void Subscriber::Impl::Subscribe() {
   granted_left = grant;
   flatbuffers::FlatBufferBuilder builder(128);
   ci::BuildEnvelope(builder, subscription_id, wire::Body::Subscribe, [&](auto& b) {
-    // Until the start of a Latest subscription is known, every
-    // (re)subscription asks for the head again.
-    return wire::CreateSubscribe(b, offset_known ? next_offset : 0, !offset_known, grant).Union();
+    // Until the start of a Latest (Earliest) subscription is known, every
+    // (re)subscription asks for the head (the earliest offset) again.
+    return wire::CreateSubscribe(b, offset_known ? next_offset : 0,
+                                 !offset_known && !start_earliest, grant,
+                                 !offset_known && start_earliest)
+        .Union();
   });
   Send(builder);
 }
@@ -204,6 +213,8 @@ void Subscriber::Impl::HandleDeliver(const wire::Deliver& deliver, size_t frame_
   if (!offset_known) {
     // StartAt::Latest: the broker starts at its head, so the first record
     // (or, with none yet, the head it reports) defines the start.
+    // StartAt::Earliest: the first record does; an empty Deliver says nothing.
+    if (start_earliest && empty) return;
     next_offset = empty ? deliver.head_offset() : messages->Get(0)->offset();
     offset_known = true;
   }
@@ -237,6 +248,14 @@ std::optional<Error> Subscriber::Impl::HandleSubscriptionError(const wire::Error
       subscription_id = 0;
       resubscribe_needed = true;
       const uint64_t earliest = error.earliest_offset();
+      if (start_earliest && !offset_known) {
+        // Asked for the earliest of a broker that reads only from_offset
+        // (older than from_earliest), or retention moved on meanwhile:
+        // start where this broker says history begins.
+        next_offset = earliest;
+        offset_known = true;
+        return std::nullopt;
+      }
       return Error{ErrorCode::kOffsetBelowRetained,
                    "offset " + std::to_string(next_offset) + " is no longer retained by " +
                        endpoint + " (" + described + "); the earliest offset available is " +
@@ -278,8 +297,13 @@ std::optional<Error> Subscriber::Impl::Handle(const ci::Frame& frame, bool answe
     // An idle stream, yet the broker's head is past our offset and we have
     // credit: it lost our subscription (a restart behind the same endpoint,
     // which ZeroMQ reconnects silently). Subscribe again.
-    if (answers_idle_probe && !delivered_since_ping && offset_known && subscription_id != 0 &&
-        granted_left > 0 && status->next_offset() > next_offset) {
+    // An Earliest subscriber that has seen nothing yet is behind when the
+    // broker retains any record.
+    const bool behind = offset_known ? status->next_offset() > next_offset
+                                     : start_earliest &&
+                                           status->next_offset() > status->earliest_offset();
+    if (answers_idle_probe && !delivered_since_ping && behind && subscription_id != 0 &&
+        granted_left > 0) {
       Subscribe();
     }
   }

@@ -1,8 +1,12 @@
-// A small publisher to copy: publishes each command-line argument and prints
-// its offset. Build: it is built as build/ordo-example-publisher.
+// A small publisher to copy: publishes each command-line argument without
+// waiting, then prints the offsets in order once they are durable on a
+// majority. Build: it is built as build/ordo-example-publisher.
 //
 //   build/ordo-example-publisher 127.0.0.1:7201,127.0.0.1:7202 hello world
+#include <chrono>
 #include <cstdio>
+#include <future>
+#include <vector>
 
 #include "ordo/client.h"
 
@@ -13,14 +17,19 @@ int main(int argc, char** argv) {
   }
   ordo::ClientOptions options;
   options.brokers = ordo::ParseBrokerList(argv[1]);  // any broker finds the leader
-  ordo::Publisher publisher(options);                // random producer id: exactly-once retries
-  std::vector<ordo::OutgoingMessage> batch;
-  for (int i = 2; i < argc; ++i) batch.push_back({/*key=*/"", argv[i]});
-  auto offsets = publisher.PublishBatch(batch);     // returns once durable on a majority
-  if (!offsets.ok()) {
-    std::fprintf(stderr, "publish failed: %s\n", offsets.error().message.c_str());
-    return 1;
+  // Batches, pipelines and retries with the same sequences: exactly-once.
+  ordo::AsyncPublisher publisher(options);
+  std::vector<std::future<ordo::Result<uint64_t>>> offsets;
+  for (int i = 2; i < argc; ++i) offsets.push_back(publisher.Publish(argv[i]));
+  int rc = 0;
+  for (auto& offset : offsets) {
+    const ordo::Result<uint64_t> r = offset.get();  // resolves once acknowledged (or failed)
+    if (r.ok()) {
+      std::printf("%lu\n", static_cast<unsigned long>(r.value()));
+    } else {
+      std::fprintf(stderr, "publish failed: %s\n", r.error().message.c_str());
+      rc = 1;
+    }
   }
-  for (uint64_t o : offsets.value()) std::printf("%lu\n", static_cast<unsigned long>(o));
-  return 0;
+  return rc;
 }

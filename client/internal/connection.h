@@ -126,6 +126,9 @@ class Connection {
   std::unique_ptr<Frame> Receive(Clock::time_point deadline);
 
   const std::string& endpoint() const { return endpoint_; }
+  // The socket, for zmq_poll together with other descriptors (the
+  // AsyncPublisher's wake-up eventfd). Only for polling.
+  void* handle() { return socket_.handle(); }
   const std::string& last_error() const { return last_error_; }
   // Frames dropped by the checks since Open, and why the last one was.
   uint64_t frames_ignored() const { return frames_ignored_; }

@@ -54,6 +54,7 @@ bool Decode(const zmq::message_t& frame, Request* request) {
   } else if (const auto* subscribe = envelope->body_as_Subscribe()) {
     request->from_offset = subscribe->from_offset();
     request->from_latest = subscribe->from_latest();
+    request->from_earliest = subscribe->from_earliest();
     request->credit = subscribe->credit();
   } else if (const auto* credit = envelope->body_as_Credit()) {
     request->credit = credit->credit();

@@ -40,6 +40,7 @@ struct Request {
   // Subscribe, Credit (credit), Fetch (from_offset, max_messages)
   uint64_t from_offset = 0;
   bool from_latest = false;
+  bool from_earliest = false;
   uint32_t credit = 0;
   uint32_t max_messages = 0;
 

@@ -3,8 +3,17 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <set>
 #include <thread>
+
+#include <sys/wait.h>
+
+#include <mutex>
+#include <random>
 
 #include "tests/integration/cluster.h"
 
@@ -96,6 +105,94 @@ TEST(Client, ASubscriberSurvivesTheKillOfItsBroker) {
     EXPECT_EQ(got[i].offset, i);  // no gap, no duplicate across the switch
     EXPECT_EQ(got[i].payload, (i < 200 ? "a" : "b") + std::to_string(i % 200));
   }
+}
+
+// Replays the whole stream and checks that the messages of one publisher
+// (payloads "<prefix><i>", i < n) are there each exactly once, in order.
+void ExpectEachOnceInOrder(const Cluster& c, const std::string& prefix, int n) {
+  auto all = Replay(c.Options(), 0, 0);
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  std::vector<int> seen;
+  for (const Record& r : all.value()) {
+    if (r.payload.rfind(prefix, 0) == 0) seen.push_back(std::stoi(r.payload.substr(prefix.size())));
+  }
+  ASSERT_EQ(seen.size(), static_cast<size_t>(n)) << "lost or duplicated messages";
+  for (int i = 0; i < n; ++i) ASSERT_EQ(seen[i], i) << "at position " << i;
+}
+
+TEST(Client, AnAsyncPublisherSurvivesTheKillOfTheLeaderWithNoLossAndNoDuplicate) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  constexpr int kMessages = 20000;
+  AsyncPublisherOptions async;
+  async.batch_messages_max = 500;  // many requests in flight when the leader dies
+  AsyncPublisher publisher(c.Options(), async);
+  std::atomic<int> acked{0};
+  std::atomic<int> failed{0};
+  std::mutex mutex;
+  std::vector<uint64_t> offsets;
+  for (int i = 0; i < kMessages; ++i) {
+    if (i == kMessages / 2) {
+      // Kill the leader with requests in flight.
+      const auto deadline = std::chrono::steady_clock::now() + 60s;
+      while (acked < kMessages / 4 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+      }
+      ASSERT_GE(acked, kMessages / 4) << "the first messages were never acknowledged";
+      c.Kill(leader);
+    }
+    auto refused = publisher.Publish("a" + std::to_string(i), "", [&](const Result<uint64_t>& r) {
+      if (!r.ok()) {
+        ++failed;
+        return;
+      }
+      std::lock_guard lock(mutex);
+      offsets.push_back(r.value());
+      ++acked;
+    });
+    ASSERT_FALSE(refused) << refused->message;
+  }
+  ASSERT_FALSE(publisher.Flush(60s));
+  EXPECT_EQ(failed, 0);
+  ASSERT_EQ(acked, kMessages);
+  for (size_t i = 1; i < offsets.size(); ++i) ASSERT_LT(offsets[i - 1], offsets[i]);
+  ExpectEachOnceInOrder(c, "a", kMessages);
+}
+
+TEST(Client, OrdoPublishFromStdinSurvivesTheKillOfTheLeaderWithNoLossAndNoDuplicate) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  constexpr int kLines = 20000;
+  const auto out = std::filesystem::temp_directory_path() /
+                   ("ordo-publish-" + std::to_string(std::random_device{}()));
+  std::string brokers;
+  for (const std::string& b : c.Brokers()) brokers += (brokers.empty() ? "" : ",") + b;
+  const std::string command = std::string(ORDO_CLI_BIN) + " publish --brokers " + brokers +
+                              " --request-timeout-ms 500 --timeout-ms 60000 --batch-messages 200"
+                              " > " + out.string();
+  FILE* pipe = popen(command.c_str(), "w");
+  ASSERT_NE(pipe, nullptr);
+  for (int i = 0; i < kLines; ++i) {
+    std::fprintf(pipe, "p%d\n", i);
+    if (i == kLines / 2) {
+      std::fflush(pipe);
+      // Let the first half reach the leader, then kill it mid-stream.
+      ASSERT_TRUE(c.WaitForHead(kLines / 4)) << "the first messages never arrived";
+      c.Kill(leader);
+    }
+  }
+  const int status = pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "ordo publish reported unacknowledged messages";
+  std::ifstream offsets_file(out);
+  std::vector<uint64_t> offsets;
+  for (uint64_t o; offsets_file >> o;) offsets.push_back(o);
+  std::filesystem::remove(out);
+  ASSERT_EQ(offsets.size(), static_cast<size_t>(kLines)) << "one offset per input line";
+  for (size_t i = 1; i < offsets.size(); ++i) ASSERT_LT(offsets[i - 1], offsets[i]);
+  ExpectEachOnceInOrder(c, "p", kLines);
 }
 
 }  // namespace

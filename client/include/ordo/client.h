@@ -7,7 +7,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +29,8 @@ enum class ErrorCode {
   kOffsetBelowRetained,  // see Error::earliest_offset
   kProtocol,             // a broker sent something this client cannot read
   kInvalidArgument,      // the call's own arguments are wrong (e.g. no brokers)
+  kBackpressure,         // AsyncPublisher: the in-flight window is full (kFail mode)
+  kClosed,               // AsyncPublisher: closed before the message was acknowledged
 };
 
 struct Error {
@@ -114,13 +119,104 @@ class Publisher {
   std::unique_ptr<Impl> impl_;
 };
 
+// Options of an AsyncPublisher: batching, the in-flight window, and what
+// Publish does when the window is full.
+struct AsyncPublisherOptions {
+  // A request holds at most this many messages and key+payload bytes. Keep
+  // batch_bytes_max well below the brokers' limits.frame_bytes_max (16 MiB).
+  size_t batch_messages_max = 10000;
+  size_t batch_bytes_max = size_t{1} << 20;
+  // How long a message may wait for its batch to fill before it is sent
+  // anyway. 0 sends at once (batches then form only while requests are in
+  // flight).
+  std::chrono::milliseconds linger{5};
+  // Messages (and key+payload bytes) published and not yet resolved. A
+  // single message larger than window_bytes_max is let in alone. Keep
+  // window_messages_max below 65,536: a broker remembers the offsets of a
+  // producer's last 65,536 sequences, so a retry of an older one is stored
+  // once but its offset is lost (the callback gets kProtocol).
+  size_t window_messages_max = 32768;
+  size_t window_bytes_max = size_t{64} << 20;
+  // Publish requests sent to the leader and not yet answered.
+  size_t requests_inflight_max = 8;
+  // A message above this (key + payload) is refused by Publish with
+  // kInvalidArgument; the brokers' limits.message_bytes_max defaults to 1 MiB.
+  size_t message_bytes_max = size_t{1} << 20;
+  // When the window is full, Publish waits for room (at most
+  // ClientOptions::call_timeout, then kBackpressure), or fails at once with
+  // kBackpressure.
+  enum class WhenFull { kBlock, kFail };
+  WhenFull when_full = WhenFull::kBlock;
+};
+
+// Called once per accepted message with its offset or why it failed. Runs on
+// the publisher's I/O thread, in publish order; it must be quick and must
+// not call Flush or Close, nor a blocking Publish, of the same publisher.
+using PublishCallback = std::function<void(const Result<uint64_t>&)>;
+
+// Publishes without waiting: messages are queued, batched (by size and
+// linger time) and sent by a background I/O thread, with several requests in
+// flight to the leader at once. The exactly-once rules of Publisher hold:
+// sequences are assigned in publish order, every retry (timeout, broker
+// failure, leader change) resends the same sequences, an acknowledged
+// message is never lost and a retried one never stored twice, and messages
+// are stored in publish order. The publisher never gives up on a queued
+// message by itself: it retries until the message is acknowledged or the
+// publisher is closed.
+//
+// Thread rules: Publish, Flush and Close may be called from any threads.
+class AsyncPublisher {
+ public:
+  // producer_id 0 picks a random one. Starts the I/O thread; no I/O happens
+  // before the first Publish.
+  explicit AsyncPublisher(ClientOptions options, AsyncPublisherOptions async_options = {},
+                          uint64_t producer_id = 0);
+  // Close(ClientOptions::call_timeout).
+  ~AsyncPublisher();
+  AsyncPublisher(const AsyncPublisher&) = delete;
+  AsyncPublisher& operator=(const AsyncPublisher&) = delete;
+
+  // Queues one message; `done` is called once with its offset or an error.
+  // Returns an Error (and never calls `done`) when the message is not
+  // accepted: kBackpressure (window full; with kBlock, still full after
+  // call_timeout), kInvalidArgument (bad options, message too large),
+  // kClosed (after Close). The callback gets kClosed when the publisher is
+  // closed before the broker acknowledged (the message may or may not be
+  // stored), kRejected when a broker refused its request as a whole (it was
+  // never stored), kProtocol when it is stored but its offset was forgotten
+  // (DuplicateTooOld).
+  std::optional<Error> Publish(std::string_view payload, std::string_view key,
+                               PublishCallback done);
+  // The same with a future; a message that is not accepted gives a future
+  // that is ready with the error. Costs one allocation per message more
+  // than the callback form.
+  std::future<Result<uint64_t>> Publish(std::string_view payload, std::string_view key = {});
+
+  // Sends what is queued without waiting for linger, and waits until every
+  // message published before the call is resolved (its callback has run).
+  // kTimeout when `timeout` passes first; the messages stay queued.
+  std::optional<Error> Flush(std::chrono::milliseconds timeout);
+  // Flush(timeout), then stops: messages still unresolved get kClosed, and
+  // later Publish calls fail with kClosed. Idempotent.
+  std::optional<Error> Close(std::chrono::milliseconds timeout);
+
+  uint64_t producer_id() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Where a subscription starts.
 struct StartAt {
-  static StartAt Offset(uint64_t offset) { return StartAt{offset, false}; }
-  static StartAt Earliest() { return StartAt{0, false}; }
-  static StartAt Latest() { return StartAt{0, true}; }
+  static StartAt Offset(uint64_t offset) { return StartAt{offset, false, false}; }
+  // The earliest offset the broker still retains (0 until retention removes
+  // history).
+  static StartAt Earliest() { return StartAt{0, false, true}; }
+  static StartAt Latest() { return StartAt{0, true, false}; }
   uint64_t offset = 0;
   bool latest = false;
+  bool earliest = false;
 };
 
 // Reads the stream in offset order, with no gap and no duplicate, from any
@@ -156,6 +252,16 @@ class Subscriber {
 // first broker to answer. A `to` beyond the head of every broker in the list
 // is kInvalidArgument; an offset compacted away is kOffsetBelowRetained.
 Result<std::vector<Record>> Replay(const ClientOptions& options, uint64_t from, uint64_t to);
+
+// Called by the streaming Replay for each record, in offset order, with the
+// end of the range (`to`, or the head when `to` is 0).
+using ReplayCallback = std::function<void(const Record& record, uint64_t end)>;
+// Replays [from, to) like the one above, but hands each record to `each` as
+// it arrives instead of holding the range in memory, and call_timeout bounds
+// the time without progress rather than the whole call. Returns the end of
+// the range. The same errors; records before an error were already handed.
+Result<uint64_t> Replay(const ClientOptions& options, uint64_t from, uint64_t to,
+                        const ReplayCallback& each);
 
 struct PeerInfo {
   uint32_t node_id = 0;
