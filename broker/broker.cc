@@ -16,6 +16,7 @@ Broker::~Broker() {
   // Sockets close before the context terminates.
   connections_.reset();
   clients_.reset();
+  snapshots_.reset();
   peers_.reset();
 }
 
@@ -41,6 +42,8 @@ Status Broker::Start() {
   replica_ = std::make_unique<paxos::Replica>(core, *store_);
   peers_ = std::make_unique<PeerTransport>(context_, config_);
   if (!(s = peers_->Open()).ok()) return s;
+  snapshots_ = std::make_unique<SnapshotService>(config_, *store_, *peers_,
+                                                 [this] { return replica_->chosen(); });
   clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_);
   if (!config_.metrics.empty()) {
     s = ClientConnections::Attach(context_, clients_->socket(), &connections_);
@@ -65,15 +68,16 @@ void Broker::HandlePeerFrames(size_t max) {
     zmq::message_t frame;
     bool well_formed = false;
     if (!peers_->Receive(&frame, &well_formed)) return;
-    paxos::Message m;
+    PeerFrame f;
     DecodeStatus d;
     if (!well_formed) {
       d = DecodeStatus::Error(DecodeCode::kMalformed, "not a single-frame peer message");
     } else {
-      d = DecodePeerMessage({static_cast<const uint8_t*>(frame.data()), frame.size()}, limit, &m);
+      d = DecodePeerFrame({static_cast<const uint8_t*>(frame.data()), frame.size()}, limit, &f);
     }
-    if (d.ok() && (m.to.value() != config_.node_id || !config_.Find(m.from.value()) ||
-                   m.from.value() == config_.node_id)) {
+    const uint32_t from = f.is_snapshot ? f.snapshot.from : f.message.from.value();
+    const uint32_t to = f.is_snapshot ? f.snapshot.to : f.message.to.value();
+    if (d.ok() && (to != config_.node_id || !config_.Find(from) || from == config_.node_id)) {
       d = DecodeStatus::Error(DecodeCode::kInvalid, "from/to is not a peer and this node");
     }
     if (!d.ok()) {
@@ -88,8 +92,13 @@ void Broker::HandlePeerFrames(size_t max) {
       }
       continue;
     }
-    peers_->NoteReceived(m, frame.size());
-    replica_->Step(m);
+    if (f.is_snapshot) {
+      peers_->NoteReceivedSnapshot(f.snapshot, frame.size());
+      snapshots_->OnMessage(f.snapshot, Clock::now());
+      continue;
+    }
+    peers_->NoteReceived(f.message, frame.size());
+    replica_->Step(f.message);
   }
 }
 
@@ -116,7 +125,15 @@ Status Broker::DrainReady() {
     for (const paxos::Message& m : r.messages_after_persist) peers_->Send(m);
     clients_->OnApplied(r.applied);
     if (r.lost_leadership) clients_->OnLostLeadership();
+    // Right after its commit: the read transaction sees exactly this state.
+    if (r.snapshot) snapshots_->Take(*r.snapshot);
+    if (r.need_snapshot) snapshots_->Need(r.snapshot_peer.value(), r.snapshot_min.value());
     replica_->Advance();
+  }
+  if (std::optional<paxos::AppliedSnapshot> installed = snapshots_->TakeInstalled()) {
+    replica_->InstallSnapshot(*installed);
+    if (metrics_) metrics_->ObserveSnapshotInstall(snapshots_->counters().last_install_seconds);
+    return DrainReady();
   }
   return Status::Ok();
 }
@@ -226,6 +243,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
       replica_->Tick();
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // we fell behind: do not burst
+      snapshots_->Tick(now, replica_->applied_state().applied());
       ReportRoleChanges();
       UpdateMetrics();
     }

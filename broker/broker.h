@@ -19,6 +19,7 @@
 #include "broker/config.h"
 #include "broker/lmdb_store.h"
 #include "broker/peer_transport.h"
+#include "broker/snapshot_service.h"
 #include "broker/status.h"
 #include "monitoring/metrics.h"
 #include "paxos/replica.h"
@@ -47,6 +48,7 @@ class Broker {
   std::unique_ptr<LmdbStore> store_;
   std::unique_ptr<paxos::Replica> replica_;
   std::unique_ptr<PeerTransport> peers_;
+  std::unique_ptr<SnapshotService> snapshots_;
   std::unique_ptr<ClientService> clients_;
   std::unique_ptr<ClientConnections> connections_;  // only with metrics on
   std::unique_ptr<monitoring::BrokerMetrics> metrics_;

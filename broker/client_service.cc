@@ -223,6 +223,13 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid, con
                     std::to_string(config_.message_bytes_max) + ")");
       return;
     }
+    if (key_size > kKeyBytesMax) {
+      // Keys index the compacted view (an LMDB key: at most 511 bytes).
+      SendError(identity, rid, Code(wire::ErrorCode::TooLarge),
+                "a key of " + std::to_string(key_size) + " bytes exceeds the limit of " +
+                    std::to_string(kKeyBytesMax) + " bytes");
+      return;
+    }
     if (m->producer() == 0 || m->sequence() == 0) {
       SendError(identity, rid, Code(wire::ErrorCode::BadRequest),
                 "producer and sequence must be non-zero (sequences start at 1)");
@@ -353,6 +360,21 @@ void ClientService::HandleSubscribe(const std::string& identity, uint64_t rid, c
 
 void ClientService::HandleFetch(const std::string& identity, uint64_t rid, const void* body) {
   const auto* f = static_cast<const wire::Fetch*>(body);
+  if (f->compacted()) {
+    std::vector<StreamMessage> msgs;
+    const uint32_t max = std::min(f->max_messages(), kFetchMessagesMax);
+    if (store_.ReadCompacted(f->from_offset(), 0, max, config_.frame_bytes_max / 2, &msgs) !=
+            paxos::StoreCode::kOk &&
+        msgs.empty()) {
+      SendError(identity, rid, Code(wire::ErrorCode::Unavailable),
+                "this broker cannot read its compacted view right now; try another broker");
+      return;
+    }
+    flatbuffers::FlatBufferBuilder fbb(1024);
+    BuildDeliver(fbb, rid, msgs, store_.next_offset());
+    SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
+    return;
+  }
   if (f->from_offset() < store_.earliest_offset()) {
     SendError(identity, rid, Code(wire::ErrorCode::OffsetBelowRetained),
               "offset " + std::to_string(f->from_offset()) +

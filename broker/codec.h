@@ -74,6 +74,10 @@ inline constexpr uint16_t kLogRecordFormatVersion = 1;
 inline constexpr uint16_t kMetaRecordFormatVersion = 1;
 inline constexpr uint16_t kSnapshotFormatVersion = 1;
 
+// The longest message key: keys index the compacted view, and LMDB keys are
+// at most 511 bytes.
+inline constexpr size_t kKeyBytesMax = 256;
+
 // The CRC32C prefix of a stored record.
 inline constexpr size_t kRecordChecksumBytes = 4;
 

@@ -16,7 +16,6 @@ namespace {
 constexpr char kHardStateKey[] = "hard_state";
 constexpr char kRetainedKey[] = "retained";  // first instance/offset, log bytes, snapshot handle
 constexpr uint16_t kRetainedFormatVersion = 1;
-constexpr size_t kKeyBytesMax = 480;  // LMDB's key limit is 511
 constexpr uint16_t kIndexFormatVersion = 1;
 
 void PutBigEndian(uint64_t v, unsigned char out[8]) {

@@ -221,7 +221,7 @@ int Subscribe(const ordo::ClientOptions& options, const From& from, uint64_t cou
   return ordo::cli::kExitOk;
 }
 
-int Replay(const ordo::ClientOptions& options, const From& from, uint64_t to) {
+int Replay(const ordo::ClientOptions& options, const From& from, uint64_t to, bool compacted) {
   const bool progress = isatty(STDERR_FILENO) != 0;
   const Clock::time_point start = Clock::now();
   Clock::time_point drawn{};
@@ -243,6 +243,15 @@ int Replay(const ordo::ClientOptions& options, const From& from, uint64_t to) {
   };
   // earliest: replay from 0 and, when the broker says history now starts
   // later, from the earliest offset it names (retention may move meanwhile).
+  if (compacted) {
+    // The compacted view has no retained range: earliest is offset 0.
+    if (from.earliest) first = 0;
+    ordo::Result<uint64_t> end = ordo::ReplayCompacted(options, first, to, each);
+    std::fflush(stdout);
+    if (!end.ok()) return Fail(end.error());
+    if (progress) draw(end.value(), true);
+    return ordo::cli::kExitOk;
+  }
   ordo::Result<uint64_t> end = ordo::Replay(options, first, to, each);
   for (int tries = 0; from.earliest && !end.ok() && done == 0 &&
                       end.error().code == ordo::ErrorCode::kOffsetBelowRetained && tries < 3;
@@ -387,6 +396,10 @@ int main(int argc, char** argv) {
   uint64_t replay_to = 0;
   replay->add_option("--from", replay_from, "First offset A, or earliest (retained)")->required();
   replay->add_option("--to", replay_to, "One past the last offset, B (default: the head)");
+  bool compacted = false;
+  replay->add_flag("--compacted", compacted,
+                   "Only the latest message of each key (offsets skip); works below the "
+                   "retained range");
   replay->add_option("--format", format, "text (OFFSET<TAB>PAYLOAD) or json (one object a line)")
       ->check(CLI::IsMember({"text", "json"}));
   replay->add_option("--timeout-ms", timeout_ms,
@@ -432,7 +445,7 @@ int main(int argc, char** argv) {
                    static_cast<unsigned long long>(from->offset));
       return ordo::cli::kExitUsage;
     }
-    return Replay(options, *from, replay_to);
+    return Replay(options, *from, replay_to, compacted);
   }
   return Status(options, status_json);
 }

@@ -40,7 +40,9 @@ inline int FreePort() {
 class Cluster {
  public:
   // With `metrics`, every broker also serves /metrics on a free port.
-  explicit Cluster(int nodes, bool metrics = false) : n_(nodes) {
+  // `extra_toml` is appended to every broker's config (e.g. a [retention] table).
+  explicit Cluster(int nodes, bool metrics = false, const std::string& extra_toml = "")
+      : n_(nodes) {
     std::mt19937_64 rng(std::random_device{}());
     dir_ = std::filesystem::temp_directory_path() / ("ordo-it-" + std::to_string(rng()));
     std::filesystem::create_directories(dir_);
@@ -57,6 +59,7 @@ class Cluster {
         f << "[[members]]\nid = " << m << "\npeer = \"" << peer_[m - 1] << "\"\nclient = \""
           << client_[m - 1] << "\"\n";
       }
+      f << extra_toml;
     }
     pids_.assign(n_ + 1, -1);
     for (int i = 1; i <= n_; ++i) Start(i);

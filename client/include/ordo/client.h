@@ -263,6 +263,15 @@ using ReplayCallback = std::function<void(const Record& record, uint64_t end)>;
 Result<uint64_t> Replay(const ClientOptions& options, uint64_t from, uint64_t to,
                         const ReplayCallback& each);
 
+// The compacted view: the latest message of each key, for keys whose latest
+// message has an offset in [from, to) (to = 0: up to the head), in offset
+// order. Unkeyed messages are not in it. Works below the retained range:
+// snapshots carry the compacted view.
+Result<std::vector<Record>> ReplayCompacted(const ClientOptions& options, uint64_t from = 0,
+                                            uint64_t to = 0);
+Result<uint64_t> ReplayCompacted(const ClientOptions& options, uint64_t from, uint64_t to,
+                                 const ReplayCallback& each);
+
 struct PeerInfo {
   uint32_t node_id = 0;
   uint64_t chosen = 0;
