@@ -145,7 +145,9 @@ std::string Payload(size_t size);
 // The machine's ceilings (see ceiling.cc), read from --ceiling FILE or
 // measured quickly in this run.
 Json LoadOrMeasureCeiling(const CommonOptions& options, size_t message_bytes);
-Json MeasureCeiling(double seconds_per_test, size_t message_bytes, const std::string& dir);
+// Each figure is the best of `repeats` runs of `seconds_per_test`.
+Json MeasureCeiling(double seconds_per_test, size_t message_bytes, const std::string& dir,
+                    int repeats);
 
 // Table output.
 class Table {
@@ -172,6 +174,7 @@ struct ThroughputOptions {
   double duration_s = 10;
   double warmup_s = 1;
   size_t window = 1024;
+  bool slow_subscriber = false;  // one subscriber reading at a tenth of the ack rate
 };
 // Runs the closed-loop load and returns the result object (also used by
 // `latency` to find the maximum).
@@ -218,7 +221,8 @@ struct ReplayOptions {
 int CmdReplay(const CommonOptions& common, const ReplayOptions& options);
 
 struct CeilingOptions {
-  double seconds_per_test = 1;
+  double seconds_per_test = 0.5;
+  int repeats = 3;
   size_t size = 128;
 };
 int CmdCeiling(const CommonOptions& common, const CeilingOptions& options);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -426,6 +427,9 @@ Json MachineInfo() {
   utsname u{};
   if (uname(&u) == 0) m["kernel"] = std::string(u.sysname) + " " + u.release;
   m["temp_dir"] = std::filesystem::temp_directory_path().string();
+  // Other work on the machine skews every figure: record how busy it was.
+  double load[3] = {0, 0, 0};
+  if (getloadavg(load, 3) == 3) m["load_average_1m"] = load[0];
   return m;
 }
 
@@ -441,7 +445,7 @@ Json LoadOrMeasureCeiling(const CommonOptions& options, size_t message_bytes) {
     return j;
   }
   std::cerr << "ordo-bench: measuring a quick ceiling (pass --ceiling FILE to reuse one)\n";
-  return MeasureCeiling(0.3, message_bytes, std::filesystem::temp_directory_path().string());
+  return MeasureCeiling(0.2, message_bytes, std::filesystem::temp_directory_path().string(), 2);
 }
 
 }  // namespace ordo::bench

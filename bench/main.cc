@@ -139,6 +139,8 @@ int main(int argc, char** argv) {
   throughput->add_option("--warmup", tp.warmup_s, "Seconds before measuring")->capture_default_str()->check(CLI::Range(0.0, 600.0));
   throughput->add_option("--window", tp.window, "Messages in flight per publisher (one PublishBatch call today)")
       ->capture_default_str()->check(CLI::Range(1, 65536));
+  throughput->add_flag("--slow-subscriber", tp.slow_subscriber,
+                       "Also run a subscriber reading ten times slower than the stream (memory target)");
   add_common(throughput);
 
   LatencyOptions lat;
@@ -186,6 +188,8 @@ int main(int argc, char** argv) {
   CeilingOptions ce;
   auto* ceiling = app.add_subcommand("ceiling", "This machine's raw limits: ZeroMQ loopback, LMDB durable commits, fsync");
   ceiling->add_option("--seconds", ce.seconds_per_test, "Seconds per measurement")->capture_default_str()->check(CLI::Range(0.01, 60.0));
+  ceiling->add_option("--repeats", ce.repeats, "Runs per measurement; the best is kept (others' load only lowers it)")
+      ->capture_default_str()->check(CLI::Range(1, 100));
   ceiling->add_option("--size", ce.size, "Message bytes the figures are expressed in")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   ceiling->add_option("--json", common.json_path, "Also write the results to this JSON file");
 

@@ -43,6 +43,38 @@ Json RunThroughput(const CommonOptions& common, const ThroughputOptions& o, Benc
       driver->Flush();
     });
   }
+  // A subscriber ten times slower than the stream: the broker must hold it
+  // back with flow control, not buffer for it (the memory target).
+  std::atomic<bool> sub_stop{false};
+  std::atomic<uint64_t> sub_read{0};
+  std::string sub_error;
+  std::thread sub_thread;
+  if (o.slow_subscriber) {
+    sub_thread = std::thread([&] {
+      Subscriber sub(copt, StartAt::Latest(), 1000);
+      const auto start = Clock::now();
+      while (!sub_stop.load()) {
+        uint64_t acked = 0;
+        {
+          std::lock_guard<std::mutex> lock(sink.mu);
+          acked = sink.acked;
+        }
+        const double elapsed = Seconds(Clock::now() - start);
+        const double window_elapsed = Seconds(Clock::now() - sink.window_begin);
+        const double stream_rate = window_elapsed > 0.2 ? static_cast<double>(acked) / window_elapsed : 0;
+        if (static_cast<double>(sub_read.load()) > std::max(100.0, stream_rate / 10 * elapsed)) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          continue;
+        }
+        auto r = sub.Next(std::chrono::milliseconds(100));
+        if (!r.ok()) {
+          sub_error = r.error().message;
+          return;
+        }
+        if (r.value()) sub_read.fetch_add(1);
+      }
+    });
+  }
   std::this_thread::sleep_until(sink.window_begin);
   const std::vector<ProcSample> before = cluster.Sample();
   const double client_cpu0 = ProcessCpuSeconds();
@@ -56,6 +88,8 @@ Json RunThroughput(const CommonOptions& common, const ThroughputOptions& o, Benc
   const std::vector<ProcSample> after = cluster.Sample();
   const double client_cpu = ProcessCpuSeconds() - client_cpu0;
   for (auto& t : threads) t.join();
+  sub_stop.store(true);
+  if (sub_thread.joinable()) sub_thread.join();
   cluster.CheckAlive();
 
   const double msgs = static_cast<double>(sink.acked);
@@ -71,6 +105,10 @@ Json RunThroughput(const CommonOptions& common, const ThroughputOptions& o, Benc
   r["mb_per_s"] = msgs * static_cast<double>(o.size) / o.duration_s / 1e6;
   r["latency"] = sink.latency.ToJson();
   r["client_cpu_s"] = client_cpu;
+  if (o.slow_subscriber) {
+    r["slow_subscriber_read"] = sub_read.load();
+    if (!sub_error.empty()) r["slow_subscriber_error"] = sub_error;
+  }
   Json brokers = Json::MakeArray();
   std::optional<double> cpu_total;
   for (size_t i = 0; i < after.size(); ++i) {
@@ -130,6 +168,11 @@ int CmdThroughput(const CommonOptions& common, const ThroughputOptions& o) {
     t.Row("broker " + Fmt(*b.NumberAt("node")) + " memory",
           Fmt(*b.NumberAt("rss_peak_bytes") / 1048576.0, 1) + " MiB peak RSS",
           Fmt(*b.NumberAt("rss_anon_max_bytes") / 1048576.0, 1) + " MiB anonymous (beyond LMDB's map)");
+  }
+  if (o.slow_subscriber) {
+    t.Row("slow subscriber", Fmt(*r.NumberAt("slow_subscriber_read")) + " msgs read",
+          "reads at a tenth of the ack rate" +
+              (r.Find("slow_subscriber_error") ? "; error: " + r.Find("slow_subscriber_error")->string() : ""));
   }
   t.Row("load generator CPU", Fmt(*r.NumberAt("client_cpu_s"), 2) + " s", "shares the cores with the brokers");
   t.Row("errors", Fmt(*r.NumberAt("errors")), r.Find("last_error") ? r.Find("last_error")->string() : "");
