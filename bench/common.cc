@@ -395,7 +395,7 @@ std::string Fmt(double v, int decimals) {
 }
 
 std::string Pct(std::optional<double> part, std::optional<double> whole) {
-  if (!part || !whole || *whole <= 0) return "";
+  if (!part || !whole || *whole <= 0) return "n/a";
   return Fmt(100.0 * *part / *whole, 1) + "%";
 }
 
@@ -440,9 +440,21 @@ Json LoadOrMeasureCeiling(const CommonOptions& options, size_t message_bytes) {
       throw std::runtime_error("--ceiling " + options.ceiling_path +
                                ": missing or empty; write one with `ordo-bench ceiling --json FILE`");
     }
-    Json j = Json::Parse(text);
-    if (const Json* c = j.Find("ceiling")) return *c;
-    return j;
+    // A `ceiling --json` file, or a run-all file (its "ceiling" holds one).
+    const Json* j = nullptr;
+    Json whole;
+    try {
+      whole = Json::Parse(text);
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error("--ceiling " + options.ceiling_path + ": " + e.what() +
+                               "; give a file written by `ordo-bench ceiling --json` or bench/run-all");
+    }
+    for (j = &whole; j->Find("ceiling");) j = j->Find("ceiling");
+    if (!j->NumberAt("replicated.batch_256k_msgs_per_s")) {
+      throw std::runtime_error("--ceiling " + options.ceiling_path +
+                               ": no ceiling figures in it; write one with `ordo-bench ceiling --json FILE`");
+    }
+    return *j;
   }
   std::cerr << "ordo-bench: measuring a quick ceiling (pass --ceiling FILE to reuse one)\n";
   return MeasureCeiling(0.2, message_bytes, std::filesystem::temp_directory_path().string(), 2);

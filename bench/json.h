@@ -137,8 +137,12 @@ class Json {
         case 't': out += '\t'; break;
         case 'u': {
           if (p + 4 > s.size()) Fail("short \\u escape", p);
-          const unsigned cp = static_cast<unsigned>(std::stoul(std::string(s.substr(p, 4)), nullptr, 16));
-          p += 4;
+          unsigned cp = 0;
+          for (int i = 0; i < 4; ++i, ++p) {
+            const char h = s[p];
+            if (!std::isxdigit(static_cast<unsigned char>(h))) Fail("bad \\u escape", p);
+            cp = cp * 16 + static_cast<unsigned>(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+          }
           if (cp < 0x80) {
             out += static_cast<char>(cp);
           } else if (cp < 0x800) {

@@ -44,7 +44,12 @@ int Report(const std::string& path) {
   if (!f) throw std::runtime_error("cannot read " + path + "; run bench/run-all first");
   std::stringstream ss;
   ss << f.rdbuf();
-  const Json j = Json::Parse(ss.str());
+  Json j;
+  try {
+    j = Json::Parse(ss.str());
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(path + ": " + e.what() + "; give a file written by bench/run-all");
+  }
   Table t("Ordo benchmark summary (" + path + ")");
   const Json* ceiling_run = j.Find("ceiling");
   if (const Json* m = ceiling_run ? ceiling_run->Find("machine") : nullptr) {

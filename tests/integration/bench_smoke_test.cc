@@ -149,7 +149,8 @@ TEST(BenchJson, ParsesWhatItDumpsAndRejectsGarbage) {
   EXPECT_EQ(back.Find("s")->string(), "x\"y\n");
   EXPECT_TRUE(back.Find("n")->is_null());
   EXPECT_EQ(back.Find("list")->array().size(), 2u);
-  for (const char* bad : {"", "{", "{\"a\":}", "[1,]", "{\"a\":1}x", "nul"}) {
+  EXPECT_EQ(Json::Parse("\"\\u00e9\"").string(), "\xc3\xa9");
+  for (const char* bad : {"", "{", "{\"a\":}", "[1,]", "{\"a\":1}x", "nul", "\"\\uzz00\""}) {
     EXPECT_THROW(Json::Parse(bad), std::runtime_error) << bad;
   }
 }
