@@ -1,0 +1,315 @@
+// `failover`, `catchup` and `replay`: figures of a cluster that changes
+// (a leader killed, a broker behind) or is read back.
+#include <algorithm>
+#include <iostream>
+#include <thread>
+
+#include "bench/bench.h"
+
+namespace ordo::bench {
+namespace {
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void NeedOwnCluster(const BenchCluster& cluster, const char* what) {
+  if (cluster.external()) {
+    throw std::runtime_error(std::string(what) +
+                             " stops and restarts brokers, so it needs a cluster of its own: "
+                             "drop --brokers");
+  }
+}
+
+// Acks arriving this soon after the old leader was reaped were already on
+// their way (replies sitting in the client's socket); no election finishes
+// this fast (the election timeout is at least 150 ms by default).
+constexpr auto kStaleAckGrace = std::chrono::milliseconds(20);
+
+}  // namespace
+
+int CmdFailover(const CommonOptions& common, const FailoverOptions& o) {
+  BenchCluster cluster(common);
+  NeedOwnCluster(cluster, "failover");
+  cluster.WaitForLeader();
+  const std::string payload = Payload(o.size);
+  const ClientOptions copt = cluster.Options(std::chrono::milliseconds(common.request_timeout_ms));
+  std::vector<std::unique_ptr<AckSink>> sinks;
+  for (int p = 0; p < o.publishers; ++p) {
+    sinks.push_back(std::make_unique<AckSink>());
+    sinks.back()->window_begin = Clock::now();
+    sinks.back()->keep_ack_times = true;
+  }
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < o.publishers; ++p) {
+    threads.emplace_back([&, p] {
+      auto driver = MakeSyncBatchDriver(copt, o.window, *sinks[static_cast<size_t>(p)]);
+      while (!stop.load()) {
+        const auto now = Clock::now();
+        for (size_t i = 0; i < o.window; ++i) driver->Submit(payload, now);
+      }
+    });
+  }
+  auto acks_after = [&](Clock::time_point t) {
+    std::optional<Clock::time_point> first;
+    for (auto& s : sinks) {
+      std::lock_guard<std::mutex> lock(s->mu);
+      for (auto a : s->ack_times) {
+        if (a > t && (!first || a < *first)) first = a;
+      }
+    }
+    return first;
+  };
+  const auto steady = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.steady_s));
+  Json rounds = Json::MakeArray();
+  std::vector<double> failover_ms, gap_ms;
+  std::string failure;
+  for (int k = 1; k <= o.rounds && failure.empty(); ++k) {
+    const int leader = cluster.WaitForLeader();
+    std::this_thread::sleep_for(steady);
+    const auto t_kill = Clock::now();
+    cluster.Kill(leader);
+    const auto t_reaped = Clock::now();
+    std::optional<Clock::time_point> first;
+    const auto deadline = t_reaped + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(o.timeout_s));
+    while (!(first = acks_after(t_reaped + kStaleAckGrace)) && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    Json r = Json::MakeObject();
+    r["round"] = k;
+    r["killed_node"] = leader;
+    if (!first) {
+      failure = "round " + std::to_string(k) + ": no acknowledgement within " +
+                Fmt(o.timeout_s, 1) + " s of killing leader " + std::to_string(leader);
+      r["failover_ms"] = Json();
+    } else {
+      const double ms = Ms(*first - t_kill);
+      failover_ms.push_back(ms);
+      r["failover_ms"] = ms;
+      std::this_thread::sleep_for(steady);
+      // The longest wait between two acks of one publisher around the kill.
+      double gap = 0;
+      for (auto& s : sinks) {
+        std::lock_guard<std::mutex> lock(s->mu);
+        std::vector<Clock::time_point> a;
+        for (auto t : s->ack_times) {
+          if (t > t_kill - steady) a.push_back(t);
+        }
+        std::sort(a.begin(), a.end());
+        for (size_t i = 1; i < a.size(); ++i) gap = std::max(gap, Ms(a[i] - a[i - 1]));
+        s->ack_times.clear();
+      }
+      gap_ms.push_back(gap);
+      r["ack_gap_ms_max"] = gap;
+    }
+    rounds.Push(r);
+    cluster.Start(leader);
+  }
+  stop.store(true);
+  // Publishers finish their current call (it may wait out call_timeout if
+  // the cluster is gone).
+  for (auto& t : threads) t.join();
+  cluster.CheckAlive();
+  uint64_t errors = 0;
+  for (auto& s : sinks) errors += s->errors;
+
+  Json out = Json::MakeObject();
+  out["benchmark"] = "failover";
+  out["publishers"] = o.publishers;
+  out["window"] = static_cast<uint64_t>(o.window);
+  out["request_timeout_ms"] = common.request_timeout_ms;
+  out["rounds"] = rounds;
+  out["failover_ms_p50"] = Median(failover_ms);
+  out["failover_ms_max"] = failover_ms.empty() ? 0 : *std::max_element(failover_ms.begin(), failover_ms.end());
+  out["ack_gap_ms_p50"] = Median(gap_ms);
+  out["ack_gap_ms_max"] = gap_ms.empty() ? 0 : *std::max_element(gap_ms.begin(), gap_ms.end());
+  out["publish_errors"] = errors;
+  if (!failure.empty()) out["failure"] = failure;
+
+  Table t("failover: kill -9 of the leader under load, " + std::to_string(rounds.array().size()) +
+          " round(s), client request timeout " + std::to_string(common.request_timeout_ms) + " ms");
+  for (const Json& r : rounds.array()) {
+    const Json* f = r.Find("failover_ms");
+    t.Row("round " + Fmt(*r.NumberAt("round")) + " (killed node " + Fmt(*r.NumberAt("killed_node")) + ")",
+          f && f->is_number() ? Fmt(f->number(), 1) + " ms to first ack" : "no ack",
+          r.Find("ack_gap_ms_max") ? "longest ack gap " + Fmt(*r.NumberAt("ack_gap_ms_max"), 1) + " ms" : "");
+  }
+  t.Row("first ack by new leader", "p50 " + Fmt(*out.NumberAt("failover_ms_p50"), 1) + " ms",
+        "max " + Fmt(*out.NumberAt("failover_ms_max"), 1) + " ms (target: p50 <= 500, max <= 1500)");
+  t.Row("longest ack gap", "p50 " + Fmt(*out.NumberAt("ack_gap_ms_p50"), 1) + " ms",
+        "max " + Fmt(*out.NumberAt("ack_gap_ms_max"), 1) + " ms");
+  t.Print();
+  WriteJson(common, out);
+  if (!failure.empty()) {
+    std::cerr << "ordo-bench failover: " << failure << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+int CmdCatchup(const CommonOptions& common, const CatchupOptions& o) {
+  if (o.mode != "range" && o.mode != "snapshot") {
+    throw std::runtime_error("--mode " + o.mode + ": expected range or snapshot");
+  }
+  Json out = Json::MakeObject();
+  out["benchmark"] = "catchup";
+  out["mode"] = o.mode;
+  out["messages"] = o.messages;
+  out["message_bytes"] = static_cast<uint64_t>(o.size);
+  // Snapshot install needs the others to have truncated their logs: a tight
+  // retention. The keys are those planned by issue 5 (retention).
+  const std::string extra = o.mode == "snapshot" ? "[retention]\ninstances_max = 64\n" : "";
+  std::unique_ptr<BenchCluster> cluster;
+  try {
+    cluster = std::make_unique<BenchCluster>(common, extra);
+    NeedOwnCluster(*cluster, "catchup");
+    cluster->WaitForLeader();  // throws with the log if a broker refused its config
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    if (o.mode == "snapshot" && what.find("retention") != std::string::npos) {
+      out["available"] = false;
+      out["reason"] =
+          "not available yet: these brokers do not know the [retention] settings (issue 5 adds "
+          "retention and snapshot install)";
+      Table t("catchup --mode snapshot");
+      t.Row("snapshot install", "not available yet", "brokers reject [retention] (issue 5)");
+      t.Print();
+      WriteJson(common, out);
+      return 0;
+    }
+    throw;
+  }
+  out["available"] = true;
+  const Json ceiling = LoadOrMeasureCeiling(common, o.size);
+  const int leader = cluster->WaitForLeader();
+  const int lagging = leader % cluster->nodes() + 1;
+  const ClientOptions copt = cluster->Options(std::chrono::milliseconds(common.request_timeout_ms));
+  cluster->Kill(lagging);
+  const size_t window = std::clamp<size_t>((512 * 1024) / std::max<size_t>(1, o.size), 1, 4096);
+  const auto f0 = Clock::now();
+  const uint64_t head = Fill(copt, o.messages, o.size, 2, window);
+  out["fill_msgs_per_s"] = static_cast<double>(o.messages) / Seconds(Clock::now() - f0);
+  const std::string endpoint = cluster->brokers()[static_cast<size_t>(lagging - 1)];
+  const auto t0 = Clock::now();
+  cluster->Start(lagging);
+  std::optional<Clock::time_point> t_up;
+  uint64_t offset_up = 0;
+  const auto deadline = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.timeout_s));
+  bool done = false;
+  while (Clock::now() < deadline) {
+    cluster->CheckAlive();
+    auto s = GetStatus(endpoint, std::chrono::milliseconds(200));
+    if (s.ok()) {
+      if (!t_up) t_up = Clock::now(), offset_up = s.value().next_offset;
+      if (s.value().next_offset >= head) {
+        done = true;
+        break;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  const auto t1 = Clock::now();
+  if (!done) {
+    throw std::runtime_error("broker " + std::to_string(lagging) + " did not reach offset " +
+                             std::to_string(head) + " within " + Fmt(o.timeout_s) + " s; its log:\n" +
+                             cluster->LogTail(lagging));
+  }
+  const double total_s = Seconds(t1 - t0);
+  const double applying_s = Seconds(t1 - *t_up);
+  const double caught = static_cast<double>(head - offset_up);
+  out["head"] = head;
+  out["startup_s"] = Seconds(*t_up - t0);
+  out["total_s"] = total_s;
+  out["msgs_per_s"] = static_cast<double>(o.messages) / total_s;
+  out["mb_per_s"] = static_cast<double>(o.messages) * static_cast<double>(o.size) / total_s / 1e6;
+  // From its first status answer: without process start and LMDB open.
+  out["msgs_per_s_after_start"] = applying_s > 0 ? Json(caught / applying_s) : Json();
+  const auto ceil = ceiling.NumberAt("lmdb.batch_256k.msgs_per_s");
+  out["ceiling_msgs_per_s"] = Json::Maybe(ceil);
+  out["pct_of_ceiling"] = ceil ? Json(100.0 * static_cast<double>(o.messages) / total_s / *ceil) : Json();
+
+  Table t("catchup (" + o.mode + "): broker " + std::to_string(lagging) + " behind by " +
+          Fmt(static_cast<double>(o.messages)) + " x " + std::to_string(o.size) + "-byte messages");
+  t.Row("caught up", Fmt(*out.NumberAt("msgs_per_s")) + " msgs/s",
+        Fmt(*out.NumberAt("mb_per_s"), 2) + " MB/s; " +
+            Pct(*out.NumberAt("msgs_per_s"), ceil) + " of one broker's LMDB ceiling (256 KiB commits)");
+  t.Row("time", Fmt(total_s, 2) + " s", "incl. " + Fmt(*out.NumberAt("startup_s"), 2) + " s process start");
+  if (auto a = out.NumberAt("msgs_per_s_after_start")) t.Row("after start", Fmt(*a) + " msgs/s", "");
+  t.Row("filling (for reference)", Fmt(*out.NumberAt("fill_msgs_per_s")) + " msgs/s", "2 publishers");
+  t.Print();
+  WriteJson(common, out);
+  return 0;
+}
+
+int CmdReplay(const CommonOptions& common, const ReplayOptions& o) {
+  if (o.api != "subscriber" && o.api != "replay") {
+    throw std::runtime_error("--api " + o.api + ": expected subscriber or replay");
+  }
+  const Json ceiling = LoadOrMeasureCeiling(common, o.size);
+  BenchCluster cluster(common);
+  cluster.WaitForLeader();
+  const ClientOptions copt = cluster.Options(std::chrono::milliseconds(common.request_timeout_ms));
+  auto st = GetStatus(cluster.brokers()[0], std::chrono::milliseconds(1000));
+  const uint64_t start = st.ok() ? st.value().next_offset : 0;
+  const size_t window = std::clamp<size_t>((512 * 1024) / std::max<size_t>(1, o.size), 1, 4096);
+  const uint64_t head = Fill(copt, o.messages, o.size, 2, window);
+  const uint64_t from = cluster.external() ? head - o.messages : start;
+  uint64_t bytes = 0, read = 0;
+  const auto t0 = Clock::now();
+  if (o.api == "subscriber") {
+    Subscriber sub(copt, StartAt::Offset(from), o.credit);
+    uint64_t expect = from;
+    while (read < o.messages) {
+      auto r = sub.Next(std::chrono::milliseconds(5000));
+      if (!r.ok()) throw std::runtime_error("subscriber: " + r.error().message);
+      if (!r.value()) throw std::runtime_error("subscriber: nothing for 5 s at offset " + std::to_string(expect));
+      const Record& rec = *r.value();
+      if (rec.offset != expect) {
+        throw std::runtime_error("subscriber: offset " + std::to_string(rec.offset) + " where " +
+                                 std::to_string(expect) + " was expected");
+      }
+      ++expect, ++read;
+      bytes += rec.payload.size() + rec.key.size();
+    }
+  } else {
+    auto r = Replay(copt, from, from + o.messages);
+    if (!r.ok()) throw std::runtime_error("replay: " + r.error().message);
+    read = r.value().size();
+    for (const Record& rec : r.value()) bytes += rec.payload.size() + rec.key.size();
+  }
+  const double s = Seconds(Clock::now() - t0);
+  cluster.CheckAlive();
+  Json out = Json::MakeObject();
+  out["benchmark"] = "replay";
+  out["api"] = o.api;
+  out["messages"] = read;
+  out["message_bytes"] = static_cast<uint64_t>(o.size);
+  out["credit"] = o.credit;
+  out["seconds"] = s;
+  out["msgs_per_s"] = static_cast<double>(read) / s;
+  out["mb_per_s"] = static_cast<double>(bytes) / s / 1e6;
+  const auto ceil = ceiling.NumberAt("zmq.batch_256k.msgs_per_s");
+  out["ceiling_msgs_per_s"] = Json::Maybe(ceil);
+  out["pct_of_ceiling"] = ceil ? Json(100.0 * static_cast<double>(read) / s / *ceil) : Json();
+  Table t("replay: one " + o.api + " reading " + Fmt(static_cast<double>(read)) + " x " +
+          std::to_string(o.size) + "-byte messages from offset " + std::to_string(from));
+  t.Row("read", Fmt(*out.NumberAt("msgs_per_s")) + " msgs/s",
+        Fmt(*out.NumberAt("mb_per_s"), 2) + " MB/s; " + Pct(*out.NumberAt("msgs_per_s"), ceil) +
+            " of ZeroMQ loopback (256 KiB frames)");
+  t.Row("time", Fmt(s, 2) + " s", "");
+  t.Print();
+  WriteJson(common, out);
+  if (read != o.messages) {
+    std::cerr << "ordo-bench replay: read " << read << " of " << o.messages << " messages\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace ordo::bench
