@@ -191,7 +191,7 @@ int main(int argc, char** argv) {
   catchup->add_option("--messages", co.messages, "Messages published while it is down (M)")
       ->capture_default_str()->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40));
   catchup->add_option("--size", co.size, "Message payload bytes")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-  catchup->add_option("--mode", co.mode, "range (pull the missing instances) or snapshot (needs retention, issue 5)")
+  catchup->add_option("--mode", co.mode, "range (pull the missing instances) or snapshot (tight retention: install a snapshot, then pull the rest)")
       ->capture_default_str()->check(CLI::IsMember({"range", "snapshot"}));
   catchup->add_option("--timeout", co.timeout_s, "Give up after this many seconds")->capture_default_str()->check(CLI::Range(1.0, 3600.0));
 
