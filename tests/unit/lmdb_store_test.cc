@@ -7,8 +7,10 @@
 #include "tests/testing/corrupt_lmdb.h"
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 
+#include "broker/crc32c.h"
 #include "broker/lmdb_store.h"
 #include "tests/unit/log_store_contract.h"
 
@@ -70,6 +72,11 @@ paxos::AppliedInstance Applied(const paxos::ValuePtr& v, uint64_t instance, uint
     if (o == paxos::PublishOutcome::kAppended) ++a.appended;
   }
   return a;
+}
+
+std::string LmdbStorePath(const std::string& dir, const SnapshotHandle& h) {
+  return dir + "/snapshots/snapshot-" + std::to_string(h.instance) + "-" +
+         std::to_string(h.checksum) + ".ords";
 }
 
 ClientMessage Msg(uint64_t seq, std::string payload) {
@@ -171,6 +178,105 @@ TEST(LmdbStore, ACorruptHardStateRefusesToOpen) {
   const Status st = LmdbStore::Open(f.dir, 64ull << 20, &s);
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("hard state"), std::string::npos);
+}
+
+
+// Ten instances of one keyed message each: keys "k0".."k2", offsets 0..9.
+void FillKeyed(LmdbFactory& f) {
+  const Ballot b{1, NodeId(1)};
+  for (uint64_t i = 1; i <= 10; ++i) {
+    ClientMessage m{paxos::ProducerId(7), i, "k" + std::to_string(i % 3), "v" + std::to_string(i)};
+    auto v = paxos::MakeBatch(b, {m});
+    std::vector<Entry> entries = {Entry{Instance(i), b, v}};
+    auto a = Applied(v, i, i - 1, {paxos::PublishOutcome::kAppended});
+    a.results[0].offset = paxos::Offset(i - 1);
+    ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(i)}, entries, {&a, 1}), StoreCode::kOk);
+  }
+}
+
+TEST(LmdbStore, TheCompactedViewKeepsTheLatestMessageOfEachKeyInOffsetOrder) {
+  LmdbFactory f;
+  FillKeyed(f);
+  std::vector<StreamMessage> view;
+  ASSERT_EQ(f.lmdb->ReadCompacted(0, 0, 100, 1 << 20, &view), StoreCode::kOk);
+  // Message i (offset i - 1) has key k(i % 3): the latest of each key are
+  // v8 (k2, offset 7), v9 (k0, offset 8) and v10 (k1, offset 9).
+  ASSERT_EQ(view.size(), 3u);
+  EXPECT_EQ(view[0].offset, 7u);
+  EXPECT_EQ(view[0].key, "k2");
+  EXPECT_EQ(view[0].payload, "v8");
+  EXPECT_EQ(view[2].offset, 9u);
+  EXPECT_EQ(view[2].key, "k1");
+  view.clear();
+  ASSERT_EQ(f.lmdb->ReadCompacted(8, 0, 100, 1 << 20, &view), StoreCode::kOk);
+  EXPECT_EQ(view.size(), 2u);
+}
+
+TEST(LmdbStore, TruncationStopsAtTheSnapshotAndMovesTheEarliestOffset) {
+  LmdbFactory f;
+  FillKeyed(f);
+  size_t deleted = 0;
+  // Nothing is truncated without a snapshot.
+  ASSERT_EQ(f.lmdb->Truncate(Instance(8), 100, &deleted), StoreCode::kOk);
+  EXPECT_EQ(deleted, 0u);
+  paxos::AppliedSnapshot snap;
+  snap.instance = Instance(5);
+  snap.next_offset = paxos::Offset(5);
+  const SnapshotHandle h{5, 100, 42};
+  ASSERT_EQ(f.lmdb->RecordSnapshot(h, snap), StoreCode::kOk);
+  // Asked for 8, truncates only up to the snapshot (first retained 6), in
+  // steps of at most 2 records.
+  ASSERT_EQ(f.lmdb->Truncate(Instance(8), 2, &deleted), StoreCode::kOk);
+  EXPECT_EQ(deleted, 2u);
+  EXPECT_EQ(f.lmdb->FirstInstance(), Instance(3));
+  EXPECT_EQ(f.lmdb->earliest_offset(), 2u);
+  ASSERT_EQ(f.lmdb->Truncate(Instance(8), 100, &deleted), StoreCode::kOk);
+  EXPECT_EQ(deleted, 3u);
+  EXPECT_EQ(f.lmdb->FirstInstance(), Instance(6));
+  EXPECT_EQ(f.lmdb->earliest_offset(), 5u);
+  Entry e;
+  EXPECT_EQ(f.lmdb->Get(Instance(5), &e), StoreCode::kNotFound);
+  EXPECT_EQ(f.lmdb->Get(Instance(6), &e), StoreCode::kOk);
+  std::vector<StreamMessage> msgs;
+  ASSERT_EQ(f.lmdb->ReadStream(5, 100, 1 << 20, &msgs), StoreCode::kOk);
+  ASSERT_EQ(msgs.size(), 5u);
+  EXPECT_EQ(msgs[0].payload, "v6");
+}
+
+TEST(LmdbStore, AnInstalledSnapshotSurvivesAReopenAndAMissingFileIsRefused) {
+  LmdbFactory f;
+  FillKeyed(f);
+  paxos::AppliedSnapshot snap;
+  snap.instance = Instance(50);
+  snap.next_offset = paxos::Offset(500);
+  snap.producers.push_back({paxos::ProducerId(7), 500, {{451, 450, 50}}});
+  std::vector<StreamMessage> keyed = {{499, 7, 500, "only", "latest"}};
+  const std::string file = EncodeSnapshotFile(snap, keyed);
+  const SnapshotHandle h{50, file.size(), Crc32c(file.data(), file.size())};
+  std::filesystem::create_directories(f.lmdb->SnapshotDir());
+  {
+    std::ofstream out(f.lmdb->SnapshotPath(h), std::ios::binary);
+    out << file;
+  }
+  ASSERT_EQ(f.lmdb->InstallSnapshot(h, snap, keyed), StoreCode::kOk);
+  f.Reopen();
+  EXPECT_EQ(f.lmdb->LoadHardState().chosen, Instance(50));
+  EXPECT_EQ(f.lmdb->FirstInstance(), Instance(51));
+  EXPECT_EQ(f.lmdb->earliest_offset(), 500u);
+  EXPECT_EQ(f.lmdb->next_offset(), 500u);
+  ASSERT_TRUE(f.lmdb->LoadSnapshot().has_value());
+  EXPECT_EQ(*f.lmdb->LoadSnapshot(), snap);
+  std::vector<StreamMessage> view;
+  ASSERT_EQ(f.lmdb->ReadCompacted(0, 0, 100, 1 << 20, &view), StoreCode::kOk);
+  ASSERT_EQ(view.size(), 1u);
+  EXPECT_EQ(view[0].payload, "latest");
+  // The log below 51 exists only in that file: without it, refuse to start.
+  f.lmdb.reset();
+  std::filesystem::remove(LmdbStorePath(f.dir, h));
+  std::unique_ptr<LmdbStore> again;
+  const Status st = LmdbStore::Open(f.dir, 64ull << 20, &again);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("snapshot file"), std::string::npos) << st.message();
 }
 
 }  // namespace
