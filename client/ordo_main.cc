@@ -292,16 +292,21 @@ int Status(const ordo::ClientOptions& options, bool json) {
       }
       std::printf(
           "{\"endpoint\":%s,\"node_id\":%u,\"role\":%s,\"leader_id\":%u,\"ballot\":[%lu,%u],"
-          "\"chosen\":%lu,\"next_offset\":%lu,\"earliest_offset\":%lu,\"peers\":[%s]}\n",
+          "\"chosen\":%lu,\"next_offset\":%lu,\"earliest_offset\":%lu,\"first_retained\":%lu,"
+          "\"voter\":%s,\"catching_up\":%s,\"rejoin_target\":%lu,\"snapshots_installed\":%lu,"
+          "\"peers\":[%s]}\n",
           Json(b).c_str(), s.node_id, Json(s.role).c_str(), s.leader_id,
           static_cast<unsigned long>(s.ballot_round), s.ballot_node,
           static_cast<unsigned long>(s.chosen), static_cast<unsigned long>(s.next_offset),
-          static_cast<unsigned long>(s.earliest_offset), peers.c_str());
+          static_cast<unsigned long>(s.earliest_offset),
+          static_cast<unsigned long>(s.first_retained), s.voter ? "true" : "false",
+          s.catching_up ? "true" : "false", static_cast<unsigned long>(s.rejoin_target),
+          static_cast<unsigned long>(s.snapshots_installed), peers.c_str());
     }
     return rc;
   }
-  std::printf("%-6s %-22s %-10s %-10s %-10s %-12s %s\n", "NODE", "ENDPOINT", "ROLE", "BALLOT",
-              "CHOSEN", "NEXT_OFFSET", "PEER LAG (instances)");
+  std::printf("%-6s %-22s %-11s %-10s %-10s %-12s %-10s %s\n", "NODE", "ENDPOINT", "ROLE",
+              "BALLOT", "CHOSEN", "NEXT_OFFSET", "EARLIEST", "PEER LAG (instances)");
   for (const std::string& b : options.brokers) {
     auto r = ordo::GetStatus(b, timeout);
     if (!r.ok()) {
@@ -317,9 +322,12 @@ int Status(const ordo::ClientOptions& options, bool json) {
     }
     const std::string ballot =
         "(" + std::to_string(s.ballot_round) + "," + std::to_string(s.ballot_node) + ")";
-    std::printf("%-6u %-22s %-10s %-10s %-10lu %-12lu %s\n", s.node_id, b.c_str(), s.role.c_str(),
-                ballot.c_str(), static_cast<unsigned long>(s.chosen),
-                static_cast<unsigned long>(s.next_offset), lag.c_str());
+    // A voter that lost its disk and does not vote yet says so.
+    const std::string role = s.catching_up ? "catching-up" : s.role;
+    std::printf("%-6u %-22s %-11s %-10s %-10lu %-12lu %-10lu %s\n", s.node_id, b.c_str(),
+                role.c_str(), ballot.c_str(), static_cast<unsigned long>(s.chosen),
+                static_cast<unsigned long>(s.next_offset),
+                static_cast<unsigned long>(s.earliest_offset), lag.c_str());
   }
   return rc;
 }
