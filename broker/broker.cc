@@ -109,6 +109,11 @@ Status Broker::DrainReady() {
     // Accepts and commits vouch for nothing this node has not persisted: they
     // may leave before the write (the leader's own write overlaps the round).
     for (const paxos::Message& m : r.messages) peers_->Send(m);
+    // Publish acks need not wait for this node's write: an applied instance is
+    // chosen, i.e. already durable on a majority, and its offsets are fixed.
+    // Saves one fsync per round on the ack path. (Subscribers are served from
+    // the store, after the commit.)
+    clients_->OnApplied(r.applied);
     bool index = false;
     for (const paxos::AppliedInstance& a : r.applied) index |= a.appended > 0;
     if (r.hard_state_changed || !r.entries.empty() || index) {
@@ -123,7 +128,6 @@ Status Broker::DrainReady() {
     }
     CountVotesWhileCatchingUp(r);
     for (const paxos::Message& m : r.messages_after_persist) peers_->Send(m);
-    clients_->OnApplied(r.applied);
     if (r.lost_leadership) clients_->OnLostLeadership();
     // Right after its commit: the read transaction sees exactly this state.
     if (r.snapshot) snapshots_->Take(*r.snapshot);
