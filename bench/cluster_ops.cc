@@ -179,7 +179,10 @@ int CmdCatchup(const CommonOptions& common, const CatchupOptions& o) {
   const int lagging = leader % cluster->nodes() + 1;
   const ClientOptions copt = cluster->Options(std::chrono::milliseconds(common.request_timeout_ms));
   cluster->Kill(lagging);
-  const size_t window = std::clamp<size_t>((512 * 1024) / std::max<size_t>(1, o.size), 1, 4096);
+  size_t window = std::clamp<size_t>((512 * 1024) / std::max<size_t>(1, o.size), 1, 4096);
+  // A request is about one instance: enough of them for the others to
+  // truncate behind a snapshot (retention 16 instances, snapshots every 8).
+  if (o.mode == "snapshot") window = std::min<size_t>(window, std::max<uint64_t>(1, o.messages / 100));
   const auto f0 = Clock::now();
   const uint64_t head = Fill(copt, o.messages, o.size, 2, window);
   out["fill_msgs_per_s"] = static_cast<double>(o.messages) / Seconds(Clock::now() - f0);

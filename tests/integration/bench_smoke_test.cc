@@ -113,15 +113,10 @@ TEST_F(BenchSmoke, CatchupRange) {
   ExpectNumbers(j, {"msgs_per_s", "mb_per_s", "total_s", "head"});
 }
 
-TEST_F(BenchSmoke, CatchupSnapshotSaysWhetherItIsAvailable) {
+TEST_F(BenchSmoke, CatchupSnapshotInstallsASnapshot) {
   const Json j = Run("catchup_snapshot", "catchup --mode snapshot --messages 2000");
-  const Json* available = j.Find("available");
-  ASSERT_TRUE(available && available->is_bool());
-  if (available->boolean()) {
-    ExpectNumbers(j, {"msgs_per_s", "mb_per_s"});
-  } else {
-    ASSERT_TRUE(j.Find("reason") && j.Find("reason")->is_string());
-  }
+  ExpectNumbers(j, {"msgs_per_s", "mb_per_s"});
+  EXPECT_GE(j.NumberAt("snapshots_installed").value_or(0), 1);
 }
 
 TEST_F(BenchSmoke, Replay) {
