@@ -390,8 +390,9 @@ void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
   const wire::Ballot ballot(s.leader_ballot.round, s.leader_ballot.node.value());
   const wire::Ballot promised(s.promised.round, s.promised.node.value());
   const std::string leader = LeaderEndpoint();
+  const char* role = s.voter ? paxos::ToString(s.role) : "learner";  // a learner never campaigns
   auto reply = wire::CreateStatusReplyDirect(
-      fbb, config_.node_id, s.voter ? paxos::ToString(s.role) : "learner", s.leader.value(), leader.c_str(), &ballot,
+      fbb, config_.node_id, role, s.leader.value(), leader.c_str(), &ballot,
       &promised, s.chosen.value(), s.last_instance.value(), store_.next_offset(),
       store_.earliest_offset(), &peers, s.storage_corruptions + store_.corruptions(),
       counters_.frames_rejected, s.voter, s.catching_up, s.rejoin_target.value(),

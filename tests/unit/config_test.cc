@@ -101,7 +101,8 @@ TEST(Config, ErrorsNameTheField) {
 // A learner: same [[members]] as the voters' files, an id of its own, its own
 // client endpoint.
 std::string Learner() {
-  return Replace(kGood, "node_id = 2\n", "node_id = 4\nrole = \"learner\"\nclient = \"127.0.0.1:9204\"\n");
+  return Replace(kGood, "node_id = 2\n",
+                 "node_id = 4\nrole = \"learner\"\nclient = \"127.0.0.1:9204\"\n");
 }
 
 TEST(Config, ALearnerLoadsAndIsNotAVoterOfTheCore) {
@@ -136,8 +137,9 @@ TEST(Config, LearnerAndRoleErrorsSayWhatToDo) {
   EXPECT_NE(Error(Replace(Learner(), "client = \"127.0.0.1:9204\"\n", ""))
                 .find("client: required for a learner"),
             std::string::npos);
-  EXPECT_NE(Error(Replace(Learner(), "\"127.0.0.1:9204\"", "\"nowhere\"")).find("client: 'nowhere'"),
-            std::string::npos);
+  EXPECT_NE(
+      Error(Replace(Learner(), "\"127.0.0.1:9204\"", "\"nowhere\"")).find("client: 'nowhere'"),
+      std::string::npos);
   EXPECT_NE(Error(Replace(Learner(), "\"127.0.0.1:9204\"", "\"127.0.0.1:9201\""))
                 .find("client: '127.0.0.1:9201' is a voting member's endpoint"),
             std::string::npos);
