@@ -6,8 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <regex>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <zmq.hpp>
 
@@ -54,10 +54,15 @@ double Sample(const std::string& metrics_endpoint, const std::string& metric,
               const std::string& label = "") {
   std::string body;
   if (testing::HttpGet(metrics_endpoint, "/metrics", &body) != 200) return -1;
-  const std::regex line("^" + metric + "\\{([^}]*)\\} (\\S+)$", std::regex::multiline);
-  for (auto it = std::sregex_iterator(body.begin(), body.end(), line); it != std::sregex_iterator();
-       ++it) {
-    if ((*it)[1].str().find(label) != std::string::npos) return std::stod((*it)[2].str());
+  std::istringstream lines(body);
+  for (std::string line; std::getline(lines, line);) {
+    // NAME{LABELS} VALUE
+    if (line.rfind(metric + "{", 0) != 0) continue;
+    const size_t close = line.find("} ");
+    if (close == std::string::npos || line.substr(0, close).find(label) == std::string::npos) {
+      continue;
+    }
+    return std::stod(line.substr(close + 2));
   }
   return -1;
 }
