@@ -35,7 +35,7 @@ Status Broker::Start() {
   // An empty data directory may be a new cluster or a lost disk: the core
   // asks the peers before it votes (docs/operations.md, "Lost disks").
   core.probe_before_voting = store_->opened_empty();
-  if (core.probe_before_voting) {
+  if (core.probe_before_voting && config_.Self()) {
     spdlog::info("empty data directory: asking the peers whether the cluster has a history "
                  "before voting");
   }
@@ -56,8 +56,9 @@ Status Broker::Start() {
     if (!s.ok()) return s;
     clients_->set_metrics(metrics_.get());
   }
-  spdlog::info("node {} up: peers on {}, clients on {}, metrics on {}", config_.node_id,
-               config_.Self()->peer, config_.Self()->client,
+  spdlog::info("node {} up ({}): peers on {}, clients on {}, metrics on {}", config_.node_id,
+               config_.Self() ? "voter" : "learner",
+               config_.Self() ? config_.Self()->peer : "(none: learner)", config_.ClientEndpoint(),
                config_.metrics.empty() ? "(off)" : config_.metrics);
   return Status::Ok();
 }
@@ -67,7 +68,8 @@ void Broker::HandlePeerFrames(size_t max) {
   for (size_t n = 0; n < max; ++n) {
     zmq::message_t frame;
     bool well_formed = false;
-    if (!peers_->Receive(&frame, &well_formed)) return;
+    std::string route;
+    if (!peers_->Receive(&frame, &well_formed, &route)) return;
     PeerFrame f;
     DecodeStatus d;
     if (!well_formed) {
@@ -77,8 +79,20 @@ void Broker::HandlePeerFrames(size_t max) {
     }
     const uint32_t from = f.is_snapshot ? f.snapshot.from : f.message.from.value();
     const uint32_t to = f.is_snapshot ? f.snapshot.to : f.message.to.value();
-    if (d.ok() && (to != config_.node_id || !config_.Find(from) || from == config_.node_id)) {
+    if (d.ok() && (to != config_.node_id || from == config_.node_id)) {
       d = DecodeStatus::Error(DecodeCode::kInvalid, "from/to is not a peer and this node");
+    }
+    // A non-member is a learner: it may only ask for chosen entries (Fetch),
+    // which vouch for nothing; anything else from it could sway a vote. A
+    // learner hears only from members.
+    // (A snapshot request is also a read: a learner behind the truncated
+    // log installs a snapshot like anyone else.)
+    const bool read_only = f.is_snapshot ? f.snapshot.op == SnapshotMessage::kRequest
+                                         : f.message.type == paxos::MessageType::kFetch;
+    if (d.ok() && !config_.Find(from) && (!read_only || !config_.Self())) {
+      d = DecodeStatus::Error(DecodeCode::kInvalid,
+                              "node " + std::to_string(from) +
+                                  " is not a member: only Fetch is accepted from a learner");
     }
     if (!d.ok()) {
       ++peer_frames_rejected_;
@@ -93,11 +107,11 @@ void Broker::HandlePeerFrames(size_t max) {
       continue;
     }
     if (f.is_snapshot) {
-      peers_->NoteReceivedSnapshot(f.snapshot, frame.size());
+      peers_->NoteReceivedSnapshot(f.snapshot, frame.size(), route);
       snapshots_->OnMessage(f.snapshot, Clock::now());
       continue;
     }
-    peers_->NoteReceived(f.message, frame.size());
+    peers_->NoteReceived(f.message, frame.size(), route);
     replica_->Step(f.message);
   }
 }
@@ -144,8 +158,9 @@ Status Broker::DrainReady() {
 
 void Broker::CountVotesWhileCatchingUp(const paxos::Ready& r) {
   // An independent check of the core's promise: a voter catching up after
-  // a lost disk sends no vote. Reported in status; tests assert it is 0.
-  if (!replica_->status().catching_up) return;
+  // a lost disk, or a learner, sends no vote. Reported in status; tests
+  // assert it is 0.
+  if (config_.Self() && !replica_->status().catching_up) return;
   for (const auto* list : {&r.messages, &r.messages_after_persist}) {
     for (const paxos::Message& m : *list) {
       if (m.type == paxos::MessageType::kPromise || m.type == paxos::MessageType::kAccepted ||
@@ -226,16 +241,15 @@ void Broker::UpdateMetrics() {
 Status Broker::Run(const std::atomic<bool>& stop) {
   const auto tick = std::chrono::milliseconds(config_.tick_ms);
   auto next_tick = Clock::now() + tick;
+  std::vector<zmq::pollitem_t> items;
+  peers_->AddPollItems(&items);
+  items.push_back({clients_->socket().handle(), 0, ZMQ_POLLIN, 0});
   while (!stop.load(std::memory_order_relaxed)) {
     auto now = Clock::now();
     const auto wait = std::max(std::chrono::milliseconds(0),
                                std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now));
-    zmq::pollitem_t items[] = {
-        {peers_->inbound().handle(), 0, ZMQ_POLLIN, 0},
-        {clients_->socket().handle(), 0, ZMQ_POLLIN, 0},
-    };
     try {
-      zmq::poll(items, 2, wait);
+      zmq::poll(items, wait);
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) return Status::Error(std::string("poll: ") + e.what());
       continue;  // a signal: check `stop`

@@ -46,7 +46,7 @@ ClientService::ClientService(zmq::context_t& context, const BrokerConfig& config
 
 Status ClientService::Open() {
   std::string address;
-  ParseEndpoint(config_.Self()->client, &address);
+  ParseEndpoint(config_.ClientEndpoint(), &address);
   try {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::sndhwm, 100000);
@@ -59,7 +59,7 @@ Status ClientService::Open() {
     socket_.set(zmq::sockopt::maxmsgsize, int64_t{config_.frame_bytes_max} * 2);
     socket_.bind(address);
   } catch (const zmq::error_t& e) {
-    return Status::Error("client endpoint " + config_.Self()->client + ": " + e.what());
+    return Status::Error("client endpoint " + config_.ClientEndpoint() + ": " + e.what());
   }
   return Status::Ok();
 }
@@ -202,7 +202,11 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid, con
   }
   if (replica_.role() != paxos::Role::kLeader) {
     ++counters_.redirects;
-    if (replica_.leader() == paxos::kNoNode) {
+    if (replica_.leader() == paxos::kNoNode && !config_.Self()) {
+      SendError(identity, rid, Code(wire::ErrorCode::Unavailable),
+                "this broker is a learner and has not yet heard who leads: publish to a voting "
+                "member");
+    } else if (replica_.leader() == paxos::kNoNode) {
       SendError(identity, rid, Code(wire::ErrorCode::Unavailable),
                 "no leader is known yet (an election is running): retry shortly");
     } else {
@@ -410,8 +414,9 @@ void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
   const wire::Ballot ballot(s.leader_ballot.round, s.leader_ballot.node.value());
   const wire::Ballot promised(s.promised.round, s.promised.node.value());
   const std::string leader = LeaderEndpoint();
+  const char* role = s.voter ? paxos::ToString(s.role) : "learner";  // a learner never campaigns
   auto reply = wire::CreateStatusReplyDirect(
-      fbb, config_.node_id, paxos::ToString(s.role), s.leader.value(), leader.c_str(), &ballot,
+      fbb, config_.node_id, role, s.leader.value(), leader.c_str(), &ballot,
       &promised, s.chosen.value(), s.last_instance.value(), store_.next_offset(),
       store_.earliest_offset(), &peers, s.storage_corruptions + store_.corruptions(),
       counters_.frames_rejected, s.voter, s.catching_up, s.rejoin_target.value(),

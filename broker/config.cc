@@ -15,7 +15,12 @@ const Member* BrokerConfig::Find(uint32_t id) const {
   return nullptr;
 }
 
-const Member* BrokerConfig::Self() const { return Find(node_id); }
+const Member* BrokerConfig::Self() const { return role == Role::kVoter ? Find(node_id) : nullptr; }
+
+const std::string& BrokerConfig::ClientEndpoint() const {
+  const Member* self = Self();
+  return self ? self->client : client;
+}
 
 uint64_t BrokerConfig::PeerFrameBytesMax() const {
   const uint64_t window = uint64_t{window_instances_max} * (batch_bytes_max + (64 << 10));
@@ -92,8 +97,8 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
                          std::string(e.description()));
   }
   static const std::set<std::string> kKnown = {
-      "node_id", "data_dir", "metrics", "log_level", "members", "timing", "batching", "limits",
-      "storage", "retention"};
+      "node_id", "role", "client", "data_dir", "metrics", "log_level", "members", "timing",
+      "batching", "limits", "storage", "retention"};
   for (const auto& [key, value] : t) {
     if (!kKnown.count(std::string(key.str()))) {
       return Status::Error(std::string(key.str()) + ": unknown field");
@@ -104,6 +109,16 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
 #define ORDO_READ(expr) \
   if (!(s = (expr)).ok()) return s
   ORDO_READ(ReadInt(root["node_id"], "node_id", &out->node_id));
+  std::string role;
+  ORDO_READ(ReadString(root["role"], "role", &role));
+  if (role == "voter") {
+    out->role = Role::kVoter;
+  } else if (role == "learner") {
+    out->role = Role::kLearner;
+  } else if (root["role"]) {
+    return Status::Error("role: '" + role + "' is not \"voter\" or \"learner\"");
+  }
+  ORDO_READ(ReadString(root["client"], "client", &out->client));
   ORDO_READ(ReadString(root["data_dir"], "data_dir", &out->data_dir));
   ORDO_READ(ReadString(root["metrics"], "metrics", &out->metrics));
   ORDO_READ(ReadString(root["log_level"], "log_level", &out->log_level));
@@ -229,9 +244,31 @@ Status ValidateConfig(const BrokerConfig& c) {
     }
   }
   if (c.node_id == 0) return Status::Error("node_id: must be a positive integer");
-  if (!c.Self()) {
-    return Status::Error("node_id: " + std::to_string(c.node_id) +
-                         " is not the id of any [[members]] entry");
+  if (c.role == Role::kVoter) {
+    if (!c.Find(c.node_id)) {
+      return Status::Error("node_id: " + std::to_string(c.node_id) +
+                           " is not the id of any [[members]] entry (a broker outside "
+                           "[[members]] needs role = \"learner\")");
+    }
+    if (!c.client.empty()) {
+      return Status::Error(
+          "client: only a learner sets it; a voter's client endpoint is in its [[members]] entry");
+    }
+  } else {
+    if (c.Find(c.node_id)) {
+      return Status::Error("node_id: " + std::to_string(c.node_id) +
+                           " is a voting member's id; a learner needs an id of its own, not in "
+                           "[[members]]");
+    }
+    if (c.client.empty()) {
+      return Status::Error("client: required for a learner (HOST:PORT where it serves clients)");
+    }
+    if (!ParseEndpoint(c.client, nullptr)) {
+      return Status::Error("client: '" + c.client + "' is not HOST:PORT");
+    }
+    if (endpoints.count(c.client)) {
+      return Status::Error("client: '" + c.client + "' is a voting member's endpoint");
+    }
   }
   if (c.data_dir.empty()) return Status::Error("data_dir: required");
   if (!c.metrics.empty() && !ParseEndpoint(c.metrics, nullptr)) {

@@ -18,12 +18,21 @@ struct Member {
   std::string client;  // HOST:PORT of the client endpoint
 };
 
+// A voter is one of [[members]]: it votes, may lead, and serves clients. A
+// learner has an id of its own outside [[members]]: it pulls the chosen log
+// from the voters, serves subscribers and replays, and never votes. Voters
+// need not know their learners (replies travel back over the connection the
+// learner opened), so learners come and go without touching any voter's file.
+enum class Role : uint8_t { kVoter, kLearner };
+
 struct BrokerConfig {
   uint32_t node_id = 0;
+  Role role = Role::kVoter;
+  std::string client;  // learners only: HOST:PORT of this broker's client endpoint
   std::string data_dir;
   std::string metrics;  // HOST:PORT of the Prometheus /metrics endpoint; "" = off
   std::string log_level = "info";
-  std::vector<Member> members;  // every voting member, this node included
+  std::vector<Member> members;  // every voting member (a voter included itself)
 
   // Time: the core counts ticks; one tick is tick_ms of wall time.
   uint32_t tick_ms = 10;
@@ -61,7 +70,10 @@ struct BrokerConfig {
   // so their limit derives from the batching settings.
   uint64_t PeerFrameBytesMax() const;
 
+  // This node's [[members]] entry; null for a learner.
   const Member* Self() const;
+  // Where this broker serves clients: its [[members]] entry, or `client` for a learner.
+  const std::string& ClientEndpoint() const;
   const Member* Find(uint32_t id) const;
   paxos::Config CoreConfig(uint64_t seed) const;
 };

@@ -17,20 +17,31 @@ PeerTransport::PeerTransport(zmq::context_t& context, const BrokerConfig& config
     : config_(config), context_(context), inbound_(context, zmq::socket_type::router) {}
 
 Status PeerTransport::Open() {
-  std::string address;
-  ParseEndpoint(config_.Self()->peer, &address);
+  const Member* self = config_.Self();
+  const int64_t frame_max = static_cast<int64_t>(config_.PeerFrameBytesMax());
   try {
-    inbound_.set(zmq::sockopt::linger, 0);
-    inbound_.set(zmq::sockopt::rcvhwm, kPeerQueueMessagesMax);
-    // Larger frames are dropped by ZeroMQ (and the sender disconnected)
-    // before they are buffered; the codec applies the exact limit.
-    inbound_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(config_.PeerFrameBytesMax()));
-    inbound_.bind(address);
+    if (self) {
+      std::string address;
+      ParseEndpoint(self->peer, &address);
+      inbound_.set(zmq::sockopt::linger, 0);
+      inbound_.set(zmq::sockopt::rcvhwm, kPeerQueueMessagesMax);
+      inbound_.set(zmq::sockopt::sndhwm, kPeerQueueMessagesMax);  // replies to learners
+      // A reply to a learner that is gone fails (EHOSTUNREACH) rather than
+      // vanishing, so its route is forgotten and the drop counted.
+      inbound_.set(zmq::sockopt::router_mandatory, 1);
+      // Larger frames are dropped by ZeroMQ (and the sender disconnected)
+      // before they are buffered; the codec applies the exact limit.
+      inbound_.set(zmq::sockopt::maxmsgsize, frame_max);
+      inbound_.bind(address);
+      bound_ = true;
+    }
     for (const Member& m : config_.members) {
       if (m.id == config_.node_id) continue;
       zmq::socket_t s(context_, zmq::socket_type::dealer);
       s.set(zmq::sockopt::linger, 0);
       s.set(zmq::sockopt::sndhwm, kPeerQueueMessagesMax);
+      s.set(zmq::sockopt::rcvhwm, kPeerQueueMessagesMax);  // a learner's replies arrive here
+      s.set(zmq::sockopt::maxmsgsize, frame_max);
       s.set(zmq::sockopt::immediate, 1);  // do not queue for a peer that is down
       s.set(zmq::sockopt::reconnect_ivl, 100);
       s.set(zmq::sockopt::reconnect_ivl_max, 250);  // a restarted peer hears us soon
@@ -41,9 +52,15 @@ Status PeerTransport::Open() {
       links_[m.id];
     }
   } catch (const zmq::error_t& e) {
-    return Status::Error("peer endpoint " + config_.Self()->peer + ": " + e.what());
+    return Status::Error("peer endpoint " + (self ? self->peer : std::string("(learner)")) + ": " +
+                         e.what());
   }
   return Status::Ok();
+}
+
+void PeerTransport::AddPollItems(std::vector<zmq::pollitem_t>* items) {
+  if (bound_) items->push_back({inbound_.handle(), 0, ZMQ_POLLIN, 0});
+  for (auto& [id, socket] : outbound_) items->push_back({socket.handle(), 0, ZMQ_POLLIN, 0});
 }
 
 bool PeerTransport::Send(const paxos::Message& message) {
@@ -62,15 +79,28 @@ bool PeerTransport::SendSnapshot(const SnapshotMessage& message) {
 
 bool PeerTransport::SendFrame(uint32_t to, const std::string& frame) {
   auto it = outbound_.find(to);
-  if (it == outbound_.end()) return false;
-  LinkCounters& link = links_[to];
+  auto route = it == outbound_.end() ? learners_.find(to) : learners_.end();
+  if (it == outbound_.end() && route == learners_.end()) return false;  // unknown node
+  LinkCounters& link = links_[it != outbound_.end() ? to : kLearnersLinkId];
   try {
-    auto sent = it->second.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+    bool sent = false;
+    if (it != outbound_.end()) {
+      sent = it->second.send(zmq::buffer(frame), zmq::send_flags::dontwait).has_value();
+    } else {
+      // To a learner: back over the connection it opened to our ROUTER.
+      sent = inbound_
+                 .send(zmq::buffer(route->second.routing_id),
+                       zmq::send_flags::sndmore | zmq::send_flags::dontwait)
+                 .has_value();
+      if (sent) (void)inbound_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+    }
     if (!sent) {
       ++link.frames_dropped;
       return false;
     }
-  } catch (const zmq::error_t&) {
+  } catch (const zmq::error_t& e) {
+    // EHOSTUNREACH: the learner disconnected; it is re-learned from its next frame.
+    if (it == outbound_.end() && e.num() == EHOSTUNREACH) learners_.erase(route);
     ++link.frames_dropped;
     return false;
   }
@@ -78,26 +108,71 @@ bool PeerTransport::SendFrame(uint32_t to, const std::string& frame) {
   return true;
 }
 
-void PeerTransport::NoteReceivedSnapshot(const SnapshotMessage& message, size_t bytes) {
-  auto it = links_.find(message.from);
-  if (it == links_.end()) return;
-  it->second.bytes_received += bytes;
-  catchup_bytes_received_ += bytes;
+void PeerTransport::NoteReceived(const paxos::Message& message, size_t bytes,
+                                 const std::string& route) {
+  NoteReceivedFrom(message.from.value(), bytes, route, IsCatchUp(message.type));
 }
 
-void PeerTransport::NoteReceived(const paxos::Message& message, size_t bytes) {
-  auto it = links_.find(message.from.value());
-  if (it == links_.end()) return;  // not a configured peer
-  it->second.bytes_received += bytes;
-  if (IsCatchUp(message.type)) catchup_bytes_received_ += bytes;
+void PeerTransport::NoteReceivedSnapshot(const SnapshotMessage& message, size_t bytes,
+                                         const std::string& route) {
+  NoteReceivedFrom(message.from, bytes, route, true);
 }
 
-bool PeerTransport::Receive(zmq::message_t* payload, bool* well_formed) {
-  zmq::message_t identity;
+void PeerTransport::NoteReceivedFrom(uint32_t from, size_t bytes, const std::string& route,
+                                     bool catchup) {
+  ++frames_heard_;
+  uint32_t link_id = from;
+  if (!outbound_.count(from)) {
+    // A learner. Only a frame on our ROUTER gives a route back to it.
+    link_id = kLearnersLinkId;
+    if (bound_ && !route.empty()) {
+      auto it = learners_.find(from);
+      if (it == learners_.end() && learners_.size() >= kLearnerRoutesMax) {
+        auto oldest = learners_.begin();
+        for (auto l = learners_.begin(); l != learners_.end(); ++l) {
+          if (l->second.heard < oldest->second.heard) oldest = l;
+        }
+        learners_.erase(oldest);
+      }
+      LearnerRoute& r = learners_[from];
+      r.routing_id = route;  // a reconnect brings a new routing id
+      r.heard = frames_heard_;
+    }
+  }
+  LinkCounters& link = links_[link_id];
+  link.bytes_received += bytes;
+  if (catchup) catchup_bytes_received_ += bytes;
+}
+
+namespace {
+// One frame from a DEALER (exactly one part, no routing id), drained whole.
+bool ReceiveFromDealer(zmq::socket_t& socket, zmq::message_t* payload, bool* well_formed) {
+  if (!socket.recv(*payload, zmq::recv_flags::dontwait)) return false;
+  *well_formed = !payload->more();
+  while (payload->more()) {
+    zmq::message_t extra;
+    (void)socket.recv(extra, zmq::recv_flags::none);
+    if (!extra.more()) break;
+  }
+  return true;
+}
+}  // namespace
+
+bool PeerTransport::Receive(zmq::message_t* payload, bool* well_formed, std::string* route) {
+  route->clear();
   try {
-    if (!inbound_.recv(identity, zmq::recv_flags::dontwait)) return false;
+    // The ROUTER first: on a voter it carries nearly everything; on a
+    // learner (no ROUTER) the DEALERs carry the voters' replies.
+    zmq::message_t identity;
+    if (!bound_ || !inbound_.recv(identity, zmq::recv_flags::dontwait)) {
+      for (auto& [id, socket] : outbound_) {
+        if (ReceiveFromDealer(socket, payload, well_formed)) return true;
+      }
+      return false;
+    }
     *well_formed = identity.more();
     if (!*well_formed) return true;
+    route->assign(static_cast<const char*>(identity.data()), identity.size());
     (void)inbound_.recv(*payload, zmq::recv_flags::none);
     // Anything beyond one payload frame is not from a broker: drain it.
     while (payload->more()) {

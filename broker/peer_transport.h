@@ -1,7 +1,15 @@
-// Broker-to-broker links over ZeroMQ. Each broker binds one ROUTER on its
+// Broker-to-broker links over ZeroMQ. Each voter binds one ROUTER on its
 // peer endpoint for what others send it, and keeps one DEALER per peer,
 // connected to that peer's ROUTER, for what it sends. Paxos tolerates loss,
 // so sends never block: a full queue (peer slow or down) drops the frame.
+//
+// Learners (non-voting brokers, not in [[members]]) have no peer endpoint:
+// the voters do not know them. A learner sends through its DEALERs like a
+// voter; a voter remembers the ROUTER routing id a learner's accepted frame
+// arrived with (NoteReceived) and routes its replies back over that
+// connection, so the learner reads them on its DEALERs. At most
+// kLearnerRoutesMax learners are remembered; the least recently heard one
+// is forgotten first (it is re-learned from its next frame).
 //
 // Options we rely on are set explicitly (see Open()): bounded high-water
 // marks, no linger, no queueing towards peers that are not connected, and a
@@ -15,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -29,47 +38,71 @@ class PeerTransport {
  public:
   PeerTransport(zmq::context_t& context, const BrokerConfig& config);
 
-  // Binds the ROUTER and connects one DEALER per peer.
+  // The link counters of every learner together (metrics label
+  // peer="learner"): one label however many learners come and go.
+  static constexpr uint32_t kLearnersLinkId = 0;  // 0 is no node's id
+  static constexpr size_t kLearnerRoutesMax = 256;
+
+  // A voter binds the ROUTER; every broker connects one DEALER per voter
+  // (but itself).
   Status Open();
 
-  // Encodes and queues `message` to message.to. Returns false when dropped.
+  // Encodes and queues `message` to message.to: over the DEALER to a voter,
+  // or back over the ROUTER to a learner heard from. Returns false when
+  // dropped (queue full, or a learner not heard from or gone).
   bool Send(const paxos::Message& message);
   // The same for a snapshot transfer message (counted as catch-up bytes).
   bool SendSnapshot(const SnapshotMessage& message);
 
-  // The socket to poll for incoming frames.
-  zmq::socket_t& inbound() { return inbound_; }
+  // Appends every socket that receives peer frames (the ROUTER, and the
+  // DEALERs where learners get their replies) to `items`, for zmq::poll.
+  void AddPollItems(std::vector<zmq::pollitem_t>* items);
 
   // Receives one frame without blocking. Returns false when none is waiting.
   // *payload is the frame as sent by the peer (the ROUTER's routing frame is
   // stripped); *well_formed is false when the ZeroMQ message did not have
-  // exactly the shape a peer sends (identity + one frame).
-  bool SendFrame(uint32_t to, const std::string& frame);
-  bool Receive(zmq::message_t* payload, bool* well_formed);
+  // exactly the shape a peer sends (identity + one frame on the ROUTER, one
+  // frame on a DEALER). *route is the ROUTER routing id the frame came with
+  // ("" when it came on a DEALER); pass it to NoteReceived.
+  bool Receive(zmq::message_t* payload, bool* well_formed, std::string* route);
 
   // Counts a frame the broker decoded and accepted as `message` from its
-  // sender (per-link bytes in, catch-up bytes). Frames that fail to decode
-  // have no trustworthy sender and are counted as rejected instead.
-  void NoteReceived(const paxos::Message& message, size_t bytes);
-  void NoteReceivedSnapshot(const SnapshotMessage& message, size_t bytes);
+  // sender (per-link bytes in, catch-up bytes), and for a sender that is not
+  // a member (a learner) remembers `route` for the replies. Frames that fail
+  // to decode have no trustworthy sender and are counted as rejected instead.
+  void NoteReceived(const paxos::Message& message, size_t bytes, const std::string& route);
+  void NoteReceivedSnapshot(const SnapshotMessage& message, size_t bytes, const std::string& route);
+  // Sends an encoded frame to a member, or to a learner over its route.
+  bool SendFrame(uint32_t to, const std::string& frame);
+
+  size_t learner_routes() const { return learners_.size(); }
 
   struct LinkCounters {
     uint64_t bytes_sent = 0;
     uint64_t bytes_received = 0;
     uint64_t frames_dropped = 0;
   };
-  // By peer node id; one entry per configured peer.
+  // By peer node id: one entry per configured peer, and kLearnersLinkId
+  // once a learner was heard from.
   const std::map<uint32_t, LinkCounters>& links() const { return links_; }
   // Bytes of catch-up traffic (see IsCatchUp in peer_transport.cc).
   uint64_t catchup_bytes_sent() const { return catchup_bytes_sent_; }
   uint64_t catchup_bytes_received() const { return catchup_bytes_received_; }
 
  private:
+  void NoteReceivedFrom(uint32_t from, size_t bytes, const std::string& route, bool catchup);
   const BrokerConfig& config_;
   zmq::context_t& context_;
   zmq::socket_t inbound_;
   std::map<uint32_t, zmq::socket_t> outbound_;  // by peer node id
   std::map<uint32_t, LinkCounters> links_;
+  struct LearnerRoute {
+    std::string routing_id;  // the ROUTER identity of its connection
+    uint64_t heard = 0;      // frames_heard_ when last heard
+  };
+  std::map<uint32_t, LearnerRoute> learners_;  // by learner node id
+  uint64_t frames_heard_ = 0;
+  bool bound_ = false;  // a voter's ROUTER
   uint64_t catchup_bytes_sent_ = 0;
   uint64_t catchup_bytes_received_ = 0;
 };

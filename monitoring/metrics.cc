@@ -136,7 +136,9 @@ BrokerMetrics::Impl::Peer& BrokerMetrics::Impl::PeerFor(uint32_t id) {
   auto it = peers.find(id);
   if (it != peers.end()) return it->second;
   prometheus::Labels l = node;
-  l.emplace("peer", std::to_string(id));
+  // Id 0 counts every learner together (broker::PeerTransport::kLearnersLinkId),
+  // so learners coming and going never grow the label set.
+  l.emplace("peer", id == 0 ? std::string("learner") : std::to_string(id));
   Peer p;
   p.lag = &peer_lag->Add(l);
   p.last_heard = &peer_heard->Add(l);

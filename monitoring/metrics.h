@@ -1,9 +1,9 @@
 // Prometheus metrics of one broker, exposed on its metrics endpoint
 // (/metrics, pull). Every name starts with ordo_, uses base units (seconds,
 // bytes) and ends in _total for counters. Labels are of bounded cardinality
-// only: node, peer (a configured member id), role, source. Subscribers and
-// producers never become labels; subscribers are summarised by count and
-// max/sum of their lag.
+// only: node, peer (a configured member id, or "learner" for all learners
+// together), role, source. Subscribers and producers never become labels;
+// subscribers are summarised by count and max/sum of their lag.
 //
 // Two ways in:
 //   - Update(BrokerGauges) once per tick: gauges are set, and counters kept
@@ -31,7 +31,7 @@ namespace ordo::monitoring {
 
 // One peer link as counted by broker::PeerTransport.
 struct PeerLink {
-  uint32_t peer = 0;
+  uint32_t peer = 0;  // a member's id; 0: every learner together (label peer="learner")
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;  // of well-formed frames from that peer
   uint64_t frames_dropped = 0;  // sends dropped: the peer's queue was full or it was down

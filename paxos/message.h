@@ -39,7 +39,9 @@ enum class MessageType : uint8_t {
   // Chosen entries from `instance` on (possibly fewer than asked, possibly
   // none); chosen: the sender's frontier; promised: its promise;
   // first_retained: its first instance still in the log (below it, only its
-  // snapshot has the state: a node needing those installs a snapshot).
+  // snapshot has the state: a node needing those installs a snapshot);
+  // ballot: the leader's ballot as the sender knows it (zero: none known),
+  // which tells a learner whom to redirect publishes to.
   kFetchReply = 8,
   // Pre-vote, before phase 1: "would you promise `ballot`?" Nothing is
   // persisted on either side, so a node that cannot win (cut off, or just

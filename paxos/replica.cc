@@ -707,6 +707,9 @@ void Replica::OnFetch(const Message& m) {
   r.promised = hard_.promised;
   r.first_retained = store_.FirstInstance();
   r.instance_last = last_instance_;  // the highest instance we accepted
+  // Who leads, as we know it: a learner hears nothing else from the leader
+  // and needs it to redirect publishes.
+  if (leader_ != kNoNode) r.ballot = role_ == Role::kLeader ? ballot_ : leader_ballot_;
   const Instance last = std::min(m.instance_last, hard_.chosen);
   uint64_t bytes = 0;
   // Below the first retained instance only the snapshot has the state: the
@@ -732,6 +735,10 @@ void Replica::OnFetchReply(const Message& m) {
   if (m.from == fetch_failed_peer_) fetch_failed_peer_ = kNoNode;
   for (Peer& p : peers_) {
     if (p.id == m.from) p.first_retained = std::max(Instance(1), m.first_retained);
+  }
+  if (!IsVoter() && VoterIndex(m.ballot.node) && m.ballot >= leader_ballot_) {
+    leader_ = m.ballot.node;  // a learner: only to name the leader to clients
+    leader_ballot_ = m.ballot;
   }
   if (rejoin_ == Rejoin::kProbing && VoterIndex(m.from)) {
     probe_last_[m.from] = m.instance_last;

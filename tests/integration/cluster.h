@@ -66,6 +66,7 @@ class Cluster {
   }
   ~Cluster() {
     for (int i = 1; i <= n_; ++i) Kill(i);
+    for (size_t k = 0; k < learners_.size(); ++k) KillLearner(static_cast<int>(k));
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
@@ -137,7 +138,62 @@ class Cluster {
     return false;
   }
 
+  // Learner brokers (role = "learner"): an id outside the members, the
+  // members' list unchanged, a client endpoint of its own. The voters'
+  // files are not touched. Returns the learner's index k for the
+  // Learner*() methods; the process starts at once.
+  int AddLearner(uint32_t node_id, bool metrics = false) {
+    Learner l;
+    l.id = node_id;
+    l.client = "127.0.0.1:" + std::to_string(FreePort());
+    l.metrics = metrics ? "127.0.0.1:" + std::to_string(FreePort()) : std::string();
+    const std::string name = "learner" + std::to_string(node_id);
+    l.config = (dir_ / (name + ".toml")).string();
+    l.data_dir = (dir_ / name).string();
+    l.log = (dir_ / (name + ".log")).string();
+    std::ofstream f(l.config);
+    f << "node_id = " << node_id << "\nrole = \"learner\"\nclient = \"" << l.client
+      << "\"\ndata_dir = \"" << l.data_dir << "\"\nmetrics = \"" << l.metrics << "\"\n";
+    for (int m = 1; m <= n_; ++m) {
+      f << "[[members]]\nid = " << m << "\npeer = \"" << peer_[m - 1] << "\"\nclient = \""
+        << client_[m - 1] << "\"\n";
+    }
+    f.close();
+    learners_.push_back(l);
+    const int k = static_cast<int>(learners_.size()) - 1;
+    StartLearner(k);
+    return k;
+  }
+  void StartLearner(int k) {
+    Learner& l = learners_[k];
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const int fd = open(l.log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      execl(ORDO_BROKER_BIN, ORDO_BROKER_BIN, "--config", l.config.c_str(), nullptr);
+      _exit(127);
+    }
+    l.pid = pid;
+  }
+  void KillLearner(int k, int sig = SIGKILL) {
+    Learner& l = learners_[k];
+    if (l.pid <= 0) return;
+    kill(l.pid, sig);
+    waitpid(l.pid, nullptr, 0);
+    l.pid = -1;
+  }
+  const std::string& LearnerEndpoint(int k) const { return learners_[k].client; }
+  const std::string& LearnerMetricsEndpoint(int k) const { return learners_[k].metrics; }
+  const std::string& LearnerLog(int k) const { return learners_[k].log; }
+
  private:
+  struct Learner {
+    uint32_t id = 0;
+    std::string client, metrics, config, data_dir, log;
+    pid_t pid = -1;
+  };
+  std::vector<Learner> learners_;
   int n_;
   std::filesystem::path dir_;
   std::vector<std::string> peer_, client_, metrics_;

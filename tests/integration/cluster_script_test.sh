@@ -47,10 +47,35 @@ node2=127.0.0.1:$((port + 102))
 got=$(timeout 30 "$build/ordo" subscribe --brokers "$node2" --from earliest --count 7 | tail -1)
 [[ "$got" == $'6\td' ]] || fail "restarted node 2 serves: $got"
 
+# A learner joins the running cluster: the next id (4), the next ports, the
+# voters' configs untouched; it serves what was published, redirects a publish.
+sum_before=$(cat "$dir"/node*/ordo.toml | md5sum)
+out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" learner up --dir "$dir")
+[[ "$out" == *"learner=learner4"* && "$out" == *"client=127.0.0.1:$((port + 104))"* ]] ||
+  fail "learner up: $out"
+learner=127.0.0.1:$((port + 104))
+got=$(timeout 30 "$build/ordo" subscribe --brokers "$learner" --from earliest --count 7 | tail -1)
+[[ "$got" == $'6\td' ]] || fail "the learner serves: $got"
+[[ $("$build/ordo" publish --brokers "$learner" e) == 7 ]] || fail "publish through the learner"
+status=$("$build/ordo" status --brokers "$learner" --json)
+[[ "$status" == *'"role":"learner"'* ]] || fail "learner status: $status"
+[[ $(cat "$dir"/node*/ordo.toml | md5sum) == "$sum_before" ]] || fail "voters' configs changed"
+status=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" status --dir "$dir")
+grep -q "learner4 running" <<<"$status" || fail "status with a learner: $status"
+ORDO_BUILD_DIR=$build "$root/scripts/cluster" learner down --dir "$dir" --id 4 >/dev/null
+[[ ! -f "$dir/learner4/broker.pid" ]] || fail "learner down left a pid file"
+"$build/ordo" publish --brokers "$brokers" f >/dev/null || fail "publish with the learner down"
+ORDO_BUILD_DIR=$build "$root/scripts/cluster" learner up --dir "$dir" --id 4 >/dev/null  # on its data
+got=$(timeout 30 "$build/ordo" subscribe --brokers "$learner" --from 8 --count 1)
+[[ "$got" == $'8\tf' ]] || fail "the restarted learner serves: $got"
+out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" learner up --dir "$dir" --id 2 2>&1) &&
+  fail "a learner with a member's id started: $out"
+
 again=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" up --dir "$dir" --base-port "$port")
 grep -q "already up" <<<"$again" || fail "second up: $again"
 status=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" status --dir "$dir")
 grep -q "node3  running" <<<"$status" || fail "status: $status"
 ORDO_BUILD_DIR=$build "$root/scripts/cluster" down --dir "$dir" >/dev/null
 for n in 1 2 3; do [[ ! -f "$dir/node$n/broker.pid" ]] || fail "down left node$n"; done
+[[ ! -f "$dir/learner4/broker.pid" ]] || fail "down left the learner"
 echo "cluster script: ok"

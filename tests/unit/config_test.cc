@@ -98,6 +98,63 @@ TEST(Config, ErrorsNameTheField) {
   EXPECT_NE(Error(std::string(kGood) + "[timing]\nheartbeat_interval_ticks = 40\n").size(), 0u);
 }
 
+// A learner: same [[members]] as the voters' files, an id of its own, its own
+// client endpoint.
+std::string Learner() {
+  return Replace(kGood, "node_id = 2\n",
+                 "node_id = 4\nrole = \"learner\"\nclient = \"127.0.0.1:9204\"\n");
+}
+
+TEST(Config, ALearnerLoadsAndIsNotAVoterOfTheCore) {
+  BrokerConfig c;
+  const Status s = Load(Learner(), &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.role, Role::kLearner);
+  EXPECT_EQ(c.Self(), nullptr);
+  EXPECT_EQ(c.ClientEndpoint(), "127.0.0.1:9204");
+  const paxos::Config core = c.CoreConfig(1);
+  EXPECT_EQ(core.id, paxos::NodeId(4));
+  ASSERT_EQ(core.voters.size(), 3u);  // the members, and only them
+  for (paxos::NodeId v : core.voters) EXPECT_NE(v, core.id);
+  // role = "voter" is the default, and may be spelled out.
+  BrokerConfig v;
+  ASSERT_TRUE(Load(Replace(kGood, "node_id = 2\n", "node_id = 2\nrole = \"voter\"\n"), &v).ok());
+  EXPECT_EQ(v.role, Role::kVoter);
+  EXPECT_EQ(v.ClientEndpoint(), "127.0.0.1:9202");
+}
+
+TEST(Config, LearnerAndRoleErrorsSayWhatToDo) {
+  // A learner whose id is a member's.
+  EXPECT_NE(Error(Replace(Learner(), "node_id = 4", "node_id = 3"))
+                .find("node_id: 3 is a voting member's id; a learner needs an id of its own"),
+            std::string::npos);
+  // A voter whose id is not a member's.
+  EXPECT_NE(Error(Replace(kGood, "node_id = 2", "node_id = 7"))
+                .find("is not the id of any [[members]] entry (a broker outside [[members]] needs "
+                      "role = \"learner\")"),
+            std::string::npos);
+  // A learner without, or with a bad, client endpoint.
+  EXPECT_NE(Error(Replace(Learner(), "client = \"127.0.0.1:9204\"\n", ""))
+                .find("client: required for a learner"),
+            std::string::npos);
+  EXPECT_NE(
+      Error(Replace(Learner(), "\"127.0.0.1:9204\"", "\"nowhere\"")).find("client: 'nowhere'"),
+      std::string::npos);
+  EXPECT_NE(Error(Replace(Learner(), "\"127.0.0.1:9204\"", "\"127.0.0.1:9201\""))
+                .find("client: '127.0.0.1:9201' is a voting member's endpoint"),
+            std::string::npos);
+  // A voter with a top-level client endpoint.
+  EXPECT_NE(Error(Replace(kGood, "node_id = 2\n", "node_id = 2\nclient = \"127.0.0.1:9204\"\n"))
+                .find("client: only a learner sets it"),
+            std::string::npos);
+  // Unknown roles, and a role that is not a string.
+  EXPECT_NE(Error(Replace(Learner(), "\"learner\"", "\"observer\""))
+                .find("role: 'observer' is not \"voter\" or \"learner\""),
+            std::string::npos);
+  EXPECT_NE(Error(Replace(Learner(), "\"learner\"", "1")).find("role: must be a string"),
+            std::string::npos);
+}
+
 TEST(Config, EndpointsParse) {
   std::string z;
   EXPECT_TRUE(ParseEndpoint("127.0.0.1:7201", &z));

@@ -549,6 +549,46 @@ TEST(Learner, ServesOnlyChosenEntries) {
   EXPECT_EQ(replies[0].chosen, Instance(1));
 }
 
+TEST(Learner, ANonVoterLearnsTheLeaderFromFetchRepliesToRedirectPublishes) {
+  // A follower that heard leader 1 names its ballot when it serves a fetch...
+  Node voter(ThreeNodes(2));
+  const Ballot b{4, NodeId(1)};
+  Message commit = Make(MessageType::kCommit, 1, 2, b);
+  voter.Step(commit);
+  Message fetch = Make(MessageType::kFetch, 9, 2, Ballot{});  // from a learner
+  fetch.instance = Instance(1);
+  fetch.instance_last = Instance(5);
+  auto replies = OfType(voter.Step(fetch).messages, MessageType::kFetchReply);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0].to, NodeId(9));
+  EXPECT_EQ(replies[0].ballot, b);
+
+  // ...and a learner (id outside the voters) takes it, never a lower one.
+  Config c = ThreeNodes(9);
+  Node learner(c);
+  EXPECT_FALSE(learner.replica->status().voter);
+  replies[0].to = NodeId(9);
+  learner.Step(replies[0]);
+  EXPECT_EQ(learner.replica->leader(), NodeId(1));
+  const ProposeResult r = learner.replica->Propose({Msg(5, 1)});
+  EXPECT_EQ(r.code, ProposeResult::Code::kNotLeader);
+  EXPECT_EQ(r.leader, NodeId(1));
+  Message stale = replies[0];
+  stale.ballot = Ballot{3, NodeId(3)};
+  learner.Step(stale);
+  EXPECT_EQ(learner.replica->leader(), NodeId(1));
+  Message newer = replies[0];
+  newer.ballot = Ballot{5, NodeId(3)};
+  learner.Step(newer);
+  EXPECT_EQ(learner.replica->leader(), NodeId(3));
+  // A learner never campaigns, however long it waits.
+  Ready all = learner.TickUntil(Role::kLeader, 200);
+  EXPECT_EQ(learner.replica->role(), Role::kFollower);
+  for (const auto* list : {&all.messages, &all.messages_after_persist}) {
+    for (const Message& m : *list) EXPECT_EQ(m.type, MessageType::kFetch);
+  }
+}
+
 TEST(Restart, RecoversPromiseFrontierAndAppliedStateWithoutReplayingOutput) {
   Node n(ThreeNodes(2));
   const Ballot b{3, NodeId(1)};

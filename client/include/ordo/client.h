@@ -282,7 +282,7 @@ struct PeerInfo {
 struct BrokerStatus {
   std::string endpoint;  // the client endpoint that answered
   uint32_t node_id = 0;
-  std::string role;      // "leader", "follower", "candidate"
+  std::string role;      // "leader", "follower", "candidate", "learner"
   uint32_t leader_id = 0;
   std::string leader_endpoint;
   uint64_t ballot_round = 0;

@@ -1,0 +1,170 @@
+// PeerTransport with real ZeroMQ sockets on 127.0.0.1: a learner's frames
+// reach a voter's ROUTER, the voter's replies come back over the learner's
+// own connection, and the voter remembers a bounded number of learners.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "broker/codec.h"
+#include "broker/peer_transport.h"
+
+namespace ordo::broker {
+namespace {
+
+using namespace std::chrono_literals;
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string Endpoint() { return "127.0.0.1:" + std::to_string(FreePort()); }
+
+BrokerConfig Config(uint32_t node_id, const std::vector<Member>& members) {
+  BrokerConfig c;
+  c.node_id = node_id;
+  c.members = members;
+  c.data_dir = "/unused";
+  if (!c.Find(node_id)) {
+    c.role = Role::kLearner;
+    c.client = Endpoint();
+  }
+  EXPECT_TRUE(ValidateConfig(c).ok()) << ValidateConfig(c).message();
+  return c;
+}
+
+paxos::Message Make(paxos::MessageType type, uint32_t from, uint32_t to) {
+  paxos::Message m;
+  m.type = type;
+  m.from = paxos::NodeId(from);
+  m.to = paxos::NodeId(to);
+  m.instance = paxos::Instance(1);
+  m.instance_last = paxos::Instance(10);
+  return m;
+}
+
+// Waits (bounded) for one frame on `t`, decodes it, and notes it as the
+// broker does. Returns false when none arrived.
+bool ReceiveOne(PeerTransport& t, paxos::Message* m, std::string* route) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::vector<zmq::pollitem_t> items;
+    t.AddPollItems(&items);
+    zmq::poll(items, 100ms);
+    zmq::message_t frame;
+    bool well_formed = false;
+    if (!t.Receive(&frame, &well_formed, route)) continue;
+    EXPECT_TRUE(well_formed);
+    EXPECT_TRUE(DecodePeerMessage({static_cast<const uint8_t*>(frame.data()), frame.size()},
+                                  1 << 20, m)
+                    .ok());
+    t.NoteReceived(*m, frame.size(), *route);
+    return true;
+  }
+  return false;
+}
+
+TEST(PeerTransport, ALearnerGetsTheVotersRepliesOverItsOwnConnection) {
+  zmq::context_t ctx;
+  const std::vector<Member> members = {{1, Endpoint(), Endpoint()}, {2, Endpoint(), Endpoint()}};
+  const BrokerConfig voter_config = Config(1, members);
+  const BrokerConfig learner_config = Config(9, members);
+  PeerTransport voter(ctx, voter_config);
+  PeerTransport learner(ctx, learner_config);
+  ASSERT_TRUE(voter.Open().ok());
+  ASSERT_TRUE(learner.Open().ok());  // binds nothing: a learner has no peer endpoint
+
+  // Before the learner spoke, the voter has no way to reach it.
+  EXPECT_FALSE(voter.Send(Make(paxos::MessageType::kFetchReply, 1, 9)));
+
+  paxos::Message m;
+  std::string route;
+  bool sent = false;
+  for (int i = 0; i < 100 && !sent; ++i) {  // the DEALER drops until connected
+    sent = learner.Send(Make(paxos::MessageType::kFetch, 9, 1));
+    if (!sent) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(sent);
+  ASSERT_TRUE(ReceiveOne(voter, &m, &route));
+  EXPECT_EQ(m.from, paxos::NodeId(9));
+  EXPECT_FALSE(route.empty());  // it came on the ROUTER
+  EXPECT_EQ(voter.learner_routes(), 1u);
+
+  ASSERT_TRUE(voter.Send(Make(paxos::MessageType::kFetchReply, 1, 9)));
+  ASSERT_TRUE(ReceiveOne(learner, &m, &route));
+  EXPECT_EQ(m.type, paxos::MessageType::kFetchReply);
+  EXPECT_EQ(m.from, paxos::NodeId(1));
+  EXPECT_TRUE(route.empty());  // it came on the learner's DEALER
+
+  // Learners are counted under one link, apart from the members.
+  const auto& links = voter.links();
+  ASSERT_EQ(links.size(), 2u);
+  EXPECT_GT(links.at(PeerTransport::kLearnersLinkId).bytes_sent, 0u);
+  EXPECT_GT(links.at(PeerTransport::kLearnersLinkId).bytes_received, 0u);
+  EXPECT_EQ(learner.links().count(PeerTransport::kLearnersLinkId), 0u);
+  EXPECT_GT(learner.links().at(1).bytes_received, 0u);
+}
+
+TEST(PeerTransport, AVoterRemembersABoundedNumberOfLearnersTheMostRecentlyHeard) {
+  zmq::context_t ctx;
+  const std::vector<Member> members = {{1, Endpoint(), Endpoint()}, {2, Endpoint(), Endpoint()}};
+  const BrokerConfig voter_config = Config(1, members);
+  PeerTransport voter(ctx, voter_config);
+  ASSERT_TRUE(voter.Open().ok());
+
+  // More learners than the voter remembers, each heard once, in turn.
+  const size_t n = PeerTransport::kLearnerRoutesMax + 8;
+  std::vector<zmq::socket_t> learners;
+  for (size_t i = 0; i < n; ++i) {
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::rcvtimeo, 10000);
+    s.connect("tcp://" + members[0].peer);
+    const uint32_t id = 100 + static_cast<uint32_t>(i);
+    s.send(zmq::buffer(EncodePeerMessage(Make(paxos::MessageType::kFetch, id, 1))));
+    paxos::Message m;
+    std::string route;
+    ASSERT_TRUE(ReceiveOne(voter, &m, &route));
+    ASSERT_EQ(m.from, paxos::NodeId(id));
+    learners.push_back(std::move(s));
+  }
+  EXPECT_EQ(voter.learner_routes(), PeerTransport::kLearnerRoutesMax);
+  EXPECT_EQ(voter.links().size(), 2u);  // one member, all learners together
+
+  // The first ones heard were forgotten; the latest are answered.
+  EXPECT_FALSE(voter.Send(Make(paxos::MessageType::kFetchReply, 1, 100)));
+  EXPECT_FALSE(voter.Send(Make(paxos::MessageType::kFetchReply, 1, 107)));
+  const uint32_t last = 100 + static_cast<uint32_t>(n) - 1;
+  ASSERT_TRUE(voter.Send(Make(paxos::MessageType::kFetchReply, 1, last)));
+  zmq::message_t reply;
+  ASSERT_TRUE(learners.back().recv(reply).has_value());
+  paxos::Message m;
+  ASSERT_TRUE(
+      DecodePeerMessage({static_cast<const uint8_t*>(reply.data()), reply.size()}, 1 << 20, &m)
+          .ok());
+  EXPECT_EQ(m.to, paxos::NodeId(last));
+  // A forgotten learner is re-learned from its next frame.
+  learners.front().send(zmq::buffer(EncodePeerMessage(Make(paxos::MessageType::kFetch, 100, 1))));
+  std::string route;
+  ASSERT_TRUE(ReceiveOne(voter, &m, &route));
+  EXPECT_TRUE(voter.Send(Make(paxos::MessageType::kFetchReply, 1, 100)));
+  EXPECT_EQ(voter.learner_routes(), PeerTransport::kLearnerRoutesMax);
+}
+
+}  // namespace
+}  // namespace ordo::broker
