@@ -172,7 +172,7 @@ void Replica::SetChosen(Instance chosen) {
 bool Replica::HasReady() const {
   return hard_dirty_ || !staged_.empty() || !msgs_.empty() || !msgs_after_persist_.empty() ||
          !applied_out_.empty() || lost_leadership_ || snapshot_out_.has_value() ||
-         (need_snapshot_ && now_ >= snapshot_asked_tick_);
+         (need_snapshot_ && snapshot_asked_tick_ == 0);
 }
 
 Ready Replica::TakeReady() {
@@ -188,9 +188,9 @@ Ready Replica::TakeReady() {
   r.lost_leadership = lost_leadership_;
   r.snapshot = std::move(snapshot_out_);
   snapshot_out_.reset();
-  if (need_snapshot_ && now_ >= snapshot_asked_tick_) {
-    // Asked again every few fetch timeouts while the need lasts, in case the
-    // host's transfer failed.
+  if (need_snapshot_ && snapshot_asked_tick_ == 0) {
+    // Looked at again every few fetch timeouts (Tick) and asked again while
+    // the need lasts, in case the host's transfer failed.
     r.need_snapshot = true;
     r.snapshot_peer = snapshot_peer_;
     r.snapshot_min = hard_.chosen.next();
@@ -271,6 +271,12 @@ void Replica::Tick() {
     } else {
       ++it;
     }
+  }
+  if (need_snapshot_ && snapshot_asked_tick_ != 0 && now_ >= snapshot_asked_tick_) {
+    // Still no snapshot: look again, the need may have gone (a commit moved
+    // the frontier, a peer still has the range); if not, it is asked again.
+    need_snapshot_ = false;
+    MaybeFetch(false);
   }
   if (rejoin_ != Rejoin::kNone) CheckRejoin();
   if (rejoin_ == Rejoin::kProbing) {
