@@ -443,6 +443,17 @@ void ClientService::Service(Clock::time_point now) {
   const uint64_t head = store_.next_offset();
   for (auto it = subscriptions_.begin(); it != subscriptions_.end();) {
     Subscription& sub = it->second;
+    if (sub.next_offset < store_.earliest_offset()) {
+      // Retention moved past a subscriber too slow to keep up: it must
+      // restart from the earliest offset (or read the compacted view).
+      SendError(it->first, sub.request_id, Code(wire::ErrorCode::OffsetBelowRetained),
+                "offset " + std::to_string(sub.next_offset) +
+                    " is no longer retained (this subscriber fell behind the retention "
+                    "limits); the earliest is " + std::to_string(store_.earliest_offset()),
+                store_.earliest_offset());
+      it = subscriptions_.erase(it);
+      continue;
+    }
     if (sub.credit == 0 || sub.next_offset >= head) {
       ++it;
       continue;
