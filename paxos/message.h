@@ -41,7 +41,9 @@ enum class MessageType : uint8_t {
   // first_retained: its first instance still in the log (below it, only its
   // snapshot has the state: a node needing those installs a snapshot);
   // ballot: the leader's ballot as the sender knows it (zero: none known),
-  // which tells a learner whom to redirect publishes to.
+  // which tells a learner whom to redirect publishes to; instance_last: the
+  // highest instance the sender accepted (how far a voter that lost its disk
+  // must catch up before it votes again).
   kFetchReply = 8,
   // Pre-vote, before phase 1: "would you promise `ballot`?" Nothing is
   // persisted on either side, so a node that cannot win (cut off, or just
