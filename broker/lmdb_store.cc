@@ -296,16 +296,9 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
                                    std::span<const paxos::Entry> entries,
                                    std::span<const paxos::AppliedInstance> applied) {
   MDB_txn* txn = nullptr;
-  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
-  if (rc != 0) {
-    last_error_ = LmdbError("mdb_txn_begin", rc);
-    return paxos::StoreCode::kIoError;
-  }
-  auto fail = [&](const char* what) {
-    last_error_ = LmdbError(what, rc);
-    mdb_txn_abort(txn);
-    return paxos::StoreCode::kIoError;
-  };
+  int rc = 0;
+  if (BeginWrite(&txn) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
+  auto fail = [&](const char* what) { return Abort(txn, what, rc); };
   if (hard_state != hard_state_) {
     const std::string meta = EncodeMetaRecord(hard_state);
     MDB_val k{sizeof(kHardStateKey) - 1, const_cast<char*>(kHardStateKey)};
@@ -381,6 +374,19 @@ int LmdbStore::PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t of
   PutBigEndian(offset, ok);
   MDB_val okv{8, ok}, kv{m.key.size(), const_cast<char*>(m.key.data())};
   return mdb_put(txn, key_offsets_, &okv, &kv, 0);
+}
+
+paxos::StoreCode LmdbStore::BeginWrite(MDB_txn** txn) {
+  const int rc = mdb_txn_begin(env_, nullptr, 0, txn);
+  if (rc == 0) return paxos::StoreCode::kOk;
+  last_error_ = LmdbError("mdb_txn_begin", rc);
+  return paxos::StoreCode::kIoError;
+}
+
+paxos::StoreCode LmdbStore::Abort(MDB_txn* txn, const char* what, int rc) {
+  last_error_ = LmdbError(what, rc);
+  mdb_txn_abort(txn);
+  return paxos::StoreCode::kIoError;
 }
 
 Retained LmdbStore::CurrentRetained() const {
@@ -482,15 +488,12 @@ paxos::StoreCode LmdbStore::ReadCompacted(uint64_t from, uint64_t to, size_t max
 paxos::StoreCode LmdbStore::RecordSnapshot(const SnapshotHandle& handle,
                                            const paxos::AppliedSnapshot& state) {
   MDB_txn* txn = nullptr;
-  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
-  if (rc != 0) {
-    last_error_ = LmdbError("mdb_txn_begin", rc);
-    return paxos::StoreCode::kIoError;
-  }
+  int rc = 0;
+  if (BeginWrite(&txn) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
   Retained r = CurrentRetained();
   r.snapshot = handle;
-  if ((rc = PutRetained(txn, r)) != 0 || (rc = mdb_txn_commit(txn)) != 0) {
-    if (rc != 0) mdb_txn_abort(txn);
+  if ((rc = PutRetained(txn, r)) != 0) return Abort(txn, "recording the snapshot", rc);
+  if ((rc = mdb_txn_commit(txn)) != 0) {  // the commit frees txn, even when it fails
     last_error_ = LmdbError("recording the snapshot", rc);
     return paxos::StoreCode::kIoError;
   }
@@ -505,16 +508,9 @@ paxos::StoreCode LmdbStore::Truncate(paxos::Instance first, size_t max_entries, 
   first = std::min(first, snapshot_state_->instance.next());
   if (first <= first_instance_) return paxos::StoreCode::kOk;
   MDB_txn* txn = nullptr;
-  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
-  if (rc != 0) {
-    last_error_ = LmdbError("mdb_txn_begin", rc);
-    return paxos::StoreCode::kIoError;
-  }
-  auto fail = [&](const char* what) {
-    last_error_ = LmdbError(what, rc);
-    mdb_txn_abort(txn);
-    return paxos::StoreCode::kIoError;
-  };
+  int rc = 0;
+  if (BeginWrite(&txn) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
+  auto fail = [&](const char* what) { return Abort(txn, what, rc); };
   // Oldest first, a bounded number per call so the stream never waits long.
   MDB_cursor* cur = nullptr;
   mdb_cursor_open(txn, log_, &cur);
@@ -574,16 +570,9 @@ paxos::StoreCode LmdbStore::InstallSnapshot(const SnapshotHandle& handle,
                                             const paxos::AppliedSnapshot& state,
                                             std::span<const StreamMessage> keyed) {
   MDB_txn* txn = nullptr;
-  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
-  if (rc != 0) {
-    last_error_ = LmdbError("mdb_txn_begin", rc);
-    return paxos::StoreCode::kIoError;
-  }
-  auto fail = [&](const char* what) {
-    last_error_ = LmdbError(what, rc);
-    mdb_txn_abort(txn);
-    return paxos::StoreCode::kIoError;
-  };
+  int rc = 0;
+  if (BeginWrite(&txn) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
+  auto fail = [&](const char* what) { return Abort(txn, what, rc); };
   // Everything up to the snapshot's instance is replaced by it.
   MDB_cursor* cur = nullptr;
   mdb_cursor_open(txn, log_, &cur);

@@ -122,6 +122,10 @@ class LmdbStore final : public paxos::LogStore {
   LmdbStore() = default;
   paxos::StoreCode GetIn(MDB_txn* txn, paxos::Instance instance, paxos::Entry* out) const;
   int PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t offset);
+  // Begins a write transaction; kIoError (with last_error_) when it cannot.
+  paxos::StoreCode BeginWrite(MDB_txn** txn);
+  // Aborts `txn` after `what` failed with `rc`: kIoError, with last_error_.
+  paxos::StoreCode Abort(MDB_txn* txn, const char* what, int rc);
   Retained CurrentRetained() const;
   int PutRetained(MDB_txn* txn, const Retained& r);
 
