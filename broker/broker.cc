@@ -42,8 +42,14 @@ Status Broker::Start() {
   replica_ = std::make_unique<paxos::Replica>(core, *store_);
   peers_ = std::make_unique<PeerTransport>(context_, config_);
   if (!(s = peers_->Open()).ok()) return s;
-  snapshots_ = std::make_unique<SnapshotService>(config_, *store_, *peers_,
-                                                 [this] { return replica_->chosen(); });
+  snapshots_ = std::make_unique<SnapshotService>(
+      config_, *store_, *peers_, [this] { return replica_->chosen(); },
+      [this] {
+        // An install replaces the index: what waits must be written first.
+        const Status flushed = FlushDeferred();
+        if (!flushed.ok()) deferred_error_ = flushed.message();
+        return flushed.ok();
+      });
   clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_);
   if (!config_.metrics.empty()) {
     s = ClientConnections::Attach(context_, clients_->socket(), &connections_);
@@ -116,6 +122,31 @@ void Broker::HandlePeerFrames(size_t max) {
   }
 }
 
+Status Broker::Persist(const paxos::HardState& hard, std::span<const paxos::Entry> entries,
+                       std::span<const paxos::AppliedInstance> applied) {
+  std::span<const paxos::AppliedInstance> all = applied;
+  if (!deferred_applied_.empty()) {
+    deferred_applied_.insert(deferred_applied_.end(), applied.begin(), applied.end());
+    all = deferred_applied_;
+  }
+  const auto commit_start = Clock::now();
+  if (store_->Commit(hard, entries, all) != paxos::StoreCode::kOk) {
+    // Fail-stop: continuing could vouch for state that is not durable.
+    return Status::Error("storage failure: " + store_->last_error());
+  }
+  if (metrics_) {
+    metrics_->ObserveFsync(std::chrono::duration<double>(Clock::now() - commit_start).count());
+  }
+  deferred_applied_.clear();
+  has_deferred_ = false;
+  return Status::Ok();
+}
+
+Status Broker::FlushDeferred() {
+  if (!has_deferred_) return Status::Ok();
+  return Persist(deferred_hard_, {}, {});
+}
+
 Status Broker::DrainReady() {
   while (replica_->HasReady()) {
     paxos::Ready r = replica_->TakeReady();
@@ -130,14 +161,25 @@ Status Broker::DrainReady() {
     clients_->OnApplied(r.applied);
     bool index = false;
     for (const paxos::AppliedInstance& a : r.applied) index |= a.appended > 0;
-    if (r.hard_state_changed || !r.entries.empty() || index) {
-      const auto commit_start = Clock::now();
-      if (store_->Commit(r.hard_state, r.entries, r.applied) != paxos::StoreCode::kOk) {
-        // Fail-stop: continuing could vouch for state that is not durable.
-        return Status::Error("storage failure: " + store_->last_error());
-      }
-      if (metrics_) {
-        metrics_->ObserveFsync(std::chrono::duration<double>(Clock::now() - commit_start).count());
+    // What must be durable before messages_after_persist leave: accepted
+    // entries and a changed promise (and the lost-disk mark). The chosen
+    // mark, the offset index and the compacted view can wait for the next
+    // such commit or the next tick: after a crash they are re-derived from
+    // the chosen log, durable on a majority, so losing them loses nothing.
+    // One fsync per instance instead of two. A snapshot point is written at
+    // once: its read transaction must see exactly this state.
+    const paxos::HardState& durable = store_->LoadHardState();
+    const bool now_needed = !r.entries.empty() || r.hard_state.promised != durable.promised ||
+                            r.hard_state.catch_up_until != durable.catch_up_until ||
+                            r.snapshot.has_value();
+    if (now_needed) {
+      if (Status s = Persist(r.hard_state, r.entries, r.applied); !s.ok()) return s;
+    } else if (r.hard_state_changed || index) {
+      deferred_hard_ = r.hard_state;
+      deferred_applied_.insert(deferred_applied_.end(), r.applied.begin(), r.applied.end());
+      has_deferred_ = true;
+      if (deferred_applied_.size() >= kDeferredInstancesMax) {
+        if (Status s = FlushDeferred(); !s.ok()) return s;
       }
     }
     CountVotesWhileCatchingUp(r);
@@ -255,12 +297,14 @@ Status Broker::Run(const std::atomic<bool>& stop) {
       continue;  // a signal: check `stop`
     }
     HandlePeerFrames(4096);
+    if (!deferred_error_.empty()) return Status::Error(deferred_error_);
     clients_->Poll(4096);
     now = Clock::now();
     if (now >= next_tick) {
       replica_->Tick();
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // we fell behind: do not burst
+      if (Status s = FlushDeferred(); !s.ok()) return s;
       snapshots_->Tick(now, replica_->applied_state().applied());
       ReportRoleChanges();
       UpdateMetrics();
@@ -269,6 +313,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
     if (!s.ok()) return s;
     clients_->Service(now);
   }
+  if (Status s = FlushDeferred(); !s.ok()) return s;
   spdlog::info("shutting down");
   return Status::Ok();
 }

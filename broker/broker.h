@@ -11,6 +11,9 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <span>
+#include <string>
+#include <vector>
 
 #include <zmq.hpp>
 
@@ -41,6 +44,11 @@ class Broker {
   Status DrainReady();
   void ReportRoleChanges();
   void CountVotesWhileCatchingUp(const paxos::Ready& r);
+  // One commit of a Ready's durable part, with whatever waited (below).
+  Status Persist(const paxos::HardState& hard, std::span<const paxos::Entry> entries,
+                 std::span<const paxos::AppliedInstance> applied);
+  // Writes the chosen mark and offset index that waited for a commit.
+  Status FlushDeferred();
   void UpdateMetrics();
 
   BrokerConfig config_;
@@ -59,6 +67,12 @@ class Broker {
   paxos::NodeId last_leader_{};
   uint64_t last_corruptions_ = 0;
   uint64_t votes_while_catching_up_ = 0;
+  // Chosen mark and applied instances not yet written (see DrainReady).
+  static constexpr size_t kDeferredInstancesMax = 4096;
+  bool has_deferred_ = false;
+  paxos::HardState deferred_hard_{};
+  std::vector<paxos::AppliedInstance> deferred_applied_;
+  std::string deferred_error_;
   bool last_catching_up_ = false;
   paxos::Instance last_rejoin_target_{};
 };

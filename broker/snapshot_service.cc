@@ -77,8 +77,13 @@ bool ReadAt(const std::string& path, uint64_t offset, size_t len, std::string* o
 }  // namespace
 
 SnapshotService::SnapshotService(const BrokerConfig& config, LmdbStore& store, PeerTransport& peers,
-                                 std::function<paxos::Instance()> chosen)
-    : config_(config), store_(store), peers_(peers), chosen_(std::move(chosen)) {
+                                 std::function<paxos::Instance()> chosen,
+                                 std::function<bool()> before_install)
+    : config_(config),
+      store_(store),
+      peers_(peers),
+      chosen_(std::move(chosen)),
+      before_install_(std::move(before_install)) {
   std::error_code ec;
   fs::create_directories(store_.SnapshotDir(), ec);
   RemoveOldFiles();
@@ -437,7 +442,7 @@ void SnapshotService::Complete(Clock::time_point now) {
     Abandon("cannot rename the received snapshot: " + ec.message());
     return;
   }
-  if (store_.InstallSnapshot(h, state, keyed) != paxos::StoreCode::kOk) {
+  if (!before_install_() || store_.InstallSnapshot(h, state, keyed) != paxos::StoreCode::kOk) {
     spdlog::error("installing snapshot {} failed: {}", h.instance, store_.last_error());
     fetch_.active = false;
     return;

@@ -56,9 +56,11 @@ class SnapshotService {
     double last_install_seconds = 0;
   };
 
-  // `chosen` reads the core's chosen frontier (an install below it is moot).
+  // `chosen` reads the core's chosen frontier (an install below it is moot);
+  // `before_install` writes what the broker has not written yet (false:
+  // it could not, and the install is not done).
   SnapshotService(const BrokerConfig& config, LmdbStore& store, PeerTransport& peers,
-                  std::function<paxos::Instance()> chosen);
+                  std::function<paxos::Instance()> chosen, std::function<bool()> before_install);
   ~SnapshotService();
   SnapshotService(const SnapshotService&) = delete;
   SnapshotService& operator=(const SnapshotService&) = delete;
@@ -115,6 +117,7 @@ class SnapshotService {
   LmdbStore& store_;
   PeerTransport& peers_;
   std::function<paxos::Instance()> chosen_;
+  std::function<bool()> before_install_;
 
   std::thread builder_;
   std::mutex mu_;
