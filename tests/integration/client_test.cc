@@ -110,6 +110,9 @@ TEST(Client, ASubscriberSurvivesTheKillOfItsBroker) {
 // Replays the whole stream and checks that the messages of one publisher
 // (payloads "<prefix><i>", i < n) are there each exactly once, in order.
 void ExpectEachOnceInOrder(const Cluster& c, const std::string& prefix, int n) {
+  // Acknowledged means durable on a majority; every broker shows it once it
+  // has learned and written it, a moment later.
+  ASSERT_TRUE(c.WaitForHead(static_cast<uint64_t>(n)));
   auto all = Replay(c.Options(), 0, 0);
   ASSERT_TRUE(all.ok()) << all.error().message;
   std::vector<int> seen;
