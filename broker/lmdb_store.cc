@@ -389,6 +389,29 @@ paxos::StoreCode LmdbStore::Abort(MDB_txn* txn, const char* what, int rc) {
   return paxos::StoreCode::kIoError;
 }
 
+int LmdbStore::DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, size_t* deleted,
+                              uint64_t* freed, paxos::Instance* next) {
+  MDB_cursor* cur = nullptr;
+  int rc = mdb_cursor_open(txn, log_, &cur);
+  if (rc != 0) return rc;
+  *next = below;
+  MDB_val k, v;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    const paxos::Instance i(k.mv_size == 8 ? GetBigEndian(k.mv_data) : 0);
+    if (i >= below) break;
+    if (*deleted >= max) {
+      *next = i;
+      break;
+    }
+    *freed += v.mv_size;
+    if ((rc = mdb_cursor_del(cur, 0)) != 0) break;
+    ++*deleted;
+  }
+  mdb_cursor_close(cur);
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 Retained LmdbStore::CurrentRetained() const {
   return Retained{first_instance_.value(), first_offset_, log_bytes_, snapshot_handle_};
 }
@@ -512,27 +535,13 @@ paxos::StoreCode LmdbStore::Truncate(paxos::Instance first, size_t max_entries, 
   if (BeginWrite(&txn) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
   auto fail = [&](const char* what) { return Abort(txn, what, rc); };
   // Oldest first, a bounded number per call so the stream never waits long.
-  MDB_cursor* cur = nullptr;
-  mdb_cursor_open(txn, log_, &cur);
-  MDB_val k, v;
   uint64_t freed = 0;
   paxos::Instance reached = first;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    const paxos::Instance i(k.mv_size == 8 ? GetBigEndian(k.mv_data) : 0);
-    if (i >= first) break;
-    if (*deleted >= max_entries) {
-      reached = i;
-      break;
-    }
-    freed += v.mv_size;
-    if ((rc = mdb_cursor_del(cur, 0)) != 0) {
-      mdb_cursor_close(cur);
-      return fail("truncating the log");
-    }
-    ++*deleted;
+  if ((rc = DeleteLogBelow(txn, first, max_entries, deleted, &freed, &reached)) != 0) {
+    return fail("truncating the log");
   }
-  mdb_cursor_close(cur);
+  MDB_cursor* cur = nullptr;
+  MDB_val k, v;
   // The offset index of the dropped instances; the first one left is the
   // earliest offset still served.
   uint64_t first_offset = next_offset_;
@@ -574,18 +583,12 @@ paxos::StoreCode LmdbStore::InstallSnapshot(const SnapshotHandle& handle,
   if (BeginWrite(&txn) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
   auto fail = [&](const char* what) { return Abort(txn, what, rc); };
   // Everything up to the snapshot's instance is replaced by it.
-  MDB_cursor* cur = nullptr;
-  mdb_cursor_open(txn, log_, &cur);
-  MDB_val k, v;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (k.mv_size == 8 && GetBigEndian(k.mv_data) > state.instance.value()) break;
-    if ((rc = mdb_cursor_del(cur, 0)) != 0) {
-      mdb_cursor_close(cur);
-      return fail("clearing the log");
-    }
+  size_t deleted = 0;
+  uint64_t freed = 0;
+  paxos::Instance reached;
+  if ((rc = DeleteLogBelow(txn, state.instance.next(), SIZE_MAX, &deleted, &freed, &reached)) != 0) {
+    return fail("clearing the log");
   }
-  mdb_cursor_close(cur);
   if ((rc = mdb_drop(txn, index_, 0)) != 0 || (rc = mdb_drop(txn, keys_, 0)) != 0 ||
       (rc = mdb_drop(txn, key_offsets_, 0)) != 0) {
     return fail("clearing the index and compacted view");

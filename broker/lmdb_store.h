@@ -122,6 +122,11 @@ class LmdbStore final : public paxos::LogStore {
   LmdbStore() = default;
   paxos::StoreCode GetIn(MDB_txn* txn, paxos::Instance instance, paxos::Entry* out) const;
   int PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t offset);
+  // Deletes the log records below `below`, oldest first, at most `max` of
+  // them; *next is the first instance kept (`below` when none was left
+  // behind), *freed their bytes. Returns an LMDB code (0 = ok).
+  int DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, size_t* deleted,
+                     uint64_t* freed, paxos::Instance* next);
   // Begins a write transaction; kIoError (with last_error_) when it cannot.
   paxos::StoreCode BeginWrite(MDB_txn** txn);
   // Aborts `txn` after `what` failed with `rc`: kIoError, with last_error_.
