@@ -141,6 +141,10 @@ StoreCode Replica::ReadEntry(Instance instance, Entry* out) {
     *out = it->second;
     return StoreCode::kOk;
   }
+  if (auto u = unapplied_.find(instance); u != unapplied_.end()) {
+    *out = u->second.entry;
+    return StoreCode::kOk;
+  }
   return store_.Get(instance, out);
 }
 
@@ -149,6 +153,26 @@ void Replica::StageEntry(const Entry& entry) {
   PAXOS_ASSERT(entry.value != nullptr);
   staged_[entry.instance] = entry;
   last_instance_ = std::max(last_instance_, entry.instance);
+  // The cached copy must never differ from the stored one: an overwrite
+  // replaces it, or drops it when the new one does not fit.
+  if (auto it = unapplied_.find(entry.instance); it != unapplied_.end()) {
+    unapplied_bytes_ -= it->second.bytes;
+    unapplied_.erase(it);
+  }
+  if (entry.instance < apply_next_ || config_.unapplied_cache_bytes_max == 0) return;
+  const uint64_t bytes = entry.value->ByteSize();
+  if (unapplied_bytes_ + bytes <= config_.unapplied_cache_bytes_max) {
+    unapplied_.emplace(entry.instance, Unapplied{entry, bytes});
+    unapplied_bytes_ += bytes;
+  }
+}
+
+void Replica::DropUnappliedBelow(Instance next) {
+  auto end = unapplied_.lower_bound(next);
+  for (auto it = unapplied_.begin(); it != end; ++it) {
+    unapplied_bytes_ -= it->second.bytes;
+  }
+  unapplied_.erase(unapplied_.begin(), end);
 }
 
 void Replica::SetPromised(Ballot ballot) {
@@ -180,6 +204,15 @@ Ready Replica::TakeReady() {
   Ready r;
   r.hard_state_changed = hard_dirty_;
   r.hard_state = hard_;
+  hard_dirty_ = false;
+  // Applying stopped at a snapshot point short of the chosen frontier: the
+  // durable mark says no more than what this Ready hands over, so a crash
+  // before the next one never restores state the host did not see applied.
+  // The rest of the frontier goes with the next Ready.
+  if (snapshot_out_ && snapshot_out_->instance < hard_.chosen) {
+    r.hard_state.chosen = snapshot_out_->instance;
+    hard_dirty_ = true;
+  }
   r.entries.reserve(staged_.size());
   for (auto& [instance, entry] : staged_) r.entries.push_back(std::move(entry));
   r.messages = std::move(msgs_);
@@ -196,7 +229,6 @@ Ready Replica::TakeReady() {
     r.snapshot_min = hard_.chosen.next();
     snapshot_asked_tick_ = now_ + 10 * uint64_t{config_.fetch_timeout_ticks};
   }
-  hard_dirty_ = false;
   staged_.clear();
   msgs_.clear();
   msgs_after_persist_.clear();
@@ -281,10 +313,12 @@ void Replica::Tick() {
   if (rejoin_ != Rejoin::kNone) CheckRejoin();
   if (rejoin_ == Rejoin::kProbing) {
     if (now_ % config_.fetch_timeout_ticks == 0) Probe();
-  } else if (!Votes() && fetches_.empty() && known_chosen_ <= hard_.chosen && !peers_.empty()) {
+  } else if (!Votes() && fetches_.empty() && !peers_.empty()) {
     // A learner (or a voter catching up) hears no commits from the leader:
     // it polls a peer for what was chosen since; the reply's frontier drives
-    // the range fetches.
+    // the range fetches. Also when it knows of more but no peer it heard
+    // from can serve it (the one that could restarted behind): the poll
+    // hears from another.
     SendFetch(peers_[rng_.Uniform(peers_.size())].id, hard_.chosen.next(),
               Instance(hard_.chosen.value() + config_.fetch_entries_max));
   }
@@ -746,9 +780,30 @@ void Replica::OnFetchReply(const Message& m) {
     leader_ = m.ballot.node;  // a learner: only to name the leader to clients
     leader_ballot_ = m.ballot;
   }
+  if (m.entries.empty() && m.chosen < m.instance) {
+    // It cannot serve what we asked: a peer that restarted may come back
+    // with a lower durable frontier (its chosen mark is written lazily), and
+    // the higher one it reported before would keep us asking it in vain.
+    for (Peer& p : peers_) {
+      if (p.id == m.from) p.chosen = m.chosen;
+    }
+  }
   if (rejoin_ == Rejoin::kProbing && VoterIndex(m.from)) {
     probe_last_[m.from] = m.instance_last;
-    if (m.chosen == kNoInstance && m.first_retained <= Instance(1)) probe_fresh_.insert(m.from);
+    // Fresh only if this peer holds nothing chosen and nothing accepted: an
+    // accepted value may pair with an accept we forgot. A promise we may
+    // have forgotten went to a candidate that promised itself at least as
+    // much, and every peer answers before we vote: taking the highest
+    // promise reported as our own restores that floor. (It must not count
+    // as history: in a new cluster a quick node's self-promise would keep
+    // the slower ones waiting for instances nobody can choose.)
+    if (m.promised > hard_.promised) SetPromised(m.promised);
+    if (m.chosen == kNoInstance && m.first_retained <= Instance(1) &&
+        m.instance_last == kNoInstance) {
+      probe_fresh_.insert(m.from);
+    } else {
+      history_seen_ = true;
+    }
   }
   // Replies may come back out of order from several peers: entries beyond
   // the next instance wait in fetched_ahead_ (bounded by the pipeline).
@@ -984,11 +1039,13 @@ void Replica::ApplyUpTo() {
     }
     ApplyChosen(i, e.value);
     apply_next_ = i.next();
+    DropUnappliedBelow(apply_next_);
     if (!replaying_ && config_.snapshot_interval_instances != 0 &&
         i.value() % config_.snapshot_interval_instances == 0) {
       snapshot_out_ = applied_.Snapshot();
     }
   }
+  DropUnappliedBelow(apply_next_);
   if (rejoin_ == Rejoin::kCatchingUp) CheckRejoin();
 }
 
@@ -1107,6 +1164,7 @@ void Replica::InstallSnapshot(const AppliedSnapshot& snapshot) {
   apply_next_ = snapshot.instance.next();
   last_instance_ = std::max(last_instance_, snapshot.instance);
   staged_.erase(staged_.begin(), staged_.upper_bound(snapshot.instance));
+  DropUnappliedBelow(apply_next_);
   // Applied but not yet handed over: the snapshot covers them.
   std::erase_if(applied_out_,
                 [&](const AppliedInstance& a) { return a.instance <= snapshot.instance; });

@@ -71,6 +71,12 @@ struct Config {
   // are the same on every replica, so their snapshots are identical.
   uint64_t snapshot_interval_instances = 0;
 
+  // Accepted entries not yet applied are also kept in memory, up to this
+  // many bytes (Value::ByteSize), so applying a chosen instance does not read
+  // back and decode what this node just wrote. Above the bound (a long gap,
+  // a deep catch-up) entries are read from the store as before. 0 = off.
+  uint64_t unapplied_cache_bytes_max = 64 << 20;
+
   // The store was empty when the host started. A voter that lost its disk
   // must not vote on what it forgot: it first asks its peers, and if the
   // cluster has a history it stays a non-voter until it has applied an
@@ -262,6 +268,7 @@ class Replica {
   // Storage through the staged (not yet persisted) overlay.
   StoreCode ReadEntry(Instance instance, Entry* out);
   void StageEntry(const Entry& entry);
+  void DropUnappliedBelow(Instance next);
   void SetPromised(Ballot ballot);
   void SetChosen(Instance chosen);
 
@@ -285,6 +292,14 @@ class Replica {
   HardState hard_{};
   bool hard_dirty_ = false;
   std::map<Instance, Entry> staged_;  // entries to persist in the next Ready
+  // Staged entries not yet applied, kept after they are persisted: exactly
+  // what the store holds for them (every write goes through StageEntry).
+  struct Unapplied {
+    Entry entry;
+    uint64_t bytes = 0;
+  };
+  std::map<Instance, Unapplied> unapplied_;
+  uint64_t unapplied_bytes_ = 0;
   Instance last_instance_{};
 
   // Volatile.

@@ -29,6 +29,28 @@ struct ClientMessage {
   bool operator==(const ClientMessage&) const = default;
 };
 
+// The host's encoding of a value (the broker's: a FlatBuffers buffer whose
+// root is a Value), made the first time the value is sent or stored and
+// then copied verbatim into every frame and record that carries it. A cache:
+// not part of the value's identity, never read by the core, and not carried
+// over when a Value is copied (a copy may be changed).
+struct HostEncoding {
+  HostEncoding() = default;
+  HostEncoding(const HostEncoding&) {}
+  HostEncoding& operator=(const HostEncoding&) {
+    owner.reset();
+    data = nullptr;
+    size = 0;
+    return *this;
+  }
+  HostEncoding(HostEncoding&&) = default;
+  HostEncoding& operator=(HostEncoding&&) = default;
+
+  std::shared_ptr<const void> owner;  // keeps `data` alive
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+};
+
 struct Value {
   ValueKind kind = ValueKind::kNoop;
   // The ballot of the leader that created this value. It travels unchanged when
@@ -37,8 +59,11 @@ struct Value {
   // barrier is skipped when applied.
   Ballot origin{};
   std::vector<ClientMessage> messages;  // only for kBatch
+  mutable HostEncoding encoded;         // see HostEncoding
 
-  bool operator==(const Value&) const = default;
+  bool operator==(const Value& o) const {
+    return kind == o.kind && origin == o.origin && messages == o.messages;
+  }
   // Approximate encoded size, for batching and flow-control limits.
   size_t ByteSize() const;
 };

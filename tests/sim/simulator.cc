@@ -149,13 +149,22 @@ void Simulation::Schedule(Event e) {
   std::push_heap(events_.begin(), events_.end(), EventLater{});
 }
 
+namespace {
+bool StoreEmpty(const paxos::MemoryLogStore& store) {
+  return store.LoadHardState() == paxos::HardState{} && store.LastInstance() == paxos::kNoInstance &&
+         !store.LoadSnapshot().has_value();
+}
+}  // namespace
+
 void Simulation::StartNode(uint32_t i) {
   Node& n = nodes_[i];
   paxos::Config c = base_config_;
   c.id = n.id;
   c.seed = rng_.Next();
+  // As the broker does: a disk that is still empty probes. A wiped node that
+  // crashed before its first write restarts empty and probes again.
+  if (n.wiped && !StoreEmpty(n.store)) n.wiped = false;
   c.probe_before_voting = n.wiped;
-  n.wiped = false;
   n.replica = std::make_unique<Replica>(c, n.store);
   n.up = true;
   n.waiting.clear();
@@ -479,7 +488,9 @@ void Simulation::InjectFault() {
     case 4: {  // lose the disk: crash, wipe, restart empty (one node at a time)
       bool other_wiped = false;
       for (const Node& o : nodes_) {
-        other_wiped |= o.store.LoadHardState().catch_up_until != paxos::kNoInstance;
+        // Lost and not yet caught up, or lost and nothing written yet.
+        other_wiped |= o.store.LoadHardState().catch_up_until != paxos::kNoInstance ||
+                       (o.wiped && StoreEmpty(o.store));
       }
       if (other_wiped || nodes_[i].learner) break;
       if (nodes_[i].up) CrashNode(i);
@@ -575,13 +586,19 @@ SimResult Simulation::Run() {
   const uint64_t snapshot_intervals[] = {0, 8, 24};
   base_config_.snapshot_interval_instances = snapshot_intervals[rng_.Uniform(3)];
   keep_after_snapshot_ = rng_.Uniform(12);
+  // Off, a bound small enough to overflow (some entries cached, some read
+  // back from the store), and the broker's default.
+  const uint64_t cache_bounds[] = {0, 400, 64 << 20};
+  // (From the seed itself, not rng_: the other choices of a seed stay as they were.)
+  base_config_.unapplied_cache_bytes_max = cache_bounds[(opt_.seed / 7) % 3];
   const bool learner = rng_.Chance(0.5);
   wipes_ = rng_.Chance(0.5);
   std::ostringstream mix;
   mix << "loss=" << loss_ << " dup=" << duplicate_ << " delay<=" << delay_max_
       << "u fault-every~" << fault_every_ / kTickUnits << "t mid-persist=" << crash_mid_persist_
       << " snapshot-every=" << base_config_.snapshot_interval_instances
-      << " keep=" << keep_after_snapshot_ << " learner=" << learner << " wipes=" << wipes_;
+      << " keep=" << keep_after_snapshot_ << " learner=" << learner << " wipes=" << wipes_
+      << " apply-cache=" << base_config_.unapplied_cache_bytes_max;
   result_.fault_mix = mix.str();
 
   base_config_.election_timeout_ticks = 10;
