@@ -55,6 +55,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -66,11 +67,18 @@
 #include "paxos/message.h"
 #include "paxos/value.h"
 
+namespace flatbuffers {
+class DetachedBuffer;
+}
+
 namespace ordo::broker {
 
-// The format versions this build writes and the only ones it reads.
-inline constexpr uint16_t kPeerFormatVersion = 1;
-inline constexpr uint16_t kLogRecordFormatVersion = 1;
+// The format versions this build writes. It reads peer frames and log
+// records of versions 1 to these (version 2 carries each value as its own
+// buffer, encoded once: schemas/peer.fbs), the other formats of exactly
+// these.
+inline constexpr uint16_t kPeerFormatVersion = 2;
+inline constexpr uint16_t kLogRecordFormatVersion = 2;
 inline constexpr uint16_t kMetaRecordFormatVersion = 1;
 inline constexpr uint16_t kSnapshotFormatVersion = 1;
 
@@ -180,6 +188,10 @@ inline std::span<const uint8_t> AsBytes(std::string_view bytes) {
 // about the sum of paxos::Value::ByteSize() over the entries (up to half as
 // much again for batches of tiny messages).
 std::string EncodePeerMessage(const paxos::Message& message);
+
+// The same frame in the encoder's own buffer, so the sender hands it to
+// ZeroMQ without copying it (PeerTransport::Send).
+std::unique_ptr<flatbuffers::DetachedBuffer> EncodePeerFrame(const paxos::Message& message);
 
 // Decodes one peer frame into *out, running every check listed at the top of
 // this file. `frame_bytes_max` is the receiver's limit on a frame's size.

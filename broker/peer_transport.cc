@@ -1,8 +1,12 @@
 #include "broker/peer_transport.h"
 
+#include <flatbuffers/flatbuffers.h>
+
 #include "broker/codec.h"
 
 namespace ordo::broker {
+
+namespace fb = flatbuffers;
 
 namespace {
 constexpr int kPeerQueueMessagesMax = 10000;  // per link, each way
@@ -64,20 +68,28 @@ void PeerTransport::AddPollItems(std::vector<zmq::pollitem_t>* items) {
 }
 
 bool PeerTransport::Send(const paxos::Message& message) {
-  const std::string frame = EncodePeerMessage(message);
-  if (!SendFrame(message.to.value(), frame)) return false;
-  if (IsCatchUp(message.type)) catchup_bytes_sent_ += frame.size();
+  // The encoder's buffer goes to ZeroMQ as it is (a batch is not copied
+  // again); ZeroMQ frees it once sent, possibly on its I/O thread.
+  std::unique_ptr<fb::DetachedBuffer> buffer = EncodePeerFrame(message);
+  const size_t size = buffer->size();
+  zmq::message_t frame(
+      buffer->data(), size,
+      [](void*, void* hint) { delete static_cast<fb::DetachedBuffer*>(hint); }, buffer.get());
+  buffer.release();  // owned by `frame` now
+  if (!SendFrame(message.to.value(), std::move(frame))) return false;
+  if (IsCatchUp(message.type)) catchup_bytes_sent_ += size;
   return true;
 }
 
 bool PeerTransport::SendSnapshot(const SnapshotMessage& message) {
-  const std::string frame = EncodeSnapshotMessage(message);
-  if (!SendFrame(message.to, frame)) return false;
-  catchup_bytes_sent_ += frame.size();
+  const std::string encoded = EncodeSnapshotMessage(message);
+  if (!SendFrame(message.to, zmq::message_t(encoded.data(), encoded.size()))) return false;
+  catchup_bytes_sent_ += encoded.size();
   return true;
 }
 
-bool PeerTransport::SendFrame(uint32_t to, const std::string& frame) {
+bool PeerTransport::SendFrame(uint32_t to, zmq::message_t frame) {
+  const size_t frame_size = frame.size();
   auto it = outbound_.find(to);
   auto route = it == outbound_.end() ? learners_.find(to) : learners_.end();
   if (it == outbound_.end() && route == learners_.end()) return false;  // unknown node
@@ -85,14 +97,14 @@ bool PeerTransport::SendFrame(uint32_t to, const std::string& frame) {
   try {
     bool sent = false;
     if (it != outbound_.end()) {
-      sent = it->second.send(zmq::buffer(frame), zmq::send_flags::dontwait).has_value();
+      sent = it->second.send(frame, zmq::send_flags::dontwait).has_value();
     } else {
       // To a learner: back over the connection it opened to our ROUTER.
       sent = inbound_
                  .send(zmq::buffer(route->second.routing_id),
                        zmq::send_flags::sndmore | zmq::send_flags::dontwait)
                  .has_value();
-      if (sent) (void)inbound_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+      if (sent) (void)inbound_.send(frame, zmq::send_flags::dontwait);
     }
     if (!sent) {
       ++link.frames_dropped;
@@ -104,7 +116,7 @@ bool PeerTransport::SendFrame(uint32_t to, const std::string& frame) {
     ++link.frames_dropped;
     return false;
   }
-  link.bytes_sent += frame.size();
+  link.bytes_sent += frame_size;
   return true;
 }
 

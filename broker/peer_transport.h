@@ -73,7 +73,7 @@ class PeerTransport {
   void NoteReceived(const paxos::Message& message, size_t bytes, const std::string& route);
   void NoteReceivedSnapshot(const SnapshotMessage& message, size_t bytes, const std::string& route);
   // Sends an encoded frame to a member, or to a learner over its route.
-  bool SendFrame(uint32_t to, const std::string& frame);
+  bool SendFrame(uint32_t to, zmq::message_t frame);
 
   size_t learner_routes() const { return learners_.size(); }
 

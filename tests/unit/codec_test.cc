@@ -294,8 +294,8 @@ TEST(PeerCodecTest, FrameLayoutIsSizePrefixIdentifierThenVersion) {
   EXPECT_EQ(LoadLe32(frame, 0), frame.size() - 4);
   EXPECT_EQ(frame.substr(8, 4), "ORDP");
   const auto* envelope = fb::GetSizePrefixedRoot<wire::PeerEnvelope>(frame.data());
-  EXPECT_EQ(envelope->version(), 1);
-  EXPECT_EQ(kPeerFormatVersion, 1);
+  EXPECT_EQ(envelope->version(), 2);
+  EXPECT_EQ(kPeerFormatVersion, 2);
 }
 
 TEST(PeerCodecTest, DecodesFramesAtAnyAlignment) {
@@ -435,7 +435,7 @@ TEST(PeerDecodeTest, RefusesStoredRecordOnPeerSocket) {
 }
 
 TEST(PeerDecodeTest, RefusesOtherVersions) {
-  for (uint16_t version : {0, 2, 0xFFFF}) {
+  for (uint16_t version : {0, 3, 0xFFFF}) {
     fb::FlatBufferBuilder builder;
     const std::string frame =
         FinishFrame(builder, HandMessage(builder, wire::MessageType::Commit), version);
@@ -446,10 +446,13 @@ TEST(PeerDecodeTest, RefusesOtherVersions) {
         << s.message();
     ExpectUntouched(out);
   }
-  // The same frame at version 1 decodes: the hand-built frames are sound.
-  fb::FlatBufferBuilder builder;
-  EXPECT_EQ(DecodeFrameCode(FinishFrame(builder, HandMessage(builder, wire::MessageType::Commit))),
-            DecodeCode::kOk);
+  // The same frame at versions 1 and 2 decodes: the hand-built frames are sound.
+  for (uint16_t version : {1, 2}) {
+    fb::FlatBufferBuilder builder;
+    EXPECT_EQ(DecodeFrameCode(FinishFrame(
+                  builder, HandMessage(builder, wire::MessageType::Commit), version)),
+              DecodeCode::kOk);
+  }
 }
 
 // A future version's frame reports its version even when its layout would
@@ -457,7 +460,7 @@ TEST(PeerDecodeTest, RefusesOtherVersions) {
 TEST(PeerDecodeTest, ReportsVersionBeforeVerifyingTheRest) {
   fb::FlatBufferBuilder builder;
   wire::PeerEnvelopeBuilder envelope(builder);
-  envelope.add_version(2);
+  envelope.add_version(3);
   const fb::Offset<wire::PeerEnvelope> root(builder.EndTable(envelope.start_));
   wire::FinishSizePrefixedPeerEnvelopeBuffer(builder, root);
   EXPECT_EQ(DecodeFrameCode(BufferOf(builder)), DecodeCode::kWrongVersion);
@@ -500,6 +503,88 @@ TEST(PeerDecodeTest, RefusesEntryWithoutValue) {
   const std::string frame = FinishFrame(
       builder, HandMessage(builder, wire::MessageType::Accept, builder.CreateVector(entries)));
   EXPECT_EQ(DecodeFrameCode(frame), DecodeCode::kMalformed);
+}
+
+// value_bytes by hand: a Value buffer of its own, aligned in the frame as
+// the encoder aligns it.
+fb::Offset<fb::Vector<uint8_t>> HandValueBytes(fb::FlatBufferBuilder& builder,
+                                               std::string_view bytes) {
+  builder.ForceVectorAlignment(bytes.size(), 1, 8);
+  return builder.CreateVector(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
+
+std::string HandValueBuffer(wire::ValueKind kind = wire::ValueKind::Noop) {
+  fb::FlatBufferBuilder nested;
+  nested.Finish(HandValue(nested, kind));
+  return BufferOf(nested);
+}
+
+// Version 1 peers and stores wrote the value as a table: still read.
+TEST(PeerDecodeTest, ReadsVersion1EntriesWithValueTables) {
+  fb::FlatBufferBuilder builder;
+  const wire::Ballot ballot(2, 1);
+  const std::vector<fb::Offset<wire::Entry>> entries = {
+      wire::CreateEntry(builder, 7, &ballot, HandValue(builder, wire::ValueKind::Barrier))};
+  const std::string frame = FinishFrame(
+      builder, HandMessage(builder, wire::MessageType::Accept, builder.CreateVector(entries)), 1);
+  Message out;
+  ASSERT_TRUE(DecodeFrame(frame, &out).ok());
+  ASSERT_EQ(out.entries.size(), 1u);
+  EXPECT_EQ(out.entries[0].instance, Instance(7));
+  EXPECT_EQ(out.entries[0].value->kind, paxos::ValueKind::kBarrier);
+  EXPECT_EQ(out.entries[0].value->encoded.size, 0u);  // encoded again when sent on
+}
+
+TEST(PeerDecodeTest, RefusesEntryWithBothValueAndValueBytes) {
+  fb::FlatBufferBuilder builder;
+  const wire::Ballot ballot(2, 1);
+  const auto bytes = HandValueBytes(builder, HandValueBuffer());
+  const std::vector<fb::Offset<wire::Entry>> entries = {
+      wire::CreateEntry(builder, 1, &ballot, HandValue(builder), bytes)};
+  const std::string frame = FinishFrame(
+      builder, HandMessage(builder, wire::MessageType::Accept, builder.CreateVector(entries)));
+  EXPECT_EQ(DecodeFrameCode(frame), DecodeCode::kMalformed);
+}
+
+TEST(PeerDecodeTest, RefusesValueBytesThatAreNotAValue) {
+  std::string garbage(64, '\xff');
+  const std::string truncated = HandValueBuffer().substr(0, 6);
+  for (const std::string& bytes : {garbage, truncated, std::string("abc")}) {
+    fb::FlatBufferBuilder builder;
+    const wire::Ballot ballot(2, 1);
+    const auto value_bytes = HandValueBytes(builder, bytes);
+    const std::vector<fb::Offset<wire::Entry>> entries = {
+        wire::CreateEntry(builder, 1, &ballot, 0, value_bytes)};
+    const std::string frame = FinishFrame(
+        builder, HandMessage(builder, wire::MessageType::Accept, builder.CreateVector(entries)));
+    EXPECT_EQ(DecodeFrameCode(frame), DecodeCode::kMalformed) << bytes.size();
+  }
+  // The control: the same shape with a real Value buffer decodes.
+  fb::FlatBufferBuilder builder;
+  const wire::Ballot ballot(2, 1);
+  const auto value_bytes = HandValueBytes(builder, HandValueBuffer(wire::ValueKind::Barrier));
+  const std::vector<fb::Offset<wire::Entry>> entries = {
+      wire::CreateEntry(builder, 1, &ballot, 0, value_bytes)};
+  const std::string frame = FinishFrame(
+      builder, HandMessage(builder, wire::MessageType::Accept, builder.CreateVector(entries)));
+  EXPECT_EQ(DecodeFrameCode(frame), DecodeCode::kOk);
+}
+
+// A batch is encoded once: a follower stores and forwards the bytes it
+// received, and they make the same record the leader's value makes.
+TEST(PeerCodecTest, DecodedValuesKeepTheirEncodingForTheLogRecord) {
+  Message m = SampleMessage(MessageType::kAccept);
+  m.entries = SampleEntries();
+  const Message out = RoundTrip(m);
+  ASSERT_EQ(out.entries.size(), m.entries.size());
+  for (size_t i = 0; i < out.entries.size(); ++i) {
+    EXPECT_GT(out.entries[i].value->encoded.size, 0u) << i;
+    EXPECT_EQ(EncodeLogRecord(out.entries[i]), EncodeLogRecord(m.entries[i])) << i;
+  }
+  // A copy may be changed, so it does not carry the cached encoding.
+  paxos::Value copy = *out.entries[0].value;
+  EXPECT_EQ(copy.encoded.size, 0u);
+  EXPECT_EQ(copy, *out.entries[0].value);
 }
 
 TEST(PeerDecodeTest, RefusesEnvelopeWithoutMessage) {
@@ -646,7 +731,7 @@ TEST(LogRecordTest, LayoutIsCrcThenFlatBuffer) {
   ASSERT_GE(record.size(), 12u);
   EXPECT_EQ(LoadLe32(record, 0), Crc32c(std::string_view(record).substr(4)));
   EXPECT_EQ(record.substr(8, 4), "ORDL");
-  EXPECT_EQ(kLogRecordFormatVersion, 1);
+  EXPECT_EQ(kLogRecordFormatVersion, 2);
 }
 
 TEST(LogRecordTest, DecodesAtAnyAlignment) {
@@ -708,12 +793,39 @@ TEST(LogRecordTest, RefusesMetaRecordWithValidChecksum) {
 }
 
 TEST(LogRecordTest, RefusesOtherVersions) {
-  for (uint16_t version : {0, 2}) {
+  for (uint16_t version : {0, 3}) {
     fb::FlatBufferBuilder builder;
     const wire::Ballot ballot(1, 1);
     wire::FinishLogRecordBuffer(
         builder, wire::CreateLogRecord(builder, version, 1, &ballot, HandValue(builder)));
     EXPECT_EQ(DecodeLogRefused(WithCrc(builder)), DecodeCode::kWrongVersion) << version;
+  }
+}
+
+TEST(LogRecordTest, ReadsVersion1RecordsWithValueTables) {
+  fb::FlatBufferBuilder builder;
+  const wire::Ballot ballot(1, 1);
+  wire::FinishLogRecordBuffer(
+      builder, wire::CreateLogRecord(builder, 1, 5, &ballot, HandValue(builder)));
+  const Entry e = DecodeLogOk(WithCrc(builder));
+  EXPECT_EQ(e.instance, Instance(5));
+  EXPECT_EQ(e.value->kind, paxos::ValueKind::kNoop);
+}
+
+TEST(LogRecordTest, RefusesRecordsWithoutOrWithBothValues) {
+  const wire::Ballot ballot(1, 1);
+  {
+    fb::FlatBufferBuilder builder;
+    wire::FinishLogRecordBuffer(
+        builder, wire::CreateLogRecord(builder, kLogRecordFormatVersion, 5, &ballot));
+    EXPECT_EQ(DecodeLogRefused(WithCrc(builder)), DecodeCode::kMalformed);
+  }
+  {
+    fb::FlatBufferBuilder builder;
+    const auto bytes = HandValueBytes(builder, HandValueBuffer());
+    wire::FinishLogRecordBuffer(builder, wire::CreateLogRecord(builder, kLogRecordFormatVersion, 5,
+                                                               &ballot, HandValue(builder), bytes));
+    EXPECT_EQ(DecodeLogRefused(WithCrc(builder)), DecodeCode::kMalformed);
   }
 }
 
