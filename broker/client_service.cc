@@ -254,6 +254,7 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid, con
   p.remaining = batch.size();
   p.offsets.assign(batch.size(), 0);
   p.errors.assign(batch.size(), Code(wire::ErrorCode::None));
+  p.answered.assign(batch.size(), false);
   p.started = Clock::now();
   std::vector<Key> keys;
   for (const auto& m : batch) {
@@ -272,37 +273,67 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid, con
   }
   counters_.messages_published += keys.size();
   auto it = pending_.insert(pending_.end(), std::move(p));
-  for (size_t i = 0; i < keys.size(); ++i) waiting_.emplace(keys[i], std::make_pair(it, i));
+  for (size_t i = 0; i < keys.size();) {
+    size_t n = 1;
+    while (i + n < keys.size() && keys[i + n].first == keys[i].first &&
+           keys[i + n].second == keys[i].second + n) {
+      ++n;
+    }
+    waiting_.emplace(keys[i], Run{it, i, n, n});
+    run_count_max_ = std::max<uint64_t>(run_count_max_, n);
+    i += n;
+  }
 }
 
 void ClientService::OnApplied(const std::vector<paxos::AppliedInstance>& applied) {
   if (waiting_.empty()) return;
   for (const paxos::AppliedInstance& a : applied) {
     for (const paxos::MessageResult& r : a.results) {
-      auto range = waiting_.equal_range(Key{r.producer.value(), r.sequence});
-      for (auto w = range.first; w != range.second;) {
-        auto [pit, index] = w->second;
-        uint16_t code = Code(wire::ErrorCode::None);
-        switch (r.outcome) {
-          case paxos::PublishOutcome::kAppended:
-            break;
-          case paxos::PublishOutcome::kDuplicate:
-            if (!r.offset_known) code = Code(wire::ErrorCode::DuplicateTooOld);
-            break;
-          case paxos::PublishOutcome::kOutOfSequence:
-            code = Code(wire::ErrorCode::OutOfSequence);
-            break;
-          case paxos::PublishOutcome::kStaleLeader:
-            code = Code(wire::ErrorCode::StaleLeader);
-            break;
-        }
-        pit->offsets[index] = r.offset.value();
-        pit->errors[index] = code;
-        w = waiting_.erase(w);
-        if (--pit->remaining == 0) Reply(pit);
+      const uint64_t producer = r.producer.value();
+      // The runs of this producer that start at or before this sequence,
+      // nearest first. Usually the first one holds it and the next starts
+      // too far back to reach it. (Two runs hold the same sequence only
+      // when a client resent a request to the same leader: both answer.)
+      auto it = waiting_.upper_bound(Key{producer, r.sequence});
+      while (it != waiting_.begin()) {
+        const auto run = std::prev(it);
+        if (run->first.first != producer) break;
+        const uint64_t behind = r.sequence - run->first.second;  // first <= sequence
+        if (behind >= run_count_max_) break;  // neither this run nor any before reaches it
+        if (behind < run->second.count && Answer(run, r)) continue;  // erased: `it` still valid
+        it = run;
       }
     }
   }
+}
+
+bool ClientService::Answer(Runs::iterator run, const paxos::MessageResult& r) {
+  Run& w = run->second;
+  const size_t index = w.first_index + (r.sequence - run->first.second);
+  Pending& p = *w.pending;
+  if (p.answered[index]) return false;
+  p.answered[index] = true;
+  uint16_t code = Code(wire::ErrorCode::None);
+  switch (r.outcome) {
+    case paxos::PublishOutcome::kAppended:
+      break;
+    case paxos::PublishOutcome::kDuplicate:
+      if (!r.offset_known) code = Code(wire::ErrorCode::DuplicateTooOld);
+      break;
+    case paxos::PublishOutcome::kOutOfSequence:
+      code = Code(wire::ErrorCode::OutOfSequence);
+      break;
+    case paxos::PublishOutcome::kStaleLeader:
+      code = Code(wire::ErrorCode::StaleLeader);
+      break;
+  }
+  p.offsets[index] = r.offset.value();
+  p.errors[index] = code;
+  const auto pending = w.pending;
+  const bool done = --w.left == 0;
+  if (done) waiting_.erase(run);
+  if (--pending->remaining == 0) Reply(pending);
+  return done;
 }
 
 void ClientService::Reply(std::list<Pending>::iterator it) {
@@ -487,7 +518,7 @@ void ClientService::Service(Clock::time_point now) {
     SendError(p.identity, p.request_id, Code(wire::ErrorCode::Unavailable),
               "not chosen within 30 s: retry");
     for (auto w = waiting_.begin(); w != waiting_.end();) {
-      w = w->second.first == pending_.begin() ? waiting_.erase(w) : std::next(w);
+      w = w->second.pending == pending_.begin() ? waiting_.erase(w) : std::next(w);
     }
     pending_.pop_front();
   }

@@ -68,6 +68,7 @@ class ClientService {
     std::vector<uint64_t> sequences;
     std::vector<uint64_t> offsets;
     std::vector<uint16_t> errors;  // ordo::wire::ErrorCode values
+    std::vector<bool> answered;    // a later duplicate result changes nothing
     size_t remaining = 0;
     Clock::time_point started;
   };
@@ -95,7 +96,21 @@ class ClientService {
   LmdbStore& store_;
   zmq::socket_t socket_;
   std::list<Pending> pending_;
-  std::multimap<Key, std::pair<std::list<Pending>::iterator, size_t>> waiting_;
+  // Messages waiting for their offsets, one record per run of consecutive
+  // sequences of one producer within a request (usually the whole request),
+  // keyed by (producer, first sequence): a node per request, not per
+  // message (profiled: the per-message map was a tenth of the leader).
+  struct Run {
+    std::list<Pending>::iterator pending;
+    size_t first_index = 0;  // in pending->sequences
+    uint64_t count = 0;
+    uint64_t left = 0;  // not yet answered
+  };
+  using Runs = std::multimap<Key, Run>;
+  // Answers one message of `run`; true if that erased the run.
+  bool Answer(Runs::iterator run, const paxos::MessageResult& r);
+  Runs waiting_;
+  uint64_t run_count_max_ = 0;  // the longest run ever waited on
   std::map<std::string, Subscription> subscriptions_;  // by client identity
   ClientCounters counters_;
   monitoring::BrokerMetrics* metrics_ = nullptr;

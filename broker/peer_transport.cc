@@ -9,7 +9,11 @@ namespace ordo::broker {
 namespace fb = flatbuffers;
 
 namespace {
-constexpr int kPeerQueueMessagesMax = 10000;  // per link, each way
+// Per link, each way. Frames beyond it are dropped (counted); consensus
+// retransmits what matters. It bounds memory: a batch frame is up to a few
+// hundred KiB, and a peer stalled in a long fsync while the leader keeps
+// retransmitting its window once let 10,000 queued frames reach 1.3 GB.
+constexpr int kPeerQueueMessagesMax = 1000;
 
 // Traffic that brings a lagging broker up to date rather than running the
 // protocol; reported apart so an operator sees catch-up happen. (Issue 5:

@@ -14,6 +14,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "schemas/client_generated.h"
 #include "tests/integration/cluster.h"
 
 namespace ordo {
@@ -201,6 +202,87 @@ TEST(Broker, GarbageTruncatedAndOversizedFramesChangeNothing) {
   EXPECT_GT(rejected, 0u);
 }
 
+
+// One raw Publish request of (producer, sequences), as a client would send it.
+std::string RawPublish(uint64_t request_id, uint64_t producer, std::vector<uint64_t> sequences) {
+  flatbuffers::FlatBufferBuilder b;
+  std::vector<flatbuffers::Offset<wire::ClientMessage>> msgs;
+  for (uint64_t seq : sequences) {
+    const std::string payload = "m" + std::to_string(seq);
+    msgs.push_back(wire::CreateClientMessage(
+        b, producer, seq, 0,
+        b.CreateVector(reinterpret_cast<const uint8_t*>(payload.data()), payload.size())));
+  }
+  const auto body = wire::CreatePublish(b, b.CreateVector(msgs)).Union();
+  wire::FinishClientEnvelopeBuffer(
+      b, wire::CreateClientEnvelope(b, 1, request_id, wire::Body::Publish, body));
+  return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+}
+
+// The leader answers every message of every request, also when a client
+// resends a request that is still waiting (both copies get the same
+// offsets) and when one request holds several producers and a gap.
+TEST(Broker, EveryWaitingPublishIsAnsweredOnceWithItsOffsets) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect("tcp://" + c.ClientEndpoint(leader));
+  std::vector<uint64_t> first(50), second(10);
+  for (uint64_t i = 0; i < 50; ++i) first[i] = i + 1;
+  for (uint64_t i = 0; i < 10; ++i) second[i] = i + 51;
+  const uint64_t kA = 0xA11CE, kB = 0xB0B;
+  s.send(zmq::buffer(RawPublish(1, kA, first)), zmq::send_flags::none);
+  s.send(zmq::buffer(RawPublish(2, kA, first)), zmq::send_flags::none);  // a resend
+  s.send(zmq::buffer(RawPublish(3, kA, second)), zmq::send_flags::none);
+  // Two producers interleaved in one request, and one out of sequence.
+  flatbuffers::FlatBufferBuilder mixed;
+  {
+    std::vector<flatbuffers::Offset<wire::ClientMessage>> msgs;
+    for (uint64_t i = 1; i <= 6; ++i) {
+      const uint64_t producer = i % 2 ? kB : 0xC0FFEE;
+      msgs.push_back(wire::CreateClientMessage(mixed, producer, (i + 1) / 2, 0,
+                                               mixed.CreateVector<uint8_t>({1, 2, 3})));
+    }
+    msgs.push_back(wire::CreateClientMessage(mixed, kB, 10, 0, mixed.CreateVector<uint8_t>({4})));
+    const auto body = wire::CreatePublish(mixed, mixed.CreateVector(msgs)).Union();
+    wire::FinishClientEnvelopeBuffer(
+        mixed, wire::CreateClientEnvelope(mixed, 1, 4, wire::Body::Publish, body));
+  }
+  s.send(zmq::buffer(mixed.GetBufferPointer(), mixed.GetSize()), zmq::send_flags::none);
+
+  std::map<uint64_t, std::vector<std::tuple<uint64_t, uint64_t, wire::ErrorCode>>> replies;
+  while (replies.size() < 4) {
+    zmq::pollitem_t items[] = {{s.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 1, 10000ms);
+    ASSERT_TRUE(items[0].revents & ZMQ_POLLIN) << "only " << replies.size() << " replies";
+    zmq::message_t m;
+    ASSERT_TRUE(s.recv(m));
+    std::vector<uint8_t> aligned(static_cast<const uint8_t*>(m.data()),
+                                 static_cast<const uint8_t*>(m.data()) + m.size());
+    const auto* env = wire::GetClientEnvelope(aligned.data());
+    ASSERT_EQ(env->body_type(), wire::Body::PublishReply) << "request " << env->request_id();
+    ASSERT_EQ(replies.count(env->request_id()), 0u) << "answered twice";
+    auto& out = replies[env->request_id()];
+    for (const auto* r : *env->body_as_PublishReply()->results()) {
+      out.emplace_back(r->sequence(), r->offset(), r->error());
+    }
+  }
+  ASSERT_EQ(replies[1].size(), 50u);
+  ASSERT_EQ(replies[2].size(), 50u);
+  ASSERT_EQ(replies[3].size(), 10u);
+  for (size_t i = 0; i < 50; ++i) {
+    EXPECT_EQ(std::get<2>(replies[1][i]), wire::ErrorCode::None) << i;
+    EXPECT_EQ(std::get<2>(replies[2][i]), wire::ErrorCode::None) << i;
+    EXPECT_EQ(std::get<1>(replies[1][i]), std::get<1>(replies[2][i])) << "sequence " << i + 1;
+  }
+  EXPECT_EQ(std::get<1>(replies[3][0]), std::get<1>(replies[1][49]) + 1);
+  ASSERT_EQ(replies[4].size(), 7u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(std::get<2>(replies[4][i]), wire::ErrorCode::None) << i;
+  EXPECT_EQ(std::get<2>(replies[4][6]), wire::ErrorCode::OutOfSequence);
+}
 
 // Reads a broker's whole log file.
 std::string ReadLog(const std::string& path) {
