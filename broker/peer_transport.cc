@@ -11,8 +11,9 @@ namespace fb = flatbuffers;
 namespace {
 // Per link, each way. Frames beyond it are dropped (counted); consensus
 // retransmits what matters. It bounds memory: a batch frame is up to a few
-// hundred KiB, and a peer stalled in a long fsync while the leader keeps
-// retransmitting its window once let 10,000 queued frames reach 1.3 GB.
+// hundred KiB: at 10,000 a broker's memory once reached 1.3 GB in a
+// benchmark run, about 10,000 batch frames (likely a peer stalled in a long
+// fsync while the leader retransmitted its window; not confirmed).
 constexpr int kPeerQueueMessagesMax = 1000;
 
 // Traffic that brings a lagging broker up to date rather than running the
