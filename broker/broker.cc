@@ -288,8 +288,11 @@ Status Broker::Run(const std::atomic<bool>& stop) {
   items.push_back({clients_->socket().handle(), 0, ZMQ_POLLIN, 0});
   while (!stop.load(std::memory_order_relaxed)) {
     auto now = Clock::now();
-    const auto wait = std::max(std::chrono::milliseconds(0),
-                               std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - now));
+    const auto wait = clients_->more_to_deliver()
+                          ? std::chrono::milliseconds(0)
+                          : std::max(std::chrono::milliseconds(0),
+                                     std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         next_tick - now));
     try {
       // Group commit of what waits (DrainReady): while frames keep coming
       // it coalesces; as soon as the loop has nothing to do, it is written,

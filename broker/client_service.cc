@@ -37,6 +37,43 @@ void BuildDeliver(flatbuffers::FlatBufferBuilder& fbb, uint64_t request_id,
                                       d.Union()));
 }
 
+// A Deliver frame built as the store is read: each message is copied once,
+// from its stored record into the frame (no per-message allocation).
+class DeliverBuilder {
+ public:
+  explicit DeliverBuilder(size_t bytes_hint) : fbb_(bytes_hint) {}
+
+  void Add(uint64_t offset, const MessageView& m) {
+    const auto key = fbb_.CreateVector(m.key.data(), m.key.size());
+    const auto payload = fbb_.CreateVector(m.payload.data(), m.payload.size());
+    messages_.push_back(wire::CreateStreamMessage(fbb_, offset, m.producer, m.sequence, key, payload));
+    last_offset_ = offset;
+  }
+  size_t count() const { return messages_.size(); }
+  uint64_t last_offset() const { return last_offset_; }
+  LmdbStore::StreamVisitor Visitor() {
+    return [this](uint64_t offset, const MessageView& m) { Add(offset, m); };
+  }
+  // Finishes the frame; its bytes are fbb().GetBufferPointer(), GetSize().
+  flatbuffers::FlatBufferBuilder& Finish(uint64_t request_id, uint64_t head) {
+    auto d = wire::CreateDeliverDirect(fbb_, &messages_, head);
+    wire::FinishClientEnvelopeBuffer(
+        fbb_, wire::CreateClientEnvelope(fbb_, kProtocolVersion, request_id, wire::Body::Deliver,
+                                         d.Union()));
+    return fbb_;
+  }
+
+ private:
+  flatbuffers::FlatBufferBuilder fbb_;
+  std::vector<flatbuffers::Offset<wire::StreamMessage>> messages_;
+  uint64_t last_offset_ = 0;
+};
+
+// Room for `bytes` of keys and payloads and `messages` message tables.
+size_t DeliverBytesFor(size_t bytes, size_t messages) {
+  return 1024 + bytes + 64 * std::min<size_t>(messages, 1 << 16);
+}
+
 }  // namespace
 
 ClientService::ClientService(zmq::context_t& context, const BrokerConfig& config,
@@ -418,18 +455,18 @@ void ClientService::HandleFetch(const std::string& identity, uint64_t rid, const
               store_.earliest_offset());
     return;
   }
-  std::vector<StreamMessage> msgs;
   const uint32_t max = std::min(f->max_messages(), kFetchMessagesMax);
-  const paxos::StoreCode code =
-      store_.ReadStream(f->from_offset(), max, config_.frame_bytes_max / 2, &msgs);
-  if (code != paxos::StoreCode::kOk && msgs.empty()) {
+  const size_t max_bytes = config_.frame_bytes_max / 2;
+  DeliverBuilder deliver(DeliverBytesFor(max_bytes, max));
+  const paxos::StoreCode code = store_.ReadStream(f->from_offset(), max, max_bytes,
+                                                  deliver.Visitor());
+  if (code != paxos::StoreCode::kOk && deliver.count() == 0) {
     SendError(identity, rid, Code(wire::ErrorCode::Unavailable),
               "this broker cannot read offset " + std::to_string(f->from_offset()) +
                   " right now (" + paxos::ToString(code) + "); try another broker");
     return;
   }
-  flatbuffers::FlatBufferBuilder fbb(1024);
-  BuildDeliver(fbb, rid, msgs, store_.next_offset());
+  auto& fbb = deliver.Finish(rid, store_.next_offset());
   SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
 }
 
@@ -472,6 +509,7 @@ void ClientService::SubscriberLag(uint64_t* max, uint64_t* sum) const {
 void ClientService::Service(Clock::time_point now) {
   // Subscriptions: push what each has credit for, from this broker's log.
   const uint64_t head = store_.next_offset();
+  more_to_deliver_ = false;
   for (auto it = subscriptions_.begin(); it != subscriptions_.end();) {
     Subscription& sub = it->second;
     if (sub.next_offset < store_.earliest_offset()) {
@@ -489,15 +527,14 @@ void ClientService::Service(Clock::time_point now) {
       ++it;
       continue;
     }
-    std::vector<StreamMessage> msgs;
     const size_t max = std::min<uint64_t>(sub.credit, kDeliverMessagesMax);
-    store_.ReadStream(sub.next_offset, max, kDeliverBytesMax, &msgs);
-    if (msgs.empty()) {  // unreadable here (being repaired): try next turn
+    DeliverBuilder deliver(DeliverBytesFor(kDeliverBytesMax, max));
+    store_.ReadStream(sub.next_offset, max, kDeliverBytesMax, deliver.Visitor());
+    if (deliver.count() == 0) {  // unreadable here (being repaired): try next turn
       ++it;
       continue;
     }
-    flatbuffers::FlatBufferBuilder fbb(1024 + kDeliverBytesMax / 4);
-    BuildDeliver(fbb, sub.request_id, msgs, head);
+    auto& fbb = deliver.Finish(sub.request_id, head);
     const SendResult sent = SendFrame(it->first, fbb.GetBufferPointer(), fbb.GetSize());
     if (sent == SendResult::kGone) {
       it = subscriptions_.erase(it);
@@ -507,9 +544,12 @@ void ClientService::Service(Clock::time_point now) {
       ++it;
       continue;
     }
-    sub.next_offset = msgs.back().offset + 1;
-    sub.credit -= msgs.size();
-    counters_.messages_delivered += msgs.size();
+    sub.next_offset = deliver.last_offset() + 1;
+    sub.credit -= deliver.count();
+    counters_.messages_delivered += deliver.count();
+    // More to push at once: the loop must not sleep until the next frame
+    // or tick (that paced replays at one Deliver per loop turn).
+    more_to_deliver_ |= sub.credit > 0 && sub.next_offset < head;
     ++it;
   }
   // Publishes that waited too long (a stuck quorum): let the client retry.

@@ -57,11 +57,16 @@ class ClientService {
   void set_votes_while_catching_up(uint64_t n) { votes_while_catching_up_ = n; }
   // Largest and summed number of messages subscribers are behind the head.
   void SubscriberLag(uint64_t* max, uint64_t* sum) const;
+  // The last Service() left a subscriber with credit and messages to send:
+  // call it again without waiting.
+  bool more_to_deliver() const { return more_to_deliver_; }
+
   // Where publish-to-ack latencies go; null (the default) records nothing.
   void set_metrics(monitoring::BrokerMetrics* metrics) { metrics_ = metrics; }
 
  private:
   uint64_t votes_while_catching_up_ = 0;
+  bool more_to_deliver_ = false;
   struct Pending {
     std::string identity;
     uint64_t request_id = 0;

@@ -88,7 +88,7 @@ class AlignedBytes {
  public:
   explicit AlignedBytes(std::span<const uint8_t> bytes) : bytes_(bytes) {
     if (reinterpret_cast<uintptr_t>(bytes.data()) % kBufferAlignment == 0) return;
-    copy_ = std::make_unique<uint64_t[]>((bytes.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t));
+    copy_ = std::make_unique_for_overwrite<uint64_t[]>((bytes.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t));
     if (!bytes.empty()) std::memcpy(copy_.get(), bytes.data(), bytes.size());
     bytes_ = {reinterpret_cast<const uint8_t*>(copy_.get()), bytes.size()};
   }
@@ -855,6 +855,38 @@ DecodeStatus DecodeLogRecord(std::span<const uint8_t> record, paxos::Entry* out)
 
   *out = paxos::Entry{paxos::Instance(log_record->instance()), FromWire(log_record->ballot()),
                       ValueFromWire(value, ref.bytes)};
+  return DecodeStatus();
+}
+
+DecodeStatus VisitLogRecord(std::span<const uint8_t> record, uint64_t* instance,
+                            const MessageVisitor& visit) {
+  std::span<const uint8_t> body;
+  if (DecodeStatus s = CheckRecordFraming(record, kLogRecordFormat, &body); !s.ok()) return s;
+  const AlignedBytes bytes(body);
+  const wire::LogRecord* log_record = nullptr;
+  if (DecodeStatus s = DecodeRoot(bytes, kLogRecordFormat, &log_record); !s.ok()) return s;
+  const auto where = [&] { return "instance " + std::to_string(log_record->instance()); };
+  if (log_record->instance() == paxos::kNoInstance.value()) {
+    return Fail(DecodeCode::kInvalid,
+                Name(kLogRecordFormat) + ": " + where() + ": instances are numbered from 1");
+  }
+  ValueRef ref;
+  if (DecodeStatus s = ResolveValue(*log_record, kLogRecordFormat, where, &ref); !s.ok()) return s;
+  if (DecodeStatus s = CheckValue(*ref.value, kLogRecordFormat, where); !s.ok()) return s;
+  if (DecodeStatus s = CheckContentBytes(ContentBytes(*ref.value), body.size(), kLogRecordFormat);
+      !s.ok()) {
+    return s;
+  }
+  *instance = log_record->instance();
+  const auto* messages = ref.value->messages();
+  if (messages == nullptr) return DecodeStatus();
+  const auto span_of = [](const fb::Vector<uint8_t>* v) {
+    return v == nullptr ? std::span<const uint8_t>() : std::span<const uint8_t>(v->data(), v->size());
+  };
+  for (fb::uoffset_t i = 0; i < messages->size(); ++i) {
+    const wire::ClientMessage* m = messages->Get(i);
+    visit(i, MessageView{m->producer(), m->sequence(), span_of(m->key()), span_of(m->payload())});
+  }
   return DecodeStatus();
 }
 

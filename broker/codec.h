@@ -55,6 +55,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -232,6 +233,23 @@ std::string EncodeLogRecord(const paxos::Entry& entry);
 // out->instance with the key it read the record under: a record stored under
 // the wrong key is as corrupt as a flipped bit.
 DecodeStatus DecodeLogRecord(std::span<const uint8_t> record, paxos::Entry* out);
+
+// One message of a stored batch, read in place: the spans point into the
+// record (or its aligned copy) and are valid only during the visit.
+struct MessageView {
+  uint64_t producer = 0;
+  uint64_t sequence = 0;
+  std::span<const uint8_t> key;
+  std::span<const uint8_t> payload;
+};
+
+// DecodeLogRecord's checks, without building a paxos::Value (serving reads
+// allocates nothing per message): sets *instance, then calls visit(i, m)
+// for each message i of the record's value in order. Nothing is visited if
+// a check fails.
+using MessageVisitor = std::function<void(uint32_t index, const MessageView& message)>;
+DecodeStatus VisitLogRecord(std::span<const uint8_t> record, uint64_t* instance,
+                            const MessageVisitor& visit);
 
 // Encodes the acceptor's hard state as a meta record: CRC32C prefix, then a
 // MetaRecord buffer (version kMetaRecordFormatVersion).

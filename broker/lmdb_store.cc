@@ -623,6 +623,15 @@ paxos::StoreCode LmdbStore::InstallSnapshot(const SnapshotHandle& handle,
 
 paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_t max_bytes,
                                        std::vector<StreamMessage>* out) const {
+  return ReadStream(from, max_messages, max_bytes, [&](uint64_t offset, const MessageView& m) {
+    out->push_back(StreamMessage{offset, m.producer, m.sequence,
+                                 std::string(m.key.begin(), m.key.end()),
+                                 std::string(m.payload.begin(), m.payload.end())});
+  });
+}
+
+paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_t max_bytes,
+                                       const StreamVisitor& visit) const {
   if (from >= next_offset_ || max_messages == 0) return paxos::StoreCode::kOk;
   MDB_txn* txn = nullptr;
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn);
@@ -642,7 +651,8 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
   }
   paxos::StoreCode code = paxos::StoreCode::kOk;
   size_t taken = 0, bytes = 0;
-  while (rc == 0 && taken < max_messages && (taken == 0 || bytes < max_bytes)) {
+  bool full = false;
+  while (rc == 0 && !full && taken < max_messages && (taken == 0 || bytes < max_bytes)) {
     IndexRecord idx;
     if (k.mv_size != 8 || !DecodeIndex(v, &idx)) {
       ++corruptions_;
@@ -651,25 +661,45 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
       break;
     }
     const uint64_t first = GetBigEndian(k.mv_data);
-    paxos::Entry e;
-    code = GetIn(txn, paxos::Instance(idx.instance), &e);
-    if (code != paxos::StoreCode::kOk) break;
+    unsigned char log_key[8];
+    PutBigEndian(idx.instance, log_key);
+    MDB_val lk{8, log_key}, lv;
+    rc = mdb_get(txn, log_, &lk, &lv);
+    if (rc != 0) {
+      last_error_ = rc == MDB_NOTFOUND ? "the offset index names instance " +
+                                             std::to_string(idx.instance) + ", which is not in the log"
+                                       : LmdbError("mdb_get", rc);
+      code = rc == MDB_NOTFOUND ? paxos::StoreCode::kNotFound : paxos::StoreCode::kIoError;
+      break;
+    }
+    // Offsets of this record's messages: in order, minus the skipped ones.
     uint64_t offset = first;
     size_t skip = 0;
-    const auto& msgs = e.value->messages;
-    for (uint32_t i = 0; i < msgs.size() && taken < max_messages; ++i) {
-      if (skip < idx.skipped.size() && idx.skipped[skip] == i) {
-        ++skip;
-        continue;
-      }
-      if (offset >= from) {
-        if (taken > 0 && bytes >= max_bytes) break;
-        out->push_back(StreamMessage{offset, msgs[i].producer.value(), msgs[i].sequence,
-                                     msgs[i].key, msgs[i].payload});
-        bytes += msgs[i].key.size() + msgs[i].payload.size() + 32;
-        ++taken;
-      }
-      ++offset;
+    uint64_t stored_instance = 0;
+    const DecodeStatus d = VisitLogRecord(
+        {static_cast<const uint8_t*>(lv.mv_data), lv.mv_size}, &stored_instance,
+        [&](uint32_t i, const MessageView& m) {
+          if (skip < idx.skipped.size() && idx.skipped[skip] == i) {
+            ++skip;
+            return;
+          }
+          const uint64_t o = offset++;
+          if (o < from || full) return;
+          if (taken >= max_messages || (taken > 0 && bytes >= max_bytes)) {
+            full = true;
+            return;
+          }
+          visit(o, m);
+          bytes += m.key.size() + m.payload.size() + 32;
+          ++taken;
+        });
+    if (!d.ok() || stored_instance != idx.instance) {
+      // Checked before any message is visited: nothing of it was served.
+      ++corruptions_;
+      last_error_ = "log record for instance " + std::to_string(idx.instance) + ": " +
+                    (d.ok() ? std::string("stored under the wrong key") : d.ToString());
+      code = paxos::StoreCode::kCorrupt;
+      break;
     }
     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
   }

@@ -20,6 +20,7 @@
 #include <lmdb.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -74,6 +75,12 @@ class LmdbStore final : public paxos::LogStore {
   // are returned, nothing after it.
   paxos::StoreCode ReadStream(uint64_t from, size_t max_messages, size_t max_bytes,
                               std::vector<StreamMessage>* out) const;
+  // The same messages, read in place: visit(offset, message) for each, the
+  // spans valid only during the call (serving a subscriber copies each
+  // message once, into its Deliver frame).
+  using StreamVisitor = std::function<void(uint64_t offset, const MessageView& message)>;
+  paxos::StoreCode ReadStream(uint64_t from, size_t max_messages, size_t max_bytes,
+                              const StreamVisitor& visit) const;
 
   // --- retention and snapshots ---
   paxos::Instance FirstInstance() const override { return first_instance_; }

@@ -802,6 +802,36 @@ TEST(LogRecordTest, RefusesOtherVersions) {
   }
 }
 
+// Serving reads visits the stored messages in place, in order, with the
+// same checks as DecodeLogRecord, and visits nothing of a bad record.
+TEST(LogRecordTest, VisitSeesEveryMessageInPlaceAndNothingOfABadRecord) {
+  const Entry entry = SampleEntries()[0];
+  ASSERT_FALSE(entry.value->messages.empty());
+  const std::string record = EncodeLogRecord(entry);
+  std::vector<ClientMessage> seen;
+  uint64_t instance = 0;
+  const DecodeStatus s = VisitLogRecord(AsBytes(record), &instance,
+                                        [&](uint32_t i, const MessageView& m) {
+                                          EXPECT_EQ(i, seen.size());
+                                          seen.push_back(ClientMessage{
+                                              paxos::ProducerId(m.producer), m.sequence,
+                                              std::string(m.key.begin(), m.key.end()),
+                                              std::string(m.payload.begin(), m.payload.end())});
+                                        });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(instance, entry.instance.value());
+  EXPECT_EQ(seen, entry.value->messages);
+
+  std::string corrupt = record;
+  corrupt[corrupt.size() - 3] ^= 0x40;
+  size_t visits = 0;
+  EXPECT_EQ(VisitLogRecord(AsBytes(corrupt), &instance,
+                           [&](uint32_t, const MessageView&) { ++visits; })
+                .code(),
+            DecodeCode::kChecksumMismatch);
+  EXPECT_EQ(visits, 0u);
+}
+
 TEST(LogRecordTest, ReadsVersion1RecordsWithValueTables) {
   fb::FlatBufferBuilder builder;
   const wire::Ballot ballot(1, 1);
