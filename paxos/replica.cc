@@ -926,8 +926,12 @@ void Replica::Retransmit() {
       run_first = kNoInstance;
     };
     for (auto& [instance, f] : inflight_) {
-      const bool due = !f.chosen && !f.acks.Has(index) &&
-                       now_ - f.sent_tick >= config_.retransmit_ticks && instance < unsent_from_;
+      // Backing off: a peer that is only slow (a saturated machine, a long
+      // fsync) would otherwise get the whole window again every few ticks,
+      // each copy making it slower still (a likely cause of GBs seen queued).
+      const uint64_t wait = uint64_t{config_.retransmit_ticks} << std::min<uint32_t>(f.resends, 3);
+      const bool due = !f.chosen && !f.acks.Has(index) && now_ - f.sent_tick >= wait &&
+                       instance < unsent_from_;
       if (!due) {
         flush();
         continue;
@@ -939,7 +943,11 @@ void Replica::Retransmit() {
     }
     flush();
   }
-  for (Instance i : resent) inflight_[i].sent_tick = now_;
+  for (Instance i : resent) {
+    Inflight& f = inflight_[i];
+    if (f.sent_tick != now_) ++f.resends;  // once per round, whatever the peers
+    f.sent_tick = now_;
+  }
 }
 
 void Replica::CheckQuorum() {

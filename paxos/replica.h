@@ -195,6 +195,7 @@ class Replica {
     ValuePtr value;
     VoteSet acks;
     uint64_t sent_tick = 0;
+    uint32_t resends = 0;  // each doubles the wait before the next (up to 8x)
     bool chosen = false;
   };
   struct PromiseFrom {
