@@ -10,6 +10,10 @@ namespace ordo::broker {
 
 using Clock = std::chrono::steady_clock;
 
+namespace {
+constexpr size_t kPeerBytesPerTurnMax = 16 << 20;  // peer frames decoded per loop turn
+}  // namespace
+
 Broker::Broker(BrokerConfig config) : config_(std::move(config)) {}
 
 Broker::~Broker() {
@@ -69,13 +73,18 @@ Status Broker::Start() {
   return Status::Ok();
 }
 
-void Broker::HandlePeerFrames(size_t max) {
+void Broker::HandlePeerFrames(size_t max, size_t max_bytes) {
   const size_t limit = config_.PeerFrameBytesMax();
-  for (size_t n = 0; n < max; ++n) {
+  size_t bytes = 0;
+  // Bounded by bytes too: what a turn decodes is held (as entries to
+  // persist) until DrainReady writes it, so a backlog of batch frames must
+  // not be decoded all at once.
+  for (size_t n = 0; n < max && bytes < max_bytes; ++n) {
     zmq::message_t frame;
     bool well_formed = false;
     std::string route;
     if (!peers_->Receive(&frame, &well_formed, &route)) return;
+    bytes += frame.size();
     PeerFrame f;
     DecodeStatus d;
     if (!well_formed) {
@@ -305,7 +314,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
       if (e.num() != EINTR) return Status::Error(std::string("poll: ") + e.what());
       continue;  // a signal: check `stop`
     }
-    HandlePeerFrames(4096);
+    HandlePeerFrames(4096, kPeerBytesPerTurnMax);
     if (!deferred_error_.empty()) return Status::Error(deferred_error_);
     clients_->Poll(4096);
     now = Clock::now();

@@ -40,7 +40,7 @@ class Broker {
   Status Run(const std::atomic<bool>& stop);
 
  private:
-  void HandlePeerFrames(size_t max);
+  void HandlePeerFrames(size_t max, size_t max_bytes);
   Status DrainReady();
   void ReportRoleChanges();
   void CountVotesWhileCatchingUp(const paxos::Ready& r);

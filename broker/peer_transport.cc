@@ -10,10 +10,8 @@ namespace fb = flatbuffers;
 
 namespace {
 // Per link, each way. Frames beyond it are dropped (counted); consensus
-// retransmits what matters. It bounds memory: a batch frame is up to a few
-// hundred KiB: at 10,000 a broker's memory once reached 1.3 GB in a
-// benchmark run, about 10,000 batch frames (likely a peer stalled in a long
-// fsync while the leader retransmitted its window; not confirmed).
+// retransmits what matters. It bounds the memory a backlog can take: a
+// batch frame is up to a few hundred KiB.
 constexpr int kPeerQueueMessagesMax = 1000;
 
 // Traffic that brings a lagging broker up to date rather than running the
