@@ -832,39 +832,17 @@ std::string EncodeLogRecord(const paxos::Entry& entry) {
   return ChecksummedRecord(builder);
 }
 
-DecodeStatus DecodeLogRecord(std::span<const uint8_t> record, paxos::Entry* out) {
+namespace {
+// Every check of a stored log record (codec.h, steps 1 to 6), then
+// use(record, value) while the (possibly copied) bytes are alive.
+template <typename Use>
+DecodeStatus WithLogRecord(std::span<const uint8_t> record, Use&& use) {
   std::span<const uint8_t> body;
   if (DecodeStatus s = CheckRecordFraming(record, kLogRecordFormat, &body); !s.ok()) return s;
   const AlignedBytes bytes(body);
   const wire::LogRecord* log_record = nullptr;
   if (DecodeStatus s = DecodeRoot(bytes, kLogRecordFormat, &log_record); !s.ok()) return s;
 
-  const auto where = [&] { return "instance " + std::to_string(log_record->instance()); };
-  if (log_record->instance() == paxos::kNoInstance.value()) {
-    return Fail(DecodeCode::kInvalid,
-                Name(kLogRecordFormat) + ": " + where() + ": instances are numbered from 1");
-  }
-  ValueRef ref;
-  if (DecodeStatus s = ResolveValue(*log_record, kLogRecordFormat, where, &ref); !s.ok()) return s;
-  const wire::Value& value = *ref.value;
-  if (DecodeStatus s = CheckValue(value, kLogRecordFormat, where); !s.ok()) return s;
-  if (DecodeStatus s = CheckContentBytes(ContentBytes(value), body.size(), kLogRecordFormat);
-      !s.ok()) {
-    return s;
-  }
-
-  *out = paxos::Entry{paxos::Instance(log_record->instance()), FromWire(log_record->ballot()),
-                      ValueFromWire(value, ref.bytes)};
-  return DecodeStatus();
-}
-
-DecodeStatus VisitLogRecord(std::span<const uint8_t> record, uint64_t* instance,
-                            const MessageVisitor& visit) {
-  std::span<const uint8_t> body;
-  if (DecodeStatus s = CheckRecordFraming(record, kLogRecordFormat, &body); !s.ok()) return s;
-  const AlignedBytes bytes(body);
-  const wire::LogRecord* log_record = nullptr;
-  if (DecodeStatus s = DecodeRoot(bytes, kLogRecordFormat, &log_record); !s.ok()) return s;
   const auto where = [&] { return "instance " + std::to_string(log_record->instance()); };
   if (log_record->instance() == paxos::kNoInstance.value()) {
     return Fail(DecodeCode::kInvalid,
@@ -877,17 +855,33 @@ DecodeStatus VisitLogRecord(std::span<const uint8_t> record, uint64_t* instance,
       !s.ok()) {
     return s;
   }
-  *instance = log_record->instance();
-  const auto* messages = ref.value->messages();
-  if (messages == nullptr) return DecodeStatus();
-  const auto span_of = [](const fb::Vector<uint8_t>* v) {
-    return v == nullptr ? std::span<const uint8_t>() : std::span<const uint8_t>(v->data(), v->size());
-  };
-  for (fb::uoffset_t i = 0; i < messages->size(); ++i) {
-    const wire::ClientMessage* m = messages->Get(i);
-    visit(i, MessageView{m->producer(), m->sequence(), span_of(m->key()), span_of(m->payload())});
-  }
+  use(*log_record, ref);
   return DecodeStatus();
+}
+}  // namespace
+
+DecodeStatus DecodeLogRecord(std::span<const uint8_t> record, paxos::Entry* out) {
+  return WithLogRecord(record, [&](const wire::LogRecord& r, const ValueRef& ref) {
+    *out = paxos::Entry{paxos::Instance(r.instance()), FromWire(r.ballot()),
+                        ValueFromWire(*ref.value, ref.bytes)};
+  });
+}
+
+DecodeStatus VisitLogRecord(std::span<const uint8_t> record, uint64_t* instance,
+                            const MessageVisitor& visit) {
+  return WithLogRecord(record, [&](const wire::LogRecord& r, const ValueRef& ref) {
+    *instance = r.instance();
+    const auto* messages = ref.value->messages();
+    if (messages == nullptr) return;
+    const auto span_of = [](const fb::Vector<uint8_t>* v) {
+      return v == nullptr ? std::span<const uint8_t>()
+                          : std::span<const uint8_t>(v->data(), v->size());
+    };
+    for (fb::uoffset_t i = 0; i < messages->size(); ++i) {
+      const wire::ClientMessage* m = messages->Get(i);
+      visit(i, MessageView{m->producer(), m->sequence(), span_of(m->key()), span_of(m->payload())});
+    }
+  });
 }
 
 // --- Meta records ---

@@ -928,7 +928,7 @@ void Replica::Retransmit() {
     for (auto& [instance, f] : inflight_) {
       // Backing off: a peer that is only slow (a saturated machine, a long
       // fsync) would otherwise get the whole window again every few ticks,
-      // each copy making it slower still (a likely cause of GBs seen queued).
+      // each copy making it slower still.
       const uint64_t wait = uint64_t{config_.retransmit_ticks} << std::min<uint32_t>(f.resends, 3);
       const bool due = !f.chosen && !f.acks.Has(index) && now_ - f.sent_tick >= wait &&
                        instance < unsent_from_;
