@@ -153,6 +153,54 @@ TEST(CatchUp, ABrokerBehindTheTruncatedLogRejoinsThroughASnapshot) {
   EXPECT_NE(out.find("--from earliest"), std::string::npos) << out;
 }
 
+// A live subscriber that stops reading while retention moves past its
+// place gets a typed error naming the earliest offset, after every record it
+// was sent: nothing is skipped without a word.
+TEST(CatchUp, ASubscriberLeftBehindByRetentionGetsOffsetBelowRetained) {
+  Cluster c(3, false, kRetention);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  PublishKeyed(c.Options(), 0, 1, 1000, 10);
+  ASSERT_TRUE(c.WaitForHead(1000));
+  const int node = leader % 3 + 1;  // a follower serves it
+  Subscriber sub(Only(c, node), StartAt::Offset(0), /*credit=*/100);
+  uint64_t next = 0;
+  for (; next < 10; ++next) {
+    auto r = sub.Next(5s);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_TRUE(r.value().has_value());
+    ASSERT_EQ(r.value()->offset, next);
+    ASSERT_EQ(r.value()->payload, Payload(next));
+  }
+  // It stops reading; 400 more instances (retention keeps 128) and the logs
+  // are truncated far past its place.
+  PublishKeyed(c.Options(), 1000, 400, 100, 10);
+  ASSERT_TRUE(c.WaitForHead(41000));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto st = GetStatus(c.ClientEndpoint(node), 500ms);
+        return st.ok() && st.value().earliest_offset > 1000;
+      },
+      60s));
+  // What it was sent still comes, in order; then the error.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  bool refused = false;
+  while (!refused && std::chrono::steady_clock::now() < deadline) {
+    auto r = sub.Next(1s);
+    if (!r.ok()) {
+      ASSERT_EQ(r.error().code, ErrorCode::kOffsetBelowRetained) << r.error().message;
+      EXPECT_GT(r.error().earliest_offset, next);
+      refused = true;
+    } else if (r.value().has_value()) {
+      ASSERT_EQ(r.value()->offset, next) << "a record was skipped";
+      ASSERT_EQ(r.value()->payload, Payload(next));
+      ++next;
+    }
+  }
+  EXPECT_TRUE(refused) << "no OffsetBelowRetained; read up to offset " << next;
+  EXPECT_LT(next, 1000u);  // it never read past what it had credit for
+}
+
 TEST(CatchUp, AnInterruptedSnapshotTransferResumesFromAnotherPeer) {
   // Small chunks and a send rate limit make the transfer last long enough
   // to kill its sender in the middle.
