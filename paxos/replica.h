@@ -75,7 +75,10 @@ struct Config {
   // many bytes (Value::ByteSize), so applying a chosen instance does not read
   // back and decode what this node just wrote. Above the bound (a long gap,
   // a deep catch-up) entries are read from the store as before. 0 = off.
-  uint64_t unapplied_cache_bytes_max = 64 << 20;
+  // (A cached batch takes about 2.5 times its ByteSize: its messages and
+  // its encoded bytes. In steady state the leader's window bounds it far
+  // lower.)
+  uint64_t unapplied_cache_bytes_max = 32 << 20;
 
   // The store was empty when the host started. A voter that lost its disk
   // must not vote on what it forgot: it first asks its peers, and if the
