@@ -20,29 +20,16 @@ constexpr uint32_t kFetchMessagesMax = 10000;
 
 uint16_t Code(wire::ErrorCode c) { return static_cast<uint16_t>(c); }
 
-// One Deliver frame: `messages` in offset order, and this broker's head.
-void BuildDeliver(flatbuffers::FlatBufferBuilder& fbb, uint64_t request_id,
-                  const std::vector<StreamMessage>& messages, uint64_t head) {
-  std::vector<flatbuffers::Offset<wire::StreamMessage>> out;
-  out.reserve(messages.size());
-  for (const StreamMessage& m : messages) {
-    auto key = fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.key.data()), m.key.size());
-    auto payload =
-        fbb.CreateVector(reinterpret_cast<const uint8_t*>(m.payload.data()), m.payload.size());
-    out.push_back(wire::CreateStreamMessage(fbb, m.offset, m.producer, m.sequence, key, payload));
-  }
-  auto d = wire::CreateDeliverDirect(fbb, &out, head);
-  wire::FinishClientEnvelopeBuffer(
-      fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, request_id, wire::Body::Deliver,
-                                      d.Union()));
-}
-
-// A Deliver frame built as the store is read: each message is copied once,
-// from its stored record into the frame (no per-message allocation).
+// One Deliver frame: messages in offset order, and this broker's head. Read
+// from the store, each message is copied once, from its stored record into
+// the frame (no per-message allocation).
 class DeliverBuilder {
  public:
   explicit DeliverBuilder(size_t bytes_hint) : fbb_(bytes_hint) {}
 
+  void Add(const StreamMessage& m) {
+    Add(m.offset, MessageView{m.producer, m.sequence, AsBytes(m.key), AsBytes(m.payload)});
+  }
   void Add(uint64_t offset, const MessageView& m) {
     const auto key = fbb_.CreateVector(m.key.data(), m.key.size());
     const auto payload = fbb_.CreateVector(m.payload.data(), m.payload.size());
@@ -424,8 +411,8 @@ void ClientService::HandleSubscribe(const std::string& identity, uint64_t rid, c
   sub.credit = std::min<uint64_t>(s->credit(), config_.subscriber_credit_max);
   if (s->from_latest() || sub.credit == 0) {
     // Tell the client where it starts, even before any message exists.
-    flatbuffers::FlatBufferBuilder fbb(128);
-    BuildDeliver(fbb, rid, {}, head);
+    DeliverBuilder deliver(128);
+    auto& fbb = deliver.Finish(rid, head);
     SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
   }
 }
@@ -442,8 +429,9 @@ void ClientService::HandleFetch(const std::string& identity, uint64_t rid, const
                 "this broker cannot read its compacted view right now; try another broker");
       return;
     }
-    flatbuffers::FlatBufferBuilder fbb(1024);
-    BuildDeliver(fbb, rid, msgs, store_.next_offset());
+    DeliverBuilder deliver(DeliverBytesFor(config_.frame_bytes_max / 2, msgs.size()));
+    for (const StreamMessage& m : msgs) deliver.Add(m);
+    auto& fbb = deliver.Finish(rid, store_.next_offset());
     SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
     return;
   }

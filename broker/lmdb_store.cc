@@ -254,8 +254,22 @@ LmdbStore::~LmdbStore() {
 
 paxos::StoreCode LmdbStore::GetIn(MDB_txn* txn, paxos::Instance instance,
                                   paxos::Entry* out) const {
+  std::span<const uint8_t> record;
+  if (paxos::StoreCode code = LogRecordIn(txn, instance.value(), &record);
+      code != paxos::StoreCode::kOk) {
+    return code;
+  }
+  paxos::Entry e;
+  const DecodeStatus d = DecodeLogRecord(record, &e);
+  if (!d.ok() || e.instance != instance) return CorruptRecord(instance.value(), d);
+  *out = std::move(e);
+  return paxos::StoreCode::kOk;
+}
+
+paxos::StoreCode LmdbStore::LogRecordIn(MDB_txn* txn, uint64_t instance,
+                                        std::span<const uint8_t>* record) const {
   unsigned char key[8];
-  PutBigEndian(instance.value(), key);
+  PutBigEndian(instance, key);
   MDB_val k{8, key}, v;
   const int rc = mdb_get(txn, log_, &k, &v);
   if (rc == MDB_NOTFOUND) return paxos::StoreCode::kNotFound;
@@ -263,16 +277,15 @@ paxos::StoreCode LmdbStore::GetIn(MDB_txn* txn, paxos::Instance instance,
     last_error_ = LmdbError("mdb_get", rc);
     return paxos::StoreCode::kIoError;
   }
-  paxos::Entry e;
-  const DecodeStatus d = DecodeLogRecord({static_cast<const uint8_t*>(v.mv_data), v.mv_size}, &e);
-  if (!d.ok() || e.instance != instance) {
-    ++corruptions_;
-    last_error_ = "log record for instance " + std::to_string(instance.value()) + ": " +
-                  (d.ok() ? std::string("stored under the wrong key") : d.ToString());
-    return paxos::StoreCode::kCorrupt;
-  }
-  *out = std::move(e);
+  *record = {static_cast<const uint8_t*>(v.mv_data), v.mv_size};
   return paxos::StoreCode::kOk;
+}
+
+paxos::StoreCode LmdbStore::CorruptRecord(uint64_t instance, const DecodeStatus& d) const {
+  ++corruptions_;
+  last_error_ = "log record for instance " + std::to_string(instance) + ": " +
+                (d.ok() ? std::string("stored under the wrong key") : d.ToString());
+  return paxos::StoreCode::kCorrupt;
 }
 
 paxos::StoreCode LmdbStore::Get(paxos::Instance instance, paxos::Entry* out) const {
@@ -661,15 +674,13 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
       break;
     }
     const uint64_t first = GetBigEndian(k.mv_data);
-    unsigned char log_key[8];
-    PutBigEndian(idx.instance, log_key);
-    MDB_val lk{8, log_key}, lv;
-    rc = mdb_get(txn, log_, &lk, &lv);
-    if (rc != 0) {
-      last_error_ = rc == MDB_NOTFOUND ? "the offset index names instance " +
-                                             std::to_string(idx.instance) + ", which is not in the log"
-                                       : LmdbError("mdb_get", rc);
-      code = rc == MDB_NOTFOUND ? paxos::StoreCode::kNotFound : paxos::StoreCode::kIoError;
+    std::span<const uint8_t> record;
+    code = LogRecordIn(txn, idx.instance, &record);
+    if (code != paxos::StoreCode::kOk) {
+      if (code == paxos::StoreCode::kNotFound) {
+        last_error_ = "the offset index names instance " + std::to_string(idx.instance) +
+                      ", which is not in the log";
+      }
       break;
     }
     // Offsets of this record's messages: in order, minus the skipped ones.
@@ -677,8 +688,10 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
     size_t skip = 0;
     uint64_t stored_instance = 0;
     const DecodeStatus d = VisitLogRecord(
-        {static_cast<const uint8_t*>(lv.mv_data), lv.mv_size}, &stored_instance,
-        [&](uint32_t i, const MessageView& m) {
+        record, &stored_instance, [&](uint32_t i, const MessageView& m) {
+          // A record stored under the wrong key is served not at all (the
+          // instance is known before the first message is visited).
+          if (stored_instance != idx.instance) return;
           if (skip < idx.skipped.size() && idx.skipped[skip] == i) {
             ++skip;
             return;
@@ -694,11 +707,7 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
           ++taken;
         });
     if (!d.ok() || stored_instance != idx.instance) {
-      // Checked before any message is visited: nothing of it was served.
-      ++corruptions_;
-      last_error_ = "log record for instance " + std::to_string(idx.instance) + ": " +
-                    (d.ok() ? std::string("stored under the wrong key") : d.ToString());
-      code = paxos::StoreCode::kCorrupt;
+      code = CorruptRecord(idx.instance, d);  // nothing of it was served
       break;
     }
     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);

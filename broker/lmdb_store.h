@@ -128,6 +128,12 @@ class LmdbStore final : public paxos::LogStore {
  private:
   LmdbStore() = default;
   paxos::StoreCode GetIn(MDB_txn* txn, paxos::Instance instance, paxos::Entry* out) const;
+  // The stored bytes of one log record (valid while `txn` lives).
+  paxos::StoreCode LogRecordIn(MDB_txn* txn, uint64_t instance,
+                               std::span<const uint8_t>* record) const;
+  // Counts and describes a record that failed its check (or whose instance
+  // is not its key); returns kCorrupt.
+  paxos::StoreCode CorruptRecord(uint64_t instance, const DecodeStatus& d) const;
   int PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t offset);
   // Deletes the log records below `below`, oldest first, at most `max` of
   // them; *next is the first instance kept (`below` when none was left
