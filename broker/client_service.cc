@@ -192,7 +192,7 @@ void ClientService::Handle(const std::string& identity, const zmq::message_t& fr
   const uint64_t rid = env->request_id();
   switch (env->body_type()) {
     case wire::Body::Publish:
-      HandlePublish(identity, rid, env->body_as_Publish());
+      HandlePublish(identity, rid, env->body_as_Publish(), frame.size());
       return;
     case wire::Body::Subscribe:
       HandleSubscribe(identity, rid, env->body_as_Subscribe());
@@ -217,7 +217,8 @@ void ClientService::Handle(const std::string& identity, const zmq::message_t& fr
   }
 }
 
-void ClientService::HandlePublish(const std::string& identity, uint64_t rid, const void* body) {
+void ClientService::HandlePublish(const std::string& identity, uint64_t rid, const void* body,
+                                  size_t frame_bytes) {
   const auto* publish = static_cast<const wire::Publish*>(body);
   const auto* msgs = publish->messages();
   if (!msgs || msgs->size() == 0) {
@@ -241,6 +242,29 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid, con
   }
   std::vector<paxos::ClientMessage> batch;
   batch.reserve(msgs->size());
+  // Every key and payload of the request goes into one buffer that the
+  // messages view: one allocation per request, not one per message.
+  size_t content_bytes = 0;
+  for (const wire::ClientMessage* m : *msgs) {
+    content_bytes += (m->key() ? m->key()->size() : 0) + (m->payload() ? m->payload()->size() : 0);
+  }
+  if (content_bytes > frame_bytes) {
+    // Only messages sharing one payload's bytes can do this; refused before
+    // it is multiplied into memory.
+    SendError(identity, rid, Code(wire::ErrorCode::BadRequest),
+              "a publish of " + std::to_string(frame_bytes) + " bytes would hold " +
+                  std::to_string(content_bytes) +
+                  " bytes of keys and payloads (messages share bytes)");
+    return;
+  }
+  auto arena = std::make_shared<std::string>();
+  arena->reserve(content_bytes);
+  auto keep = [&](const flatbuffers::Vector<uint8_t>* bytes) {
+    if (bytes == nullptr || bytes->size() == 0) return paxos::Bytes();
+    const size_t at = arena->size();
+    arena->append(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+    return paxos::Bytes::Shared(arena, std::string_view(arena->data() + at, bytes->size()));
+  };
   for (const wire::ClientMessage* m : *msgs) {
     const size_t key_size = m->key() ? m->key()->size() : 0;
     const size_t payload_size = m->payload() ? m->payload()->size() : 0;
@@ -266,10 +290,8 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid, con
     paxos::ClientMessage cm;
     cm.producer = paxos::ProducerId(m->producer());
     cm.sequence = m->sequence();
-    if (m->key()) cm.key.assign(reinterpret_cast<const char*>(m->key()->data()), key_size);
-    if (m->payload()) {
-      cm.payload.assign(reinterpret_cast<const char*>(m->payload()->data()), payload_size);
-    }
+    cm.key = keep(m->key());
+    cm.payload = keep(m->payload());
     batch.push_back(std::move(cm));
   }
   Pending p;

@@ -85,7 +85,8 @@ class ClientService {
   using Key = std::pair<uint64_t, uint64_t>;  // (producer, sequence)
 
   void Handle(const std::string& identity, const zmq::message_t& frame);
-  void HandlePublish(const std::string& identity, uint64_t request_id, const void* publish);
+  void HandlePublish(const std::string& identity, uint64_t request_id, const void* publish,
+                     size_t frame_bytes);
   void HandleSubscribe(const std::string& identity, uint64_t request_id, const void* subscribe);
   void HandleFetch(const std::string& identity, uint64_t request_id, const void* fetch);
   void HandleStatus(const std::string& identity, uint64_t request_id);

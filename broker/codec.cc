@@ -251,7 +251,7 @@ bool FromWire(wire::MessageType type, paxos::MessageType* out) {
 // --- Encoding ---
 
 fb::Offset<fb::Vector<uint8_t>> BytesToWire(fb::FlatBufferBuilder& builder,
-                                            const std::string& bytes) {
+                                            std::string_view bytes) {
   // Empty is written as absent: it reads back the same and costs nothing.
   if (bytes.empty()) return 0;
   return builder.CreateVector(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
@@ -484,33 +484,64 @@ DecodeStatus CheckContentBytes(size_t content_bytes, size_t input_bytes, const F
                                         " bytes of keys and payloads (shared offsets)");
 }
 
-std::string BytesFromWire(const fb::Vector<uint8_t>* bytes) {
-  if (bytes == nullptr) return std::string();
-  return std::string(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+std::string_view ViewOf(const fb::Vector<uint8_t>* bytes) {
+  if (bytes == nullptr) return {};
+  return {reinterpret_cast<const char*>(bytes->data()), bytes->size()};
 }
 
 // Precondition: CheckValue passed for `value`. `encoded`: the value's own
-// buffer when it came as one, kept (copied) so it is stored and sent again
-// without encoding.
+// buffer when it came as one, kept (copied once) so it is stored and sent
+// again without encoding; the messages' keys and payloads are views into
+// that copy. A version 1 value (a table inside a bigger buffer) gets one
+// buffer for all its bytes instead. Either way: one allocation per batch,
+// none per message.
 paxos::ValuePtr ValueFromWire(const wire::Value& value, std::span<const uint8_t> encoded) {
   auto out = std::make_shared<paxos::Value>();
+  const auto* messages = value.messages();
+  std::shared_ptr<const void> owner;
+  // Where the bytes of `value` are found in the buffer the views point into.
+  const char* from = nullptr;
+  const char* to = nullptr;
   if (!encoded.empty()) {
     auto copy = std::make_shared<std::vector<uint8_t>>(encoded.begin(), encoded.end());
     out->encoded.data = copy->data();
     out->encoded.size = copy->size();
+    from = reinterpret_cast<const char*>(encoded.data());
+    to = reinterpret_cast<const char*>(copy->data());
+    owner = copy;
     out->encoded.owner = std::move(copy);
+  } else if (messages != nullptr && messages->size() > 0) {
+    auto arena = std::make_shared<std::string>();
+    arena->reserve(ContentBytes(value));
+    for (const wire::ClientMessage* m : *messages) {
+      arena->append(ViewOf(m->key()));
+      arena->append(ViewOf(m->payload()));
+    }
+    owner = std::move(arena);
   }
   const bool known = FromWire(value.kind(), &out->kind);
   PAXOS_ASSERT(known);
   out->origin = FromWire(value.origin());
-  if (const auto* messages = value.messages(); messages != nullptr) {
+  if (messages != nullptr) {
     out->messages.reserve(messages->size());
+    size_t at = 0;  // into the arena (version 1)
+    const auto* arena = encoded.empty() ? static_cast<const std::string*>(owner.get()) : nullptr;
+    auto view = [&](const fb::Vector<uint8_t>* bytes) {
+      const std::string_view v = ViewOf(bytes);
+      if (v.empty()) return paxos::Bytes();
+      if (arena == nullptr) {
+        return paxos::Bytes::Shared(owner, {to + (v.data() - from), v.size()});
+      }
+      const std::string_view in_arena(arena->data() + at, v.size());
+      at += v.size();
+      return paxos::Bytes::Shared(owner, in_arena);
+    };
     for (const wire::ClientMessage* m : *messages) {
       paxos::ClientMessage& message = out->messages.emplace_back();
       message.producer = paxos::ProducerId(m->producer());
       message.sequence = m->sequence();
-      message.key = BytesFromWire(m->key());
-      message.payload = BytesFromWire(m->payload());
+      message.key = view(m->key());
+      message.payload = view(m->payload());
     }
   }
   return out;
@@ -811,7 +842,7 @@ DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSna
     keyed->reserve(root->keyed()->size());
     for (const wire::KeyedMessage* m : *root->keyed()) {
       keyed->push_back(StreamMessage{m->offset(), m->producer(), m->sequence(),
-                                     BytesFromWire(m->key()), BytesFromWire(m->payload())});
+                                     std::string(ViewOf(m->key())), std::string(ViewOf(m->payload()))});
     }
   }
   *state = std::move(st);

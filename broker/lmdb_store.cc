@@ -118,7 +118,7 @@ bool DecodeRetained(const MDB_val& v, Retained* out) {
 // key): CRC32C (4, LE) over the rest, offset, producer, sequence (u64 LE),
 // then the payload.
 std::string EncodeKeyed(uint64_t offset, uint64_t producer, uint64_t sequence,
-                        const std::string& payload) {
+                        std::string_view payload) {
   std::string body;
   PutLe<uint64_t>(&body, offset);
   PutLe<uint64_t>(&body, producer);

@@ -2,6 +2,13 @@
 
 namespace ordo::paxos {
 
+Bytes Bytes::Copy(std::string_view s) {
+  if (s.empty()) return Bytes();
+  auto copy = std::make_shared<const std::string>(s);
+  const std::string_view view(*copy);
+  return Shared(std::move(copy), view);
+}
+
 size_t Value::ByteSize() const {
   // Fixed overhead per value and per message, roughly what FlatBuffers spends.
   size_t n = 32;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "paxos/types.h"
@@ -20,12 +21,52 @@ enum class ValueKind : uint8_t {
 
 const char* ToString(ValueKind kind);
 
+// Immutable bytes of a message: usually a view into a buffer it shares with
+// the other messages of its batch (the frame or record they were decoded
+// from), so a batch of N messages costs no N allocations and copies; or a
+// copy of its own (Copy, and the implicit conversions, for tests and small
+// values). Copying a Bytes shares the buffer; the buffer lives as long as
+// any Bytes that views it.
+class Bytes {
+ public:
+  Bytes() = default;
+  Bytes(std::string_view s) { *this = Copy(s); }    // NOLINT: implicit by design
+  Bytes(const std::string& s) { *this = Copy(s); }  // NOLINT
+  Bytes(const char* s) { *this = Copy(s); }         // NOLINT
+  static Bytes Copy(std::string_view s);
+  // A view of `view`, which must lie inside what `owner` keeps alive.
+  static Bytes Shared(std::shared_ptr<const void> owner, std::string_view view) {
+    Bytes b;
+    if (!view.empty()) {
+      b.owner_ = std::move(owner);
+      b.view_ = view;
+    }
+    return b;
+  }
+
+  std::string_view view() const { return view_; }
+  operator std::string_view() const { return view_; }  // NOLINT
+  const char* data() const { return view_.data(); }
+  size_t size() const { return view_.size(); }
+  bool empty() const { return view_.empty(); }
+  std::string str() const { return std::string(view_); }
+
+  friend bool operator==(const Bytes& a, const Bytes& b) { return a.view_ == b.view_; }
+  friend bool operator==(const Bytes& a, std::string_view b) { return a.view_ == b; }
+  friend bool operator==(const Bytes& a, const std::string& b) { return a.view_ == b; }
+  friend bool operator==(const Bytes& a, const char* b) { return a.view_ == b; }
+
+ private:
+  std::shared_ptr<const void> owner_;
+  std::string_view view_;
+};
+
 // One published message. (producer, sequence) makes publishing idempotent.
 struct ClientMessage {
   ProducerId producer{};
   uint64_t sequence = 0;  // per producer, from 1, contiguous
-  std::string key;        // optional; empty means unkeyed
-  std::string payload;
+  Bytes key;              // optional; empty means unkeyed
+  Bytes payload;
   bool operator==(const ClientMessage&) const = default;
 };
 

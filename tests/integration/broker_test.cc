@@ -284,6 +284,59 @@ TEST(Broker, EveryWaitingPublishIsAnsweredOnceWithItsOffsets) {
   EXPECT_EQ(std::get<2>(replies[4][6]), wire::ErrorCode::OutOfSequence);
 }
 
+// FlatBuffers lets many messages point at one payload: a small frame could
+// then stand for gigabytes of messages. The leader refuses it as a whole
+// before copying anything, stores nothing, and keeps serving.
+TEST(Broker, APublishWhoseMessagesShareOnePayloadIsRefused) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect("tcp://" + c.ClientEndpoint(leader));
+  auto reply = [&]() {
+    zmq::pollitem_t items[] = {{s.handle(), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 1, 10000ms);
+    zmq::message_t m;
+    if (!(items[0].revents & ZMQ_POLLIN) || !s.recv(m)) return std::vector<uint8_t>();
+    return std::vector<uint8_t>(static_cast<const uint8_t*>(m.data()),
+                                static_cast<const uint8_t*>(m.data()) + m.size());
+  };
+  flatbuffers::FlatBufferBuilder shared;
+  {
+    const auto payload = shared.CreateVector(std::vector<uint8_t>(64 * 1024, 'x'));
+    std::vector<flatbuffers::Offset<wire::ClientMessage>> msgs;
+    for (uint64_t i = 1; i <= 2000; ++i) {
+      msgs.push_back(wire::CreateClientMessage(shared, 0xD00D, i, 0, payload));
+    }
+    const auto body = wire::CreatePublish(shared, shared.CreateVector(msgs)).Union();
+    wire::FinishClientEnvelopeBuffer(
+        shared, wire::CreateClientEnvelope(shared, 1, 7, wire::Body::Publish, body));
+  }
+  ASSERT_LT(shared.GetSize(), 200u * 1024);  // stands for 125 MiB of payloads
+  s.send(zmq::buffer(shared.GetBufferPointer(), shared.GetSize()), zmq::send_flags::none);
+  std::vector<uint8_t> r = reply();
+  ASSERT_FALSE(r.empty()) << "no reply";
+  const auto* env = wire::GetClientEnvelope(r.data());
+  ASSERT_EQ(env->body_type(), wire::Body::Error);
+  EXPECT_EQ(env->request_id(), 7u);
+  EXPECT_EQ(env->body_as_Error()->code(), wire::ErrorCode::BadRequest);
+  EXPECT_NE(env->body_as_Error()->message()->str().find("share"), std::string::npos)
+      << env->body_as_Error()->message()->str();
+  // Nothing was stored, and the same producer's honest publish is served.
+  s.send(zmq::buffer(RawPublish(8, 0xD00D, {1, 2})), zmq::send_flags::none);
+  r = reply();
+  ASSERT_FALSE(r.empty()) << "no reply";
+  env = wire::GetClientEnvelope(r.data());
+  ASSERT_EQ(env->body_type(), wire::Body::PublishReply);
+  const auto* results = env->body_as_PublishReply()->results();
+  ASSERT_EQ(results->size(), 2u);
+  EXPECT_EQ(results->Get(0)->error(), wire::ErrorCode::None);
+  EXPECT_EQ(results->Get(0)->offset(), 0u) << "the refused publish stored something";
+  EXPECT_EQ(results->Get(1)->offset(), 1u);
+}
+
 // Reads a broker's whole log file.
 std::string ReadLog(const std::string& path) {
   std::ifstream f(path);

@@ -587,6 +587,55 @@ TEST(PeerCodecTest, DecodedValuesKeepTheirEncodingForTheLogRecord) {
   EXPECT_EQ(copy, *out.entries[0].value);
 }
 
+// Decoded keys and payloads are views into a buffer the value owns (one per
+// batch, not one per message): they must not point into the frame, which
+// the broker reuses as soon as the frame is decoded.
+TEST(PeerCodecTest, DecodedMessagesDoNotPointIntoTheFrame) {
+  Message m = SampleMessage(MessageType::kAccept);
+  m.entries = SampleEntries();
+  std::string frame = EncodePeerMessage(m);
+  Message out;
+  ASSERT_TRUE(DecodeFrame(frame, &out).ok());
+  std::fill(frame.begin(), frame.end(), 'Z');
+  ASSERT_EQ(out.entries.size(), m.entries.size());
+  for (size_t i = 0; i < out.entries.size(); ++i) {
+    EXPECT_EQ(out.entries[i].value->messages, m.entries[i].value->messages) << i;
+  }
+  // A message copied out of its value keeps its bytes alive by itself.
+  const ClientMessage kept = out.entries[0].value->messages[1];
+  out = Message();
+  EXPECT_EQ(kept, m.entries[0].value->messages[1]);
+
+  // The same for a version 1 value table, whose bytes are gathered into one
+  // buffer of the value's own.
+  fb::FlatBufferBuilder builder;
+  const wire::Ballot ballot(2, 1), origin(1, 1);
+  std::vector<fb::Offset<wire::ClientMessage>> msgs;
+  for (uint64_t i = 1; i <= 3; ++i) {
+    const std::string key = i == 2 ? "" : "k" + std::to_string(i);
+    const std::string payload(20 * i, static_cast<char>('a' + i));
+    msgs.push_back(wire::CreateClientMessage(
+        builder, 9, i,
+        key.empty() ? 0 : builder.CreateVector(reinterpret_cast<const uint8_t*>(key.data()), key.size()),
+        builder.CreateVector(reinterpret_cast<const uint8_t*>(payload.data()), payload.size())));
+  }
+  const auto value =
+      wire::CreateValue(builder, wire::ValueKind::Batch, &origin, builder.CreateVector(msgs));
+  const std::vector<fb::Offset<wire::Entry>> entries = {wire::CreateEntry(builder, 7, &ballot, value)};
+  std::string v1 = FinishFrame(
+      builder, HandMessage(builder, wire::MessageType::Accept, builder.CreateVector(entries)), 1);
+  ASSERT_TRUE(DecodeFrame(v1, &out).ok());
+  std::fill(v1.begin(), v1.end(), 'Z');
+  ASSERT_EQ(out.entries.size(), 1u);
+  const auto& got = out.entries[0].value->messages;
+  ASSERT_EQ(got.size(), 3u);
+  for (uint64_t i = 1; i <= 3; ++i) {
+    EXPECT_EQ(got[i - 1].key, i == 2 ? std::string() : "k" + std::to_string(i)) << i;
+    EXPECT_EQ(got[i - 1].payload, std::string(20 * i, static_cast<char>('a' + i))) << i;
+    EXPECT_EQ(got[i - 1].sequence, i);
+  }
+}
+
 TEST(PeerDecodeTest, RefusesEnvelopeWithoutMessage) {
   fb::FlatBufferBuilder builder;
   wire::PeerEnvelopeBuilder envelope(builder);
