@@ -116,10 +116,7 @@ struct AckSink {
   std::vector<Clock::time_point> ack_times;
 };
 
-// The load driver: the one place that calls the publishing API, so that an
-// asynchronous publisher (with its own in-flight window) replaces it with a
-// few lines. Today's client has only the synchronous PublishBatch, so the
-// in-flight window of one driver is the batch of one call.
+// The load driver: the one place that calls the publishing API.
 class PublishDriver {
  public:
   virtual ~PublishDriver() = default;
@@ -127,12 +124,23 @@ class PublishDriver {
   // send time: open-loop callers pass the schedule, closed-loop callers now).
   // May send (and block) once the window is full.
   virtual void Submit(std::string_view payload, Clock::time_point scheduled) = 0;
+  // Open loop, after each round of due messages: the synchronous driver
+  // sends them as one batch and waits for its ack; the asynchronous one has
+  // sent them already and does not wait.
+  virtual void SendDue() { Flush(); }
   // Sends what is queued and waits for every outstanding ack.
   virtual void Flush() = 0;
 };
-// window = messages per in-flight window.
+// Synchronous PublishBatch calls: one request in flight per driver, and
+// window = messages per request.
 std::unique_ptr<PublishDriver> MakeSyncBatchDriver(ClientOptions options, size_t window,
                                                    AckSink& sink);
+// An AsyncPublisher with no linger: each message is sent as soon as it is
+// submitted, batches form only while requests are in flight (at most
+// `requests_inflight` to the leader), as a producer at a high rate would
+// publish. Latency counts until the message's own callback.
+std::unique_ptr<PublishDriver> MakeAsyncDriver(ClientOptions options, size_t requests_inflight,
+                                               AckSink& sink);
 
 // Publishes `count` messages of `size` bytes as fast as possible with
 // `publishers` threads (used to fill a cluster before catchup and replay).
@@ -193,6 +201,10 @@ struct LatencyOptions {
   int senders = 8;
   size_t size = 128;
   size_t batch_max = 4096;
+  // "async": AsyncPublisher (several requests in flight per sender);
+  // "sync": blocking PublishBatch (one request in flight per sender).
+  std::string client = "sync";
+  size_t requests_inflight = 8;
 };
 int CmdLatency(const CommonOptions& common, const LatencyOptions& options);
 

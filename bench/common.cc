@@ -311,7 +311,72 @@ class SyncBatchDriver : public PublishDriver {
   size_t n_ = 0;
 };
 
+class AsyncDriver : public PublishDriver {
+ public:
+  AsyncDriver(ClientOptions options, size_t requests_inflight, AckSink& sink)
+      : sink_(sink), publisher_(std::move(options), AsyncOptions(requests_inflight)) {}
+  ~AsyncDriver() override { Flush(); }
+
+  void Submit(std::string_view payload, Clock::time_point scheduled) override {
+    // The callback runs on the publisher's one I/O thread: `local_` needs no
+    // lock until Flush merges it.
+    std::optional<Error> e = publisher_.Publish(payload, {}, [this, scheduled](const Result<uint64_t>& r) {
+      if (!r.ok()) {
+        ++failed_;
+        return;
+      }
+      if (scheduled >= sink_.window_begin && scheduled < sink_.window_end) {
+        local_.Add(std::chrono::duration<double, std::micro>(Clock::now() - scheduled).count(), 1);
+        ++counted_;
+      }
+    });
+    if (e) {
+      std::lock_guard<std::mutex> lock(sink_.mu);
+      ++sink_.errors;
+      sink_.last_error = e->message;
+    }
+  }
+
+  void SendDue() override {}  // sent already; waiting would close the loop
+
+  void Flush() override {
+    if (flushed_) return;
+    flushed_ = true;
+    std::optional<Error> e = publisher_.Close(std::chrono::seconds(30));
+    std::lock_guard<std::mutex> lock(sink_.mu);
+    sink_.latency.Merge(local_);
+    sink_.acked += counted_;
+    sink_.errors += failed_;
+    if (e) {
+      ++sink_.errors;
+      sink_.last_error = e->message;
+    } else if (failed_ > 0) {
+      sink_.last_error = "a publish callback reported an error";
+    }
+  }
+
+ private:
+  static AsyncPublisherOptions AsyncOptions(size_t requests_inflight) {
+    AsyncPublisherOptions o;
+    o.linger = std::chrono::milliseconds(0);
+    o.requests_inflight_max = std::max<size_t>(1, requests_inflight);
+    return o;
+  }
+
+  AckSink& sink_;
+  LatencyRecorder local_;
+  uint64_t counted_ = 0;
+  uint64_t failed_ = 0;
+  bool flushed_ = false;
+  AsyncPublisher publisher_;  // last: its I/O thread stops before the rest goes
+};
+
 }  // namespace
+
+std::unique_ptr<PublishDriver> MakeAsyncDriver(ClientOptions options, size_t requests_inflight,
+                                               AckSink& sink) {
+  return std::make_unique<AsyncDriver>(std::move(options), requests_inflight, sink);
+}
 
 std::unique_ptr<PublishDriver> MakeSyncBatchDriver(ClientOptions options, size_t window,
                                                    AckSink& sink) {

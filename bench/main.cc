@@ -172,8 +172,14 @@ int main(int argc, char** argv) {
   latency->add_option("--senders", lat.senders, "Sender threads, each with its own publisher")
       ->capture_default_str()->check(CLI::Range(1, 256));
   latency->add_option("--size", lat.size, "Message payload bytes")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-  latency->add_option("--batch-max", lat.batch_max, "Most messages one sender sends at once when behind")
+  latency->add_option("--batch-max", lat.batch_max, "Most messages one sync sender sends at once when behind")
       ->capture_default_str()->check(CLI::Range(1, 65536));
+  latency->add_option("--client", lat.client,
+                      "async: AsyncPublisher, several requests in flight per sender; sync: blocking "
+                      "PublishBatch, one request in flight per sender (due messages wait for it)")
+      ->capture_default_str()->check(CLI::IsMember({"async", "sync"}));
+  latency->add_option("--requests-inflight", lat.requests_inflight, "Requests in flight per async sender")
+      ->capture_default_str()->check(CLI::Range(1, 1024));
 
   FailoverOptions fo;
   auto* failover = app.add_subcommand("failover", "kill -9 of the leader under load, K times: time to the first ack by the new leader");

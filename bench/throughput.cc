@@ -1,5 +1,7 @@
 // `throughput` (closed loop: every publisher keeps its window in flight) and
 // `latency` (open loop at a fixed offered rate).
+#include <unistd.h>
+
 #include <ctime>
 #include <iostream>
 #include <thread>
@@ -191,11 +193,14 @@ int CmdThroughput(const CommonOptions& common, const ThroughputOptions& o) {
 }
 
 // Open loop: message i of the run is due at t0 + i / rate, whatever happened
-// to earlier ones. The synchronous client blocks a thread per request, so the
-// schedule is dealt round robin to `senders` threads, each with its own
-// publisher; a thread that wakes late sends every message already due as one
-// batch, and each message's latency counts from its due time, so a stall
-// shows up in the percentiles instead of slowing the schedule down.
+// to earlier ones. The schedule is dealt round robin to `senders` threads,
+// each with its own publisher, and each message's latency counts from its due
+// time, so a stall shows up in the percentiles instead of slowing the
+// schedule down. With the async client (the default) a sender hands each due
+// message to its AsyncPublisher at once; with the sync client a thread blocks
+// on one request at a time and sends every message that fell due meanwhile as
+// the next batch, so its figures include that wait (head-of-line blocking in
+// the load generator, not in the brokers).
 Json RunOpenLoop(const CommonOptions& common, const LatencyOptions& o, BenchCluster& cluster,
                  double rate) {
   AckSink sink;
@@ -211,7 +216,8 @@ Json RunOpenLoop(const CommonOptions& common, const LatencyOptions& o, BenchClus
   std::vector<std::thread> threads;
   for (int j = 0; j < senders; ++j) {
     threads.emplace_back([&, j] {
-      auto driver = MakeSyncBatchDriver(copt, o.batch_max, sink);
+      auto driver = o.client == "sync" ? MakeSyncBatchDriver(copt, o.batch_max, sink)
+                                       : MakeAsyncDriver(copt, o.requests_inflight, sink);
       auto due = [&](uint64_t k) {
         const double at = static_cast<double>(static_cast<uint64_t>(j) + k * static_cast<uint64_t>(senders)) / rate;
         return t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at));
@@ -225,8 +231,9 @@ Json RunOpenLoop(const CommonOptions& common, const LatencyOptions& o, BenchClus
           driver->Submit(payload, due(k));
           ++k, ++n;
         }
-        driver->Flush();
+        driver->SendDue();
       }
+      driver->Flush();
     });
   }
   for (auto& t : threads) t.join();
@@ -249,6 +256,7 @@ int CmdLatency(const CommonOptions& common, const LatencyOptions& o) {
   out["benchmark"] = "latency";
   out["cluster"] = cluster.external() ? "external" : "3 local brokers, fsync on";
   out["senders"] = o.senders;
+  out["client"] = o.client;
   out["message_bytes"] = static_cast<uint64_t>(o.size);
   out["duration_s"] = o.duration_s;
   std::vector<std::pair<std::string, double>> points;
@@ -268,10 +276,15 @@ int CmdLatency(const CommonOptions& common, const LatencyOptions& o) {
   }
   Json results = Json::MakeArray();
   const double floor_us = ceiling.NumberAt("latency_floor_us").value_or(0);
-  Table t("latency: open loop, " + std::to_string(o.senders) + " senders, " +
+  Table t("latency: open loop, " + std::to_string(o.senders) + " " + o.client + " senders, " +
           std::to_string(o.size) + "-byte messages, " + Fmt(o.duration_s, 1) + " s per rate" +
           (out.Find("max_msgs_per_s") ? ", max " + Fmt(*out.NumberAt("max_msgs_per_s")) + " msgs/s" : ""));
   for (const auto& [label, rate] : points) {
+    // Each rate starts on a quiet disk: the probe (and a rate near the
+    // maximum) leaves GBs of dirty pages whose writeback would otherwise
+    // land in the next rate's fsyncs (the 1,000/s point above all).
+    ::sync();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
     Json r = RunOpenLoop(common, o, cluster, rate);
     r["label"] = label;
     const double p50 = *r.NumberAt("latency.p50_us");
