@@ -806,7 +806,8 @@ void Replica::OnFetchReply(const Message& m) {
     }
   }
   // Replies may come back out of order from several peers: entries beyond
-  // the next instance wait in fetched_ahead_ (bounded by the pipeline).
+  // the next instance wait in fetched_ahead_ (bounded by the pipeline, and
+  // in bytes by MaybeFetch).
   const uint64_t ahead_max =
       hard_.chosen.value() + uint64_t{config_.fetch_pipeline_max} * config_.fetch_entries_max;
   Instance expect = m.instance;
@@ -822,7 +823,7 @@ void Replica::OnFetchReply(const Message& m) {
       continue;
     }
     if (e.instance.value() > ahead_max) break;
-    fetched_ahead_.emplace(e.instance, e);
+    if (fetched_ahead_.emplace(e.instance, e).second) fetched_ahead_bytes_ += e.value->ByteSize();
   }
   TakeFetched();
   LearnFromCommit();
@@ -833,18 +834,24 @@ void Replica::TakeFetched() {
   while (!fetched_ahead_.empty()) {
     auto it = fetched_ahead_.begin();
     if (it->first <= hard_.chosen) {
-      fetched_ahead_.erase(it);
+      DropFetchedAhead(it);
       continue;
     }
     if (it->first != hard_.chosen.next()) break;
     if (role_ == Role::kLeader && inflight_.count(it->first)) {
       fetched_ahead_.clear();
+      fetched_ahead_bytes_ = 0;
       break;
     }
     StageEntry(it->second);
     SetChosen(it->first);
-    fetched_ahead_.erase(it);
+    DropFetchedAhead(it);
   }
+}
+
+void Replica::DropFetchedAhead(std::map<Instance, Entry>::iterator it) {
+  fetched_ahead_bytes_ -= std::min(fetched_ahead_bytes_, it->second.value->ByteSize());
+  fetched_ahead_.erase(it);
 }
 
 // ---------------------------------------------------------------------------
@@ -1133,6 +1140,13 @@ void Replica::MaybeFetch(bool force) {
       x = x.next();
       continue;
     }
+    // Beyond the next gap, only while what waits behind it is small: a slow
+    // reply for the gap must not make everything fetched after it pile up
+    // in memory (and then be written in one huge commit).
+    if (x != hard_.chosen.next() &&
+        fetched_ahead_bytes_ >= kFetchedAheadReplies * config_.fetch_bytes_max) {
+      break;
+    }
     uint64_t last = std::min({known_chosen_.value(), x.value() + config_.fetch_entries_max - 1,
                               ahead_max});
     auto next_fetch = fetches_.upper_bound(x);
@@ -1177,7 +1191,9 @@ void Replica::InstallSnapshot(const AppliedSnapshot& snapshot) {
   std::erase_if(applied_out_,
                 [&](const AppliedInstance& a) { return a.instance <= snapshot.instance; });
   if (snapshot_out_ && snapshot_out_->instance <= snapshot.instance) snapshot_out_.reset();
-  fetched_ahead_.erase(fetched_ahead_.begin(), fetched_ahead_.upper_bound(snapshot.instance));
+  while (!fetched_ahead_.empty() && fetched_ahead_.begin()->first <= snapshot.instance) {
+    DropFetchedAhead(fetched_ahead_.begin());
+  }
   fetches_.clear();
   if (repair_ <= snapshot.instance) repair_ = kNoInstance;
   need_snapshot_ = false;

@@ -265,6 +265,7 @@ class Replica {
   void SendFetch(NodeId peer, Instance first, Instance last);
   bool SendFetch(Instance first, Instance last, bool repair);
   void TakeFetched();
+  void DropFetchedAhead(std::map<Instance, Entry>::iterator it);
   void Probe();
   void CheckRejoin();
   void ApplyChosen(Instance instance, const ValuePtr& value);
@@ -352,6 +353,9 @@ class Replica {
   std::set<Instance> chosen_ahead_;   // bug kOutOfOrderApply only
   std::map<Instance, Fetch> fetches_;        // in flight, by first instance
   std::map<Instance, Entry> fetched_ahead_;  // chosen entries beyond a gap
+  uint64_t fetched_ahead_bytes_ = 0;         // their values' ByteSize
+  // fetched_ahead_ may grow past this many full replies only to fill the gap.
+  static constexpr uint64_t kFetchedAheadReplies = 16;
   NodeId fetch_failed_peer_{};               // the last peer that timed out
   bool need_snapshot_ = false;
   NodeId snapshot_peer_{};
