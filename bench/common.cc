@@ -320,7 +320,7 @@ class AsyncDriver : public PublishDriver {
   void Submit(std::string_view payload, Clock::time_point scheduled) override {
     // The callback runs on the publisher's one I/O thread: `local_` needs no
     // lock until Flush merges it.
-    std::optional<Error> e = publisher_.Publish(payload, {}, [this, scheduled](const Result<uint64_t>& r) {
+    auto done = [this, scheduled](const Result<uint64_t>& r) {
       if (!r.ok()) {
         ++failed_;
         return;
@@ -329,7 +329,8 @@ class AsyncDriver : public PublishDriver {
         local_.Add(std::chrono::duration<double, std::micro>(Clock::now() - scheduled).count(), 1);
         ++counted_;
       }
-    });
+    };
+    std::optional<Error> e = publisher_.Publish(payload, {}, std::move(done));
     if (e) {
       std::lock_guard<std::mutex> lock(sink_.mu);
       ++sink_.errors;

@@ -842,7 +842,8 @@ DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSna
     keyed->reserve(root->keyed()->size());
     for (const wire::KeyedMessage* m : *root->keyed()) {
       keyed->push_back(StreamMessage{m->offset(), m->producer(), m->sequence(),
-                                     std::string(ViewOf(m->key())), std::string(ViewOf(m->payload()))});
+                                     std::string(ViewOf(m->key())),
+                                     std::string(ViewOf(m->payload()))});
     }
   }
   *state = std::move(st);

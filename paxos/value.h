@@ -22,11 +22,11 @@ enum class ValueKind : uint8_t {
 const char* ToString(ValueKind kind);
 
 // Immutable bytes of a message: usually a view into a buffer it shares with
-// the other messages of its batch (the frame or record they were decoded
-// from), so a batch of N messages costs no N allocations and copies; or a
-// copy of its own (Copy, and the implicit conversions, for tests and small
-// values). Copying a Bytes shares the buffer; the buffer lives as long as
-// any Bytes that views it.
+// the other messages of its batch (the batch's own copy of the bytes it was
+// decoded from), so a batch of N messages costs no N allocations and copies;
+// or a copy of its own (Copy, and the implicit conversions, for tests and
+// small values). Copying a Bytes shares the buffer; the buffer lives as long
+// as any Bytes that views it.
 class Bytes {
  public:
   Bytes() = default;

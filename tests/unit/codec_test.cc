@@ -616,12 +616,14 @@ TEST(PeerCodecTest, DecodedMessagesDoNotPointIntoTheFrame) {
     const std::string payload(20 * i, static_cast<char>('a' + i));
     msgs.push_back(wire::CreateClientMessage(
         builder, 9, i,
-        key.empty() ? 0 : builder.CreateVector(reinterpret_cast<const uint8_t*>(key.data()), key.size()),
+        key.empty() ? 0
+                    : builder.CreateVector(reinterpret_cast<const uint8_t*>(key.data()), key.size()),
         builder.CreateVector(reinterpret_cast<const uint8_t*>(payload.data()), payload.size())));
   }
   const auto value =
       wire::CreateValue(builder, wire::ValueKind::Batch, &origin, builder.CreateVector(msgs));
-  const std::vector<fb::Offset<wire::Entry>> entries = {wire::CreateEntry(builder, 7, &ballot, value)};
+  const std::vector<fb::Offset<wire::Entry>> entries = {
+      wire::CreateEntry(builder, 7, &ballot, value)};
   std::string v1 = FinishFrame(
       builder, HandMessage(builder, wire::MessageType::Accept, builder.CreateVector(entries)), 1);
   ASSERT_TRUE(DecodeFrame(v1, &out).ok());
