@@ -204,6 +204,25 @@ TEST(Broker, GarbageTruncatedAndOversizedFramesChangeNothing) {
 
 
 // One raw Publish request of (producer, sequences), as a client would send it.
+// A raw client connection, for frames the client library would not send.
+zmq::socket_t DealerTo(zmq::context_t& ctx, const std::string& endpoint) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect("tcp://" + endpoint);
+  return s;
+}
+
+// The next frame on `s` (copied, so FlatBuffers reads it aligned); empty
+// after 10 s without one.
+std::vector<uint8_t> NextFrame(zmq::socket_t& s) {
+  zmq::pollitem_t items[] = {{s.handle(), 0, ZMQ_POLLIN, 0}};
+  zmq::poll(items, 1, std::chrono::milliseconds(10000));
+  zmq::message_t m;
+  if (!(items[0].revents & ZMQ_POLLIN) || !s.recv(m)) return {};
+  return std::vector<uint8_t>(static_cast<const uint8_t*>(m.data()),
+                              static_cast<const uint8_t*>(m.data()) + m.size());
+}
+
 std::string RawPublish(uint64_t request_id, uint64_t producer, std::vector<uint64_t> sequences) {
   flatbuffers::FlatBufferBuilder b;
   std::vector<flatbuffers::Offset<wire::ClientMessage>> msgs;
@@ -227,9 +246,7 @@ TEST(Broker, EveryWaitingPublishIsAnsweredOnceWithItsOffsets) {
   const int leader = c.WaitForLeader();
   ASSERT_NE(leader, 0);
   zmq::context_t ctx;
-  zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.set(zmq::sockopt::linger, 0);
-  s.connect("tcp://" + c.ClientEndpoint(leader));
+  zmq::socket_t s = DealerTo(ctx, c.ClientEndpoint(leader));
   std::vector<uint64_t> first(50), second(10);
   for (uint64_t i = 0; i < 50; ++i) first[i] = i + 1;
   for (uint64_t i = 0; i < 10; ++i) second[i] = i + 51;
@@ -255,13 +272,8 @@ TEST(Broker, EveryWaitingPublishIsAnsweredOnceWithItsOffsets) {
 
   std::map<uint64_t, std::vector<std::tuple<uint64_t, uint64_t, wire::ErrorCode>>> replies;
   while (replies.size() < 4) {
-    zmq::pollitem_t items[] = {{s.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 1, 10000ms);
-    ASSERT_TRUE(items[0].revents & ZMQ_POLLIN) << "only " << replies.size() << " replies";
-    zmq::message_t m;
-    ASSERT_TRUE(s.recv(m));
-    std::vector<uint8_t> aligned(static_cast<const uint8_t*>(m.data()),
-                                 static_cast<const uint8_t*>(m.data()) + m.size());
+    const std::vector<uint8_t> aligned = NextFrame(s);
+    ASSERT_FALSE(aligned.empty()) << "only " << replies.size() << " replies";
     const auto* env = wire::GetClientEnvelope(aligned.data());
     ASSERT_EQ(env->body_type(), wire::Body::PublishReply) << "request " << env->request_id();
     ASSERT_EQ(replies.count(env->request_id()), 0u) << "answered twice";
@@ -292,17 +304,7 @@ TEST(Broker, APublishWhoseMessagesShareOnePayloadIsRefused) {
   const int leader = c.WaitForLeader();
   ASSERT_NE(leader, 0);
   zmq::context_t ctx;
-  zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.set(zmq::sockopt::linger, 0);
-  s.connect("tcp://" + c.ClientEndpoint(leader));
-  auto reply = [&]() {
-    zmq::pollitem_t items[] = {{s.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 1, 10000ms);
-    zmq::message_t m;
-    if (!(items[0].revents & ZMQ_POLLIN) || !s.recv(m)) return std::vector<uint8_t>();
-    return std::vector<uint8_t>(static_cast<const uint8_t*>(m.data()),
-                                static_cast<const uint8_t*>(m.data()) + m.size());
-  };
+  zmq::socket_t s = DealerTo(ctx, c.ClientEndpoint(leader));
   flatbuffers::FlatBufferBuilder shared;
   {
     const auto payload = shared.CreateVector(std::vector<uint8_t>(64 * 1024, 'x'));
@@ -316,7 +318,7 @@ TEST(Broker, APublishWhoseMessagesShareOnePayloadIsRefused) {
   }
   ASSERT_LT(shared.GetSize(), 200u * 1024);  // stands for 125 MiB of payloads
   s.send(zmq::buffer(shared.GetBufferPointer(), shared.GetSize()), zmq::send_flags::none);
-  std::vector<uint8_t> r = reply();
+  std::vector<uint8_t> r = NextFrame(s);
   ASSERT_FALSE(r.empty()) << "no reply";
   const auto* env = wire::GetClientEnvelope(r.data());
   ASSERT_EQ(env->body_type(), wire::Body::Error);
@@ -326,7 +328,7 @@ TEST(Broker, APublishWhoseMessagesShareOnePayloadIsRefused) {
       << env->body_as_Error()->message()->str();
   // Nothing was stored, and the same producer's honest publish is served.
   s.send(zmq::buffer(RawPublish(8, 0xD00D, {1, 2})), zmq::send_flags::none);
-  r = reply();
+  r = NextFrame(s);
   ASSERT_FALSE(r.empty()) << "no reply";
   env = wire::GetClientEnvelope(r.data());
   ASSERT_EQ(env->body_type(), wire::Body::PublishReply);
