@@ -38,6 +38,37 @@ std::vector<Record> ReadAll(const std::string& broker, uint64_t count) {
   return out;
 }
 
+// A stored batch of 6,000 messages is more than one Deliver frame (2,048
+// messages): one read of the store serves it as several frames, and with a
+// small credit over several turns. Every message arrives once, in order.
+TEST(Broker, ABatchLargerThanADeliverFrameArrivesWholeAndInOrder) {
+  Cluster c(3);
+  ASSERT_NE(c.WaitForLeader(), 0);
+  Publisher p(c.Options());
+  std::vector<OutgoingMessage> batch;
+  for (int i = 0; i < 6000; ++i) batch.push_back({"", "big-" + std::to_string(i)});
+  auto r = p.PublishBatch(batch);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_TRUE(c.WaitForHead(6000));
+  for (uint32_t credit : {uint32_t{100000}, uint32_t{1000}}) {
+    ClientOptions o;
+    o.brokers = {c.ClientEndpoint(1)};
+    o.request_timeout = 500ms;
+    Subscriber s(o, StartAt::Earliest(), credit);
+    uint64_t next = 0;
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (next < 6000 && std::chrono::steady_clock::now() < deadline) {
+      auto m = s.Next(500ms);
+      ASSERT_TRUE(m.ok()) << m.error().message;
+      if (!m.value()) continue;
+      ASSERT_EQ(m.value()->offset, next) << "credit " << credit;
+      ASSERT_EQ(m.value()->payload, "big-" + std::to_string(next)) << "credit " << credit;
+      ++next;
+    }
+    EXPECT_EQ(next, 6000u) << "credit " << credit;
+  }
+}
+
 TEST(Broker, TenThousandMessagesThroughAFollowerArriveInOneOrderEverywhere) {
   Cluster c(3);
   const int leader = c.WaitForLeader();
