@@ -591,6 +591,10 @@ SimResult Simulation::Run() {
   const uint64_t cache_bounds[] = {0, 400, 64 << 20};
   // (From the seed itself, not rng_: the other choices of a seed stay as they were.)
   base_config_.unapplied_cache_bytes_max = cache_bounds[(opt_.seed / 7) % 3];
+  // Fetch replies of one entry each, so the bound on what waits behind a
+  // catch-up gap (16 replies' worth) is reached; or the broker's default.
+  const uint64_t fetch_bytes[] = {100, 4 << 20};
+  base_config_.fetch_bytes_max = fetch_bytes[(opt_.seed / 11) % 2];
   const bool learner = rng_.Chance(0.5);
   wipes_ = rng_.Chance(0.5);
   std::ostringstream mix;
@@ -598,7 +602,8 @@ SimResult Simulation::Run() {
       << "u fault-every~" << fault_every_ / kTickUnits << "t mid-persist=" << crash_mid_persist_
       << " snapshot-every=" << base_config_.snapshot_interval_instances
       << " keep=" << keep_after_snapshot_ << " learner=" << learner << " wipes=" << wipes_
-      << " apply-cache=" << base_config_.unapplied_cache_bytes_max;
+      << " apply-cache=" << base_config_.unapplied_cache_bytes_max
+      << " fetch-bytes=" << base_config_.fetch_bytes_max;
   result_.fault_mix = mix.str();
 
   base_config_.election_timeout_ticks = 10;
