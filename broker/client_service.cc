@@ -269,13 +269,10 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid, con
                   " bytes of keys and payloads (messages share bytes)");
     return;
   }
-  auto arena = std::make_shared<std::string>();
-  arena->reserve(content_bytes);
+  paxos::BytesArena arena(content_bytes);
   auto keep = [&](const flatbuffers::Vector<uint8_t>* bytes) {
-    if (bytes == nullptr || bytes->size() == 0) return paxos::Bytes();
-    const size_t at = arena->size();
-    arena->append(reinterpret_cast<const char*>(bytes->data()), bytes->size());
-    return paxos::Bytes::Shared(arena, std::string_view(arena->data() + at, bytes->size()));
+    if (bytes == nullptr) return paxos::Bytes();
+    return arena.Keep({reinterpret_cast<const char*>(bytes->data()), bytes->size()});
   };
   for (const wire::ClientMessage* m : *msgs) {
     const size_t key_size = m->key() ? m->key()->size() : 0;

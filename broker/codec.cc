@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "broker/crc32c.h"
@@ -498,44 +499,29 @@ std::string_view ViewOf(const fb::Vector<uint8_t>* bytes) {
 paxos::ValuePtr ValueFromWire(const wire::Value& value, std::span<const uint8_t> encoded) {
   auto out = std::make_shared<paxos::Value>();
   const auto* messages = value.messages();
-  std::shared_ptr<const void> owner;
-  // Where the bytes of `value` are found in the buffer the views point into.
-  const char* from = nullptr;
-  const char* to = nullptr;
+  std::shared_ptr<std::vector<uint8_t>> copy;
+  std::optional<paxos::BytesArena> arena;
   if (!encoded.empty()) {
-    auto copy = std::make_shared<std::vector<uint8_t>>(encoded.begin(), encoded.end());
+    copy = std::make_shared<std::vector<uint8_t>>(encoded.begin(), encoded.end());
     out->encoded.data = copy->data();
     out->encoded.size = copy->size();
-    from = reinterpret_cast<const char*>(encoded.data());
-    to = reinterpret_cast<const char*>(copy->data());
-    owner = copy;
-    out->encoded.owner = std::move(copy);
-  } else if (messages != nullptr && messages->size() > 0) {
-    auto arena = std::make_shared<std::string>();
-    arena->reserve(ContentBytes(value));
-    for (const wire::ClientMessage* m : *messages) {
-      arena->append(ViewOf(m->key()));
-      arena->append(ViewOf(m->payload()));
-    }
-    owner = std::move(arena);
+    out->encoded.owner = copy;
+  } else {
+    arena.emplace(ContentBytes(value));
   }
+  auto view = [&](const fb::Vector<uint8_t>* bytes) {
+    const std::string_view v = ViewOf(bytes);
+    if (!copy) return arena->Keep(v);
+    if (v.empty()) return paxos::Bytes();
+    // The same place in the copy as in `encoded`.
+    const size_t at = reinterpret_cast<const uint8_t*>(v.data()) - encoded.data();
+    return paxos::Bytes::Shared(copy, {reinterpret_cast<const char*>(copy->data()) + at, v.size()});
+  };
   const bool known = FromWire(value.kind(), &out->kind);
   PAXOS_ASSERT(known);
   out->origin = FromWire(value.origin());
   if (messages != nullptr) {
     out->messages.reserve(messages->size());
-    size_t at = 0;  // into the arena (version 1)
-    const auto* arena = encoded.empty() ? static_cast<const std::string*>(owner.get()) : nullptr;
-    auto view = [&](const fb::Vector<uint8_t>* bytes) {
-      const std::string_view v = ViewOf(bytes);
-      if (v.empty()) return paxos::Bytes();
-      if (arena == nullptr) {
-        return paxos::Bytes::Shared(owner, {to + (v.data() - from), v.size()});
-      }
-      const std::string_view in_arena(arena->data() + at, v.size());
-      at += v.size();
-      return paxos::Bytes::Shared(owner, in_arena);
-    };
     for (const wire::ClientMessage* m : *messages) {
       paxos::ClientMessage& message = out->messages.emplace_back();
       message.producer = paxos::ProducerId(m->producer());

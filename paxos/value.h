@@ -61,6 +61,26 @@ class Bytes {
   std::string_view view_;
 };
 
+// One buffer for the bytes of many messages (a batch): Keep copies bytes in
+// and returns a Bytes viewing them. The buffer never reallocates: bytes
+// beyond `capacity` get a buffer of their own.
+class BytesArena {
+ public:
+  explicit BytesArena(size_t capacity) : buffer_(std::make_shared<std::string>()) {
+    buffer_->reserve(capacity);
+  }
+  Bytes Keep(std::string_view bytes) {
+    if (bytes.empty()) return Bytes();
+    if (bytes.size() > buffer_->capacity() - buffer_->size()) return Bytes::Copy(bytes);
+    const size_t at = buffer_->size();
+    buffer_->append(bytes);
+    return Bytes::Shared(buffer_, std::string_view(buffer_->data() + at, bytes.size()));
+  }
+
+ private:
+  std::shared_ptr<std::string> buffer_;
+};
+
 // One published message. (producer, sequence) makes publishing idempotent.
 struct ClientMessage {
   ProducerId producer{};
