@@ -46,8 +46,11 @@ constexpr int kSendQueueFramesMax = 1000;
 // broker may push, and a ZeroMQ drop at a high-water mark would only turn
 // into a gap and a resubscribe.
 constexpr int kReceiveQueueFramesMax = 0;
-// ZeroMQ reconnects a dropped TCP connection by itself after this long.
-constexpr int kReconnectIntervalMs = 100;
+// ZeroMQ reconnects a dropped TCP connection by itself: first after 10 ms
+// (a restarted broker is back in use at once), then backing off to 100 ms
+// while it stays down.
+constexpr int kReconnectIntervalMs = 10;
+constexpr int kReconnectIntervalMaxMs = 100;
 // A frame FlatBuffers cannot address is garbage; refuse it in ZeroMQ before
 // it is allocated. (Brokers cap frames far lower: limits.frame_bytes_max.)
 constexpr int64_t kFrameBytesMax = static_cast<int64_t>(FLATBUFFERS_MAX_BUFFER_SIZE) - 1;
@@ -134,6 +137,7 @@ std::unique_ptr<Connection> Connection::Open(zmq::context_t& context, const std:
     socket.set(zmq::sockopt::sndhwm, kSendQueueFramesMax);
     socket.set(zmq::sockopt::rcvhwm, kReceiveQueueFramesMax);
     socket.set(zmq::sockopt::reconnect_ivl, kReconnectIntervalMs);
+    socket.set(zmq::sockopt::reconnect_ivl_max, kReconnectIntervalMaxMs);
     socket.set(zmq::sockopt::maxmsgsize, kFrameBytesMax);
     socket.connect(ToZmqEndpoint(endpoint));
     return std::unique_ptr<Connection>(new Connection(std::move(socket), endpoint));
