@@ -12,12 +12,17 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 constexpr size_t kPeerBytesPerTurnMax = 16 << 20;  // peer frames decoded per loop turn
+// Fetches waiting for the catch-up server; beyond, they are dropped (the
+// asker times out and asks again, backing off).
+constexpr size_t kCatchUpQueuedMax = 16;
 }  // namespace
 
 Broker::Broker(BrokerConfig config) : config_(std::move(config)) {}
 
 Broker::~Broker() {
-  // Sockets close before the context terminates.
+  // Sockets close before the context terminates (and the catch-up server's
+  // thread stops before the store closes).
+  catchup_.reset();
   connections_.reset();
   clients_.reset();
   snapshots_.reset();
@@ -39,6 +44,8 @@ Status Broker::Start() {
   // An empty data directory may be a new cluster or a lost disk: the core
   // asks the peers before it votes (docs/operations.md, "Lost disks").
   core.probe_before_voting = store_->opened_empty();
+  // Fetches are served off the event loop (broker/catchup_server.h).
+  core.host_serves_fetch = true;
   if (core.probe_before_voting && config_.Self()) {
     spdlog::info("empty data directory: asking the peers whether the cluster has a history "
                  "before voting");
@@ -46,6 +53,10 @@ Status Broker::Start() {
   replica_ = std::make_unique<paxos::Replica>(core, *store_);
   peers_ = std::make_unique<PeerTransport>(context_, config_);
   if (!(s = peers_->Open()).ok()) return s;
+  catchup_ = std::make_unique<CatchUpServer>(
+      context_, *store_,
+      CatchUpServer::Limits{core.fetch_entries_max, core.fetch_bytes_max, kCatchUpQueuedMax});
+  if (!(s = catchup_->Start()).ok()) return s;
   snapshots_ = std::make_unique<SnapshotService>(
       config_, *store_, *peers_, [this] { return replica_->chosen(); },
       [this] {
@@ -131,6 +142,15 @@ void Broker::HandlePeerFrames(size_t max, size_t max_bytes) {
   }
 }
 
+void Broker::SendCatchUpReplies() {
+  catchup_->Drain(
+      [this](uint32_t to, zmq::message_t frame) { peers_->SendCatchUp(to, std::move(frame)); },
+      [this](paxos::Instance instance, const std::string& what) {
+        catchup_error_ = what;  // logged with the count (ReportRoleChanges)
+        replica_->ReportUnreadable(instance);
+      });
+}
+
 Status Broker::Persist(const paxos::HardState& hard, std::span<const paxos::Entry> entries,
                        std::span<const paxos::AppliedInstance> applied) {
   std::span<const paxos::AppliedInstance> all = applied;
@@ -193,6 +213,8 @@ Status Broker::DrainReady() {
     }
     CountVotesWhileCatchingUp(r);
     for (const paxos::Message& m : r.messages_after_persist) peers_->Send(m);
+    // Read by the server after this point: every entry they name is stored.
+    for (paxos::FetchToServe& f : r.fetches_to_serve) catchup_->Submit(std::move(f));
     if (r.lost_leadership) clients_->OnLostLeadership();
     // Right after its commit: the read transaction sees exactly this state.
     if (r.snapshot) snapshots_->Take(*r.snapshot);
@@ -256,8 +278,9 @@ void Broker::ReportRoleChanges() {
   if (corruptions != last_corruptions_) {
     spdlog::error("checksum failure: {} (total {}); the record is not served and is being "
                   "repaired from peers",
-                  store_->last_error(), corruptions);
+                  catchup_error_.empty() ? store_->last_error() : catchup_error_, corruptions);
     last_corruptions_ = corruptions;
+    catchup_error_.clear();
   }
 }
 
@@ -295,6 +318,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
   std::vector<zmq::pollitem_t> items;
   peers_->AddPollItems(&items);
   items.push_back({clients_->socket().handle(), 0, ZMQ_POLLIN, 0});
+  items.push_back({catchup_->socket().handle(), 0, ZMQ_POLLIN, 0});
   while (!stop.load(std::memory_order_relaxed)) {
     auto now = Clock::now();
     const auto wait = clients_->more_to_deliver()
@@ -315,6 +339,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
       continue;  // a signal: check `stop`
     }
     HandlePeerFrames(4096, kPeerBytesPerTurnMax);
+    SendCatchUpReplies();
     if (!deferred_error_.empty()) return Status::Error(deferred_error_);
     clients_->Poll(4096);
     now = Clock::now();

@@ -6,6 +6,8 @@
 // frame and client request to the core; tick if due; then drain the core's
 // Ready batches — each is one LMDB transaction (group commit of everything
 // the turn produced), and promises/accepted replies leave only after it.
+// Two jobs that read the store at length run on threads of their own:
+// serving peers' fetches (CatchUpServer) and encoding snapshots.
 #pragma once
 
 #include <atomic>
@@ -17,6 +19,7 @@
 
 #include <zmq.hpp>
 
+#include "broker/catchup_server.h"
 #include "broker/client_connections.h"
 #include "broker/client_service.h"
 #include "broker/config.h"
@@ -41,6 +44,8 @@ class Broker {
 
  private:
   void HandlePeerFrames(size_t max, size_t max_bytes);
+  // Sends the catch-up replies the server finished; reports bad records.
+  void SendCatchUpReplies();
   Status DrainReady();
   void ReportRoleChanges();
   void CountVotesWhileCatchingUp(const paxos::Ready& r);
@@ -57,6 +62,7 @@ class Broker {
   std::unique_ptr<paxos::Replica> replica_;
   std::unique_ptr<PeerTransport> peers_;
   std::unique_ptr<SnapshotService> snapshots_;
+  std::unique_ptr<CatchUpServer> catchup_;
   std::unique_ptr<ClientService> clients_;
   std::unique_ptr<ClientConnections> connections_;  // only with metrics on
   std::unique_ptr<monitoring::BrokerMetrics> metrics_;
@@ -66,6 +72,7 @@ class Broker {
   paxos::Role last_role_ = paxos::Role::kFollower;
   paxos::NodeId last_leader_{};
   uint64_t last_corruptions_ = 0;
+  std::string catchup_error_;  // the last record the catch-up server found bad
   uint64_t votes_while_catching_up_ = 0;
   // Chosen mark and applied instances not yet written (see DrainReady).
   static constexpr size_t kDeferredInstancesMax = 4096;

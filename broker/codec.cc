@@ -596,6 +596,24 @@ std::string EncodePeerMessage(const paxos::Message& message) {
   return std::string(reinterpret_cast<const char*>(frame->data()), frame->size());
 }
 
+namespace {
+// The message around its (already built) entries, and the envelope.
+std::unique_ptr<fb::DetachedBuffer> FinishPeerFrame(
+    fb::FlatBufferBuilder& builder, const paxos::Message& message,
+    fb::Offset<fb::Vector<fb::Offset<wire::Entry>>> entries_offset) {
+  const wire::Ballot ballot = ToWire(message.ballot);
+  const wire::Ballot promised = ToWire(message.promised);
+  const auto body = wire::CreatePeerMessage(builder, ToWire(message.type), message.from.value(),
+                                            message.to.value(), &ballot, &promised,
+                                            message.instance.value(), message.instance_last.value(),
+                                            message.chosen.value(), entries_offset,
+                                            message.first_retained.value());
+  wire::FinishSizePrefixedPeerEnvelopeBuffer(
+      builder, wire::CreatePeerEnvelope(builder, kPeerFormatVersion, body));
+  return std::make_unique<fb::DetachedBuffer>(builder.Release());
+}
+}  // namespace
+
 std::unique_ptr<fb::DetachedBuffer> EncodePeerFrame(const paxos::Message& message) {
   size_t capacity = BuilderBytesFor(nullptr);
   for (const paxos::Entry& entry : message.entries) capacity += BuilderBytesFor(entry.value.get());
@@ -615,16 +633,7 @@ std::unique_ptr<fb::DetachedBuffer> EncodePeerFrame(const paxos::Message& messag
     }
     entries_offset = builder.CreateVector(entries);
   }
-  const wire::Ballot ballot = ToWire(message.ballot);
-  const wire::Ballot promised = ToWire(message.promised);
-  const auto body = wire::CreatePeerMessage(builder, ToWire(message.type), message.from.value(),
-                                            message.to.value(), &ballot, &promised,
-                                            message.instance.value(), message.instance_last.value(),
-                                            message.chosen.value(), entries_offset,
-                                            message.first_retained.value());
-  wire::FinishSizePrefixedPeerEnvelopeBuffer(
-      builder, wire::CreatePeerEnvelope(builder, kPeerFormatVersion, body));
-  return std::make_unique<fb::DetachedBuffer>(builder.Release());
+  return FinishPeerFrame(builder, message, entries_offset);
 }
 
 namespace {
@@ -900,6 +909,58 @@ DecodeStatus VisitLogRecord(std::span<const uint8_t> record, uint64_t* instance,
       visit(i, MessageView{m->producer(), m->sequence(), span_of(m->key()), span_of(m->payload())});
     }
   });
+}
+
+struct FetchReplyEncoder::Impl {
+  explicit Impl(size_t capacity) : builder(capacity) {}
+  fb::FlatBufferBuilder builder;
+  std::vector<fb::Offset<wire::Entry>> entries;
+};
+
+FetchReplyEncoder::FetchReplyEncoder(size_t capacity)
+    : impl_(std::make_unique<Impl>(capacity + BuilderBytesFor(nullptr))) {}
+
+FetchReplyEncoder::~FetchReplyEncoder() = default;
+
+DecodeStatus FetchReplyEncoder::Add(std::span<const uint8_t> record, paxos::Instance instance,
+                                    size_t* value_bytes) {
+  fb::FlatBufferBuilder& builder = impl_->builder;
+  bool wrong_key = false;
+  DecodeStatus s = WithLogRecord(record, [&](const wire::LogRecord& r, const ValueRef& ref) {
+    if (r.instance() != instance.value()) {
+      wrong_key = true;
+      return;
+    }
+    fb::Offset<fb::Vector<uint8_t>> bytes;
+    if (!ref.bytes.empty()) {
+      // Version 2: the value's own buffer, copied as it is.
+      builder.ForceVectorAlignment(ref.bytes.size(), 1, kBufferAlignment);
+      bytes = builder.CreateVector(ref.bytes.data(), ref.bytes.size());
+      *value_bytes = ref.bytes.size();
+    } else {
+      // Version 1 stored the value as a table: encode its buffer once.
+      const paxos::ValuePtr value = ValueFromWire(*ref.value, {});
+      bytes = ValueBytesToWire(builder, *value);
+      *value_bytes = value->ByteSize();
+    }
+    const wire::Ballot ballot = ToWire(FromWire(r.ballot()));
+    impl_->entries.push_back(wire::CreateEntry(builder, r.instance(), &ballot, 0, bytes));
+    ++entries_;
+  });
+  if (s.ok() && wrong_key) {
+    s = Fail(DecodeCode::kInvalid, Name(kLogRecordFormat) + ": stored under instance " +
+                                       std::to_string(instance.value()) + ", holds another");
+  }
+  return s;
+}
+
+std::unique_ptr<fb::DetachedBuffer> FetchReplyEncoder::Finish(const paxos::Message& header) {
+  PAXOS_ASSERT(header.entries.empty());
+  fb::FlatBufferBuilder& builder = impl_->builder;
+  const auto entries = impl_->entries.empty()
+                           ? fb::Offset<fb::Vector<fb::Offset<wire::Entry>>>(0)
+                           : builder.CreateVector(impl_->entries);
+  return FinishPeerFrame(builder, header, entries);
 }
 
 // --- Meta records ---

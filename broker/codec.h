@@ -194,6 +194,33 @@ std::string EncodePeerMessage(const paxos::Message& message);
 // ZeroMQ without copying it (PeerTransport::Send).
 std::unique_ptr<flatbuffers::DetachedBuffer> EncodePeerFrame(const paxos::Message& message);
 
+// A FetchReply frame built from stored log records as they are: each
+// record's value bytes are copied into the frame once, not decoded into
+// messages and encoded again. How a broker serves catch-up off its event
+// loop (broker/catchup_server.h). Not thread-safe; one per reply.
+class FetchReplyEncoder {
+ public:
+  // `capacity`: about the value bytes expected (the buffer grows if needed).
+  explicit FetchReplyEncoder(size_t capacity);
+  ~FetchReplyEncoder();
+  FetchReplyEncoder(const FetchReplyEncoder&) = delete;
+  FetchReplyEncoder& operator=(const FetchReplyEncoder&) = delete;
+  // Every check DecodeLogRecord makes, and the record must hold `instance`
+  // (the key it was read under); then it is appended as the next entry and
+  // *value_bytes set to its value's size. On a failure nothing is appended.
+  DecodeStatus Add(std::span<const uint8_t> record, paxos::Instance instance,
+                   size_t* value_bytes);
+  size_t entries() const { return entries_; }
+  // The frame: `header` (a FetchReply without entries) carrying the entries
+  // added, as EncodePeerFrame would encode it. Call once.
+  std::unique_ptr<flatbuffers::DetachedBuffer> Finish(const paxos::Message& header);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  size_t entries_ = 0;
+};
+
 // Decodes one peer frame into *out, running every check listed at the top of
 // this file. `frame_bytes_max` is the receiver's limit on a frame's size.
 // Returns ok and fills *out, or returns the first failure and leaves *out

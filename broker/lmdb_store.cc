@@ -268,13 +268,19 @@ paxos::StoreCode LmdbStore::GetIn(MDB_txn* txn, paxos::Instance instance,
 
 paxos::StoreCode LmdbStore::LogRecordIn(MDB_txn* txn, uint64_t instance,
                                         std::span<const uint8_t>* record) const {
+  return RawLogRecord(txn, instance, record, &last_error_);
+}
+
+paxos::StoreCode LmdbStore::RawLogRecord(MDB_txn* txn, uint64_t instance,
+                                         std::span<const uint8_t>* record,
+                                         std::string* error) const {
   unsigned char key[8];
   PutBigEndian(instance, key);
   MDB_val k{8, key}, v;
   const int rc = mdb_get(txn, log_, &k, &v);
   if (rc == MDB_NOTFOUND) return paxos::StoreCode::kNotFound;
   if (rc != 0) {
-    last_error_ = LmdbError("mdb_get", rc);
+    *error = LmdbError("mdb_get", rc);
     return paxos::StoreCode::kIoError;
   }
   *record = {static_cast<const uint8_t*>(v.mv_data), v.mv_size};

@@ -99,6 +99,11 @@ class LmdbStore final : public paxos::LogStore {
   // (the environment is MDB_NOTLS) and ended there with EndRead.
   MDB_txn* BeginRead() const;
   static void EndRead(MDB_txn* txn);
+  // The stored bytes of the log record of `instance`, read in `txn` (from
+  // BeginRead) and valid while it lives; unchecked. Thread-safe: it touches
+  // no member state. kOk, kNotFound, or kIoError with *error.
+  paxos::StoreCode RawLogRecord(MDB_txn* txn, uint64_t instance, std::span<const uint8_t>* record,
+                                std::string* error) const;
   // The compacted view in ascending key order, read in `txn`. Thread-safe.
   Status ReadKeyed(MDB_txn* txn, std::vector<StreamMessage>* out) const;
   // The compacted view: the latest message of each key whose offset is in

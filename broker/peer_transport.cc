@@ -87,6 +87,13 @@ bool PeerTransport::Send(const paxos::Message& message) {
   return true;
 }
 
+bool PeerTransport::SendCatchUp(uint32_t to, zmq::message_t frame) {
+  const size_t size = frame.size();
+  if (!SendFrame(to, std::move(frame))) return false;
+  catchup_bytes_sent_ += size;
+  return true;
+}
+
 bool PeerTransport::SendSnapshot(const SnapshotMessage& message) {
   const std::string encoded = EncodeSnapshotMessage(message);
   if (!SendFrame(message.to, zmq::message_t(encoded.data(), encoded.size()))) return false;

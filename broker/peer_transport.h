@@ -74,6 +74,8 @@ class PeerTransport {
   void NoteReceivedSnapshot(const SnapshotMessage& message, size_t bytes, const std::string& route);
   // Sends an encoded frame to a member, or to a learner over its route.
   bool SendFrame(uint32_t to, zmq::message_t frame);
+  // A FetchReply frame encoded elsewhere (broker/catchup_server.h).
+  bool SendCatchUp(uint32_t to, zmq::message_t frame);
 
   size_t learner_routes() const { return learners_.size(); }
 

@@ -80,6 +80,12 @@ struct Config {
   // lower.)
   uint64_t unapplied_cache_bytes_max = 32 << 20;
 
+  // The host reads and sends the entries a Fetch asks for (Ready::
+  // fetches_to_serve) instead of the core reading them into the reply: a
+  // broker serves catch-up from its store on another thread, so a peer
+  // pulling GBs never stalls this node's event loop (and its heartbeats).
+  bool host_serves_fetch = false;
+
   // The store was empty when the host started. A voter that lost its disk
   // must not vote on what it forgot: it first asks its peers, and if the
   // cluster has a history it stays a non-voter until it has applied an
@@ -97,6 +103,16 @@ struct Config {
 enum class Role : uint8_t { kFollower = 0, kCandidate = 1, kLeader = 2 };
 const char* ToString(Role role);
 
+// A FetchReply whose entries the host adds (Config::host_serves_fetch):
+// the stored chosen entries from reply.instance to `last`, in order, within
+// fetch_entries_max and fetch_bytes_max, stopping before the first one it
+// cannot read (and reporting a corrupt one with ReportUnreadable). Read
+// after this Ready's entries are durable, every one of them is stored.
+struct FetchToServe {
+  Message reply;  // header only: no entries
+  Instance last{};
+};
+
 struct Ready {
   bool hard_state_changed = false;
   HardState hard_state{};
@@ -104,6 +120,9 @@ struct Ready {
   std::vector<Message> messages;
   std::vector<Message> messages_after_persist;
   std::vector<AppliedInstance> applied;  // newly chosen, in instance order
+  // Host-served fetches (Config::host_serves_fetch), to send once this
+  // Ready is persisted.
+  std::vector<FetchToServe> fetches_to_serve;
   // Set when this node stopped being leader: proposals it had queued but not
   // yet assigned to an instance are dropped; the host fails their requests
   // (the client retries, and exactly-once makes that safe).
@@ -181,6 +200,9 @@ class Replica {
   // dropped, chosen frontier raised to it): continue from there. Ignored
   // unless snapshot.instance is above chosen(). A leader steps down first.
   void InstallSnapshot(const AppliedSnapshot& snapshot);
+  // The host found the stored record of chosen `instance` failing its check
+  // while serving a fetch: it is counted and fetched again from a peer.
+  void ReportUnreadable(Instance instance);
 
   bool HasReady() const;
   Ready TakeReady();
@@ -351,12 +373,18 @@ class Replica {
   Instance apply_next_{1};            // next instance to apply, in order
   Instance repair_{};                 // a chosen instance whose record is unreadable
   std::set<Instance> chosen_ahead_;   // bug kOutOfOrderApply only
+  std::vector<FetchToServe> fetches_to_serve_;  // for the next Ready
   std::map<Instance, Fetch> fetches_;        // in flight, by first instance
   std::map<Instance, Entry> fetched_ahead_;  // chosen entries beyond a gap
   uint64_t fetched_ahead_bytes_ = 0;         // their values' ByteSize
   // fetched_ahead_ may grow past this many full replies only to fill the gap.
   static constexpr uint64_t kFetchedAheadReplies = 16;
   NodeId fetch_failed_peer_{};               // the last peer that timed out
+  // Ticks before a fetch is asked again elsewhere: fetch_timeout_ticks,
+  // doubled on each timeout (up to kFetchBackoffMax times it), and brought
+  // back down by replies that come in time (see Tick and OnFetchReply).
+  uint64_t fetch_timeout_ = 0;
+  static constexpr uint64_t kFetchBackoffMax = 8;
   bool need_snapshot_ = false;
   NodeId snapshot_peer_{};
   uint64_t snapshot_asked_tick_ = 0;

@@ -91,6 +91,7 @@ class Simulation {
   void StartNode(uint32_t i);
   void CrashNode(uint32_t i);
   void HandleReady(uint32_t i);
+  void ServeFetch(const Node& n, paxos::FetchToServe f, std::vector<Instance>* unreadable);
   void SendPeer(const Message& m, uint64_t now);
   void DeliverMessage(const Event& e);
   void ClientAct(uint32_t c);
@@ -217,6 +218,8 @@ void Simulation::HandleReady(uint32_t i) {
     n.store.Save(r.hard_state, r.entries);
     for (const paxos::Entry& e : r.entries) OnSaved(e);
     for (const Message& m : r.messages_after_persist) SendPeer(m, now_);
+    std::vector<Instance> unreadable;
+    for (paxos::FetchToServe& f : r.fetches_to_serve) ServeFetch(n, std::move(f), &unreadable);
     for (const paxos::AppliedInstance& a : r.applied) OnApplied(i, a);
     if (r.lost_leadership) n.waiting.clear();
     if (r.snapshot) OnSnapshot(i, *r.snapshot);
@@ -235,8 +238,33 @@ void Simulation::HandleReady(uint32_t i) {
       }
     }
     n.replica->Advance();
+    for (Instance bad : unreadable) n.replica->ReportUnreadable(bad);
     if (r.need_snapshot) InstallSnapshot(i, r.snapshot_peer);
   }
+}
+
+// What a broker's catch-up server does (broker/catchup_server.h): the stored
+// entries the core named, within the reply limits, up to the first one that
+// cannot be read.
+void Simulation::ServeFetch(const Node& n, paxos::FetchToServe f,
+                            std::vector<Instance>* unreadable) {
+  uint64_t bytes = 0;
+  for (Instance x = f.reply.instance; x <= f.last; x = x.next()) {
+    if (f.reply.entries.size() >= base_config_.fetch_entries_max ||
+        bytes >= base_config_.fetch_bytes_max) {
+      break;
+    }
+    paxos::Entry e;
+    const paxos::StoreCode code = n.store.Get(x, &e);
+    if (code == paxos::StoreCode::kNotFound) break;
+    if (code != paxos::StoreCode::kOk) {
+      unreadable->push_back(x);
+      break;
+    }
+    bytes += e.value->ByteSize();
+    f.reply.entries.push_back(std::move(e));
+  }
+  SendPeer(f.reply, now_);
 }
 
 void Simulation::OnSnapshot(uint32_t i, const paxos::AppliedSnapshot& snapshot) {
@@ -595,6 +623,8 @@ SimResult Simulation::Run() {
   // catch-up gap (16 replies' worth) is reached; or the broker's default.
   const uint64_t fetch_bytes[] = {100, 4 << 20};
   base_config_.fetch_bytes_max = fetch_bytes[(opt_.seed / 11) % 2];
+  // Fetches served by the core, or by the host from its store (as brokers do).
+  base_config_.host_serves_fetch = (opt_.seed / 13) % 2 == 1;
   const bool learner = rng_.Chance(0.5);
   wipes_ = rng_.Chance(0.5);
   std::ostringstream mix;
@@ -603,7 +633,8 @@ SimResult Simulation::Run() {
       << " snapshot-every=" << base_config_.snapshot_interval_instances
       << " keep=" << keep_after_snapshot_ << " learner=" << learner << " wipes=" << wipes_
       << " apply-cache=" << base_config_.unapplied_cache_bytes_max
-      << " fetch-bytes=" << base_config_.fetch_bytes_max;
+      << " fetch-bytes=" << base_config_.fetch_bytes_max
+      << " host-serves-fetch=" << base_config_.host_serves_fetch;
   result_.fault_mix = mix.str();
 
   base_config_.election_timeout_ticks = 10;

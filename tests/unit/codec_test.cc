@@ -893,6 +893,55 @@ TEST(LogRecordTest, ReadsVersion1RecordsWithValueTables) {
   EXPECT_EQ(e.value->kind, paxos::ValueKind::kNoop);
 }
 
+// Serving catch-up from stored records as they are (FetchReplyEncoder) must
+// give the frame the core's own reply would: the same entries, decoded.
+TEST(LogRecordTest, AFetchReplyBuiltFromStoredRecordsDecodesToTheirEntries) {
+  const Ballot b{3, NodeId(2)};
+  const Entry v2{Instance(7), b,
+                 paxos::MakeBatch(b, {ClientMessage{ProducerId(9), 4, "k", "payload"}})};
+  fb::FlatBufferBuilder builder;
+  const wire::Ballot ballot(1, 1);
+  wire::FinishLogRecordBuffer(
+      builder, wire::CreateLogRecord(builder, 1, 8, &ballot, HandValue(builder)));
+  const std::string v1 = WithCrc(builder);
+  const std::string v2_record = EncodeLogRecord(v2);
+
+  FetchReplyEncoder encoder(1024);
+  size_t bytes = 0;
+  ASSERT_TRUE(encoder.Add(AsBytes(v2_record), Instance(7), &bytes).ok());
+  EXPECT_GT(bytes, 0u);
+  ASSERT_TRUE(encoder.Add(AsBytes(v1), Instance(8), &bytes).ok());
+  // Stored under another key, or failing its check: refused, not added.
+  EXPECT_EQ(encoder.Add(AsBytes(v2_record), Instance(9), &bytes).code(), DecodeCode::kInvalid);
+  std::string corrupt = v2_record;
+  corrupt[corrupt.size() - 3] ^= 0x40;
+  EXPECT_EQ(encoder.Add(AsBytes(corrupt), Instance(7), &bytes).code(),
+            DecodeCode::kChecksumMismatch);
+  EXPECT_EQ(encoder.entries(), 2u);
+
+  Message header;
+  header.type = MessageType::kFetchReply;
+  header.from = NodeId(1);
+  header.to = NodeId(3);
+  header.instance = Instance(7);
+  header.chosen = Instance(8);
+  header.first_retained = Instance(2);
+  const std::unique_ptr<fb::DetachedBuffer> frame = encoder.Finish(header);
+  Message got;
+  const DecodeStatus d = DecodePeerMessage({frame->data(), frame->size()}, kFrameBytesMax, &got);
+  ASSERT_TRUE(d.ok()) << d.ToString();
+  EXPECT_EQ(got.type, MessageType::kFetchReply);
+  EXPECT_EQ(got.to, NodeId(3));
+  EXPECT_EQ(got.chosen, Instance(8));
+  EXPECT_EQ(got.first_retained, Instance(2));
+  ASSERT_EQ(got.entries.size(), 2u);
+  EXPECT_EQ(got.entries[0].instance, Instance(7));
+  EXPECT_EQ(got.entries[0].ballot, b);
+  EXPECT_EQ(got.entries[0].value->messages, v2.value->messages);
+  EXPECT_EQ(got.entries[1].instance, Instance(8));
+  EXPECT_EQ(got.entries[1].value->kind, DecodeLogOk(v1).value->kind);
+}
+
 TEST(LogRecordTest, RefusesRecordsWithoutOrWithBothValues) {
   const wire::Ballot ballot(1, 1);
   {

@@ -41,6 +41,7 @@ struct Node {
       for (auto& m : r.messages) all.messages.push_back(m);
       for (auto& m : r.messages_after_persist) all.messages_after_persist.push_back(m);
       for (auto& a : r.applied) all.applied.push_back(a);
+      for (auto& f : r.fetches_to_serve) all.fetches_to_serve.push_back(f);
       all.lost_leadership |= r.lost_leadership;
       replica->Advance();
     }
@@ -594,6 +595,124 @@ TEST(Learner, ServesOnlyChosenEntries) {
   ASSERT_EQ(replies.size(), 1u);
   ASSERT_EQ(replies[0].entries.size(), 1u);
   EXPECT_EQ(replies[0].chosen, Instance(1));
+}
+
+// A broker reads and sends the entries itself, off its event loop: the core
+// says what the reply says and which chosen range it carries.
+TEST(Learner, AHostServedFetchNamesTheChosenRangeAndTheReplysHeader) {
+  Config c = ThreeNodes(2);
+  c.host_serves_fetch = true;
+  Node n(c);
+  const Ballot b{1, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  accept.entries = {Entry{Instance(1), b, MakeNoop(b)}, Entry{Instance(2), b, MakeNoop(b)},
+                    Entry{Instance(3), b, MakeNoop(b)}};
+  accept.chosen = Instance(2);
+  n.Step(accept);
+  Message fetch = Make(MessageType::kFetch, 3, 2, Ballot{});
+  fetch.instance = Instance(1);
+  fetch.instance_last = Instance(5);
+  Ready r = n.Step(fetch);
+  EXPECT_TRUE(OfType(r.messages, MessageType::kFetchReply).empty());  // the host sends it
+  ASSERT_EQ(r.fetches_to_serve.size(), 1u);
+  const FetchToServe& f = r.fetches_to_serve[0];
+  EXPECT_EQ(f.reply.type, MessageType::kFetchReply);
+  EXPECT_EQ(f.reply.to, NodeId(3));
+  EXPECT_EQ(f.reply.instance, Instance(1));
+  EXPECT_EQ(f.last, Instance(2));  // chosen only, never the accepted instance 3
+  EXPECT_EQ(f.reply.chosen, Instance(2));
+  EXPECT_EQ(f.reply.instance_last, Instance(3));
+  EXPECT_EQ(f.reply.ballot, b);  // the leader, for a learner to redirect to
+  EXPECT_TRUE(f.reply.entries.empty());
+
+  // Nothing chosen to serve: the core answers at once, as before.
+  fetch.instance = Instance(3);
+  r = n.Step(fetch);
+  EXPECT_TRUE(r.fetches_to_serve.empty());
+  auto replies = OfType(r.messages, MessageType::kFetchReply);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_TRUE(replies[0].entries.empty());
+}
+
+// The host found a stored record failing its check while serving it: it is
+// counted and fetched again from a peer, which rewrites it.
+TEST(Restart, AnUnreadableRecordTheHostReportsIsRepairedFromAPeer) {
+  Config c = ThreeNodes(2);
+  c.host_serves_fetch = true;
+  Node n(c);
+  const Ballot b{1, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  accept.entries = {Entry{Instance(1), b, MakeBatch(b, {Msg(5, 1, "a")})}};
+  accept.chosen = Instance(1);
+  n.Step(accept);
+  n.replica->ReportUnreadable(Instance(1));
+  EXPECT_EQ(n.replica->status().storage_corruptions, 1u);
+  Ready r = n.Drain();
+  auto repairs = OfType(r.messages, MessageType::kFetch);
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_EQ(repairs[0].instance, Instance(1));
+  EXPECT_EQ(repairs[0].instance_last, Instance(1));
+  Message reply = Make(MessageType::kFetchReply, repairs[0].to.value(), 2, Ballot{});
+  reply.instance = Instance(1);
+  reply.chosen = Instance(1);
+  reply.entries = {Entry{Instance(1), b, MakeBatch(b, {Msg(5, 1, "a")})}};
+  r = n.Step(reply);
+  ASSERT_EQ(r.entries.size(), 1u);  // rewritten
+  EXPECT_EQ(r.entries[0].instance, Instance(1));
+}
+
+// A fetch that times out is asked again elsewhere, but each time after
+// twice as long (up to 8 times the configured timeout): a reply that is only
+// slow still comes, and asking at the same pace once had the whole log sent
+// 11 times over. A reply in time brings the timeout back down.
+TEST(Learner, FetchTimeoutsBackOffAndComeBackDown) {
+  Config c = ThreeNodes(2);
+  c.fetch_timeout_ticks = 3;
+  c.election_timeout_ticks = 1000;  // only the fetches move here
+  c.heartbeat_interval_ticks = 2;
+  Node n(c);
+  const Ballot b{1, NodeId(1)};
+  Message commit = Make(MessageType::kCommit, 1, 2, b);
+  commit.chosen = Instance(1);
+  auto fetches_for_1 = [](const Ready& r) {
+    std::vector<Message> out;
+    for (const Message& m : OfType(r.messages, MessageType::kFetch)) {
+      if (m.instance == Instance(1)) out.push_back(m);
+    }
+    return out;
+  };
+  ASSERT_EQ(fetches_for_1(n.Step(commit)).size(), 1u);  // at tick 0
+  std::vector<int> asked_at;
+  for (int t = 1; t <= 70; ++t) {
+    n.replica->Tick();
+    if (!fetches_for_1(n.Drain()).empty()) asked_at.push_back(t);
+  }
+  EXPECT_EQ(asked_at, (std::vector<int>{3, 9, 21, 45, 69}));  // waits 3, 6, 12, 24, 24
+
+  // Answered 2 ticks after it was last asked (tick 69): the timeout comes
+  // down to 2 * 2 + 3 ticks.
+  n.replica->Tick();  // tick 71
+  n.Drain();
+  std::vector<Message> next;
+  for (int peer : {1, 3}) {  // whichever was asked; the other one's is used too
+    Message reply = Make(MessageType::kFetchReply, peer, 2, Ballot{});
+    reply.instance = Instance(1);
+    reply.chosen = Instance(2);
+    reply.entries = {Entry{Instance(1), b, MakeNoop(b)}};
+    for (const Message& m : OfType(n.Step(reply).messages, MessageType::kFetch)) {
+      if (m.instance == Instance(2)) next.push_back(m);
+    }
+  }
+  EXPECT_EQ(n.replica->chosen(), Instance(1));
+  ASSERT_EQ(next.size(), 1u);  // instance 2, asked at tick 71
+  asked_at.clear();
+  for (int t = 72; t <= 100 && asked_at.empty(); ++t) {
+    n.replica->Tick();
+    for (const Message& m : OfType(n.Drain().messages, MessageType::kFetch)) {
+      if (m.instance == Instance(2)) asked_at.push_back(t);
+    }
+  }
+  EXPECT_EQ(asked_at, (std::vector<int>{71 + 7}));
 }
 
 TEST(Learner, ANonVoterLearnsTheLeaderFromFetchRepliesToRedirectPublishes) {
