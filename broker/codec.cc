@@ -847,16 +847,39 @@ DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSna
 
 // --- Log records ---
 
-std::string EncodeLogRecord(const paxos::Entry& entry) {
+struct LogRecordEncoder::Impl {
+  explicit Impl(size_t capacity) : builder(capacity) {}
+  fb::FlatBufferBuilder builder;
+};
+
+LogRecordEncoder::LogRecordEncoder(const paxos::Entry& entry) {
   PAXOS_ASSERT(entry.value != nullptr);
   PAXOS_ASSERT(BuilderBytesFor(entry.value.get()) <= kEncodedBytesMax);
-  fb::FlatBufferBuilder builder(BuilderBytesFor(entry.value.get()));
+  impl_ = std::make_unique<Impl>(BuilderBytesFor(entry.value.get()));
+  fb::FlatBufferBuilder& builder = impl_->builder;
   const auto value_bytes = ValueBytesToWire(builder, *entry.value);
   const wire::Ballot ballot = ToWire(entry.ballot);
   wire::FinishLogRecordBuffer(
       builder, wire::CreateLogRecord(builder, kLogRecordFormatVersion, entry.instance.value(),
                                      &ballot, 0, value_bytes));
-  return ChecksummedRecord(builder);
+}
+
+LogRecordEncoder::~LogRecordEncoder() = default;
+
+size_t LogRecordEncoder::size() const { return kRecordChecksumBytes + impl_->builder.GetSize(); }
+
+void LogRecordEncoder::WriteTo(uint8_t* dst) const {
+  const uint8_t* buffer = impl_->builder.GetBufferPointer();
+  const size_t size = impl_->builder.GetSize();
+  StoreLe32(Crc32c(buffer, size), reinterpret_cast<char*>(dst));
+  std::memcpy(dst + kRecordChecksumBytes, buffer, size);
+}
+
+std::string EncodeLogRecord(const paxos::Entry& entry) {
+  const LogRecordEncoder encoder(entry);
+  std::string record(encoder.size(), '\0');
+  encoder.WriteTo(reinterpret_cast<uint8_t*>(record.data()));
+  return record;
 }
 
 namespace {

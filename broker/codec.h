@@ -253,6 +253,25 @@ DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSna
 // big-endian instance) is the caller's business.
 std::string EncodeLogRecord(const paxos::Entry& entry);
 
+// The same record, encoded but not yet laid out: size() bytes, written by
+// WriteTo straight into their destination (the store reserves the space in
+// its page with MDB_RESERVE), so a batch is not copied once more into a
+// string on its way to disk.
+class LogRecordEncoder {
+ public:
+  explicit LogRecordEncoder(const paxos::Entry& entry);
+  ~LogRecordEncoder();
+  LogRecordEncoder(const LogRecordEncoder&) = delete;
+  LogRecordEncoder& operator=(const LogRecordEncoder&) = delete;
+  size_t size() const;
+  // Writes the CRC32C prefix and the buffer to dst[0, size()).
+  void WriteTo(uint8_t* dst) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Decodes a log record into *out after every check above; there is no size
 // limit beyond FlatBuffers' own, since the broker wrote the record itself.
 // Returns ok and fills *out, or the first failure (use store_code() for the

@@ -330,9 +330,11 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     if (e.instance < first_instance_) continue;  // behind the snapshot: not kept
     unsigned char key[8];
     PutBigEndian(e.instance.value(), key);
-    const std::string record = EncodeLogRecord(e);
-    MDB_val k{8, key}, v{record.size(), const_cast<char*>(record.data())};
-    if ((rc = mdb_put(txn, log_, &k, &v, 0)) != 0) return fail("writing a log record");
+    // Written in place: LMDB reserves the space in its page (MDB_RESERVE).
+    const LogRecordEncoder record(e);
+    MDB_val k{8, key}, v{record.size(), nullptr};
+    if ((rc = mdb_put(txn, log_, &k, &v, MDB_RESERVE)) != 0) return fail("writing a log record");
+    record.WriteTo(static_cast<uint8_t*>(v.mv_data));
     last = std::max(last, e.instance);
     log_bytes += record.size();  // an overwrite counts twice: an upper bound
   }
