@@ -2,20 +2,36 @@
 
 #include <flatbuffers/flatbuffers.h>
 
-#include <algorithm>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "broker/codec.h"
 
 namespace ordo::broker {
 
 namespace {
-// The first part of a reply on the pair: who it is for, and the instance
-// whose record failed its check (0: none); then the frame; then what failed.
+// The first part of a reply on the pair: who it is for (u32), and the
+// instance whose record failed its check (u64, 0: none), packed in 12 bytes;
+// then the frame; then what failed.
 struct ReplyHead {
   uint32_t to = 0;
   uint64_t unreadable = 0;
 };
+constexpr size_t kReplyHeadBytes = 12;
+
+void Pack(const ReplyHead& h, uint8_t out[kReplyHeadBytes]) {
+  std::memcpy(out, &h.to, 4);
+  std::memcpy(out + 4, &h.unreadable, 8);
+}
+
+ReplyHead Unpack(const zmq::message_t& m) {
+  ReplyHead h;
+  if (m.size() != kReplyHeadBytes) return h;
+  std::memcpy(&h.to, m.data(), 4);
+  std::memcpy(&h.unreadable, static_cast<const uint8_t*>(m.data()) + 4, 8);
+  return h;
+}
 std::atomic<uint64_t> next_pair_id{0};
 }  // namespace
 
@@ -73,8 +89,7 @@ void CatchUpServer::Drain(const SendFn& send, const UnreadableFn& unreadable) {
     // The three parts of a multipart message arrive together.
     (void)loop_side_.recv(frame);
     (void)loop_side_.recv(what);
-    ReplyHead h;
-    std::memcpy(&h, head.data(), std::min(head.size(), sizeof h));
+    const ReplyHead h = Unpack(head);
     if (h.unreadable != 0) unreadable(paxos::Instance(h.unreadable), what.to_string());
     send(h.to, std::move(frame));
   }
@@ -95,13 +110,19 @@ void CatchUpServer::Run() {
 }
 
 void CatchUpServer::Serve(const paxos::FetchToServe& fetch) {
-  FetchReplyEncoder encoder(std::min<uint64_t>(limits_.bytes_max, 64 << 20));
-  ReplyHead head{fetch.reply.to.value(), 0};
+  ReplyHead head;
+  head.to = fetch.reply.to.value();
   std::string what;
   MDB_txn* txn = store_.BeginRead();
+  if (txn == nullptr) what = "cannot begin an LMDB read transaction";
+  // The records first (valid while the transaction lives): the reply is
+  // then built in a buffer of the right size. Within the limits, and never
+  // past bytes_max but for a first record larger than it, so the frame stays
+  // within what the asker accepts.
+  std::vector<std::pair<paxos::Instance, std::span<const uint8_t>>> records;
   uint64_t bytes = 0;
   for (paxos::Instance i = fetch.reply.instance; txn != nullptr && i <= fetch.last; i = i.next()) {
-    if (encoder.entries() >= limits_.entries_max || bytes >= limits_.bytes_max) break;
+    if (records.size() >= limits_.entries_max) break;
     std::span<const uint8_t> record;
     const paxos::StoreCode code = store_.RawLogRecord(txn, i.value(), &record, &what);
     // Not found: truncated behind a snapshot since the core looked; the
@@ -111,14 +132,19 @@ void CatchUpServer::Serve(const paxos::FetchToServe& fetch) {
       head.unreadable = i.value();
       break;
     }
+    if (!records.empty() && bytes + record.size() > limits_.bytes_max) break;
+    bytes += record.size();
+    records.emplace_back(i, record);
+  }
+  FetchReplyEncoder encoder(bytes + 64 * records.size());
+  for (const auto& [instance, record] : records) {
     size_t value_bytes = 0;
-    if (const DecodeStatus d = encoder.Add(record, i, &value_bytes); !d.ok()) {
+    if (const DecodeStatus d = encoder.Add(record, instance, &value_bytes); !d.ok()) {
       // Never serve a record that fails its check; the core repairs it.
-      head.unreadable = i.value();
-      what = "log record for instance " + std::to_string(i.value()) + ": " + d.ToString();
+      head.unreadable = instance.value();
+      what = "log record for instance " + std::to_string(instance.value()) + ": " + d.ToString();
       break;
     }
-    bytes += value_bytes;
   }
   LmdbStore::EndRead(txn);
   std::unique_ptr<flatbuffers::DetachedBuffer> buffer = encoder.Finish(fetch.reply);
@@ -128,7 +154,9 @@ void CatchUpServer::Serve(const paxos::FetchToServe& fetch) {
       buffer.get());
   buffer.release();  // owned by `frame` now
   try {
-    server_side_.send(zmq::buffer(&head, sizeof head), zmq::send_flags::sndmore);
+    uint8_t packed[kReplyHeadBytes];
+    Pack(head, packed);
+    server_side_.send(zmq::buffer(packed, sizeof packed), zmq::send_flags::sndmore);
     server_side_.send(frame, zmq::send_flags::sndmore);
     server_side_.send(zmq::buffer(what), zmq::send_flags::none);
   } catch (const zmq::error_t&) {

@@ -32,7 +32,7 @@ class CatchUpServer {
  public:
   struct Limits {
     size_t entries_max = 256;      // per reply (paxos::Config::fetch_entries_max)
-    uint64_t bytes_max = 4 << 20;  // per reply, of value bytes (fetch_bytes_max)
+    uint64_t bytes_max = 4 << 20;  // per reply, of stored records (fetch_bytes_max)
     size_t queued_max = 16;        // requests waiting; more are dropped
   };
   CatchUpServer(zmq::context_t& context, const LmdbStore& store, Limits limits);

@@ -14,7 +14,9 @@
 // is the durability point the protocol relies on. Options are spelled out in
 // Open() rather than left to defaults.
 //
-// Thread rules: single-threaded (the broker's event loop).
+// Thread rules: the broker's event loop, except BeginRead, RawLogRecord,
+// ReadKeyed and EndRead, which other threads (the catch-up server, the
+// snapshot encoder) call with read transactions of their own.
 #pragma once
 
 #include <lmdb.h>

@@ -70,8 +70,7 @@ constexpr int kBugMinorityCommit = 4;
 Replica::Replica(const Config& config, const LogStore& store)
     : config_(config),
       store_(store),
-      rng_(config.seed ^ (uint64_t{config.id.value()} << 32)),
-      fetch_timeout_(config.fetch_timeout_ticks) {
+      rng_(config.seed ^ (uint64_t{config.id.value()} << 32)) {
   PAXOS_ASSERT(config_.id != kNoNode);
   PAXOS_ASSERT(!config_.voters.empty());
   PAXOS_ASSERT(config_.voters.size() <= VoteSet::kVotersMax);
@@ -301,9 +300,11 @@ void Replica::Tick() {
     if (++election_elapsed_ >= election_timeout_) StartPreVote();
   }
   bool timed_out = false;
+  std::vector<NodeId> slow;
   for (auto it = fetches_.begin(); it != fetches_.end();) {
-    if (now_ - it->second.sent_tick >= fetch_timeout_) {
+    if (now_ - it->second.sent_tick >= FetchTimeoutOf(it->second.peer)) {
       fetch_failed_peer_ = it->second.peer;  // slow or gone: ask another
+      slow.push_back(it->second.peer);
       it = fetches_.erase(it);
       timed_out = true;
     } else {
@@ -311,12 +312,14 @@ void Replica::Tick() {
     }
   }
   // A reply that is only slow (a busy peer, a long commit here) still comes
-  // and is used; asking again at the same pace would have every range
-  // served several times over, which makes the peers slower still (measured:
-  // 11 times the log sent, GBs queued, elections). So wait longer next time.
-  if (timed_out) {
-    fetch_timeout_ = std::min(fetch_timeout_ * 2,
-                              kFetchBackoffMax * uint64_t{config_.fetch_timeout_ticks});
+  // and is used; asking that peer again at the same pace would have every
+  // range served several times over, which makes it slower still (measured:
+  // 11 times the log sent, GBs queued, elections). So the next fetch to it
+  // waits twice as long; other peers keep their own pace.
+  for (Peer& p : peers_) {
+    if (std::find(slow.begin(), slow.end(), p.id) == slow.end()) continue;
+    p.fetch_timeout = std::min(2 * FetchTimeoutOf(p.id),
+                               kFetchBackoffMax * uint64_t{config_.fetch_timeout_ticks});
   }
   if (need_snapshot_ && snapshot_asked_tick_ != 0 && now_ >= snapshot_asked_tick_) {
     // Still no snapshot: look again, the need may have gone (a commit moved
@@ -333,7 +336,9 @@ void Replica::Tick() {
     // the range fetches. Also when it knows of more but no peer it heard
     // from can serve it (the one that could restarted behind): the poll
     // hears from another.
-    SendFetch(peers_[rng_.Uniform(peers_.size())].id, hard_.chosen.next(),
+    size_t i = rng_.Uniform(peers_.size());
+    if (peers_[i].id == fetch_failed_peer_) i = (i + 1) % peers_.size();  // another, if any
+    SendFetch(peers_[i].id, hard_.chosen.next(),
               Instance(hard_.chosen.value() + config_.fetch_entries_max));
   }
   if (timed_out) MaybeFetch(false);
@@ -799,9 +804,12 @@ void Replica::ReportUnreadable(Instance instance) {
 void Replica::OnFetchReply(const Message& m) {
   auto it = fetches_.find(m.instance);
   if (it != fetches_.end() && it->second.peer == m.from) {
-    // In time: the timeout comes back down towards twice this round trip.
+    // In time: this peer's timeout comes back down towards twice this round trip.
     const uint64_t base = config_.fetch_timeout_ticks;
-    fetch_timeout_ = std::clamp(2 * (now_ - it->second.sent_tick) + base, base, fetch_timeout_);
+    const uint64_t rtt = now_ - it->second.sent_tick;
+    for (Peer& p : peers_) {
+      if (p.id == m.from) p.fetch_timeout = std::clamp(2 * rtt + base, base, FetchTimeoutOf(p.id));
+    }
     fetches_.erase(it);
   }
   if (m.from == fetch_failed_peer_) fetch_failed_peer_ = kNoNode;
@@ -1113,6 +1121,14 @@ void Replica::SendFetch(NodeId peer, Instance first, Instance last) {
   Send(std::move(m));
   fetches_[first] = Fetch{peer, first, last, now_};
   ++counters_.fetches_sent;
+}
+
+uint64_t Replica::FetchTimeoutOf(NodeId peer) const {
+  const uint64_t base = config_.fetch_timeout_ticks;
+  for (const Peer& p : peers_) {
+    if (p.id == peer) return std::max(base, p.fetch_timeout);
+  }
+  return base;
 }
 
 void Replica::MaybeFetch(bool force) {

@@ -232,6 +232,10 @@ class Replica {
     Instance chosen{};
     uint64_t heard_tick = 0;
     Instance first_retained{1};  // as it last told us
+    // Ticks before a fetch to it is asked again elsewhere (0: the base,
+    // fetch_timeout_ticks): doubled when one times out, up to
+    // kFetchBackoffMax times the base; brought back down by a reply in time.
+    uint64_t fetch_timeout = 0;
   };
   struct Fetch {
     NodeId peer{};
@@ -284,6 +288,7 @@ class Replica {
   void ApplyUpTo();
   void CheckElection();
   void MaybeFetch(bool force);
+  uint64_t FetchTimeoutOf(NodeId peer) const;
   void SendFetch(NodeId peer, Instance first, Instance last);
   bool SendFetch(Instance first, Instance last, bool repair);
   void TakeFetched();
@@ -380,11 +385,7 @@ class Replica {
   // fetched_ahead_ may grow past this many full replies only to fill the gap.
   static constexpr uint64_t kFetchedAheadReplies = 16;
   NodeId fetch_failed_peer_{};               // the last peer that timed out
-  // Ticks before a fetch is asked again elsewhere: fetch_timeout_ticks,
-  // doubled on each timeout (up to kFetchBackoffMax times it), and brought
-  // back down by replies that come in time (see Tick and OnFetchReply).
-  uint64_t fetch_timeout_ = 0;
-  static constexpr uint64_t kFetchBackoffMax = 8;
+  static constexpr uint64_t kFetchBackoffMax = 8;  // see Peer::fetch_timeout
   bool need_snapshot_ = false;
   NodeId snapshot_peer_{};
   uint64_t snapshot_asked_tick_ = 0;

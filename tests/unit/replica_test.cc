@@ -715,6 +715,37 @@ TEST(Learner, FetchTimeoutsBackOffAndComeBackDown) {
   EXPECT_EQ(asked_at, (std::vector<int>{71 + 7}));
 }
 
+// The backoff is each peer's own: a slow or dead peer does not slow down
+// fetches from the others.
+TEST(Learner, FetchTimeoutsBackOffPerPeer) {
+  Config c = ThreeNodes(2);
+  c.fetch_timeout_ticks = 3;
+  c.election_timeout_ticks = 1000;
+  Node n(c);
+  Message hello = Make(MessageType::kFetch, 3, 2, Ballot{});  // peer 3: "1 is chosen"
+  hello.chosen = Instance(1);
+  hello.instance = hello.instance_last = Instance(100);
+  n.Step(hello);
+  Message commit = Make(MessageType::kCommit, 1, 2, Ballot{1, NodeId(1)});
+  commit.chosen = Instance(1);  // the leader, too
+  n.Step(commit);
+  std::vector<std::pair<int, uint32_t>> asked;  // (tick, peer); never answered
+  for (int t = 1; t <= 40; ++t) {
+    n.replica->Tick();
+    for (const Message& m : OfType(n.Drain().messages, MessageType::kFetch)) {
+      if (m.instance == Instance(1)) asked.push_back({t, m.to.value()});
+    }
+  }
+  // Alternating between the two, each waiting twice as long as its own last
+  // wait: 3 ticks for each first, then 6 each, then 12.
+  ASSERT_EQ(asked.size(), 5u);
+  const std::vector<int> ticks = {3, 6, 12, 18, 30};
+  for (size_t i = 0; i < asked.size(); ++i) {
+    EXPECT_EQ(asked[i].first, ticks[i]) << i;
+    if (i > 0) EXPECT_NE(asked[i].second, asked[i - 1].second) << i;
+  }
+}
+
 TEST(Learner, ANonVoterLearnsTheLeaderFromFetchRepliesToRedirectPublishes) {
   // A follower that heard leader 1 names its ballot when it serves a fetch...
   Node voter(ThreeNodes(2));
