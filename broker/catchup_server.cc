@@ -1,6 +1,7 @@
 #include "broker/catchup_server.h"
 
 #include <flatbuffers/flatbuffers.h>
+#include <spdlog/spdlog.h>
 
 #include <cstring>
 #include <utility>
@@ -90,7 +91,11 @@ void CatchUpServer::Drain(const SendFn& send, const UnreadableFn& unreadable) {
     (void)loop_side_.recv(frame);
     (void)loop_side_.recv(what);
     const ReplyHead h = Unpack(head);
-    if (h.unreadable != 0) unreadable(paxos::Instance(h.unreadable), what.to_string());
+    if (h.unreadable != 0) {
+      unreadable(paxos::Instance(h.unreadable), what.to_string());
+    } else if (what.size() > 0) {
+      spdlog::warn("serving a fetch: {}", what.to_string());  // the reply is cut short
+    }
     send(h.to, std::move(frame));
   }
 }
