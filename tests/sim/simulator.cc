@@ -38,7 +38,7 @@ constexpr uint64_t kSettleTicks = 1500;          // (4) everything acked deliver
 using MsgKey = std::pair<uint64_t, uint64_t>;  // (producer, sequence)
 
 struct Event {
-  enum class Kind : uint8_t { kDeliver, kTick, kClient, kFault, kAck };
+  enum class Kind : uint8_t { kDeliver, kTick, kClient, kFault, kAck, kServe };
   uint64_t time = 0;
   uint64_t seq = 0;  // tie-break, keeps the order deterministic
   Kind kind = Kind::kTick;
@@ -49,6 +49,10 @@ struct Event {
   PublishOutcome outcome = PublishOutcome::kAppended;
   bool offset_known = false;
   uint64_t offset = 0;
+  // kServe: a fetch the host serves later (a broker's catch-up thread), by
+  // this incarnation of the node (a crash loses it).
+  paxos::FetchToServe fetch;
+  uint64_t incarnation = 0;
 };
 
 struct EventLater {
@@ -64,6 +68,7 @@ struct Node {
   paxos::MemoryLogStore store;       // survives crashes: exactly the durable state
   std::unique_ptr<Replica> replica;  // volatile: gone on crash
   bool up = true;
+  uint64_t incarnation = 0;  // counts crashes
   uint32_t partition = 0;                    // nodes talk only within one partition
   std::map<MsgKey, uint32_t> waiting;        // publish -> client awaiting the answer
   std::vector<MsgKey> stream;                // this node's delivered stream, by offset
@@ -182,6 +187,7 @@ void Simulation::StartNode(uint32_t i) {
 void Simulation::CrashNode(uint32_t i) {
   Node& n = nodes_[i];
   n.up = false;
+  ++n.incarnation;
   n.replica.reset();
   n.waiting.clear();
   ++result_.faults;
@@ -219,7 +225,21 @@ void Simulation::HandleReady(uint32_t i) {
     for (const paxos::Entry& e : r.entries) OnSaved(e);
     for (const Message& m : r.messages_after_persist) SendPeer(m, now_);
     std::vector<Instance> unreadable;
-    for (paxos::FetchToServe& f : r.fetches_to_serve) ServeFetch(n, std::move(f), &unreadable);
+    for (paxos::FetchToServe& f : r.fetches_to_serve) {
+      if (rng_.Chance(0.5)) {
+        ServeFetch(n, std::move(f), &unreadable);
+        continue;
+      }
+      // Later, as a broker's catch-up thread does: the store may have been
+      // truncated meanwhile, and the reply overtaken by later messages.
+      Event later;
+      later.kind = Event::Kind::kServe;
+      later.target = i;
+      later.time = now_ + 1 + rng_.Uniform(3 * kTickUnits);
+      later.fetch = std::move(f);
+      later.incarnation = n.incarnation;
+      Schedule(std::move(later));
+    }
     for (const paxos::AppliedInstance& a : r.applied) OnApplied(i, a);
     if (r.lost_leadership) n.waiting.clear();
     if (r.snapshot) OnSnapshot(i, *r.snapshot);
@@ -714,6 +734,15 @@ SimResult Simulation::Run() {
       case Event::Kind::kClient: ClientAct(e->target); break;
       case Event::Kind::kAck: ClientAck(*e); break;
       case Event::Kind::kFault: InjectFault(); break;
+      case Event::Kind::kServe: {
+        Node& n = nodes_[e->target];
+        if (!n.up || n.incarnation != e->incarnation) break;
+        std::vector<Instance> unreadable;
+        ServeFetch(n, std::move(e->fetch), &unreadable);
+        for (Instance bad : unreadable) n.replica->ReportUnreadable(bad);
+        HandleReady(e->target);
+        break;
+      }
     }
     if (!faults_on_ && !stop_) {
       if (!probe_acked_ && now_ - heal_time > kLivenessTicks * kTickUnits) {
