@@ -68,9 +68,7 @@ constexpr int kBugMinorityCommit = 4;
 }  // namespace
 
 Replica::Replica(const Config& config, const LogStore& store)
-    : config_(config),
-      store_(store),
-      rng_(config.seed ^ (uint64_t{config.id.value()} << 32)) {
+    : config_(config), store_(store), rng_(config.seed ^ (uint64_t{config.id.value()} << 32)) {
   PAXOS_ASSERT(config_.id != kNoNode);
   PAXOS_ASSERT(!config_.voters.empty());
   PAXOS_ASSERT(config_.voters.size() <= VoteSet::kVotersMax);
