@@ -742,7 +742,9 @@ TEST(Learner, FetchTimeoutsBackOffPerPeer) {
   const std::vector<int> ticks = {3, 6, 12, 18, 30};
   for (size_t i = 0; i < asked.size(); ++i) {
     EXPECT_EQ(asked[i].first, ticks[i]) << i;
-    if (i > 0) EXPECT_NE(asked[i].second, asked[i - 1].second) << i;
+    if (i > 0) {
+      EXPECT_NE(asked[i].second, asked[i - 1].second) << i;
+    }
   }
 }
 
