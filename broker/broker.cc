@@ -33,9 +33,10 @@ Status Broker::Start() {
   Status s = LmdbStore::Open(config_.data_dir, config_.map_size_bytes, &store_);
   if (!s.ok()) return s;
   const paxos::HardState hs = store_->LoadHardState();
-  spdlog::info("storage {}: promised {}, chosen up to instance {}, last instance {}, next offset {}",
+  spdlog::info("storage {}: promised {}, chosen up to instance {}, last instance {}, next offset {}"
+               " ({} journal records replayed)",
                config_.data_dir, paxos::ToString(hs.promised), hs.chosen.value(),
-               store_->LastInstance().value(), store_->next_offset());
+               store_->LastInstance().value(), store_->next_offset(), store_->journal_replayed());
   // Election jitter must differ between brokers and runs; the core itself
   // takes the seed as an input and stays deterministic.
   std::random_device rd;
@@ -152,16 +153,20 @@ void Broker::SendCatchUpReplies() {
 }
 
 Status Broker::Persist(const paxos::HardState& hard, std::span<const paxos::Entry> entries,
-                       std::span<const paxos::AppliedInstance> applied) {
+                       std::span<const paxos::AppliedInstance> applied,
+                       LmdbStore::Durability durability) {
   std::span<const paxos::AppliedInstance> all = applied;
   if (!deferred_applied_.empty()) {
     deferred_applied_.insert(deferred_applied_.end(), applied.begin(), applied.end());
     all = deferred_applied_;
   }
   const auto commit_start = Clock::now();
-  if (store_->Commit(hard, entries, all) != paxos::StoreCode::kOk) {
+  if (store_->Commit(hard, entries, all, durability) != paxos::StoreCode::kOk) {
     // Fail-stop: continuing could vouch for state that is not durable.
     return Status::Error("storage failure: " + store_->last_error());
+  }
+  if (store_->journal_bytes() >= kPendingJournalBytesMax) {
+    if (Status s = CommitPending(); !s.ok()) return s;
   }
   if (metrics_) {
     metrics_->ObserveFsync(std::chrono::duration<double>(Clock::now() - commit_start).count());
@@ -173,7 +178,20 @@ Status Broker::Persist(const paxos::HardState& hard, std::span<const paxos::Entr
 
 Status Broker::FlushDeferred() {
   if (!has_deferred_) return Status::Ok();
-  return Persist(deferred_hard_, {}, {});
+  return Persist(deferred_hard_, {}, {}, LmdbStore::Durability::kJournalNoSync);
+}
+
+Status Broker::CommitPending() {
+  pending_ticks_ = 0;
+  if (!store_->has_pending()) return Status::Ok();
+  const auto start = Clock::now();
+  if (store_->CommitPending() != paxos::StoreCode::kOk) {
+    return Status::Error("storage failure: " + store_->last_error());
+  }
+  if (metrics_) {
+    metrics_->ObserveFsync(std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return Status::Ok();
 }
 
 Status Broker::DrainReady() {
@@ -195,14 +213,18 @@ Status Broker::DrainReady() {
     // mark, the offset index and the compacted view can wait for the next
     // such commit or the next tick: after a crash they are re-derived from
     // the chosen log, durable on a majority, so losing them loses nothing.
-    // One fsync per instance instead of two. A snapshot point is written at
-    // once: its read transaction must see exactly this state.
+    // One fsync per instance instead of two. The write is a journal record
+    // (one sequential write and one fdatasync; the store falls back to an
+    // LMDB commit for a large one), except a snapshot point, committed to
+    // LMDB at once: the snapshot's read transaction must see exactly it.
     const paxos::HardState& durable = store_->LoadHardState();
     const bool now_needed = !r.entries.empty() || r.hard_state.promised != durable.promised ||
                             r.hard_state.catch_up_until != durable.catch_up_until ||
                             r.snapshot.has_value();
     if (now_needed) {
-      if (Status s = Persist(r.hard_state, r.entries, r.applied); !s.ok()) return s;
+      const auto durability = r.snapshot ? LmdbStore::Durability::kCommit
+                                         : LmdbStore::Durability::kJournal;
+      if (Status s = Persist(r.hard_state, r.entries, r.applied, durability); !s.ok()) return s;
     } else if (r.hard_state_changed || index) {
       deferred_hard_ = r.hard_state;
       deferred_applied_.insert(deferred_applied_.end(), r.applied.begin(), r.applied.end());
@@ -213,7 +235,12 @@ Status Broker::DrainReady() {
     }
     CountVotesWhileCatchingUp(r);
     for (const paxos::Message& m : r.messages_after_persist) peers_->Send(m);
-    // Read by the server after this point: every entry they name is stored.
+    // Read by the server after this point, in a read transaction of its
+    // own: every entry they name must be committed to LMDB, not only
+    // journaled.
+    if (!r.fetches_to_serve.empty()) {
+      if (Status s = CommitPending(); !s.ok()) return s;
+    }
     for (paxos::FetchToServe& f : r.fetches_to_serve) catchup_->Submit(std::move(f));
     if (r.lost_leadership) clients_->OnLostLeadership();
     // Right after its commit: the read transaction sees exactly this state.
@@ -350,6 +377,9 @@ Status Broker::Run(const std::atomic<bool>& stop) {
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // we fell behind: do not burst
       if (Status s = FlushDeferred(); !s.ok()) return s;
+      if (store_->has_pending() && ++pending_ticks_ >= kPendingTicksMax) {
+        if (Status s = CommitPending(); !s.ok()) return s;
+      }
       snapshots_->Tick(now, replica_->applied_state().applied());
       ReportRoleChanges();
       UpdateMetrics();
@@ -359,6 +389,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
     clients_->Service(now);
   }
   if (Status s = FlushDeferred(); !s.ok()) return s;
+  if (Status s = CommitPending(); !s.ok()) return s;
   spdlog::info("shutting down");
   return Status::Ok();
 }

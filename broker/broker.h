@@ -49,11 +49,16 @@ class Broker {
   Status DrainReady();
   void ReportRoleChanges();
   void CountVotesWhileCatchingUp(const paxos::Ready& r);
-  // One commit of a Ready's durable part, with whatever waited (below).
+  // One durable write of a Ready's durable part, with whatever waited
+  // (below): a journal record, or an LMDB commit when `durability` says so.
   Status Persist(const paxos::HardState& hard, std::span<const paxos::Entry> entries,
-                 std::span<const paxos::AppliedInstance> applied);
-  // Writes the chosen mark and offset index that waited for a commit.
+                 std::span<const paxos::AppliedInstance> applied,
+                 LmdbStore::Durability durability);
+  // Writes the chosen mark and offset index that waited for a commit (a
+  // journal record, not synced: they need not be durable).
   Status FlushDeferred();
+  // Commits the store's pending transaction to LMDB (see lmdb_store.h).
+  Status CommitPending();
   void UpdateMetrics();
 
   BrokerConfig config_;
@@ -82,6 +87,13 @@ class Broker {
   std::string deferred_error_;
   bool last_catching_up_ = false;
   paxos::Instance last_rejoin_target_{};
+  // Journaled writes are committed to LMDB after this many ticks or bytes of
+  // journal. The commit stalls the loop, for longer the more it writes:
+  // 1 MiB keeps that to a few ms (8 MiB gave p99s of 25-180 ms at 70-350 k
+  // msgs/s); time bounds what a restart replays.
+  static constexpr uint32_t kPendingTicksMax = 500;
+  static constexpr uint64_t kPendingJournalBytesMax = 1ull << 20;
+  uint32_t pending_ticks_ = 0;
 };
 
 }  // namespace ordo::broker

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <random>
 
 #include "broker/codec.h"
 #include "broker/crc32c.h"
@@ -15,6 +16,11 @@ namespace {
 
 constexpr char kHardStateKey[] = "hard_state";
 constexpr char kRetainedKey[] = "retained";  // first instance/offset, log bytes, snapshot handle
+constexpr char kJournalKey[] = "journal";    // the journal generation that follows this commit
+constexpr uint16_t kJournalMetaVersion = 1;
+constexpr uint8_t kOpPut = 1;
+constexpr uint8_t kOpDel = 2;
+constexpr size_t kOpHeaderBytes = 1 + 1 + 2 + 4;  // op, db, key length (u16), value length (u32)
 constexpr uint16_t kRetainedFormatVersion = 1;
 constexpr uint16_t kIndexFormatVersion = 1;
 
@@ -114,6 +120,26 @@ bool DecodeRetained(const MDB_val& v, Retained* out) {
   return true;
 }
 
+// The journal record in meta: CRC32C (4, LE) over the rest, version (u16 =
+// 1), then the generation (u64) whose records continue this commit.
+std::string EncodeJournalMeta(uint64_t generation) {
+  std::string body;
+  PutLe<uint16_t>(&body, kJournalMetaVersion);
+  PutLe<uint64_t>(&body, generation);
+  std::string out;
+  PutLe<uint32_t>(&out, Crc32c(body.data(), body.size()));
+  return out + body;
+}
+
+bool DecodeJournalMeta(const MDB_val& v, uint64_t* generation) {
+  const auto* p = static_cast<const unsigned char*>(v.mv_data);
+  if (v.mv_size != 4 + 2 + 8) return false;
+  if (GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
+  if (GetLe<uint16_t>(p + 4) != kJournalMetaVersion) return false;
+  *generation = GetLe<uint64_t>(p + 6);
+  return true;
+}
+
 // A compacted-view record (value in the `keys` database, under the message
 // key): CRC32C (4, LE) over the rest, offset, producer, sequence (u64 LE),
 // then the payload.
@@ -165,6 +191,9 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
   if ((rc = mdb_env_open(s->env_, dir.c_str(), MDB_NOTLS, 0644)) != 0) {
     return Status::Error(LmdbError(("opening LMDB in " + dir).c_str(), rc));
   }
+  if (Status js = Journal::Open(dir + "/journal", kJournalFileBytes, &s->journal_); !js.ok()) {
+    return js;
+  }
   MDB_txn* txn = nullptr;
   if ((rc = mdb_txn_begin(s->env_, nullptr, 0, &txn)) != 0) {
     return Status::Error(LmdbError("mdb_txn_begin", rc));
@@ -176,6 +205,46 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
       (rc = mdb_dbi_open(txn, "key_offsets", MDB_CREATE, &s->key_offsets_)) != 0) {
     mdb_txn_abort(txn);
     return Status::Error(LmdbError("opening databases", rc));
+  }
+  // The journal: what was made durable after LMDB's last commit is applied
+  // first, so everything below reads the state the broker acknowledged.
+  // Without a generation in meta (a new environment) nothing is replayed:
+  // a journal file left from an earlier life must not leak into this one.
+  {
+    MDB_val jk{sizeof(kJournalKey) - 1, const_cast<char*>(kJournalKey)}, jv;
+    uint64_t generation = 0;
+    rc = mdb_get(txn, s->meta_, &jk, &jv);
+    if (rc == 0 && !DecodeJournalMeta(jv, &generation)) {
+      mdb_txn_abort(txn);
+      return Status::Error("the journal record in " + dir + " fails its check; this broker cannot "
+                           "tell which journal writes it acknowledged. Move the data directory "
+                           "away to rejoin from the peers");
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+      mdb_txn_abort(txn);
+      return Status::Error(LmdbError("reading the journal record", rc));
+    }
+    uint64_t next = 0;
+    if (rc == 0) {
+      Status rs = s->journal_->Replay(
+          generation,
+          [&](std::span<const uint8_t> body) { return s->ApplyJournalRecord(txn, body); },
+          &s->journal_replayed_);
+      if (!rs.ok()) {
+        mdb_txn_abort(txn);
+        return rs;
+      }
+      next = generation + 1;
+    } else {
+      next = std::mt19937_64(std::random_device{}())();
+    }
+    const std::string meta = EncodeJournalMeta(next);
+    MDB_val mv{meta.size(), const_cast<char*>(meta.data())};
+    if ((rc = mdb_put(txn, s->meta_, &jk, &mv, 0)) != 0) {
+      mdb_txn_abort(txn);
+      return Status::Error(LmdbError("writing the journal record", rc));
+    }
+    s->journal_->Restart(next);
   }
   // Hard state.
   MDB_val k{sizeof(kHardStateKey) - 1, const_cast<char*>(kHardStateKey)};
@@ -249,7 +318,110 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
 }
 
 LmdbStore::~LmdbStore() {
+  // Not committed here: what it holds is in the journal, replayed on open.
+  if (pending_) mdb_txn_abort(pending_);
   if (env_) mdb_env_close(env_);
+}
+
+MDB_dbi LmdbStore::Dbi(Db db) const {
+  switch (db) {
+    case kMetaDb: return meta_;
+    case kLogDb: return log_;
+    case kIndexDb: return index_;
+    case kKeysDb: return keys_;
+    case kKeyOffsetsDb: return key_offsets_;
+    case kDbCount: break;
+  }
+  PAXOS_ASSERT(false && "unknown database");
+  return meta_;
+}
+
+void LmdbStore::RecordOp(uint8_t op, Db db, const MDB_val& key, size_t value_bytes) {
+  std::vector<uint8_t>& r = *record_;
+  const size_t at = r.size();
+  r.resize(at + kOpHeaderBytes + key.mv_size);
+  uint8_t* p = r.data() + at;
+  p[0] = op;
+  p[1] = db;
+  p[2] = static_cast<uint8_t>(key.mv_size & 0xff);
+  p[3] = static_cast<uint8_t>(key.mv_size >> 8);
+  for (int i = 0; i < 4; ++i) p[4 + i] = static_cast<uint8_t>((value_bytes >> (8 * i)) & 0xff);
+  std::memcpy(p + kOpHeaderBytes, key.mv_data, key.mv_size);
+}
+
+int LmdbStore::Put(MDB_txn* txn, Db db, const MDB_val& key, const MDB_val& value) {
+  MDB_val k = key, v = value;
+  const int rc = mdb_put(txn, Dbi(db), &k, &v, 0);
+  if (rc == 0 && record_) {
+    RecordOp(kOpPut, db, key, value.mv_size);
+    const auto* b = static_cast<const uint8_t*>(value.mv_data);
+    record_->insert(record_->end(), b, b + value.mv_size);
+  }
+  return rc;
+}
+
+int LmdbStore::Del(MDB_txn* txn, Db db, const MDB_val& key) {
+  MDB_val k = key;
+  const int rc = mdb_del(txn, Dbi(db), &k, nullptr);
+  if (rc == 0 && record_) RecordOp(kOpDel, db, key, 0);
+  return rc;
+}
+
+Status LmdbStore::ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body) {
+  size_t at = 0;
+  while (at < body.size()) {
+    if (body.size() - at < kOpHeaderBytes) return Status::Error("journal record: truncated operation");
+    const uint8_t* p = body.data() + at;
+    const uint8_t op = p[0];
+    const uint8_t db = p[1];
+    const size_t klen = size_t{p[2]} | (size_t{p[3]} << 8);
+    const size_t vlen = GetLe<uint32_t>(p + 4);
+    if ((op != kOpPut && op != kOpDel) || db >= kDbCount ||
+        body.size() - at - kOpHeaderBytes < klen + vlen || (op == kOpDel && vlen != 0)) {
+      return Status::Error("journal record: malformed operation at byte " + std::to_string(at));
+    }
+    MDB_val k{klen, const_cast<uint8_t*>(p + kOpHeaderBytes)};
+    MDB_val v{vlen, const_cast<uint8_t*>(p + kOpHeaderBytes + klen)};
+    const int rc = op == kOpPut ? mdb_put(txn, Dbi(static_cast<Db>(db)), &k, &v, 0)
+                                : mdb_del(txn, Dbi(static_cast<Db>(db)), &k, nullptr);
+    if (rc != 0 && !(op == kOpDel && rc == MDB_NOTFOUND)) {
+      return Status::Error(LmdbError("replaying the journal", rc));
+    }
+    at += kOpHeaderBytes + klen + vlen;
+  }
+  return Status::Ok();
+}
+
+MDB_txn* LmdbStore::LoopRead(bool* owned) const {
+  *owned = pending_ == nullptr;
+  return pending_ ? pending_ : BeginRead();
+}
+
+paxos::StoreCode LmdbStore::Broken(const std::string& what) {
+  broken_ = true;
+  last_error_ = what;
+  return paxos::StoreCode::kIoError;
+}
+
+paxos::StoreCode LmdbStore::CommitPending() {
+  if (broken_) return paxos::StoreCode::kIoError;
+  if (pending_ == nullptr) return paxos::StoreCode::kOk;
+  MDB_txn* txn = pending_;
+  pending_ = nullptr;
+  // The records of this pass are in LMDB once this commits; the next pass
+  // gets a generation of its own.
+  const uint64_t next = journal_->generation() + 1;
+  const std::string meta = EncodeJournalMeta(next);
+  MDB_val k{sizeof(kJournalKey) - 1, const_cast<char*>(kJournalKey)};
+  MDB_val v{meta.size(), const_cast<char*>(meta.data())};
+  int rc = mdb_put(txn, meta_, &k, &v, 0);
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    return Broken(LmdbError("writing the journal record", rc));
+  }
+  if ((rc = mdb_txn_commit(txn)) != 0) return Broken(LmdbError("mdb_txn_commit", rc));
+  journal_->Restart(next);
+  return paxos::StoreCode::kOk;
 }
 
 paxos::StoreCode LmdbStore::GetIn(MDB_txn* txn, paxos::Instance instance,
@@ -295,14 +467,14 @@ paxos::StoreCode LmdbStore::CorruptRecord(uint64_t instance, const DecodeStatus&
 }
 
 paxos::StoreCode LmdbStore::Get(paxos::Instance instance, paxos::Entry* out) const {
-  MDB_txn* txn = nullptr;
-  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn);
-  if (rc != 0) {
-    last_error_ = LmdbError("mdb_txn_begin", rc);
+  bool owned = false;
+  MDB_txn* txn = LoopRead(&owned);
+  if (txn == nullptr) {
+    last_error_ = "mdb_txn_begin failed";
     return paxos::StoreCode::kIoError;
   }
   const paxos::StoreCode code = GetIn(txn, instance, out);
-  mdb_txn_abort(txn);
+  if (owned) EndRead(txn);
   return code;
 }
 
@@ -313,16 +485,30 @@ paxos::StoreCode LmdbStore::Save(const paxos::HardState& hard_state,
 
 paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
                                    std::span<const paxos::Entry> entries,
-                                   std::span<const paxos::AppliedInstance> applied) {
-  MDB_txn* txn = nullptr;
+                                   std::span<const paxos::AppliedInstance> applied,
+                                   Durability durability) {
+  if (broken_) return paxos::StoreCode::kIoError;
+  // Everything goes into the pending transaction (begun here when there is
+  // none); a journaled write also into one journal record, built as it goes.
+  if (pending_ == nullptr && BeginWrite(&pending_) != paxos::StoreCode::kOk) {
+    pending_ = nullptr;
+    return paxos::StoreCode::kIoError;
+  }
+  MDB_txn* txn = pending_;
+  const bool journal = durability != Durability::kCommit;
+  record_ = journal ? journal_->StartRecord() : nullptr;
   int rc = 0;
-  if (BeginWrite(&txn) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
-  auto fail = [&](const char* what) { return Abort(txn, what, rc); };
+  auto fail = [&](const char* what) {
+    record_ = nullptr;
+    pending_ = nullptr;
+    mdb_txn_abort(txn);
+    return Broken(LmdbError(what, rc));
+  };
   if (hard_state != hard_state_) {
     const std::string meta = EncodeMetaRecord(hard_state);
     MDB_val k{sizeof(kHardStateKey) - 1, const_cast<char*>(kHardStateKey)};
     MDB_val v{meta.size(), const_cast<char*>(meta.data())};
-    if ((rc = mdb_put(txn, meta_, &k, &v, 0)) != 0) return fail("writing the hard state");
+    if ((rc = Put(txn, kMetaDb, k, v)) != 0) return fail("writing the hard state");
   }
   paxos::Instance last = last_instance_;
   uint64_t log_bytes = log_bytes_;
@@ -330,11 +516,21 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     if (e.instance < first_instance_) continue;  // behind the snapshot: not kept
     unsigned char key[8];
     PutBigEndian(e.instance.value(), key);
-    // Written in place: LMDB reserves the space in its page (MDB_RESERVE).
     const LogRecordEncoder record(e);
     MDB_val k{8, key}, v{record.size(), nullptr};
-    if ((rc = mdb_put(txn, log_, &k, &v, MDB_RESERVE)) != 0) return fail("writing a log record");
-    record.WriteTo(static_cast<uint8_t*>(v.mv_data));
+    if (record_ != nullptr) {
+      // Encoded into the journal record, and LMDB copies it from there.
+      RecordOp(kOpPut, kLogDb, k, record.size());
+      const size_t at = record_->size();
+      record_->resize(at + record.size());
+      record.WriteTo(record_->data() + at);
+      v.mv_data = record_->data() + at;
+      if ((rc = mdb_put(txn, log_, &k, &v, 0)) != 0) return fail("writing a log record");
+    } else {
+      // Written in place: LMDB reserves the space in its page (MDB_RESERVE).
+      if ((rc = mdb_put(txn, log_, &k, &v, MDB_RESERVE)) != 0) return fail("writing a log record");
+      record.WriteTo(static_cast<uint8_t*>(v.mv_data));
+    }
     last = std::max(last, e.instance);
     log_bytes += record.size();  // an overwrite counts twice: an upper bound
   }
@@ -345,7 +541,7 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     PutBigEndian(a.first_offset.value(), key);
     const std::string record = EncodeIndex(a);
     MDB_val k{8, key}, v{record.size(), const_cast<char*>(record.data())};
-    if ((rc = mdb_put(txn, index_, &k, &v, 0)) != 0) return fail("writing the offset index");
+    if ((rc = Put(txn, kIndexDb, k, v)) != 0) return fail("writing the offset index");
     next = std::max(next, a.first_offset.value() + a.appended);
     // The compacted view: the latest message of each key.
     const auto& msgs = a.value->messages;
@@ -362,8 +558,17 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     r.log_bytes = log_bytes;
     if ((rc = PutRetained(txn, r)) != 0) return fail("writing the retention record");
   }
-  if ((rc = mdb_txn_commit(txn)) != 0) {
-    last_error_ = LmdbError("mdb_txn_commit", rc);
+  record_ = nullptr;
+  if (journal && journal_->pending_body_bytes() <= kJournalRecordMax &&
+      journal_->Fits(journal_->pending_body_bytes())) {
+    Status s = journal_->FinishRecord();
+    if (s.ok() && durability == Durability::kJournal) s = journal_->Sync();
+    if (!s.ok()) {
+      pending_ = nullptr;
+      mdb_txn_abort(txn);
+      return Broken(s.message());
+    }
+  } else if (CommitPending() != paxos::StoreCode::kOk) {  // too large for the journal, or kCommit
     return paxos::StoreCode::kIoError;
   }
   hard_state_ = hard_state;
@@ -382,7 +587,7 @@ int LmdbStore::PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t of
       unsigned char ok[8];
       PutBigEndian(old.offset, ok);
       MDB_val okv{8, ok};
-      rc = mdb_del(txn, key_offsets_, &okv, nullptr);
+      rc = Del(txn, kKeyOffsetsDb, okv);
       if (rc != 0 && rc != MDB_NOTFOUND) return rc;
     }
   } else if (rc != MDB_NOTFOUND) {
@@ -390,14 +595,16 @@ int LmdbStore::PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t of
   }
   const std::string record = EncodeKeyed(offset, m.producer.value(), m.sequence, m.payload);
   MDB_val rv{record.size(), const_cast<char*>(record.data())};
-  if ((rc = mdb_put(txn, keys_, &k, &rv, 0)) != 0) return rc;
+  if ((rc = Put(txn, kKeysDb, k, rv)) != 0) return rc;
   unsigned char ok[8];
   PutBigEndian(offset, ok);
   MDB_val okv{8, ok}, kv{m.key.size(), const_cast<char*>(m.key.data())};
-  return mdb_put(txn, key_offsets_, &okv, &kv, 0);
+  return Put(txn, kKeyOffsetsDb, okv, kv);
 }
 
 paxos::StoreCode LmdbStore::BeginWrite(MDB_txn** txn) {
+  // One write transaction at a time: what is pending is committed first.
+  if (CommitPending() != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
   const int rc = mdb_txn_begin(env_, nullptr, 0, txn);
   if (rc == 0) return paxos::StoreCode::kOk;
   last_error_ = LmdbError("mdb_txn_begin", rc);
@@ -441,7 +648,7 @@ int LmdbStore::PutRetained(MDB_txn* txn, const Retained& r) {
   const std::string record = EncodeRetained(r);
   MDB_val k{sizeof(kRetainedKey) - 1, const_cast<char*>(kRetainedKey)};
   MDB_val v{record.size(), const_cast<char*>(record.data())};
-  return mdb_put(txn, meta_, &k, &v, 0);
+  return Put(txn, kMetaDb, k, v);
 }
 
 std::string LmdbStore::SnapshotPath(const SnapshotHandle& h) const {
@@ -493,7 +700,8 @@ Status LmdbStore::ReadKeyed(MDB_txn* txn, std::vector<StreamMessage>* out) const
 
 paxos::StoreCode LmdbStore::ReadCompacted(uint64_t from, uint64_t to, size_t max_messages,
                                           size_t max_bytes, std::vector<StreamMessage>* out) const {
-  MDB_txn* txn = BeginRead();
+  bool owned = false;
+  MDB_txn* txn = LoopRead(&owned);
   if (txn == nullptr) {
     last_error_ = "mdb_txn_begin failed";
     return paxos::StoreCode::kIoError;
@@ -525,7 +733,7 @@ paxos::StoreCode LmdbStore::ReadCompacted(uint64_t from, uint64_t to, size_t max
     out->push_back(std::move(m));
   }
   mdb_cursor_close(cur);
-  EndRead(txn);
+  if (owned) EndRead(txn);
   return code;
 }
 
@@ -654,12 +862,13 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
 paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_t max_bytes,
                                        const StreamVisitor& visit) const {
   if (from >= next_offset_ || max_messages == 0) return paxos::StoreCode::kOk;
-  MDB_txn* txn = nullptr;
-  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn);
-  if (rc != 0) {
-    last_error_ = LmdbError("mdb_txn_begin", rc);
+  bool owned = false;
+  MDB_txn* txn = LoopRead(&owned);
+  if (txn == nullptr) {
+    last_error_ = "mdb_txn_begin failed";
     return paxos::StoreCode::kIoError;
   }
+  int rc = 0;
   MDB_cursor* cur = nullptr;
   mdb_cursor_open(txn, index_, &cur);
   unsigned char key[8];
@@ -721,7 +930,7 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
   }
   mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
+  if (owned) EndRead(txn);
   return code;
 }
 

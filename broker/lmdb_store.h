@@ -10,13 +10,21 @@
 //          offset (duplicates, out of sequence, stale leader), all LE.
 //          Written only for instances that appended at least one message.
 //
-// Every Commit is one write transaction; LMDB's default durable commit (fsync)
-// is the durability point the protocol relies on. Options are spelled out in
+// The durability point the protocol relies on is either LMDB's default
+// durable commit, or a record in the write-ahead journal (broker/journal.h,
+// DIR/journal) synced with fdatasync: a small Commit with Durability::kJournal
+// goes into an LMDB write transaction that stays open (the "pending" one) and
+// into one journal record. CommitPending commits that transaction durably,
+// after which the journal starts over; Open replays what the journal holds
+// beyond LMDB's last commit. The loop's own reads go through the pending
+// transaction, so they see every write; other threads' read transactions see
+// LMDB's last commit only (CommitPending first). Options are spelled out in
 // Open() rather than left to defaults.
 //
 // Thread rules: the broker's event loop, except BeginRead, RawLogRecord,
 // ReadKeyed and EndRead, which other threads (the catch-up server, the
-// snapshot encoder) call with read transactions of their own.
+// snapshot encoder) call with read transactions of their own: those see
+// LMDB's last commit, not the pending transaction.
 #pragma once
 
 #include <lmdb.h>
@@ -30,6 +38,7 @@
 #include <vector>
 
 #include "broker/codec.h"
+#include "broker/journal.h"
 #include "broker/status.h"
 #include "paxos/applied_state.h"
 #include "paxos/log_store.h"
@@ -61,10 +70,31 @@ class LmdbStore final : public paxos::LogStore {
   paxos::StoreCode Save(const paxos::HardState& hard_state,
                         std::span<const paxos::Entry> entries) override;
 
-  // Saves a whole Ready in one transaction: hard state, entries, and the
-  // offset index of the instances it applied.
+  enum class Durability : uint8_t {
+    kCommit,         // an LMDB durable commit (with whatever is pending)
+    kJournal,        // a journal record, synced; LMDB's commit comes later
+    kJournalNoSync,  // a journal record made durable by the next sync or commit
+  };
+  // Saves a whole Ready atomically: hard state, entries, and the offset index
+  // of the instances it applied. kJournal falls back to kCommit for a write
+  // larger than kJournalRecordMax or than what is left of the journal.
   paxos::StoreCode Commit(const paxos::HardState& hard_state, std::span<const paxos::Entry> entries,
-                          std::span<const paxos::AppliedInstance> applied);
+                          std::span<const paxos::AppliedInstance> applied,
+                          Durability durability = Durability::kCommit);
+  // Commits the pending transaction durably (no-op without one); the journal
+  // then starts over. Other threads' reads see everything written before it.
+  paxos::StoreCode CommitPending();
+  bool has_pending() const { return pending_ != nullptr; }
+  // Bytes of journal records since LMDB's last commit.
+  uint64_t journal_bytes() const { return journal_ ? journal_->position() : 0; }
+  // Journal records replayed by Open.
+  uint64_t journal_replayed() const { return journal_replayed_; }
+
+  static constexpr uint64_t kJournalFileBytes = 16ull << 20;
+  // A larger write is an LMDB commit at once: at high load the batches are
+  // large and their commits amortise LMDB's syncs; journaling them too would
+  // write every byte twice. 64 KiB is about 400 messages of 128 bytes.
+  static constexpr size_t kJournalRecordMax = 64 << 10;
 
   // --- the stream ---
   // One past the last offset in the index (the head a subscriber can reach).
@@ -154,6 +184,24 @@ class LmdbStore final : public paxos::LogStore {
   Retained CurrentRetained() const;
   int PutRetained(MDB_txn* txn, const Retained& r);
 
+  // The databases by number, as journal records name them.
+  enum Db : uint8_t { kMetaDb = 0, kLogDb, kIndexDb, kKeysDb, kKeyOffsetsDb, kDbCount };
+  MDB_dbi Dbi(Db db) const;
+  // mdb_put / mdb_del that also append the operation to the journal record
+  // being built (record_), when there is one.
+  int Put(MDB_txn* txn, Db db, const MDB_val& key, const MDB_val& value);
+  int Del(MDB_txn* txn, Db db, const MDB_val& key);
+  void RecordOp(uint8_t op, Db db, const MDB_val& key, size_t value_bytes);
+  // Applies one journal record's operations in `txn` (Open's replay).
+  Status ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body);
+  // The pending transaction for the loop's reads, or a new read transaction
+  // (*owned: end it with EndRead).
+  MDB_txn* LoopRead(bool* owned) const;
+  // A write failed after journaled writes went into the pending transaction:
+  // it is gone, so every later write fails too (the broker stops; a restart
+  // replays the journal).
+  paxos::StoreCode Broken(const std::string& what);
+
   MDB_env* env_ = nullptr;
   MDB_dbi meta_ = 0;
   MDB_dbi log_ = 0;
@@ -172,6 +220,11 @@ class LmdbStore final : public paxos::LogStore {
   mutable uint64_t corruptions_ = 0;
   bool opened_empty_ = false;
   mutable std::string last_error_;
+  std::unique_ptr<Journal> journal_;
+  MDB_txn* pending_ = nullptr;           // writes journaled, not yet committed in LMDB
+  std::vector<uint8_t>* record_ = nullptr;  // the journal record being built, if any
+  bool broken_ = false;
+  uint64_t journal_replayed_ = 0;
 };
 
 }  // namespace ordo::broker

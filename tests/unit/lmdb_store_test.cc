@@ -182,7 +182,9 @@ TEST(LmdbStore, ACorruptHardStateRefusesToOpen) {
 
 
 // Ten instances of one keyed message each: keys "k0".."k2", offsets 0..9.
-void FillKeyed(LmdbFactory& f) {
+// With a journal: odd instances synced, even ones not (the broker's deferred
+// writes), as the broker mixes them.
+void FillKeyed(LmdbFactory& f, bool journal = false) {
   const Ballot b{1, NodeId(1)};
   for (uint64_t i = 1; i <= 10; ++i) {
     ClientMessage m{paxos::ProducerId(7), i, "k" + std::to_string(i % 3), "v" + std::to_string(i)};
@@ -190,8 +192,175 @@ void FillKeyed(LmdbFactory& f) {
     std::vector<Entry> entries = {Entry{Instance(i), b, v}};
     auto a = Applied(v, i, i - 1, {paxos::PublishOutcome::kAppended});
     a.results[0].offset = paxos::Offset(i - 1);
-    ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(i)}, entries, {&a, 1}), StoreCode::kOk);
+    using D = LmdbStore::Durability;
+    const D d = !journal ? D::kCommit : i % 2 == 1 ? D::kJournal : D::kJournalNoSync;
+    ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(i)}, entries, {&a, 1}, d), StoreCode::kOk);
   }
+}
+
+// What FillKeyed wrote, read back through every read path.
+void ExpectKeyedFill(LmdbStore& s) {
+  EXPECT_EQ(s.LoadHardState().chosen, Instance(10));
+  EXPECT_EQ(s.LastInstance(), Instance(10));
+  EXPECT_EQ(s.next_offset(), 10u);
+  Entry e;
+  ASSERT_EQ(s.Get(Instance(4), &e), StoreCode::kOk);
+  EXPECT_EQ(e.value->messages.at(0).payload, "v4");
+  std::vector<StreamMessage> msgs;
+  ASSERT_EQ(s.ReadStream(0, 100, 1 << 20, &msgs), StoreCode::kOk);
+  ASSERT_EQ(msgs.size(), 10u);
+  EXPECT_EQ(msgs[9].payload, "v10");
+  std::vector<StreamMessage> view;
+  ASSERT_EQ(s.ReadCompacted(0, 0, 100, 1 << 20, &view), StoreCode::kOk);
+  EXPECT_EQ(view.size(), 3u);
+}
+
+// A copy of the LMDB files of `dir` without the journal, opened: what LMDB
+// itself holds.
+std::unique_ptr<LmdbStore> OpenLmdbOnly(const std::string& dir, const std::string& copy) {
+  std::filesystem::create_directories(copy);
+  std::filesystem::copy_file(dir + "/data.mdb", copy + "/data.mdb");
+  if (std::filesystem::exists(dir + "/snapshots")) {
+    std::filesystem::copy(dir + "/snapshots", copy + "/snapshots");
+  }
+  std::unique_ptr<LmdbStore> s;
+  const Status st = LmdbStore::Open(copy, 64ull << 20, &s);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return s;
+}
+
+void FlipJournalByte(const std::string& dir, uint64_t at) {
+  std::fstream f(dir + "/journal", std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(at));
+  char c = 0;
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x40);
+  f.seekp(static_cast<std::streamoff>(at));
+  f.write(&c, 1);
+}
+
+TEST(LmdbStore, JournaledWritesAreReadAtOnceAndReplayedAfterACrash) {
+  LmdbFactory f;
+  FillKeyed(f, /*journal=*/true);
+  EXPECT_TRUE(f.lmdb->has_pending());
+  EXPECT_GT(f.lmdb->journal_bytes(), 0u);
+  ExpectKeyedFill(*f.lmdb);  // the loop's reads see the pending writes
+  {
+    // LMDB's own commit does not hold them yet: only the journal does.
+    const std::string copy = TempDir();
+    auto lmdb_only = OpenLmdbOnly(f.dir, copy);
+    ASSERT_TRUE(lmdb_only);
+    EXPECT_EQ(lmdb_only->LastInstance(), paxos::kNoInstance);
+    EXPECT_EQ(lmdb_only->next_offset(), 0u);
+    lmdb_only.reset();
+    std::filesystem::remove_all(copy);
+  }
+  f.Reopen();  // a crash: the pending transaction is dropped, not committed
+  EXPECT_EQ(f.lmdb->journal_replayed(), 10u);
+  EXPECT_FALSE(f.lmdb->has_pending());
+  ExpectKeyedFill(*f.lmdb);
+  // Open committed the replay: nothing is replayed twice.
+  f.Reopen();
+  EXPECT_EQ(f.lmdb->journal_replayed(), 0u);
+  ExpectKeyedFill(*f.lmdb);
+}
+
+TEST(LmdbStore, ACommitEmptiesTheJournalAndLargeOrSnapshotWritesGoStraightToLmdb) {
+  LmdbFactory f;
+  const Ballot b{1, NodeId(1)};
+  using D = LmdbStore::Durability;
+  std::vector<Entry> one = {Entry{Instance(1), b, paxos::MakeBatch(b, {Msg(1, "small")})}};
+  ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(0)}, one, {}, D::kJournal), StoreCode::kOk);
+  EXPECT_TRUE(f.lmdb->has_pending());
+  ASSERT_EQ(f.lmdb->CommitPending(), StoreCode::kOk);
+  EXPECT_FALSE(f.lmdb->has_pending());
+  EXPECT_EQ(f.lmdb->journal_bytes(), 0u);
+  // Larger than a journal record may be: an LMDB commit, with what waited.
+  ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(1)}, {}, {}, D::kJournal), StoreCode::kOk);
+  EXPECT_TRUE(f.lmdb->has_pending());
+  const std::string big(LmdbStore::kJournalRecordMax + 1, 'x');
+  std::vector<Entry> large = {Entry{Instance(2), b, paxos::MakeBatch(b, {Msg(2, big)})}};
+  ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(1)}, large, {}, D::kJournal), StoreCode::kOk);
+  EXPECT_FALSE(f.lmdb->has_pending());
+  // Another writer (here: recording a snapshot) commits what waits first.
+  std::vector<Entry> three = {Entry{Instance(3), b, paxos::MakeBatch(b, {Msg(3, "c")})}};
+  ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(2)}, three, {}, D::kJournal), StoreCode::kOk);
+  paxos::AppliedSnapshot snap;
+  snap.instance = Instance(1);
+  snap.next_offset = paxos::Offset(1);
+  const std::string file = EncodeSnapshotFile(snap, {});
+  const SnapshotHandle h{1, file.size(), Crc32c(file.data(), file.size())};
+  std::filesystem::create_directories(f.lmdb->SnapshotDir());
+  {
+    std::ofstream out(f.lmdb->SnapshotPath(h), std::ios::binary);
+    out << file;
+  }
+  ASSERT_EQ(f.lmdb->RecordSnapshot(h, snap), StoreCode::kOk);
+  EXPECT_FALSE(f.lmdb->has_pending());
+  const std::string copy = TempDir();
+  auto lmdb_only = OpenLmdbOnly(f.dir, copy);
+  ASSERT_TRUE(lmdb_only);
+  EXPECT_EQ(lmdb_only->LastInstance(), Instance(3));
+  EXPECT_EQ(lmdb_only->LoadHardState().chosen, Instance(2));
+  lmdb_only.reset();
+  std::filesystem::remove_all(copy);
+  f.Reopen();
+  EXPECT_EQ(f.lmdb->journal_replayed(), 0u);
+  Entry e;
+  ASSERT_EQ(f.lmdb->Get(Instance(2), &e), StoreCode::kOk);
+  EXPECT_EQ(e.value->messages.at(0).payload.size(), big.size());
+}
+
+TEST(LmdbStore, ATornLastJournalRecordLosesOnlyThatUnacknowledgedWrite) {
+  LmdbFactory f;
+  const Ballot b{1, NodeId(1)};
+  uint64_t last_at = 0;
+  for (uint64_t i = 1; i <= 3; ++i) {
+    last_at = f.lmdb->journal_bytes();
+    std::vector<Entry> e = {Entry{Instance(i), b, paxos::MakeBatch(b, {Msg(i, "m")})}};
+    ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(i - 1)}, e, {}, LmdbStore::Durability::kJournal),
+              StoreCode::kOk);
+  }
+  f.lmdb.reset();
+  FlipJournalByte(f.dir, last_at + Journal::kHeaderBytes + 3);
+  f.Reopen();
+  EXPECT_EQ(f.lmdb->journal_replayed(), 2u);
+  EXPECT_EQ(f.lmdb->LastInstance(), Instance(2));
+  EXPECT_EQ(f.lmdb->LoadHardState().chosen, Instance(1));
+  Entry e;
+  EXPECT_EQ(f.lmdb->Get(Instance(3), &e), StoreCode::kNotFound);
+}
+
+TEST(LmdbStore, ADamagedJournalRecordBeforeIntactOnesRefusesToOpen) {
+  LmdbFactory f;
+  const Ballot b{1, NodeId(1)};
+  uint64_t second_at = 0;
+  for (uint64_t i = 1; i <= 3; ++i) {
+    if (i == 2) second_at = f.lmdb->journal_bytes();
+    std::vector<Entry> e = {Entry{Instance(i), b, paxos::MakeBatch(b, {Msg(i, "m")})}};
+    ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(i - 1)}, e, {}, LmdbStore::Durability::kJournal),
+              StoreCode::kOk);
+  }
+  f.lmdb.reset();
+  FlipJournalByte(f.dir, second_at + Journal::kHeaderBytes + 3);
+  std::unique_ptr<LmdbStore> s;
+  const Status st = LmdbStore::Open(f.dir, 64ull << 20, &s);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("journal"), std::string::npos) << st.message();
+}
+
+TEST(LmdbStore, AJournalWithoutItsLmdbFilesIsNotReplayed) {
+  LmdbFactory f;
+  FillKeyed(f, /*journal=*/true);
+  f.lmdb.reset();
+  // The LMDB files lost, the journal left behind: a new member, with none
+  // of the old one's writes (they would be half a history).
+  std::filesystem::remove(f.dir + "/data.mdb");
+  std::filesystem::remove(f.dir + "/lock.mdb");
+  f.Reopen();
+  EXPECT_TRUE(f.lmdb->opened_empty());
+  EXPECT_EQ(f.lmdb->journal_replayed(), 0u);
+  EXPECT_EQ(f.lmdb->LastInstance(), paxos::kNoInstance);
 }
 
 TEST(LmdbStore, TheCompactedViewKeepsTheLatestMessageOfEachKeyInOffsetOrder) {

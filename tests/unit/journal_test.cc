@@ -1,0 +1,134 @@
+// Journal: the framed, checksummed record file in front of LMDB, on a real
+// file. What LmdbStore builds on it is tested in lmdb_store_test.cc.
+#include "broker/journal.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+namespace ordo::broker {
+namespace {
+
+struct TempFile {
+  TempFile() {
+    static std::mt19937_64 rng(std::random_device{}());
+    path = (std::filesystem::temp_directory_path() / ("ordo-journal-" + std::to_string(rng())))
+               .string();
+  }
+  ~TempFile() { std::filesystem::remove(path); }
+  std::string path;
+};
+
+std::span<const uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+std::vector<std::string> ReplayAll(const Journal& j, uint64_t generation, Status* status) {
+  std::vector<std::string> out;
+  uint64_t n = 0;
+  *status = j.Replay(
+      generation,
+      [&](std::span<const uint8_t> body) {
+        out.emplace_back(reinterpret_cast<const char*>(body.data()), body.size());
+        return Status::Ok();
+      },
+      &n);
+  EXPECT_EQ(n, out.size());
+  return out;
+}
+
+void FlipByte(const std::string& path, uint64_t at) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(at));
+  char c = 0;
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x40);
+  f.seekp(static_cast<std::streamoff>(at));
+  f.write(&c, 1);
+}
+
+TEST(Journal, RecordsOfTheGenerationReplayInOrderAfterAReopen) {
+  TempFile t;
+  {
+    std::unique_ptr<Journal> j;
+    ASSERT_TRUE(Journal::Open(t.path, 1 << 20, &j).ok());
+    EXPECT_EQ(std::filesystem::file_size(t.path), 1u << 20);  // reserved up front
+    j->Restart(41);
+    ASSERT_TRUE(j->Append(Bytes("one")).ok());
+    ASSERT_TRUE(j->Append(Bytes("")).ok());
+    ASSERT_TRUE(j->Append(Bytes("three")).ok());
+    ASSERT_TRUE(j->Sync().ok());
+    EXPECT_EQ(j->records(), 3u);
+  }
+  std::unique_ptr<Journal> j;
+  ASSERT_TRUE(Journal::Open(t.path, 1 << 20, &j).ok());
+  Status s;
+  EXPECT_EQ(ReplayAll(*j, 41, &s), (std::vector<std::string>{"one", "", "three"}));
+  EXPECT_TRUE(s.ok());
+  // Another generation's records are not this one's.
+  EXPECT_TRUE(ReplayAll(*j, 42, &s).empty());
+  EXPECT_TRUE(s.ok());
+}
+
+TEST(Journal, ANewPassHidesTheOldOnesLeftoversFurtherIn) {
+  TempFile t;
+  std::unique_ptr<Journal> j;
+  ASSERT_TRUE(Journal::Open(t.path, 1 << 20, &j).ok());
+  j->Restart(7);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(j->Append(Bytes("old record " + std::to_string(i))).ok());
+  j->Restart(8);
+  ASSERT_TRUE(j->Append(Bytes("new")).ok());
+  ASSERT_TRUE(j->Sync().ok());
+  Status s;
+  EXPECT_EQ(ReplayAll(*j, 8, &s), (std::vector<std::string>{"new"}));
+  EXPECT_TRUE(s.ok());
+}
+
+TEST(Journal, ATornLastRecordEndsTheReplay) {
+  TempFile t;
+  std::unique_ptr<Journal> j;
+  ASSERT_TRUE(Journal::Open(t.path, 1 << 20, &j).ok());
+  j->Restart(1);
+  ASSERT_TRUE(j->Append(Bytes("kept")).ok());
+  const uint64_t last = j->position();
+  ASSERT_TRUE(j->Append(Bytes("torn")).ok());
+  ASSERT_TRUE(j->Sync().ok());
+  FlipByte(t.path, last + Journal::kHeaderBytes + 1);
+  Status s;
+  EXPECT_EQ(ReplayAll(*j, 1, &s), (std::vector<std::string>{"kept"}));
+  EXPECT_TRUE(s.ok()) << s.message();
+}
+
+TEST(Journal, ADamagedRecordBeforeAnIntactOneIsAnError) {
+  TempFile t;
+  std::unique_ptr<Journal> j;
+  ASSERT_TRUE(Journal::Open(t.path, 1 << 20, &j).ok());
+  j->Restart(1);
+  ASSERT_TRUE(j->Append(Bytes("first")).ok());
+  const uint64_t second = j->position();
+  ASSERT_TRUE(j->Append(Bytes("second")).ok());
+  ASSERT_TRUE(j->Append(Bytes("third")).ok());
+  ASSERT_TRUE(j->Sync().ok());
+  FlipByte(t.path, second + Journal::kHeaderBytes + 2);
+  Status s;
+  ReplayAll(*j, 1, &s);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("record 1"), std::string::npos) << s.message();
+}
+
+TEST(Journal, ARecordThatDoesNotFitIsRefused) {
+  TempFile t;
+  std::unique_ptr<Journal> j;
+  ASSERT_TRUE(Journal::Open(t.path, 4096, &j).ok());
+  j->Restart(1);
+  const std::string big(4096, 'x');
+  EXPECT_FALSE(j->Fits(big.size()));
+  EXPECT_FALSE(j->Append(Bytes(big)).ok());
+  EXPECT_EQ(j->records(), 0u);
+  EXPECT_TRUE(j->Fits(4096 - Journal::kHeaderBytes));
+}
+
+}  // namespace
+}  // namespace ordo::broker
