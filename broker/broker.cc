@@ -165,14 +165,12 @@ Status Broker::Persist(const paxos::HardState& hard, std::span<const paxos::Entr
     // Fail-stop: continuing could vouch for state that is not durable.
     return Status::Error("storage failure: " + store_->last_error());
   }
-  if (store_->journal_bytes() >= kPendingJournalBytesMax) {
-    if (Status s = CommitPending(); !s.ok()) return s;
-  }
   if (metrics_) {
     metrics_->ObserveFsync(std::chrono::duration<double>(Clock::now() - commit_start).count());
   }
   deferred_applied_.clear();
   has_deferred_ = false;
+  if (store_->journal_bytes() >= kPendingJournalBytesMax) return CommitPending();
   return Status::Ok();
 }
 
@@ -238,8 +236,12 @@ Status Broker::DrainReady() {
     // Read by the server after this point, in a read transaction of its
     // own: every entry they name must be committed to LMDB, not only
     // journaled.
-    if (!r.fetches_to_serve.empty()) {
-      if (Status s = CommitPending(); !s.ok()) return s;
+    const paxos::Instance pending_first = store_->pending_first_instance();
+    for (const paxos::FetchToServe& f : r.fetches_to_serve) {
+      if (pending_first != paxos::kNoInstance && f.last >= pending_first) {
+        if (Status s = CommitPending(); !s.ok()) return s;
+        break;
+      }
     }
     for (paxos::FetchToServe& f : r.fetches_to_serve) catchup_->Submit(std::move(f));
     if (r.lost_leadership) clients_->OnLostLeadership();
@@ -370,6 +372,8 @@ Status Broker::Run(const std::atomic<bool>& stop) {
     // Only when a reply is waiting: an empty check costs a syscall per turn.
     if ((items[catchup_item].revents & ZMQ_POLLIN) != 0) SendCatchUpReplies();
     if (!deferred_error_.empty()) return Status::Error(deferred_error_);
+    // A failed write anywhere (the snapshot service's too) stops the broker.
+    if (store_->broken()) return Status::Error("storage failure: " + store_->last_error());
     clients_->Poll(4096);
     now = Clock::now();
     if (now >= next_tick) {
@@ -377,7 +381,9 @@ Status Broker::Run(const std::atomic<bool>& stop) {
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // we fell behind: do not burst
       if (Status s = FlushDeferred(); !s.ok()) return s;
-      if (store_->has_pending() && ++pending_ticks_ >= kPendingTicksMax) {
+      if (!store_->has_pending()) {
+        pending_ticks_ = 0;
+      } else if (++pending_ticks_ * config_.tick_ms >= kPendingMs) {
         if (Status s = CommitPending(); !s.ok()) return s;
       }
       snapshots_->Tick(now, replica_->applied_state().applied());

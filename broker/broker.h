@@ -87,13 +87,13 @@ class Broker {
   std::string deferred_error_;
   bool last_catching_up_ = false;
   paxos::Instance last_rejoin_target_{};
-  // Journaled writes are committed to LMDB after this many ticks or bytes of
-  // journal. The commit stalls the loop, for longer the more it writes:
+  // Journaled writes are committed to LMDB after this long or this many bytes
+  // of journal. The commit stalls the loop, for longer the more it writes:
   // 1 MiB keeps that to a few ms (8 MiB gave p99s of 25-180 ms at 70-350 k
   // msgs/s); time bounds what a restart replays.
-  static constexpr uint32_t kPendingTicksMax = 500;
+  static constexpr uint64_t kPendingMs = 5000;
   static constexpr uint64_t kPendingJournalBytesMax = 1ull << 20;
-  uint32_t pending_ticks_ = 0;
+  uint64_t pending_ticks_ = 0;
 };
 
 }  // namespace ordo::broker

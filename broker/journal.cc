@@ -13,7 +13,10 @@ namespace ordo::broker {
 
 namespace {
 
-constexpr uint32_t kMagic = 0x314A524F;  // "ORJ1" little-endian
+constexpr uint32_t kMagic = 0x324A524F;  // "ORJ2" little-endian
+// Header field offsets.
+constexpr size_t kCrcAt = 0, kMagicAt = 4, kLengthAt = 8, kGenerationAt = 12, kIndexAt = 20,
+                 kSyncedAt = 28;
 
 template <typename T>
 void StoreLe(uint8_t* p, T v) {
@@ -41,16 +44,30 @@ bool PreadAll(int fd, uint8_t* dst, size_t n, uint64_t at) {
   return true;
 }
 
+bool PwriteAll(int fd, const uint8_t* p, size_t n, uint64_t at) {
+  while (n > 0) {
+    const ssize_t done = ::pwrite(fd, p, n, static_cast<off_t>(at));
+    if (done < 0 && errno == EINTR) continue;
+    if (done <= 0) return false;
+    p += done;
+    n -= static_cast<size_t>(done);
+    at += static_cast<uint64_t>(done);
+  }
+  return true;
+}
+
 }  // namespace
 
-Status Journal::Open(const std::string& path, uint64_t size_bytes, std::unique_ptr<Journal>* out) {
+Status Journal::Open(const std::string& path, uint64_t size_bytes, bool create,
+                     std::unique_ptr<Journal>* out) {
   std::unique_ptr<Journal> j(new Journal());
   j->path_ = path;
-  j->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  j->fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
   if (j->fd_ < 0) return Status::Error(Errno("opening the journal " + path));
   struct stat st {};
   if (::fstat(j->fd_, &st) != 0) return Status::Error(Errno("stat " + path));
-  if (static_cast<uint64_t>(st.st_size) < size_bytes) {
+  j->size_ = static_cast<uint64_t>(st.st_size);
+  if (create && j->size_ < size_bytes) {
     // Reserved once; then every pass overwrites blocks the file already has.
     const int rc = ::posix_fallocate(j->fd_, 0, static_cast<off_t>(size_bytes));
     if (rc != 0) {
@@ -59,15 +76,16 @@ Status Journal::Open(const std::string& path, uint64_t size_bytes, std::unique_p
     }
     if (::fsync(j->fd_) != 0) return Status::Error(Errno("fsync " + path));
     // The new name must be durable too.
-    const std::string dir = path.substr(0, path.find_last_of('/') + 1);
-    const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
+    const size_t slash = path.find_last_of('/');
+    const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || ::fsync(dfd) != 0) {
+      const Status s = Status::Error(Errno("fsync of the directory " + dir));
+      if (dfd >= 0) ::close(dfd);
+      return s;
     }
+    ::close(dfd);
     j->size_ = size_bytes;
-  } else {
-    j->size_ = static_cast<uint64_t>(st.st_size);
   }
   *out = std::move(j);
   return Status::Ok();
@@ -77,22 +95,25 @@ Journal::~Journal() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Journal::Read Journal::ReadRecord(uint64_t at, uint64_t generation, uint64_t index,
-                                  std::vector<uint8_t>* body, uint64_t* body_bytes) const {
+bool Journal::ReadIntact(uint64_t at, uint64_t generation, Header* header,
+                         std::vector<uint8_t>* body) const {
   uint8_t h[kHeaderBytes];
-  if (at + kHeaderBytes > size_ || !PreadAll(fd_, h, kHeaderBytes, at)) return Read::kAbsent;
-  const uint32_t length = LoadLe<uint32_t>(h + 4);
-  if (LoadLe<uint32_t>(h) != kMagic || LoadLe<uint64_t>(h + 12) != generation ||
-      LoadLe<uint64_t>(h + 20) != index) {
-    return Read::kAbsent;
+  if (at + kHeaderBytes > size_ || !PreadAll(fd_, h, kHeaderBytes, at)) return false;
+  if (LoadLe<uint32_t>(h + kMagicAt) != kMagic || LoadLe<uint64_t>(h + kGenerationAt) != generation) {
+    return false;
   }
-  *body_bytes = length;
-  if (at + kHeaderBytes + length > size_) return Read::kDamaged;
+  const uint32_t length = LoadLe<uint32_t>(h + kLengthAt);
+  if (at + kHeaderBytes + length > size_) return false;
   body->resize(length);
-  if (!PreadAll(fd_, body->data(), length, at + kHeaderBytes)) return Read::kDamaged;
-  uint32_t crc = Crc32c(h + 12, 16);
+  if (!PreadAll(fd_, body->data(), length, at + kHeaderBytes)) return false;
+  uint32_t crc = Crc32c(h + kMagicAt, kHeaderBytes - kMagicAt);
   crc = Crc32cExtend(crc, body->data(), body->size());
-  return crc == LoadLe<uint32_t>(h + 8) ? Read::kIntact : Read::kDamaged;
+  if (crc != LoadLe<uint32_t>(h + kCrcAt)) return false;
+  header->length = length;
+  header->generation = generation;
+  header->index = LoadLe<uint64_t>(h + kIndexAt);
+  header->synced = LoadLe<uint64_t>(h + kSyncedAt);
+  return true;
 }
 
 Status Journal::Replay(uint64_t generation,
@@ -101,28 +122,41 @@ Status Journal::Replay(uint64_t generation,
   *records = 0;
   std::vector<uint8_t> body;
   uint64_t at = 0;
+  Header h;
   for (uint64_t index = 0;; ++index) {
-    uint64_t length = 0;
-    const Read r = ReadRecord(at, generation, index, &body, &length);
-    if (r == Read::kAbsent) return Status::Ok();
-    if (r == Read::kDamaged) {
-      // A torn last write was never acknowledged. An intact record after it
-      // was: its fdatasync made this one durable too, so this is damage.
-      std::vector<uint8_t> next;
-      uint64_t next_length = 0;
-      if (ReadRecord(at + kHeaderBytes + length, generation, index + 1, &next, &next_length) ==
-          Read::kIntact) {
-        return Status::Error("journal " + path_ + ": record " + std::to_string(index) +
-                             " at byte " + std::to_string(at) +
-                             " fails its check but later records are intact; acknowledged "
-                             "writes would be lost. Move the data directory away to rejoin "
-                             "from the peers");
-      }
-      return Status::Ok();
+    if (ReadIntact(at, generation, &h, &body) && h.index == index) {
+      if (Status s = apply(body); !s.ok()) return s;
+      ++*records;
+      at += RecordBytes(h.length);
+      continue;
     }
-    if (Status s = apply(body); !s.ok()) return s;
-    ++*records;
-    at += kHeaderBytes + length;
+    // The end of what is durable, unless a later record of this pass says
+    // this one had been synced. Any such record sits at an aligned position
+    // after this one: look at every position whose magic and generation
+    // match (a few per MiB read).
+    std::vector<uint8_t> chunk(1 << 20);
+    for (uint64_t base = at; base < size_; base += chunk.size()) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), size_ - base));
+      if (!PreadAll(fd_, chunk.data(), n, base)) break;
+      for (size_t off = 0; off + kHeaderBytes <= n; off += 8) {
+        const uint8_t* p = chunk.data() + off;
+        if (LoadLe<uint32_t>(p + kMagicAt) != kMagic ||
+            LoadLe<uint64_t>(p + kGenerationAt) != generation) {
+          continue;
+        }
+        Header later;
+        std::vector<uint8_t> later_body;
+        if (ReadIntact(base + off, generation, &later, &later_body) && later.index > index &&
+            later.synced > index) {
+          return Status::Error(
+              "journal " + path_ + ": record " + std::to_string(index) + " at byte " +
+              std::to_string(at) + " is damaged or missing, but record " +
+              std::to_string(later.index) + " says it had been synced: acknowledged writes "
+              "would be lost. Move the data directory away to rejoin from the peers");
+        }
+      }
+    }
+    return Status::Ok();
   }
 }
 
@@ -130,6 +164,8 @@ void Journal::Restart(uint64_t generation) {
   generation_ = generation;
   position_ = 0;
   index_ = 0;
+  synced_records_ = 0;
+  synced_position_ = 0;
 }
 
 std::vector<uint8_t>* Journal::StartRecord() {
@@ -146,22 +182,16 @@ Status Journal::Append(std::span<const uint8_t> body) {
 Status Journal::FinishRecord() {
   const size_t body_bytes = frame_.size() - kHeaderBytes;
   if (!Fits(body_bytes)) return Status::Error("journal " + path_ + ": full");
+  frame_.resize(RecordBytes(body_bytes), 0);
   uint8_t* h = frame_.data();
-  StoreLe<uint32_t>(h, kMagic);
-  StoreLe<uint32_t>(h + 4, static_cast<uint32_t>(body_bytes));
-  StoreLe<uint64_t>(h + 12, generation_);
-  StoreLe<uint64_t>(h + 20, index_);
-  StoreLe<uint32_t>(h + 8, Crc32c(h + 12, frame_.size() - 12));
-  const uint8_t* p = frame_.data();
-  size_t left = frame_.size();
-  uint64_t at = position_;
-  while (left > 0) {
-    const ssize_t n = ::pwrite(fd_, p, left, static_cast<off_t>(at));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Status::Error(Errno("writing the journal " + path_));
-    p += n;
-    left -= static_cast<size_t>(n);
-    at += static_cast<uint64_t>(n);
+  StoreLe<uint32_t>(h + kMagicAt, kMagic);
+  StoreLe<uint32_t>(h + kLengthAt, static_cast<uint32_t>(body_bytes));
+  StoreLe<uint64_t>(h + kGenerationAt, generation_);
+  StoreLe<uint64_t>(h + kIndexAt, index_);
+  StoreLe<uint64_t>(h + kSyncedAt, synced_records_);
+  StoreLe<uint32_t>(h + kCrcAt, Crc32c(h + kMagicAt, kHeaderBytes - kMagicAt + body_bytes));
+  if (!PwriteAll(fd_, frame_.data(), frame_.size(), position_)) {
+    return Status::Error(Errno("writing the journal " + path_));
   }
   position_ += frame_.size();
   ++index_;
@@ -170,7 +200,15 @@ Status Journal::FinishRecord() {
 
 Status Journal::Sync() {
   if (::fdatasync(fd_) != 0) return Status::Error(Errno("fdatasync of the journal " + path_));
+  synced_records_ = index_;
+  synced_position_ = position_;
   return Status::Ok();
+}
+
+void Journal::DropUnsyncedForTest() {
+  if (position_ <= synced_position_) return;
+  const std::vector<uint8_t> zeros(position_ - synced_position_, 0);
+  PwriteAll(fd_, zeros.data(), zeros.size(), synced_position_);
 }
 
 }  // namespace ordo::broker

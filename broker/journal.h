@@ -7,15 +7,23 @@
 // keeps the same writes in an open LMDB transaction and commits it now and
 // then, after which the records are redundant and the journal starts over.
 //
-// Record (all LE): magic u32 "ORJ1", body length u32, CRC32C u32 over the
-// rest, generation u64, index u64 (0, 1, 2, ... within a generation), body.
+// Record (all LE), at 8-byte aligned positions: CRC32C u32 over everything
+// after it, magic u32 "ORJ2", body length u32, generation u64, index u64 (0,
+// 1, 2, ... within a generation), synced u64 (how many records of this
+// generation a Sync had made durable when this one was written), body, zero
+// padding to 8 bytes.
+//
 // A generation is one pass over the file: LmdbStore's commit names the next
 // generation, so records of a pass LMDB already holds, and leftovers of older
-// passes further into the file, never match. Replay reads the records of one
-// generation in order and stops at the first that is absent or torn (a write
-// that was never acknowledged: its fdatasync had not returned), unless an
-// intact record of the same pass follows it, which is corruption of an
-// acknowledged write and an error.
+// passes further into the file, never match. Replay applies the records of
+// one generation in order and stops at the first that is not intact: the
+// tail that no Sync had made durable, which a crash may leave torn, absent,
+// or intact in any mix. It is an error only when an intact record of the pass
+// (anywhere further in the file) says a Sync had made that one durable before
+// it was written: then an acknowledged write is damaged.
+//
+// Assumes what SQLite's journal does (powersafe overwrite): writing a new
+// record into the sector of the last synced one does not damage that one.
 //
 // Thread rules: one thread (the broker's event loop, through LmdbStore).
 #pragma once
@@ -33,26 +41,27 @@ namespace ordo::broker {
 
 class Journal {
  public:
-  static constexpr size_t kHeaderBytes = 4 + 4 + 4 + 8 + 8;
+  static constexpr size_t kHeaderBytes = 4 + 4 + 4 + 8 + 8 + 8;
 
-  // Opens `path`, creating it and reserving `size_bytes` when it is new or
-  // smaller (the reserve keeps the size fixed, so an fdatasync has no file
-  // size to write).
-  static Status Open(const std::string& path, uint64_t size_bytes, std::unique_ptr<Journal>* out);
+  // Opens `path`. `create`: create it (reserving `size_bytes`, which keeps
+  // the size fixed so an fdatasync has no file size to write) when it is
+  // missing or smaller; otherwise a missing file is an error.
+  static Status Open(const std::string& path, uint64_t size_bytes, bool create,
+                     std::unique_ptr<Journal>* out);
   ~Journal();
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
 
   // Calls apply(body) for each record of `generation` from the file's start,
-  // in order; sets *records to how many. An error when a record fails its
-  // check and an intact one of the same pass follows, or when apply fails.
+  // in order; sets *records to how many. An error when a record that was
+  // synced fails its check, or when apply fails.
   Status Replay(uint64_t generation, const std::function<Status(std::span<const uint8_t>)>& apply,
                 uint64_t* records) const;
 
   // Starts a pass: the next record goes to the file's start with `generation`.
   void Restart(uint64_t generation);
   // Whether a record of `body_bytes` fits in what is left of the file.
-  bool Fits(size_t body_bytes) const { return position_ + kHeaderBytes + body_bytes <= size_; }
+  bool Fits(size_t body_bytes) const { return position_ + RecordBytes(body_bytes) <= size_; }
   // Writes one record of the current pass (not yet durable: see Sync).
   Status Append(std::span<const uint8_t> body);
   // The same without a copy: append the body to the returned buffer (it
@@ -69,15 +78,22 @@ class Journal {
   uint64_t records() const { return index_; }
   const std::string& path() const { return path_; }
 
+  // Test hook, for a power loss: zeroes what was written after the last
+  // Sync (the page cache's unsynced bytes, lost).
+  void DropUnsyncedForTest();
+
  private:
+  struct Header {
+    uint32_t length = 0;
+    uint64_t generation = 0;
+    uint64_t index = 0;
+    uint64_t synced = 0;
+  };
+  static size_t RecordBytes(size_t body_bytes) { return (kHeaderBytes + body_bytes + 7) & ~size_t{7}; }
   Journal() = default;
-  enum class Read { kIntact, kAbsent, kDamaged };
-  // Reads the record at `at` expected to be record `index` of `generation`:
-  // kIntact (with *body), kAbsent (no such record: another pass, zeros, or a
-  // header cut short), kDamaged (its header names it, its checksum fails;
-  // *body_bytes says where the next one would start).
-  Read ReadRecord(uint64_t at, uint64_t generation, uint64_t index, std::vector<uint8_t>* body,
-                  uint64_t* body_bytes) const;
+  // The record at `at` of `generation` if it is intact (fills *header and
+  // *body); false otherwise.
+  bool ReadIntact(uint64_t at, uint64_t generation, Header* header, std::vector<uint8_t>* body) const;
 
   int fd_ = -1;
   std::string path_;
@@ -85,6 +101,8 @@ class Journal {
   uint64_t generation_ = 0;
   uint64_t position_ = 0;
   uint64_t index_ = 0;
+  uint64_t synced_records_ = 0;
+  uint64_t synced_position_ = 0;
   std::vector<uint8_t> frame_ = std::vector<uint8_t>(kHeaderBytes);  // reused: header + body
 };
 

@@ -191,9 +191,6 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
   if ((rc = mdb_env_open(s->env_, dir.c_str(), MDB_NOTLS, 0644)) != 0) {
     return Status::Error(LmdbError(("opening LMDB in " + dir).c_str(), rc));
   }
-  if (Status js = Journal::Open(dir + "/journal", kJournalFileBytes, &s->journal_); !js.ok()) {
-    return js;
-  }
   MDB_txn* txn = nullptr;
   if ((rc = mdb_txn_begin(s->env_, nullptr, 0, &txn)) != 0) {
     return Status::Error(LmdbError("mdb_txn_begin", rc));
@@ -224,8 +221,21 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
       mdb_txn_abort(txn);
       return Status::Error(LmdbError("reading the journal record", rc));
     }
+    // A generation in meta means the journal may hold acknowledged writes:
+    // a missing file is then an error, not a fresh start.
+    const bool known = rc == 0;
+    if (Status js = Journal::Open(dir + "/journal", kJournalFileBytes, /*create=*/!known,
+                                  &s->journal_);
+        !js.ok()) {
+      mdb_txn_abort(txn);
+      return Status::Error(js.message() +
+                           (known ? "; this broker's LMDB names a journal generation, so the "
+                                    "journal may hold acknowledged writes. Restore the file, or "
+                                    "move the data directory away to rejoin from the peers"
+                                  : ""));
+    }
     uint64_t next = 0;
-    if (rc == 0) {
+    if (known) {
       Status rs = s->journal_->Replay(
           generation,
           [&](std::span<const uint8_t> body) { return s->ApplyJournalRecord(txn, body); },
@@ -394,6 +404,10 @@ Status LmdbStore::ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body
 
 MDB_txn* LmdbStore::LoopRead(bool* owned) const {
   *owned = pending_ == nullptr;
+  if (broken_) {
+    last_error_ = "storage failed earlier; reads are refused";
+    return nullptr;
+  }
   return pending_ ? pending_ : BeginRead();
 }
 
@@ -421,6 +435,7 @@ paxos::StoreCode LmdbStore::CommitPending() {
   }
   if ((rc = mdb_txn_commit(txn)) != 0) return Broken(LmdbError("mdb_txn_commit", rc));
   journal_->Restart(next);
+  pending_first_instance_ = paxos::kNoInstance;
   return paxos::StoreCode::kOk;
 }
 
@@ -495,7 +510,21 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     return paxos::StoreCode::kIoError;
   }
   MDB_txn* txn = pending_;
-  const bool journal = durability != Durability::kCommit;
+  // Journaled only when small (see kJournalRecordMax): decided up front from
+  // a bound, so a large write is encoded once, straight into LMDB's page.
+  size_t bound = 256;
+  for (const paxos::Entry& e : entries) {
+    bound += 256 + (e.value ? e.value->ByteSize() + 32 * e.value->messages.size() : 0);
+  }
+  for (const paxos::AppliedInstance& a : applied) {
+    bound += 128 + 8 * a.results.size();
+    if (a.value == nullptr) continue;
+    for (const paxos::ClientMessage& m : a.value->messages) {
+      if (!m.key.empty()) bound += 192 + 2 * m.key.size() + m.payload.size();
+    }
+  }
+  const bool journal = durability != Durability::kCommit && bound <= kJournalRecordMax &&
+                       journal_->Fits(bound);
   record_ = journal ? journal_->StartRecord() : nullptr;
   int rc = 0;
   auto fail = [&](const char* what) {
@@ -533,6 +562,9 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     }
     last = std::max(last, e.instance);
     log_bytes += record.size();  // an overwrite counts twice: an upper bound
+    if (pending_first_instance_ == paxos::kNoInstance || e.instance < pending_first_instance_) {
+      pending_first_instance_ = e.instance;
+    }
   }
   uint64_t next = next_offset_;
   for (const paxos::AppliedInstance& a : applied) {
@@ -559,8 +591,7 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     if ((rc = PutRetained(txn, r)) != 0) return fail("writing the retention record");
   }
   record_ = nullptr;
-  if (journal && journal_->pending_body_bytes() <= kJournalRecordMax &&
-      journal_->Fits(journal_->pending_body_bytes())) {
+  if (journal && journal_->Fits(journal_->pending_body_bytes())) {
     Status s = journal_->FinishRecord();
     if (s.ok() && durability == Durability::kJournal) s = journal_->Sync();
     if (!s.ok()) {

@@ -89,6 +89,16 @@ class LmdbStore final : public paxos::LogStore {
   uint64_t journal_bytes() const { return journal_ ? journal_->position() : 0; }
   // Journal records replayed by Open.
   uint64_t journal_replayed() const { return journal_replayed_; }
+  // The first log instance written since LMDB's last commit (none: kNoInstance):
+  // other threads' reads of instances below it need no CommitPending.
+  paxos::Instance pending_first_instance() const { return pending_first_instance_; }
+  // A write failed after journaled writes went into the pending transaction:
+  // the store refuses every read and write; the broker must stop (a restart
+  // replays the journal).
+  bool broken() const { return broken_; }
+  // Test hook, for a power loss: what the journal holds beyond its last sync
+  // is zeroed.
+  void DropUnsyncedJournalForTest() { journal_->DropUnsyncedForTest(); }
 
   static constexpr uint64_t kJournalFileBytes = 16ull << 20;
   // A larger write is an LMDB commit at once: at high load the batches are
@@ -185,7 +195,15 @@ class LmdbStore final : public paxos::LogStore {
   int PutRetained(MDB_txn* txn, const Retained& r);
 
   // The databases by number, as journal records name them.
-  enum Db : uint8_t { kMetaDb = 0, kLogDb, kIndexDb, kKeysDb, kKeyOffsetsDb, kDbCount };
+  // An on-disk format (journal records): never renumber.
+  enum Db : uint8_t {
+    kMetaDb = 0,
+    kLogDb = 1,
+    kIndexDb = 2,
+    kKeysDb = 3,
+    kKeyOffsetsDb = 4,
+    kDbCount = 5
+  };
   MDB_dbi Dbi(Db db) const;
   // mdb_put / mdb_del that also append the operation to the journal record
   // being built (record_), when there is one.
@@ -195,11 +213,9 @@ class LmdbStore final : public paxos::LogStore {
   // Applies one journal record's operations in `txn` (Open's replay).
   Status ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body);
   // The pending transaction for the loop's reads, or a new read transaction
-  // (*owned: end it with EndRead).
+  // (*owned: end it with EndRead); nullptr when broken() or LMDB fails.
   MDB_txn* LoopRead(bool* owned) const;
-  // A write failed after journaled writes went into the pending transaction:
-  // it is gone, so every later write fails too (the broker stops; a restart
-  // replays the journal).
+  // Marks the store broken (see broken()) after `what` failed: kIoError.
   paxos::StoreCode Broken(const std::string& what);
 
   MDB_env* env_ = nullptr;
@@ -225,6 +241,7 @@ class LmdbStore final : public paxos::LogStore {
   std::vector<uint8_t>* record_ = nullptr;  // the journal record being built, if any
   bool broken_ = false;
   uint64_t journal_replayed_ = 0;
+  paxos::Instance pending_first_instance_{};
 };
 
 }  // namespace ordo::broker

@@ -215,11 +215,12 @@ void ExpectKeyedFill(LmdbStore& s) {
   EXPECT_EQ(view.size(), 3u);
 }
 
-// A copy of the LMDB files of `dir` without the journal, opened: what LMDB
+// A copy of the LMDB files of `dir` with an empty journal, opened: what LMDB
 // itself holds.
 std::unique_ptr<LmdbStore> OpenLmdbOnly(const std::string& dir, const std::string& copy) {
   std::filesystem::create_directories(copy);
   std::filesystem::copy_file(dir + "/data.mdb", copy + "/data.mdb");
+  std::ofstream(copy + "/journal").close();
   if (std::filesystem::exists(dir + "/snapshots")) {
     std::filesystem::copy(dir + "/snapshots", copy + "/snapshots");
   }
@@ -343,6 +344,31 @@ TEST(LmdbStore, ADamagedJournalRecordBeforeIntactOnesRefusesToOpen) {
   }
   f.lmdb.reset();
   FlipJournalByte(f.dir, second_at + Journal::kHeaderBytes + 3);
+  std::unique_ptr<LmdbStore> s;
+  const Status st = LmdbStore::Open(f.dir, 64ull << 20, &s);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("journal"), std::string::npos) << st.message();
+}
+
+TEST(LmdbStore, APowerLossKeepsEveryJournaledWriteThatWasSynced) {
+  LmdbFactory f;
+  FillKeyed(f, /*journal=*/true);  // instance 10 is the last, and not synced
+  f.lmdb->DropUnsyncedJournalForTest();
+  f.Reopen();
+  EXPECT_EQ(f.lmdb->journal_replayed(), 9u);
+  EXPECT_EQ(f.lmdb->LastInstance(), Instance(9));
+  EXPECT_EQ(f.lmdb->LoadHardState().chosen, Instance(9));
+  EXPECT_EQ(f.lmdb->next_offset(), 9u);
+  Entry e;
+  ASSERT_EQ(f.lmdb->Get(Instance(9), &e), StoreCode::kOk);
+  EXPECT_EQ(e.value->messages.at(0).payload, "v9");
+}
+
+TEST(LmdbStore, AMissingJournalIsRefusedOnceLmdbNamesOne) {
+  LmdbFactory f;
+  FillKeyed(f, /*journal=*/true);
+  f.lmdb.reset();
+  std::filesystem::remove(f.dir + "/journal");
   std::unique_ptr<LmdbStore> s;
   const Status st = LmdbStore::Open(f.dir, 64ull << 20, &s);
   ASSERT_FALSE(st.ok());
