@@ -45,7 +45,9 @@ class Journal {
 
   // Opens `path`. `create`: create it (reserving `size_bytes`, which keeps
   // the size fixed so an fdatasync has no file size to write) when it is
-  // missing or smaller; otherwise a missing file is an error.
+  // missing or smaller; otherwise a missing file is an error. (Writing the
+  // reserve with zeros instead, so no write lands in an unwritten extent,
+  // made no difference to pwrite + fdatasync here: 258-292 us p50 either way.)
   static Status Open(const std::string& path, uint64_t size_bytes, bool create,
                      std::unique_ptr<Journal>* out);
   ~Journal();

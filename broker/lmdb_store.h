@@ -100,7 +100,9 @@ class LmdbStore final : public paxos::LogStore {
   // is zeroed.
   void DropUnsyncedJournalForTest() { journal_->DropUnsyncedForTest(); }
 
-  static constexpr uint64_t kJournalFileBytes = 16ull << 20;
+  // Room for the broker's 1 MiB between LMDB commits, plus the largest
+  // record; written once when the file is created.
+  static constexpr uint64_t kJournalFileBytes = 4ull << 20;
   // A larger write is an LMDB commit at once: at high load the batches are
   // large and their commits amortise LMDB's syncs; journaling them too would
   // write every byte twice. 64 KiB is about 400 messages of 128 bytes.
