@@ -295,7 +295,7 @@ broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_i
                LatencyBuckets());
   i.fsync =
       H(r, "ordo_fsync_seconds",
-        "Duration of one LMDB write-transaction commit, including its fsync", l, LatencyBuckets());
+        "Duration of one durable write: a journal record with its fdatasync (or, for the chosen mark, without), or an LMDB commit with its fsync", l, LatencyBuckets());
   i.batch_size = H(r, "ordo_batch_messages", "Client messages per proposed batch value", l,
                    prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512,
                                                            1024, 2048, 4096, 8192});

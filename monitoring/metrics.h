@@ -76,7 +76,8 @@ class BrokerMetrics {
   // A publish request's messages were all settled and its reply sent:
   // `seconds` since the request arrived.
   void ObservePublishAck(double seconds);
-  // One LMDB write-transaction commit (it includes the fsync).
+  // One durable write: a journal record (with its fdatasync) or an LMDB
+  // commit (with its fsync).
   void ObserveFsync(double seconds);
   // Each Ready the core hands out, before it is acted on: times phase 2 on
   // the leader (first Accept sent for an instance -> that instance applied,
