@@ -335,6 +335,7 @@ void Broker::UpdateMetrics() {
   }
   g.catchup_bytes_sent = peers_->catchup_bytes_sent();
   g.catchup_bytes_received = peers_->catchup_bytes_received();
+  g.catchup_fetches_dropped = catchup_->dropped();
   g.subscribers = clients_->subscriber_count();
   clients_->SubscriberLag(&g.subscriber_lag_max, &g.subscriber_lag_sum);
   if (connections_) g.client_connections = connections_->Count();

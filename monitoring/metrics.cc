@@ -76,6 +76,7 @@ struct BrokerMetrics::Impl {
   prometheus::Counter* fetches_sent = nullptr;
   prometheus::Counter* catchup_sent = nullptr;
   prometheus::Counter* catchup_received = nullptr;
+  prometheus::Counter* catchup_dropped = nullptr;
   prometheus::Counter* snapshot_installs = nullptr;
 
   prometheus::Histogram* publish_ack = nullptr;
@@ -282,6 +283,10 @@ broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_i
   lr.emplace("direction", "received");
   i.catchup_sent = &catchup.Add(ls);
   i.catchup_received = &catchup.Add(lr);
+  i.catchup_dropped = C(r, "ordo_catchup_fetches_dropped_total",
+                        "Peers' fetches not served because the catch-up thread's queue was full "
+                        "(the peer asks again after its fetch timeout)",
+                        l);
   i.snapshot_installs = C(r, "ordo_snapshot_installs_total", "Snapshots installed here", l);
   i.snapshot_install = H(r, "ordo_snapshot_install_seconds",
                          "Time from a snapshot's first chunk to its installation", l,
@@ -371,6 +376,7 @@ void BrokerMetrics::Update(const BrokerGauges& g) {
   Mirror(i.peer_frames_rejected, g.peer_frames_rejected, i.last.peer_frames_rejected);
   Mirror(i.catchup_sent, g.catchup_bytes_sent, i.last.catchup_bytes_sent);
   Mirror(i.catchup_received, g.catchup_bytes_received, i.last.catchup_bytes_received);
+  Mirror(i.catchup_dropped, g.catchup_fetches_dropped, i.last.catchup_fetches_dropped);
   i.last = g;
   i.last.links.clear();  // kept per peer above
   i.UpdateDisk();

@@ -52,6 +52,7 @@ struct BrokerGauges {
   std::vector<PeerLink> links;
   uint64_t catchup_bytes_sent = 0;  // FetchReply (and later snapshot) bytes
   uint64_t catchup_bytes_received = 0;
+  uint64_t catchup_fetches_dropped = 0;  // peers' fetches refused: the serving queue was full
   uint64_t subscribers = 0;
   uint64_t subscriber_lag_max = 0;  // messages behind this broker's head
   uint64_t subscriber_lag_sum = 0;

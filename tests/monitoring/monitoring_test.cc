@@ -49,6 +49,7 @@ const char* const kRequired[] = {
     "ordo_subscribers",
     "ordo_subscriber_lag_messages_max",
     "ordo_catchup_bytes_total",
+    "ordo_catchup_fetches_dropped_total",
     "ordo_snapshot_installs_total",
     "ordo_snapshot_install_seconds_bucket",
     "ordo_frames_rejected_total",
