@@ -213,9 +213,14 @@ Json RunOpenLoop(const CommonOptions& common, const LatencyOptions& o, BenchClus
   const std::string payload = Payload(o.size);
   const ClientOptions copt = cluster.Options(std::chrono::milliseconds(common.request_timeout_ms));
   const int senders = std::max(1, o.senders);
+  // How late a sender that slept until a due time woke up: the load
+  // generator's own share of every latency above (timer and scheduler).
+  std::mutex wake_mu;
+  LatencyRecorder wake_late;
   std::vector<std::thread> threads;
   for (int j = 0; j < senders; ++j) {
     threads.emplace_back([&, j] {
+      LatencyRecorder late;
       auto driver = o.client == "sync" ? MakeSyncBatchDriver(copt, o.batch_max, sink)
                                        : MakeAsyncDriver(copt, o.requests_inflight, sink);
       auto due = [&](uint64_t k) {
@@ -224,8 +229,12 @@ Json RunOpenLoop(const CommonOptions& common, const LatencyOptions& o, BenchClus
       };
       uint64_t k = 0;
       while (due(k) < sink.window_end) {
+        const bool sleeps = Clock::now() < due(k);
         std::this_thread::sleep_until(due(k));
         const auto now = Clock::now();
+        if (sleeps && due(k) >= sink.window_begin) {
+          late.Add(std::chrono::duration<double, std::micro>(now - due(k)).count(), 1);
+        }
         size_t n = 0;
         while (n < o.batch_max && due(k) <= now && due(k) < sink.window_end) {
           driver->Submit(payload, due(k));
@@ -234,6 +243,8 @@ Json RunOpenLoop(const CommonOptions& common, const LatencyOptions& o, BenchClus
         driver->SendDue();
       }
       driver->Flush();
+      std::lock_guard<std::mutex> l(wake_mu);
+      wake_late.Merge(late);
     });
   }
   for (auto& t : threads) t.join();
@@ -245,6 +256,7 @@ Json RunOpenLoop(const CommonOptions& common, const LatencyOptions& o, BenchClus
   r["errors"] = sink.errors;
   if (!sink.last_error.empty()) r["last_error"] = sink.last_error;
   r["latency"] = sink.latency.ToJson();
+  r["sender_wake_late"] = wake_late.ToJson();
   return r;
 }
 
@@ -293,7 +305,8 @@ int CmdLatency(const CommonOptions& common, const LatencyOptions& o) {
           "p50 " + Us(p50) + "  p99 " + Us(*r.NumberAt("latency.p99_us")) + "  p99.9 " +
               Us(*r.NumberAt("latency.p999_us")) + "  max " + Us(*r.NumberAt("latency.max_us")),
           Fmt(*r.NumberAt("achieved_per_s")) + "/s achieved; floor " + Us(floor_us) + " = " +
-              Pct(floor_us, p50) + " of p50" +
+              Pct(floor_us, p50) + " of p50; senders woke " +
+              Us(r.NumberAt("sender_wake_late.p50_us").value_or(0)) + " late (p50)" +
               (*r.NumberAt("errors") > 0 ? "; errors " + Fmt(*r.NumberAt("errors")) : ""));
     results.Push(r);
   }
