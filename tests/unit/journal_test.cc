@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/testing/corrupt_file.h"
+
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -39,15 +41,7 @@ std::vector<std::string> ReplayAll(const Journal& j, uint64_t generation, Status
   return out;
 }
 
-void FlipByte(const std::string& path, uint64_t at) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(static_cast<std::streamoff>(at));
-  char c = 0;
-  f.read(&c, 1);
-  c = static_cast<char>(c ^ 0x40);
-  f.seekp(static_cast<std::streamoff>(at));
-  f.write(&c, 1);
-}
+using ordo::testing::FlipByteInFile;
 
 TEST(Journal, RecordsOfTheGenerationReplayInOrderAfterAReopen) {
   TempFile t;
@@ -95,7 +89,7 @@ TEST(Journal, ATornLastRecordEndsTheReplay) {
   const uint64_t last = j->position();
   ASSERT_TRUE(j->Append(Bytes("torn")).ok());
   ASSERT_TRUE(j->Sync().ok());
-  FlipByte(t.path, last + Journal::kHeaderBytes + 1);
+  FlipByteInFile(t.path, last + Journal::kHeaderBytes + 1);
   Status s;
   EXPECT_EQ(ReplayAll(*j, 1, &s), (std::vector<std::string>{"kept"}));
   EXPECT_TRUE(s.ok()) << s.message();
@@ -122,7 +116,7 @@ TEST(Journal, ADamagedSyncedRecordBeforeAnIntactOneIsAnError) {
     TempFile t;
     uint64_t second = 0;
     auto j = ThreeSyncedRecords(t.path, &second);
-    FlipByte(t.path, second + at);
+    FlipByteInFile(t.path, second + at);
     Status s;
     const auto got = ReplayAll(*j, 1, &s);
     EXPECT_FALSE(s.ok()) << "byte " << at;
@@ -141,8 +135,8 @@ TEST(Journal, TwoDamagedRecordsBeforeAnIntactOneAreAnError) {
     ASSERT_TRUE(j->Append(Bytes("record " + std::to_string(i))).ok());
     ASSERT_TRUE(j->Sync().ok());
   }
-  FlipByte(t.path, at[1] + Journal::kHeaderBytes);
-  FlipByte(t.path, at[2] + Journal::kHeaderBytes);
+  FlipByteInFile(t.path, at[1] + Journal::kHeaderBytes);
+  FlipByteInFile(t.path, at[2] + Journal::kHeaderBytes);
   Status s;
   ReplayAll(*j, 1, &s);
   EXPECT_FALSE(s.ok());
@@ -160,7 +154,7 @@ TEST(Journal, ATornUnsyncedRecordBeforeAnIntactUnacknowledgedOneEndsTheReplay) {
   const uint64_t unsynced = j->position();
   ASSERT_TRUE(j->Append(Bytes("deferred, not synced")).ok());
   ASSERT_TRUE(j->Append(Bytes("its sync never returned")).ok());
-  FlipByte(t.path, unsynced + Journal::kHeaderBytes + 1);
+  FlipByteInFile(t.path, unsynced + Journal::kHeaderBytes + 1);
   Status s;
   EXPECT_EQ(ReplayAll(*j, 1, &s), (std::vector<std::string>{"acknowledged"}));
   EXPECT_TRUE(s.ok()) << s.message();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <lmdb.h>
 
+#include "tests/testing/corrupt_file.h"
 #include "tests/testing/corrupt_lmdb.h"
 
 #include <filesystem>
@@ -231,13 +232,7 @@ std::unique_ptr<LmdbStore> OpenLmdbOnly(const std::string& dir, const std::strin
 }
 
 void FlipJournalByte(const std::string& dir, uint64_t at) {
-  std::fstream f(dir + "/journal", std::ios::in | std::ios::out | std::ios::binary);
-  f.seekg(static_cast<std::streamoff>(at));
-  char c = 0;
-  f.read(&c, 1);
-  c = static_cast<char>(c ^ 0x40);
-  f.seekp(static_cast<std::streamoff>(at));
-  f.write(&c, 1);
+  ordo::testing::FlipByteInFile(dir + "/journal", at);
 }
 
 TEST(LmdbStore, JournaledWritesAreReadAtOnceAndReplayedAfterACrash) {
