@@ -370,6 +370,44 @@ TEST(LmdbStore, AMissingJournalIsRefusedOnceLmdbNamesOne) {
   EXPECT_NE(st.message().find("journal"), std::string::npos) << st.message();
 }
 
+// A full map (MDB_MAP_FULL) stands for any failed write: the journaled
+// writes before it were acknowledged, so the store refuses everything after
+// it (the broker stops) and a restart with room replays them.
+TEST(LmdbStore, AFailedWriteAfterJournaledOnesRefusesEverythingAndARestartKeepsThem) {
+  const std::string dir = TempDir();
+  const Ballot b{1, NodeId(1)};
+  using D = LmdbStore::Durability;
+  uint64_t acknowledged = 0;
+  {
+    std::unique_ptr<LmdbStore> s;
+    ASSERT_TRUE(LmdbStore::Open(dir, 1ull << 20, &s).ok());
+    const std::string payload(3000, 'p');
+    StoreCode code = StoreCode::kOk;
+    for (uint64_t i = 1; i <= 1000 && code == StoreCode::kOk; ++i) {
+      std::vector<Entry> e = {Entry{Instance(i), b, paxos::MakeBatch(b, {Msg(i, payload)})}};
+      code = s->Commit(HardState{b, Instance(i - 1)}, e, {}, D::kJournal);
+      if (code == StoreCode::kOk) acknowledged = i;
+    }
+    ASSERT_EQ(code, StoreCode::kIoError) << "the 1 MiB map never filled";
+    ASSERT_GT(acknowledged, 0u);
+    EXPECT_TRUE(s->broken());
+    Entry e;
+    EXPECT_EQ(s->Get(Instance(1), &e), StoreCode::kIoError);
+    std::vector<StreamMessage> view;
+    EXPECT_EQ(s->ReadCompacted(0, 0, 10, 1 << 20, &view), StoreCode::kIoError);
+    EXPECT_EQ(s->Commit(HardState{b, Instance(0)}, {}, {}, D::kJournal), StoreCode::kIoError);
+    EXPECT_EQ(s->CommitPending(), StoreCode::kIoError);
+  }
+  std::unique_ptr<LmdbStore> s;
+  const Status st = LmdbStore::Open(dir, 64ull << 20, &s);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(s->LastInstance(), Instance(acknowledged));
+  Entry e;
+  ASSERT_EQ(s->Get(Instance(acknowledged), &e), StoreCode::kOk);
+  s.reset();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(LmdbStore, AJournalWithoutItsLmdbFilesIsNotReplayed) {
   LmdbFactory f;
   FillKeyed(f, /*journal=*/true);
