@@ -590,18 +590,7 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     r.log_bytes = log_bytes;
     if ((rc = PutRetained(txn, r)) != 0) return fail("writing the retention record");
   }
-  record_ = nullptr;
-  if (journal && journal_->Fits(journal_->pending_body_bytes())) {
-    Status s = journal_->FinishRecord();
-    if (s.ok() && durability == Durability::kJournal) s = journal_->Sync();
-    if (!s.ok()) {
-      pending_ = nullptr;
-      mdb_txn_abort(txn);
-      return Broken(s.message());
-    }
-  } else if (CommitPending() != paxos::StoreCode::kOk) {  // too large for the journal, or kCommit
-    return paxos::StoreCode::kIoError;
-  }
+  if (FinishWrite(journal, durability) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
   hard_state_ = hard_state;
   last_instance_ = last;
   next_offset_ = next;
@@ -768,16 +757,41 @@ paxos::StoreCode LmdbStore::ReadCompacted(uint64_t from, uint64_t to, size_t max
   return code;
 }
 
+paxos::StoreCode LmdbStore::FinishWrite(bool journaled, Durability durability) {
+  record_ = nullptr;
+  if (journaled && journal_->Fits(journal_->pending_body_bytes())) {
+    Status s = journal_->FinishRecord();
+    if (s.ok() && durability == Durability::kJournal) s = journal_->Sync();
+    if (!s.ok()) {
+      mdb_txn_abort(pending_);
+      pending_ = nullptr;
+      return Broken(s.message());
+    }
+    return paxos::StoreCode::kOk;
+  }
+  return CommitPending();  // too large for the journal, or kCommit
+}
+
 paxos::StoreCode LmdbStore::RecordSnapshot(const SnapshotHandle& handle,
                                            const paxos::AppliedSnapshot& state) {
-  MDB_txn* txn = nullptr;
-  int rc = 0;
-  if (BeginWrite(&txn) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
+  // One small record, journaled like a Commit: all three brokers record a
+  // snapshot at the same moment, and an LMDB commit each (two syncs) on a
+  // disk that is also taking their snapshot files lengthened that stall.
+  if (broken_) return paxos::StoreCode::kIoError;
+  if (pending_ == nullptr && BeginWrite(&pending_) != paxos::StoreCode::kOk) {
+    pending_ = nullptr;
+    return paxos::StoreCode::kIoError;
+  }
+  record_ = journal_->StartRecord();
   Retained r = CurrentRetained();
   r.snapshot = handle;
-  if ((rc = PutRetained(txn, r)) != 0) return Abort(txn, "recording the snapshot", rc);
-  if ((rc = mdb_txn_commit(txn)) != 0) {  // the commit frees txn, even when it fails
-    last_error_ = LmdbError("recording the snapshot", rc);
+  if (const int rc = PutRetained(pending_, r); rc != 0) {
+    record_ = nullptr;
+    mdb_txn_abort(pending_);
+    pending_ = nullptr;
+    return Broken(LmdbError("recording the snapshot", rc));
+  }
+  if (FinishWrite(true, Durability::kJournal) != paxos::StoreCode::kOk) {
     return paxos::StoreCode::kIoError;
   }
   snapshot_handle_ = handle;

@@ -156,7 +156,7 @@ class LmdbStore final : public paxos::LogStore {
                                  size_t max_bytes, std::vector<StreamMessage>* out) const;
 
   // The snapshot file `handle` (already written, fsynced) holds `state`:
-  // the log may now be truncated up to state.instance.
+  // the log may now be truncated up to state.instance. Journaled.
   paxos::StoreCode RecordSnapshot(const SnapshotHandle& handle, const paxos::AppliedSnapshot& state);
   // Drops up to `max_entries` of the oldest log records below `first`
   // (never past the snapshot), with their offset index. One transaction.
@@ -217,6 +217,10 @@ class LmdbStore final : public paxos::LogStore {
   // The pending transaction for the loop's reads, or a new read transaction
   // (*owned: end it with EndRead); nullptr when broken() or LMDB fails.
   MDB_txn* LoopRead(bool* owned) const;
+  // Ends a write into the pending transaction: the journal record built in
+  // record_ is written (and synced for kJournal) when `journaled` and it
+  // fits; otherwise everything pending is committed to LMDB.
+  paxos::StoreCode FinishWrite(bool journaled, Durability durability);
   // Marks the store broken (see broken()) after `what` failed: kIoError.
   paxos::StoreCode Broken(const std::string& what);
 

@@ -278,7 +278,8 @@ TEST(LmdbStore, ACommitEmptiesTheJournalAndLargeOrSnapshotWritesGoStraightToLmdb
   std::vector<Entry> large = {Entry{Instance(2), b, paxos::MakeBatch(b, {Msg(2, big)})}};
   ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(1)}, large, {}, D::kJournal), StoreCode::kOk);
   EXPECT_FALSE(f.lmdb->has_pending());
-  // Another writer (here: recording a snapshot) commits what waits first.
+  // Recording a snapshot is journaled too; another writer (here: the
+  // truncation behind it) commits what waits first.
   std::vector<Entry> three = {Entry{Instance(3), b, paxos::MakeBatch(b, {Msg(3, "c")})}};
   ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(2)}, three, {}, D::kJournal), StoreCode::kOk);
   paxos::AppliedSnapshot snap;
@@ -292,12 +293,18 @@ TEST(LmdbStore, ACommitEmptiesTheJournalAndLargeOrSnapshotWritesGoStraightToLmdb
     out << file;
   }
   ASSERT_EQ(f.lmdb->RecordSnapshot(h, snap), StoreCode::kOk);
+  EXPECT_TRUE(f.lmdb->has_pending());
+  size_t deleted = 0;
+  ASSERT_EQ(f.lmdb->Truncate(Instance(2), 100, &deleted), StoreCode::kOk);
+  EXPECT_EQ(deleted, 1u);
   EXPECT_FALSE(f.lmdb->has_pending());
   const std::string copy = TempDir();
   auto lmdb_only = OpenLmdbOnly(f.dir, copy);
   ASSERT_TRUE(lmdb_only);
   EXPECT_EQ(lmdb_only->LastInstance(), Instance(3));
   EXPECT_EQ(lmdb_only->LoadHardState().chosen, Instance(2));
+  EXPECT_EQ(lmdb_only->snapshot_handle().instance, 1u);
+  EXPECT_EQ(lmdb_only->FirstInstance(), Instance(2));
   lmdb_only.reset();
   std::filesystem::remove_all(copy);
   f.Reopen();
@@ -305,6 +312,29 @@ TEST(LmdbStore, ACommitEmptiesTheJournalAndLargeOrSnapshotWritesGoStraightToLmdb
   Entry e;
   ASSERT_EQ(f.lmdb->Get(Instance(2), &e), StoreCode::kOk);
   EXPECT_EQ(e.value->messages.at(0).payload.size(), big.size());
+}
+
+TEST(LmdbStore, ARecordedSnapshotIsReplayedAfterACrash) {
+  LmdbFactory f;
+  FillKeyed(f, /*journal=*/true);
+  paxos::AppliedSnapshot snap;
+  snap.instance = Instance(5);
+  snap.next_offset = paxos::Offset(5);
+  const std::string file = EncodeSnapshotFile(snap, {});
+  const SnapshotHandle h{5, file.size(), Crc32c(file.data(), file.size())};
+  std::filesystem::create_directories(f.lmdb->SnapshotDir());
+  {
+    std::ofstream out(f.lmdb->SnapshotPath(h), std::ios::binary);
+    out << file;
+  }
+  ASSERT_EQ(f.lmdb->RecordSnapshot(h, snap), StoreCode::kOk);
+  f.lmdb->DropUnsyncedJournalForTest();  // and a power loss: it was synced
+  f.Reopen();
+  EXPECT_EQ(f.lmdb->journal_replayed(), 11u);
+  EXPECT_EQ(f.lmdb->snapshot_handle(), h);
+  ASSERT_TRUE(f.lmdb->LoadSnapshot().has_value());
+  EXPECT_EQ(*f.lmdb->LoadSnapshot(), snap);
+  ExpectKeyedFill(*f.lmdb);
 }
 
 TEST(LmdbStore, ATornLastJournalRecordLosesOnlyThatUnacknowledgedWrite) {
