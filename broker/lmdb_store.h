@@ -3,6 +3,8 @@
 //
 // Named databases (all keys big-endian u64, so LMDB's byte order is numeric):
 //   meta   "hard_state" -> meta record (CRC32C + MetaRecord, broker/codec.h)
+//          "retained"   -> where the log starts, and the snapshot handle
+//          "journal"    -> the journal generation that continues this commit
 //   log    instance     -> log record (CRC32C + LogRecord)
 //   index  first offset -> index record: CRC32C (4, LE) over the rest, then
 //          version (u16 = 1), instance (u64), appended (u32), n_skipped (u32),
