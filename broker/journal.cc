@@ -134,8 +134,10 @@ Status Journal::Replay(uint64_t generation,
     // this one had been synced. Any such record sits at an aligned position
     // after this one: look at every position whose magic and generation
     // match (a few per MiB read).
+    // Chunks overlap by 64 bytes, so no header is cut at a chunk's end.
     std::vector<uint8_t> chunk(1 << 20);
-    for (uint64_t base = at; base < size_; base += chunk.size()) {
+    static_assert(kHeaderBytes <= 64);
+    for (uint64_t base = at; base < size_; base += chunk.size() - 64) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), size_ - base));
       if (!PreadAll(fd_, chunk.data(), n, base)) break;
       for (size_t off = 0; off + kHeaderBytes <= n; off += 8) {

@@ -142,6 +142,29 @@ TEST(Journal, TwoDamagedRecordsBeforeAnIntactOneAreAnError) {
   EXPECT_FALSE(s.ok());
 }
 
+TEST(Journal, AnIntactRecordWhoseHeaderCrossesTheScansChunkIsFound) {
+  // Replay looks for later records 1 MiB at a time: record 2 starts 16 bytes
+  // before the first MiB ends, its header running into the next.
+  TempFile t;
+  std::unique_ptr<Journal> j;
+  ASSERT_TRUE(Journal::Open(t.path, 2 << 20, true, &j).ok());
+  j->Restart(1);
+  ASSERT_TRUE(j->Append(Bytes("x")).ok());  // 40 bytes with its header
+  ASSERT_TRUE(j->Sync().ok());
+  const std::string big((1 << 20) - 16 - 40 - Journal::kHeaderBytes, 'b');
+  ASSERT_TRUE(j->Append(Bytes(big)).ok());
+  ASSERT_TRUE(j->Sync().ok());
+  ASSERT_EQ(j->position(), (1u << 20) - 16);
+  ASSERT_TRUE(j->Append(Bytes("last")).ok());
+  ASSERT_TRUE(j->Sync().ok());
+  FlipByteInFile(t.path, Journal::kHeaderBytes);       // record 0's body
+  FlipByteInFile(t.path, 40 + Journal::kHeaderBytes);  // record 1's body
+  Status s;
+  ReplayAll(*j, 1, &s);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("record 2 says"), std::string::npos) << s.message();
+}
+
 TEST(Journal, ATornUnsyncedRecordBeforeAnIntactUnacknowledgedOneEndsTheReplay) {
   // A power loss during the sync of two records: the kernel wrote the
   // second, not all of the first. Neither was acknowledged: not an error.
