@@ -199,6 +199,18 @@ void FillKeyed(LmdbFactory& f, bool journal = false) {
   }
 }
 
+// Writes the snapshot file of `snap` (with `keyed`) where `store` looks for
+// it, as the snapshot service would; returns its handle.
+SnapshotHandle WriteSnapshotFile(const LmdbStore& store, const paxos::AppliedSnapshot& snap,
+                                 const std::vector<StreamMessage>& keyed = {}) {
+  const std::string file = EncodeSnapshotFile(snap, keyed);
+  const SnapshotHandle h{snap.instance.value(), file.size(), Crc32c(file.data(), file.size())};
+  std::filesystem::create_directories(store.SnapshotDir());
+  std::ofstream out(store.SnapshotPath(h), std::ios::binary);
+  out << file;
+  return h;
+}
+
 // What FillKeyed wrote, read back through every read path.
 void ExpectKeyedFill(LmdbStore& s) {
   EXPECT_EQ(s.LoadHardState().chosen, Instance(10));
@@ -285,13 +297,7 @@ TEST(LmdbStore, ACommitEmptiesTheJournalAndLargeOrSnapshotWritesGoStraightToLmdb
   paxos::AppliedSnapshot snap;
   snap.instance = Instance(1);
   snap.next_offset = paxos::Offset(1);
-  const std::string file = EncodeSnapshotFile(snap, {});
-  const SnapshotHandle h{1, file.size(), Crc32c(file.data(), file.size())};
-  std::filesystem::create_directories(f.lmdb->SnapshotDir());
-  {
-    std::ofstream out(f.lmdb->SnapshotPath(h), std::ios::binary);
-    out << file;
-  }
+  const SnapshotHandle h = WriteSnapshotFile(*f.lmdb, snap);
   ASSERT_EQ(f.lmdb->RecordSnapshot(h, snap), StoreCode::kOk);
   EXPECT_TRUE(f.lmdb->has_pending());
   size_t deleted = 0;
@@ -320,13 +326,7 @@ TEST(LmdbStore, ARecordedSnapshotIsReplayedAfterACrash) {
   paxos::AppliedSnapshot snap;
   snap.instance = Instance(5);
   snap.next_offset = paxos::Offset(5);
-  const std::string file = EncodeSnapshotFile(snap, {});
-  const SnapshotHandle h{5, file.size(), Crc32c(file.data(), file.size())};
-  std::filesystem::create_directories(f.lmdb->SnapshotDir());
-  {
-    std::ofstream out(f.lmdb->SnapshotPath(h), std::ios::binary);
-    out << file;
-  }
+  const SnapshotHandle h = WriteSnapshotFile(*f.lmdb, snap);
   ASSERT_EQ(f.lmdb->RecordSnapshot(h, snap), StoreCode::kOk);
   f.lmdb->DropUnsyncedJournalForTest();  // and a power loss: it was synced
   f.Reopen();
@@ -509,13 +509,7 @@ TEST(LmdbStore, AnInstalledSnapshotSurvivesAReopenAndAMissingFileIsRefused) {
   snap.next_offset = paxos::Offset(500);
   snap.producers.push_back({paxos::ProducerId(7), 500, {{451, 450, 50}}});
   std::vector<StreamMessage> keyed = {{499, 7, 500, "only", "latest"}};
-  const std::string file = EncodeSnapshotFile(snap, keyed);
-  const SnapshotHandle h{50, file.size(), Crc32c(file.data(), file.size())};
-  std::filesystem::create_directories(f.lmdb->SnapshotDir());
-  {
-    std::ofstream out(f.lmdb->SnapshotPath(h), std::ios::binary);
-    out << file;
-  }
+  const SnapshotHandle h = WriteSnapshotFile(*f.lmdb, snap, keyed);
   ASSERT_EQ(f.lmdb->InstallSnapshot(h, snap, keyed), StoreCode::kOk);
   f.Reopen();
   EXPECT_EQ(f.lmdb->LoadHardState().chosen, Instance(50));
