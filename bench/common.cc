@@ -1,8 +1,5 @@
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,26 +14,13 @@
 #include <stdexcept>
 
 #include "bench/bench.h"
+#include "tests/testing/ports.h"
 
 namespace ordo::bench {
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 namespace {
-
-// A port the kernel reports free now (as tests/integration/cluster.h does).
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 uint64_t StatusKb(const std::string& text, const std::string& field) {
   const size_t at = text.find("\n" + field + ":");
@@ -97,8 +81,8 @@ BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extr
   std::filesystem::create_directories(dir_);
   const int n = options.nodes;
   for (int i = 0; i < n; ++i) {
-    peer_.push_back("127.0.0.1:" + std::to_string(FreePort()));
-    client_.push_back("127.0.0.1:" + std::to_string(FreePort()));
+    peer_.push_back(testing::ReserveEndpoint());
+    client_.push_back(testing::ReserveEndpoint());
   }
   for (int i = 1; i <= n; ++i) {
     std::ofstream f(dir_ / ("node" + std::to_string(i) + ".toml"));

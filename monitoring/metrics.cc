@@ -1,5 +1,6 @@
 #include "monitoring/metrics.h"
 
+#include <CivetServer.h>
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
@@ -8,6 +9,7 @@
 #include <sys/statvfs.h>
 
 #include <exception>
+#include <string>
 
 namespace ordo::monitoring {
 
@@ -21,6 +23,20 @@ constexpr size_t kPhase2TrackedMax = 65536;
 constexpr auto kDiskStatInterval = std::chrono::seconds(1);
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// What civetweb reports while the exposer starts (e.g. "cannot bind to
+// 127.0.0.1:7301: 98 (Address already in use)"): the exception it throws
+// names neither the port nor the reason. Civetweb calls log_message on the
+// thread that starts it; messages from its worker threads later go to its
+// own log as before.
+thread_local std::string* civet_start_log = nullptr;
+
+int CaptureCivetStartLog(const mg_connection*, const char* message) {
+  if (civet_start_log == nullptr) return 0;  // 0: civetweb logs it itself
+  if (!civet_start_log->empty()) *civet_start_log += "; ";
+  *civet_start_log += message;
+  return 1;
+}
 
 }  // namespace
 
@@ -312,10 +328,17 @@ broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_i
       G(r, "ordo_data_filesystem_size_bytes", "Size of the data directory's filesystem", l);
   i.UpdateDisk();
 
+  std::string start_log;
   try {
-    i.exposer = std::make_unique<prometheus::Exposer>(endpoint, 2);
+    CivetCallbacks callbacks;
+    callbacks.log_message = CaptureCivetStartLog;
+    civet_start_log = &start_log;
+    i.exposer = std::make_unique<prometheus::Exposer>(endpoint, 2, &callbacks);
+    civet_start_log = nullptr;
   } catch (const std::exception& e) {
-    return broker::Status::Error("metrics endpoint " + endpoint + ": " + e.what());
+    civet_start_log = nullptr;
+    return broker::Status::Error("metrics endpoint " + endpoint + ": " +
+                                 (start_log.empty() ? std::string(e.what()) : start_log));
   }
   i.exposer->RegisterCollectable(i.registry);
   *out = std::move(m);

@@ -1,7 +1,11 @@
 // The broker issue's end-to-end tests: real ordo-broker processes on
 // 127.0.0.1, temporary LMDB directories, driven through the client library.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <lmdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "tests/testing/corrupt_lmdb.h"
 
@@ -419,7 +423,51 @@ TEST(Broker, APublishWhoseMessagesShareOnePayloadIsRefused) {
 // Reads a broker's whole log file.
 std::string ReadLog(const std::string& path) {
   std::ifstream f(path);
-  return std::string(std::istreambuf_iterator<char>(f), {});
+  return std::string((std::istreambuf_iterator<char>(f)), {});
+}
+
+// A listening TCP socket on 127.0.0.1:PORT, as another program holding it.
+class PortHolder {
+ public:
+  explicit PortHolder(const std::string& endpoint) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    // The killed broker's accepted connections may linger in TIME_WAIT.
+    const int one = 1;
+    setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1))));
+    ok_ = bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && listen(fd_, 1) == 0;
+  }
+  ~PortHolder() { close(fd_); }
+  bool ok() const { return ok_; }
+
+ private:
+  int fd_ = -1;
+  bool ok_ = false;
+};
+
+// Each endpoint a broker binds, taken by another program: the broker stops
+// at once (exit 1) with a message naming the endpoint and the reason.
+TEST(Broker, AnEndpointInUseStopsStartupNamingTheEndpointAndWhy) {
+  Cluster c(3, /*metrics=*/true);
+  c.Kill(1);
+  struct Case {
+    std::string what, endpoint;
+  };
+  for (const Case& k : {Case{"metrics endpoint", c.MetricsEndpoint(1)},
+                        Case{"client endpoint", c.ClientEndpoint(1)},
+                        Case{"peer endpoint", c.PeerEndpoint(1)}}) {
+    PortHolder holder(k.endpoint);
+    ASSERT_TRUE(holder.ok()) << k.endpoint;
+    std::filesystem::remove(c.Log(1));
+    c.Start(1);
+    EXPECT_EQ(c.WaitForExit(1), 1) << k.what;
+    const std::string log = ReadLog(c.Log(1));
+    EXPECT_NE(log.find(k.what + " " + k.endpoint), std::string::npos) << log;
+    EXPECT_NE(log.find("Address already in use"), std::string::npos) << log;
+  }
 }
 
 TEST(Broker, AVoterWhoseDiskWasWipedCatchesUpBeforeVotingAndNothingAcknowledgedIsLost) {

@@ -1,13 +1,10 @@
 // A real Ordo cluster for tests: ordo-broker processes on 127.0.0.1 with
-// ports picked free at start, temporary data directories, and every process
+// ports reserved for this test process (tests/testing/ports.h), temporary data directories, and every process
 // stopped (kill -9) and every directory removed by the destructor.
 #pragma once
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,21 +18,9 @@
 #include <vector>
 
 #include "ordo/client.h"
+#include "tests/testing/ports.h"
 
 namespace ordo::testing {
-
-inline int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 class Cluster {
  public:
@@ -47,9 +32,9 @@ class Cluster {
     dir_ = std::filesystem::temp_directory_path() / ("ordo-it-" + std::to_string(rng()));
     std::filesystem::create_directories(dir_);
     for (int i = 0; i < n_; ++i) {
-      peer_.push_back("127.0.0.1:" + std::to_string(FreePort()));
-      client_.push_back("127.0.0.1:" + std::to_string(FreePort()));
-      metrics_.push_back(metrics ? "127.0.0.1:" + std::to_string(FreePort()) : std::string());
+      peer_.push_back(ReserveEndpoint());
+      client_.push_back(ReserveEndpoint());
+      metrics_.push_back(metrics ? ReserveEndpoint() : std::string());
     }
     for (int i = 1; i <= n_; ++i) {
       std::ofstream f(Config(i));
@@ -105,6 +90,23 @@ class Cluster {
     pids_[i] = -1;
   }
   bool Running(int i) const { return pids_[i] > 0; }
+  // Waits for broker i to exit by itself; its exit status, or -1 if it still
+  // runs after `timeout` (then it is killed).
+  int WaitForExit(int i, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (pids_[i] > 0) {
+      int status = 0;
+      const pid_t r = waitpid(pids_[i], &status, WNOHANG);
+      if (r == pids_[i]) {
+        pids_[i] = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      if (std::chrono::steady_clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    Kill(i);
+    return -1;
+  }
 
   // The node id of the leader, once exactly one running broker says so.
   int WaitForLeader(std::chrono::milliseconds timeout = std::chrono::seconds(20)) const {
@@ -145,8 +147,8 @@ class Cluster {
   int AddLearner(uint32_t node_id, bool metrics = false) {
     Learner l;
     l.id = node_id;
-    l.client = "127.0.0.1:" + std::to_string(FreePort());
-    l.metrics = metrics ? "127.0.0.1:" + std::to_string(FreePort()) : std::string();
+    l.client = ReserveEndpoint();
+    l.metrics = metrics ? ReserveEndpoint() : std::string();
     const std::string name = "learner" + std::to_string(node_id);
     l.config = (dir_ / (name + ".toml")).string();
     l.data_dir = (dir_ / name).string();

@@ -1,12 +1,42 @@
 #!/usr/bin/env bash
 # scripts/cluster as a user runs it: up, publish and read back with build/ordo,
 # stop and restart one node, up twice, status, down. Uses its own directory and
-# a random base port; stops every broker it started, whatever happens.
+# a base port reserved for it; stops every broker it started, whatever happens.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build}
 dir=$(mktemp -d)
-port=$((20000 + RANDOM % 20000))
+
+# The base port P: the cluster uses P+1..P+3, P+101..P+104 and P+201..P+204.
+# Reserved as tests/testing/ports.h reserves ports (read it for why): below
+# the kernel's ephemeral range, in blocks of 16 ports locked with flock for
+# as long as this script lives, so no concurrent test can take them.
+lock_dir=/tmp/ordo-test-ports
+mkdir -p "$lock_dir"
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+declare -A held=()  # block -> file descriptor of its lock
+release_all() { local b; for b in "${!held[@]}"; do eval "exec ${held[$b]}>&-"; done; held=(); }
+reserve() {  # reserve P: locks every block P's ports fall in; false (nothing held) if one is taken
+  local p=$1 port b fd
+  for port in $((p + 1)) $((p + 3)) $((p + 101)) $((p + 104)) $((p + 201)) $((p + 204)); do
+    b=$((port / 16))
+    [[ -n "${held[$b]:-}" ]] && continue
+    exec {fd}>"$lock_dir/block-$b.lock"
+    if ! flock -n "$fd"; then eval "exec $fd>&-"; release_all; return 1; fi
+    held[$b]=$fd
+  done
+  for port in $((p + 1)) $((p + 2)) $((p + 3)) $((p + 101)) $((p + 102)) $((p + 103)) \
+      $((p + 104)) $((p + 201)) $((p + 202)) $((p + 203)) $((p + 204)); do
+    # Something outside this scheme listens there: try elsewhere.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then release_all; return 1; fi
+  done
+}
+port=""
+for _ in $(seq 200); do
+  p=$((10240 + (RANDOM * 32768 + RANDOM) % (ephemeral_low - 10240 - 320)))
+  if reserve "$p"; then port=$p; break; fi
+done
+[[ -n "$port" ]] || { echo "FAIL: no free base port" >&2; exit 1; }
 cleanup() { "$root/scripts/cluster" down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }

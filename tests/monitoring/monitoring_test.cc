@@ -173,7 +173,7 @@ TEST(Monitoring, PrometheusSeesOneLeaderCommitsAndTheLeaderMovingAfterAKill) {
       std::filesystem::remove_all(p, ec);
     }
   } remove_dir{dir};
-  PrometheusServer server(prometheus, dir, FreePort(), config);
+  PrometheusServer server(prometheus, dir, ReservePort(), config);
 
   // Polls `promql` until `done(result)` or 60 s; returns the last result.
   auto poll = [&](const std::string& promql, auto done) {

@@ -3,9 +3,6 @@
 // own connection, and the voter remembers a bounded number of learners.
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -15,25 +12,14 @@
 
 #include "broker/codec.h"
 #include "broker/peer_transport.h"
+#include "tests/testing/ports.h"
 
 namespace ordo::broker {
 namespace {
 
 using namespace std::chrono_literals;
 
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-std::string Endpoint() { return "127.0.0.1:" + std::to_string(FreePort()); }
+std::string Endpoint() { return ordo::testing::ReserveEndpoint(); }
 
 BrokerConfig Config(uint32_t node_id, const std::vector<Member>& members) {
   BrokerConfig c;
