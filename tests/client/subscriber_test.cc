@@ -279,16 +279,48 @@ TEST(SubscriberTest, SilentBrokersAreReportedAndRetried) {
 }
 
 TEST(SubscriberTest, AnAnswerQueuedWhileTheCallerWasAwayKeepsTheBroker) {
-  StreamServer stream(0, 1);  // empty stream, answers pings
-  FakeBroker broker(stream.Handler());
-  Subscriber subscriber(Options({broker.endpoint()}), StartAt::Earliest());
-  ASSERT_TRUE(subscriber.Next(milliseconds{20}).ok());
-  std::this_thread::sleep_for(kRequestTimeout + milliseconds{50});
+  // Records [0, 2), each pushed right after the answer to a ping: frames of
+  // one connection arrive in order, so a returned record proves the answer
+  // before it was read. The caller stays away longer than request_timeout
+  // twice: the first time, the next call pings; the second time, that
+  // ping's answer waits in the queue and must keep the broker.
+  std::atomic<int> pings_answered{0};
+  uint64_t subscription = 0;
+  FakeBroker broker([&](const Request& request, FakeBroker& b) {
+    if (request.body == wire::Body::Subscribe) subscription = request.request_id;
+    if (request.body != wire::Body::StatusRequest) return;
+    const int n = pings_answered.load();
+    // The head as of the records pushed so far: an idle probe answered with
+    // a head past ours would (rightly) resubscribe.
+    AnswerPing(request, b, static_cast<uint64_t>(n));
+    if (subscription != 0 && n < 2) {
+      b.Send(request, DeliverRange(subscription, static_cast<uint64_t>(n), n + 1u, 2));
+    }
+    pings_answered.store(n + 1);
+  });
+  // Long enough that no descheduling of this thread looks like an absence.
+  ClientOptions options = Options({broker.endpoint()});
+  options.request_timeout = milliseconds{1000};
+  const milliseconds away = options.request_timeout + milliseconds{100};
+  Subscriber subscriber(options, StartAt::Earliest());
+  ExpectRecords(subscriber, 0, 1);  // the Subscribe's ping was answered and read
+  std::this_thread::sleep_for(away);
   // Idle for request_timeout: this call sends a ping and returns at once.
-  ASSERT_TRUE(subscriber.Next(milliseconds{0}).ok());
-  std::this_thread::sleep_for(kRequestTimeout + milliseconds{50});
-  // The ping's timeout has passed, but its answer is queued: no failover.
-  ASSERT_TRUE(subscriber.Next(milliseconds{0}).ok());
+  Result<std::optional<Record>> idle = subscriber.Next(milliseconds{0});
+  ASSERT_TRUE(idle.ok()) << idle.error().message;
+  ASSERT_FALSE(idle.value().has_value());
+  const auto deadline = Clock::now() + kWait;
+  while (pings_answered.load() < 2 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds{1});
+  }
+  ASSERT_EQ(pings_answered.load(), 2);
+  std::this_thread::sleep_for(away);
+  // The ping's timeout has passed, but its answer is queued: no failover,
+  // and the record behind the answer comes from the same subscription.
+  Result<std::optional<Record>> next = subscriber.Next(milliseconds{0});
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  ASSERT_TRUE(next.value().has_value());
+  EXPECT_EQ(next.value()->offset, 1u);
   EXPECT_EQ(broker.requests(wire::Body::Subscribe).size(), 1u);
   EXPECT_EQ(broker.requests(wire::Body::StatusRequest).size(), 2u);
 }

@@ -39,7 +39,16 @@ done
 [[ -n "$port" ]] || { echo "FAIL: no free base port" >&2; exit 1; }
 cleanup() { "$root/scripts/cluster" down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() {
+  echo "FAIL: $*" >&2
+  local log
+  for log in "$dir"/*/broker.log; do
+    [[ -f "$log" ]] || continue
+    echo "--- the last lines of $log:" >&2
+    tail -n 40 "$log" >&2
+  done
+  exit 1
+}
 
 out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" up --dir "$dir" --base-port "$port")
 brokers=$(sed -n 's/^brokers=//p' <<<"$out")
