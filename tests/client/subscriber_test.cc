@@ -283,13 +283,20 @@ TEST(SubscriberTest, AnAnswerQueuedWhileTheCallerWasAwayKeepsTheBroker) {
   // one connection arrive in order, so a returned record proves the answer
   // before it was read. The caller stays away longer than request_timeout
   // twice: the first time, the next call pings; the second time, that
-  // ping's answer waits in the queue and must keep the broker.
+  // ping's answer waits in the queue and must keep the broker. The second
+  // answer is held back until the call that pinged has returned, so that
+  // call cannot read it itself.
   std::atomic<int> pings_answered{0};
+  std::atomic<bool> release_second{false};
   uint64_t subscription = 0;
   FakeBroker broker([&](const Request& request, FakeBroker& b) {
     if (request.body == wire::Body::Subscribe) subscription = request.request_id;
     if (request.body != wire::Body::StatusRequest) return;
     const int n = pings_answered.load();
+    const auto deadline = Clock::now() + kWait;
+    while (n == 1 && !release_second.load() && Clock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds{1});
+    }
     // The head as of the records pushed so far: an idle probe answered with
     // a head past ours would (rightly) resubscribe.
     AnswerPing(request, b, static_cast<uint64_t>(n));
@@ -309,6 +316,7 @@ TEST(SubscriberTest, AnAnswerQueuedWhileTheCallerWasAwayKeepsTheBroker) {
   Result<std::optional<Record>> idle = subscriber.Next(milliseconds{0});
   ASSERT_TRUE(idle.ok()) << idle.error().message;
   ASSERT_FALSE(idle.value().has_value());
+  release_second = true;
   const auto deadline = Clock::now() + kWait;
   while (pings_answered.load() < 2 && Clock::now() < deadline) {
     std::this_thread::sleep_for(milliseconds{1});
