@@ -29,9 +29,37 @@ Broker::~Broker() {
   peers_.reset();
 }
 
+Status Broker::OpenStorage() {
+  Status s = DataDir::Acquire(config_.data_dir, config_.cluster_id, config_.node_id, &data_dir_);
+  if (s.ok()) s = LmdbStore::Open(config_.data_dir, config_.map_size_bytes, &store_);
+  if (s.kind() != Status::Kind::kDamaged) return s;
+  // What is stored may hide a promise or an accepted value this node gave
+  // (protocol-aware recovery): it must not vote on it. With peers to learn
+  // from, it starts over as a lost disk does: the damaged files move aside,
+  // and it rejoins as a non-voter until it has caught up past anything it
+  // could have voted on. A single voter has no one to restore it from.
+  store_.reset();
+  if (config_.Self() && config_.members.size() == 1) {
+    return Status::Storage("stored state in " + config_.data_dir + " is damaged (" + s.message() +
+                           ") and a single-member cluster has no peer to restore it from. "
+                           "Restore the directory from a backup");
+  }
+  std::string moved_to;
+  if (Status q = data_dir_->Quarantine(&moved_to); !q.ok()) {
+    return Status::Storage(q.message() + " (while moving damaged state aside: " + s.message() +
+                           ")");
+  }
+  spdlog::error("stored state is damaged: {}. It was moved to {}; this broker starts over "
+                "empty and catches up from its peers before it votes (the directory can be "
+                "deleted once you have looked at it)",
+                s.message(), moved_to);
+  quarantined_ = true;
+  return LmdbStore::Open(config_.data_dir, config_.map_size_bytes, &store_);
+}
+
 Status Broker::Start() {
-  Status s = LmdbStore::Open(config_.data_dir, config_.map_size_bytes, &store_);
-  if (!s.ok()) return s;
+  Status s = OpenStorage();
+  if (!s.ok()) return s.kind() == Status::Kind::kError ? Status::Storage(s.message()) : s;
   const paxos::HardState hs = store_->LoadHardState();
   spdlog::info("storage {}: promised {}, chosen up to instance {}, last instance {}, next offset {}"
                " ({} journal records replayed)",
@@ -45,6 +73,7 @@ Status Broker::Start() {
   // An empty data directory may be a new cluster or a lost disk: the core
   // asks the peers before it votes (docs/operations.md, "Lost disks").
   core.probe_before_voting = store_->opened_empty();
+  core.history_lost = data_dir_->history_lost();
   // Fetches are served off the event loop (broker/catchup_server.h).
   core.host_serves_fetch = true;
   if (core.probe_before_voting && config_.Self()) {
@@ -52,6 +81,15 @@ Status Broker::Start() {
                  "before voting");
   }
   replica_ = std::make_unique<paxos::Replica>(core, *store_);
+  // The head the index gives must be where the replayed log ends: a
+  // damaged last index record (or a lost one) would move it.
+  if (store_->next_offset() != replica_->applied_state().next_offset().value()) {
+    spdlog::error("damaged offset index in {}: it ends at offset {}, the log at {}; it is "
+                  "rebuilt from the log", config_.data_dir, store_->next_offset(),
+                  replica_->applied_state().next_offset().value());
+    store_->ResetNextOffset(replica_->applied_state().next_offset().value());
+    derived_damage_ = true;
+  }
   peers_ = std::make_unique<PeerTransport>(context_, config_);
   if (!(s = peers_->Open()).ok()) return s;
   catchup_ = std::make_unique<CatchUpServer>(
@@ -147,7 +185,13 @@ void Broker::SendCatchUpReplies() {
   catchup_->Drain(
       [this](uint32_t to, zmq::message_t frame) { peers_->SendCatchUp(to, std::move(frame)); },
       [this](paxos::Instance instance, const std::string& what) {
-        catchup_error_ = what;  // logged with the count (ReportRoleChanges)
+        // Logged and counted once per record, like the loop's own reads.
+        if (catchup_damaged_.size() < kCatchUpDamagedMax &&
+            catchup_damaged_.insert(instance.value()).second) {
+          spdlog::error("damaged record (found serving a peer's fetch): {}; it is not served "
+                        "and is being repaired from a peer", what);
+          ++catchup_damage_count_;
+        }
         replica_->ReportUnreadable(instance);
       });
 }
@@ -303,14 +347,63 @@ void Broker::ReportRoleChanges() {
     last_catching_up_ = st.catching_up;
     last_rejoin_target_ = st.rejoin_target;
   }
-  const uint64_t corruptions = replica_->status().storage_corruptions + store_->corruptions();
-  if (corruptions != last_corruptions_) {
-    spdlog::error("checksum failure: {} (total {}); the record is not served and is being "
-                  "repaired from peers",
-                  catchup_error_.empty() ? store_->last_error() : catchup_error_, corruptions);
-    last_corruptions_ = corruptions;
-    catchup_error_.clear();
+}
+
+void Broker::HandleStorageDamage() {
+  for (LmdbStore::Damage& d : store_->TakeNewDamage()) {
+    switch (d.kind) {
+      case LmdbStore::Damage::Kind::kLogRecord:
+        // The core fetches the chosen record from a peer and rewrites it
+        // (an accepted one it can no longer vouch for stops its vote).
+        spdlog::error("damaged record in {}: {}; it is not served and is being repaired from "
+                      "a peer", config_.data_dir, d.what);
+        replica_->ReportUnreadable(paxos::Instance(d.instance));
+        break;
+      case LmdbStore::Damage::Kind::kIndexRecord:
+      case LmdbStore::Damage::Kind::kCompactedView:
+        spdlog::error("damaged record in {}: {}; it is not served and is being rebuilt from "
+                      "the log", config_.data_dir, d.what);
+        derived_damage_ = true;
+        break;
+    }
   }
+}
+
+Status Broker::RepairDerived() {
+  if (!derived_damage_ && !store_->rebuilding()) return Status::Ok();
+  const paxos::Instance applied = replica_->applied_state().applied();
+  if (!store_->rebuilding()) {
+    // The index of what waits belongs to what is rebuilt: write it first.
+    if (Status s = FlushDeferred(); !s.ok()) return s;
+    const paxos::StoreCode code = store_->StartRebuild(applied);
+    if (code == paxos::StoreCode::kIoError) {
+      return Status::Error("storage failure: " + store_->last_error());
+    }
+    if (code != paxos::StoreCode::kOk) {
+      // A log record on the way is being repaired (retried at the next
+      // tick), or nothing to rebuild from: said once.
+      if (code != paxos::StoreCode::kCorrupt && rebuild_error_ != store_->last_error()) {
+        rebuild_error_ = store_->last_error();
+        spdlog::error("cannot rebuild the offset index and compacted view: {}", rebuild_error_);
+      }
+      return Status::Ok();
+    }
+    derived_damage_ = false;
+    rebuild_error_.clear();
+    spdlog::warn("rebuilding the offset index and the compacted view from the log");
+  }
+  bool done = false;
+  uint64_t fixed = 0;
+  const paxos::StoreCode code = store_->RebuildStep(applied, kRebuildInstancesPerTick, &done, &fixed);
+  if (code == paxos::StoreCode::kIoError) {
+    return Status::Error("storage failure: " + store_->last_error());
+  }
+  if (done) {
+    ++derived_rebuilds_;
+    spdlog::info("offset index and compacted view rebuilt from the log ({} records rewritten or "
+                 "removed)", fixed);
+  }
+  return Status::Ok();
 }
 
 void Broker::UpdateMetrics() {
@@ -320,7 +413,7 @@ void Broker::UpdateMetrics() {
   g.next_offset = store_->next_offset();
   g.first_retained_instance = g.core.first_retained.value();
   g.non_voter_catching_up = g.core.catching_up;
-  g.storage_corruptions = g.core.storage_corruptions + store_->corruptions();
+  g.storage_corruptions = store_->corruptions() + catchup_damage_count_;
   g.tick_ms = config_.tick_ms;
   g.first_retained_offset = store_->earliest_offset();
   const ClientCounters& c = clients_->counters();
@@ -382,6 +475,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // we fell behind: do not burst
       if (Status s = FlushDeferred(); !s.ok()) return s;
+      if (Status s = RepairDerived(); !s.ok()) return s;
       if (!store_->has_pending()) {
         pending_ticks_ = 0;
       } else if (++pending_ticks_ * config_.tick_ms >= kPendingMs) {
@@ -394,6 +488,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
     Status s = DrainReady();
     if (!s.ok()) return s;
     clients_->Service(now);
+    HandleStorageDamage();
   }
   if (Status s = FlushDeferred(); !s.ok()) return s;
   if (Status s = CommitPending(); !s.ok()) return s;

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "broker/client_connections.h"
 #include "broker/client_service.h"
 #include "broker/config.h"
+#include "broker/data_dir.h"
 #include "broker/lmdb_store.h"
 #include "broker/peer_transport.h"
 #include "broker/snapshot_service.h"
@@ -37,17 +39,24 @@ class Broker {
   explicit Broker(BrokerConfig config);
   ~Broker();
 
-  // Opens storage, binds every endpoint. Fails with a readable message.
+  // Opens storage, binds every endpoint. Fails with a readable message;
+  // kStorage when storage refused (exit status 3).
   Status Start();
   // Runs until `stop` is set (SIGTERM/SIGINT) or storage fails.
   Status Run(const std::atomic<bool>& stop);
 
  private:
+  // Locks and checks the data directory and opens the store; damaged
+  // state is quarantined (see data_dir.h) when peers can restore it.
+  Status OpenStorage();
   void HandlePeerFrames(size_t max, size_t max_bytes);
   // Sends the catch-up replies the server finished; reports bad records.
   void SendCatchUpReplies();
   Status DrainReady();
   void ReportRoleChanges();
+  // Acts on what the store's reads found damaged (each record once).
+  void HandleStorageDamage();
+  Status RepairDerived();
   void CountVotesWhileCatchingUp(const paxos::Ready& r);
   // One durable write of a Ready's durable part, with whatever waited
   // (below): a journal record, or an LMDB commit when `durability` says so.
@@ -63,6 +72,8 @@ class Broker {
 
   BrokerConfig config_;
   zmq::context_t context_{1};
+  std::unique_ptr<DataDir> data_dir_;  // held (locked) for the broker's lifetime
+  bool quarantined_ = false;
   std::unique_ptr<LmdbStore> store_;
   std::unique_ptr<paxos::Replica> replica_;
   std::unique_ptr<PeerTransport> peers_;
@@ -76,8 +87,16 @@ class Broker {
   std::chrono::steady_clock::time_point last_peer_reject_log_{};
   paxos::Role last_role_ = paxos::Role::kFollower;
   paxos::NodeId last_leader_{};
-  uint64_t last_corruptions_ = 0;
-  std::string catchup_error_;  // the last record the catch-up server found bad
+  // Records the catch-up server found damaged (each logged once).
+  static constexpr size_t kCatchUpDamagedMax = 65536;
+  std::set<uint64_t> catchup_damaged_;
+  uint64_t catchup_damage_count_ = 0;
+  // An index or compacted-view record failed its checks: they are rebuilt
+  // (RepairDerived), a bounded number of instances per tick.
+  bool derived_damage_ = false;
+  static constexpr size_t kRebuildInstancesPerTick = 4096;
+  std::string rebuild_error_;
+  uint64_t derived_rebuilds_ = 0;
   uint64_t votes_while_catching_up_ = 0;
   // Chosen mark and applied instances not yet written (see DrainReady).
   static constexpr size_t kDeferredInstancesMax = 4096;

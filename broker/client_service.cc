@@ -505,7 +505,7 @@ void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
   auto reply = wire::CreateStatusReplyDirect(
       fbb, config_.node_id, role, s.leader.value(), leader.c_str(), &ballot,
       &promised, s.chosen.value(), s.last_instance.value(), store_.next_offset(),
-      store_.earliest_offset(), &peers, s.storage_corruptions + store_.corruptions(),
+      store_.earliest_offset(), &peers, store_.corruptions(),
       counters_.frames_rejected, s.voter, s.catching_up, s.rejoin_target.value(),
       votes_while_catching_up_, s.first_retained.value(), s.snapshots_installed);
   wire::FinishClientEnvelopeBuffer(

@@ -919,9 +919,20 @@ DecodeStatus DecodeLogRecord(std::span<const uint8_t> record, paxos::Entry* out)
 
 DecodeStatus VisitLogRecord(std::span<const uint8_t> record, uint64_t* instance,
                             const MessageVisitor& visit) {
+  return VisitLogRecord(
+      record,
+      [&](uint64_t i, uint32_t) {
+        *instance = i;
+        return true;
+      },
+      visit);
+}
+
+DecodeStatus VisitLogRecord(std::span<const uint8_t> record, const RecordAdmitter& admit,
+                            const MessageVisitor& visit) {
   return WithLogRecord(record, [&](const wire::LogRecord& r, const ValueRef& ref) {
-    *instance = r.instance();
     const auto* messages = ref.value->messages();
+    if (!admit(r.instance(), messages == nullptr ? 0 : messages->size())) return;
     if (messages == nullptr) return;
     const auto span_of = [](const fb::Vector<uint8_t>* v) {
       return v == nullptr ? std::span<const uint8_t>()

@@ -296,6 +296,13 @@ struct MessageView {
 using MessageVisitor = std::function<void(uint32_t index, const MessageView& message)>;
 DecodeStatus VisitLogRecord(std::span<const uint8_t> record, uint64_t* instance,
                             const MessageVisitor& visit);
+// The same, but first calls admit(instance, number of messages), and visits
+// nothing unless it returns true: a reader checks what it knows of the
+// record (the instance it expects, how many messages it expects) before any
+// message is used.
+using RecordAdmitter = std::function<bool(uint64_t instance, uint32_t messages)>;
+DecodeStatus VisitLogRecord(std::span<const uint8_t> record, const RecordAdmitter& admit,
+                            const MessageVisitor& visit);
 
 // Encodes the acceptor's hard state as a meta record: CRC32C prefix, then a
 // MetaRecord buffer (version kMetaRecordFormatVersion).

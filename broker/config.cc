@@ -97,7 +97,7 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
                          std::string(e.description()));
   }
   static const std::set<std::string> kKnown = {
-      "node_id", "role", "client", "data_dir", "metrics", "log_level", "members", "timing",
+      "node_id", "cluster_id", "role", "client", "data_dir", "metrics", "log_level", "members", "timing",
       "batching", "limits", "storage", "retention"};
   for (const auto& [key, value] : t) {
     if (!kKnown.count(std::string(key.str()))) {
@@ -109,6 +109,7 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
 #define ORDO_READ(expr) \
   if (!(s = (expr)).ok()) return s
   ORDO_READ(ReadInt(root["node_id"], "node_id", &out->node_id));
+  ORDO_READ(ReadString(root["cluster_id"], "cluster_id", &out->cluster_id));
   std::string role;
   ORDO_READ(ReadString(root["role"], "role", &role));
   if (role == "voter") {
@@ -271,6 +272,12 @@ Status ValidateConfig(const BrokerConfig& c) {
     }
   }
   if (c.data_dir.empty()) return Status::Error("data_dir: required");
+  if (c.cluster_id.empty() || c.cluster_id.size() > 64 ||
+      c.cluster_id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                     "0123456789._-") != std::string::npos) {
+    return Status::Error("cluster_id: '" + c.cluster_id +
+                         "' must be 1-64 letters, digits, '.', '_' or '-'");
+  }
   if (!c.metrics.empty() && !ParseEndpoint(c.metrics, nullptr)) {
     return Status::Error("metrics: '" + c.metrics + "' is not HOST:PORT");
   }

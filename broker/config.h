@@ -27,6 +27,9 @@ enum class Role : uint8_t { kVoter, kLearner };
 
 struct BrokerConfig {
   uint32_t node_id = 0;
+  // Names the cluster; recorded in the data directory with node_id, so a
+  // directory of another node or cluster is refused (broker/data_dir.h).
+  std::string cluster_id = "ordo";
   Role role = Role::kVoter;
   std::string client;  // learners only: HOST:PORT of this broker's client endpoint
   std::string data_dir;

@@ -150,16 +150,22 @@ Status Journal::Replay(uint64_t generation,
         std::vector<uint8_t> later_body;
         if (ReadIntact(base + off, generation, &later, &later_body) && later.index > index &&
             later.synced > index) {
-          return Status::Error(
+          return Status::Damaged(
               "journal " + path_ + ": record " + std::to_string(index) + " at byte " +
               std::to_string(at) + " is damaged or missing, but record " +
               std::to_string(later.index) + " says it had been synced: acknowledged writes "
-              "would be lost. Move the data directory away to rejoin from the peers");
+              "are lost");
         }
       }
     }
     return Status::Ok();
   }
+}
+
+bool Journal::StartsPass(uint64_t generation) const {
+  Header h;
+  std::vector<uint8_t> body;
+  return ReadIntact(0, generation, &h, &body) && h.index == 0;
 }
 
 void Journal::Restart(uint64_t generation) {

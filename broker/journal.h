@@ -55,8 +55,8 @@ class Journal {
   Journal& operator=(const Journal&) = delete;
 
   // Calls apply(body) for each record of `generation` from the file's start,
-  // in order; sets *records to how many. An error when a record that was
-  // synced fails its check, or when apply fails.
+  // in order; sets *records to how many. kDamaged when a record that was
+  // synced fails its check; apply's error when apply fails.
   Status Replay(uint64_t generation, const std::function<Status(std::span<const uint8_t>)>& apply,
                 uint64_t* records) const;
 
@@ -73,6 +73,13 @@ class Journal {
   size_t pending_body_bytes() const { return frame_.size() - kHeaderBytes; }
   // Makes every record appended so far durable (fdatasync).
   Status Sync();
+
+  // Whether the file starts with an intact first record of `generation`:
+  // that pass began (LmdbStore checks that LMDB did not lose the commit
+  // that started it).
+  bool StartsPass(uint64_t generation) const;
+  // The file's size: what it was created with, unless it was truncated.
+  uint64_t size() const { return size_; }
 
   uint64_t generation() const { return generation_; }
   // Bytes of this pass, and records in it.

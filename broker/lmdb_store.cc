@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 
@@ -17,12 +18,16 @@ namespace {
 constexpr char kHardStateKey[] = "hard_state";
 constexpr char kRetainedKey[] = "retained";  // first instance/offset, log bytes, snapshot handle
 constexpr char kJournalKey[] = "journal";    // the journal generation that follows this commit
+constexpr char kBaseKey[] = "base";          // the applied state at first_instance - 1
+constexpr uint16_t kBaseFormatVersion = 1;
 constexpr uint16_t kJournalMetaVersion = 1;
 constexpr uint8_t kOpPut = 1;
 constexpr uint8_t kOpDel = 2;
 constexpr size_t kOpHeaderBytes = 1 + 1 + 2 + 4;  // op, db, key length (u16), value length (u32)
 constexpr uint16_t kRetainedFormatVersion = 1;
-constexpr uint16_t kIndexFormatVersion = 1;
+// Version 2 adds the first offset (the key) to what the CRC covers; version
+// 1 records (written before) are still read.
+constexpr uint16_t kIndexFormatVersion = 2;
 
 void PutBigEndian(uint64_t v, unsigned char out[8]) {
   for (int i = 7; i >= 0; --i) {
@@ -51,6 +56,7 @@ T GetLe(const unsigned char* p) {
 }
 
 struct IndexRecord {
+  uint64_t first_offset = 0;  // the key
   uint64_t instance = 0;
   uint32_t appended = 0;
   std::vector<uint32_t> skipped;
@@ -59,6 +65,7 @@ struct IndexRecord {
 std::string EncodeIndex(const paxos::AppliedInstance& a) {
   std::string body;
   PutLe<uint16_t>(&body, kIndexFormatVersion);
+  PutLe<uint64_t>(&body, a.first_offset.value());
   PutLe<uint64_t>(&body, a.instance.value());
   PutLe<uint32_t>(&body, a.appended);
   std::vector<uint32_t> skipped;
@@ -74,18 +81,32 @@ std::string EncodeIndex(const paxos::AppliedInstance& a) {
   return out + body;
 }
 
-bool DecodeIndex(const MDB_val& v, IndexRecord* out) {
+// Checks an index record under `key` (a big-endian first offset) and
+// decodes it. Version 2 checks the key too; a record that fails is never
+// used.
+bool DecodeIndex(const MDB_val& key, const MDB_val& v, IndexRecord* out) {
+  if (key.mv_size != 8) return false;
+  const uint64_t first_offset = GetBigEndian(key.mv_data);
   const auto* p = static_cast<const unsigned char*>(v.mv_data);
-  constexpr size_t kFixed = 4 + 2 + 8 + 4 + 4;
-  if (v.mv_size < kFixed) return false;
+  if (v.mv_size < 4 + 2) return false;
   if (GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
-  if (GetLe<uint16_t>(p + 4) != kIndexFormatVersion) return false;
-  out->instance = GetLe<uint64_t>(p + 6);
-  out->appended = GetLe<uint32_t>(p + 14);
-  const uint32_t n = GetLe<uint32_t>(p + 18);
-  if (v.mv_size != kFixed + size_t{n} * 4) return false;
+  const uint16_t version = GetLe<uint16_t>(p + 4);
+  size_t at = 6;
+  if (version == kIndexFormatVersion) {
+    if (v.mv_size < at + 8 || GetLe<uint64_t>(p + at) != first_offset) return false;
+    at += 8;
+  } else if (version != 1) {
+    return false;
+  }
+  const size_t fixed = at + 8 + 4 + 4;
+  if (v.mv_size < fixed) return false;
+  out->first_offset = first_offset;
+  out->instance = GetLe<uint64_t>(p + at);
+  out->appended = GetLe<uint32_t>(p + at + 8);
+  const uint32_t n = GetLe<uint32_t>(p + at + 12);
+  if (v.mv_size != fixed + size_t{n} * 4 || out->appended == 0 || out->instance == 0) return false;
   out->skipped.resize(n);
-  for (uint32_t i = 0; i < n; ++i) out->skipped[i] = GetLe<uint32_t>(p + kFixed + 4 * i);
+  for (uint32_t i = 0; i < n; ++i) out->skipped[i] = GetLe<uint32_t>(p + fixed + 4 * i);
   return true;
 }
 
@@ -140,28 +161,67 @@ bool DecodeJournalMeta(const MDB_val& v, uint64_t* generation) {
   return true;
 }
 
-// A compacted-view record (value in the `keys` database, under the message
-// key): CRC32C (4, LE) over the rest, offset, producer, sequence (u64 LE),
-// then the payload.
-std::string EncodeKeyed(uint64_t offset, uint64_t producer, uint64_t sequence,
-                        std::string_view payload) {
+// The base record in meta: CRC32C (4, LE) over the rest, version (u16 = 1),
+// then a snapshot file (schemas/snapshot.fbs) without keyed messages: the
+// applied state right before the first instance still in the log, from
+// which the offset index is re-derived after damage (RebuildStep).
+std::string EncodeBase(const paxos::AppliedSnapshot& state) {
   std::string body;
-  PutLe<uint64_t>(&body, offset);
-  PutLe<uint64_t>(&body, producer);
-  PutLe<uint64_t>(&body, sequence);
-  body += payload;
+  PutLe<uint16_t>(&body, kBaseFormatVersion);
+  body += EncodeSnapshotFile(state, {});
   std::string out;
   PutLe<uint32_t>(&out, Crc32c(body.data(), body.size()));
   return out + body;
 }
 
-bool DecodeKeyed(const MDB_val& v, StreamMessage* out) {
+bool DecodeBase(const MDB_val& v, paxos::AppliedSnapshot* state) {
   const auto* p = static_cast<const unsigned char*>(v.mv_data);
-  if (v.mv_size < 28 || GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
-  out->offset = GetLe<uint64_t>(p + 4);
-  out->producer = GetLe<uint64_t>(p + 12);
-  out->sequence = GetLe<uint64_t>(p + 20);
-  out->payload.assign(reinterpret_cast<const char*>(p + 28), v.mv_size - 28);
+  if (v.mv_size < 4 + 2 || GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
+  if (GetLe<uint16_t>(p + 4) != kBaseFormatVersion) return false;
+  // The snapshot buffer must be aligned for FlatBuffers: copy it.
+  const std::string file(reinterpret_cast<const char*>(p + 6), v.mv_size - 6);
+  return DecodeSnapshotFile(AsBytes(file), state, nullptr).ok();
+}
+
+// A compacted-view record (value in the `keys` database, under the message
+// key), version 2: CRC32C (4, LE) over the key and everything after the
+// CRC, then version (u16 = 2), offset, producer, sequence (u64 LE), then the
+// payload. Covering the key means a record moved to another key by a
+// flipped bit fails its check. Version 1 (written before) had no version
+// field and a CRC over the rest only; it is still read.
+constexpr uint16_t kKeyedFormatVersion = 2;
+
+std::string EncodeKeyed(std::string_view key, uint64_t offset, uint64_t producer,
+                        uint64_t sequence, std::string_view payload) {
+  std::string body;
+  PutLe<uint16_t>(&body, kKeyedFormatVersion);
+  PutLe<uint64_t>(&body, offset);
+  PutLe<uint64_t>(&body, producer);
+  PutLe<uint64_t>(&body, sequence);
+  body += payload;
+  std::string out;
+  PutLe<uint32_t>(&out, Crc32cExtend(Crc32c(key), body.data(), body.size()));
+  return out + body;
+}
+
+bool DecodeKeyed(const MDB_val& key, const MDB_val& v, StreamMessage* out) {
+  const auto* p = static_cast<const unsigned char*>(v.mv_data);
+  if (v.mv_size < 4) return false;
+  const uint32_t crc = GetLe<uint32_t>(p);
+  size_t at = 0;
+  if (v.mv_size >= 4 + 2 + 24 && GetLe<uint16_t>(p + 4) == kKeyedFormatVersion &&
+      crc == Crc32cExtend(Crc32c(key.mv_data, key.mv_size), p + 4, v.mv_size - 4)) {
+    at = 6;
+  } else if (v.mv_size >= 4 + 24 && crc == Crc32c(p + 4, v.mv_size - 4)) {
+    at = 4;  // version 1
+  } else {
+    return false;
+  }
+  out->offset = GetLe<uint64_t>(p + at);
+  out->producer = GetLe<uint64_t>(p + at + 8);
+  out->sequence = GetLe<uint64_t>(p + at + 16);
+  out->payload.assign(reinterpret_cast<const char*>(p + at + 24), v.mv_size - at - 24);
+  out->key.assign(static_cast<const char*>(key.mv_data), key.mv_size);
   return true;
 }
 
@@ -171,14 +231,32 @@ std::string LmdbError(const char* what, int rc) {
 
 }  // namespace
 
+namespace {
+
+// LMDB's codes for a file whose pages or structure are not what LMDB wrote:
+// damage, as opposed to an environment problem (permissions, a full disk).
+bool IsLmdbDamage(int rc) {
+  return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ||
+         rc == MDB_VERSION_MISMATCH || rc == MDB_BAD_TXN || rc == MDB_BAD_VALSIZE ||
+         rc == MDB_INCOMPATIBLE;
+}
+
+// An LMDB failure while opening: kDamaged for damage, kStorage otherwise.
+Status OpenFailure(const std::string& what, int rc) {
+  const std::string message = LmdbError(what.c_str(), rc);
+  return IsLmdbDamage(rc) ? Status::Damaged(message) : Status::Storage(message);
+}
+
+}  // namespace
+
 Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
                        std::unique_ptr<LmdbStore>* out) {
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return Status::Error("data_dir " + dir + ": " + std::strerror(errno));
+    return Status::Storage("data_dir " + dir + ": " + std::strerror(errno));
   }
   std::unique_ptr<LmdbStore> s(new LmdbStore());
   int rc = mdb_env_create(&s->env_);
-  if (rc != 0) return Status::Error(LmdbError("mdb_env_create", rc));
+  if (rc != 0) return Status::Storage(LmdbError("mdb_env_create", rc));
   // Spelled out: map size (an upper bound on the file, not an allocation),
   // three named databases, and flags 0 = durable commits with fsync, a
   // read-only map (stray writes through a pointer fault instead of
@@ -186,53 +264,91 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
   if ((rc = mdb_env_set_mapsize(s->env_, map_size_bytes)) != 0 ||
       (rc = mdb_env_set_maxdbs(s->env_, 5)) != 0 ||
       (rc = mdb_env_set_maxreaders(s->env_, 16)) != 0) {
-    return Status::Error(LmdbError("configuring LMDB", rc));
+    return Status::Storage(LmdbError("configuring LMDB", rc));
   }
+  const std::string data_file = dir + "/data.mdb";
   if ((rc = mdb_env_open(s->env_, dir.c_str(), MDB_NOTLS, 0644)) != 0) {
-    return Status::Error(LmdbError(("opening LMDB in " + dir).c_str(), rc));
+    return OpenFailure("opening LMDB in " + dir, rc);
+  }
+  // A data.mdb shorter than the pages its meta page names was truncated:
+  // reading a page past its end through the map would kill the process
+  // (SIGBUS), so it is refused before any page is read.
+  {
+    MDB_envinfo info{};
+    MDB_stat stat{};
+    struct stat st {};
+    if (mdb_env_info(s->env_, &info) == 0 && mdb_env_stat(s->env_, &stat) == 0 &&
+        ::stat(data_file.c_str(), &st) == 0) {
+      const uint64_t needed = (uint64_t{info.me_last_pgno} + 1) * stat.ms_psize;
+      if (static_cast<uint64_t>(st.st_size) < needed) {
+        return Status::Damaged(data_file + " is " + std::to_string(st.st_size) +
+                               " bytes, but its pages reach byte " + std::to_string(needed) +
+                               ": the file was truncated");
+      }
+    }
   }
   MDB_txn* txn = nullptr;
   if ((rc = mdb_txn_begin(s->env_, nullptr, 0, &txn)) != 0) {
-    return Status::Error(LmdbError("mdb_txn_begin", rc));
+    return OpenFailure("mdb_txn_begin", rc);
   }
+  auto fail = [&](Status status) {
+    mdb_txn_abort(txn);
+    return status;
+  };
   if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta_)) != 0 ||
       (rc = mdb_dbi_open(txn, "log", MDB_CREATE, &s->log_)) != 0 ||
       (rc = mdb_dbi_open(txn, "index", MDB_CREATE, &s->index_)) != 0 ||
       (rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &s->keys_)) != 0 ||
       (rc = mdb_dbi_open(txn, "key_offsets", MDB_CREATE, &s->key_offsets_)) != 0) {
-    mdb_txn_abort(txn);
-    return Status::Error(LmdbError("opening databases", rc));
+    return fail(OpenFailure("opening databases in " + data_file, rc));
+  }
+  // Whether the store holds anything the protocol relies on: then every
+  // meta record must be there.
+  bool holds_data = false;
+  {
+    MDB_stat st{};
+    for (MDB_dbi dbi : {s->meta_, s->log_, s->index_, s->keys_}) {
+      if ((rc = mdb_stat(txn, dbi, &st)) != 0) return fail(OpenFailure("mdb_stat", rc));
+      holds_data |= st.ms_entries > 0;
+    }
   }
   // The journal: what was made durable after LMDB's last commit is applied
   // first, so everything below reads the state the broker acknowledged.
   // Without a generation in meta (a new environment) nothing is replayed:
   // a journal file left from an earlier life must not leak into this one.
+  const std::string journal_path = dir + "/journal";
   {
     MDB_val jk{sizeof(kJournalKey) - 1, const_cast<char*>(kJournalKey)}, jv;
     uint64_t generation = 0;
     rc = mdb_get(txn, s->meta_, &jk, &jv);
     if (rc == 0 && !DecodeJournalMeta(jv, &generation)) {
-      mdb_txn_abort(txn);
-      return Status::Error("the journal record in " + dir + " fails its check; this broker cannot "
-                           "tell which journal writes it acknowledged. Move the data directory "
-                           "away to rejoin from the peers");
+      return fail(Status::Damaged("the journal record in " + data_file +
+                                  " fails its check: which journal writes were acknowledged "
+                                  "is unknown"));
     }
-    if (rc != 0 && rc != MDB_NOTFOUND) {
-      mdb_txn_abort(txn);
-      return Status::Error(LmdbError("reading the journal record", rc));
-    }
+    if (rc != 0 && rc != MDB_NOTFOUND) return fail(OpenFailure("reading the journal record", rc));
     // A generation in meta means the journal may hold acknowledged writes:
-    // a missing file is then an error, not a fresh start.
+    // a missing or shortened file is then damage, not a fresh start.
     const bool known = rc == 0;
-    if (Status js = Journal::Open(dir + "/journal", kJournalFileBytes, /*create=*/!known,
+    if (!known && holds_data) {
+      return fail(Status::Damaged(data_file + " holds data but no journal record: the journal "
+                                  "writes after its last commit cannot be found"));
+    }
+    if (Status js = Journal::Open(journal_path, kJournalFileBytes, /*create=*/!known,
                                   &s->journal_);
         !js.ok()) {
-      mdb_txn_abort(txn);
-      return Status::Error(js.message() +
-                           (known ? "; this broker's LMDB names a journal generation, so the "
-                                    "journal may hold acknowledged writes. Restore the file, or "
-                                    "move the data directory away to rejoin from the peers"
-                                  : ""));
+      return fail(known && !std::filesystem::exists(journal_path)
+                      ? Status::Damaged("the journal " + journal_path + " is missing, yet " +
+                                        data_file + " names a journal generation: it may have "
+                                        "held acknowledged writes")
+                      : Status::Storage(js.message()));
+    }
+    if (known && s->journal_->size() < kJournalFileBytes) {
+      return fail(Status::Damaged("the journal " + journal_path + " is " +
+                                  std::to_string(s->journal_->size()) + " bytes, shorter than the " +
+                                  std::to_string(kJournalFileBytes) +
+                                  " it was created with: it was truncated, and acknowledged "
+                                  "writes may be missing"));
     }
     uint64_t next = 0;
     if (known) {
@@ -240,9 +356,15 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
           generation,
           [&](std::span<const uint8_t> body) { return s->ApplyJournalRecord(txn, body); },
           &s->journal_replayed_);
-      if (!rs.ok()) {
-        mdb_txn_abort(txn);
-        return rs;
+      if (!rs.ok()) return fail(rs);
+      // The pass after this one already began: LMDB lost the commit that
+      // named it (it went back to an older meta page), and with it writes
+      // that pass's records do not repeat.
+      if (s->journal_->StartsPass(generation + 1)) {
+        return fail(Status::Damaged(
+            data_file + " names journal generation " + std::to_string(generation) +
+            ", but the journal already holds generation " + std::to_string(generation + 1) +
+            ": LMDB lost its last commit"));
       }
       next = generation + 1;
     } else {
@@ -251,8 +373,7 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
     const std::string meta = EncodeJournalMeta(next);
     MDB_val mv{meta.size(), const_cast<char*>(meta.data())};
     if ((rc = mdb_put(txn, s->meta_, &jk, &mv, 0)) != 0) {
-      mdb_txn_abort(txn);
-      return Status::Error(LmdbError("writing the journal record", rc));
+      return fail(OpenFailure("writing the journal record", rc));
     }
     s->journal_->Restart(next);
   }
@@ -264,15 +385,12 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
     const DecodeStatus d = DecodeMetaRecord(
         {static_cast<const uint8_t*>(v.mv_data), v.mv_size}, &s->hard_state_);
     if (!d.ok()) {
-      mdb_txn_abort(txn);
-      // Without its promise an acceptor could vote twice: refuse to start.
-      return Status::Error("the hard state in " + dir + " fails its check (" + d.ToString() +
-                           "); this broker cannot vote safely. Move the data directory away "
-                           "to rejoin as a fresh member");
+      // Without its promise an acceptor could vote twice.
+      return fail(Status::Damaged("the hard state in " + data_file + " fails its check (" +
+                                  d.ToString() + "): this broker's promise is unknown"));
     }
   } else if (rc != MDB_NOTFOUND) {
-    mdb_txn_abort(txn);
-    return Status::Error(LmdbError("reading the hard state", rc));
+    return fail(OpenFailure("reading the hard state", rc));
   }
   const bool no_hard_state = rc == MDB_NOTFOUND;
   // What is retained, and the snapshot the log continues from.
@@ -280,11 +398,11 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
   MDB_val rk{sizeof(kRetainedKey) - 1, const_cast<char*>(kRetainedKey)};
   rc = mdb_get(txn, s->meta_, &rk, &v);
   if (rc == 0 && !DecodeRetained(v, &retained)) {
-    mdb_txn_abort(txn);
-    return Status::Error("the retention record in " + dir + " fails its check; this broker "
-                         "cannot tell where its log starts. Move the data directory away to "
-                         "rejoin from the peers");
+    return fail(Status::Damaged("the retention record in " + data_file +
+                                " fails its check: where the log starts is unknown"));
   }
+  if (rc != 0 && rc != MDB_NOTFOUND) return fail(OpenFailure("reading the retention record", rc));
+  const bool no_retained = rc == MDB_NOTFOUND;
   s->dir_ = dir;
   s->first_instance_ = paxos::Instance(retained.first_instance);
   s->first_offset_ = retained.first_offset;
@@ -295,34 +413,64 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
     paxos::AppliedSnapshot state;
     Status fs = ReadSnapshotFile(s->SnapshotPath(retained.snapshot), retained.snapshot, &file);
     DecodeStatus d = fs.ok() ? DecodeSnapshotFile(AsBytes(file), &state, nullptr) : DecodeStatus();
-    if (!fs.ok() || !d.ok()) {
-      mdb_txn_abort(txn);
-      return Status::Error((fs.ok() ? "the snapshot file fails to decode: " + d.ToString()
-                                    : fs.message()) +
-                           "; the log before instance " +
-                           std::to_string(retained.first_instance) +
-                           " is only in that snapshot. Move the data directory away to rejoin "
-                           "from the peers");
+    if (!fs.ok() || !d.ok() || state.instance.value() != retained.snapshot.instance) {
+      return fail(Status::Damaged(
+          (!fs.ok() ? fs.message()
+           : !d.ok() ? "the snapshot file fails to decode: " + d.ToString()
+                     : std::string("the snapshot file holds another instance")) +
+          "; the log before instance " + std::to_string(retained.first_instance) +
+          " is only in that snapshot"));
     }
     s->snapshot_state_ = std::move(state);
   }
+  // The base the index is re-derived from. Unknown (the index below the
+  // latest snapshot can then not be rebuilt) when the record fails its
+  // check, or in a store truncated before base records existed.
+  {
+    MDB_val bk{sizeof(kBaseKey) - 1, const_cast<char*>(kBaseKey)}, bv;
+    rc = mdb_get(txn, s->meta_, &bk, &bv);
+    paxos::AppliedSnapshot base;
+    if (rc == 0 && DecodeBase(bv, &base) &&
+        base.instance.value() + 1 == retained.first_instance) {
+      s->base_ = std::move(base);
+    } else if (rc == MDB_NOTFOUND && retained.first_instance == 1) {
+      s->base_ = paxos::AppliedSnapshot{};  // the log starts at the beginning
+    } else if (rc != 0 && rc != MDB_NOTFOUND) {
+      return fail(OpenFailure("reading the base record", rc));
+    }
+  }
   // Last instance and head offset.
   MDB_cursor* cur = nullptr;
-  mdb_cursor_open(txn, s->log_, &cur);
-  if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8) {
-    s->last_instance_ = paxos::Instance(GetBigEndian(k.mv_data));
-  }
+  if ((rc = mdb_cursor_open(txn, s->log_, &cur)) != 0) return fail(OpenFailure("mdb_cursor_open", rc));
+  rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
   mdb_cursor_close(cur);
-  mdb_cursor_open(txn, s->index_, &cur);
-  if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8) {
+  if (rc == 0 && k.mv_size != 8) {
+    return fail(Status::Damaged("the last key of the log in " + data_file + " is not an instance"));
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND) return fail(OpenFailure("reading the log", rc));
+  if (rc == 0) s->last_instance_ = paxos::Instance(GetBigEndian(k.mv_data));
+  const bool no_log = rc == MDB_NOTFOUND;
+  // A log, a retention record or a snapshot without a hard state: the
+  // record that holds this node's promise is gone.
+  if (no_hard_state && (!no_log || !no_retained)) {
+    return fail(Status::Damaged(data_file + " holds a log but no hard state: this broker's "
+                                "promise is unknown"));
+  }
+  if ((rc = mdb_cursor_open(txn, s->index_, &cur)) != 0) {
+    return fail(OpenFailure("mdb_cursor_open", rc));
+  }
+  rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) return fail(OpenFailure("reading the offset index", rc));
+  if (rc == 0) {
     IndexRecord r;
-    if (DecodeIndex(v, &r)) s->next_offset_ = GetBigEndian(k.mv_data) + r.appended;
+    if (k.mv_size == 8 && DecodeIndex(k, v, &r)) s->next_offset_ = r.first_offset + r.appended;
+    // (A last index record that fails its check is found again, and
+    // repaired, by the first read that reaches it.)
   }
-  mdb_cursor_close(cur);
-  s->opened_empty_ = no_hard_state && s->last_instance_ == paxos::kNoInstance &&
-                     retained.snapshot.instance == 0;
+  s->opened_empty_ = no_hard_state && no_log && no_retained;
   s->next_offset_ = std::max(s->next_offset_, s->first_offset_);
-  if ((rc = mdb_txn_commit(txn)) != 0) return Status::Error(LmdbError("mdb_txn_commit", rc));
+  if ((rc = mdb_txn_commit(txn)) != 0) return OpenFailure("mdb_txn_commit", rc);
   *out = std::move(s);
   return Status::Ok();
 }
@@ -380,7 +528,11 @@ int LmdbStore::Del(MDB_txn* txn, Db db, const MDB_val& key) {
 Status LmdbStore::ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body) {
   size_t at = 0;
   while (at < body.size()) {
-    if (body.size() - at < kOpHeaderBytes) return Status::Error("journal record: truncated operation");
+    // A record that passed its CRC yet does not parse was not written by
+    // this code: damage.
+    if (body.size() - at < kOpHeaderBytes) {
+      return Status::Damaged("journal record: truncated operation");
+    }
     const uint8_t* p = body.data() + at;
     const uint8_t op = p[0];
     const uint8_t db = p[1];
@@ -388,14 +540,14 @@ Status LmdbStore::ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body
     const size_t vlen = GetLe<uint32_t>(p + 4);
     if ((op != kOpPut && op != kOpDel) || db >= kDbCount ||
         body.size() - at - kOpHeaderBytes < klen + vlen || (op == kOpDel && vlen != 0)) {
-      return Status::Error("journal record: malformed operation at byte " + std::to_string(at));
+      return Status::Damaged("journal record: malformed operation at byte " + std::to_string(at));
     }
     MDB_val k{klen, const_cast<uint8_t*>(p + kOpHeaderBytes)};
     MDB_val v{vlen, const_cast<uint8_t*>(p + kOpHeaderBytes + klen)};
     const int rc = op == kOpPut ? mdb_put(txn, Dbi(static_cast<Db>(db)), &k, &v, 0)
                                 : mdb_del(txn, Dbi(static_cast<Db>(db)), &k, nullptr);
     if (rc != 0 && !(op == kOpDel && rc == MDB_NOTFOUND)) {
-      return Status::Error(LmdbError("replaying the journal", rc));
+      return OpenFailure("replaying the journal", rc);
     }
     at += kOpHeaderBytes + klen + vlen;
   }
@@ -475,10 +627,9 @@ paxos::StoreCode LmdbStore::RawLogRecord(MDB_txn* txn, uint64_t instance,
 }
 
 paxos::StoreCode LmdbStore::CorruptRecord(uint64_t instance, const DecodeStatus& d) const {
-  ++corruptions_;
-  last_error_ = "log record for instance " + std::to_string(instance) + ": " +
-                (d.ok() ? std::string("stored under the wrong key") : d.ToString());
-  return paxos::StoreCode::kCorrupt;
+  return NoteDamage(Damage{Damage::Kind::kLogRecord, instance, 0,
+                           "log record for instance " + std::to_string(instance) + ": " +
+                               (d.ok() ? std::string("stored under the wrong key") : d.ToString())});
 }
 
 paxos::StoreCode LmdbStore::Get(paxos::Instance instance, paxos::Entry* out) const {
@@ -561,6 +712,7 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
       record.WriteTo(static_cast<uint8_t*>(v.mv_data));
     }
     last = std::max(last, e.instance);
+    ForgetDamage(Damage::Kind::kLogRecord, e.instance.value());
     log_bytes += record.size();  // an overwrite counts twice: an upper bound
     if (pending_first_instance_ == paxos::kNoInstance || e.instance < pending_first_instance_) {
       pending_first_instance_ = e.instance;
@@ -603,7 +755,7 @@ int LmdbStore::PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t of
   int rc = mdb_get(txn, keys_, &k, &v);
   if (rc == 0) {
     StreamMessage old;
-    if (DecodeKeyed(v, &old)) {
+    if (DecodeKeyed(k, v, &old)) {
       unsigned char ok[8];
       PutBigEndian(old.offset, ok);
       MDB_val okv{8, ok};
@@ -613,7 +765,7 @@ int LmdbStore::PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t of
   } else if (rc != MDB_NOTFOUND) {
     return rc;
   }
-  const std::string record = EncodeKeyed(offset, m.producer.value(), m.sequence, m.payload);
+  const std::string record = EncodeKeyed(m.key, offset, m.producer.value(), m.sequence, m.payload);
   MDB_val rv{record.size(), const_cast<char*>(record.data())};
   if ((rc = Put(txn, kKeysDb, k, rv)) != 0) return rc;
   unsigned char ok[8];
@@ -638,7 +790,7 @@ paxos::StoreCode LmdbStore::Abort(MDB_txn* txn, const char* what, int rc) {
 }
 
 int LmdbStore::DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, size_t* deleted,
-                              uint64_t* freed, paxos::Instance* next) {
+                              uint64_t* freed, paxos::Instance* next, paxos::AppliedState* base) {
   MDB_cursor* cur = nullptr;
   int rc = mdb_cursor_open(txn, log_, &cur);
   if (rc != 0) return rc;
@@ -652,6 +804,25 @@ int LmdbStore::DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, s
       *next = i;
       break;
     }
+    if (base != nullptr) {
+      // The base moves past the record before it goes; a record that is
+      // missing or fails its check stops the truncation there until it is
+      // repaired.
+      paxos::Entry e;
+      const DecodeStatus d = i == base->applied().next()
+                                 ? DecodeLogRecord({static_cast<const uint8_t*>(v.mv_data), v.mv_size}, &e)
+                                 : DecodeStatus::Error(DecodeCode::kInvalid, "missing");
+      if (!d.ok() || e.instance != i || e.value == nullptr) {
+        const paxos::Instance damaged = i == base->applied().next() ? i : base->applied().next();
+        NoteDamage(Damage{Damage::Kind::kLogRecord, damaged.value(), 0,
+                          "log record for instance " + std::to_string(damaged.value()) + ": " +
+                              (d.ok() ? std::string("missing or stored under the wrong key")
+                                      : d.ToString())});
+        *next = damaged;
+        break;
+      }
+      base->Apply(i, e.value);
+    }
     *freed += v.mv_size;
     if ((rc = mdb_cursor_del(cur, 0)) != 0) break;
     ++*deleted;
@@ -662,6 +833,13 @@ int LmdbStore::DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, s
 
 Retained LmdbStore::CurrentRetained() const {
   return Retained{first_instance_.value(), first_offset_, log_bytes_, snapshot_handle_};
+}
+
+int LmdbStore::PutBase(MDB_txn* txn, const paxos::AppliedSnapshot& base) {
+  const std::string record = EncodeBase(base);
+  MDB_val k{sizeof(kBaseKey) - 1, const_cast<char*>(kBaseKey)};
+  MDB_val v{record.size(), const_cast<char*>(record.data())};
+  return mdb_put(txn, meta_, &k, &v, 0);
 }
 
 int LmdbStore::PutRetained(MDB_txn* txn, const Retained& r) {
@@ -707,11 +885,10 @@ Status LmdbStore::ReadKeyed(MDB_txn* txn, std::vector<StreamMessage>* out) const
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     StreamMessage m;
-    if (!DecodeKeyed(v, &m)) {
+    if (!DecodeKeyed(k, v, &m)) {
       result = Status::Error("a compacted-view record fails its check");
       break;
     }
-    m.key.assign(static_cast<const char*>(k.mv_data), k.mv_size);
     out->push_back(std::move(m));
   }
   mdb_cursor_close(cur);
@@ -741,14 +918,12 @@ paxos::StoreCode LmdbStore::ReadCompacted(uint64_t from, uint64_t to, size_t max
     if (to != 0 && offset >= to) break;
     MDB_val kv = v, rv;
     StreamMessage m;
-    if (mdb_get(txn, keys_, &kv, &rv) != 0 || !DecodeKeyed(rv, &m) || m.offset != offset) {
-      ++corruptions_;
-      last_error_ = "compacted view record for offset " + std::to_string(offset) +
-                    " fails its check";
-      code = paxos::StoreCode::kCorrupt;
+    if (mdb_get(txn, keys_, &kv, &rv) != 0 || !DecodeKeyed(kv, rv, &m) || m.offset != offset) {
+      code = NoteDamage(Damage{Damage::Kind::kCompactedView, 0, offset,
+                               "compacted view record for offset " + std::to_string(offset) +
+                                   " fails its check"});
       break;
     }
-    m.key.assign(static_cast<const char*>(v.mv_data), v.mv_size);
     bytes += m.key.size() + m.payload.size() + 32;
     out->push_back(std::move(m));
   }
@@ -811,19 +986,27 @@ paxos::StoreCode LmdbStore::Truncate(paxos::Instance first, size_t max_entries, 
   // Oldest first, a bounded number per call so the stream never waits long.
   uint64_t freed = 0;
   paxos::Instance reached = first;
-  if ((rc = DeleteLogBelow(txn, first, max_entries, deleted, &freed, &reached)) != 0) {
+  std::optional<paxos::AppliedState> base;
+  if (base_) base.emplace(*base_);
+  if ((rc = DeleteLogBelow(txn, first, max_entries, deleted, &freed, &reached,
+                           base ? &*base : nullptr)) != 0) {
     return fail("truncating the log");
+  }
+  if (reached <= first_instance_) {  // stopped at a damaged record
+    mdb_txn_abort(txn);
+    return paxos::StoreCode::kOk;
   }
   MDB_cursor* cur = nullptr;
   MDB_val k, v;
   // The offset index of the dropped instances; the first one left is the
-  // earliest offset still served.
-  uint64_t first_offset = next_offset_;
+  // earliest offset still served: where the base ends, when it is known.
+  uint64_t first_offset = base ? base->next_offset().value() : next_offset_;
   mdb_cursor_open(txn, index_, &cur);
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;) {
     IndexRecord idx;
-    if (DecodeIndex(v, &idx) && paxos::Instance(idx.instance) >= reached) {
-      first_offset = GetBigEndian(k.mv_data);
+    if (base ? k.mv_size == 8 && GetBigEndian(k.mv_data) >= first_offset
+             : DecodeIndex(k, v, &idx) && paxos::Instance(idx.instance) >= reached) {
+      if (!base) first_offset = GetBigEndian(k.mv_data);
       break;
     }
     if ((rc = mdb_cursor_del(cur, 0)) != 0) {
@@ -839,10 +1022,16 @@ paxos::StoreCode LmdbStore::Truncate(paxos::Instance first, size_t max_entries, 
   r.first_offset = std::max(first_offset_, first_offset);
   r.log_bytes = log_bytes_ > freed ? log_bytes_ - freed : 0;
   if ((rc = PutRetained(txn, r)) != 0) return fail("writing the retention record");
+  std::optional<paxos::AppliedSnapshot> new_base;
+  if (base) {
+    new_base = base->Snapshot();
+    if ((rc = PutBase(txn, *new_base)) != 0) return fail("writing the base record");
+  }
   if ((rc = mdb_txn_commit(txn)) != 0) {
     last_error_ = LmdbError("mdb_txn_commit", rc);
     return paxos::StoreCode::kIoError;
   }
+  base_ = std::move(new_base);
   first_instance_ = reached;
   first_offset_ = r.first_offset;
   log_bytes_ = r.log_bytes;
@@ -860,7 +1049,8 @@ paxos::StoreCode LmdbStore::InstallSnapshot(const SnapshotHandle& handle,
   size_t deleted = 0;
   uint64_t freed = 0;
   paxos::Instance reached;
-  if ((rc = DeleteLogBelow(txn, state.instance.next(), SIZE_MAX, &deleted, &freed, &reached)) != 0) {
+  if ((rc = DeleteLogBelow(txn, state.instance.next(), SIZE_MAX, &deleted, &freed, &reached,
+                           nullptr)) != 0) {
     return fail("clearing the log");
   }
   if ((rc = mdb_drop(txn, index_, 0)) != 0 || (rc = mdb_drop(txn, keys_, 0)) != 0 ||
@@ -880,6 +1070,7 @@ paxos::StoreCode LmdbStore::InstallSnapshot(const SnapshotHandle& handle,
   if ((rc = mdb_put(txn, meta_, &mk, &mv, 0)) != 0) return fail("writing the hard state");
   Retained r{state.instance.value() + 1, state.next_offset.value(), 0, handle};
   if ((rc = PutRetained(txn, r)) != 0) return fail("writing the retention record");
+  if ((rc = PutBase(txn, state)) != 0) return fail("writing the base record");
   if ((rc = mdb_txn_commit(txn)) != 0) {
     last_error_ = LmdbError("mdb_txn_commit", rc);
     return paxos::StoreCode::kIoError;
@@ -891,6 +1082,7 @@ paxos::StoreCode LmdbStore::InstallSnapshot(const SnapshotHandle& handle,
   log_bytes_ = 0;
   snapshot_handle_ = handle;
   snapshot_state_ = state;
+  base_ = state;
   if (last_instance_ < state.instance) last_instance_ = paxos::kNoInstance;
   return paxos::StoreCode::kOk;
 }
@@ -913,47 +1105,77 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
     last_error_ = "mdb_txn_begin failed";
     return paxos::StoreCode::kIoError;
   }
-  int rc = 0;
   MDB_cursor* cur = nullptr;
-  mdb_cursor_open(txn, index_, &cur);
+  int rc = mdb_cursor_open(txn, index_, &cur);
   unsigned char key[8];
   PutBigEndian(from, key);
   MDB_val k{8, key}, v;
   // The index entry holding `from` is the last one whose key is <= from.
-  rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-  if (rc == MDB_NOTFOUND || (rc == 0 && GetBigEndian(k.mv_data) > from)) {
+  if (rc == 0) rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  if (rc == MDB_NOTFOUND || (rc == 0 && (k.mv_size != 8 || GetBigEndian(k.mv_data) > from))) {
     rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
   }
   paxos::StoreCode code = paxos::StoreCode::kOk;
   size_t taken = 0, bytes = 0;
   bool full = false;
-  while (rc == 0 && !full && taken < max_messages && (taken == 0 || bytes < max_bytes)) {
-    IndexRecord idx;
-    if (k.mv_size != 8 || !DecodeIndex(v, &idx)) {
-      ++corruptions_;
-      last_error_ = "offset index record fails its check";
-      code = paxos::StoreCode::kCorrupt;
+  // The offset the next index record must start at: records are
+  // contiguous, each starting where the one before ends. Any other key is a
+  // damaged or missing record (a flipped bit in a key moves a record).
+  std::optional<uint64_t> expected;
+  auto index_damage = [&](uint64_t offset, const std::string& what) {
+    code = NoteDamage(Damage{Damage::Kind::kIndexRecord, 0, offset,
+                             "offset index at offset " + std::to_string(offset) + ": " + what});
+  };
+  while (!full && taken < max_messages && (taken == 0 || bytes < max_bytes)) {
+    const uint64_t want = expected ? *expected : from;
+    if (want >= next_offset_) break;  // everything up to the head was read
+    if (rc != 0) {
+      index_damage(want, rc == MDB_NOTFOUND ? "no record holds it"
+                                            : std::string("LMDB: ") + mdb_strerror(rc));
       break;
     }
-    const uint64_t first = GetBigEndian(k.mv_data);
+    IndexRecord idx;
+    if (!DecodeIndex(k, v, &idx)) {
+      index_damage(k.mv_size == 8 ? GetBigEndian(k.mv_data) : want, "the record fails its check");
+      break;
+    }
+    const uint64_t end = idx.first_offset + idx.appended;
+    if (expected ? idx.first_offset != *expected : !(idx.first_offset <= from && from < end)) {
+      index_damage(want, "no record holds it (the next record starts at offset " +
+                             std::to_string(idx.first_offset) + ")");
+      break;
+    }
     std::span<const uint8_t> record;
     code = LogRecordIn(txn, idx.instance, &record);
-    if (code != paxos::StoreCode::kOk) {
-      if (code == paxos::StoreCode::kNotFound) {
-        last_error_ = "the offset index names instance " + std::to_string(idx.instance) +
-                      ", which is not in the log";
-      }
+    if (code == paxos::StoreCode::kNotFound) {
+      // Applied instances stay in the log until truncation removes their
+      // index too: the record was lost.
+      code = NoteDamage(Damage{Damage::Kind::kLogRecord, idx.instance, 0,
+                               "log record for instance " + std::to_string(idx.instance) +
+                                   " is missing (the offset index names it)"});
       break;
     }
+    if (code != paxos::StoreCode::kOk) break;
     // Offsets of this record's messages: in order, minus the skipped ones.
-    uint64_t offset = first;
+    uint64_t offset = idx.first_offset;
     size_t skip = 0;
-    uint64_t stored_instance = 0;
+    bool wrong_instance = false, wrong_count = false;
     const DecodeStatus d = VisitLogRecord(
-        record, &stored_instance, [&](uint32_t i, const MessageView& m) {
-          // A record stored under the wrong key is served not at all (the
-          // instance is known before the first message is visited).
-          if (stored_instance != idx.instance) return;
+        record,
+        [&](uint64_t stored_instance, uint32_t messages) {
+          // Checked before any message is used: a record stored under the
+          // wrong key, or an index that does not describe this record.
+          wrong_instance = stored_instance != idx.instance;
+          uint32_t last = 0;
+          bool ascending = true;
+          for (size_t i = 0; i < idx.skipped.size(); ++i) {
+            ascending &= (i == 0 || idx.skipped[i] > last) && idx.skipped[i] < messages;
+            last = idx.skipped[i];
+          }
+          wrong_count = !ascending || uint64_t{idx.appended} + idx.skipped.size() != messages;
+          return !wrong_instance && !wrong_count;
+        },
+        [&](uint32_t i, const MessageView& m) {
           if (skip < idx.skipped.size() && idx.skipped[skip] == i) {
             ++skip;
             return;
@@ -968,15 +1190,203 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
           bytes += m.key.size() + m.payload.size() + 32;
           ++taken;
         });
-    if (!d.ok() || stored_instance != idx.instance) {
-      code = CorruptRecord(idx.instance, d);  // nothing of it was served
+    if (!d.ok() || wrong_instance) {
+      code = NoteDamage(Damage{
+          Damage::Kind::kLogRecord, idx.instance, 0,
+          "log record for instance " + std::to_string(idx.instance) + ": " +
+              (d.ok() ? std::string("stored under the wrong key") : d.ToString())});
       break;
     }
+    if (wrong_count) {
+      index_damage(idx.first_offset, "its record does not match instance " +
+                                         std::to_string(idx.instance) + "'s messages");
+      break;
+    }
+    expected = end;
     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
   }
   mdb_cursor_close(cur);
   if (owned) EndRead(txn);
   return code;
 }
+
+paxos::StoreCode LmdbStore::StartRebuild(paxos::Instance applied) {
+  if (broken_) return paxos::StoreCode::kIoError;
+  if (!base_) {
+    last_error_ = "no base state is known (a store truncated before base records existed): "
+                  "the index below the latest snapshot cannot be re-derived";
+    return paxos::StoreCode::kNotFound;
+  }
+  if (const paxos::StoreCode code = RebuildKeyed(applied); code != paxos::StoreCode::kOk) {
+    return code;
+  }
+  rebuild_ = Rebuild{paxos::AppliedState(*base_), 0};
+  return paxos::StoreCode::kOk;
+}
+
+paxos::StoreCode LmdbStore::RebuildKeyed(paxos::Instance applied) {
+  // From the latest snapshot (its keyed messages are in its file), or from
+  // the log's start when there is none.
+  std::vector<StreamMessage> keyed;
+  paxos::AppliedState state;
+  if (snapshot_state_) {
+    std::string file;
+    paxos::AppliedSnapshot decoded;
+    Status s = ReadSnapshotFile(SnapshotPath(snapshot_handle_), snapshot_handle_, &file);
+    if (s.ok() && !DecodeSnapshotFile(AsBytes(file), &decoded, &keyed).ok()) {
+      s = Status::Error("the snapshot file fails to decode");
+    }
+    if (!s.ok()) {
+      last_error_ = s.message() + ": the compacted view cannot be re-derived";
+      return paxos::StoreCode::kCorrupt;
+    }
+    state = paxos::AppliedState(*snapshot_state_);
+  } else if (base_ && base_->instance == paxos::kNoInstance) {
+    state = paxos::AppliedState(*base_);
+  } else {
+    last_error_ = "no snapshot to re-derive the compacted view from";
+    return paxos::StoreCode::kNotFound;
+  }
+  MDB_txn* txn = nullptr;
+  if (BeginWrite(&txn) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
+  int rc = 0;
+  if ((rc = mdb_drop(txn, keys_, 0)) != 0 || (rc = mdb_drop(txn, key_offsets_, 0)) != 0) {
+    return Abort(txn, "clearing the compacted view", rc);
+  }
+  for (const StreamMessage& m : keyed) {
+    if (m.key.empty() || m.key.size() > kKeyBytesMax) continue;
+    paxos::ClientMessage cm{paxos::ProducerId(m.producer), m.sequence, m.key, m.payload};
+    if ((rc = PutKeyed(txn, cm, m.offset)) != 0) return Abort(txn, "writing the compacted view", rc);
+  }
+  for (paxos::Instance i = state.applied().next(); i <= applied; i = i.next()) {
+    paxos::Entry e;
+    if (const paxos::StoreCode code = GetIn(txn, i, &e); code != paxos::StoreCode::kOk) {
+      mdb_txn_abort(txn);
+      if (code == paxos::StoreCode::kNotFound) {
+        NoteDamage(Damage{Damage::Kind::kLogRecord, i.value(), 0,
+                          "log record for instance " + std::to_string(i.value()) +
+                              " is missing (it was applied)"});
+        return paxos::StoreCode::kCorrupt;
+      }
+      return code;
+    }
+    const paxos::AppliedInstance a = state.Apply(i, e.value);
+    const auto& msgs = a.value->messages;
+    for (size_t m = 0; m < a.results.size() && m < msgs.size(); ++m) {
+      if (a.results[m].outcome != paxos::PublishOutcome::kAppended || msgs[m].key.empty() ||
+          msgs[m].key.size() > kKeyBytesMax) {
+        continue;
+      }
+      if ((rc = PutKeyed(txn, msgs[m], a.results[m].offset.value())) != 0) {
+        return Abort(txn, "writing the compacted view", rc);
+      }
+    }
+  }
+  if ((rc = mdb_txn_commit(txn)) != 0) {
+    last_error_ = LmdbError("mdb_txn_commit", rc);
+    return paxos::StoreCode::kIoError;
+  }
+  return paxos::StoreCode::kOk;
+}
+
+paxos::StoreCode LmdbStore::RebuildStep(paxos::Instance applied, size_t max_instances, bool* done,
+                                        uint64_t* fixed) {
+  *done = false;
+  if (!rebuild_) return paxos::StoreCode::kNotFound;
+  Rebuild& rb = *rebuild_;
+  MDB_txn* txn = nullptr;
+  if (BeginWrite(&txn) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
+  int rc = 0;
+  paxos::StoreCode code = paxos::StoreCode::kOk;
+  MDB_cursor* cur = nullptr;
+  if ((rc = mdb_cursor_open(txn, index_, &cur)) != 0) return Abort(txn, "mdb_cursor_open", rc);
+  // Removes every index key in [from, to) but `keep` (strays: records a
+  // flipped bit moved under another key).
+  auto remove_strays = [&](uint64_t from, uint64_t to) {
+    unsigned char key[8];
+    PutBigEndian(from, key);
+    MDB_val k{8, key}, v;
+    int r = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (r == 0) {
+      if (k.mv_size == 8 && GetBigEndian(k.mv_data) >= to) break;
+      if ((r = mdb_cursor_del(cur, 0)) != 0) return r;
+      ++rb.fixed;
+      // After a delete the cursor rests on the next record, if any.
+      r = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT);
+      if (r != 0) r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    return r == MDB_NOTFOUND ? 0 : r;
+  };
+  size_t n = 0;
+  while (n < max_instances && rb.state.applied() < applied) {
+    const paxos::Instance i = rb.state.applied().next();
+    paxos::Entry e;
+    code = GetIn(txn, i, &e);
+    if (code == paxos::StoreCode::kNotFound) {
+      code = NoteDamage(Damage{Damage::Kind::kLogRecord, i.value(), 0,
+                               "log record for instance " + std::to_string(i.value()) +
+                                   " is missing (it was applied)"});
+    }
+    if (code != paxos::StoreCode::kOk) break;  // what was checked so far is kept
+    const paxos::AppliedInstance a = rb.state.Apply(i, e.value);
+    ++n;
+    if (a.appended == 0) continue;
+    const std::string record = EncodeIndex(a);
+    unsigned char key[8];
+    PutBigEndian(a.first_offset.value(), key);
+    MDB_val k{8, key}, v;
+    rc = mdb_get(txn, index_, &k, &v);
+    if (rc != 0 && rc != MDB_NOTFOUND) break;
+    if (rc == MDB_NOTFOUND || v.mv_size != record.size() ||
+        std::memcmp(v.mv_data, record.data(), record.size()) != 0) {
+      MDB_val rv{record.size(), const_cast<char*>(record.data())};
+      if ((rc = mdb_put(txn, index_, &k, &rv, 0)) != 0) break;
+      ++rb.fixed;
+    }
+    rc = remove_strays(a.first_offset.value() + 1, a.first_offset.value() + a.appended);
+    if (rc != 0) break;
+  }
+  const bool finished = code == paxos::StoreCode::kOk && rc == 0 && rb.state.applied() >= applied;
+  // Past the head nothing belongs in the index; below the base nothing is retained.
+  if (finished) rc = remove_strays(rb.state.next_offset().value(), UINT64_MAX);
+  if (finished && rc == 0 && base_) rc = remove_strays(0, base_->next_offset.value());
+  mdb_cursor_close(cur);
+  if (rc != 0 && rc != MDB_NOTFOUND) return Abort(txn, "rebuilding the offset index", rc);
+  if ((rc = mdb_txn_commit(txn)) != 0) {
+    last_error_ = LmdbError("mdb_txn_commit", rc);
+    return paxos::StoreCode::kIoError;
+  }
+  *fixed = rb.fixed;
+  if (code != paxos::StoreCode::kOk) return code;
+  if (finished) {
+    next_offset_ = std::max(rb.state.next_offset().value(), first_offset_);
+    std::erase_if(known_damage_, [](const auto& d) { return d.first != Damage::Kind::kLogRecord; });
+    rebuild_.reset();
+    *done = true;
+  }
+  return paxos::StoreCode::kOk;
+}
+
+paxos::StoreCode LmdbStore::NoteDamage(Damage damage) const {
+  last_error_ = damage.what;
+  const auto id = std::make_pair(damage.kind, damage.kind == Damage::Kind::kLogRecord
+                                                  ? damage.instance
+                                                  : damage.offset);
+  // Counted and handed to the broker once per record, however often readers
+  // run into it before it is repaired.
+  if (known_damage_.size() < kKnownDamageMax && known_damage_.insert(id).second) {
+    ++corruptions_;
+    new_damage_.push_back(std::move(damage));
+  }
+  return paxos::StoreCode::kCorrupt;
+}
+
+std::vector<LmdbStore::Damage> LmdbStore::TakeNewDamage() {
+  std::vector<Damage> out = std::move(new_damage_);
+  new_damage_.clear();
+  return out;
+}
+
+void LmdbStore::ForgetDamage(Damage::Kind kind, uint64_t at) { known_damage_.erase({kind, at}); }
 
 }  // namespace ordo::broker

@@ -35,6 +35,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -113,6 +114,9 @@ class LmdbStore final : public paxos::LogStore {
   // --- the stream ---
   // One past the last offset in the index (the head a subscriber can reach).
   uint64_t next_offset() const { return next_offset_; }
+  // The head as the replayed log gives it, when the index disagrees (it is
+  // damaged and being rebuilt: reads of the damage fail their checks).
+  void ResetNextOffset(uint64_t next_offset) { next_offset_ = next_offset; }
   // The first offset still served (below it, only the snapshot has the state).
   uint64_t earliest_offset() const { return first_offset_; }
   // Appends messages from `from` on, in offset order, until `max_messages` or
@@ -169,7 +173,38 @@ class LmdbStore final : public paxos::LogStore {
   paxos::StoreCode InstallSnapshot(const SnapshotHandle& handle, const paxos::AppliedSnapshot& state,
                                    std::span<const StreamMessage> keyed);
 
-  // Records that failed their checksum, since open.
+  // Something a read found damaged (it returned kCorrupt and served nothing
+  // of it): a log record, repaired by fetching it from a peer (the broker
+  // reports it to the core), or a record of the offset index or of the
+  // compacted view, which are derived from the log and rebuilt here.
+  struct Damage {
+    enum class Kind : uint8_t { kLogRecord, kIndexRecord, kCompactedView };
+    Kind kind = Kind::kLogRecord;
+    uint64_t instance = 0;  // kLogRecord
+    uint64_t offset = 0;    // kIndexRecord, kCompactedView: the first offset affected
+    std::string what;       // for the log: the record and what is wrong with it
+  };
+  // Damage found since the last call, each record once (a reader that runs
+  // into it again before it is repaired adds nothing).
+  std::vector<Damage> TakeNewDamage();
+
+  // --- Re-deriving the index and the compacted view after damage ---
+  // Both are functions of the log: the offset index of the applied state at
+  // the log's start (the base) and every instance after it; the compacted
+  // view of the latest snapshot's and every instance after that. Begins a
+  // rebuild: the compacted view at once, in one transaction (the snapshot
+  // encoder must never read half of it); the index in RebuildStep. kCorrupt
+  // when a log record on the way fails its check (it is reported as
+  // damage; call again once it is repaired); kNotFound without a base.
+  paxos::StoreCode StartRebuild(paxos::Instance applied);
+  bool rebuilding() const { return rebuild_.has_value(); }
+  // Checks (and rewrites where they differ) the index records of up to
+  // `max_instances` more instances, up to `applied`; *done at the end, when
+  // the index and compacted-view damage found so far counts as repaired.
+  // *fixed: records rewritten or removed by the whole rebuild.
+  paxos::StoreCode RebuildStep(paxos::Instance applied, size_t max_instances, bool* done,
+                               uint64_t* fixed);
+  // Records that failed their checks, each counted once, since open.
   uint64_t corruptions() const { return corruptions_; }
   // The environment held no hard state and no log when opened: a new member,
   // or one whose disk was lost (the core tells them apart by asking peers).
@@ -185,12 +220,19 @@ class LmdbStore final : public paxos::LogStore {
   // Counts and describes a record that failed its check (or whose instance
   // is not its key); returns kCorrupt.
   paxos::StoreCode CorruptRecord(uint64_t instance, const DecodeStatus& d) const;
+  // Records `damage` (once per record) for TakeNewDamage; returns kCorrupt.
+  paxos::StoreCode NoteDamage(Damage damage) const;
+  // The record was rewritten: new damage there is news again.
+  void ForgetDamage(Damage::Kind kind, uint64_t at);
   int PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t offset);
   // Deletes the log records below `below`, oldest first, at most `max` of
   // them; *next is the first instance kept (`below` when none was left
   // behind), *freed their bytes. Returns an LMDB code (0 = ok).
+  // With `base`, each record is applied to it before it is deleted; a
+  // record that fails its check stops the deletion there (*next = it).
   int DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, size_t* deleted,
-                     uint64_t* freed, paxos::Instance* next);
+                     uint64_t* freed, paxos::Instance* next, paxos::AppliedState* base);
+  int PutBase(MDB_txn* txn, const paxos::AppliedSnapshot& base);
   // Begins a write transaction; kIoError (with last_error_) when it cannot.
   paxos::StoreCode BeginWrite(MDB_txn** txn);
   // Aborts `txn` after `what` failed with `rc`: kIoError, with last_error_.
@@ -238,10 +280,21 @@ class LmdbStore final : public paxos::LogStore {
   uint64_t log_bytes_ = 0;
   SnapshotHandle snapshot_handle_;
   std::optional<paxos::AppliedSnapshot> snapshot_state_;
+  // The applied state at first_instance_ - 1 (meta "base"), if known.
+  std::optional<paxos::AppliedSnapshot> base_;
+  struct Rebuild {
+    paxos::AppliedState state;  // as of the last instance checked
+    uint64_t fixed = 0;
+  };
+  std::optional<Rebuild> rebuild_;
+  paxos::StoreCode RebuildKeyed(paxos::Instance applied);
   paxos::HardState hard_state_{};
   paxos::Instance last_instance_{};
   uint64_t next_offset_ = 0;
   mutable uint64_t corruptions_ = 0;
+  static constexpr size_t kKnownDamageMax = 65536;
+  mutable std::set<std::pair<Damage::Kind, uint64_t>> known_damage_;
+  mutable std::vector<Damage> new_damage_;
   bool opened_empty_ = false;
   mutable std::string last_error_;
   std::unique_ptr<Journal> journal_;

@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
   ordo::broker::Broker broker(config);
   if (!(s = broker.Start()).ok()) {
     spdlog::critical("{}", s.message());
-    return 1;
+    return s.kind() == ordo::broker::Status::Kind::kError ? 1 : 3;
   }
   s = broker.Run(g_stop);
   if (!s.ok()) {

@@ -163,12 +163,22 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
       // Offsets skip by design: older messages of a key and unkeyed ones.
       if (const auto* messages = deliver->messages()) {
         for (const wire::StreamMessage* message : *messages) {
-          if (message->offset() < cursor) continue;
+          if (message->offset() < cursor) {
+            gap = true;  // an answer from below what was asked: a broken stream
+            break;
+          }
           if (message->offset() >= *end) break;
           each(ci::ToRecord(*message), *end);
           cursor = message->offset() + 1;
           ++appended;
         }
+      }
+      if (gap) {
+        attempts.Record(endpoint, "answered a compacted Fetch from " + std::to_string(cursor) +
+                                      " with an offset below it (a broken stream)");
+        gap = false;
+        next_broker();
+        continue;
       }
       if (appended == 0) break;  // no more keys below the end
       continue;
@@ -176,8 +186,10 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
     if (const auto* messages = deliver->messages()) {
       for (const wire::StreamMessage* message : *messages) {
         if (cursor >= *end) break;
-        if (message->offset() < cursor) continue;
-        if (message->offset() > cursor) {
+        // A Fetch from `cursor` is answered from exactly there, in order:
+        // any other offset is a broken stream (a damaged broker), never
+        // something to skip or to fill in.
+        if (message->offset() != cursor) {
           gap = true;
           break;
         }
@@ -188,7 +200,7 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
     }
     if (gap) {
       attempts.Record(endpoint, "answered Fetch from " + std::to_string(cursor) +
-                                    " with records that skip offset " + std::to_string(cursor));
+                                    " with a record at another offset (a broken stream)");
       next_broker();
       continue;
     }

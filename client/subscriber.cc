@@ -11,10 +11,12 @@
 // tracked in granted_left_; when the room (window - buffered - granted_left_)
 // reaches half the window, a Credit grants it.
 //
-// Contiguity. A record below the expected offset is a duplicate (a
-// resubscription overlapping what arrived) and is dropped; a record above it
-// means a frame was lost, and the subscription restarts at the expected
-// offset with a new Subscribe.
+// Contiguity. One subscription (one request_id) delivers consecutive
+// offsets from the one it asked for. A record below the expected offset is a
+// broken stream (a broker serving what it should not): that broker is
+// given up and the next one asked. A record above it means a frame was
+// lost, and the subscription restarts at the expected offset with a new
+// Subscribe.
 //
 // Failure detection. After request_timeout without any frame, a
 // StatusRequest goes out as a ping; one more request_timeout without any
@@ -96,6 +98,8 @@ struct Subscriber::Impl {
   ci::Clock::time_point last_frame_at;
   bool delivered_since_ping = false;
   bool connection_broken = false;  // a send failed; fail over at the next turn
+  std::string broken_stream;       // why the broker's stream cannot be trusted; the same
+  size_t broken_in_a_row = 0;      // brokers given up for a broken stream, no record between
   // After a broker refused us (Unavailable, ...) or could not be opened:
   // give it a moment before connecting to the next one.
   ci::Clock::time_point reconnect_not_before;
@@ -223,7 +227,12 @@ void Subscriber::Impl::HandleDeliver(const wire::Deliver& deliver, size_t frame_
   for (const wire::StreamMessage* message : *messages) {
     granted_left = granted_left > 0 ? granted_left - 1 : 0;
     const uint64_t offset = message->offset();
-    if (offset < next_offset) continue;  // a duplicate after a resubscription
+    if (offset < next_offset) {
+      // Failed over at the next turn; nothing more from this broker is used.
+      broken_stream = "delivered offset " + std::to_string(offset) + " where " +
+                      std::to_string(next_offset) + " was expected (a broken stream)";
+      return;
+    }
     if (offset > next_offset) {
       // A frame was lost: restart the subscription where we are. The rest
       // of this frame (and of the old subscription) is ignored.
@@ -232,6 +241,7 @@ void Subscriber::Impl::HandleDeliver(const wire::Deliver& deliver, size_t frame_
     }
     buffer.push_back(ci::ToRecord(*message));
     ++next_offset;
+    broken_in_a_row = 0;
   }
   // Dropped duplicates used credit without using room.
   Refill();
@@ -313,6 +323,7 @@ std::optional<Error> Subscriber::Impl::Handle(const ci::Frame& frame, bool answe
 }
 
 std::optional<Error> Subscriber::Impl::OnFrame(const ci::Frame& frame) {
+  if (!broken_stream.empty()) return std::nullopt;  // this broker is being given up
   last_frame_at = ci::Clock::now();
   silent_brokers_in_a_row = 0;
   const bool answers_idle_probe =
@@ -338,9 +349,20 @@ Result<std::optional<Record>> Subscriber::Impl::Next(std::chrono::milliseconds t
       Refill();
       return std::optional<Record>(std::move(record));
     }
-    if (connection && connection_broken) {
-      attempts.Record(connection->endpoint(), connection->last_error());
+    if (connection && (connection_broken || !broken_stream.empty())) {
+      attempts.Record(connection->endpoint(),
+                      broken_stream.empty() ? connection->last_error() : broken_stream);
+      const bool broken = !broken_stream.empty();
+      broken_stream.clear();
       FailOver();
+      if (broken && ++broken_in_a_row >= options.brokers.size()) {
+        broken_in_a_row = 0;
+        return Error{ErrorCode::kProtocol,
+                     "every broker tried served a broken stream at offset " +
+                         std::to_string(next_offset) + ": " + attempts.Summary() +
+                         ". Nothing of it was returned; calling Next again keeps trying.",
+                     0};
+      }
     }
     if (!connection) {
       if (ci::Clock::now() < reconnect_not_before) {

@@ -112,6 +112,7 @@ Replica::Replica(const Config& config, const LogStore& store)
     hard_.catch_up_until = HardState::kProbing;
     hard_dirty_ = true;
   }
+  if (rejoin_ == Rejoin::kProbing && config_.history_lost) history_seen_ = true;
   if (rejoin_ == Rejoin::kProbing) Probe();
   if (rejoin_ == Rejoin::kCatchingUp) CheckRejoin();
 }

@@ -92,6 +92,11 @@ struct Config {
   // instance chosen after its restart. In a new cluster (every peer says it
   // is empty) it votes at once; it waits while a peer has not answered.
   bool probe_before_voting = false;
+  // With probe_before_voting: the store was emptied because its contents
+  // failed their checks (the host quarantined them), so this node had a
+  // history and may have voted. Peers that say they are empty never make it
+  // a member of a new cluster; it waits for one that has the history.
+  bool history_lost = false;
 
   uint64_t seed = 0;  // election jitter and peer choice
 

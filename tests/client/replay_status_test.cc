@@ -94,6 +94,35 @@ TEST(ReplayTest, EmptyRangesAndReversedRanges) {
   EXPECT_EQ(Replay(Options({}), 0, 0).error().code, ErrorCode::kInvalidArgument);
 }
 
+// A broker answering Fetch(from) with records at other offsets (here: from
+// 2 below what was asked, with other payloads) serves a broken stream:
+// nothing of that answer is returned, and the next broker serves the range.
+TEST(ReplayTest, AnAnswerAtAnotherOffsetIsABrokenStreamAndTheNextBrokerServes) {
+  FakeBroker broken([](const Request& request, FakeBroker& broker) {
+    if (request.body != wire::Body::Fetch) return;
+    const uint64_t from = request.from_offset >= 2 ? request.from_offset - 2 : 0;
+    broker.Send(request, testing::DeliverFrame(request.request_id,
+                                               {{from, 7, 99, "", "wrong"}, {from + 1, 7, 98, "", "wrong"}},
+                                               8));
+  });
+  FakeBroker serving(FetchServer(8, 3));
+  for (int order = 0; order < 2; ++order) {
+    std::vector<std::string> brokers = {broken.endpoint(), serving.endpoint()};
+    if (order == 1) std::swap(brokers[0], brokers[1]);
+    ClientOptions options = Options(brokers);
+    Result<std::vector<Record>> records = Replay(options, 3, 8);
+    ASSERT_TRUE(records.ok()) << records.error().message;
+    ExpectTestStream(records.value(), 3, 8);
+  }
+  // Alone, it is never believed.
+  ClientOptions only = Options({broken.endpoint()});
+  only.call_timeout = milliseconds{500};
+  std::vector<Record> seen;
+  Result<uint64_t> streamed = Replay(only, 3, 8, [&](const Record& r, uint64_t) { seen.push_back(r); });
+  EXPECT_FALSE(streamed.ok());
+  EXPECT_TRUE(seen.empty());
+}
+
 TEST(ReplayTest, FailsOverToTheNextBrokerOnTimeout) {
   FakeBroker silent([](const Request&, FakeBroker&) {});
   FakeBroker serving(FetchServer(6, 10));

@@ -17,6 +17,7 @@ namespace ordo {
 namespace {
 
 using std::chrono::milliseconds;
+using testing::DeliverFrame;
 using testing::DeliverRange;
 using testing::ErrorFrame;
 using testing::FakeBroker;
@@ -130,7 +131,7 @@ TEST(SubscriberTest, ReadsInOrderFromTheStartOffset) {
   EXPECT_EQ(subscribes[0].credit, 100u);
 }
 
-TEST(SubscriberTest, AGapResubscribesFromTheExpectedOffsetAndDuplicatesAreDropped) {
+TEST(SubscriberTest, AGapResubscribesFromTheExpectedOffset) {
   std::atomic<int> subscribes{0};
   uint64_t first_subscription = 0;  // touched by the broker thread only
   FakeBroker broker([&](const Request& request, FakeBroker& b) {
@@ -144,9 +145,7 @@ TEST(SubscriberTest, AGapResubscribesFromTheExpectedOffsetAndDuplicatesAreDroppe
       // A late frame of the replaced subscription: ignored, though its
       // offsets would fit.
       b.Send(request, DeliverRange(first_subscription, 5, 7, 7));
-      // Starts below the expected offset: 1 is a duplicate.
-      b.Send(request, DeliverRange(request.request_id, 1, 5, 5));
-      b.Send(request, DeliverRange(request.request_id, 4, 5, 5));  // a duplicate again
+      b.Send(request, DeliverRange(request.request_id, 2, 5, 5));
     }
   });
   Subscriber subscriber(Options({broker.endpoint()}), StartAt::Earliest(), 100);
@@ -156,6 +155,40 @@ TEST(SubscriberTest, AGapResubscribesFromTheExpectedOffsetAndDuplicatesAreDroppe
   ASSERT_EQ(requests.size(), 2u);
   EXPECT_EQ(requests[0].from_offset, 0u);
   EXPECT_EQ(requests[1].from_offset, 2u);
+}
+
+// A damaged broker serving offsets below the ones asked for (a flipped bit in
+// its index, say) is a broken stream: given up, never read as duplicates.
+// Another broker serves from where the good records ended.
+TEST(SubscriberTest, AnOffsetBelowTheExpectedOneIsABrokenStreamAndAnotherBrokerServes) {
+  FakeBroker broken([](const Request& request, FakeBroker& b) {
+    if (request.body == wire::Body::StatusRequest) return AnswerPing(request, b, 6);
+    if (request.body != wire::Body::Subscribe) return;
+    // 0..2 are right; then records that claim offsets 1.. again, with other
+    // payloads: never returned.
+    b.Send(request, DeliverRange(request.request_id, request.from_offset, 3, 6));
+    b.Send(request, DeliverFrame(request.request_id, {{1, 7, 99, "", "wrong"}}, 6));
+  });
+  StreamServer stream(6, 6);
+  FakeBroker healthy(stream.Handler());
+  // Only the broken broker first (the list order is shuffled).
+  Subscriber subscriber(Options({broken.endpoint()}), StartAt::Earliest(), 100);
+  ExpectRecords(subscriber, 0, 3);
+  Result<std::optional<Record>> next = subscriber.Next(kWait);
+  ASSERT_FALSE(next.ok());
+  EXPECT_EQ(next.error().code, ErrorCode::kProtocol);
+  EXPECT_NE(next.error().message.find("broken stream"), std::string::npos) << next.error().message;
+  EXPECT_EQ(subscriber.next_offset(), 3u);
+
+  Subscriber both(Options({broken.endpoint(), healthy.endpoint()}), StartAt::Earliest(), 100);
+  for (uint64_t offset = 0; offset < 6;) {
+    Result<std::optional<Record>> r = both.Next(kWait);
+    ASSERT_TRUE(r.ok()) << r.error().message;  // one broken broker of two: it fails over
+    ASSERT_TRUE(r.value().has_value());
+    EXPECT_EQ(r.value()->offset, offset);
+    EXPECT_EQ(r.value()->payload, "m" + std::to_string(offset));
+    ++offset;
+  }
 }
 
 TEST(SubscriberTest, CreditIsReplenishedAsRecordsAreConsumed) {

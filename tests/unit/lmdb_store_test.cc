@@ -228,12 +228,14 @@ void ExpectKeyedFill(LmdbStore& s) {
   EXPECT_EQ(view.size(), 3u);
 }
 
-// A copy of the LMDB files of `dir` with an empty journal, opened: what LMDB
+// A copy of the LMDB files of `dir` with an empty journal (its full size, all
+// zeros), opened: what LMDB
 // itself holds.
 std::unique_ptr<LmdbStore> OpenLmdbOnly(const std::string& dir, const std::string& copy) {
   std::filesystem::create_directories(copy);
   std::filesystem::copy_file(dir + "/data.mdb", copy + "/data.mdb");
   std::ofstream(copy + "/journal").close();
+  std::filesystem::resize_file(copy + "/journal", LmdbStore::kJournalFileBytes);  // all zeros: empty
   if (std::filesystem::exists(dir + "/snapshots")) {
     std::filesystem::copy(dir + "/snapshots", copy + "/snapshots");
   }
