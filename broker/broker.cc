@@ -31,7 +31,31 @@ Broker::~Broker() {
 
 Status Broker::OpenStorage() {
   Status s = DataDir::Acquire(config_.data_dir, config_.cluster_id, config_.node_id, &data_dir_);
+  if (s.ok()) {
+    const auto start = Clock::now();
+    s = LmdbStore::Scrub(config_.data_dir, config_.map_size_bytes, &scrub_);
+    if (s.ok() && scrub_.records > 0) {
+      spdlog::info("storage {}: {} records checked in {} ms{}", config_.data_dir, scrub_.records,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count(),
+                   scrub_.damaged_log.empty() && !scrub_.damaged_derived
+                       ? ""
+                       : "; damaged ones are repaired (below)");
+    }
+  }
   if (s.ok()) s = LmdbStore::Open(config_.data_dir, config_.map_size_bytes, &store_);
+  if (s.ok()) {
+    // A damaged record above the durable chosen mark may be a value this
+    // node accepted and vouched for: it is no better than a lost one.
+    for (uint64_t instance : scrub_.damaged_log) {
+      if (instance > store_->LoadHardState().chosen.value()) {
+        s = Status::Damaged("the log record of instance " + std::to_string(instance) +
+                            " fails its check, and it is above the chosen frontier (" +
+                            std::to_string(store_->LoadHardState().chosen.value()) +
+                            "): a value this broker accepted may be lost");
+        break;
+      }
+    }
+  }
   if (s.kind() != Status::Kind::kDamaged) return s;
   // What is stored may hide a promise or an accepted value this node gave
   // (protocol-aware recovery): it must not vote on it. With peers to learn
@@ -54,6 +78,7 @@ Status Broker::OpenStorage() {
                 "deleted once you have looked at it)",
                 s.message(), moved_to);
   quarantined_ = true;
+  scrub_ = {};
   return LmdbStore::Open(config_.data_dir, config_.map_size_bytes, &store_);
 }
 
@@ -83,11 +108,22 @@ Status Broker::Start() {
   replica_ = std::make_unique<paxos::Replica>(core, *store_);
   // The head the index gives must be where the replayed log ends: a
   // damaged last index record (or a lost one) would move it.
-  if (store_->next_offset() != replica_->applied_state().next_offset().value()) {
+  // (Only when the replay reached the chosen frontier: a damaged chosen
+  // record stops it until the record is repaired.)
+  if (replica_->applied_state().applied() == replica_->chosen() &&
+      store_->next_offset() != replica_->applied_state().next_offset().value()) {
     spdlog::error("damaged offset index in {}: it ends at offset {}, the log at {}; it is "
                   "rebuilt from the log", config_.data_dir, store_->next_offset(),
                   replica_->applied_state().next_offset().value());
     store_->ResetNextOffset(replica_->applied_state().next_offset().value());
+    derived_damage_ = true;
+  }
+  // What the scrub found is repaired now, not when a reader first needs it.
+  for (uint64_t instance : scrub_.damaged_log) store_->NoteScrubbedDamage(instance);
+  HandleStorageDamage();
+  if (scrub_.damaged_derived) {
+    spdlog::error("damaged records in {}: the offset index or the compacted view; they are "
+                  "rebuilt from the log", config_.data_dir);
     derived_damage_ = true;
   }
   peers_ = std::make_unique<PeerTransport>(context_, config_);

@@ -74,6 +74,7 @@ class Broker {
   zmq::context_t context_{1};
   std::unique_ptr<DataDir> data_dir_;  // held (locked) for the broker's lifetime
   bool quarantined_ = false;
+  LmdbStore::ScrubReport scrub_;
   std::unique_ptr<LmdbStore> store_;
   std::unique_ptr<paxos::Replica> replica_;
   std::unique_ptr<PeerTransport> peers_;

@@ -1,11 +1,17 @@
 #include "broker/lmdb_store.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 
 #include "broker/codec.h"
 #include "broker/crc32c.h"
@@ -418,8 +424,8 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
           (!fs.ok() ? fs.message()
            : !d.ok() ? "the snapshot file fails to decode: " + d.ToString()
                      : std::string("the snapshot file holds another instance")) +
-          "; the log before instance " + std::to_string(retained.first_instance) +
-          " is only in that snapshot"));
+          " (the snapshot the store names, at instance " +
+          std::to_string(retained.snapshot.instance) + ")"));
     }
     s->snapshot_state_ = std::move(state);
   }
@@ -456,6 +462,30 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
     return fail(Status::Damaged(data_file + " holds a log but no hard state: this broker's "
                                 "promise is unknown"));
   }
+  // Every write of a log record writes the retention record too.
+  if (no_retained && !no_log) {
+    return fail(Status::Damaged(data_file + " holds a log but no retention record: where the "
+                                "log starts, and its snapshot, are unknown"));
+  }
+  // A meta key this code never writes is a damaged (or renamed) one.
+  {
+    MDB_cursor* mc = nullptr;
+    if ((rc = mdb_cursor_open(txn, s->meta_, &mc)) != 0) return fail(OpenFailure("mdb_cursor_open", rc));
+    MDB_val mk, mv;
+    std::string unknown;
+    for (rc = mdb_cursor_get(mc, &mk, &mv, MDB_FIRST); rc == 0 && unknown.empty();
+         rc = mdb_cursor_get(mc, &mk, &mv, MDB_NEXT)) {
+      const std::string_view name(static_cast<const char*>(mk.mv_data), mk.mv_size);
+      if (name != kHardStateKey && name != kRetainedKey && name != kJournalKey && name != kBaseKey) {
+        unknown.assign(name.begin(), name.end());
+      }
+    }
+    mdb_cursor_close(mc);
+    if (!unknown.empty()) {
+      return fail(Status::Damaged(data_file + " holds a meta record this broker never writes ('" +
+                                  unknown + "'): a damaged key"));
+    }
+  }
   if ((rc = mdb_cursor_open(txn, s->index_, &cur)) != 0) {
     return fail(OpenFailure("mdb_cursor_open", rc));
   }
@@ -472,6 +502,169 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
   s->next_offset_ = std::max(s->next_offset_, s->first_offset_);
   if ((rc = mdb_txn_commit(txn)) != 0) return OpenFailure("mdb_txn_commit", rc);
   *out = std::move(s);
+  return Status::Ok();
+}
+
+Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubReport* out) {
+  *out = ScrubReport{};
+  const std::string data_file = dir + "/data.mdb";
+  struct stat st {};
+  if (::stat(data_file.c_str(), &st) != 0) return Status::Ok();  // nothing stored yet
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return Status::Storage(std::string("pipe: ") + std::strerror(errno));
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return Status::Storage(std::string("fork: ") + std::strerror(errno));
+  }
+  if (pid == 0) {
+    // The child: read-only, no lock file (the parent holds the directory),
+    // its own environment. It reports lines "log N", "derived", "records N",
+    // "lmdb TEXT" and exits; nothing else of the broker runs here.
+    ::close(fds[0]);
+    std::string report;
+    auto finish = [&](int code) {
+      const char* p = report.data();
+      size_t n = report.size();
+      while (n > 0) {
+        const ssize_t w = ::write(fds[1], p, n);
+        if (w <= 0) break;
+        p += w;
+        n -= static_cast<size_t>(w);
+      }
+      ::_exit(code);
+    };
+    MDB_env* env = nullptr;
+    int rc = mdb_env_create(&env);
+    if (rc == 0) rc = mdb_env_set_mapsize(env, map_size_bytes);
+    if (rc == 0) rc = mdb_env_set_maxdbs(env, 5);
+    if (rc == 0) rc = mdb_env_open(env, dir.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
+    MDB_txn* txn = nullptr;
+    if (rc == 0) rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+    if (rc != 0) {
+      report += "lmdb opening: " + std::string(mdb_strerror(rc)) + "\n";
+      finish(IsLmdbDamage(rc) ? 2 : 3);
+    }
+    // The file must hold every page LMDB's meta names (else SIGBUS below).
+    MDB_envinfo info{};
+    MDB_stat est{};
+    if (mdb_env_info(env, &info) == 0 && mdb_env_stat(env, &est) == 0 &&
+        static_cast<uint64_t>(st.st_size) < (uint64_t{info.me_last_pgno} + 1) * est.ms_psize) {
+      report += "lmdb the file is shorter than its pages\n";
+      finish(2);
+    }
+    uint64_t records = 0;
+    size_t listed = 0;
+    bool derived = false;
+    auto walk = [&](const char* name, const std::function<void(const MDB_val&, const MDB_val&)>& check) {
+      MDB_dbi dbi;
+      int r = mdb_dbi_open(txn, name, 0, &dbi);
+      if (r == MDB_NOTFOUND) return;
+      MDB_cursor* cur = nullptr;
+      if (r == 0) r = mdb_cursor_open(txn, dbi, &cur);
+      MDB_val k, v;
+      std::string previous;
+      if (r == 0) {
+        for (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == 0;
+             r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+          // Keys out of LMDB's order (memcmp, then length): a flipped bit
+          // in a key, which makes the tree's searches unreliable.
+          const std::string key(static_cast<const char*>(k.mv_data), k.mv_size);
+          if (records > 0 && !(previous < key)) {
+            report += std::string("lmdb keys out of order in the ") + name + " database\n";
+            finish(2);
+          }
+          previous = key;
+          ++records;
+          check(k, v);
+        }
+      }
+      if (r != 0 && r != MDB_NOTFOUND) {
+        report += std::string("lmdb reading ") + name + ": " + mdb_strerror(r) + "\n";
+        finish(IsLmdbDamage(r) ? 2 : 3);
+      }
+    };
+    walk("log", [&](const MDB_val& k, const MDB_val& v) {
+      paxos::Entry e;
+      const bool ok = k.mv_size == 8 &&
+                      DecodeLogRecord({static_cast<const uint8_t*>(v.mv_data), v.mv_size}, &e).ok() &&
+                      e.instance.value() == GetBigEndian(k.mv_data);
+      if (!ok && k.mv_size != 8) {
+        report += "lmdb a log key that is not an instance\n";
+        finish(2);
+      }
+      if (!ok && listed++ < kScrubListMax) {
+        report += "log " + std::to_string(GetBigEndian(k.mv_data)) + "\n";
+      }
+    });
+    walk("index", [&](const MDB_val& k, const MDB_val& v) {
+      IndexRecord r;
+      if (!DecodeIndex(k, v, &r)) derived = true;
+    });
+    walk("keys", [&](const MDB_val& k, const MDB_val& v) {
+      StreamMessage m;
+      if (!DecodeKeyed(k, v, &m)) derived = true;
+    });
+    walk("key_offsets", [&](const MDB_val& k, const MDB_val& v) {
+      if (k.mv_size != 8 || v.mv_size == 0) derived = true;
+    });
+    walk("meta", [&](const MDB_val&, const MDB_val&) {});  // checked by Open, record by record
+    if (derived) report += "derived\n";
+    report += "records " + std::to_string(records) + "\n";
+    finish(0);
+  }
+  ::close(fds[1]);
+  std::string report;
+  char buf[4096];
+  // Bounded: a damaged page can make a walk loop; a healthy one reads the
+  // file once.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60) +
+                        std::chrono::seconds(static_cast<uint64_t>(st.st_size) >> 26);
+  bool timed_out = false;
+  while (true) {
+    pollfd p{fds[0], POLLIN, 0};
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    const int ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) continue;
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    report.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) return Status::Damaged("checking " + data_file + " did not end in time: its pages are damaged");
+  if (WIFSIGNALED(status)) {
+    return Status::Damaged("reading " + data_file + " killed the checking process (signal " +
+                           std::to_string(WTERMSIG(status)) + "): its pages are damaged");
+  }
+  std::istringstream lines(report);
+  std::string line;
+  std::string lmdb;
+  while (std::getline(lines, line)) {
+    if (line.rfind("log ", 0) == 0) {
+      out->damaged_log.push_back(std::strtoull(line.c_str() + 4, nullptr, 10));
+    } else if (line == "derived") {
+      out->damaged_derived = true;
+    } else if (line.rfind("records ", 0) == 0) {
+      out->records = std::strtoull(line.c_str() + 8, nullptr, 10);
+    } else if (line.rfind("lmdb ", 0) == 0) {
+      lmdb = line.substr(5);
+    }
+  }
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 3;
+  if (code == 2) return Status::Damaged(data_file + ": " + lmdb);
+  if (code != 0) return Status::Storage("checking " + data_file + ": " + (lmdb.empty() ? "failed" : lmdb));
   return Status::Ok();
 }
 

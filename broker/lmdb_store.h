@@ -111,6 +111,29 @@ class LmdbStore final : public paxos::LogStore {
   // write every byte twice. 64 KiB is about 400 messages of 128 bytes.
   static constexpr size_t kJournalRecordMax = 64 << 10;
 
+  // --- Scrubbing at start ---
+  // What Scrub found: records that fail their checks, to repair at once
+  // rather than when a reader runs into them.
+  struct ScrubReport {
+    std::vector<uint64_t> damaged_log;  // instances (at most kScrubListMax)
+    bool damaged_derived = false;       // an index or compacted-view record
+    uint64_t records = 0;               // records checked
+  };
+  static constexpr size_t kScrubListMax = 4096;
+  // Reads every record of the LMDB environment in `dir` (if there is one)
+  // and checks it, in a child process: LMDB trusts its pages, and damaged
+  // ones can make it read out of bounds, so a crash there is a finding
+  // (kDamaged), never the broker's death. kDamaged too when LMDB reports
+  // damage or the check does not end in time. Before Open, with the
+  // directory locked by this process.
+  static Status Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubReport* out);
+  // A log record Scrub found damaged, reported like one a read ran into.
+  void NoteScrubbedDamage(uint64_t instance) {
+    NoteDamage(Damage{Damage::Kind::kLogRecord, instance, 0,
+                      "log record for instance " + std::to_string(instance) +
+                          " fails its check (found by the scrub at start)"});
+  }
+
   // --- the stream ---
   // One past the last offset in the index (the head a subscriber can reach).
   uint64_t next_offset() const { return next_offset_; }

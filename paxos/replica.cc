@@ -403,10 +403,28 @@ bool Replica::OwnLogReadable() {
     const StoreCode code = ReadEntry(i, &e);
     if (code == StoreCode::kOk || code == StoreCode::kNotFound) continue;
     ++counters_.storage_corruptions;
-    storage_failed_ = true;
+    ForgetVotes();
     return false;
   }
   return true;
+}
+
+void Replica::ForgetVotes() {
+  // Protocol-aware recovery: an accepted value this node can no longer read
+  // may be one a quorum counted on. It votes on nothing (no promise, no
+  // accept, no pre-vote) until it has caught up past anything it could have
+  // voted on, exactly as after a lost disk; the peers' chosen values then
+  // overwrite what it could not read.
+  storage_failed_ = true;
+  if (role_ != Role::kFollower) BecomeFollower(kNoNode, Ballot{});
+  if (!IsVoter() || Quorum() <= 1 || rejoin_ != Rejoin::kNone) return;  // nobody to learn from
+  rejoin_ = Rejoin::kProbing;
+  history_seen_ = true;
+  probe_last_.clear();
+  probe_fresh_.clear();
+  hard_.catch_up_until = HardState::kProbing;
+  hard_dirty_ = true;
+  Probe();
 }
 
 void Replica::OnPreVote(const Message& m) {
@@ -473,6 +491,9 @@ void Replica::CheckElection() {
 }
 
 void Replica::BecomeLeader() {
+  // Recovery reads every value this node accepted: it was readable when the
+  // campaign began, and must still be.
+  if (!OwnLogReadable()) return;
   role_ = Role::kLeader;
   leader_ = config_.id;
   leader_ballot_ = ballot_;
@@ -628,9 +649,9 @@ void Replica::OnPrepare(const Message& m) {
     StoreCode code = ReadEntry(i, &e);
     if (code == StoreCode::kNotFound) continue;
     if (code != StoreCode::kOk) {
-      // We cannot vouch for what we accepted: stop voting for good.
+      // We cannot vouch for what we accepted: no promise.
       ++counters_.storage_corruptions;
-      storage_failed_ = true;
+      ForgetVotes();
       return;
     }
     r.entries.push_back(std::move(e));
@@ -782,7 +803,7 @@ void Replica::OnFetch(const Message& m) {
     Entry e;
     if (ReadEntry(i, &e) != StoreCode::kOk) {
       ++counters_.storage_corruptions;
-      if (repair_ == kNoInstance) repair_ = i;
+      NoteRepair(i);
       break;  // never serve a record that fails its check
     }
     bytes += e.value->ByteSize();
@@ -791,12 +812,15 @@ void Replica::OnFetch(const Message& m) {
   Send(std::move(r));
 }
 
+bool Replica::NoteRepair(Instance instance) {
+  if (repairs_.size() >= kRepairsMax) return false;
+  return repairs_.insert(instance).second;
+}
+
 void Replica::ReportUnreadable(Instance instance) {
   PAXOS_ASSERT(!ready_outstanding_);
   ++counters_.storage_corruptions;
-  if (instance <= hard_.chosen && instance >= store_.FirstInstance() && repair_ == kNoInstance) {
-    repair_ = instance;
-  }
+  if (instance <= hard_.chosen && instance >= store_.FirstInstance()) NoteRepair(instance);
   MaybeFetch(false);
 }
 
@@ -855,10 +879,7 @@ void Replica::OnFetchReply(const Message& m) {
     expect = e.instance.next();
     ++counters_.fetched_entries;
     if (e.instance <= hard_.chosen) {
-      if (e.instance == repair_) {
-        StageEntry(e);  // rewrite the record that failed its check
-        repair_ = kNoInstance;
-      }
+      if (repairs_.erase(e.instance) > 0) StageEntry(e);  // rewrite the record that failed its check
       continue;
     }
     if (e.instance.value() > ahead_max) break;
@@ -1087,8 +1108,7 @@ void Replica::ApplyUpTo() {
     const StoreCode code = ReadEntry(i, &e);
     if (code != StoreCode::kOk) {
       // A chosen record we cannot read: fetch it from a peer, then go on.
-      if (repair_ != i) ++counters_.storage_corruptions;
-      repair_ = i;
+      if (NoteRepair(i)) ++counters_.storage_corruptions;
       return;
     }
     ApplyChosen(i, e.value);
@@ -1162,10 +1182,24 @@ void Replica::MaybeFetch(bool force) {
     return best.empty() ? kNoNode : best[rng_.Uniform(best.size())];
   };
   bool truncated = false;
-  if (repair_ != kNoInstance && !fetches_.count(repair_)) {
-    NodeId peer = pick(repair_, repair_, &truncated);
+  // Repairs: a fetch per run of consecutive damaged instances, a few in
+  // flight at a time, beside the range fetches below.
+  size_t repairs_in_flight = 0;
+  for (const auto& [first, fetch] : fetches_) repairs_in_flight += fetch.last <= hard_.chosen;
+  for (auto it = repairs_.begin();
+       it != repairs_.end() && repairs_in_flight < config_.fetch_pipeline_max;) {
+    const Instance first = *it;
+    Instance last = first;
+    for (++it; it != repairs_.end() && *it == last.next() &&
+               last.value() - first.value() + 1 < config_.fetch_entries_max;
+         ++it) {
+      last = *it;
+    }
+    if (fetches_.count(first)) continue;
+    NodeId peer = pick(first, last, &truncated);
     if (peer == kNoNode) peer = peers_[rng_.Uniform(peers_.size())].id;
-    SendFetch(peer, repair_, repair_);
+    SendFetch(peer, first, last);
+    ++repairs_in_flight;
   }
   // Pipelined range fetches over [chosen + 1, known_chosen_]: find the next
   // instance neither in flight nor already fetched, ask for a run from there.
@@ -1173,7 +1207,7 @@ void Replica::MaybeFetch(bool force) {
       hard_.chosen.value() + uint64_t{config_.fetch_pipeline_max} * config_.fetch_entries_max;
   Instance x = hard_.chosen.next();
   while (x <= known_chosen_ && x.value() <= ahead_max) {
-    if (fetches_.size() >= config_.fetch_pipeline_max + (repair_ != kNoInstance ? 1 : 0)) break;
+    if (fetches_.size() >= config_.fetch_pipeline_max + repairs_in_flight) break;
     bool covered = false;
     for (const auto& [f, fetch] : fetches_) {
       if (fetch.first <= x && x <= fetch.last) {
@@ -1242,7 +1276,7 @@ void Replica::InstallSnapshot(const AppliedSnapshot& snapshot) {
     DropFetchedAhead(fetched_ahead_.begin());
   }
   fetches_.clear();
-  if (repair_ <= snapshot.instance) repair_ = kNoInstance;
+  repairs_.erase(repairs_.begin(), repairs_.upper_bound(snapshot.instance));
   need_snapshot_ = false;
   ++counters_.snapshots_installed;
   TakeFetched();
@@ -1293,6 +1327,7 @@ void Replica::CheckRejoin() {
   }
   if (rejoin_ == Rejoin::kCatchingUp && apply_next_ > rejoin_target_) {
     rejoin_ = Rejoin::kNone;
+    storage_failed_ = false;  // the values it could not read are behind it now
     hard_.catch_up_until = kNoInstance;
     hard_dirty_ = true;
     ResetElectionTimer();

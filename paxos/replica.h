@@ -268,6 +268,8 @@ class Replica {
   bool IgnoreAccepted(const Message& m) const;
   bool SticksToLeader(NodeId candidate) const;
   bool OwnLogReadable();
+  // A stored accepted value failed its check: stop voting until caught up.
+  void ForgetVotes();
 
   void BecomeFollower(NodeId leader, Ballot leader_ballot);
   void StartPreVote();
@@ -350,7 +352,8 @@ class Replica {
   uint64_t leader_heard_tick_ = 0;  // last tick a live leader spoke to us
   bool ready_outstanding_ = false;
   // A stored record above the chosen frontier failed its check: this node can
-  // no longer vouch for what it accepted, so it stops voting (fail-stop).
+  // no longer vouch for what it accepted, so it stops voting until it has
+  // caught up as after a lost disk (ForgetVotes); for good with no peers.
   bool storage_failed_ = false;
 
   // Pre-vote (before phase 1; nothing persisted).
@@ -381,7 +384,12 @@ class Replica {
   Ballot commit_ballot_{};  // ...and entries accepted at this ballot hold it
   Instance known_chosen_{};  // highest instance anyone said is chosen
   Instance apply_next_{1};            // next instance to apply, in order
-  Instance repair_{};                 // a chosen instance whose record is unreadable
+  // Chosen instances whose stored record is unreadable, fetched again from
+  // peers and rewritten (Ready::entries). Bounded: more wait for a reader
+  // to run into them again.
+  std::set<Instance> repairs_;
+  static constexpr size_t kRepairsMax = 4096;
+  bool NoteRepair(Instance instance);  // false when it was known or no room
   std::set<Instance> chosen_ahead_;   // bug kOutOfOrderApply only
   std::vector<FetchToServe> fetches_to_serve_;  // for the next Ready
   std::map<Instance, Fetch> fetches_;        // in flight, by first instance
