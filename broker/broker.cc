@@ -450,6 +450,8 @@ void Broker::UpdateMetrics() {
   g.first_retained_instance = g.core.first_retained.value();
   g.non_voter_catching_up = g.core.catching_up;
   g.storage_corruptions = store_->corruptions() + catchup_damage_count_;
+  g.storage_quarantined = quarantined_;
+  g.storage_rebuilds = derived_rebuilds_;
   g.tick_ms = config_.tick_ms;
   g.first_retained_offset = store_->earliest_offset();
   const ClientCounters& c = clients_->counters();

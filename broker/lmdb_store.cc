@@ -489,15 +489,23 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
   if ((rc = mdb_cursor_open(txn, s->index_, &cur)) != 0) {
     return fail(OpenFailure("mdb_cursor_open", rc));
   }
+  // The head: the end of the last index record that passes its check. One
+  // that fails is reported (the index is rebuilt); the broker also checks
+  // the head against the replayed log.
   rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+  for (int back = 0; rc == 0 && back < 64; ++back) {
+    IndexRecord r;
+    if (DecodeIndex(k, v, &r)) {
+      s->next_offset_ = r.first_offset + r.appended;
+      break;
+    }
+    s->NoteDamage(Damage{Damage::Kind::kIndexRecord, 0,
+                         k.mv_size == 8 ? GetBigEndian(k.mv_data) : 0,
+                         "offset index: the record at its end fails its check"});
+    rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+  }
   mdb_cursor_close(cur);
   if (rc != 0 && rc != MDB_NOTFOUND) return fail(OpenFailure("reading the offset index", rc));
-  if (rc == 0) {
-    IndexRecord r;
-    if (k.mv_size == 8 && DecodeIndex(k, v, &r)) s->next_offset_ = r.first_offset + r.appended;
-    // (A last index record that fails its check is found again, and
-    // repaired, by the first read that reaches it.)
-  }
   s->opened_empty_ = no_hard_state && no_log && no_retained;
   s->next_offset_ = std::max(s->next_offset_, s->first_offset_);
   if ((rc = mdb_txn_commit(txn)) != 0) return OpenFailure("mdb_txn_commit", rc);
@@ -993,7 +1001,9 @@ int LmdbStore::DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, s
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     const paxos::Instance i(k.mv_size == 8 ? GetBigEndian(k.mv_data) : 0);
     if (i >= below) break;
-    if (*deleted >= max) {
+    // With a base to move, each record is decoded too: bounded in bytes
+    // per call as well, so a truncation step never stalls the loop long.
+    if (*deleted >= max || (base != nullptr && *freed >= kTruncateBytesPerStep)) {
       *next = i;
       break;
     }

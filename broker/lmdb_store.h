@@ -256,6 +256,7 @@ class LmdbStore final : public paxos::LogStore {
   int DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, size_t* deleted,
                      uint64_t* freed, paxos::Instance* next, paxos::AppliedState* base);
   int PutBase(MDB_txn* txn, const paxos::AppliedSnapshot& base);
+  static constexpr uint64_t kTruncateBytesPerStep = 4 << 20;
   // Begins a write transaction; kIoError (with last_error_) when it cannot.
   paxos::StoreCode BeginWrite(MDB_txn** txn);
   // Aborts `txn` after `what` failed with `rc`: kIoError, with last_error_.

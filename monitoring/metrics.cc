@@ -86,6 +86,8 @@ struct BrokerMetrics::Impl {
   prometheus::Counter* messages_acked = nullptr;
   prometheus::Counter* messages_delivered = nullptr;
   prometheus::Counter* checksum_failures = nullptr;
+  prometheus::Gauge* storage_quarantined = nullptr;
+  prometheus::Counter* storage_rebuilds = nullptr;
   prometheus::Counter* client_frames_rejected = nullptr;
   prometheus::Counter* peer_frames_rejected = nullptr;
   prometheus::Counter* redirects = nullptr;
@@ -268,8 +270,15 @@ broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_i
   i.redirects = C(r, "ordo_redirects_total", "Publish requests sent to the leader instead", l);
 
   // Errors.
-  i.checksum_failures =
-      C(r, "ordo_checksum_failures_total", "Stored records that failed their CRC32C", l);
+  i.checksum_failures = C(r, "ordo_checksum_failures_total",
+                          "Stored records that failed their checks (each counted once)", l);
+  i.storage_quarantined =
+      G(r, "ordo_storage_quarantined",
+        "1 when this broker found its stored state damaged at start, moved it aside and "
+        "rejoined from its peers", l);
+  i.storage_rebuilds = C(r, "ordo_storage_rebuilds_total",
+                         "Rebuilds of the offset index and compacted view from the log after "
+                         "damage", l);
   auto& rejected = prometheus::BuildCounter()
                        .Name("ordo_frames_rejected_total")
                        .Help("Malformed or oversized frames rejected, by source (client, peer)")
@@ -357,6 +366,7 @@ void BrokerMetrics::Update(const BrokerGauges& g) {
   i.promised_round->Set(static_cast<double>(s.promised.round));
   i.non_voter_catching_up->Set(g.non_voter_catching_up ? 1 : 0);
   i.storage_failed->Set(s.storage_failed ? 1 : 0);
+  i.storage_quarantined->Set(g.storage_quarantined ? 1 : 0);
   i.chosen->Set(static_cast<double>(s.chosen.value()));
   i.last_instance->Set(static_cast<double>(s.last_instance.value()));
   i.next_offset->Set(static_cast<double>(g.next_offset));
@@ -395,6 +405,7 @@ void BrokerMetrics::Update(const BrokerGauges& g) {
   Mirror(i.messages_delivered, g.messages_delivered, i.last.messages_delivered);
   Mirror(i.redirects, g.redirects, i.last.redirects);
   Mirror(i.checksum_failures, g.storage_corruptions, i.last.storage_corruptions);
+  Mirror(i.storage_rebuilds, g.storage_rebuilds, i.last.storage_rebuilds);
   Mirror(i.client_frames_rejected, g.client_frames_rejected, i.last.client_frames_rejected);
   Mirror(i.peer_frames_rejected, g.peer_frames_rejected, i.last.peer_frames_rejected);
   Mirror(i.catchup_sent, g.catchup_bytes_sent, i.last.catchup_bytes_sent);

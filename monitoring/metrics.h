@@ -42,7 +42,9 @@ struct BrokerGauges {
   uint32_t tick_ms = 0;  // turns the core's ticks into seconds
   uint64_t next_offset = 0;
   uint64_t first_retained_offset = 0;
-  uint64_t storage_corruptions = 0;  // read failures seen by the core and the store
+  uint64_t storage_corruptions = 0;  // damaged records found, each once
+  bool storage_quarantined = false;  // this start moved damaged state aside
+  uint64_t storage_rebuilds = 0;     // index and compacted view rebuilt from the log
   uint64_t client_frames_rejected = 0;
   uint64_t peer_frames_rejected = 0;
   uint64_t messages_published = 0;  // accepted into the leader's queue

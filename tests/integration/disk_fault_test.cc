@@ -161,13 +161,16 @@ uint64_t InstanceOf(const testing::RecordOnDisk& r) {
   return v;
 }
 
+// The newest snapshot file (the one the store names): snapshot-N-CRC.ords
+// with the highest N.
 std::string LatestSnapshotFile(const std::string& dir) {
   std::string best;
+  uint64_t best_instance = 0;
   for (const auto& e : fs::directory_iterator(dir + "/snapshots")) {
-    const std::string p = e.path().string();
-    if (p.ends_with(".ords") && (best.empty() || fs::last_write_time(e) > fs::last_write_time(best))) {
-      best = p;
-    }
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with("snapshot-") || !name.ends_with(".ords")) continue;
+    const uint64_t instance = std::strtoull(name.c_str() + 9, nullptr, 10);
+    if (best.empty() || instance > best_instance) best = e.path().string(), best_instance = instance;
   }
   return best;
 }
@@ -247,7 +250,7 @@ const std::vector<Fault>& Faults() {
          ASSERT_FALSE(f.empty());
          fs::resize_file(f, Pick(rng, fs::file_size(f)));
        }},
-      {"directory_wiped", false, "lost its log",
+      {"directory_wiped", false, "empty data directory",
        [](const std::string& d, std::mt19937_64&) {
          for (const auto& e : fs::directory_iterator(d)) fs::remove_all(e.path());
        }},

@@ -6,9 +6,11 @@
 
 #include "tests/testing/corrupt_file.h"
 #include "tests/testing/corrupt_lmdb.h"
+#include "tests/testing/disk_faults.h"
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 
 #include "broker/crc32c.h"
@@ -533,5 +535,237 @@ TEST(LmdbStore, AnInstalledSnapshotSurvivesAReopenAndAMissingFileIsRefused) {
   EXPECT_NE(st.message().find("snapshot file"), std::string::npos) << st.message();
 }
 
+}  // namespace
+}  // namespace ordo::broker
+
+namespace ordo::broker {
+namespace {
+
+// --- Damage: every record checked, the derived ones rebuilt ---
+
+namespace damage {
+
+// Commits instances 1..n, one keyed message each (keys k0..k2), applied by a
+// real AppliedState, as the broker does; returns that state.
+paxos::AppliedState FillApplied(LmdbFactory& f, uint64_t n) {
+  const Ballot b{1, NodeId(1)};
+  paxos::AppliedState state;
+  for (uint64_t i = 1; i <= n; ++i) {
+    ClientMessage m{paxos::ProducerId(7), i, "k" + std::to_string(i % 3), "v" + std::to_string(i)};
+    auto v = paxos::MakeBatch(b, {m});
+    std::vector<Entry> entries = {Entry{Instance(i), b, v}};
+    const paxos::AppliedInstance a = state.Apply(Instance(i), v);
+    EXPECT_EQ(f.lmdb->Commit(HardState{b, Instance(i)}, entries, {&a, 1}), StoreCode::kOk);
+  }
+  return state;
+}
+
+// Moves the index record of `offset` to key `to` (what a flipped key bit does).
+void MoveIndexKey(const std::string& dir, uint64_t offset, uint64_t to) {
+  ordo::testing::WithLmdb(dir, "index", true, [&](MDB_txn* txn, MDB_dbi dbi) {
+    std::string from_key = ordo::testing::BigEndianKey(offset), to_key = ordo::testing::BigEndianKey(to);
+    MDB_val k{8, from_key.data()}, v;
+    ASSERT_EQ(mdb_get(txn, dbi, &k, &v), 0);
+    const std::string value(static_cast<const char*>(v.mv_data), v.mv_size);
+    ASSERT_EQ(mdb_del(txn, dbi, &k, nullptr), 0);
+    MDB_val nk{8, to_key.data()}, nv{value.size(), const_cast<char*>(value.data())};
+    ASSERT_EQ(mdb_put(txn, dbi, &nk, &nv, 0), 0);
+  });
+}
+
+void Rebuild(LmdbStore& s, uint64_t applied, uint64_t* fixed) {
+  ASSERT_EQ(s.StartRebuild(Instance(applied)), StoreCode::kOk) << s.last_error();
+  bool done = false;
+  for (int i = 0; i < 100 && !done; ++i) {
+    ASSERT_EQ(s.RebuildStep(Instance(applied), 3, &done, fixed), StoreCode::kOk) << s.last_error();
+  }
+  ASSERT_TRUE(done);
+}
+
+std::vector<uint64_t> Offsets(LmdbStore& s, uint64_t from, StoreCode* code) {
+  std::vector<StreamMessage> out;
+  *code = s.ReadStream(from, 100, 1 << 20, &out);
+  std::vector<uint64_t> offsets;
+  for (const StreamMessage& m : out) {
+    EXPECT_EQ(m.payload, "v" + std::to_string(m.offset + 1));
+    offsets.push_back(m.offset);
+  }
+  return offsets;
+}
+
+TEST(LmdbStoreDamage, AnIndexRecordUnderAnotherKeyIsNeverServedAndIsRebuilt) {
+  LmdbFactory f;
+  FillApplied(f, 10);
+  f.lmdb.reset();
+  MoveIndexKey(f.dir, 4, 100);
+  f.Reopen();
+  StoreCode code;
+  // Offsets 0-3 are served, then the gap where offset 4's record was.
+  EXPECT_EQ(Offsets(*f.lmdb, 0, &code), (std::vector<uint64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(code, StoreCode::kCorrupt);
+  // Found at open (the record at the index's end, key 100, fails its check:
+  // the key is in its CRC) and by the read (nothing holds offset 4).
+  std::vector<LmdbStore::Damage> d = f.lmdb->TakeNewDamage();
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0].kind, LmdbStore::Damage::Kind::kIndexRecord);
+  EXPECT_EQ(d[0].offset, 100u);
+  EXPECT_EQ(d[1].kind, LmdbStore::Damage::Kind::kIndexRecord);
+  EXPECT_EQ(d[1].offset, 4u);
+  EXPECT_EQ(f.lmdb->corruptions(), 2u);
+  Offsets(*f.lmdb, 4, &code);  // again: counted and reported once
+  EXPECT_TRUE(f.lmdb->TakeNewDamage().empty());
+  EXPECT_EQ(f.lmdb->corruptions(), 2u);
+  uint64_t fixed = 0;
+  Rebuild(*f.lmdb, 10, &fixed);
+  EXPECT_EQ(fixed, 2u);  // offset 4 written again, key 100 removed
+  EXPECT_EQ(Offsets(*f.lmdb, 0, &code).size(), 10u);
+  EXPECT_EQ(code, StoreCode::kOk);
+  f.Reopen();
+  EXPECT_EQ(Offsets(*f.lmdb, 3, &code).size(), 7u);
+  EXPECT_EQ(code, StoreCode::kOk);
+}
+
+TEST(LmdbStoreDamage, TheIndexBelowTheSnapshotIsRebuiltFromTheBaseTruncationKeeps) {
+  LmdbFactory f;
+  paxos::AppliedState state;
+  {
+    LmdbFactory& g = f;
+    const Ballot b{1, NodeId(1)};
+    for (uint64_t i = 1; i <= 10; ++i) {
+      ClientMessage m{paxos::ProducerId(7), i, "k" + std::to_string(i % 3), "v" + std::to_string(i)};
+      auto v = paxos::MakeBatch(b, {m});
+      std::vector<Entry> entries = {Entry{Instance(i), b, v}};
+      const paxos::AppliedInstance a = state.Apply(Instance(i), v);
+      ASSERT_EQ(g.lmdb->Commit(HardState{b, Instance(i)}, entries, {&a, 1}), StoreCode::kOk);
+      if (i == 6) {
+        const paxos::AppliedSnapshot snap = state.Snapshot();
+        const SnapshotHandle h = WriteSnapshotFile(*g.lmdb, snap);
+        ASSERT_EQ(g.lmdb->RecordSnapshot(h, snap), StoreCode::kOk);
+      }
+    }
+  }
+  size_t deleted = 0;
+  ASSERT_EQ(f.lmdb->Truncate(Instance(4), 100, &deleted), StoreCode::kOk);
+  EXPECT_EQ(deleted, 3u);
+  EXPECT_EQ(f.lmdb->earliest_offset(), 3u);
+  f.lmdb.reset();
+  MoveIndexKey(f.dir, 4, 5000);  // instance 5: below the snapshot at 6
+  f.Reopen();
+  StoreCode code;
+  EXPECT_EQ(Offsets(*f.lmdb, 3, &code), (std::vector<uint64_t>{3}));
+  EXPECT_EQ(code, StoreCode::kCorrupt);
+  uint64_t fixed = 0;
+  Rebuild(*f.lmdb, 10, &fixed);
+  EXPECT_EQ(Offsets(*f.lmdb, 3, &code), (std::vector<uint64_t>{3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_EQ(code, StoreCode::kOk);
+  std::vector<StreamMessage> view;
+  ASSERT_EQ(f.lmdb->ReadCompacted(0, 0, 100, 1 << 20, &view), StoreCode::kOk);
+  EXPECT_EQ(view.size(), 3u);
+}
+
+TEST(LmdbStoreDamage, ADamagedCompactedViewRecordIsNeverServedAndIsRebuilt) {
+  LmdbFactory f;
+  FillApplied(f, 10);
+  f.lmdb.reset();
+  std::mt19937_64 rng(1);
+  const auto records = ordo::testing::RecordsOnDisk(f.dir, "keys");
+  ASSERT_FALSE(records.empty());
+  ordo::testing::FlipBit(f.dir + "/data.mdb", records[0].value_at + records[0].value_bytes - 1, 3);
+  f.Reopen();
+  std::vector<StreamMessage> view;
+  EXPECT_EQ(f.lmdb->ReadCompacted(0, 0, 100, 1 << 20, &view), StoreCode::kCorrupt);
+  for (const StreamMessage& m : view) EXPECT_EQ(m.payload, "v" + std::to_string(m.offset + 1));
+  auto d = f.lmdb->TakeNewDamage();
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].kind, LmdbStore::Damage::Kind::kCompactedView);
+  uint64_t fixed = 0;
+  Rebuild(*f.lmdb, 10, &fixed);
+  view.clear();
+  ASSERT_EQ(f.lmdb->ReadCompacted(0, 0, 100, 1 << 20, &view), StoreCode::kOk);
+  ASSERT_EQ(view.size(), 3u);
+  EXPECT_EQ(view[2].payload, "v10");
+}
+
+Status ReopenStatus(LmdbFactory& f) {
+  f.lmdb.reset();
+  return LmdbStore::Open(f.dir, 64ull << 20, &f.lmdb);
+}
+
+TEST(LmdbStoreDamage, StateThatMayHideAVoteIsDamageNotAFreshStart) {
+  struct Case {
+    const char* name;
+    std::function<void(const std::string&)> damage;
+  };
+  const std::vector<Case> cases = {
+      {"a flipped hard state",
+       [](const std::string& d) {
+         for (const auto& r : ordo::testing::RecordsOnDisk(d, "meta")) {
+           if (r.key == "hard_state") ordo::testing::FlipBit(d + "/data.mdb", r.value_at + 5, 2);
+         }
+       }},
+      {"no hard state", [](const std::string& d) { ordo::testing::DeleteMetaKey(d, "hard_state"); }},
+      {"no retention record", [](const std::string& d) { ordo::testing::DeleteMetaKey(d, "retained"); }},
+      {"no journal record", [](const std::string& d) { ordo::testing::DeleteMetaKey(d, "journal"); }},
+      {"a renamed meta key",
+       [](const std::string& d) { ordo::testing::RenameMetaKey(d, "retained", "retainee"); }},
+      {"a truncated journal",
+       [](const std::string& d) { std::filesystem::resize_file(d + "/journal", 65536); }},
+      {"a missing journal", [](const std::string& d) { std::filesystem::remove(d + "/journal"); }},
+  };
+  for (const Case& c : cases) {
+    LmdbFactory f;
+    FillApplied(f, 5);
+    f.lmdb.reset();
+    c.damage(f.dir);
+    const Status s = ReopenStatus(f);
+    EXPECT_EQ(s.kind(), Status::Kind::kDamaged) << c.name << ": " << s.message();
+  }
+}
+
+TEST(LmdbStoreDamage, LmdbGoingBackToAnOlderCommitIsDamage) {
+  LmdbFactory f;
+  const Ballot b{1, NodeId(1)};
+  auto v = paxos::MakeBatch(b, {Msg(1, "a")});
+  std::vector<Entry> one = {Entry{Instance(1), b, v}};
+  ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(0)}, one, {}, LmdbStore::Durability::kJournal),
+            StoreCode::kOk);
+  ASSERT_EQ(f.lmdb->CommitPending(), StoreCode::kOk);
+  const std::string old = ordo::testing::ReadFileBytes(f.dir + "/data.mdb");  // names generation g+1
+  std::vector<Entry> two = {Entry{Instance(2), b, v}};
+  ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(0)}, two, {}, LmdbStore::Durability::kJournal),
+            StoreCode::kOk);
+  ASSERT_EQ(f.lmdb->CommitPending(), StoreCode::kOk);  // names g+2, and the journal starts g+2
+  std::vector<Entry> three = {Entry{Instance(3), b, v}};
+  ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(0)}, three, {}, LmdbStore::Durability::kJournal),
+            StoreCode::kOk);
+  f.lmdb.reset();
+  ordo::testing::WriteFileBytes(f.dir + "/data.mdb", old);  // LMDB lost its last commit
+  const Status s = ReopenStatus(f);
+  EXPECT_EQ(s.kind(), Status::Kind::kDamaged) << s.message();
+  EXPECT_NE(s.message().find("lost its last commit"), std::string::npos) << s.message();
+}
+
+TEST(LmdbStoreDamage, TheScrubFindsDamagedRecordsAndATruncatedFile) {
+  LmdbFactory f;
+  FillApplied(f, 10);
+  f.lmdb.reset();
+  FlipBitOnDisk(f.dir, 3);
+  LmdbStore::ScrubReport report;
+  Status s = LmdbStore::Scrub(f.dir, 64ull << 20, &report);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(report.damaged_log, (std::vector<uint64_t>{3}));
+  EXPECT_FALSE(report.damaged_derived);
+  EXPECT_GT(report.records, 20u);
+  std::filesystem::resize_file(f.dir + "/data.mdb", 3 * 4096);
+  s = LmdbStore::Scrub(f.dir, 64ull << 20, &report);
+  EXPECT_EQ(s.kind(), Status::Kind::kDamaged) << s.message();
+  // A directory with nothing in it is fine.
+  const std::string empty = TempDir();
+  std::filesystem::create_directories(empty);
+  EXPECT_TRUE(LmdbStore::Scrub(empty, 64ull << 20, &report).ok());
+  std::filesystem::remove_all(empty);
+}
+
+}  // namespace damage
 }  // namespace
 }  // namespace ordo::broker

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <set>
 
 #include "paxos/replica.h"
 
@@ -854,8 +855,100 @@ TEST(Acceptor, CorruptRecordAboveTheFrontierStopsVoting) {
   Ready r = n.Step(prepare);
   EXPECT_TRUE(OfType(r.messages_after_persist, MessageType::kPromise).empty());
   EXPECT_TRUE(n.replica->status().storage_failed);
+  // It rejoins as a lost disk does: non-voting, durably (a restart keeps it
+  // so), asking the peers how far the history goes.
+  EXPECT_TRUE(n.replica->status().catching_up);
+  EXPECT_EQ(n.store.LoadHardState().catch_up_until, HardState::kProbing);
   for (int i = 0; i < 50; ++i) n.replica->Tick(), n.Drain();
   EXPECT_EQ(n.replica->role(), Role::kFollower);  // never campaigns either
+  n.Restart();
+  EXPECT_TRUE(n.replica->status().catching_up);
+  Ready again = n.Step(prepare);
+  EXPECT_TRUE(OfType(again.messages_after_persist, MessageType::kPromise).empty());
+}
+
+// Once caught up past everything it could have voted on, it votes again:
+// the chosen values fetched from the peers replaced what it could not read.
+TEST(Acceptor, ANodeThatCouldNotReadAnAcceptedValueVotesAgainOnceCaughtUp) {
+  Config c = ThreeNodes(2);
+  c.window_instances_max = 2;
+  Node n(c);
+  const Ballot b{1, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  accept.entries = {Entry{Instance(1), b, MakeNoop(b)}};
+  n.Step(accept);
+  n.store.CorruptForTest(Instance(1));
+  n.Restart();
+  Message prepare = Make(MessageType::kPrepare, 3, 2, Ballot{5, NodeId(3)});
+  prepare.instance = Instance(1);
+  n.Step(prepare);
+  ASSERT_TRUE(n.replica->status().catching_up);
+  // Both peers answer the probe: they accepted up to instance 1.
+  for (uint32_t peer : {1u, 3u}) {
+    Message reply = Make(MessageType::kFetchReply, peer, 2, Ballot{});
+    reply.instance = Instance(1);
+    reply.instance_last = Instance(1);
+    reply.chosen = Instance(1);
+    n.Step(reply);
+  }
+  // The chosen log up to past the target (1 + window 2 + 1 = 4) arrives.
+  Message fetched = Make(MessageType::kFetchReply, 1, 2, Ballot{});
+  fetched.instance = Instance(1);
+  fetched.chosen = Instance(5);
+  for (uint64_t i = 1; i <= 5; ++i) fetched.entries.push_back(Entry{Instance(i), b, MakeNoop(b)});
+  n.Step(fetched);
+  EXPECT_EQ(n.replica->chosen(), Instance(5));
+  EXPECT_FALSE(n.replica->status().catching_up);
+  EXPECT_FALSE(n.replica->status().storage_failed);
+  Message prepare2 = Make(MessageType::kPrepare, 3, 2, Ballot{6, NodeId(3)});
+  prepare2.instance = Instance(6);
+  Ready r = n.Step(prepare2);
+  EXPECT_EQ(OfType(r.messages_after_persist, MessageType::kPromise).size(), 1u);
+}
+
+// Several damaged chosen records are repaired at once (a damaged page holds
+// many), each fetched again.
+TEST(Restart, SeveralUnreadableRecordsAreAllRepaired) {
+  Config c = ThreeNodes(2);
+  c.host_serves_fetch = true;
+  Node n(c);
+  const Ballot b{1, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  for (uint64_t i = 1; i <= 6; ++i) {
+    accept.entries.push_back(Entry{Instance(i), b, MakeBatch(b, {Msg(5, i, "m")})});
+  }
+  accept.chosen = Instance(6);
+  n.Step(accept);
+  for (uint64_t i : {2u, 3u, 5u}) n.replica->ReportUnreadable(Instance(i));
+  Ready r = n.Drain();
+  std::set<uint64_t> asked, rewritten;
+  for (int round = 0; round < 5; ++round) {
+    auto fetches = OfType(r.messages, MessageType::kFetch);
+    if (fetches.empty()) break;
+    Ready next;
+    for (const Message& f : fetches) {
+      Message reply = Make(MessageType::kFetchReply, f.to.value(), 2, Ballot{});
+      reply.instance = f.instance;
+      reply.chosen = Instance(6);
+      for (Instance i = f.instance; i <= f.instance_last; i = i.next()) {
+        asked.insert(i.value());
+        reply.entries.push_back(Entry{i, b, MakeBatch(b, {Msg(5, i.value(), "m")})});
+      }
+      Ready got = n.Step(reply);
+      for (const Entry& e : got.entries) rewritten.insert(e.instance.value());
+      for (auto& m : got.messages) next.messages.push_back(m);
+    }
+    r = std::move(next);
+  }
+  EXPECT_EQ(rewritten, (std::set<uint64_t>{2, 3, 5}));
+  EXPECT_TRUE(asked.count(2) && asked.count(3) && asked.count(5));
+  // Nothing more is asked for.
+  for (int i = 0; i < 30; ++i) {
+    n.replica->Tick();
+    for (const Message& f : OfType(n.Drain().messages, MessageType::kFetch)) {
+      EXPECT_GT(f.instance, Instance(6)) << "asked again for a repaired instance";
+    }
+  }
 }
 
 TEST(SingleNode, ElectsItselfAndCommitsAlone) {
