@@ -309,10 +309,12 @@ TEST_P(DiskFault, AMinorityWithDamageRepairsAndServesOnlyWhatWasAcknowledged) {
   Publish(through, 1, 1, &more);
 }
 
+std::string FaultName(const ::testing::TestParamInfo<size_t>& param) {
+  return Faults()[param.param].name;
+}
+
 INSTANTIATE_TEST_SUITE_P(Campaign, DiskFault, ::testing::Range<size_t>(0, Faults().size()),
-                         [](const ::testing::TestParamInfo<size_t>& info) {
-                           return std::string(Faults()[info.param].name);
-                         });
+                         FaultName);
 
 // A directory of another node is refused (exit 3, naming both nodes), and
 // the broker runs again once it has its own directory back.
