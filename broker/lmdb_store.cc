@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -255,6 +256,46 @@ Status OpenFailure(const std::string& what, int rc) {
 
 }  // namespace
 
+namespace {
+// LMDB keeps two meta pages and opens from the one with the higher
+// transaction id; every commit writes the other one, so their ids are
+// consecutive. An id that rotted lower makes LMDB open the older commit
+// silently (and with it forget a promise or an accept that was synced):
+// the ids must be `last` and `last - 1` (both 0 in a new file).
+Status CheckMetaPages(const std::string& data_file, size_t page_size, size_t last) {
+  // The page header (16 bytes) and MDB_meta up to mm_txnid: magic, version,
+  // address, map size, two MDB_db (48 bytes each), last page.
+  constexpr size_t kTxnIdAt = 16 + 4 + 4 + 8 + 8 + 2 * 48 + 8;
+  constexpr uint32_t kMagic = 0xBEEFC0DE;
+  const int fd = ::open(data_file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Storage(data_file + ": " + std::strerror(errno));
+  uint64_t ids[2] = {0, 0};
+  for (int k = 0; k < 2; ++k) {
+    unsigned char page[kTxnIdAt + 8];
+    const ssize_t n = ::pread(fd, page, sizeof(page), static_cast<off_t>(k * page_size));
+    uint32_t magic = 0;
+    if (n == static_cast<ssize_t>(sizeof(page))) std::memcpy(&magic, page + 16, sizeof(magic));
+    if (magic != kMagic) {
+      ::close(fd);
+      return Status::Damaged(data_file + ": meta page " + std::to_string(k) +
+                             " fails its check (bad magic)");
+    }
+    std::memcpy(&ids[k], page + kTxnIdAt, sizeof(ids[k]));
+  }
+  ::close(fd);
+  const uint64_t high = std::max(ids[0], ids[1]);
+  const uint64_t low = std::min(ids[0], ids[1]);
+  const bool consecutive = high == last && (high == 0 ? low == 0 : low == high - 1);
+  if (!consecutive) {
+    return Status::Damaged(data_file + ": its meta pages name transactions " +
+                           std::to_string(ids[0]) + " and " + std::to_string(ids[1]) +
+                           " (opened at " + std::to_string(last) +
+                           "): one of them rotted, and LMDB may have opened an older commit");
+  }
+  return Status::Ok();
+}
+}  // namespace
+
 Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
                        std::unique_ptr<LmdbStore>* out) {
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
@@ -290,6 +331,9 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
         return Status::Damaged(data_file + " is " + std::to_string(st.st_size) +
                                " bytes, but its pages reach byte " + std::to_string(needed) +
                                ": the file was truncated");
+      }
+      if (Status ms = CheckMetaPages(data_file, stat.ms_psize, info.me_last_txnid); !ms.ok()) {
+        return ms;
       }
     }
   }
@@ -1000,7 +1044,15 @@ int LmdbStore::DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, s
   for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     const paxos::Instance i(k.mv_size == 8 ? GetBigEndian(k.mv_data) : 0);
-    if (i >= below) break;
+    if (i >= *next) break;
+    if (base != nullptr && i < base->applied().next()) {
+      // Below the base: already part of it (a key that rotted downward, or
+      // a leftover): it goes without being applied.
+      *freed += v.mv_size;
+      if ((rc = mdb_cursor_del(cur, 0)) != 0) break;
+      ++*deleted;
+      continue;
+    }
     // With a base to move, each record is decoded too: bounded in bytes
     // per call as well, so a truncation step never stalls the loop long.
     if (*deleted >= max || (base != nullptr && *freed >= kTruncateBytesPerStep)) {
@@ -1015,6 +1067,18 @@ int LmdbStore::DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, s
       const DecodeStatus d = i == base->applied().next()
                                  ? DecodeLogRecord({static_cast<const uint8_t*>(v.mv_data), v.mv_size}, &e)
                                  : DecodeStatus::Error(DecodeCode::kInvalid, "missing");
+      if ((!d.ok() || e.instance != i || e.value == nullptr) && snapshot_state_ &&
+          snapshot_state_->instance >= i) {
+        // Damaged or missing, but this node's snapshot covers it: the base
+        // jumps to the snapshot and the log goes up to it (peers may have
+        // truncated the record, so it may never be repaired).
+        *base = paxos::AppliedState(*snapshot_state_);
+        *next = std::max(*next, snapshot_state_->instance.next());
+        *freed += v.mv_size;
+        if ((rc = mdb_cursor_del(cur, 0)) != 0) break;
+        ++*deleted;
+        continue;
+      }
       if (!d.ok() || e.instance != i || e.value == nullptr) {
         const paxos::Instance damaged = i == base->applied().next() ? i : base->applied().next();
         NoteDamage(Damage{Damage::Kind::kLogRecord, damaged.value(), 0,
@@ -1287,6 +1351,9 @@ paxos::StoreCode LmdbStore::InstallSnapshot(const SnapshotHandle& handle,
   snapshot_state_ = state;
   base_ = state;
   if (last_instance_ < state.instance) last_instance_ = paxos::kNoInstance;
+  // A rebuild in progress read records the install just replaced: the
+  // broker starts a new one if damage remains.
+  rebuild_.reset();
   return paxos::StoreCode::kOk;
 }
 

@@ -8,6 +8,10 @@
 #include "tests/testing/corrupt_lmdb.h"
 #include "tests/testing/disk_faults.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -766,6 +770,128 @@ TEST(LmdbStoreDamage, TheScrubFindsDamagedRecordsAndATruncatedFile) {
   std::filesystem::remove_all(empty);
 }
 
+
+// Instances 1..n as FillApplied, with a snapshot recorded at `snap_at`.
+paxos::AppliedState FillWithSnapshot(LmdbFactory& f, uint64_t n, uint64_t snap_at) {
+  const Ballot b{1, NodeId(1)};
+  paxos::AppliedState state;
+  for (uint64_t i = 1; i <= n; ++i) {
+    ClientMessage m{paxos::ProducerId(7), i, "k" + std::to_string(i % 3), "v" + std::to_string(i)};
+    auto v = paxos::MakeBatch(b, {m});
+    std::vector<Entry> entries = {Entry{Instance(i), b, v}};
+    const paxos::AppliedInstance a = state.Apply(Instance(i), v);
+    EXPECT_EQ(f.lmdb->Commit(HardState{b, Instance(i)}, entries, {&a, 1}), StoreCode::kOk);
+    if (i == snap_at) {
+      const paxos::AppliedSnapshot snap = state.Snapshot();
+      const SnapshotHandle h = WriteSnapshotFile(*f.lmdb, snap);
+      EXPECT_EQ(f.lmdb->RecordSnapshot(h, snap), StoreCode::kOk);
+    }
+  }
+  return state;
+}
+
+TEST(LmdbStoreDamage, ARecordWhoseKeyRottedBelowTheBaseIsDroppedAndTruncationGoesOn) {
+  LmdbFactory f;
+  FillWithSnapshot(f, 10, 8);
+  size_t deleted = 0;
+  ASSERT_EQ(f.lmdb->Truncate(Instance(5), 100, &deleted), StoreCode::kOk);
+  ASSERT_EQ(f.lmdb->FirstInstance(), Instance(5));
+  f.lmdb.reset();
+  // Key 5 -> 4: a cleared bit in the first record's key (order is kept).
+  {
+    uint64_t at = 0;
+    MDB_env* env = nullptr;
+    mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 8);
+    mdb_env_set_mapsize(env, 64ull << 20);
+    ASSERT_EQ(mdb_env_open(env, f.dir.c_str(), MDB_RDONLY | MDB_NOLOCK, 0644), 0);
+    MDB_envinfo info;
+    mdb_env_info(env, &info);
+    MDB_txn* txn = nullptr;
+    mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+    MDB_dbi dbi;
+    mdb_dbi_open(txn, "log", 0, &dbi);
+    MDB_cursor* cur = nullptr;
+    mdb_cursor_open(txn, dbi, &cur);
+    MDB_val k, v;
+    ASSERT_EQ(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+    const size_t delta = static_cast<size_t>(static_cast<char*>(v.mv_data) - static_cast<char*>(k.mv_data));
+    const std::string pattern = std::string(static_cast<char*>(k.mv_data), delta) +
+                                std::string(static_cast<char*>(v.mv_data), v.mv_size);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    const std::string file = ordo::testing::ReadFileBytes(f.dir + "/data.mdb");
+    int n = 0;
+    for (size_t pos = file.find(pattern); pos != std::string::npos; pos = file.find(pattern, pos + 1)) {
+      at = pos;
+      ordo::testing::FlipBit(f.dir + "/data.mdb", at + 7, 0);
+      ++n;
+    }
+    ASSERT_GT(n, 0);
+  }
+  LmdbStore::ScrubReport report;
+  ASSERT_TRUE(LmdbStore::Scrub(f.dir, 64ull << 20, &report).ok());
+  f.Reopen();
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_EQ(f.lmdb->Truncate(Instance(9), 100, &deleted), StoreCode::kOk);
+    f.lmdb->TakeNewDamage();
+    // The core repairs instance 5 from a peer: rewrite it.
+    const Ballot b{1, NodeId(1)};
+    ClientMessage m{paxos::ProducerId(7), 5, "k2", "v5"};
+    std::vector<Entry> e5 = {Entry{Instance(5), b, paxos::MakeBatch(b, {m})}};
+    ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(10)}, e5, {}), StoreCode::kOk);
+  }
+  EXPECT_GT(f.lmdb->FirstInstance(), Instance(5)) << "truncation never moves past the stray key 4";
+  EXPECT_EQ(f.lmdb->FirstInstance(), Instance(9));
+}
+
+TEST(LmdbStoreDamage, AMetaPageWhoseTransactionIdRottedIsDamage) {
+  // LMDB opens from the meta page with the higher transaction id: one that
+  // rotted lower makes it open the older commit, which may lack a synced
+  // promise. Their ids must be consecutive.
+  LmdbFactory f;
+  FillApplied(f, 5);
+  f.lmdb.reset();
+  const std::string file = f.dir + "/data.mdb";
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  constexpr size_t kTxnIdAt = 16 + 4 + 4 + 8 + 8 + 2 * 48 + 8;
+  std::string bytes = ordo::testing::ReadFileBytes(file);
+  uint64_t ids[2];
+  std::memcpy(&ids[0], bytes.data() + kTxnIdAt, 8);
+  std::memcpy(&ids[1], bytes.data() + page + kTxnIdAt, 8);
+  ASSERT_EQ(std::max(ids[0], ids[1]), std::min(ids[0], ids[1]) + 1);
+  const size_t newer = ids[0] > ids[1] ? 0 : 1;
+  ASSERT_GE(ids[newer], 4u);
+  const uint64_t rotted = ids[newer] - 4;  // below the other: LMDB takes the older commit
+  std::memcpy(bytes.data() + newer * page + kTxnIdAt, &rotted, 8);
+  ordo::testing::WriteFileBytes(file, bytes);
+  const Status s = ReopenStatus(f);
+  EXPECT_EQ(s.kind(), Status::Kind::kDamaged) << s.message();
+  EXPECT_NE(s.message().find("meta pages"), std::string::npos) << s.message();
+}
+
+TEST(LmdbStoreDamage, AnInstallDuringARebuildEndsTheRebuild) {
+  LmdbFactory f;
+  FillApplied(f, 10);
+  ASSERT_EQ(f.lmdb->StartRebuild(Instance(10)), StoreCode::kOk) << f.lmdb->last_error();
+  bool done = false;
+  uint64_t fixed = 0;
+  ASSERT_EQ(f.lmdb->RebuildStep(Instance(10), 3, &done, &fixed), StoreCode::kOk);
+  ASSERT_FALSE(done);
+  // A snapshot at 20 from a peer.
+  paxos::AppliedState state;
+  const Ballot b{1, NodeId(1)};
+  for (uint64_t i = 1; i <= 20; ++i) {
+    ClientMessage m{paxos::ProducerId(7), i, "k" + std::to_string(i % 3), "v" + std::to_string(i)};
+    state.Apply(Instance(i), paxos::MakeBatch(b, {m}));
+  }
+  const paxos::AppliedSnapshot snap = state.Snapshot();
+  const SnapshotHandle h = WriteSnapshotFile(*f.lmdb, snap);
+  ASSERT_EQ(f.lmdb->InstallSnapshot(h, snap, {}), StoreCode::kOk);
+  // The records it was reading are gone: a new rebuild starts if needed.
+  EXPECT_FALSE(f.lmdb->rebuilding());
+}
 }  // namespace damage
 }  // namespace
 }  // namespace ordo::broker
