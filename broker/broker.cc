@@ -105,7 +105,9 @@ Status Broker::Start() {
     spdlog::info("empty data directory: asking the peers whether the cluster has a history "
                  "before voting");
   }
-  replica_ = std::make_unique<paxos::Replica>(core, *store_);
+  node_storage_ = std::make_unique<NodeStorage>(*store_);
+  replica_ = std::make_unique<paxos::Replica>(core, *node_storage_);
+  loop_ = std::make_unique<node::NodeLoop>(*replica_, *node_storage_, *this, *this);
   // The head the index gives must be where the replayed log ends: a
   // damaged last index record (or a lost one) would move it.
   // (Only when the replay reached the chosen frontier: a damaged chosen
@@ -133,10 +135,10 @@ Status Broker::Start() {
       CatchUpServer::Limits{core.fetch_entries_max, core.fetch_bytes_max, kCatchUpQueuedMax});
   if (!(s = catchup_->Start()).ok()) return s;
   snapshots_ = std::make_unique<SnapshotService>(
-      config_, *store_, *peers_, [this] { return replica_->chosen(); },
+      config_, *store_, *peers_, [this] { return replica_->applied_state().applied(); },
       [this] {
         // An install replaces the index: what waits must be written first.
-        const Status flushed = FlushDeferred();
+        const Status flushed = loop_->FlushDeferred();
         if (!flushed.ok()) deferred_error_ = flushed.message();
         return flushed.ok();
       });
@@ -151,6 +153,7 @@ Status Broker::Start() {
                                          &metrics_);
     if (!s.ok()) return s;
     clients_->set_metrics(metrics_.get());
+    node_storage_->set_metrics(metrics_.get());
   }
   spdlog::info("node {} up ({}): peers on {}, clients on {}, metrics on {}", config_.node_id,
                config_.Self() ? "voter" : "learner",
@@ -228,108 +231,12 @@ void Broker::SendCatchUpReplies() {
                         "and is being repaired from a peer", what);
           ++catchup_damage_count_;
         }
-        replica_->ReportUnreadable(instance);
+        loop_->ReportUnreadable(instance);
       });
 }
 
-Status Broker::Persist(const paxos::HardState& hard, std::span<const paxos::Entry> entries,
-                       std::span<const paxos::AppliedInstance> applied,
-                       LmdbStore::Durability durability) {
-  std::span<const paxos::AppliedInstance> all = applied;
-  if (!deferred_applied_.empty()) {
-    deferred_applied_.insert(deferred_applied_.end(), applied.begin(), applied.end());
-    all = deferred_applied_;
-  }
-  const auto commit_start = Clock::now();
-  if (store_->Commit(hard, entries, all, durability) != paxos::StoreCode::kOk) {
-    // Fail-stop: continuing could vouch for state that is not durable.
-    return Status::Error("storage failure: " + store_->last_error());
-  }
-  if (metrics_) {
-    metrics_->ObserveFsync(std::chrono::duration<double>(Clock::now() - commit_start).count());
-  }
-  deferred_applied_.clear();
-  has_deferred_ = false;
-  if (store_->journal_bytes() >= kPendingJournalBytesMax) return CommitPending();
-  return Status::Ok();
-}
-
-Status Broker::FlushDeferred() {
-  if (!has_deferred_) return Status::Ok();
-  return Persist(deferred_hard_, {}, {}, LmdbStore::Durability::kJournalNoSync);
-}
-
-Status Broker::CommitPending() {
-  pending_ticks_ = 0;
-  if (!store_->has_pending()) return Status::Ok();
-  const auto start = Clock::now();
-  if (store_->CommitPending() != paxos::StoreCode::kOk) {
-    return Status::Error("storage failure: " + store_->last_error());
-  }
-  if (metrics_) {
-    metrics_->ObserveFsync(std::chrono::duration<double>(Clock::now() - start).count());
-  }
-  return Status::Ok();
-}
-
 Status Broker::DrainReady() {
-  while (replica_->HasReady()) {
-    paxos::Ready r = replica_->TakeReady();
-    if (metrics_) metrics_->OnReady(r);
-    // Accepts and commits vouch for nothing this node has not persisted: they
-    // may leave before the write (the leader's own write overlaps the round).
-    for (const paxos::Message& m : r.messages) peers_->Send(m);
-    // Publish acks need not wait for this node's write: an applied instance is
-    // chosen, i.e. already durable on a majority, and its offsets are fixed.
-    // Saves one fsync per round on the ack path. (Subscribers are served from
-    // the store, after the commit.)
-    clients_->OnApplied(r.applied);
-    bool index = false;
-    for (const paxos::AppliedInstance& a : r.applied) index |= a.appended > 0;
-    // What must be durable before messages_after_persist leave: accepted
-    // entries and a changed promise (and the lost-disk mark). The chosen
-    // mark, the offset index and the compacted view can wait for the next
-    // such commit or the next tick: after a crash they are re-derived from
-    // the chosen log, durable on a majority, so losing them loses nothing.
-    // One fsync per instance instead of two. The write is a journal record
-    // (one sequential write and one fdatasync; the store falls back to an
-    // LMDB commit for a large one), except a snapshot point, committed to
-    // LMDB at once: the snapshot's read transaction must see exactly it.
-    const paxos::HardState& durable = store_->LoadHardState();
-    const bool now_needed = !r.entries.empty() || r.hard_state.promised != durable.promised ||
-                            r.hard_state.catch_up_until != durable.catch_up_until ||
-                            r.snapshot.has_value();
-    if (now_needed) {
-      const auto durability = r.snapshot ? LmdbStore::Durability::kCommit
-                                         : LmdbStore::Durability::kJournal;
-      if (Status s = Persist(r.hard_state, r.entries, r.applied, durability); !s.ok()) return s;
-    } else if (r.hard_state_changed || index) {
-      deferred_hard_ = r.hard_state;
-      deferred_applied_.insert(deferred_applied_.end(), r.applied.begin(), r.applied.end());
-      has_deferred_ = true;
-      if (deferred_applied_.size() >= kDeferredInstancesMax) {
-        if (Status s = FlushDeferred(); !s.ok()) return s;
-      }
-    }
-    CountVotesWhileCatchingUp(r);
-    for (const paxos::Message& m : r.messages_after_persist) peers_->Send(m);
-    // Read by the server after this point, in a read transaction of its
-    // own: every entry they name must be committed to LMDB, not only
-    // journaled.
-    const paxos::Instance pending_first = store_->pending_first_instance();
-    for (const paxos::FetchToServe& f : r.fetches_to_serve) {
-      if (pending_first != paxos::kNoInstance && f.last >= pending_first) {
-        if (Status s = CommitPending(); !s.ok()) return s;
-        break;
-      }
-    }
-    for (paxos::FetchToServe& f : r.fetches_to_serve) catchup_->Submit(std::move(f));
-    if (r.lost_leadership) clients_->OnLostLeadership();
-    // Right after its commit: the read transaction sees exactly this state.
-    if (r.snapshot) snapshots_->Take(*r.snapshot);
-    if (r.need_snapshot) snapshots_->Need(r.snapshot_peer.value(), r.snapshot_min.value());
-    replica_->Advance();
-  }
+  if (Status s = loop_->Drain(); !s.ok()) return s;
   if (std::optional<paxos::AppliedSnapshot> installed = snapshots_->TakeInstalled()) {
     replica_->InstallSnapshot(*installed);
     if (metrics_) metrics_->ObserveSnapshotInstall(snapshots_->counters().last_install_seconds);
@@ -338,7 +245,10 @@ Status Broker::DrainReady() {
   return Status::Ok();
 }
 
-void Broker::CountVotesWhileCatchingUp(const paxos::Ready& r) {
+void Broker::Send(const paxos::Message& message) { peers_->Send(message); }
+
+void Broker::OnReady(const paxos::Ready& r) {
+  if (metrics_) metrics_->OnReady(r);
   // An independent check of the core's promise: a voter catching up after
   // a lost disk, or a learner, sends no vote. Reported in status; tests
   // assert it is 0.
@@ -352,6 +262,23 @@ void Broker::CountVotesWhileCatchingUp(const paxos::Ready& r) {
     }
   }
   clients_->set_votes_while_catching_up(votes_while_catching_up_);
+}
+
+// Publish acks need not wait for this node's write (see node_loop.h);
+// subscribers are served from the store, after it.
+void Broker::OnApplied(std::span<const paxos::AppliedInstance> applied) {
+  clients_->OnApplied(applied);
+}
+
+void Broker::ServeFetch(paxos::FetchToServe fetch) { catchup_->Submit(std::move(fetch)); }
+
+void Broker::OnLostLeadership() { clients_->OnLostLeadership(); }
+
+// Right after its checkpoint: the read transaction sees exactly this state.
+void Broker::OnSnapshotPoint(const paxos::AppliedSnapshot& snapshot) { snapshots_->Take(snapshot); }
+
+void Broker::OnNeedSnapshot(paxos::NodeId peer, paxos::Instance min) {
+  snapshots_->Need(peer.value(), min.value());
 }
 
 void Broker::ReportRoleChanges() {
@@ -393,7 +320,7 @@ void Broker::HandleStorageDamage() {
         // (an accepted one it can no longer vouch for stops its vote).
         spdlog::error("damaged record in {}: {}; it is not served and is being repaired from "
                       "a peer", config_.data_dir, d.what);
-        replica_->ReportUnreadable(paxos::Instance(d.instance));
+        loop_->ReportUnreadable(paxos::Instance(d.instance));
         break;
       case LmdbStore::Damage::Kind::kIndexRecord:
       case LmdbStore::Damage::Kind::kCompactedView:
@@ -408,9 +335,13 @@ void Broker::HandleStorageDamage() {
 Status Broker::RepairDerived() {
   if (!derived_damage_ && !store_->rebuilding()) return Status::Ok();
   const paxos::Instance applied = replica_->applied_state().applied();
+  // Only from a complete state: while a damaged chosen record stops the
+  // apply, the index and compacted view on disk reach further than what
+  // a rebuild would derive (it would serve older values as the latest).
+  if (!store_->rebuilding() && applied != replica_->chosen()) return Status::Ok();
   if (!store_->rebuilding()) {
     // The index of what waits belongs to what is rebuilt: write it first.
-    if (Status s = FlushDeferred(); !s.ok()) return s;
+    if (Status s = loop_->FlushDeferred(); !s.ok()) return s;
     const paxos::StoreCode code = store_->StartRebuild(applied);
     if (code == paxos::StoreCode::kIoError) {
       return Status::Error("storage failure: " + store_->last_error());
@@ -492,8 +423,8 @@ Status Broker::Run(const std::atomic<bool>& stop) {
       // Group commit of what waits (DrainReady): while frames keep coming
       // it coalesces; as soon as the loop has nothing to do, it is written,
       // so subscribers see an acknowledged message within one fsync.
-      if (has_deferred_ && zmq::poll(items, std::chrono::milliseconds(0)) == 0) {
-        if (Status s = FlushDeferred(); !s.ok()) return s;
+      if (loop_->has_deferred() && zmq::poll(items, std::chrono::milliseconds(0)) == 0) {
+        if (Status s = loop_->FlushDeferred(); !s.ok()) return s;
       }
       zmq::poll(items, wait);
     } catch (const zmq::error_t& e) {
@@ -512,12 +443,12 @@ Status Broker::Run(const std::atomic<bool>& stop) {
       replica_->Tick();
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // we fell behind: do not burst
-      if (Status s = FlushDeferred(); !s.ok()) return s;
+      if (Status s = loop_->FlushDeferred(); !s.ok()) return s;
       if (Status s = RepairDerived(); !s.ok()) return s;
       if (!store_->has_pending()) {
         pending_ticks_ = 0;
       } else if (++pending_ticks_ * config_.tick_ms >= kPendingMs) {
-        if (Status s = CommitPending(); !s.ok()) return s;
+        if (Status s = node_storage_->CommitPending(); !s.ok()) return s;
       }
       snapshots_->Tick(now, replica_->applied_state().applied());
       ReportRoleChanges();
@@ -528,8 +459,8 @@ Status Broker::Run(const std::atomic<bool>& stop) {
     clients_->Service(now);
     HandleStorageDamage();
   }
-  if (Status s = FlushDeferred(); !s.ok()) return s;
-  if (Status s = CommitPending(); !s.ok()) return s;
+  if (Status s = loop_->FlushDeferred(); !s.ok()) return s;
+  if (Status s = node_storage_->CommitPending(); !s.ok()) return s;
   spdlog::info("shutting down");
   return Status::Ok();
 }

@@ -26,15 +26,17 @@
 #include "broker/config.h"
 #include "broker/data_dir.h"
 #include "broker/lmdb_store.h"
+#include "broker/node_storage.h"
 #include "broker/peer_transport.h"
 #include "broker/snapshot_service.h"
 #include "broker/status.h"
 #include "monitoring/metrics.h"
+#include "node/node_loop.h"
 #include "paxos/replica.h"
 
 namespace ordo::broker {
 
-class Broker {
+class Broker final : public node::Host, public node::Transport {
  public:
   explicit Broker(BrokerConfig config);
   ~Broker();
@@ -52,22 +54,21 @@ class Broker {
   void HandlePeerFrames(size_t max, size_t max_bytes);
   // Sends the catch-up replies the server finished; reports bad records.
   void SendCatchUpReplies();
+  // The node loop's turn (node/node_loop.h), then a snapshot it installed.
   Status DrainReady();
   void ReportRoleChanges();
   // Acts on what the store's reads found damaged (each record once).
   void HandleStorageDamage();
   Status RepairDerived();
-  void CountVotesWhileCatchingUp(const paxos::Ready& r);
-  // One durable write of a Ready's durable part, with whatever waited
-  // (below): a journal record, or an LMDB commit when `durability` says so.
-  Status Persist(const paxos::HardState& hard, std::span<const paxos::Entry> entries,
-                 std::span<const paxos::AppliedInstance> applied,
-                 LmdbStore::Durability durability);
-  // Writes the chosen mark and offset index that waited for a commit (a
-  // journal record, not synced: they need not be durable).
-  Status FlushDeferred();
-  // Commits the store's pending transaction to LMDB (see lmdb_store.h).
-  Status CommitPending();
+
+  // node::Transport and node::Host: where the node loop's outputs go.
+  void Send(const paxos::Message& message) override;
+  void OnReady(const paxos::Ready& ready) override;
+  void OnApplied(std::span<const paxos::AppliedInstance> applied) override;
+  void ServeFetch(paxos::FetchToServe fetch) override;
+  void OnLostLeadership() override;
+  void OnSnapshotPoint(const paxos::AppliedSnapshot& snapshot) override;
+  void OnNeedSnapshot(paxos::NodeId peer, paxos::Instance min) override;
   void UpdateMetrics();
 
   BrokerConfig config_;
@@ -76,7 +77,9 @@ class Broker {
   bool quarantined_ = false;
   LmdbStore::ScrubReport scrub_;
   std::unique_ptr<LmdbStore> store_;
+  std::unique_ptr<NodeStorage> node_storage_;
   std::unique_ptr<paxos::Replica> replica_;
+  std::unique_ptr<node::NodeLoop> loop_;
   std::unique_ptr<PeerTransport> peers_;
   std::unique_ptr<SnapshotService> snapshots_;
   std::unique_ptr<CatchUpServer> catchup_;
@@ -99,20 +102,13 @@ class Broker {
   std::string rebuild_error_;
   uint64_t derived_rebuilds_ = 0;
   uint64_t votes_while_catching_up_ = 0;
-  // Chosen mark and applied instances not yet written (see DrainReady).
-  static constexpr size_t kDeferredInstancesMax = 4096;
-  bool has_deferred_ = false;
-  paxos::HardState deferred_hard_{};
-  std::vector<paxos::AppliedInstance> deferred_applied_;
-  std::string deferred_error_;
+  std::string deferred_error_;  // a flush the snapshot service asked for failed
   bool last_catching_up_ = false;
   paxos::Instance last_rejoin_target_{};
-  // Journaled writes are committed to LMDB after this long or this many bytes
-  // of journal. The commit stalls the loop, for longer the more it writes:
-  // 1 MiB keeps that to a few ms (8 MiB gave p99s of 25-180 ms at 70-350 k
-  // msgs/s); time bounds what a restart replays.
+  // Journaled writes are committed to LMDB after this long at the latest
+  // (also after NodeStorage::kPendingJournalBytesMax): time bounds what a
+  // restart replays.
   static constexpr uint64_t kPendingMs = 5000;
-  static constexpr uint64_t kPendingJournalBytesMax = 1ull << 20;
   uint64_t pending_ticks_ = 0;
 };
 

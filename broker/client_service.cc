@@ -340,7 +340,7 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid, con
   }
 }
 
-void ClientService::OnApplied(const std::vector<paxos::AppliedInstance>& applied) {
+void ClientService::OnApplied(std::span<const paxos::AppliedInstance> applied) {
   if (waiting_.empty()) return;
   for (const paxos::AppliedInstance& a : applied) {
     for (const paxos::MessageResult& r : a.results) {

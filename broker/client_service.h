@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <list>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,7 @@ class ClientService {
   // Reads and handles every frame waiting on the socket (at most `max`).
   void Poll(size_t max);
   // Answers the publishes an applied batch settles.
-  void OnApplied(const std::vector<paxos::AppliedInstance>& applied);
+  void OnApplied(std::span<const paxos::AppliedInstance> applied);
   // This node is no longer leader: its queued publishes will not be
   // answered here. Tell the clients to go to the new leader.
   void OnLostLeadership();

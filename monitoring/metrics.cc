@@ -178,7 +178,7 @@ void BrokerMetrics::Impl::UpdateDisk() {
   disk_size->Set(static_cast<double>(s.f_blocks) * static_cast<double>(s.f_frsize));
 }
 
-broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_id,
+::ordo::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_id,
                                     const std::string& data_dir,
                                     std::unique_ptr<BrokerMetrics>* out) {
   std::unique_ptr<BrokerMetrics> m(new BrokerMetrics());
@@ -346,12 +346,12 @@ broker::Status BrokerMetrics::Start(const std::string& endpoint, uint32_t node_i
     civet_start_log = nullptr;
   } catch (const std::exception& e) {
     civet_start_log = nullptr;
-    return broker::Status::Error("metrics endpoint " + endpoint + ": " +
+    return ::ordo::Status::Error("metrics endpoint " + endpoint + ": " +
                                  (start_log.empty() ? std::string(e.what()) : start_log));
   }
   i.exposer->RegisterCollectable(i.registry);
   *out = std::move(m);
-  return broker::Status::Ok();
+  return ::ordo::Status::Ok();
 }
 
 BrokerMetrics::~BrokerMetrics() = default;

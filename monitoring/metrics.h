@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "broker/status.h"
+#include "base/status.h"
 #include "paxos/replica.h"
 
 namespace ordo::monitoring {
@@ -69,7 +69,7 @@ class BrokerMetrics {
  public:
   // Starts the exposer on "HOST:PORT". `data_dir` is the directory whose
   // filesystem's free space is reported (for the disk-full alert).
-  static broker::Status Start(const std::string& endpoint, uint32_t node_id,
+  static ::ordo::Status Start(const std::string& endpoint, uint32_t node_id,
                               const std::string& data_dir, std::unique_ptr<BrokerMetrics>* out);
   ~BrokerMetrics();
 

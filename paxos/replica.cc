@@ -24,36 +24,6 @@ const char* ToString(Role role) {
 }
 
 #ifdef ORDO_PAXOS_BUGS
-namespace {
-constexpr struct {
-  Bug bug;
-  const char* name;
-} kBugNames[] = {
-    {Bug::kNone, "none"},
-    {Bug::kForgetPromise, "forget-promise"},
-    {Bug::kOwnValue, "own-value"},
-    {Bug::kOutOfOrderApply, "out-of-order-apply"},
-    {Bug::kMinorityCommit, "minority-commit"},
-};
-}  // namespace
-
-const char* ToString(Bug bug) {
-  for (const auto& b : kBugNames) {
-    if (b.bug == bug) return b.name;
-  }
-  return "?";
-}
-
-bool ParseBug(const char* name, Bug* out) {
-  for (const auto& b : kBugNames) {
-    if (std::strcmp(b.name, name) == 0) {
-      *out = b.bug;
-      return true;
-    }
-  }
-  return false;
-}
-
 bool Replica::bug(int b) const { return config_.bug == static_cast<Bug>(b); }
 #else
 bool Replica::bug(int) const { return false; }
@@ -65,6 +35,9 @@ constexpr int kBugForgetPromise = 1;
 constexpr int kBugOwnValue = 2;
 constexpr int kBugOutOfOrderApply = 3;
 constexpr int kBugMinorityCommit = 4;
+constexpr int kBugAcceptBelowPromise = 5;
+constexpr int kBugLowestBallotRecovery = 6;
+constexpr int kBugAckBeforeQuorumSync = 7;
 }  // namespace
 
 Replica::Replica(const Config& config, const LogStore& store)
@@ -230,7 +203,7 @@ Ready Replica::TakeReady() {
     // the need lasts, in case the host's transfer failed.
     r.need_snapshot = true;
     r.snapshot_peer = snapshot_peer_;
-    r.snapshot_min = hard_.chosen.next();
+    r.snapshot_min = snapshot_min_;
     snapshot_asked_tick_ = now_ + 10 * uint64_t{config_.fetch_timeout_ticks};
   }
   staged_.clear();
@@ -264,6 +237,13 @@ void Replica::Advance() {
   }
   // The last Ready stopped at a snapshot point: go on applying.
   ApplyUpTo();
+  if (forget_votes_pending_) {
+    forget_votes_pending_ = false;
+    if (Votes()) {
+      ++counters_.storage_corruptions;
+      ForgetVotes();
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -532,7 +512,9 @@ void Replica::BecomeLeader() {
     // what the promises reported.
     if (bug(kBugOwnValue) && !own) return;
     auto [it, inserted] = best.try_emplace(e.instance, e);
-    if (!inserted && e.ballot > it->second.ballot) it->second = e;
+    const bool higher = bug(kBugLowestBallotRecovery) ? e.ballot < it->second.ballot
+                                                      : e.ballot > it->second.ballot;
+    if (!inserted && higher) it->second = e;
   };
   for (const auto& [node, p] : promises_) {
     for (const Entry& e : p.entries) consider(e, false);
@@ -580,9 +562,12 @@ bool Replica::SticksToLeader(NodeId candidate) const {
 void Replica::Step(const Message& m) {
   PAXOS_ASSERT(!ready_outstanding_);
   if (m.to != config_.id || m.from == config_.id) return;  // misdirected
-  // A pre-vote's ballot is hypothetical: only ballots someone used count.
-  const bool hypothetical =
-      m.type == MessageType::kPreVote || m.type == MessageType::kPreVoteGrant;
+  // Only ballots someone used count: a pre-vote's is hypothetical, and a
+  // Reject's echoes the ballot it refuses (ours, or our hypothetical one);
+  // its `promised` is the refuser's real promise.
+  const bool hypothetical = m.type == MessageType::kPreVote ||
+                            m.type == MessageType::kPreVoteGrant ||
+                            m.type == MessageType::kReject;
   max_round_seen_ = std::max({max_round_seen_, hypothetical ? 0 : m.ballot.round,
                               m.promised.round});
   NoteChosen(m.from, m.chosen);
@@ -676,7 +661,7 @@ void Replica::OnAccept(const Message& m) {
     return;
   }
   // P1a: accept only at or above our promise.
-  if (m.ballot < hard_.promised && !bug(kBugForgetPromise)) {
+  if (m.ballot < hard_.promised && !bug(kBugForgetPromise) && !bug(kBugAcceptBelowPromise)) {
     Message r = NewMessage(MessageType::kReject, m.from);
     r.ballot = m.ballot;
     r.promised = hard_.promised;
@@ -921,7 +906,11 @@ void Replica::AssignInstance(ValuePtr value) {
   const Instance i = next_instance_;
   next_instance_ = i.next();
   StageEntry(Entry{i, ballot_, value});
-  self_accept_pending_.push_back(i);
+  if (bug(kBugAckBeforeQuorumSync) && self_index_) {
+    CountAccept(i, *self_index_);  // broken on purpose: not durable yet
+  } else {
+    self_accept_pending_.push_back(i);
+  }
   inflight_[i] = Inflight{std::move(value), VoteSet{}, now_, false};
   ++counters_.instances_proposed;
 }
@@ -1057,7 +1046,10 @@ void Replica::CountAccept(Instance instance, size_t voter_index) {
 
 void Replica::NoteChosen(NodeId from, Instance chosen) {
   for (Peer& p : peers_) {
-    if (p.id == from) p.chosen = std::max(p.chosen, chosen);
+    if (p.id == from) {
+      p.chosen = std::max(p.chosen, chosen);
+      p.heard = true;
+    }
   }
   known_chosen_ = std::max(known_chosen_, chosen);
 }
@@ -1195,9 +1187,39 @@ void Replica::MaybeFetch(bool force) {
          ++it) {
       last = *it;
     }
+    bool gone = false;
+    NodeId peer = pick(first, last, &gone);
+    if (peer == kNoNode && gone) {
+      // Every peer that had the record truncated it behind a snapshot.
+      // Applied already, it is needed by nobody (a peer that falls behind
+      // installs a snapshot): the repair ends. Not yet applied, only a
+      // snapshot gets this node past it, as for a range fetch below.
+      if (first < apply_next_) {
+        repairs_.erase(repairs_.find(first), it);
+        continue;
+      }
+      if (!need_snapshot_) {
+        need_snapshot_ = true;
+        snapshot_asked_tick_ = 0;
+        snapshot_peer_ = kNoNode;
+        snapshot_min_ = first;
+      }
+      break;
+    }
+    if (peer == kNoNode) {
+      // No peer says it has the record chosen: this node's copy may be the
+      // only chosen one, and the value lives on only as accepted votes of
+      // others. It must neither serve nor lead nor vote as if it knew it:
+      // it stops voting until caught up (ForgetVotes), so the others
+      // recover the instance from their votes.
+      // (At the next Advance: votes already in this Ready were cast before
+      // it knew.)
+      bool all_heard = true;
+      for (const Peer& p : peers_) all_heard &= p.heard;
+      if (Votes() && all_heard) forget_votes_pending_ = true;
+      peer = peers_[rng_.Uniform(peers_.size())].id;
+    }
     if (fetches_.count(first)) continue;
-    NodeId peer = pick(first, last, &truncated);
-    if (peer == kNoNode) peer = peers_[rng_.Uniform(peers_.size())].id;
     SendFetch(peer, first, last);
     ++repairs_in_flight;
   }
@@ -1242,6 +1264,7 @@ void Replica::MaybeFetch(bool force) {
         need_snapshot_ = true;
         snapshot_asked_tick_ = 0;
         snapshot_peer_ = kNoNode;
+        snapshot_min_ = x;
         Instance best{};
         for (const Peer& p : peers_) {
           if (p.first_retained > x && p.chosen > best) best = p.chosen, snapshot_peer_ = p.id;
@@ -1257,11 +1280,13 @@ void Replica::MaybeFetch(bool force) {
 
 void Replica::InstallSnapshot(const AppliedSnapshot& snapshot) {
   PAXOS_ASSERT(!ready_outstanding_);
-  if (snapshot.instance <= hard_.chosen) return;
+  // Above what this node applied: usually above its chosen frontier, or a
+  // chosen record it cannot read that every peer has truncated.
+  if (snapshot.instance < apply_next_) return;
   if (role_ != Role::kFollower) BecomeFollower(kNoNode, Ballot{});
   applied_ = AppliedState(snapshot);
   // The host raised the stored frontier with the install; this keeps them equal.
-  hard_.chosen = snapshot.instance;
+  hard_.chosen = std::max(hard_.chosen, snapshot.instance);
   hard_dirty_ = true;
   known_chosen_ = std::max(known_chosen_, snapshot.instance);
   apply_next_ = snapshot.instance.next();

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "paxos/applied_state.h"
+#include "paxos/bugs.h"
 #include "paxos/log_store.h"
 #include "paxos/message.h"
 #include "paxos/quorum.h"
@@ -31,19 +32,6 @@
 
 namespace ordo::paxos {
 
-#ifdef ORDO_PAXOS_BUGS
-// Deliberately broken variants, compiled only into the simulator's copy of the
-// core (target paxos_sim) to prove that the checker catches real bugs.
-enum class Bug : uint8_t {
-  kNone = 0,
-  kForgetPromise,   // acceptor forgets its promise on every new prepare/accept (P1a)
-  kOwnValue,        // recovery re-proposes its own value, ignoring the promises
-  kOutOfOrderApply, // learner applies instances as soon as they are chosen
-  kMinorityCommit,  // leader counts an instance chosen on its own vote
-};
-const char* ToString(Bug bug);
-bool ParseBug(const char* name, Bug* out);
-#endif
 
 struct Config {
   NodeId id{};
@@ -203,7 +191,8 @@ class Replica {
   ProposeResult Propose(std::vector<ClientMessage> messages);
   // The host installed `snapshot` in the store (entries up to its instance
   // dropped, chosen frontier raised to it): continue from there. Ignored
-  // unless snapshot.instance is above chosen(). A leader steps down first.
+  // unless snapshot.instance is above what this node applied (usually: above
+  // chosen()). A leader steps down first.
   void InstallSnapshot(const AppliedSnapshot& snapshot);
   // The host found the stored record of chosen `instance` failing its check
   // while serving a fetch: it is counted and fetched again from a peer.
@@ -235,6 +224,7 @@ class Replica {
   struct Peer {
     NodeId id{};
     Instance chosen{};
+    bool heard = false;  // any message from it since this start
     uint64_t heard_tick = 0;
     Instance first_retained{1};  // as it last told us
     // Ticks before a fetch to it is asked again elsewhere (0: the base,
@@ -355,6 +345,7 @@ class Replica {
   // no longer vouch for what it accepted, so it stops voting until it has
   // caught up as after a lost disk (ForgetVotes); for good with no peers.
   bool storage_failed_ = false;
+  bool forget_votes_pending_ = false;  // see MaybeFetch's repairs
 
   // Pre-vote (before phase 1; nothing persisted).
   bool prevoting_ = false;
@@ -401,6 +392,7 @@ class Replica {
   static constexpr uint64_t kFetchBackoffMax = 8;  // see Peer::fetch_timeout
   bool need_snapshot_ = false;
   NodeId snapshot_peer_{};
+  Instance snapshot_min_{};  // the lowest snapshot instance that helps
   uint64_t snapshot_asked_tick_ = 0;
   std::optional<AppliedSnapshot> snapshot_out_;
   bool replaying_ = false;

@@ -3,7 +3,7 @@
 //
 //   ordo-sim --nodes 3 --seeds 1000          # seeds 1..1000
 //   ordo-sim --nodes 5 --seed 42 --trace     # one seed, every event printed
-//   ordo-sim --bug list                      # the deliberately broken cores
+//   ordo-sim --bug list                      # the mutants (broken core or loop)
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -29,14 +29,13 @@ int main(int argc, char** argv) {
   app.add_option("--first-seed", first_seed, "First seed of a --seeds run");
   app.add_option("--steps", steps, "Events in the fault phase of each seed")
       ->check(CLI::Range(uint64_t{100}, uint64_t{100000000}));
-  app.add_option("--bug", bug_name, "Run a deliberately broken core ('list' names them)");
+  app.add_option("--bug", bug_name, "Run a deliberately broken core or node loop ('list' names them)");
   app.add_flag("--trace", trace, "Print every event (use with --seed)");
   CLI11_PARSE(app, argc, argv);
 
   if (bug_name == "list") {
-    for (Bug b : {Bug::kForgetPromise, Bug::kOwnValue, Bug::kOutOfOrderApply,
-                  Bug::kMinorityCommit}) {
-      std::printf("%s\n", ordo::paxos::ToString(b));
+    for (const ordo::paxos::BugInfo& b : ordo::paxos::AllBugs()) {
+      std::printf("%-24s %s\n", b.name, b.what);
     }
     return 0;
   }

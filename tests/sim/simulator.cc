@@ -5,11 +5,15 @@
 #include <memory>
 #include <ostream>
 #include <set>
+#include <span>
 #include <sstream>
+#include <utility>
 #include <vector>
 
+#include "node/node_loop.h"
 #include "paxos/log_store.h"
 #include "paxos/rng.h"
+#include "tests/sim/sim_disk.h"
 
 namespace ordo::sim {
 
@@ -61,15 +65,44 @@ struct EventLater {
   }
 };
 
+class Simulation;
+
+// The node's host, as the broker is: where the node loop's outputs go.
+class SimHost final : public node::Host, public node::Transport {
+ public:
+  SimHost(Simulation* sim, uint32_t index) : sim_(sim), index_(index) {}
+  void Send(const Message& m) override;
+  void OnReady(const paxos::Ready& r) override;
+  void OnApplied(std::span<const paxos::AppliedInstance> applied) override;
+  void ServeFetch(paxos::FetchToServe f) override;
+  void OnLostLeadership() override;
+  void OnSnapshotPoint(const paxos::AppliedSnapshot& s) override;
+  void OnNeedSnapshot(NodeId peer, Instance) override {
+    need_snapshot = true;
+    snapshot_peer = peer;
+  }
+
+  bool need_snapshot = false;
+  NodeId snapshot_peer{};
+  std::vector<paxos::Entry> written;  // entries of the Readies drained, for the checker
+
+ private:
+  Simulation* sim_;
+  uint32_t index_;
+};
+
 struct Node {
   NodeId id{};
   bool learner = false;              // a non-voting member
   bool wiped = false;                // restarts with an empty disk: probes before voting
-  paxos::MemoryLogStore store;       // survives crashes: exactly the durable state
+  bool faulty = false;               // its disk has faults (a minority of nodes per seed)
+  bool history_lost = false;         // quarantined once: it had a history (see data_dir.h)
+  SimDisk disk;                      // survives crashes: what was synced, and more
   std::unique_ptr<Replica> replica;  // volatile: gone on crash
+  std::unique_ptr<SimHost> host;
+  std::unique_ptr<node::NodeLoop> loop;
   bool up = true;
   uint64_t incarnation = 0;  // counts crashes
-  uint32_t partition = 0;                    // nodes talk only within one partition
   std::map<MsgKey, uint32_t> waiting;        // publish -> client awaiting the answer
   std::vector<MsgKey> stream;                // this node's delivered stream, by offset
 };
@@ -91,12 +124,18 @@ class Simulation {
   SimResult Run();
 
  private:
+  friend class SimHost;
   // --- world ---
   void Schedule(Event e);
   void StartNode(uint32_t i);
   void CrashNode(uint32_t i);
   void HandleReady(uint32_t i);
-  void ServeFetch(const Node& n, paxos::FetchToServe f, std::vector<Instance>* unreadable);
+  void CheckVotes(uint32_t i, const paxos::Ready& r);
+  void ServeOrLater(uint32_t i, paxos::FetchToServe f);
+  void ServeFetch(Node& n, paxos::FetchToServe f);
+  bool Blocked(uint32_t from, uint32_t to) const { return blocked_[from][to]; }
+  void Partition();
+  void InjectDiskFault(uint32_t i);
   void SendPeer(const Message& m, uint64_t now);
   void DeliverMessage(const Event& e);
   void ClientAct(uint32_t c);
@@ -131,10 +170,15 @@ class Simulation {
   bool stop_ = false;
   bool probe_acked_ = false;  // (5) a message published after healing was acked
 
-  // Seeded network and fault mix.
+  // Seeded network and fault mix (swarm testing: each seed draws its own).
   double loss_ = 0, duplicate_ = 0, crash_mid_persist_ = 0;
   uint64_t delay_max_ = 1;
   uint64_t fault_every_ = 0;
+  std::vector<uint64_t> tick_units_;           // per node: clock-rate skew
+  std::vector<std::vector<bool>> blocked_;     // [from][to]: the link drops everything
+  bool disk_faults_ = false;
+  DiskFaults disk_mix_{};
+  double rot_ = 0;                              // share of faults that damage a faulty disk
 
   // Checker state.
   std::map<Instance, paxos::ValuePtr> chosen_;          // (1)
@@ -155,23 +199,44 @@ void Simulation::Schedule(Event e) {
   std::push_heap(events_.begin(), events_.end(), EventLater{});
 }
 
-namespace {
-bool StoreEmpty(const paxos::MemoryLogStore& store) {
-  return store.LoadHardState() == paxos::HardState{} && store.LastInstance() == paxos::kNoInstance &&
-         !store.LoadSnapshot().has_value();
+void SimHost::Send(const Message& m) { sim_->SendPeer(m, sim_->now_); }
+void SimHost::OnReady(const paxos::Ready& r) {
+  sim_->CheckVotes(index_, r);
+  written.insert(written.end(), r.entries.begin(), r.entries.end());
 }
-}  // namespace
+void SimHost::OnApplied(std::span<const paxos::AppliedInstance> applied) {
+  for (const paxos::AppliedInstance& a : applied) sim_->OnApplied(index_, a);
+}
+void SimHost::ServeFetch(paxos::FetchToServe f) { sim_->ServeOrLater(index_, std::move(f)); }
+void SimHost::OnLostLeadership() { sim_->nodes_[index_].waiting.clear(); }
+void SimHost::OnSnapshotPoint(const paxos::AppliedSnapshot& s) { sim_->OnSnapshot(index_, s); }
 
 void Simulation::StartNode(uint32_t i) {
   Node& n = nodes_[i];
+  // As the broker does (broker/data_dir.h): a disk whose state fails its
+  // checks at open is quarantined, and the node rejoins as after a lost
+  // disk, knowing it had a history.
+  const std::string damage = n.disk.Open();
+  if (!damage.empty()) {
+    Trace("node " + std::to_string(n.id.value()) + " quarantines its disk: " + damage);
+    n.disk.Wipe();
+    n.wiped = true;
+    n.history_lost = true;
+    n.stream.clear();
+  }
   paxos::Config c = base_config_;
   c.id = n.id;
   c.seed = rng_.Next();
-  // As the broker does: a disk that is still empty probes. A wiped node that
-  // crashed before its first write restarts empty and probes again.
-  if (n.wiped && !StoreEmpty(n.store)) n.wiped = false;
+  // A disk that is still empty probes. A wiped node that crashed before its
+  // first write restarts empty and probes again.
+  if (n.wiped && !n.disk.Empty()) n.wiped = false;
   c.probe_before_voting = n.wiped;
-  n.replica = std::make_unique<Replica>(c, n.store);
+  c.history_lost = n.history_lost;
+  n.replica = std::make_unique<Replica>(c, n.disk);
+  n.host = std::make_unique<SimHost>(this, i);
+  node::NodeLoop::Options lo;
+  lo.bug = opt_.bug;
+  n.loop = std::make_unique<node::NodeLoop>(*n.replica, n.disk, *n.host, *n.host, lo);
   n.up = true;
   n.waiting.clear();
   // A restarted replica rebuilt its applied state from the durable log; what
@@ -188,7 +253,10 @@ void Simulation::CrashNode(uint32_t i) {
   Node& n = nodes_[i];
   n.up = false;
   ++n.incarnation;
+  n.loop.reset();
   n.replica.reset();
+  n.host.reset();
+  n.disk.Crash();
   n.waiting.clear();
   ++result_.faults;
   Trace("crash node " + std::to_string(n.id.value()));
@@ -210,64 +278,60 @@ void Simulation::SendPeer(const Message& m, uint64_t now) {
 
 void Simulation::HandleReady(uint32_t i) {
   Node& n = nodes_[i];
-  while (n.up && n.replica->HasReady()) {
-    paxos::Ready r = n.replica->TakeReady();
-    for (const Message& m : r.messages) SendPeer(m, now_);
-    if (faults_on_ && (r.hard_state_changed || !r.entries.empty()) &&
-        rng_.Chance(crash_mid_persist_)) {
-      // Crash after sending what may go before the write, before the write
-      // is durable: nothing of this Ready survives.
-      Trace("crash mid-persist");
-      CrashNode(i);
-      return;
-    }
-    n.store.Save(r.hard_state, r.entries);
-    for (const paxos::Entry& e : r.entries) OnSaved(e);
-    for (const Message& m : r.messages_after_persist) SendPeer(m, now_);
-    std::vector<Instance> unreadable;
-    for (paxos::FetchToServe& f : r.fetches_to_serve) {
-      if (rng_.Chance(0.5)) {
-        ServeFetch(n, std::move(f), &unreadable);
-        continue;
-      }
-      // Later, as a broker's catch-up thread does: the store may have been
-      // truncated meanwhile, and the reply overtaken by later messages.
-      Event later;
-      later.kind = Event::Kind::kServe;
-      later.target = i;
-      later.time = now_ + 1 + rng_.Uniform(3 * kTickUnits);
-      later.fetch = std::move(f);
-      later.incarnation = n.incarnation;
-      Schedule(std::move(later));
-    }
-    for (const paxos::AppliedInstance& a : r.applied) OnApplied(i, a);
-    if (r.lost_leadership) n.waiting.clear();
-    if (r.snapshot) OnSnapshot(i, *r.snapshot);
-    // (7) a learner, or a voter catching up after a lost disk, never votes.
-    if (n.learner || n.replica->status().catching_up) {
-      for (const auto* list : {&r.messages, &r.messages_after_persist}) {
-        for (const Message& m : *list) {
-          if (m.type == paxos::MessageType::kPromise || m.type == paxos::MessageType::kAccepted ||
-              m.type == paxos::MessageType::kPreVoteGrant ||
-              m.type == paxos::MessageType::kPrepare) {
-            Violation("node " + std::to_string(n.id.value()) + " voted (" +
-                      paxos::ToString(m.type) + ") while " +
-                      (n.learner ? "a learner" : "catching up after a lost disk"));
-          }
-        }
-      }
-    }
-    n.replica->Advance();
-    for (Instance bad : unreadable) n.replica->ReportUnreadable(bad);
-    if (r.need_snapshot) InstallSnapshot(i, r.snapshot_peer);
+  if (!n.up) return;
+  // The broker's own loop and durability policy (node/node_loop.h), on a
+  // disk that loses what was not synced at a crash.
+  n.host->written.clear();
+  const Status s = n.loop->Drain();
+  if (!s.ok()) {
+    // A crash in the middle of a write: nothing that depends on it left.
+    Trace("node " + std::to_string(n.id.value()) + ": " + s.message());
+    CrashNode(i);
+    return;
   }
+  for (const paxos::Entry& e : std::exchange(n.host->written, {})) OnSaved(e);
+  if (n.host->need_snapshot) {
+    n.host->need_snapshot = false;
+    InstallSnapshot(i, n.host->snapshot_peer);
+  }
+}
+
+void Simulation::CheckVotes(uint32_t i, const paxos::Ready& r) {
+  // (7) a learner, or a voter catching up after a lost disk, never votes.
+  Node& n = nodes_[i];
+  if (!n.learner && !n.replica->status().catching_up) return;
+  for (const auto* list : {&r.messages, &r.messages_after_persist}) {
+    for (const Message& m : *list) {
+      if (m.type == paxos::MessageType::kPromise || m.type == paxos::MessageType::kAccepted ||
+          m.type == paxos::MessageType::kPreVoteGrant || m.type == paxos::MessageType::kPrepare) {
+        Violation("node " + std::to_string(n.id.value()) + " voted (" + paxos::ToString(m.type) +
+                  ") while " + (n.learner ? "a learner" : "catching up after a lost disk"));
+      }
+    }
+  }
+}
+
+void Simulation::ServeOrLater(uint32_t i, paxos::FetchToServe f) {
+  Node& n = nodes_[i];
+  if (rng_.Chance(0.5)) {
+    ServeFetch(n, std::move(f));
+    return;
+  }
+  // Later, as a broker's catch-up thread does: the store may have been
+  // truncated meanwhile, and the reply overtaken by later messages.
+  Event later;
+  later.kind = Event::Kind::kServe;
+  later.target = i;
+  later.time = now_ + 1 + rng_.Uniform(3 * kTickUnits);
+  later.fetch = std::move(f);
+  later.incarnation = n.incarnation;
+  Schedule(std::move(later));
 }
 
 // What a broker's catch-up server does (broker/catchup_server.h): the stored
 // entries the core named, within the reply limits, up to the first one that
-// cannot be read.
-void Simulation::ServeFetch(const Node& n, paxos::FetchToServe f,
-                            std::vector<Instance>* unreadable) {
+// cannot be read (reported to the core).
+void Simulation::ServeFetch(Node& n, paxos::FetchToServe f) {
   uint64_t bytes = 0;
   for (Instance x = f.reply.instance; x <= f.last; x = x.next()) {
     if (f.reply.entries.size() >= base_config_.fetch_entries_max ||
@@ -275,10 +339,10 @@ void Simulation::ServeFetch(const Node& n, paxos::FetchToServe f,
       break;
     }
     paxos::Entry e;
-    const paxos::StoreCode code = n.store.Get(x, &e);
+    const paxos::StoreCode code = n.disk.Get(x, &e);
     if (code == paxos::StoreCode::kNotFound) break;
     if (code != paxos::StoreCode::kOk) {
-      unreadable->push_back(x);
+      n.loop->ReportUnreadable(x);
       break;
     }
     bytes += e.value->ByteSize();
@@ -296,10 +360,10 @@ void Simulation::OnSnapshot(uint32_t i, const paxos::AppliedSnapshot& snapshot) 
     Violation("node " + std::to_string(n.id.value()) + " took a different snapshot at instance " +
               std::to_string(snapshot.instance.value()));
   }
-  n.store.SaveSnapshot(snapshot);
+  n.disk.SaveSnapshot(snapshot);
   const uint64_t first =
       snapshot.instance.value() + 1 - std::min(snapshot.instance.value(), keep_after_snapshot_);
-  n.store.Truncate(Instance(std::max<uint64_t>(first, 1)));
+  n.disk.Truncate(Instance(std::max<uint64_t>(first, 1)));
 }
 
 void Simulation::InstallSnapshot(uint32_t i, NodeId suggested) {
@@ -309,9 +373,9 @@ void Simulation::InstallSnapshot(uint32_t i, NodeId suggested) {
   std::optional<paxos::AppliedSnapshot> best;
   for (uint32_t k = 0; k < nodes_.size(); ++k) {
     const Node& p = nodes_[k];
-    if (k == i || !p.up || p.partition != n.partition) continue;
-    std::optional<paxos::AppliedSnapshot> s = p.store.LoadSnapshot();
-    if (!s || s->instance <= n.replica->chosen()) continue;
+    if (k == i || !p.up || Blocked(k, i) || Blocked(i, k)) continue;
+    std::optional<paxos::AppliedSnapshot> s = p.disk.LoadSnapshot();
+    if (!s || s->instance <= n.replica->applied_state().applied()) continue;
     if (!best || p.id == suggested || s->instance > best->instance) best = s;
   }
   if (!best) {
@@ -329,15 +393,14 @@ void Simulation::InstallSnapshot(uint32_t i, NodeId suggested) {
     if (n.stream[o] != canonical_[o]) Violation("stream differs before a snapshot install");
   }
   if (n.stream.size() < next) n.stream.assign(canonical_.begin(), canonical_.begin() + next);
-  n.store.InstallSnapshot(*best);
+  n.disk.InstallSnapshot(*best);
   n.replica->InstallSnapshot(*best);
   HandleReady(i);
 }
 
 void Simulation::DeliverMessage(const Event& e) {
   Node& n = nodes_[e.target];
-  const Node& from = nodes_[IndexOf(e.message.from)];
-  if (!n.up || n.partition != from.partition) return;
+  if (!n.up || Blocked(IndexOf(e.message.from), e.target)) return;
   if (opt_.trace) {
     Trace("deliver " + std::string(paxos::ToString(e.message.type)) + " " +
           std::to_string(e.message.from.value()) + "->" + std::to_string(e.message.to.value()) +
@@ -368,7 +431,7 @@ void Simulation::OnSaved(const paxos::Entry& e) {
   for (const Node& n : nodes_) {
     if (n.learner) continue;
     paxos::Entry stored;
-    if (n.store.Get(e.instance, &stored) != paxos::StoreCode::kOk) continue;
+    if (n.disk.Peek(e.instance, &stored) != paxos::StoreCode::kOk) continue;
     if (stored.ballot != e.ballot) continue;
     if (!(*stored.value == *e.value)) {
       Violation("two values accepted at ballot " + paxos::ToString(e.ballot) + " for instance " +
@@ -529,6 +592,10 @@ void Simulation::InjectFault() {
   Schedule(std::move(next));
   if (!faults_on_) return;
   const uint32_t i = static_cast<uint32_t>(rng_.Uniform(nodes_.size()));
+  if (nodes_[i].faulty && rng_.Chance(rot_)) {
+    InjectDiskFault(i);
+    return;
+  }
   switch (rng_.Uniform(wipes_ ? 5 : 4)) {
     case 0:  // crash
       if (nodes_[i].up) CrashNode(i);
@@ -537,13 +604,15 @@ void Simulation::InjectFault() {
       bool other_wiped = false;
       for (const Node& o : nodes_) {
         // Lost and not yet caught up, or lost and nothing written yet.
-        other_wiped |= o.store.LoadHardState().catch_up_until != paxos::kNoInstance ||
-                       (o.wiped && StoreEmpty(o.store));
+        other_wiped |= o.disk.LoadHardState().catch_up_until != paxos::kNoInstance ||
+                       (o.wiped && o.disk.Empty());
       }
-      if (other_wiped || nodes_[i].learner) break;
+      // With disk faults, only a faulty node loses its disk: the faults
+      // stay on a minority.
+      if (other_wiped || nodes_[i].learner || (disk_faults_ && !nodes_[i].faulty)) break;
       if (nodes_[i].up) CrashNode(i);
       Trace("wipe node " + std::to_string(i + 1));
-      nodes_[i].store = paxos::MemoryLogStore{};
+      nodes_[i].disk.Wipe();
       nodes_[i].stream.clear();
       nodes_[i].wiped = true;
       StartNode(i);
@@ -556,24 +625,84 @@ void Simulation::InjectFault() {
         Trace("restart node " + std::to_string(i + 1));
       }
       break;
-    case 2: {  // partition into two random sides
-      for (Node& n : nodes_) n.partition = static_cast<uint32_t>(rng_.Uniform(2));
+    case 2:
+      Partition();
       ++result_.faults;
-      Trace("partition");
       break;
-    }
     case 3:  // heal the partition
-      for (Node& n : nodes_) n.partition = 0;
+      for (auto& row : blocked_) row.assign(row.size(), false);
       Trace("heal partition");
       break;
   }
 }
 
+void Simulation::InjectDiskFault(uint32_t i) {
+  Node& n = nodes_[i];
+  ++result_.faults;
+  if (rng_.Chance(0.5)) {
+    // Bit rot in a stored record, found when it is read.
+    Trace("disk fault on node " + std::to_string(n.id.value()) + ": a record rots");
+    n.disk.RotRecord(rng_.Next());
+    return;
+  }
+  // Rot in the hard state: found at the next open.
+  if (n.up) CrashNode(i);
+  Trace("disk fault on node " + std::to_string(n.id.value()) + ": the hard state rots");
+  n.disk.RotMeta();
+}
+
+void Simulation::Partition() {
+  // Shapes that make duelling candidates and stale leaders common.
+  const uint32_t count = static_cast<uint32_t>(nodes_.size());
+  for (auto& row : blocked_) row.assign(count, false);
+  std::vector<uint32_t> side(count);
+  std::string shape;
+  switch (rng_.Uniform(4)) {
+    case 0:  // two random sides
+      for (uint32_t k = 0; k < count; ++k) side[k] = static_cast<uint32_t>(rng_.Uniform(2));
+      shape = "two sides";
+      break;
+    case 1: {  // isolate the leader (or anyone, when none leads)
+      uint32_t leader = static_cast<uint32_t>(rng_.Uniform(count));
+      for (uint32_t k = 0; k < count; ++k) {
+        if (nodes_[k].up && nodes_[k].replica->role() == paxos::Role::kLeader) leader = k;
+      }
+      side[leader] = 1;
+      shape = "leader " + std::to_string(leader + 1) + " isolated";
+      break;
+    }
+    case 2: {  // a bridge: two sides that only one node hears both of
+      const uint32_t bridge = static_cast<uint32_t>(rng_.Uniform(count));
+      for (uint32_t k = 0; k < count; ++k) side[k] = k % 2;
+      for (uint32_t a = 0; a < count; ++a) {
+        for (uint32_t b = 0; b < count; ++b) {
+          blocked_[a][b] = a != bridge && b != bridge && side[a] != side[b];
+        }
+      }
+      Trace("partition: node " + std::to_string(bridge + 1) + " bridges two sides");
+      return;
+    }
+    case 3: {  // one-way links
+      for (uint32_t a = 0; a < count; ++a) {
+        for (uint32_t b = 0; b < count; ++b) blocked_[a][b] = a != b && rng_.Chance(0.25);
+      }
+      Trace("partition: one-way links");
+      return;
+    }
+  }
+  for (uint32_t a = 0; a < count; ++a) {
+    for (uint32_t b = 0; b < count; ++b) blocked_[a][b] = side[a] != side[b];
+  }
+  Trace("partition: " + shape);
+}
+
 void Simulation::HealAll() {
   faults_on_ = false;
-  for (Node& n : nodes_) n.partition = 0;
+  for (auto& row : blocked_) row.assign(row.size(), false);
   for (uint32_t i = 0; i < nodes_.size(); ++i) {
     if (!nodes_[i].up) StartNode(i);
+    // The fault model is off from here: the disk stops lying and crashing.
+    nodes_[i].disk.Configure(&rng_, DiskFaults{}, opt_.bug);
   }
   Trace("heal all");
 }
@@ -623,12 +752,10 @@ SimResult Simulation::Run() {
   // The seed picks the network and the fault mix.
   const double losses[] = {0, 0.01, 0.05, 0.15};
   const double dups[] = {0, 0.02, 0.1};
-  const uint64_t delays[] = {2, 10, 25, 60};
   const uint64_t fault_periods[] = {20, 60, 200, 600};
   const double mid_persist[] = {0, 0.0005, 0.002};
   loss_ = losses[rng_.Uniform(4)];
   duplicate_ = dups[rng_.Uniform(3)];
-  delay_max_ = delays[rng_.Uniform(4)];
   fault_every_ = fault_periods[rng_.Uniform(4)] * kTickUnits;
   crash_mid_persist_ = mid_persist[rng_.Uniform(3)];
   const uint64_t snapshot_intervals[] = {0, 8, 24};
@@ -647,6 +774,29 @@ SimResult Simulation::Run() {
   base_config_.host_serves_fetch = (opt_.seed / 13) % 2 == 1;
   const bool learner = rng_.Chance(0.5);
   wipes_ = rng_.Chance(0.5);
+  // Swarm testing: timeouts, clock skew and delays relative to the election
+  // timeout, so duelling candidates and stale leaders are common.
+  const uint32_t election_timeouts[] = {6, 10, 16};
+  base_config_.election_timeout_ticks = election_timeouts[rng_.Uniform(3)];
+  base_config_.heartbeat_interval_ticks =
+      std::max<uint32_t>(1, base_config_.election_timeout_ticks / (3 + rng_.Uniform(3)));
+  base_config_.retransmit_ticks = 2 + static_cast<uint32_t>(rng_.Uniform(5));
+  base_config_.fetch_timeout_ticks = 2 + static_cast<uint32_t>(rng_.Uniform(5));
+  const double delay_share[] = {0.02, 0.1, 0.25, 0.6};
+  delay_max_ = std::max<uint64_t>(
+      2, static_cast<uint64_t>(delay_share[rng_.Uniform(4)] *
+                               static_cast<double>(base_config_.election_timeout_ticks * kTickUnits)));
+  const uint64_t skew = rng_.Uniform(4);  // up to +-skew*10% per node
+  // Disk faults on a minority of nodes.
+  disk_faults_ = rng_.Chance(0.5);
+  const double lies[] = {0, 0.003, 0.02};
+  const double misdirects[] = {0, 0.003, 0.02};
+  const double rots[] = {0.1, 0.3};
+  disk_mix_.lie_on_sync = lies[rng_.Uniform(3)];
+  disk_mix_.misdirect = misdirects[rng_.Uniform(3)];
+  rot_ = rots[rng_.Uniform(2)];
+  const uint32_t faulty = disk_faults_ ? 1 + static_cast<uint32_t>(rng_.Uniform((opt_.nodes - 1) / 2))
+                                       : 0;
   std::ostringstream mix;
   mix << "loss=" << loss_ << " dup=" << duplicate_ << " delay<=" << delay_max_
       << "u fault-every~" << fault_every_ / kTickUnits << "t mid-persist=" << crash_mid_persist_
@@ -654,13 +804,17 @@ SimResult Simulation::Run() {
       << " keep=" << keep_after_snapshot_ << " learner=" << learner << " wipes=" << wipes_
       << " apply-cache=" << base_config_.unapplied_cache_bytes_max
       << " fetch-bytes=" << base_config_.fetch_bytes_max
-      << " host-serves-fetch=" << base_config_.host_serves_fetch;
+      << " host-serves-fetch=" << base_config_.host_serves_fetch
+      << " election=" << base_config_.election_timeout_ticks
+      << "t heartbeat=" << base_config_.heartbeat_interval_ticks
+      << "t retransmit=" << base_config_.retransmit_ticks << "t skew=" << skew * 10 << "%"
+      << " faulty-disks=" << faulty;
+  if (faulty > 0) {
+    mix << " (lie=" << disk_mix_.lie_on_sync << " misdirect=" << disk_mix_.misdirect
+        << " rot=" << rot_ << ")";
+  }
   result_.fault_mix = mix.str();
 
-  base_config_.election_timeout_ticks = 10;
-  base_config_.heartbeat_interval_ticks = 2;
-  base_config_.retransmit_ticks = 4;
-  base_config_.fetch_timeout_ticks = 4;
   base_config_.window_instances_max = 8;
   base_config_.batch_messages_max = 4;  // small, so many instances are exercised
   base_config_.accept_entries_max = 4;
@@ -670,9 +824,23 @@ SimResult Simulation::Run() {
 
   voters_ = opt_.nodes;
   nodes_.resize(opt_.nodes + (learner ? 1 : 0));
+  blocked_.assign(nodes_.size(), std::vector<bool>(nodes_.size(), false));
+  for (uint32_t k = 0; k < faulty; ++k) {
+    uint32_t pick = static_cast<uint32_t>(rng_.Uniform(opt_.nodes));
+    while (nodes_[pick].faulty) pick = (pick + 1) % opt_.nodes;
+    nodes_[pick].faulty = true;
+  }
   for (uint32_t i = 0; i < nodes_.size(); ++i) {
     nodes_[i].id = NodeId(i + 1);
     nodes_[i].learner = i >= opt_.nodes;
+    DiskFaults df;
+    df.crash_in_write = crash_mid_persist_;
+    if (nodes_[i].faulty) {
+      df.lie_on_sync = disk_mix_.lie_on_sync;
+      df.misdirect = disk_mix_.misdirect;
+    }
+    nodes_[i].disk.Configure(&rng_, df, opt_.bug);
+    tick_units_.push_back(kTickUnits - skew + rng_.Uniform(2 * skew + 1));
     StartNode(i);
     Event t;
     t.kind = Event::Kind::kTick;
@@ -724,10 +892,12 @@ SimResult Simulation::Run() {
           n.replica->Tick();
           HandleReady(e->target);
         }
+        // The broker writes what waited at every tick (and when idle).
+        if (n.up && !n.loop->FlushDeferred().ok()) CrashNode(e->target);
         Event t;
         t.kind = Event::Kind::kTick;
         t.target = e->target;
-        t.time = now_ + kTickUnits;
+        t.time = now_ + tick_units_[e->target];
         Schedule(std::move(t));
         break;
       }
@@ -737,9 +907,7 @@ SimResult Simulation::Run() {
       case Event::Kind::kServe: {
         Node& n = nodes_[e->target];
         if (!n.up || n.incarnation != e->incarnation) break;
-        std::vector<Instance> unreadable;
-        ServeFetch(n, std::move(e->fetch), &unreadable);
-        for (Instance bad : unreadable) n.replica->ReportUnreadable(bad);
+        ServeFetch(n, std::move(e->fetch));
         HandleReady(e->target);
         break;
       }

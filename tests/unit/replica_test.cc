@@ -308,6 +308,31 @@ TEST(PreVote, ARestartedNodeThatCannotWinNeverOutbidsTheLeader) {
   EXPECT_EQ(n.replica->leader(), NodeId(1));
 }
 
+TEST(PreVote, RefusedPreVotesDoNotInflateTheBallot) {
+  // A refusal echoes the hypothetical pre-vote ballot; only ballots someone
+  // used (the refuser's promise) may raise the next one. Found by partition
+  // testing: rounds went from 3 to 87 in six elections.
+  Node n(ThreeNodes(3));
+  const Ballot promised{2, NodeId(1)};
+  std::vector<Ballot> asked;
+  for (int round = 0; round < 6; ++round) {
+    std::vector<Message> prevotes;
+    for (int i = 0; i < 100 && prevotes.empty(); ++i) {
+      n.replica->Tick();
+      prevotes = OfType(n.Drain().messages, MessageType::kPreVote);
+    }
+    ASSERT_FALSE(prevotes.empty());
+    asked.push_back(prevotes[0].ballot);
+    Message no = Make(MessageType::kReject, 2, 3, prevotes[0].ballot);
+    no.promised = promised;
+    n.Step(no);
+  }
+  EXPECT_EQ(asked.front().round, 1u);
+  for (const Ballot& b : std::vector<Ballot>(asked.begin() + 1, asked.end())) {
+    EXPECT_EQ(b.round, promised.round + 1) << "a refused pre-vote raised the next ballot";
+  }
+}
+
 TEST(Election, HeartbeatsKeepFollowersFromElecting) {
   Node n(ThreeNodes(2));
   for (int i = 0; i < 100; ++i) {
@@ -840,6 +865,35 @@ TEST(Restart, ACorruptChosenRecordIsRepairedFromAPeerAndNeverServed) {
   Entry e;
   EXPECT_EQ(n.store.Get(Instance(1), &e), StoreCode::kOk);  // rewritten
   EXPECT_EQ(n.replica->applied_state().next_offset(), Offset(2));
+}
+
+TEST(Restart, AChosenRecordNoPeerHoldsStopsTheVoteUntilCaughtUp) {
+  // This node's copy of a chosen value failed its check, and no peer says
+  // it has the instance chosen (they lost their lazily written chosen
+  // marks): the value lives on only as the others' accepted votes. The node
+  // must not lead or vote as if it knew it, or a quorum could recover the
+  // instance without it; it stops voting, as after a lost disk.
+  Node n(ThreeNodes(2));
+  const Ballot b{3, NodeId(1)};
+  Message accept = Make(MessageType::kAccept, 1, 2, b);
+  accept.entries = {Entry{Instance(1), b, MakeBatch(b, {Msg(5, 1, "a")})},
+                    Entry{Instance(2), b, MakeBatch(b, {Msg(5, 2, "b")})}};
+  accept.chosen = Instance(2);
+  n.Step(accept);
+  n.store.CorruptForTest(Instance(1));
+  n.Restart();
+  EXPECT_FALSE(n.replica->status().catching_up);
+  // Both peers speak; neither has anything chosen.
+  Message commit = Make(MessageType::kCommit, 1, 2, b);
+  n.Step(commit);
+  Message fetch = Make(MessageType::kFetch, 3, 2, Ballot{});
+  fetch.instance = Instance(1);
+  fetch.instance_last = Instance(1);
+  n.Step(fetch);
+  EXPECT_TRUE(n.replica->status().catching_up);
+  Ready r = n.Step(Make(MessageType::kPrepare, 3, 2, Ballot{9, NodeId(3)}));
+  EXPECT_TRUE(OfType(r.messages_after_persist, MessageType::kPromise).empty());
+  EXPECT_TRUE(OfType(r.messages, MessageType::kPromise).empty());
 }
 
 TEST(Acceptor, CorruptRecordAboveTheFrontierStopsVoting) {
