@@ -60,7 +60,7 @@ Status NodeLoop::Drain() {
     host_.OnReady(r);
     for (const paxos::Message& m : r.messages) transport_.Send(m);
     host_.OnApplied(r.applied);
-    if (bug(paxos::Bug::kVotePersistLater)) {
+    if (bug(paxos::Bug::kVoteBeforePersist)) {
       for (const paxos::Message& m : r.messages_after_persist) transport_.Send(m);
     }
     bool index = false;
@@ -90,7 +90,7 @@ Status NodeLoop::Drain() {
         }
       }
     }
-    if (!bug(paxos::Bug::kVotePersistLater)) {
+    if (!bug(paxos::Bug::kVoteBeforePersist)) {
       for (const paxos::Message& m : r.messages_after_persist) transport_.Send(m);
     }
     if (!r.fetches_to_serve.empty()) {

@@ -20,10 +20,9 @@ enum class Bug : uint8_t {
   kOutOfOrderApply,       // learner applies instances as soon as they are chosen
   kMinorityCommit,        // leader counts an instance chosen on its own vote
   kAcceptBelowPromise,    // acceptor accepts at a ballot below its promise (phase 2 only)
-  kLowestBallotRecovery,  // recovery picks the value of the lowest ballot, not the highest
   kAckBeforeQuorumSync,   // leader counts its own accept before it is durable
   // In the node loop and the storage under it (node/, tests/sim/sim_disk).
-  kVotePersistLater,      // promises and accepted replies leave before the write
+  kVoteBeforePersist,     // promises and accepted replies leave before the write
   kSkipJournalSync,       // the write before a vote is not synced (lost at a crash)
   kForgetDeferredChosen,  // the lost-disk mark is deferred like the chosen mark
   kServeUnverifiedRecord, // a record that fails its check is read as if good

@@ -36,8 +36,7 @@ constexpr int kBugOwnValue = 2;
 constexpr int kBugOutOfOrderApply = 3;
 constexpr int kBugMinorityCommit = 4;
 constexpr int kBugAcceptBelowPromise = 5;
-constexpr int kBugLowestBallotRecovery = 6;
-constexpr int kBugAckBeforeQuorumSync = 7;
+constexpr int kBugAckBeforeQuorumSync = 6;
 }  // namespace
 
 Replica::Replica(const Config& config, const LogStore& store)
@@ -512,9 +511,7 @@ void Replica::BecomeLeader() {
     // what the promises reported.
     if (bug(kBugOwnValue) && !own) return;
     auto [it, inserted] = best.try_emplace(e.instance, e);
-    const bool higher = bug(kBugLowestBallotRecovery) ? e.ballot < it->second.ballot
-                                                      : e.ballot > it->second.ballot;
-    if (!inserted && higher) it->second = e;
+    if (!inserted && e.ballot > it->second.ballot) it->second = e;
   };
   for (const auto& [node, p] : promises_) {
     for (const Entry& e : p.entries) consider(e, false);

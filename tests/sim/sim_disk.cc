@@ -43,6 +43,29 @@ StoreCode SimDisk::Peek(Instance instance, Entry* out) const {
   return StoreCode::kOk;
 }
 
+paxos::HardState SimDisk::ClaimedHardState() const { return claimed_.hard; }
+
+bool SimDisk::Backs(paxos::Ballot ballot, Instance first, Instance last, Instance chosen) const {
+  const State& claimed = claimed_;
+  if (claimed.hard.promised < ballot) return false;
+  if (first == paxos::kNoInstance) return true;
+  for (Instance i = first; i <= last; i = i.next()) {
+    if (i < claimed.first || i <= claimed.hard.chosen) continue;
+    auto it = claimed.entries.find(i);
+    if (it == claimed.entries.end()) return false;
+    if (it->second.ballot < ballot && i > chosen) return false;
+  }
+  return true;
+}
+
+bool SimDisk::Holds(Instance instance, paxos::Ballot ballot) const {
+  if (instance < live_.first) return true;  // behind a snapshot
+  auto it = live_.entries.find(instance);
+  if (it == live_.entries.end()) return false;
+  // A chosen record is kept at the ballot it was learned at.
+  return instance <= live_.hard.chosen || it->second.ballot >= ballot;
+}
+
 void SimDisk::Apply(const Record& r, State* s) {
   s->hard = r.hard;
   s->meta_rotten = false;  // the hard state was rewritten
@@ -82,7 +105,12 @@ Status SimDisk::Write(const paxos::HardState& hard_state, std::span<const Entry>
   r.lied = synced && rng_ && rng_->Chance(faults_.lie_on_sync);
   if (r.lied) ++faults_injected_;
   unsynced_.push_back(std::move(r));
-  if (synced && !unsynced_.back().lied) Sync();
+  if (synced) {
+    // The node takes everything written so far as durable now.
+    for (size_t k = claimed_upto_; k < unsynced_.size(); ++k) Apply(unsynced_[k], &claimed_);
+    claimed_upto_ = unsynced_.size();
+    if (!unsynced_.back().lied) Sync();
+  }
   return Status::Ok();
 }
 
@@ -95,6 +123,7 @@ void SimDisk::Sync() {
     Apply(r, &durable_);
   }
   unsynced_.clear();
+  claimed_upto_ = 0;
 }
 
 void SimDisk::Crash() {
@@ -108,11 +137,28 @@ void SimDisk::Crash() {
       keep_min + (rng_ ? rng_->Uniform(unsynced_.size() - keep_min + 1) : unsynced_.size() - keep_min);
   for (size_t k = 0; k < keep; ++k) Apply(unsynced_[k], &durable_);
   unsynced_.clear();
+  claimed_upto_ = 0;
+  lost_at_crash_.clear();
+  if (durable_.hard.promised < claimed_.hard.promised) {
+    lost_at_crash_ = "the promise " + paxos::ToString(claimed_.hard.promised);
+  }
+  for (const auto& [instance, e] : claimed_.entries) {
+    if (!lost_at_crash_.empty()) break;
+    if (instance < durable_.first) continue;
+    auto it = durable_.entries.find(instance);
+    if (it == durable_.entries.end() ||
+        (it->second.ballot < e.ballot && instance > durable_.hard.chosen)) {
+      lost_at_crash_ = "the accepted entry of instance " + std::to_string(instance.value()) +
+                       " at " + paxos::ToString(e.ballot);
+    }
+  }
   live_ = durable_;
+  claimed_ = durable_;
 }
 
 std::string SimDisk::Open() {
   live_ = durable_;
+  claimed_ = durable_;
   if (journal_gap_) {
     if (bug_ == paxos::Bug::kTrustTruncatedJournal) {
       journal_gap_ = false;  // broken on purpose: replays what is left
@@ -127,8 +173,11 @@ std::string SimDisk::Open() {
 void SimDisk::Wipe() {
   live_ = State{};
   durable_ = State{};
+  claimed_ = State{};
   unsynced_.clear();
+  claimed_upto_ = 0;
   journal_gap_ = false;
+  lost_at_crash_.clear();
 }
 
 bool SimDisk::Empty() const {
@@ -137,14 +186,14 @@ bool SimDisk::Empty() const {
 
 void SimDisk::SaveSnapshot(const paxos::AppliedSnapshot& snapshot) {
   Sync();
-  for (State* s : {&live_, &durable_}) {
+  for (State* s : {&live_, &durable_, &claimed_}) {
     if (!s->snapshot || s->snapshot->instance < snapshot.instance) s->snapshot = snapshot;
   }
 }
 
 void SimDisk::Truncate(Instance first) {
   Sync();
-  for (State* s : {&live_, &durable_}) {
+  for (State* s : {&live_, &durable_, &claimed_}) {
     if (!s->snapshot || first <= s->first) continue;
     const Instance f = std::min(first, s->snapshot->instance.next());
     s->entries.erase(s->entries.begin(), s->entries.lower_bound(f));
@@ -155,7 +204,7 @@ void SimDisk::Truncate(Instance first) {
 
 void SimDisk::InstallSnapshot(const paxos::AppliedSnapshot& snapshot) {
   Sync();
-  for (State* s : {&live_, &durable_}) {
+  for (State* s : {&live_, &durable_, &claimed_}) {
     if (s->snapshot && s->snapshot->instance >= snapshot.instance) continue;
     s->snapshot = snapshot;
     const Instance first = snapshot.instance.next();
@@ -168,8 +217,11 @@ void SimDisk::InstallSnapshot(const paxos::AppliedSnapshot& snapshot) {
 
 void SimDisk::RotRecord(uint64_t pick) {
   if (live_.entries.empty()) return;
+  // Among the newest records: the ones a replay, a lagging peer or a
+  // recovery reads next.
+  const size_t recent = std::min<size_t>(live_.entries.size(), 16);
   const Instance victim =
-      std::next(live_.entries.begin(), static_cast<long>(pick % live_.entries.size()))->first;
+      std::prev(live_.entries.end(), static_cast<long>(1 + pick % recent))->first;
   live_.rotten.insert(victim);
   if (durable_.entries.count(victim)) durable_.rotten.insert(victim);
   ++faults_injected_;

@@ -64,11 +64,28 @@ class SimDisk final : public node::Storage {
   std::string Open();
   void Wipe();
   bool Empty() const;
+  // After a crash: what the node had been told was durable and the disk no
+  // longer holds ("" when nothing). Unless Open reports damage, that is a
+  // lost write nobody noticed.
+  const std::string& lost_at_crash() const { return lost_at_crash_; }
 
   // Host-side snapshot writes (durable at once, like the broker's).
   void SaveSnapshot(const paxos::AppliedSnapshot& snapshot);
   void Truncate(paxos::Instance first);
   void InstallSnapshot(const paxos::AppliedSnapshot& snapshot);
+
+  // What the node was told is durable (synced, or synced as far as the
+  // disk admitted): backs a vote for `ballot` on [first, last] (an empty
+  // range: a promise)? Instances up to `chosen` (the node knows them
+  // chosen, and acknowledges them without a rewrite) need a record at any
+  // ballot.
+  bool Backs(paxos::Ballot ballot, paxos::Instance first, paxos::Instance last,
+             paxos::Instance chosen) const;
+  // The hard state as the node was told it is durable.
+  paxos::HardState ClaimedHardState() const;
+  // After an open: whether the state still has the accept (instance,
+  // ballot), or has moved past it (a higher ballot, chosen, truncated).
+  bool Holds(paxos::Instance instance, paxos::Ballot ballot) const;
 
   // Faults.
   void RotRecord(uint64_t pick);  // a stored record fails its check
@@ -100,8 +117,11 @@ class SimDisk final : public node::Storage {
   paxos::Bug bug_ = paxos::Bug::kNone;
   State live_;     // what reads see
   State durable_;  // what a crash keeps
+  State claimed_;  // what the node was told is durable (lied syncs included)
   std::vector<Record> unsynced_;
-  bool journal_gap_ = false;  // a lied-about write was lost behind a later sync
+  size_t claimed_upto_ = 0;  // unsynced_[0, this) are in claimed_ (lied syncs)
+  bool journal_gap_ = false;
+  std::string lost_at_crash_;  // a lied-about write was lost behind a later sync
   uint64_t faults_injected_ = 0;
   uint64_t writes_ = 0;
 };

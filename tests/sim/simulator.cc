@@ -102,8 +102,15 @@ struct Node {
   std::unique_ptr<SimHost> host;
   std::unique_ptr<node::NodeLoop> loop;
   bool up = true;
+  uint64_t paused_until = 0;  // a stalled process (GC, swap, SIGSTOP): it hears nothing until then
   uint64_t incarnation = 0;  // counts crashes
   std::map<MsgKey, uint32_t> waiting;        // publish -> client awaiting the answer
+  // What this node vouched for since its disk was last emptied: the highest
+  // ballot promised or accepted, and each accepted (instance -> ballot). A
+  // disk that opens without them, with nothing reported damaged, lost a vote.
+  Ballot vouched_ballot{};
+  Ballot max_promised{};  // (8) a promise never goes down (until the disk is emptied)
+  std::map<Instance, Ballot> vouched;
   std::vector<MsgKey> stream;                // this node's delivered stream, by offset
 };
 
@@ -131,6 +138,7 @@ class Simulation {
   void CrashNode(uint32_t i);
   void HandleReady(uint32_t i);
   void CheckVotes(uint32_t i, const paxos::Ready& r);
+  void CheckSend(uint32_t i, const Message& m);
   void ServeOrLater(uint32_t i, paxos::FetchToServe f);
   void ServeFetch(Node& n, paxos::FetchToServe f);
   bool Blocked(uint32_t from, uint32_t to) const { return blocked_[from][to]; }
@@ -179,9 +187,11 @@ class Simulation {
   bool disk_faults_ = false;
   DiskFaults disk_mix_{};
   double rot_ = 0;                              // share of faults that damage a faulty disk
+  double pause_ = 0;                            // share of faults that pause a node
 
   // Checker state.
   std::map<Instance, paxos::ValuePtr> chosen_;          // (1)
+  std::map<Instance, Ballot> chosen_ballot_;            // (1) the lowest ballot it was chosen at
   std::vector<MsgKey> canonical_;                       // (2) the agreed stream
   std::map<MsgKey, uint64_t> canonical_offset_;         // (3) no duplicates
   std::map<MsgKey, std::string> published_;             // (3) every delivered was published
@@ -199,7 +209,10 @@ void Simulation::Schedule(Event e) {
   std::push_heap(events_.begin(), events_.end(), EventLater{});
 }
 
-void SimHost::Send(const Message& m) { sim_->SendPeer(m, sim_->now_); }
+void SimHost::Send(const Message& m) {
+  sim_->CheckSend(index_, m);
+  sim_->SendPeer(m, sim_->now_);
+}
 void SimHost::OnReady(const paxos::Ready& r) {
   sim_->CheckVotes(index_, r);
   written.insert(written.end(), r.entries.begin(), r.entries.end());
@@ -223,6 +236,29 @@ void Simulation::StartNode(uint32_t i) {
     n.wiped = true;
     n.history_lost = true;
     n.stream.clear();
+    n.vouched_ballot = Ballot{};
+    n.max_promised = Ballot{};
+    n.vouched.clear();
+  } else {
+    // (8) nothing a node was told is durable is lost unless its disk says so.
+    if (!n.disk.lost_at_crash().empty()) {
+      Violation("node " + std::to_string(n.id.value()) + " reopened its disk without " +
+                n.disk.lost_at_crash() + ", and nothing said so");
+    }
+    const paxos::HardState h = n.disk.LoadHardState();
+    if (h.promised < n.vouched_ballot) {
+      Violation("node " + std::to_string(n.id.value()) + " reopened with promise " +
+                paxos::ToString(h.promised) + " after vouching for ballot " +
+                paxos::ToString(n.vouched_ballot));
+    }
+    for (const auto& [instance, ballot] : n.vouched) {
+      if (!n.disk.Holds(instance, ballot)) {
+        Violation("node " + std::to_string(n.id.value()) + " reopened without instance " +
+                  std::to_string(instance.value()) + " it accepted at " +
+                  paxos::ToString(ballot));
+        break;
+      }
+    }
   }
   paxos::Config c = base_config_;
   c.id = n.id;
@@ -238,6 +274,7 @@ void Simulation::StartNode(uint32_t i) {
   lo.bug = opt_.bug;
   n.loop = std::make_unique<node::NodeLoop>(*n.replica, n.disk, *n.host, *n.host, lo);
   n.up = true;
+  n.paused_until = 0;
   n.waiting.clear();
   // A restarted replica rebuilt its applied state from the durable log; what
   // it delivered before the crash must be exactly that prefix.
@@ -290,6 +327,14 @@ void Simulation::HandleReady(uint32_t i) {
     return;
   }
   for (const paxos::Entry& e : std::exchange(n.host->written, {})) OnSaved(e);
+  n.max_promised = std::max(n.max_promised, n.disk.ClaimedHardState().promised);
+  // (8) the lost-disk mark is durable as soon as it is set: after a crash
+  // the node must still know it may not vote.
+  if (n.replica->status().catching_up &&
+      n.disk.ClaimedHardState().catch_up_until == paxos::kNoInstance) {
+    Violation("node " + std::to_string(n.id.value()) +
+              " is catching up after a lost disk, but its disk does not say so");
+  }
   if (n.host->need_snapshot) {
     n.host->need_snapshot = false;
     InstallSnapshot(i, n.host->snapshot_peer);
@@ -297,8 +342,13 @@ void Simulation::HandleReady(uint32_t i) {
 }
 
 void Simulation::CheckVotes(uint32_t i, const paxos::Ready& r) {
-  // (7) a learner, or a voter catching up after a lost disk, never votes.
   Node& n = nodes_[i];
+  // (8) P1a: a promise only rises.
+  if (r.hard_state.promised < n.max_promised) {
+    Violation("node " + std::to_string(n.id.value()) + " lowered its promise from " +
+              paxos::ToString(n.max_promised) + " to " + paxos::ToString(r.hard_state.promised));
+  }
+  // (7) a learner, or a voter catching up after a lost disk, never votes.
   if (!n.learner && !n.replica->status().catching_up) return;
   for (const auto* list : {&r.messages, &r.messages_after_persist}) {
     for (const Message& m : *list) {
@@ -306,6 +356,63 @@ void Simulation::CheckVotes(uint32_t i, const paxos::Ready& r) {
           m.type == paxos::MessageType::kPreVoteGrant || m.type == paxos::MessageType::kPrepare) {
         Violation("node " + std::to_string(n.id.value()) + " voted (" + paxos::ToString(m.type) +
                   ") while " + (n.learner ? "a learner" : "catching up after a lost disk"));
+      }
+    }
+  }
+}
+
+void Simulation::CheckSend(uint32_t i, const Message& m) {
+  Node& n = nodes_[i];
+  const std::string who = "node " + std::to_string(n.id.value());
+  if (m.type == paxos::MessageType::kPromise || m.type == paxos::MessageType::kAccepted) {
+    // (8) a vote leaves only when the disk (as far as it told the node)
+    // holds what it vouches for.
+    const bool accepted = m.type == paxos::MessageType::kAccepted;
+    // P1a: an acceptor accepts nothing below its promise.
+    if (accepted && m.ballot < n.replica->status().promised) {
+      Violation(who + " accepted at " + paxos::ToString(m.ballot) + " below its promise " +
+                paxos::ToString(n.replica->status().promised));
+    }
+    if (!n.disk.Backs(m.ballot, accepted ? m.instance : paxos::kNoInstance,
+                      accepted ? m.instance_last : paxos::kNoInstance, n.replica->chosen())) {
+      Violation(who + " sent " + paxos::ToString(m.type) + " at " + paxos::ToString(m.ballot) +
+                " for instances " + std::to_string(m.instance.value()) + ".." +
+                std::to_string(m.instance_last.value()) + " (chosen " +
+                std::to_string(n.replica->chosen().value()) + ", durable promise " +
+                paxos::ToString(n.disk.ClaimedHardState().promised) +
+                ") that its disk does not hold durably");
+    }
+    n.vouched_ballot = std::max(n.vouched_ballot, m.ballot);
+    if (accepted) {
+      for (Instance x = m.instance; x <= m.instance_last; x = x.next()) {
+        Ballot& b = n.vouched[x];
+        b = std::max(b, m.ballot);
+      }
+    }
+  }
+  if (m.type == paxos::MessageType::kFetchReply || m.type == paxos::MessageType::kPromise) {
+    // (1) what a node serves as chosen is the chosen value (a promise's
+    // entries up to its chosen frontier are chosen values too).
+    for (const paxos::Entry& e : m.entries) {
+      if (m.type == paxos::MessageType::kPromise && e.instance > m.chosen) continue;
+      auto c = chosen_.find(e.instance);
+      if (c != chosen_.end() && !(*c->second == *e.value)) {
+        Violation(who + " served a value other than the chosen one for instance " +
+                  std::to_string(e.instance.value()));
+      }
+    }
+  }
+  if (m.type == paxos::MessageType::kAccept) {
+    // (1) a leader proposes for a chosen instance only its chosen value.
+    // (P2b: at a ballot above the one it was chosen at; an older leader
+    // may still propose anything, and fail.)
+    for (const paxos::Entry& e : m.entries) {
+      auto c = chosen_.find(e.instance);
+      auto at = chosen_ballot_.find(e.instance);
+      if (c != chosen_.end() && at != chosen_ballot_.end() && m.ballot > at->second &&
+          !(*c->second == *e.value)) {
+        Violation(who + " proposed a value other than the chosen one for instance " +
+                  std::to_string(e.instance.value()));
       }
     }
   }
@@ -440,7 +547,11 @@ void Simulation::OnSaved(const paxos::Entry& e) {
     }
     ++votes;
   }
-  if (votes >= paxos::QuorumSize(voters_)) CheckChosen(e.instance, e.value, "a majority accepted");
+  if (votes >= paxos::QuorumSize(voters_)) {
+    CheckChosen(e.instance, e.value, "a majority accepted");
+    auto [at, fresh] = chosen_ballot_.try_emplace(e.instance, e.ballot);
+    if (!fresh) at->second = std::min(at->second, e.ballot);
+  }
 }
 
 void Simulation::OnApplied(uint32_t i, const paxos::AppliedInstance& a) {
@@ -554,7 +665,7 @@ void Simulation::ClientAct(uint32_t ci) {
   if (batch.empty()) return;
   const uint32_t ni = c.target;
   Node& n = nodes_[ni];
-  if (!n.up) {
+  if (!n.up || n.paused_until > now_) {
     c.target = static_cast<uint32_t>(rng_.Uniform(nodes_.size()));
     c.resend = true;
     return;
@@ -591,9 +702,29 @@ void Simulation::InjectFault() {
   next.time = now_ + fault_every_ / 2 + rng_.Uniform(fault_every_);
   Schedule(std::move(next));
   if (!faults_on_) return;
-  const uint32_t i = static_cast<uint32_t>(rng_.Uniform(nodes_.size()));
+  uint32_t i = static_cast<uint32_t>(rng_.Uniform(nodes_.size()));
+  // Faults favour the nodes with faulty disks: what they lost shows at a
+  // restart.
+  if (disk_faults_ && !nodes_[i].faulty && rng_.Chance(0.3)) {
+    for (uint32_t k = 0; k < nodes_.size(); ++k) {
+      if (nodes_[k].faulty) i = k;
+    }
+  }
   if (nodes_[i].faulty && rng_.Chance(rot_)) {
     InjectDiskFault(i);
+    return;
+  }
+  if (rng_.Chance(pause_)) {
+    // Pause a node, the leader more often than not: it comes back a stale
+    // leader, with accepts and proposals from before.
+    for (uint32_t k = 0; k < nodes_.size() && rng_.Chance(0.6); ++k) {
+      if (nodes_[k].up && nodes_[k].replica->role() == paxos::Role::kLeader) i = k;
+    }
+    nodes_[i].paused_until =
+        now_ + (1 + rng_.Uniform(5)) * base_config_.election_timeout_ticks * kTickUnits;
+    ++result_.faults;
+    Trace("pause node " + std::to_string(i + 1) + " until t=" +
+          std::to_string(nodes_[i].paused_until));
     return;
   }
   switch (rng_.Uniform(wipes_ ? 5 : 4)) {
@@ -614,6 +745,9 @@ void Simulation::InjectFault() {
       Trace("wipe node " + std::to_string(i + 1));
       nodes_[i].disk.Wipe();
       nodes_[i].stream.clear();
+      nodes_[i].vouched_ballot = Ballot{};
+      nodes_[i].max_promised = Ballot{};
+      nodes_[i].vouched.clear();
       nodes_[i].wiped = true;
       StartNode(i);
       break;
@@ -700,6 +834,7 @@ void Simulation::HealAll() {
   faults_on_ = false;
   for (auto& row : blocked_) row.assign(row.size(), false);
   for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    nodes_[i].paused_until = 0;
     if (!nodes_[i].up) StartNode(i);
     // The fault model is off from here: the disk stops lying and crashing.
     nodes_[i].disk.Configure(&rng_, DiskFaults{}, opt_.bug);
@@ -788,11 +923,13 @@ SimResult Simulation::Run() {
                                static_cast<double>(base_config_.election_timeout_ticks * kTickUnits)));
   const uint64_t skew = rng_.Uniform(4);  // up to +-skew*10% per node
   // Disk faults on a minority of nodes.
-  disk_faults_ = rng_.Chance(0.5);
-  const double lies[] = {0, 0.003, 0.02};
+  disk_faults_ = rng_.Chance(0.67);
+  const double lies[] = {0.01, 0.05};
   const double misdirects[] = {0, 0.003, 0.02};
-  const double rots[] = {0.1, 0.3};
-  disk_mix_.lie_on_sync = lies[rng_.Uniform(3)];
+  const double rots[] = {0.3, 0.6};
+  const double pauses[] = {0, 0.1, 0.3};
+  pause_ = pauses[rng_.Uniform(3)];
+  disk_mix_.lie_on_sync = lies[rng_.Uniform(2)];
   disk_mix_.misdirect = misdirects[rng_.Uniform(3)];
   rot_ = rots[rng_.Uniform(2)];
   const uint32_t faulty = disk_faults_ ? 1 + static_cast<uint32_t>(rng_.Uniform((opt_.nodes - 1) / 2))
@@ -808,7 +945,7 @@ SimResult Simulation::Run() {
       << " election=" << base_config_.election_timeout_ticks
       << "t heartbeat=" << base_config_.heartbeat_interval_ticks
       << "t retransmit=" << base_config_.retransmit_ticks << "t skew=" << skew * 10 << "%"
-      << " faulty-disks=" << faulty;
+      << " pauses=" << pause_ << " faulty-disks=" << faulty;
   if (faulty > 0) {
     mix << " (lie=" << disk_mix_.lie_on_sync << " misdirect=" << disk_mix_.misdirect
         << " rot=" << rot_ << ")";
@@ -885,15 +1022,24 @@ SimResult Simulation::Run() {
       }
     }
     switch (e->kind) {
-      case Event::Kind::kDeliver: DeliverMessage(*e); break;
+      case Event::Kind::kDeliver:
+      if (nodes_[e->target].paused_until > now_) {
+        // A paused process reads its socket when it resumes, in order.
+        Event later = std::move(*e);
+        later.time = nodes_[later.target].paused_until;
+        Schedule(std::move(later));
+        break;
+      }
+      DeliverMessage(*e);
+      break;
       case Event::Kind::kTick: {
         Node& n = nodes_[e->target];
-        if (n.up) {
+        if (n.up && n.paused_until <= now_) {
           n.replica->Tick();
           HandleReady(e->target);
         }
         // The broker writes what waited at every tick (and when idle).
-        if (n.up && !n.loop->FlushDeferred().ok()) CrashNode(e->target);
+        if (n.up && n.paused_until <= now_ && !n.loop->FlushDeferred().ok()) CrashNode(e->target);
         Event t;
         t.kind = Event::Kind::kTick;
         t.target = e->target;
