@@ -25,6 +25,9 @@ class MemoryStorage final : public Storage {
   }
   Status MakeReadable(paxos::Instance) override { return Status::Ok(); }
 
+  // Test hooks, as MemoryLogStore's.
+  void CorruptForTest(paxos::Instance instance) { store_.CorruptForTest(instance); }
+  uint64_t save_count() const { return store_.save_count(); }
   paxos::MemoryLogStore& memory() { return store_; }
   const paxos::MemoryLogStore& memory() const { return store_; }
 

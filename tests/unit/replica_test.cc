@@ -4,7 +4,10 @@
 
 #include <memory>
 #include <set>
+#include <span>
 
+#include "node/memory_storage.h"
+#include "node/node_loop.h"
 #include "paxos/replica.h"
 
 namespace ordo::paxos {
@@ -24,30 +27,39 @@ ClientMessage Msg(uint64_t producer, uint64_t seq, std::string payload = "x") {
   return ClientMessage{ProducerId(producer), seq, "", std::move(payload)};
 }
 
-// A replica with a host that persists and collects everything, like the
-// broker's loop minus the sockets.
-struct Node {
+// A replica under the node loop (node/node_loop.h), as the broker runs it,
+// with a host that collects everything that came out.
+struct Node final : node::Host, node::Transport {
   explicit Node(Config c) : config(std::move(c)) { Restart(); }
-  void Restart() { replica = std::make_unique<Replica>(config, store); }
-
-  // Runs the host loop until quiet; returns everything that came out.
-  Ready Drain() {
-    Ready all;
-    while (replica->HasReady()) {
-      Ready r = replica->TakeReady();
-      store.Save(r.hard_state, r.entries);
-      all.hard_state_changed |= r.hard_state_changed;
-      all.hard_state = r.hard_state;
-      for (auto& e : r.entries) all.entries.push_back(e);
-      for (auto& m : r.messages) all.messages.push_back(m);
-      for (auto& m : r.messages_after_persist) all.messages_after_persist.push_back(m);
-      for (auto& a : r.applied) all.applied.push_back(a);
-      for (auto& f : r.fetches_to_serve) all.fetches_to_serve.push_back(f);
-      all.lost_leadership |= r.lost_leadership;
-      replica->Advance();
-    }
-    return all;
+  void Restart() {
+    loop.reset();
+    replica = std::make_unique<Replica>(config, store);
+    loop = std::make_unique<node::NodeLoop>(*replica, store, *this, *this);
   }
+
+  // Runs the loop until quiet, then writes what waited (as the broker does
+  // when idle); returns everything that came out.
+  Ready Drain() {
+    out = Ready{};
+    EXPECT_TRUE(loop->Drain().ok());
+    EXPECT_TRUE(loop->FlushDeferred().ok());
+    return std::move(out);
+  }
+  void OnReady(const Ready& r) override {
+    out.hard_state_changed |= r.hard_state_changed;
+    out.hard_state = r.hard_state;
+    for (auto& e : r.entries) out.entries.push_back(e);
+    for (auto& m : r.messages) out.messages.push_back(m);
+    for (auto& m : r.messages_after_persist) out.messages_after_persist.push_back(m);
+    out.lost_leadership |= r.lost_leadership;
+  }
+  void OnApplied(std::span<const AppliedInstance> applied) override {
+    for (auto& a : applied) out.applied.push_back(a);
+  }
+  void ServeFetch(FetchToServe f) override { out.fetches_to_serve.push_back(std::move(f)); }
+  void Send(const Message&) override {}  // collected whole in OnReady
+
+  Ready out;  // what the current Drain collects
   Ready Step(const Message& m) {
     replica->Step(m);
     return Drain();
@@ -66,8 +78,9 @@ struct Node {
   }
 
   Config config;
-  MemoryLogStore store;
+  node::MemoryStorage store;
   std::unique_ptr<Replica> replica;
+  std::unique_ptr<node::NodeLoop> loop;
 };
 
 Message Make(MessageType type, uint32_t from, uint32_t to, Ballot ballot) {

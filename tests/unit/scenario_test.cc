@@ -5,7 +5,10 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <span>
 
+#include "node/memory_storage.h"
+#include "node/node_loop.h"
 #include "paxos/replica.h"
 
 namespace ordo::paxos {
@@ -26,12 +29,26 @@ ClientMessage Msg(uint64_t producer, uint64_t seq, std::string payload = "x") {
 }
 
 struct Cluster {
-  struct N {
+  // A node under the node loop (node/node_loop.h), as the broker runs it.
+  struct N final : node::Host, node::Transport {
     Config config;
-    MemoryLogStore store;
+    node::MemoryStorage store;
     std::unique_ptr<Replica> replica;
+    std::unique_ptr<node::NodeLoop> loop;
     bool up = true;
     std::vector<AppliedInstance> applied;
+    std::deque<Message>* net = nullptr;
+
+    void Start() {
+      loop.reset();
+      replica = std::make_unique<Replica>(config, store);
+      loop = std::make_unique<node::NodeLoop>(*replica, store, *this, *this);
+    }
+    void Send(const Message& m) override { net->push_back(m); }
+    void OnApplied(std::span<const AppliedInstance> a) override {
+      applied.insert(applied.end(), a.begin(), a.end());
+    }
+    void ServeFetch(FetchToServe) override {}
   };
   std::vector<std::unique_ptr<N>> nodes;
   std::deque<Message> net;
@@ -42,7 +59,8 @@ struct Cluster {
     for (uint32_t i = 1; i <= n; ++i) {
       auto node = std::make_unique<N>();
       node->config = Cfg(i, n, seed + i);
-      node->replica = std::make_unique<Replica>(node->config, node->store);
+      node->net = &net;
+      node->Start();
       nodes.push_back(std::move(node));
     }
   }
@@ -50,22 +68,18 @@ struct Cluster {
   Replica& r(uint32_t id) { return *at(id).replica; }
   void Crash(uint32_t id) {
     at(id).up = false;
+    at(id).loop.reset();
     at(id).replica.reset();
   }
   void Restart(uint32_t id) {
-    at(id).replica = std::make_unique<Replica>(at(id).config, at(id).store);
+    at(id).Start();
     at(id).up = true;
   }
   void Drain(uint32_t id) {
     N& n = at(id);
-    while (n.up && n.replica->HasReady()) {
-      Ready rd = n.replica->TakeReady();
-      for (auto& m : rd.messages) net.push_back(m);
-      n.store.Save(rd.hard_state, rd.entries);
-      for (auto& m : rd.messages_after_persist) net.push_back(m);
-      for (auto& a : rd.applied) n.applied.push_back(a);
-      n.replica->Advance();
-    }
+    if (!n.up) return;
+    EXPECT_TRUE(n.loop->Drain().ok());
+    EXPECT_TRUE(n.loop->FlushDeferred().ok());
   }
   void Deliver(size_t max = 100000) {
     for (size_t k = 0; k < max && !net.empty(); ++k) {
@@ -183,7 +197,7 @@ TEST(Scenario, LeaderStuckBelowPromisedFrontierWhenTheReporterDies) {
 // by a no-op. storage_failed_ is only set in OnPrepare, i.e. when *another*
 // candidate asks.
 TEST(Scenario, NodeWithACorruptAcceptedRecordNeverCampaigns) {
-  MemoryLogStore s1;
+  node::MemoryStorage s1;
   Config c1 = Cfg(1, 3);
   auto r1 = std::make_unique<Replica>(c1, s1);
   const Ballot b{1, NodeId(2)};
@@ -195,16 +209,20 @@ TEST(Scenario, NodeWithACorruptAcceptedRecordNeverCampaigns) {
   accept.ballot = b;
   accept.entries = {Entry{Instance(1), b, MakeBarrier(b)}, Entry{Instance(2), b, v}};
   r1->Step(accept);
-  auto drain = [&](std::vector<Message>* out) {
-    while (r1->HasReady()) {
-      Ready rd = r1->TakeReady();
-      s1.Save(rd.hard_state, rd.entries);
-      if (out) {
-        for (auto& m : rd.messages) out->push_back(m);
-        for (auto& m : rd.messages_after_persist) out->push_back(m);
-      }
-      r1->Advance();
+  // The node loop, with a host that keeps what node 1 sends.
+  struct Out final : node::Host, node::Transport {
+    std::vector<Message>* to = nullptr;
+    void Send(const Message& m) override {
+      if (to) to->push_back(m);
     }
+    void OnApplied(std::span<const AppliedInstance>) override {}
+    void ServeFetch(FetchToServe) override {}
+  } host;
+  auto drain = [&](std::vector<Message>* out) {
+    host.to = out;
+    node::NodeLoop loop(*r1, s1, host, host);
+    EXPECT_TRUE(loop.Drain().ok());
+    EXPECT_TRUE(loop.FlushDeferred().ok());
   };
   drain(nullptr);
   // Node 2 (the leader) accepted too: instances 1..2 are chosen by {1, 2},
