@@ -671,7 +671,8 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
   char buf[4096];
   // Bounded: a damaged page can make a walk loop; a healthy one reads the
   // file once.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60) +
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + std::chrono::seconds(60) +
                         std::chrono::seconds(static_cast<uint64_t>(st.st_size) >> 26);
   bool timed_out = false;
   while (true) {
@@ -695,7 +696,21 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (timed_out) return Status::Damaged("checking " + data_file + " did not end in time: its pages are damaged");
+  // A timeout or a SIGKILL (the OOM killer) is not proof of damage: a slow
+  // disk or a busy machine must not cost the node its data. It refuses to
+  // start (exit status 3) and says so; a crash on a page (SIGSEGV, SIGBUS)
+  // is damage.
+  if (timed_out) {
+    return Status::Storage("checking " + data_file + " did not end within " +
+                           std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                              deadline - start).count()) +
+                           " s: a slow or failing disk, or damaged pages that loop; start "
+                           "again, or move the data directory aside to rejoin as a lost disk");
+  }
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
+    return Status::Storage("the process checking " + data_file +
+                           " was killed (SIGKILL: out of memory?); start again");
+  }
   if (WIFSIGNALED(status)) {
     return Status::Damaged("reading " + data_file + " killed the checking process (signal " +
                            std::to_string(WTERMSIG(status)) + "): its pages are damaged");

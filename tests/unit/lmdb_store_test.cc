@@ -20,6 +20,8 @@
 #include "broker/crc32c.h"
 #include "broker/lmdb_store.h"
 #include "tests/unit/log_store_contract.h"
+#include "tests/unit/storage_contract.h"
+#include "broker/node_storage.h"
 
 namespace ordo::broker {
 namespace {
@@ -60,6 +62,47 @@ struct LmdbFactory {
 namespace ordo::paxos {
 INSTANTIATE_TYPED_TEST_SUITE_P(Lmdb, LogStoreContract, ordo::broker::LmdbFactory);
 }  // namespace ordo::paxos
+
+namespace ordo::broker {
+namespace {
+// The node loop's storage over LMDB and the journal; a crash loses the
+// journal's unsynced bytes and LMDB's uncommitted transaction.
+struct NodeStorageFactory {
+  NodeStorageFactory() : dir(TempDir()) { Open(); }
+  ~NodeStorageFactory() {
+    node.reset();
+    lmdb.reset();
+    std::filesystem::remove_all(dir);
+  }
+  node::Storage& storage() { return *node; }
+  void Open() {
+    node.reset();
+    lmdb.reset();
+    const Status s = LmdbStore::Open(dir, 64ull << 20, &lmdb);
+    ASSERT_TRUE(s.ok()) << s.message();
+    node = std::make_unique<NodeStorage>(*lmdb);
+  }
+  void Crash() {
+    lmdb->DropUnsyncedJournalForTest();
+    Open();
+  }
+  void Wipe() {
+    node.reset();
+    lmdb.reset();
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    Open();
+  }
+  std::string dir;
+  std::unique_ptr<LmdbStore> lmdb;
+  std::unique_ptr<NodeStorage> node;
+};
+}  // namespace
+}  // namespace ordo::broker
+
+namespace ordo::node {
+INSTANTIATE_TYPED_TEST_SUITE_P(LmdbAndJournal, StorageContract, ordo::broker::NodeStorageFactory);
+}  // namespace ordo::node
 
 namespace ordo::broker {
 namespace {
