@@ -11,20 +11,10 @@
 
 namespace ordo::broker {
 
-class NodeStorage final : public node::Storage {
+class NodeStorage final : public node::StorageReadingFrom {
  public:
-  explicit NodeStorage(LmdbStore& store) : store_(store) {}
+  explicit NodeStorage(LmdbStore& store) : StorageReadingFrom(store), store_(store) {}
   void set_metrics(monitoring::BrokerMetrics* metrics) { metrics_ = metrics; }
-
-  paxos::HardState LoadHardState() const override { return store_.LoadHardState(); }
-  paxos::Instance LastInstance() const override { return store_.LastInstance(); }
-  paxos::StoreCode Get(paxos::Instance instance, paxos::Entry* out) const override {
-    return store_.Get(instance, out);
-  }
-  paxos::Instance FirstInstance() const override { return store_.FirstInstance(); }
-  std::optional<paxos::AppliedSnapshot> LoadSnapshot() const override {
-    return store_.LoadSnapshot();
-  }
 
   Status Write(const paxos::HardState& hard_state, std::span<const paxos::Entry> entries,
                std::span<const paxos::AppliedInstance> applied,

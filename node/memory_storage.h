@@ -6,17 +6,11 @@
 
 namespace ordo::node {
 
-class MemoryStorage final : public Storage {
+class MemoryStorage final : public StorageReadingFrom {
  public:
-  paxos::HardState LoadHardState() const override { return store_.LoadHardState(); }
-  paxos::Instance LastInstance() const override { return store_.LastInstance(); }
-  paxos::StoreCode Get(paxos::Instance instance, paxos::Entry* out) const override {
-    return store_.Get(instance, out);
-  }
-  paxos::Instance FirstInstance() const override { return store_.FirstInstance(); }
-  std::optional<paxos::AppliedSnapshot> LoadSnapshot() const override {
-    return store_.LoadSnapshot();
-  }
+  MemoryStorage() : StorageReadingFrom(store_) {}  // (store_ is only read later)
+  MemoryStorage(const MemoryStorage&) = delete;
+  MemoryStorage& operator=(const MemoryStorage&) = delete;
   Status Write(const paxos::HardState& hard_state, std::span<const paxos::Entry> entries,
                std::span<const paxos::AppliedInstance>, Durability) override {
     return store_.Save(hard_state, entries) == paxos::StoreCode::kOk

@@ -47,4 +47,23 @@ class Storage : public paxos::LogStore {
   }
 };
 
+// A Storage whose reads are those of another paxos::LogStore (the broker's
+// LMDB store, a memory store): subclasses add the writes.
+class StorageReadingFrom : public Storage {
+ public:
+  explicit StorageReadingFrom(const paxos::LogStore& reads) : reads_(reads) {}
+  paxos::HardState LoadHardState() const override { return reads_.LoadHardState(); }
+  paxos::Instance LastInstance() const override { return reads_.LastInstance(); }
+  paxos::StoreCode Get(paxos::Instance instance, paxos::Entry* out) const override {
+    return reads_.Get(instance, out);
+  }
+  paxos::Instance FirstInstance() const override { return reads_.FirstInstance(); }
+  std::optional<paxos::AppliedSnapshot> LoadSnapshot() const override {
+    return reads_.LoadSnapshot();
+  }
+
+ private:
+  const paxos::LogStore& reads_;
+};
+
 }  // namespace ordo::node
