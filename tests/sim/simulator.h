@@ -1,8 +1,11 @@
-// A deterministic simulator for the consensus core: N replicas in one process,
-// a simulated network (loss, duplication, reordering, delay, partitions),
-// crash-restarts that keep exactly the durable state, and clients that publish
-// with retries. Every random choice is drawn from one seed, so a failing seed
-// replays exactly. An invariant checker runs after every step.
+// A deterministic simulator: N nodes in one process, each the real
+// consensus core under the broker's node loop (node/node_loop.h) on a
+// simulated disk with faults (sim_disk.h); a simulated network (loss,
+// duplication, reordering, delay, partitions of several shapes, paused
+// processes), crash-restarts that keep what the disk kept, and clients that
+// publish with retries. Every random choice is drawn from one seed (each
+// seed also draws its own fault mix: swarm testing), so a failing seed
+// replays exactly. An invariant checker runs after every step (README).
 #pragma once
 
 #include <cstdint>
