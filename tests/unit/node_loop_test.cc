@@ -98,6 +98,17 @@ Message Accept(Ballot b, uint64_t first, uint64_t count, Instance chosen = Insta
   return m;
 }
 
+// The leader (node 1) tells node 2 that everything up to `chosen` is chosen.
+Message Commit(Ballot b, Instance chosen) {
+  Message m;
+  m.type = MessageType::kCommit;
+  m.from = NodeId(1);
+  m.to = NodeId(2);
+  m.ballot = b;
+  m.chosen = chosen;
+  return m;
+}
+
 std::string Dump(const std::vector<std::string>& log) {
   std::string s;
   for (const std::string& e : log) s += e + "; ";
@@ -133,13 +144,7 @@ TEST(NodeLoop, OnlyTheChosenMarkWaitsAndIsWrittenVolatileOnFlush) {
   ASSERT_TRUE(rig.Step(Accept(b, 1, 2)).ok());
   rig.log.clear();
   // The leader says 1..2 are chosen: applied (acked) at once, nothing written.
-  Message commit;
-  commit.type = MessageType::kCommit;
-  commit.from = NodeId(1);
-  commit.to = NodeId(2);
-  commit.ballot = b;
-  commit.chosen = Instance(2);
-  ASSERT_TRUE(rig.Step(commit).ok());
+  ASSERT_TRUE(rig.Step(Commit(b, Instance(2))).ok());
   EXPECT_NE(rig.Index("applied:2"), SIZE_MAX) << Dump(rig.log);
   EXPECT_EQ(rig.Index("write:"), SIZE_MAX) << Dump(rig.log);
   EXPECT_TRUE(rig.loop->has_deferred());
@@ -189,14 +194,8 @@ TEST(NodeLoop, ASnapshotPointIsACheckpointWrittenBeforeTheSnapshot) {
   c.snapshot_interval_instances = 2;
   Rig rig(c);
   ASSERT_TRUE(rig.Step(Accept(Ballot{1, NodeId(1)}, 1, 2)).ok());
-  Message commit;
-  commit.type = MessageType::kCommit;
-  commit.from = NodeId(1);
-  commit.to = NodeId(2);
-  commit.ballot = Ballot{1, NodeId(1)};
-  commit.chosen = Instance(2);
   rig.log.clear();
-  ASSERT_TRUE(rig.Step(commit).ok());
+  ASSERT_TRUE(rig.Step(Commit(Ballot{1, NodeId(1)}, Instance(2))).ok());
   ASSERT_NE(rig.Index("snapshot:2"), SIZE_MAX) << Dump(rig.log);
   EXPECT_LT(rig.Index("write:checkpoint"), rig.Index("snapshot:2")) << Dump(rig.log);
 }
