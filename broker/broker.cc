@@ -365,6 +365,33 @@ Status Broker::RepairDerived() {
   if (code == paxos::StoreCode::kIoError) {
     return Status::Error("storage failure: " + store_->last_error());
   }
+  if (code == paxos::StoreCode::kCorrupt) {
+    // The rebuild waits for a damaged log record. The core was told of it
+    // at the end of the loop turn; from the next tick on, Repairing() says
+    // whether a copy will come. One that no peer holds any more (they
+    // truncated it) never comes: when this node's own snapshot covers the
+    // record, the log is cut up to the snapshot (the base jumps over the
+    // record) and the rebuild goes on from there.
+    const paxos::Instance at = store_->rebuild_next();
+    const paxos::Instance snapshot(store_->snapshot_handle().instance);
+    if (at == rebuild_blocked_at_ && !replica_->Repairing(at) && at <= snapshot) {
+      if (!rebuild_cut_logged_) {
+        rebuild_cut_logged_ = true;
+        spdlog::warn("log record for instance {} cannot be repaired: every peer truncated it; "
+                     "this broker's snapshot at {} covers it, so its log is cut up to there",
+                     at.value(), snapshot.value());
+      }
+      size_t deleted = 0;
+      if (store_->Truncate(snapshot.next(), kRebuildCutStepMax, &deleted) ==
+          paxos::StoreCode::kIoError) {
+        return Status::Error("storage failure: " + store_->last_error());
+      }
+    }
+    rebuild_blocked_at_ = at;
+  } else {
+    rebuild_blocked_at_ = paxos::kNoInstance;
+    rebuild_cut_logged_ = false;
+  }
   if (done) {
     ++derived_rebuilds_;
     spdlog::info("offset index and compacted view rebuilt from the log ({} records rewritten or "

@@ -99,7 +99,11 @@ class Broker final : public node::Host, public node::Transport {
   // (RepairDerived), a bounded number of instances per tick.
   bool derived_damage_ = false;
   static constexpr size_t kRebuildInstancesPerTick = 4096;
+  static constexpr size_t kRebuildCutStepMax = 4096;  // log records deleted per tick
   std::string rebuild_error_;
+  // The damaged log record the rebuild waited for at the last tick.
+  paxos::Instance rebuild_blocked_at_ = paxos::kNoInstance;
+  bool rebuild_cut_logged_ = false;
   uint64_t derived_rebuilds_ = 0;
   uint64_t votes_while_catching_up_ = 0;
   std::string deferred_error_;  // a flush the snapshot service asked for failed

@@ -1328,6 +1328,11 @@ paxos::StoreCode LmdbStore::Truncate(paxos::Instance first, size_t max_entries, 
     last_error_ = LmdbError("mdb_txn_commit", rc);
     return paxos::StoreCode::kIoError;
   }
+  // A rebuild behind the new base goes on from it: the records it would
+  // read are gone, and so is their part of the index.
+  if (rebuild_ && new_base && rebuild_->state.applied() < new_base->instance) {
+    rebuild_->state = paxos::AppliedState(*new_base);
+  }
   base_ = std::move(new_base);
   first_instance_ = reached;
   first_offset_ = r.first_offset;

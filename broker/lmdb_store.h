@@ -221,6 +221,11 @@ class LmdbStore final : public paxos::LogStore {
   // damage; call again once it is repaired); kNotFound without a base.
   paxos::StoreCode StartRebuild(paxos::Instance applied);
   bool rebuilding() const { return rebuild_.has_value(); }
+  // The instance the rebuild reads next: the damaged one it waits for
+  // after a kCorrupt.
+  paxos::Instance rebuild_next() const {
+    return rebuild_ ? rebuild_->state.applied().next() : paxos::kNoInstance;
+  }
   // Checks (and rewrites where they differ) the index records of up to
   // `max_instances` more instances, up to `applied`; *done at the end, when
   // the index and compacted-view damage found so far counts as repaired.

@@ -197,6 +197,10 @@ class Replica {
   // The host found the stored record of chosen `instance` failing its check
   // while serving a fetch: it is counted and fetched again from a peer.
   void ReportUnreadable(Instance instance);
+  // A reported damaged record is still to be fetched. False once it was
+  // rewritten, or given up: applied already and truncated by every peer
+  // that had it (the host may drop it behind its own snapshot).
+  bool Repairing(Instance instance) const { return repairs_.count(instance) != 0; }
 
   bool HasReady() const;
   Ready TakeReady();

@@ -889,6 +889,43 @@ TEST(LmdbStoreDamage, ARecordWhoseKeyRottedBelowTheBaseIsDroppedAndTruncationGoe
   EXPECT_EQ(f.lmdb->FirstInstance(), Instance(9));
 }
 
+TEST(LmdbStoreDamage, ARebuildBlockedOnARecordTheSnapshotCoversGoesOnOnceTheLogIsCutThere) {
+  // A damaged record below this node's snapshot that no peer still holds
+  // (they truncated it) is never repaired. Cutting the log up to the
+  // snapshot jumps the base over it, and the rebuild must go on from there
+  // instead of waiting for the deleted record forever.
+  LmdbFactory f;
+  FillWithSnapshot(f, 10, 8);
+  f.lmdb.reset();
+  FlipBitOnDisk(f.dir, 5);
+  MoveIndexKey(f.dir, 6, 5000);  // derived damage too: a rebuild is needed
+  f.Reopen();
+  ASSERT_EQ(f.lmdb->StartRebuild(Instance(10)), StoreCode::kOk) << f.lmdb->last_error();
+  bool done = false;
+  uint64_t fixed = 0;
+  StoreCode code = StoreCode::kOk;
+  for (int i = 0; i < 10 && code == StoreCode::kOk; ++i) {
+    code = f.lmdb->RebuildStep(Instance(10), 3, &done, &fixed);
+  }
+  ASSERT_EQ(code, StoreCode::kCorrupt);
+  EXPECT_EQ(f.lmdb->rebuild_next(), Instance(5));
+  size_t deleted = 0;
+  for (int i = 0; i < 10 && f.lmdb->FirstInstance() <= Instance(8); ++i) {
+    ASSERT_EQ(f.lmdb->Truncate(Instance(9), 100, &deleted), StoreCode::kOk) << f.lmdb->last_error();
+  }
+  ASSERT_EQ(f.lmdb->FirstInstance(), Instance(9));
+  ASSERT_TRUE(f.lmdb->rebuilding());
+  for (int i = 0; i < 10 && !done; ++i) {
+    ASSERT_EQ(f.lmdb->RebuildStep(Instance(10), 3, &done, &fixed), StoreCode::kOk) << f.lmdb->last_error();
+  }
+  EXPECT_TRUE(done);
+  StoreCode read;
+  EXPECT_EQ(Offsets(*f.lmdb, 8, &read), (std::vector<uint64_t>{8, 9}));
+  EXPECT_EQ(read, StoreCode::kOk);
+  f.lmdb->TakeNewDamage();
+  EXPECT_EQ(f.lmdb->corruptions(), 2u) << "the deleted record was reported as missing";
+}
+
 TEST(LmdbStoreDamage, AMetaPageWhoseTransactionIdRottedIsDamage) {
   // LMDB opens from the meta page with the higher transaction id: one that
   // rotted lower makes it open the older commit, which may lack a synced
