@@ -83,13 +83,22 @@ struct Rig final : Host, Transport {
   std::unique_ptr<NodeLoop> loop;
 };
 
-Message Accept(Ballot b, uint64_t first, uint64_t count, Instance chosen = Instance()) {
+// A message from the leader (node 1) to node 2, saying that everything up
+// to `chosen` is chosen.
+Message FromLeader(MessageType type, Ballot b, Instance chosen) {
   Message m;
-  m.type = MessageType::kAccept;
+  m.type = type;
   m.from = NodeId(1);
   m.to = NodeId(2);
   m.ballot = b;
   m.chosen = chosen;
+  return m;
+}
+
+Message Commit(Ballot b, Instance chosen) { return FromLeader(MessageType::kCommit, b, chosen); }
+
+Message Accept(Ballot b, uint64_t first, uint64_t count, Instance chosen = Instance()) {
+  Message m = FromLeader(MessageType::kAccept, b, chosen);
   for (uint64_t i = first; i < first + count; ++i) {
     m.entries.push_back(Entry{Instance(i), b,
                               paxos::MakeBatch(b, {paxos::ClientMessage{paxos::ProducerId(7), i,
@@ -98,16 +107,6 @@ Message Accept(Ballot b, uint64_t first, uint64_t count, Instance chosen = Insta
   return m;
 }
 
-// The leader (node 1) tells node 2 that everything up to `chosen` is chosen.
-Message Commit(Ballot b, Instance chosen) {
-  Message m;
-  m.type = MessageType::kCommit;
-  m.from = NodeId(1);
-  m.to = NodeId(2);
-  m.ballot = b;
-  m.chosen = chosen;
-  return m;
-}
 
 std::string Dump(const std::vector<std::string>& log) {
   std::string s;
