@@ -37,9 +37,20 @@ Status Broker::OpenStorage() {
     if (s.ok() && scrub_.records > 0) {
       spdlog::info("storage {}: {} records checked in {} ms{}", config_.data_dir, scrub_.records,
                    std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count(),
-                   scrub_.damaged_log.empty() && !scrub_.damaged_derived
-                       ? ""
-                       : "; damaged ones are repaired (below)");
+                   scrub_.clean() ? "" : "; damaged ones are repaired (below)");
+    }
+    if (s.ok() && !scrub_.clean()) {
+      // Never written into: pages around a damaged record may be damaged
+      // in ways no check sees.
+      const auto rewrite_start = Clock::now();
+      uint64_t copied = 0;
+      s = LmdbStore::Rewrite(config_.data_dir, config_.map_size_bytes, &copied);
+      if (s.ok()) {
+        spdlog::warn("storage {}: data.mdb was rewritten into fresh pages ({} records in {} ms), "
+                     "so that no write goes into a damaged page", config_.data_dir, copied,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(
+                         Clock::now() - rewrite_start).count());
+      }
     }
   }
   if (s.ok()) s = LmdbStore::Open(config_.data_dir, config_.map_size_bytes, &store_);

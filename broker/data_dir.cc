@@ -28,6 +28,8 @@ constexpr size_t kIdentityBytesMax = 4096;
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
+}  // namespace
+
 Status FsyncPath(const std::string& path, bool directory) {
   const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
   if (fd < 0) return Status::Storage(Errno("opening " + path));
@@ -36,6 +38,8 @@ Status FsyncPath(const std::string& path, bool directory) {
   if (rc != 0) return Status::Storage(Errno("fsync " + path));
   return Status::Ok();
 }
+
+namespace {
 
 struct Identity {
   std::string cluster_id;

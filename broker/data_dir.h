@@ -71,4 +71,8 @@ class DataDir {
   int lock_fd_ = -1;
 };
 
+// fsync of a file or (directory = true) of a directory's entries: what
+// makes a create or a rename durable.
+Status FsyncPath(const std::string& path, bool directory);
+
 }  // namespace ordo::broker

@@ -11,11 +11,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 
 #include "broker/codec.h"
 #include "broker/crc32c.h"
+#include "broker/data_dir.h"
 #include "paxos/assert.h"
 
 namespace ordo::broker {
@@ -557,11 +559,17 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
   return Status::Ok();
 }
 
-Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubReport* out) {
-  *out = ScrubReport{};
-  const std::string data_file = dir + "/data.mdb";
-  struct stat st {};
-  if (::stat(data_file.c_str(), &st) != 0) return Status::Ok();  // nothing stored yet
+namespace {
+
+// Runs `body` in a child process (fork) that appends report lines to the
+// string it is given and returns its exit status: LMDB trusts its pages,
+// and damaged ones can make it read or write out of bounds, so a crash
+// there is a finding (kDamaged), never the broker's death. Nothing else of
+// the broker runs in the child. Bounded in time: a damaged page can make a
+// walk loop; a healthy one reads the file once.
+Status RunInChild(const std::string& what, uint64_t file_bytes,
+                  const std::function<int(std::string*)>& body, std::string* report, int* code) {
+  report->clear();
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return Status::Storage(std::string("pipe: ") + std::strerror(errno));
   const pid_t pid = ::fork();
@@ -571,124 +579,23 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
     return Status::Storage(std::string("fork: ") + std::strerror(errno));
   }
   if (pid == 0) {
-    // The child: read-only, no lock file (the parent holds the directory),
-    // its own environment. It reports lines "log N", "derived", "records N",
-    // "lmdb TEXT" and exits; nothing else of the broker runs here.
     ::close(fds[0]);
-    std::string report;
-    auto finish = [&](int code) {
-      const char* p = report.data();
-      size_t n = report.size();
-      while (n > 0) {
-        const ssize_t w = ::write(fds[1], p, n);
-        if (w <= 0) break;
-        p += w;
-        n -= static_cast<size_t>(w);
-      }
-      ::_exit(code);
-    };
-    MDB_env* env = nullptr;
-    int rc = mdb_env_create(&env);
-    if (rc == 0) rc = mdb_env_set_mapsize(env, map_size_bytes);
-    if (rc == 0) rc = mdb_env_set_maxdbs(env, 5);
-    if (rc == 0) rc = mdb_env_open(env, dir.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
-    MDB_txn* txn = nullptr;
-    if (rc == 0) rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
-    if (rc != 0) {
-      report += "lmdb opening: " + std::string(mdb_strerror(rc)) + "\n";
-      finish(IsLmdbDamage(rc) ? 2 : 3);
+    std::string out;
+    const int status = body(&out);
+    const char* p = out.data();
+    size_t n = out.size();
+    while (n > 0) {
+      const ssize_t w = ::write(fds[1], p, n);
+      if (w <= 0) break;
+      p += w;
+      n -= static_cast<size_t>(w);
     }
-    // The file must hold every page LMDB's meta names (else SIGBUS below).
-    MDB_envinfo info{};
-    MDB_stat est{};
-    if (mdb_env_info(env, &info) == 0 && mdb_env_stat(env, &est) == 0 &&
-        static_cast<uint64_t>(st.st_size) < (uint64_t{info.me_last_pgno} + 1) * est.ms_psize) {
-      report += "lmdb the file is shorter than its pages\n";
-      finish(2);
-    }
-    uint64_t records = 0;
-    size_t listed = 0;
-    bool derived = false;
-    auto walk = [&](const char* name, const std::function<void(const MDB_val&, const MDB_val&)>& check) {
-      MDB_dbi dbi;
-      int r = mdb_dbi_open(txn, name, 0, &dbi);
-      if (r == MDB_NOTFOUND) return;
-      MDB_cursor* cur = nullptr;
-      if (r == 0) r = mdb_cursor_open(txn, dbi, &cur);
-      MDB_val k, v;
-      std::string previous;
-      if (r == 0) {
-        for (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == 0;
-             r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-          // Keys out of LMDB's order (memcmp, then length): a flipped bit
-          // in a key, which makes the tree's searches unreliable.
-          const std::string key(static_cast<const char*>(k.mv_data), k.mv_size);
-          if (records > 0 && !(previous < key)) {
-            report += std::string("lmdb keys out of order in the ") + name + " database\n";
-            finish(2);
-          }
-          previous = key;
-          ++records;
-          // The tree's own search must find what the walk finds: a damaged
-          // branch page misleads searches (a record the loop reads by key
-          // would look missing: an accepted value left out of a promise).
-          MDB_val found{};
-          MDB_val probe = k;
-          if (mdb_get(txn, dbi, &probe, &found) != 0 || found.mv_size != v.mv_size ||
-              std::memcmp(found.mv_data, v.mv_data, v.mv_size) != 0) {
-            const std::string db(name);
-            if (db != "log" && db != "meta") {
-              derived = true;  // rebuilt from the log
-            } else {
-              report += "lmdb a key of the " + db + " database that a search does not find\n";
-              finish(2);
-            }
-          }
-          check(k, v);
-        }
-      }
-      if (r != 0 && r != MDB_NOTFOUND) {
-        report += std::string("lmdb reading ") + name + ": " + mdb_strerror(r) + "\n";
-        finish(IsLmdbDamage(r) ? 2 : 3);
-      }
-    };
-    walk("log", [&](const MDB_val& k, const MDB_val& v) {
-      paxos::Entry e;
-      const bool ok = k.mv_size == 8 &&
-                      DecodeLogRecord({static_cast<const uint8_t*>(v.mv_data), v.mv_size}, &e).ok() &&
-                      e.instance.value() == GetBigEndian(k.mv_data);
-      if (!ok && k.mv_size != 8) {
-        report += "lmdb a log key that is not an instance\n";
-        finish(2);
-      }
-      if (!ok && listed++ < kScrubListMax) {
-        report += "log " + std::to_string(GetBigEndian(k.mv_data)) + "\n";
-      }
-    });
-    walk("index", [&](const MDB_val& k, const MDB_val& v) {
-      IndexRecord r;
-      if (!DecodeIndex(k, v, &r)) derived = true;
-    });
-    walk("keys", [&](const MDB_val& k, const MDB_val& v) {
-      StreamMessage m;
-      if (!DecodeKeyed(k, v, &m)) derived = true;
-    });
-    walk("key_offsets", [&](const MDB_val& k, const MDB_val& v) {
-      if (k.mv_size != 8 || v.mv_size == 0) derived = true;
-    });
-    walk("meta", [&](const MDB_val&, const MDB_val&) {});  // checked by Open, record by record
-    if (derived) report += "derived\n";
-    report += "records " + std::to_string(records) + "\n";
-    finish(0);
+    ::_exit(status);
   }
   ::close(fds[1]);
-  std::string report;
   char buf[4096];
-  // Bounded: a damaged page can make a walk loop; a healthy one reads the
-  // file once.
   const auto start = std::chrono::steady_clock::now();
-  const auto deadline = start + std::chrono::seconds(60) +
-                        std::chrono::seconds(static_cast<uint64_t>(st.st_size) >> 26);
+  const auto deadline = start + std::chrono::seconds(60) + std::chrono::seconds(file_bytes >> 26);
   bool timed_out = false;
   while (true) {
     pollfd p{fds[0], POLLIN, 0};
@@ -704,7 +611,7 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
     const ssize_t n = ::read(fds[0], buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    report.append(buf, static_cast<size_t>(n));
+    report->append(buf, static_cast<size_t>(n));
   }
   ::close(fds[0]);
   if (timed_out) ::kill(pid, SIGKILL);
@@ -716,19 +623,180 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
   // start (exit status 3) and says so; a crash on a page (SIGSEGV, SIGBUS)
   // is damage.
   if (timed_out) {
-    return Status::Storage("checking " + data_file + " did not end within " +
+    return Status::Storage(what + " did not end within " +
                            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
                                               deadline - start).count()) +
                            " s: a slow or failing disk, or damaged pages that loop; start "
                            "again, or move the data directory aside to rejoin as a lost disk");
   }
   if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
-    return Status::Storage("the process checking " + data_file +
-                           " was killed (SIGKILL: out of memory?); start again");
+    return Status::Storage("the process " + what + " was killed (SIGKILL: out of memory?); "
+                           "start again");
   }
   if (WIFSIGNALED(status)) {
-    return Status::Damaged("reading " + data_file + " killed the checking process (signal " +
+    return Status::Damaged(what + " killed the process doing it (signal " +
                            std::to_string(WTERMSIG(status)) + "): its pages are damaged");
+  }
+  *code = WIFEXITED(status) ? WEXITSTATUS(status) : 3;
+  return Status::Ok();
+}
+
+// The databases of the environment, in the order Scrub reads them.
+constexpr const char* kDatabases[] = {"log", "index", "keys", "key_offsets", "meta"};
+
+}  // namespace
+
+Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubReport* out) {
+  *out = ScrubReport{};
+  const std::string data_file = dir + "/data.mdb";
+  struct stat st {};
+  if (::stat(data_file.c_str(), &st) != 0) return Status::Ok();  // nothing stored yet
+  // The child: read-only, no lock file (the parent holds the directory),
+  // its own environment. It reports lines "log N", "derived", "pages",
+  // "records N", "lmdb TEXT"; exit 2 for damage, 3 for another failure.
+  auto body = [&](std::string* report) {
+    MDB_env* env = nullptr;
+    int rc = mdb_env_create(&env);
+    if (rc == 0) rc = mdb_env_set_mapsize(env, map_size_bytes);
+    if (rc == 0) rc = mdb_env_set_maxdbs(env, 5);
+    if (rc == 0) rc = mdb_env_open(env, dir.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
+    MDB_txn* txn = nullptr;
+    if (rc == 0) rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+    if (rc != 0) {
+      *report += "lmdb opening: " + std::string(mdb_strerror(rc)) + "\n";
+      return IsLmdbDamage(rc) ? 2 : 3;
+    }
+    // The file must hold every page LMDB's meta names (else SIGBUS below).
+    MDB_envinfo info{};
+    MDB_stat est{};
+    if (mdb_env_info(env, &info) != 0 || mdb_env_stat(env, &est) != 0) {
+      *report += "lmdb reading its meta page\n";
+      return 3;
+    }
+    if (static_cast<uint64_t>(st.st_size) < (uint64_t{info.me_last_pgno} + 1) * est.ms_psize) {
+      *report += "lmdb the file is shorter than its pages\n";
+      return 2;
+    }
+    uint64_t records = 0;
+    size_t listed = 0;
+    bool derived = false;
+    bool pages = false;
+    // Returns an exit status when the walk must stop there, -1 otherwise.
+    auto walk = [&](const char* name,
+                    const std::function<void(const MDB_val&, const MDB_val&)>& check) -> int {
+      MDB_dbi dbi;
+      int r = mdb_dbi_open(txn, name, 0, &dbi);
+      if (r == MDB_NOTFOUND) return -1;
+      const std::string db(name);
+      const bool derived_db = db != "log" && db != "meta";
+      MDB_cursor* cur = nullptr;
+      if (r == 0) r = mdb_cursor_open(txn, dbi, &cur);
+      MDB_val k, v;
+      std::string previous;
+      bool first = true;
+      if (r == 0) {
+        for (r = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r == 0;
+             r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+          // Keys out of LMDB's order (memcmp, then length): a flipped bit
+          // in a key, which makes the tree's searches unreliable.
+          const std::string key(static_cast<const char*>(k.mv_data), k.mv_size);
+          if (!first && !(previous < key)) {
+            if (!derived_db) {
+              *report += "lmdb keys out of order in the " + db + " database\n";
+              return 2;
+            }
+            derived = pages = true;
+          }
+          first = false;
+          previous = key;
+          ++records;
+          // The tree's own search must find what the walk finds: a damaged
+          // branch page misleads searches (a record the loop reads by key
+          // would look missing: an accepted value left out of a promise).
+          MDB_val found{};
+          MDB_val probe = k;
+          if (mdb_get(txn, dbi, &probe, &found) != 0 || found.mv_size != v.mv_size ||
+              std::memcmp(found.mv_data, v.mv_data, v.mv_size) != 0) {
+            if (!derived_db) {
+              *report += "lmdb a key of the " + db + " database that a search does not find\n";
+              return 2;
+            }
+            derived = pages = true;  // rebuilt from the log
+          }
+          check(k, v);
+        }
+      }
+      if (r != 0 && r != MDB_NOTFOUND) {
+        *report += "lmdb reading " + db + ": " + mdb_strerror(r) + "\n";
+        return IsLmdbDamage(r) ? 2 : 3;
+      }
+      return -1;
+    };
+    int status = walk("log", [&](const MDB_val& k, const MDB_val& v) {
+      paxos::Entry e;
+      const bool ok = k.mv_size == 8 &&
+                      DecodeLogRecord({static_cast<const uint8_t*>(v.mv_data), v.mv_size}, &e).ok() &&
+                      e.instance.value() == GetBigEndian(k.mv_data);
+      if (!ok && k.mv_size != 8) {
+        *report += "lmdb a log key that is not an instance\n";
+        listed = SIZE_MAX;
+      } else if (!ok && listed++ < kScrubListMax) {
+        *report += "log " + std::to_string(GetBigEndian(k.mv_data)) + "\n";
+      }
+    });
+    if (status >= 0) return status;
+    if (listed == SIZE_MAX) return 2;
+    for (const char* db : {"index", "keys", "key_offsets"}) {
+      const std::string name(db);
+      status = walk(db, [&](const MDB_val& k, const MDB_val& v) {
+        if (name == "index") {
+          IndexRecord r;
+          derived |= !DecodeIndex(k, v, &r);
+        } else if (name == "keys") {
+          StreamMessage m;
+          derived |= !DecodeKeyed(k, v, &m);
+        } else {
+          derived |= k.mv_size != 8 || v.mv_size == 0;
+        }
+      });
+      if (status >= 0) return status;
+    }
+    // Checked by Open, record by record.
+    if ((status = walk("meta", [](const MDB_val&, const MDB_val&) {})) >= 0) return status;
+    // LMDB's free list (database 0): a page number in it that is out of
+    // range, or a list longer than its record, would have a later write
+    // reuse a page in use (or one past the file).
+    MDB_cursor* fc = nullptr;
+    if (mdb_cursor_open(txn, 0, &fc) == 0) {
+      MDB_val k, v;
+      for (int r = mdb_cursor_get(fc, &k, &v, MDB_FIRST); r == 0 && !pages;
+           r = mdb_cursor_get(fc, &k, &v, MDB_NEXT)) {
+        size_t count = 0;
+        if (v.mv_size >= sizeof(size_t)) std::memcpy(&count, v.mv_data, sizeof count);
+        if (k.mv_size != sizeof(size_t) || v.mv_size < sizeof(size_t) ||
+            count != v.mv_size / sizeof(size_t) - 1 || v.mv_size % sizeof(size_t) != 0) {
+          pages = true;
+          break;
+        }
+        for (size_t i = 1; i <= count; ++i) {
+          size_t pgno = 0;
+          std::memcpy(&pgno, static_cast<const char*>(v.mv_data) + i * sizeof(size_t), sizeof pgno);
+          if (pgno < 2 || pgno > info.me_last_pgno) pages = true;
+        }
+      }
+      mdb_cursor_close(fc);
+    }
+    if (derived) *report += "derived\n";
+    if (pages) *report += "pages\n";
+    *report += "records " + std::to_string(records) + "\n";
+    return 0;
+  };
+  std::string report;
+  int code = 0;
+  if (Status s = RunInChild("reading " + data_file, static_cast<uint64_t>(st.st_size), body,
+                            &report, &code);
+      !s.ok()) {
+    return s;
   }
   std::istringstream lines(report);
   std::string line;
@@ -738,18 +806,138 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
       out->damaged_log.push_back(std::strtoull(line.c_str() + 4, nullptr, 10));
     } else if (line == "derived") {
       out->damaged_derived = true;
+    } else if (line == "pages") {
+      out->damaged_pages = true;
     } else if (line.rfind("records ", 0) == 0) {
       out->records = std::strtoull(line.c_str() + 8, nullptr, 10);
     } else if (line.rfind("lmdb ", 0) == 0) {
       lmdb = line.substr(5);
     }
   }
-  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 3;
   if (code == 2) return Status::Damaged(data_file + ": " + lmdb);
   if (code != 0) return Status::Storage("checking " + data_file + ": " + (lmdb.empty() ? "failed" : lmdb));
   return Status::Ok();
 }
 
+Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint64_t* records) {
+  *records = 0;
+  const std::string data_file = dir + "/data.mdb";
+  const std::string scratch = dir + "/rewrite";
+  std::error_code ec;
+  std::filesystem::remove_all(scratch, ec);  // left by a crash during an earlier rewrite
+  if (!std::filesystem::create_directory(scratch, ec)) {
+    return Status::Storage("creating " + scratch + ": " + ec.message());
+  }
+  struct stat st {};
+  if (::stat(data_file.c_str(), &st) != 0) {
+    return Status::Storage(data_file + ": " + std::strerror(errno));
+  }
+  // The child copies every record of every database, as read, into a new
+  // environment: LMDB builds its pages and free list afresh. A record that
+  // fails its check stays as it is (the broker repairs or rebuilds it);
+  // one LMDB refuses as a key (a damaged one of a derived database) is
+  // left out. It reports "records N" or "lmdb TEXT".
+  auto body = [&](std::string* report) {
+    MDB_env* from = nullptr;
+    MDB_env* to = nullptr;
+    int rc = mdb_env_create(&from);
+    if (rc == 0) rc = mdb_env_set_mapsize(from, map_size_bytes);
+    if (rc == 0) rc = mdb_env_set_maxdbs(from, 5);
+    if (rc == 0) rc = mdb_env_open(from, dir.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
+    if (rc == 0) rc = mdb_env_create(&to);
+    if (rc == 0) rc = mdb_env_set_mapsize(to, map_size_bytes);
+    if (rc == 0) rc = mdb_env_set_maxdbs(to, 5);
+    // Synced once at the end (mdb_env_sync), before the parent renames it.
+    if (rc == 0) rc = mdb_env_open(to, scratch.c_str(), MDB_NOLOCK | MDB_NOSYNC, 0644);
+    MDB_txn* rtxn = nullptr;
+    if (rc == 0) rc = mdb_txn_begin(from, nullptr, MDB_RDONLY, &rtxn);
+    if (rc != 0) {
+      *report += "lmdb opening: " + std::string(mdb_strerror(rc)) + "\n";
+      return IsLmdbDamage(rc) ? 2 : 3;
+    }
+    uint64_t copied = 0;
+    for (const char* db : kDatabases) {
+      const std::string name(db);
+      const bool derived_db = name != "log" && name != "meta";
+      MDB_dbi src;
+      rc = mdb_dbi_open(rtxn, db, 0, &src);
+      if (rc == MDB_NOTFOUND) continue;
+      MDB_cursor* cur = nullptr;
+      if (rc == 0) rc = mdb_cursor_open(rtxn, src, &cur);
+      MDB_txn* wtxn = nullptr;
+      MDB_dbi dst;
+      if (rc == 0) rc = mdb_txn_begin(to, nullptr, 0, &wtxn);
+      if (rc == 0) rc = mdb_dbi_open(wtxn, db, MDB_CREATE, &dst);
+      // Committed every 64 MiB: a write transaction's dirty pages are bounded.
+      uint64_t batch_bytes = 0;
+      MDB_val k, v;
+      int r = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc;
+      for (; r == 0; r = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        rc = mdb_put(wtxn, dst, &k, &v, 0);
+        if (rc == MDB_BAD_VALSIZE && derived_db) {
+          rc = 0;
+          continue;
+        }
+        if (rc != 0) break;
+        ++copied;
+        batch_bytes += k.mv_size + v.mv_size;
+        if (batch_bytes >= (64u << 20)) {
+          batch_bytes = 0;
+          if ((rc = mdb_txn_commit(wtxn)) != 0 || (rc = mdb_txn_begin(to, nullptr, 0, &wtxn)) != 0) {
+            wtxn = nullptr;
+            break;
+          }
+        }
+      }
+      if (rc == 0 && r != MDB_NOTFOUND) rc = r;
+      if (rc == 0) {
+        rc = mdb_txn_commit(wtxn);
+      } else if (wtxn) {
+        mdb_txn_abort(wtxn);
+      }
+      if (rc != 0) {
+        *report += "lmdb copying the " + name + " database: " + mdb_strerror(rc) + "\n";
+        return IsLmdbDamage(rc) ? 2 : 3;
+      }
+    }
+    if ((rc = mdb_env_sync(to, 1)) != 0) {
+      *report += "lmdb syncing the new file: " + std::string(mdb_strerror(rc)) + "\n";
+      return 3;
+    }
+    mdb_env_close(to);
+    *report += "records " + std::to_string(copied) + "\n";
+    return 0;
+  };
+  std::string report;
+  int code = 0;
+  if (Status s = RunInChild("rewriting " + data_file, static_cast<uint64_t>(st.st_size), body,
+                            &report, &code);
+      !s.ok()) {
+    std::filesystem::remove_all(scratch, ec);
+    return s;
+  }
+  std::string lmdb;
+  std::istringstream lines(report);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("records ", 0) == 0) *records = std::strtoull(line.c_str() + 8, nullptr, 10);
+    if (line.rfind("lmdb ", 0) == 0) lmdb = line.substr(5);
+  }
+  if (code != 0) {
+    std::filesystem::remove_all(scratch, ec);
+    const std::string message = "rewriting " + data_file + ": " + (lmdb.empty() ? "failed" : lmdb);
+    return code == 2 ? Status::Damaged(message) : Status::Storage(message);
+  }
+  // In place at once: the rename is atomic, and the directory entry is
+  // synced (the new file's pages already are).
+  if (::rename((scratch + "/data.mdb").c_str(), data_file.c_str()) != 0) {
+    const std::string error = std::strerror(errno);
+    std::filesystem::remove_all(scratch, ec);
+    return Status::Storage("replacing " + data_file + ": " + error);
+  }
+  if (Status s = FsyncPath(dir, /*directory=*/true); !s.ok()) return s;
+  std::filesystem::remove_all(scratch, ec);
+  return Status::Ok();
+}
 LmdbStore::~LmdbStore() {
   // Not committed here: what it holds is in the journal, replayed on open.
   if (pending_) mdb_txn_abort(pending_);

@@ -117,7 +117,9 @@ class LmdbStore final : public paxos::LogStore {
   struct ScrubReport {
     std::vector<uint64_t> damaged_log;  // instances (at most kScrubListMax)
     bool damaged_derived = false;       // an index or compacted-view record
+    bool damaged_pages = false;         // LMDB's structure: a derived tree, the free list
     uint64_t records = 0;               // records checked
+    bool clean() const { return damaged_log.empty() && !damaged_derived && !damaged_pages; }
   };
   static constexpr size_t kScrubListMax = 4096;
   // Reads every record of the LMDB environment in `dir` (if there is one)
@@ -127,6 +129,14 @@ class LmdbStore final : public paxos::LogStore {
   // damage or the check does not end in time. Before Open, with the
   // directory locked by this process.
   static Status Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubReport* out);
+  // Where a scrub found damage, more may hide in what LMDB trusts and never
+  // checks (a node's size or offset, a page's bounds, the free list): a
+  // write into such a page goes out of bounds, corrupting other records or
+  // killing the process. Rewrite copies every record of the environment in
+  // `dir`, bytes as read (a record failing its check still fails it, to be
+  // repaired), into a new file of fresh pages, in a child process, and
+  // renames it over data.mdb. Before Open, like Scrub. *records: copied.
+  static Status Rewrite(const std::string& dir, uint64_t map_size_bytes, uint64_t* records);
   // A log record Scrub found damaged, reported like one a read ran into.
   void NoteScrubbedDamage(uint64_t instance) {
     NoteDamage(Damage{Damage::Kind::kLogRecord, instance, 0,

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -52,6 +54,11 @@ class Cluster {
   ~Cluster() {
     for (int i = 1; i <= n_; ++i) Kill(i);
     for (size_t k = 0; k < learners_.size(); ++k) KillLearner(static_cast<int>(k));
+    // ORDO_TEST_KEEP_DIRS=1 keeps configs, data and broker logs for a post-mortem.
+    if (const char* keep = std::getenv("ORDO_TEST_KEEP_DIRS"); keep && *keep == '1') {
+      std::fprintf(stderr, "kept cluster directory %s\n", dir_.c_str());
+      return;
+    }
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
