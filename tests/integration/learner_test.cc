@@ -237,7 +237,14 @@ TEST(Learner, AVoterAcceptsOnlyFetchFromANonMemberAndRepliesOnItsConnection) {
   ASSERT_EQ(PublishBatches(p, 1, 10, 0).size(), 10u);
   ASSERT_TRUE(c.WaitForHead(10));
   const int voter = leader % 3 + 1;
-  const double promised_before = Sample(c.MetricsEndpoint(voter), "ordo_promised_round");
+  // The gauges are refreshed once per tick: the first sample after the
+  // leader's election may still show the promise from before it.
+  double promised_before = 0;
+  for (const auto deadline = std::chrono::steady_clock::now() + 10s;
+       promised_before <= 0 && std::chrono::steady_clock::now() < deadline;
+       std::this_thread::sleep_for(10ms)) {
+    promised_before = Sample(c.MetricsEndpoint(voter), "ordo_promised_round");
+  }
   ASSERT_GT(promised_before, 0);
 
   // A process that is no member (node 9) connects like a learner.
