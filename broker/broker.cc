@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <random>
 
 #include "broker/codec.h"
@@ -343,6 +344,18 @@ void Broker::HandleStorageDamage() {
   }
 }
 
+void Broker::ReportRepairs() {
+  // One line per loop turn, however many a fetch reply repaired.
+  if (const std::vector<uint64_t> repaired = store_->TakeRepaired(); !repaired.empty()) {
+    const auto [low, high] = std::minmax_element(repaired.begin(), repaired.end());
+    spdlog::info("{} damaged log record{} in {} repaired with a peer's copy (instance{} {})",
+                 repaired.size(), repaired.size() == 1 ? "" : "s", config_.data_dir,
+                 repaired.size() == 1 ? "" : "s",
+                 repaired.size() == 1 ? std::to_string(*low)
+                                      : std::to_string(*low) + " to " + std::to_string(*high));
+  }
+}
+
 Status Broker::RepairDerived() {
   if (!derived_damage_ && !store_->rebuilding()) return Status::Ok();
   const paxos::Instance applied = replica_->applied_state().applied();
@@ -421,6 +434,7 @@ void Broker::UpdateMetrics() {
   g.storage_corruptions = store_->corruptions() + catchup_damage_count_;
   g.storage_quarantined = quarantined_;
   g.storage_rebuilds = derived_rebuilds_;
+  g.storage_repairs = store_->repairs();
   g.tick_ms = config_.tick_ms;
   g.first_retained_offset = store_->earliest_offset();
   const ClientCounters& c = clients_->counters();
@@ -494,6 +508,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
     }
     Status s = DrainReady();
     if (!s.ok()) return s;
+    ReportRepairs();  // before a reader is served the repaired record
     clients_->Service(now);
     HandleStorageDamage();
   }

@@ -59,6 +59,8 @@ class Broker final : public node::Host, public node::Transport {
   void ReportRoleChanges();
   // Acts on what the store's reads found damaged (each record once).
   void HandleStorageDamage();
+  // Logs the damaged log records rewritten this turn (one line).
+  void ReportRepairs();
   Status RepairDerived();
 
   // node::Transport and node::Host: where the node loop's outputs go.

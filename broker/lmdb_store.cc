@@ -1880,6 +1880,12 @@ std::vector<LmdbStore::Damage> LmdbStore::TakeNewDamage() {
   return out;
 }
 
-void LmdbStore::ForgetDamage(Damage::Kind kind, uint64_t at) { known_damage_.erase({kind, at}); }
+void LmdbStore::ForgetDamage(Damage::Kind kind, uint64_t at) {
+  if (known_damage_.empty() || known_damage_.erase({kind, at}) == 0) return;
+  if (kind == Damage::Kind::kLogRecord) {
+    ++repairs_;
+    repaired_.push_back(at);
+  }
+}
 
 }  // namespace ordo::broker

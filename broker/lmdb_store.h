@@ -38,6 +38,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "broker/codec.h"
@@ -244,6 +245,10 @@ class LmdbStore final : public paxos::LogStore {
                                uint64_t* fixed);
   // Records that failed their checks, each counted once, since open.
   uint64_t corruptions() const { return corruptions_; }
+  // Damaged log records rewritten since open (with a peer's copy), and
+  // those not yet taken, in the order written.
+  uint64_t repairs() const { return repairs_; }
+  std::vector<uint64_t> TakeRepaired() { return std::exchange(repaired_, {}); }
   // The environment held no hard state and no log when opened: a new member,
   // or one whose disk was lost (the core tells them apart by asking peers).
   bool opened_empty() const { return opened_empty_; }
@@ -260,7 +265,8 @@ class LmdbStore final : public paxos::LogStore {
   paxos::StoreCode CorruptRecord(uint64_t instance, const DecodeStatus& d) const;
   // Records `damage` (once per record) for TakeNewDamage; returns kCorrupt.
   paxos::StoreCode NoteDamage(Damage damage) const;
-  // The record was rewritten: new damage there is news again.
+  // The record was rewritten: new damage there is news again (and a
+  // damaged log record counts as repaired).
   void ForgetDamage(Damage::Kind kind, uint64_t at);
   int PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t offset);
   // Deletes the log records below `below`, oldest first, at most `max` of
@@ -331,6 +337,8 @@ class LmdbStore final : public paxos::LogStore {
   paxos::Instance last_instance_{};
   uint64_t next_offset_ = 0;
   mutable uint64_t corruptions_ = 0;
+  uint64_t repairs_ = 0;
+  std::vector<uint64_t> repaired_;
   static constexpr size_t kKnownDamageMax = 65536;
   mutable std::set<std::pair<Damage::Kind, uint64_t>> known_damage_;
   mutable std::vector<Damage> new_damage_;

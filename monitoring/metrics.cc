@@ -88,6 +88,7 @@ struct BrokerMetrics::Impl {
   prometheus::Counter* checksum_failures = nullptr;
   prometheus::Gauge* storage_quarantined = nullptr;
   prometheus::Counter* storage_rebuilds = nullptr;
+  prometheus::Counter* storage_repairs = nullptr;
   prometheus::Counter* client_frames_rejected = nullptr;
   prometheus::Counter* peer_frames_rejected = nullptr;
   prometheus::Counter* redirects = nullptr;
@@ -279,6 +280,8 @@ void BrokerMetrics::Impl::UpdateDisk() {
   i.storage_rebuilds = C(r, "ordo_storage_rebuilds_total",
                          "Rebuilds of the offset index and compacted view from the log after "
                          "damage", l);
+  i.storage_repairs = C(r, "ordo_storage_repairs_total",
+                        "Damaged log records rewritten with a peer's copy", l);
   auto& rejected = prometheus::BuildCounter()
                        .Name("ordo_frames_rejected_total")
                        .Help("Malformed or oversized frames rejected, by source (client, peer)")
@@ -406,6 +409,7 @@ void BrokerMetrics::Update(const BrokerGauges& g) {
   Mirror(i.redirects, g.redirects, i.last.redirects);
   Mirror(i.checksum_failures, g.storage_corruptions, i.last.storage_corruptions);
   Mirror(i.storage_rebuilds, g.storage_rebuilds, i.last.storage_rebuilds);
+  Mirror(i.storage_repairs, g.storage_repairs, i.last.storage_repairs);
   Mirror(i.client_frames_rejected, g.client_frames_rejected, i.last.client_frames_rejected);
   Mirror(i.peer_frames_rejected, g.peer_frames_rejected, i.last.peer_frames_rejected);
   Mirror(i.catchup_sent, g.catchup_bytes_sent, i.last.catchup_bytes_sent);

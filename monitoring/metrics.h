@@ -45,6 +45,7 @@ struct BrokerGauges {
   uint64_t storage_corruptions = 0;  // damaged records found, each once
   bool storage_quarantined = false;  // this start moved damaged state aside
   uint64_t storage_rebuilds = 0;     // index and compacted view rebuilt from the log
+  uint64_t storage_repairs = 0;      // damaged log records rewritten with a peer's copy
   uint64_t client_frames_rejected = 0;
   uint64_t peer_frames_rejected = 0;
   uint64_t messages_published = 0;  // accepted into the leader's queue

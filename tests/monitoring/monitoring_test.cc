@@ -57,6 +57,7 @@ const char* const kRequired[] = {
     "ordo_checksum_failures_total",
     "ordo_storage_quarantined",
     "ordo_storage_rebuilds_total",
+    "ordo_storage_repairs_total",
     "ordo_non_voter_catching_up",
     "ordo_data_filesystem_avail_bytes",
     "ordo_data_filesystem_size_bytes",

@@ -848,6 +848,9 @@ TEST(LmdbStoreDamage, AfterDamageTheFileIsRewrittenIntoFreshPagesBeforeAnyWrite)
   std::vector<Entry> repaired = {
       Entry{Instance(3), b, paxos::MakeBatch(b, {ClientMessage{paxos::ProducerId(7), 3, "k0", "v3"}})}};
   ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(10)}, repaired, {}), StoreCode::kOk);
+  EXPECT_EQ(f.lmdb->repairs(), 1u);
+  EXPECT_EQ(f.lmdb->TakeRepaired(), (std::vector<uint64_t>{3}));
+  EXPECT_TRUE(f.lmdb->TakeRepaired().empty());
   uint64_t fixed = 0;
   Rebuild(*f.lmdb, 10, &fixed);
   StoreCode code;
