@@ -562,13 +562,16 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
 namespace {
 
 // Runs `body` in a child process (fork) that appends report lines to the
-// string it is given and returns its exit status: LMDB trusts its pages,
+// string it is given (sent at its end, or when it calls `flush`: what
+// must reach the parent even if the child dies) and returns its exit
+// status: LMDB trusts its pages,
 // and damaged ones can make it read or write out of bounds, so a crash
 // there is a finding (kDamaged), never the broker's death. Nothing else of
 // the broker runs in the child. Bounded in time: a damaged page can make a
 // walk loop; a healthy one reads the file once.
-Status RunInChild(const std::string& what, uint64_t file_bytes,
-                  const std::function<int(std::string*)>& body, std::string* report, int* code) {
+using ChildBody = std::function<int(std::string* report, const std::function<void()>& flush)>;
+Status RunInChild(const std::string& what, uint64_t file_bytes, const ChildBody& body,
+                  std::string* report, int* code) {
   report->clear();
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return Status::Storage(std::string("pipe: ") + std::strerror(errno));
@@ -581,15 +584,19 @@ Status RunInChild(const std::string& what, uint64_t file_bytes,
   if (pid == 0) {
     ::close(fds[0]);
     std::string out;
-    const int status = body(&out);
-    const char* p = out.data();
-    size_t n = out.size();
-    while (n > 0) {
-      const ssize_t w = ::write(fds[1], p, n);
-      if (w <= 0) break;
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
+    auto flush = [&] {
+      const char* p = out.data();
+      size_t n = out.size();
+      while (n > 0) {
+        const ssize_t w = ::write(fds[1], p, n);
+        if (w <= 0) break;
+        p += w;
+        n -= static_cast<size_t>(w);
+      }
+      out.clear();
+    };
+    const int status = body(&out, flush);
+    flush();
     ::_exit(status);
   }
   ::close(fds[1]);
@@ -641,6 +648,34 @@ Status RunInChild(const std::string& what, uint64_t file_bytes,
   return Status::Ok();
 }
 
+// Names the pages of `data_file` that are all zeros (the first three), for a message about damage LMDB reports without
+// a page number: "; page 7 (bytes 28672 to 32767) is all zeros". Empty when
+// there is none (or the geometry is unknown).
+std::string ZeroedPages(const std::string& data_file, uint64_t page_bytes, uint64_t last_page) {
+  if (page_bytes == 0) {  // LMDB could not read its meta pages: those, at the system's page size
+    page_bytes = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    last_page = 1;
+  }
+  if (page_bytes == 0 || page_bytes > (1u << 16)) return "";
+  const int fd = ::open(data_file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::vector<char> page(page_bytes);
+  std::vector<uint64_t> zeroed;
+  for (uint64_t p = 0; p <= last_page && zeroed.size() < 3; ++p) {
+    const ssize_t n = ::pread(fd, page.data(), page_bytes, static_cast<off_t>(p * page_bytes));
+    if (n != static_cast<ssize_t>(page_bytes)) break;
+    if (std::all_of(page.begin(), page.end(), [](char c) { return c == 0; })) zeroed.push_back(p);
+  }
+  ::close(fd);
+  std::string out;
+  for (uint64_t p : zeroed) {
+    out += std::string(p < 2 ? "; meta page " : "; page ") + std::to_string(p) + " (bytes " +
+           std::to_string(p * page_bytes) + " to " + std::to_string((p + 1) * page_bytes - 1) +
+           ") is all zeros";
+  }
+  return out;
+}
+
 // The databases of the environment, in the order Scrub reads them.
 constexpr const char* kDatabases[] = {"log", "index", "keys", "key_offsets", "meta"};
 
@@ -654,7 +689,7 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
   // The child: read-only, no lock file (the parent holds the directory),
   // its own environment. It reports lines "log N", "derived", "pages",
   // "records N", "lmdb TEXT"; exit 2 for damage, 3 for another failure.
-  auto body = [&](std::string* report) {
+  auto body = [&](std::string* report, const std::function<void()>& flush) {
     MDB_env* env = nullptr;
     int rc = mdb_env_create(&env);
     if (rc == 0) rc = mdb_env_set_mapsize(env, map_size_bytes);
@@ -673,6 +708,9 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
       *report += "lmdb reading its meta page\n";
       return 3;
     }
+    *report += "geometry " + std::to_string(est.ms_psize) + " " +
+               std::to_string(info.me_last_pgno) + "\n";
+    flush();  // for a message naming a zeroed page, should a page kill this process
     if (static_cast<uint64_t>(st.st_size) < (uint64_t{info.me_last_pgno} + 1) * est.ms_psize) {
       *report += "lmdb the file is shorter than its pages\n";
       return 2;
@@ -727,6 +765,19 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
         }
       }
       if (r != 0 && r != MDB_NOTFOUND) {
+        // A derived tree LMDB cannot read is rebuilt like a damaged record
+        // (the rewrite keeps what it can read of it).
+        if (derived_db && IsLmdbDamage(r)) {
+          derived = pages = true;
+          // LMDB failed the transaction: the next database is read in a new one.
+          mdb_txn_abort(txn);
+          txn = nullptr;
+          if ((r = mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn)) != 0) {
+            *report += "lmdb reading " + db + ": " + mdb_strerror(r) + "\n";
+            return 3;
+          }
+          return -1;
+        }
         *report += "lmdb reading " + db + ": " + mdb_strerror(r) + "\n";
         return IsLmdbDamage(r) ? 2 : 3;
       }
@@ -765,12 +816,14 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
     if ((status = walk("meta", [](const MDB_val&, const MDB_val&) {})) >= 0) return status;
     // LMDB's free list (database 0): a page number in it that is out of
     // range, or a list longer than its record, would have a later write
-    // reuse a page in use (or one past the file).
+    // reuse a page in use (or one past the file); a page of it that cannot
+    // be read would fail the next write. Nothing in it is data: the
+    // rewrite builds a new one.
     MDB_cursor* fc = nullptr;
     if (mdb_cursor_open(txn, 0, &fc) == 0) {
       MDB_val k, v;
-      for (int r = mdb_cursor_get(fc, &k, &v, MDB_FIRST); r == 0 && !pages;
-           r = mdb_cursor_get(fc, &k, &v, MDB_NEXT)) {
+      int r = mdb_cursor_get(fc, &k, &v, MDB_FIRST);
+      for (; r == 0 && !pages; r = mdb_cursor_get(fc, &k, &v, MDB_NEXT)) {
         size_t count = 0;
         if (v.mv_size >= sizeof(size_t)) std::memcpy(&count, v.mv_data, sizeof count);
         if (k.mv_size != sizeof(size_t) || v.mv_size < sizeof(size_t) ||
@@ -784,6 +837,7 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
           if (pgno < 2 || pgno > info.me_last_pgno) pages = true;
         }
       }
+      if (r != 0 && r != MDB_NOTFOUND) pages = true;
       mdb_cursor_close(fc);
     }
     if (derived) *report += "derived\n";
@@ -793,16 +847,16 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
   };
   std::string report;
   int code = 0;
-  if (Status s = RunInChild("reading " + data_file, static_cast<uint64_t>(st.st_size), body,
-                            &report, &code);
-      !s.ok()) {
-    return s;
-  }
+  const Status run = RunInChild("reading " + data_file, static_cast<uint64_t>(st.st_size), body,
+                                &report, &code);
   std::istringstream lines(report);
   std::string line;
   std::string lmdb;
+  uint64_t page_bytes = 0, last_page = 0;
   while (std::getline(lines, line)) {
-    if (line.rfind("log ", 0) == 0) {
+    if (line.rfind("geometry ", 0) == 0) {
+      std::istringstream(line.substr(9)) >> page_bytes >> last_page;
+    } else if (line.rfind("log ", 0) == 0) {
       out->damaged_log.push_back(std::strtoull(line.c_str() + 4, nullptr, 10));
     } else if (line == "derived") {
       out->damaged_derived = true;
@@ -814,7 +868,15 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
       lmdb = line.substr(5);
     }
   }
-  if (code == 2) return Status::Damaged(data_file + ": " + lmdb);
+  // LMDB names no page in its errors (nor does a crash): a zeroed one is
+  // named here.
+  if (run.kind() == Status::Kind::kDamaged) {
+    return Status::Damaged(run.message() + ZeroedPages(data_file, page_bytes, last_page));
+  }
+  if (!run.ok()) return run;
+  if (code == 2) {
+    return Status::Damaged(data_file + ": " + lmdb + ZeroedPages(data_file, page_bytes, last_page));
+  }
   if (code != 0) return Status::Storage("checking " + data_file + ": " + (lmdb.empty() ? "failed" : lmdb));
   return Status::Ok();
 }
@@ -837,7 +899,7 @@ Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint6
   // fails its check stays as it is (the broker repairs or rebuilds it);
   // one LMDB refuses as a key (a damaged one of a derived database) is
   // left out. It reports "records N" or "lmdb TEXT".
-  auto body = [&](std::string* report) {
+  auto body = [&](std::string* report, const std::function<void()>&) {
     MDB_env* from = nullptr;
     MDB_env* to = nullptr;
     int rc = mdb_env_create(&from);
@@ -889,7 +951,15 @@ Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint6
           }
         }
       }
-      if (rc == 0 && r != MDB_NOTFOUND) rc = r;
+      // What follows a page of a derived tree that LMDB cannot read is left
+      // out: it is rebuilt from the log.
+      if (rc == 0 && r != MDB_NOTFOUND && !(derived_db && IsLmdbDamage(r))) rc = r;
+      if (r != 0 && r != MDB_NOTFOUND && rc == 0) {
+        // LMDB failed the read transaction: the next database is read in a new one.
+        mdb_txn_abort(rtxn);
+        rtxn = nullptr;
+        rc = mdb_txn_begin(from, nullptr, MDB_RDONLY, &rtxn);
+      }
       if (rc == 0) {
         rc = mdb_txn_commit(wtxn);
       } else if (wtxn) {

@@ -148,21 +148,28 @@ inline uint64_t LmdbPageBytes(const std::string& dir) {
   return psize;
 }
 
-// Makes the root page of database `db` claim one record slot more than it
-// holds (its header's lower bound, 2 bytes at offset 12, grows by one slot),
-// as a flipped bit there does. Nothing LMDB reads checks it: a walk sees a
-// bogus record at the page's end (key size 0), and a write into the page
-// moves bytes by that record's sizes. The root is a leaf while `db` is small.
-inline void DamageRootPageBounds(const std::string& dir, const char* db) {
+// The page number of the root of database `db` (a leaf while it is
+// small): the main database holds each named one's MDB_db, md_root at
+// byte 40.
+inline uint64_t RootPage(const std::string& dir, const char* db) {
   uint64_t root = 0;
   WithLmdb(dir, nullptr, false, [&](MDB_txn* txn, MDB_dbi main) {
-    // The main database holds each named one's MDB_db: md_root at byte 40.
     MDB_val k{std::char_traits<char>::length(db), const_cast<char*>(db)}, v;
     if (mdb_get(txn, main, &k, &v) != 0 || v.mv_size != 48) {
       throw std::runtime_error(std::string("no database ") + db);
     }
     std::copy_n(static_cast<const char*>(v.mv_data) + 40, 8, reinterpret_cast<char*>(&root));
   });
+  return root;
+}
+
+// Makes the root page of database `db` claim one record slot more than it
+// holds (its header's lower bound, 2 bytes at offset 12, grows by one slot),
+// as a flipped bit there does. Nothing LMDB reads checks it: a walk sees a
+// bogus record at the page's end (key size 0), and a write into the page
+// moves bytes by that record's sizes.
+inline void DamageRootPageBounds(const std::string& dir, const char* db) {
+  const uint64_t root = RootPage(dir, db);
   const std::string path = dir + "/data.mdb";
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
   const auto at = static_cast<std::streamoff>(root * LmdbPageBytes(dir) + 12);

@@ -862,6 +862,61 @@ TEST(LmdbStoreDamage, AfterDamageTheFileIsRewrittenIntoFreshPagesBeforeAnyWrite)
 }
 
 
+// Zeroes the root page of database `db` in the stopped store at `dir`;
+// returns its number.
+uint64_t ZeroRootPage(const std::string& dir, const char* db) {
+  const uint64_t page = ordo::testing::RootPage(dir, db);
+  const uint64_t bytes = ordo::testing::LmdbPageBytes(dir);
+  std::string file = ordo::testing::ReadFileBytes(dir + "/data.mdb");
+  std::fill_n(file.begin() + static_cast<std::ptrdiff_t>(page * bytes), bytes, '\0');
+  ordo::testing::WriteFileBytes(dir + "/data.mdb", file);
+  return page;
+}
+
+TEST(LmdbStoreDamage, AZeroedPageIsDamageThatNamesThePage) {
+  LmdbFactory f;
+  FillApplied(f, 10);
+  f.lmdb.reset();
+  const uint64_t page = ZeroRootPage(f.dir, "log");
+  const uint64_t bytes = ordo::testing::LmdbPageBytes(f.dir);
+  LmdbStore::ScrubReport report;
+  const Status s = LmdbStore::Scrub(f.dir, 64ull << 20, &report);
+  EXPECT_EQ(s.kind(), Status::Kind::kDamaged) << s.message();
+  EXPECT_NE(s.message().find("page " + std::to_string(page) + " (bytes " +
+                             std::to_string(page * bytes) + " to " +
+                             std::to_string((page + 1) * bytes - 1) + ") is all zeros"),
+            std::string::npos)
+      << s.message();
+}
+
+// The offset index is derived from the log: a page of it that LMDB cannot
+// read is left out by the rewrite and rebuilt, not a reason to start over.
+TEST(LmdbStoreDamage, AZeroedPageOfTheIndexIsRebuiltFromTheLog) {
+  LmdbFactory f;
+  FillApplied(f, 10);
+  f.lmdb.reset();
+  ZeroRootPage(f.dir, "index");
+  LmdbStore::ScrubReport report;
+  Status s = LmdbStore::Scrub(f.dir, 64ull << 20, &report);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_TRUE(report.damaged_log.empty());
+  EXPECT_TRUE(report.damaged_derived);
+  EXPECT_TRUE(report.damaged_pages);
+  uint64_t copied = 0;
+  s = LmdbStore::Rewrite(f.dir, 64ull << 20, &copied);
+  ASSERT_TRUE(s.ok()) << s.message();
+  f.Reopen();
+  uint64_t fixed = 0;
+  Rebuild(*f.lmdb, 10, &fixed);
+  EXPECT_EQ(fixed, 10u);  // every index record written again
+  StoreCode code;
+  EXPECT_EQ(Offsets(*f.lmdb, 0, &code).size(), 10u);
+  EXPECT_EQ(code, StoreCode::kOk);
+  f.lmdb.reset();
+  ASSERT_TRUE(LmdbStore::Scrub(f.dir, 64ull << 20, &report).ok());
+  EXPECT_TRUE(report.clean());
+}
+
 // Instances 1..n as FillApplied, with a snapshot recorded at `snap_at`.
 paxos::AppliedState FillWithSnapshot(LmdbFactory& f, uint64_t n, uint64_t snap_at) {
   const Ballot b{1, NodeId(1)};
