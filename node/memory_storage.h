@@ -3,8 +3,9 @@
 #pragma once
 
 #include "node/storage.h"
+#include "paxos/namespace.h"
 
-namespace ordo::node {
+namespace ORDO_NODE_NAMESPACE {
 
 class MemoryStorage final : public StorageReadingFrom {
  public:

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-namespace ordo::node {
+namespace ORDO_NODE_NAMESPACE {
 
 const char* ToString(Durability durability) {
   switch (durability) {

@@ -30,9 +30,10 @@
 
 #include "base/status.h"
 #include "node/storage.h"
+#include "paxos/namespace.h"
 #include "paxos/replica.h"
 
-namespace ordo::node {
+namespace ORDO_NODE_NAMESPACE {
 
 class Transport {
  public:

@@ -11,8 +11,9 @@
 #include "base/status.h"
 #include "paxos/applied_state.h"
 #include "paxos/log_store.h"
+#include "paxos/namespace.h"
 
-namespace ordo::node {
+namespace ORDO_NODE_NAMESPACE {
 
 // What a write must survive.
 enum class Durability : uint8_t {

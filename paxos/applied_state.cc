@@ -4,7 +4,7 @@
 
 #include "paxos/assert.h"
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 
 const char* ToString(PublishOutcome outcome) {
   switch (outcome) {

@@ -9,10 +9,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "paxos/namespace.h"
 #include "paxos/types.h"
 #include "paxos/value.h"
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 
 enum class PublishOutcome : uint8_t {
   kAppended = 0,       // stored at `offset`

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <iterator>
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 namespace {
 constexpr BugInfo kBugs[] = {
     {Bug::kForgetPromise, "forget-promise",

@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <span>
 
-namespace ordo::paxos {
+#include "paxos/namespace.h"
+
+namespace ORDO_PAXOS_NAMESPACE {
 
 enum class Bug : uint8_t {
   kNone = 0,

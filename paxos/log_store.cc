@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 
 Instance MemoryLogStore::LastInstance() const {
   return entries_.empty() ? kNoInstance : entries_.rbegin()->first;

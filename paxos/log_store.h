@@ -9,10 +9,11 @@
 #include <string>
 
 #include "paxos/applied_state.h"
+#include "paxos/namespace.h"
 #include "paxos/types.h"
 #include "paxos/value.h"
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 
 // The acceptor's durable scalars.
 struct HardState {

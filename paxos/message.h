@@ -5,10 +5,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "paxos/namespace.h"
 #include "paxos/types.h"
 #include "paxos/value.h"
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 
 enum class MessageType : uint8_t {
   // Phase 1. ballot: the candidate's; instance: its first instance not known

@@ -5,7 +5,9 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace ordo::paxos {
+#include "paxos/namespace.h"
+
+namespace ORDO_PAXOS_NAMESPACE {
 
 // Votes needed among `voters` for a majority.
 constexpr size_t QuorumSize(size_t voters) { return voters / 2 + 1; }

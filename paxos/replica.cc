@@ -5,7 +5,7 @@
 
 #include "paxos/assert.h"
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 
 namespace {
 

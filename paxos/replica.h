@@ -25,12 +25,13 @@
 #include "paxos/bugs.h"
 #include "paxos/log_store.h"
 #include "paxos/message.h"
+#include "paxos/namespace.h"
 #include "paxos/quorum.h"
 #include "paxos/rng.h"
 #include "paxos/types.h"
 #include "paxos/value.h"
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 
 
 struct Config {

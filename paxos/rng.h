@@ -4,7 +4,9 @@
 
 #include <cstdint>
 
-namespace ordo::paxos {
+#include "paxos/namespace.h"
+
+namespace ORDO_PAXOS_NAMESPACE {
 
 // SplitMix64 (Steele, Lea, Flood 2014): tiny state, good enough for jitter.
 class Rng {

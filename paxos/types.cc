@@ -4,7 +4,7 @@
 #include "paxos/message.h"
 #include "paxos/value.h"
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 
 std::string ToString(const Ballot& b) {
   return "(" + std::to_string(b.round) + "," + std::to_string(b.node.value()) + ")";

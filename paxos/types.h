@@ -7,7 +7,9 @@
 #include <functional>
 #include <string>
 
-namespace ordo::paxos {
+#include "paxos/namespace.h"
+
+namespace ORDO_PAXOS_NAMESPACE {
 
 // A strong integer type: explicit construction, defaulted comparisons, no
 // implicit arithmetic, so an Instance can never be passed where an Offset is

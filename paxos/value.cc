@@ -1,6 +1,6 @@
 #include "paxos/value.h"
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 
 Bytes Bytes::Copy(std::string_view s) {
   if (s.empty()) return Bytes();

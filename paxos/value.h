@@ -9,9 +9,10 @@
 #include <string_view>
 #include <vector>
 
+#include "paxos/namespace.h"
 #include "paxos/types.h"
 
-namespace ordo::paxos {
+namespace ORDO_PAXOS_NAMESPACE {
 
 enum class ValueKind : uint8_t {
   kBatch = 0,    // client messages, in the order they get offsets
