@@ -19,6 +19,7 @@
 
 #include "bench/json.h"
 #include "ordo/client.h"
+#include "tests/testing/local_cluster.h"
 
 namespace ordo::bench {
 
@@ -65,9 +66,9 @@ class BenchCluster {
 
   void Start(int i);
   void Kill(int i, int sig = 9);
-  bool Running(int i) const { return i >= 1 && i <= nodes() && pids_[i] > 0; }
-  pid_t Pid(int i) const { return pids_[i]; }
-  std::string LogTail(int i) const;
+  bool Running(int i) const { return local_ && local_->Running(i); }
+  pid_t Pid(int i) const { return local_ ? local_->Pid(i) : -1; }
+  std::string LogTail(int i) const { return local_ ? local_->LogTail(i) : ""; }
   // Throws with the broker's log when one of ours exited on its own.
   void CheckAlive();
   // Throws when no leader is found within `timeout`.
@@ -77,10 +78,8 @@ class BenchCluster {
 
  private:
   bool external_ = false;
-  CommonOptions options_;
-  std::filesystem::path dir_;
-  std::vector<std::string> peer_, client_;
-  std::vector<pid_t> pids_;  // index 1..n
+  std::vector<std::string> client_;
+  std::unique_ptr<testing::LocalCluster> local_;  // ours (tests/testing/local_cluster.h)
 };
 
 // Ack latencies, per message, in microseconds. Messages of one batch share

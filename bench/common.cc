@@ -60,8 +60,7 @@ ProcSample SampleProc(pid_t pid) {
   return s;
 }
 
-BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extra_toml)
-    : options_(options) {
+BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extra_toml) {
   if (!options.brokers.empty()) {
     external_ = true;
     client_ = ParseBrokerList(options.brokers);
@@ -69,45 +68,23 @@ BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extr
       throw std::runtime_error("--brokers: no HOST:PORT found in '" + options.brokers +
                                "'; give the client endpoints, e.g. 127.0.0.1:7201,127.0.0.1:7202");
     }
-    pids_.assign(client_.size() + 1, -1);
     return;
   }
   if (access(options.broker_bin.c_str(), X_OK) != 0) {
     throw std::runtime_error("broker binary " + options.broker_bin +
                              " is not executable; build it (ninja -C build) or pass --broker-bin");
   }
-  std::mt19937_64 rng(std::random_device{}());
-  dir_ = std::filesystem::temp_directory_path() / ("ordo-bench-" + std::to_string(rng()));
-  std::filesystem::create_directories(dir_);
-  const int n = options.nodes;
-  for (int i = 0; i < n; ++i) {
-    peer_.push_back(testing::ReserveEndpoint());
-    client_.push_back(testing::ReserveEndpoint());
-  }
-  for (int i = 1; i <= n; ++i) {
-    std::ofstream f(dir_ / ("node" + std::to_string(i) + ".toml"));
-    f << "node_id = " << i << "\ndata_dir = \"" << (dir_ / ("node" + std::to_string(i))).string()
-      << "\"\nmetrics = \"\"\n";
-    for (int m = 1; m <= n; ++m) {
-      f << "[[members]]\nid = " << m << "\npeer = \"" << peer_[m - 1] << "\"\nclient = \""
-        << client_[m - 1] << "\"\n";
-    }
-    f << extra_toml;
-  }
-  pids_.assign(n + 1, -1);
-  for (int i = 1; i <= n; ++i) Start(i);
+  testing::LocalClusterOptions o;
+  o.nodes = options.nodes;
+  o.broker_bin = options.broker_bin;
+  o.extra_toml = extra_toml;
+  o.dir_prefix = "ordo-bench-";
+  o.keep_dir = options.keep_dir;
+  local_ = std::make_unique<testing::LocalCluster>(o);
+  client_ = local_->Brokers();
 }
 
-BenchCluster::~BenchCluster() {
-  if (external_) return;
-  for (int i = 1; i <= nodes(); ++i) Kill(i);
-  if (options_.keep_dir) {
-    std::cerr << "ordo-bench: kept the cluster directory " << dir_.string() << "\n";
-    return;
-  }
-  std::error_code ec;
-  std::filesystem::remove_all(dir_, ec);
-}
+BenchCluster::~BenchCluster() = default;
 
 ClientOptions BenchCluster::Options(std::chrono::milliseconds request_timeout,
                                     std::chrono::milliseconds call_timeout) const {
@@ -119,44 +96,19 @@ ClientOptions BenchCluster::Options(std::chrono::milliseconds request_timeout,
 }
 
 void BenchCluster::Start(int i) {
-  if (external_) throw std::runtime_error("cannot start a broker of an external cluster");
-  const std::string config = (dir_ / ("node" + std::to_string(i) + ".toml")).string();
-  const std::string log = (dir_ / ("node" + std::to_string(i) + ".log")).string();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    execl(options_.broker_bin.c_str(), options_.broker_bin.c_str(), "--config", config.c_str(),
-          nullptr);
-    _exit(127);
-  }
-  pids_[i] = pid;
+  if (!local_) throw std::runtime_error("cannot start a broker of an external cluster");
+  local_->Start(i);
 }
 
 void BenchCluster::Kill(int i, int sig) {
-  if (external_ || pids_[i] <= 0) return;
-  kill(pids_[i], sig);
-  waitpid(pids_[i], nullptr, 0);
-  pids_[i] = -1;
-}
-
-std::string BenchCluster::LogTail(int i) const {
-  if (external_) return "";
-  std::string text = ReadAll((dir_ / ("node" + std::to_string(i) + ".log")).string());
-  if (text.size() > 2000) text = "..." + text.substr(text.size() - 2000);
-  return text;
+  if (local_) local_->Kill(i, sig);
 }
 
 void BenchCluster::CheckAlive() {
-  for (int i = 1; i <= nodes(); ++i) {
-    if (pids_[i] <= 0) continue;
-    int status = 0;
-    if (waitpid(pids_[i], &status, WNOHANG) == pids_[i]) {
-      pids_[i] = -1;
+  for (int i = 1; local_ && i <= nodes(); ++i) {
+    if (const std::optional<int> status = local_->Exited(i)) {
       throw std::runtime_error("broker " + std::to_string(i) + " exited (status " +
-                               std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) +
-                               "); its log:\n" + LogTail(i));
+                               std::to_string(*status) + "); its log:\n" + LogTail(i));
     }
   }
 }
@@ -165,9 +117,14 @@ int BenchCluster::WaitForLeader(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (Clock::now() < deadline) {
     CheckAlive();
+    // Our own brokers: the launcher's wait, in short slices so that a
+    // broker that died is reported at once.
+    if (local_) {
+      if (const int leader = local_->WaitForLeader(std::chrono::milliseconds(200))) return leader;
+      continue;
+    }
     int leader = 0, leaders = 0;
     for (int i = 1; i <= nodes(); ++i) {
-      if (!external_ && !Running(i)) continue;
       auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300));
       if (s.ok() && s.value().role == "leader") ++leaders, leader = i;
     }
@@ -180,8 +137,8 @@ int BenchCluster::WaitForLeader(std::chrono::milliseconds timeout) {
 
 std::vector<ProcSample> BenchCluster::Sample() const {
   std::vector<ProcSample> out;
-  if (external_) return out;
-  for (int i = 1; i <= nodes(); ++i) out.push_back(Running(i) ? SampleProc(pids_[i]) : ProcSample{});
+  if (!local_) return out;
+  for (int i = 1; i <= nodes(); ++i) out.push_back(Running(i) ? SampleProc(Pid(i)) : ProcSample{});
   return out;
 }
 

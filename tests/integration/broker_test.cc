@@ -12,8 +12,9 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
 #include <map>
+#include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 #include <zmq.hpp>

@@ -814,6 +814,21 @@ TEST(LmdbStoreDamage, TheScrubFindsDamagedRecordsAndATruncatedFile) {
 }
 
 
+// Rebuilds the index and compacted view of FillApplied(f, 10)'s store, then
+// expects all 10 offsets served and a clean scrub; returns the records fixed.
+uint64_t RebuildAndExpectAClean10(LmdbFactory& f) {
+  uint64_t fixed = 0;
+  Rebuild(*f.lmdb, 10, &fixed);
+  StoreCode code;
+  EXPECT_EQ(Offsets(*f.lmdb, 0, &code).size(), 10u);
+  EXPECT_EQ(code, StoreCode::kOk);
+  f.lmdb.reset();
+  LmdbStore::ScrubReport report;
+  EXPECT_TRUE(LmdbStore::Scrub(f.dir, 64ull << 20, &report).ok());
+  EXPECT_TRUE(report.clean());
+  return fixed;
+}
+
 TEST(LmdbStoreDamage, AfterDamageTheFileIsRewrittenIntoFreshPagesBeforeAnyWrite) {
   LmdbFactory f;
   FillApplied(f, 10);
@@ -851,14 +866,7 @@ TEST(LmdbStoreDamage, AfterDamageTheFileIsRewrittenIntoFreshPagesBeforeAnyWrite)
   EXPECT_EQ(f.lmdb->repairs(), 1u);
   EXPECT_EQ(f.lmdb->TakeRepaired(), (std::vector<uint64_t>{3}));
   EXPECT_TRUE(f.lmdb->TakeRepaired().empty());
-  uint64_t fixed = 0;
-  Rebuild(*f.lmdb, 10, &fixed);
-  StoreCode code;
-  EXPECT_EQ(Offsets(*f.lmdb, 0, &code).size(), 10u);
-  EXPECT_EQ(code, StoreCode::kOk);
-  f.lmdb.reset();
-  ASSERT_TRUE(LmdbStore::Scrub(f.dir, 64ull << 20, &report).ok());
-  EXPECT_TRUE(report.clean());
+  RebuildAndExpectAClean10(f);
 }
 
 
@@ -906,15 +914,7 @@ TEST(LmdbStoreDamage, AZeroedPageOfTheIndexIsRebuiltFromTheLog) {
   s = LmdbStore::Rewrite(f.dir, 64ull << 20, &copied);
   ASSERT_TRUE(s.ok()) << s.message();
   f.Reopen();
-  uint64_t fixed = 0;
-  Rebuild(*f.lmdb, 10, &fixed);
-  EXPECT_EQ(fixed, 10u);  // every index record written again
-  StoreCode code;
-  EXPECT_EQ(Offsets(*f.lmdb, 0, &code).size(), 10u);
-  EXPECT_EQ(code, StoreCode::kOk);
-  f.lmdb.reset();
-  ASSERT_TRUE(LmdbStore::Scrub(f.dir, 64ull << 20, &report).ok());
-  EXPECT_TRUE(report.clean());
+  EXPECT_EQ(RebuildAndExpectAClean10(f), 10u);  // every index record written again
 }
 
 // Instances 1..n as FillApplied, with a snapshot recorded at `snap_at`.

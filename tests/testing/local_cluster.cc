@@ -1,0 +1,171 @@
+#include "tests/testing/local_cluster.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "ordo/client.h"
+#include "tests/testing/ports.h"
+
+namespace ordo::testing {
+
+LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(options)) {
+  if (::access(options_.broker_bin.c_str(), X_OK) != 0) {
+    throw std::runtime_error("broker binary " + options_.broker_bin + " is not executable");
+  }
+  std::mt19937_64 rng(std::random_device{}());
+  dir_ = std::filesystem::temp_directory_path() / (options_.dir_prefix + std::to_string(rng()));
+  std::filesystem::create_directories(dir_);
+  for (int i = 0; i < nodes(); ++i) {
+    peer_.push_back(ReserveEndpoint());
+    client_.push_back(ReserveEndpoint());
+    metrics_.push_back(options_.metrics ? ReserveEndpoint() : std::string());
+  }
+  for (int i = 1; i <= nodes(); ++i) {
+    std::ofstream f(Config(i));
+    f << "node_id = " << i << "\ndata_dir = \"" << DataDir(i) << "\"\nmetrics = \""
+      << metrics_[i - 1] << "\"\n"
+      << MembersToml() << options_.extra_toml;
+  }
+  pids_.assign(nodes() + 1, -1);
+  for (int i = 1; i <= nodes(); ++i) Start(i);
+}
+
+LocalCluster::~LocalCluster() {
+  for (int i = 1; i <= nodes(); ++i) Kill(i);
+  for (size_t k = 0; k < learners_.size(); ++k) KillLearner(static_cast<int>(k));
+  const char* keep = std::getenv("ORDO_TEST_KEEP_DIRS");
+  if (options_.keep_dir || (keep != nullptr && *keep == '1')) {
+    std::fprintf(stderr, "kept cluster directory %s\n", dir_.c_str());
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::string LocalCluster::MembersToml() const {
+  std::ostringstream out;
+  for (int m = 1; m <= nodes(); ++m) {
+    out << "[[members]]\nid = " << m << "\npeer = \"" << peer_[m - 1] << "\"\nclient = \""
+        << client_[m - 1] << "\"\n";
+  }
+  return out.str();
+}
+
+pid_t LocalCluster::Spawn(const std::string& config, const std::string& log) const {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execl(options_.broker_bin.c_str(), options_.broker_bin.c_str(), "--config", config.c_str(),
+            nullptr);
+    ::_exit(127);
+  }
+  return pid;
+}
+
+void LocalCluster::Start(int i) { pids_[i] = Spawn(Config(i), Log(i)); }
+
+void LocalCluster::Kill(int i, int sig) {
+  if (pids_[i] <= 0) return;
+  ::kill(pids_[i], sig);
+  ::waitpid(pids_[i], nullptr, 0);
+  pids_[i] = -1;
+}
+
+std::optional<int> LocalCluster::Exited(int i) {
+  if (pids_[i] <= 0) return std::nullopt;
+  int status = 0;
+  if (::waitpid(pids_[i], &status, WNOHANG) != pids_[i]) return std::nullopt;
+  pids_[i] = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int LocalCluster::WaitForExit(int i, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (pids_[i] > 0) {
+    if (const std::optional<int> status = Exited(i)) return *status;
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  Kill(i);
+  return -1;
+}
+
+std::string LocalCluster::LogTail(int i, size_t bytes) const {
+  std::ifstream f(Log(i), std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(f)), {});
+  if (text.size() > bytes) text = "..." + text.substr(text.size() - bytes);
+  return text;
+}
+
+int LocalCluster::WaitForLeader(std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int leader = 0, leaders = 0;
+    for (int i = 1; i <= nodes(); ++i) {
+      if (!Running(i)) continue;
+      auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300));
+      if (s.ok() && s.value().role == "leader") ++leaders, leader = i;
+    }
+    if (leaders == 1) return leader;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return 0;
+}
+
+bool LocalCluster::WaitForHead(uint64_t offset, std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all = true;
+    for (int i = 1; i <= nodes(); ++i) {
+      if (!Running(i)) continue;
+      auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300));
+      all &= s.ok() && s.value().next_offset >= offset;
+    }
+    if (all) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+int LocalCluster::AddLearner(uint32_t node_id, bool metrics) {
+  Learner l;
+  l.id = node_id;
+  l.client = ReserveEndpoint();
+  l.metrics = metrics ? ReserveEndpoint() : std::string();
+  const std::string name = "learner" + std::to_string(node_id);
+  l.config = Path(name + ".toml");
+  l.data_dir = Path(name);
+  l.log = Path(name + ".log");
+  std::ofstream f(l.config);
+  f << "node_id = " << node_id << "\nrole = \"learner\"\nclient = \"" << l.client
+    << "\"\ndata_dir = \"" << l.data_dir << "\"\nmetrics = \"" << l.metrics << "\"\n"
+    << MembersToml();
+  f.close();
+  learners_.push_back(l);
+  const int k = static_cast<int>(learners_.size()) - 1;
+  StartLearner(k);
+  return k;
+}
+
+void LocalCluster::StartLearner(int k) { learners_[k].pid = Spawn(learners_[k].config, learners_[k].log); }
+
+void LocalCluster::KillLearner(int k, int sig) {
+  Learner& l = learners_[k];
+  if (l.pid <= 0) return;
+  ::kill(l.pid, sig);
+  ::waitpid(l.pid, nullptr, 0);
+  l.pid = -1;
+}
+
+}  // namespace ordo::testing

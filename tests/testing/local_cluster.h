@@ -1,0 +1,100 @@
+// A real Ordo cluster on this machine, for the tests and for build/ordo-bench
+// (the one launcher both use): N ordo-broker processes on 127.0.0.1 with
+// ports reserved for this process (tests/testing/ports.h), each with its
+// config, data directory and log in one temporary directory. The destructor
+// stops every process it started, by pid (kill -9), and removes the
+// directory, unless it is kept (`keep_dir`, or ORDO_TEST_KEEP_DIRS=1 in the
+// environment) for a post-mortem.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ordo::testing {
+
+struct LocalClusterOptions {
+  int nodes = 3;
+  std::string broker_bin;          // the ordo-broker to run
+  bool metrics = false;            // every broker serves /metrics on a free port
+  std::string extra_toml;          // appended to every broker's config (e.g. [retention])
+  std::string dir_prefix = "ordo-cluster-";  // of the directory under $TMPDIR
+  bool keep_dir = false;
+};
+
+class LocalCluster {
+ public:
+  // Writes the configs and starts every broker.
+  explicit LocalCluster(LocalClusterOptions options);
+  ~LocalCluster();
+  LocalCluster(const LocalCluster&) = delete;
+  LocalCluster& operator=(const LocalCluster&) = delete;
+
+  int nodes() const { return options_.nodes; }
+  const std::filesystem::path& dir() const { return dir_; }
+  // Broker i, 1-based.
+  std::string Config(int i) const { return Path("node" + std::to_string(i) + ".toml"); }
+  std::string DataDir(int i) const { return Path("node" + std::to_string(i)); }
+  std::string Log(int i) const { return Path("node" + std::to_string(i) + ".log"); }
+  const std::string& ClientEndpoint(int i) const { return client_[i - 1]; }
+  const std::string& PeerEndpoint(int i) const { return peer_[i - 1]; }
+  const std::string& MetricsEndpoint(int i) const { return metrics_[i - 1]; }
+  // The client endpoints, in node order.
+  const std::vector<std::string>& Brokers() const { return client_; }
+
+  // Starts broker i (its log is appended to).
+  void Start(int i);
+  // Sends `sig` (kill -9 by default) and reaps.
+  void Kill(int i, int sig = SIGKILL);
+  bool Running(int i) const { return i >= 1 && i <= nodes() && pids_[i] > 0; }
+  pid_t Pid(int i) const { return pids_[i]; }
+  // Reaps broker i if it exited by itself: its exit status (128 + signal
+  // when killed); nullopt while it runs.
+  std::optional<int> Exited(int i);
+  // Waits for broker i to exit by itself: its exit status, or -1 if it
+  // still runs after `timeout` (then it is killed).
+  int WaitForExit(int i, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // The end of broker i's log.
+  std::string LogTail(int i, size_t bytes = 2000) const;
+
+  // The node id of the leader once exactly one running broker says so; 0
+  // if none did within `timeout`.
+  int WaitForLeader(std::chrono::milliseconds timeout = std::chrono::seconds(20)) const;
+  // Whether every running broker applied up to `offset` (exclusive) within
+  // `timeout`.
+  bool WaitForHead(uint64_t offset, std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
+
+  // Learner brokers (role = "learner"): an id outside the members, the
+  // members' list unchanged, a client endpoint of its own. Returns the
+  // learner's index k for the Learner*() methods; the process starts at once.
+  int AddLearner(uint32_t node_id, bool metrics = false);
+  void StartLearner(int k);
+  void KillLearner(int k, int sig = SIGKILL);
+  const std::string& LearnerEndpoint(int k) const { return learners_[k].client; }
+  const std::string& LearnerMetricsEndpoint(int k) const { return learners_[k].metrics; }
+  const std::string& LearnerLog(int k) const { return learners_[k].log; }
+
+ private:
+  struct Learner {
+    uint32_t id = 0;
+    std::string client, metrics, config, data_dir, log;
+    pid_t pid = -1;
+  };
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string MembersToml() const;
+  pid_t Spawn(const std::string& config, const std::string& log) const;
+
+  LocalClusterOptions options_;
+  std::filesystem::path dir_;
+  std::vector<std::string> peer_, client_, metrics_;
+  std::vector<pid_t> pids_;  // index 1..n
+  std::vector<Learner> learners_;
+};
+
+}  // namespace ordo::testing
