@@ -1,0 +1,205 @@
+#include "broker/lmdb_formats.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "broker/crc32c.h"
+
+namespace ordo::broker::lmdb {
+
+std::string EncodeIndex(const paxos::AppliedInstance& a) {
+  std::string body;
+  PutLe<uint16_t>(&body, kIndexFormatVersion);
+  PutLe<uint64_t>(&body, a.first_offset.value());
+  PutLe<uint64_t>(&body, a.instance.value());
+  PutLe<uint32_t>(&body, a.appended);
+  std::vector<uint32_t> skipped;
+  for (size_t i = 0; i < a.results.size(); ++i) {
+    if (a.results[i].outcome != paxos::PublishOutcome::kAppended) {
+      skipped.push_back(static_cast<uint32_t>(i));
+    }
+  }
+  PutLe<uint32_t>(&body, static_cast<uint32_t>(skipped.size()));
+  for (uint32_t s : skipped) PutLe<uint32_t>(&body, s);
+  std::string out;
+  PutLe<uint32_t>(&out, Crc32c(body.data(), body.size()));
+  return out + body;
+}
+
+bool DecodeIndex(const MDB_val& key, const MDB_val& v, IndexRecord* out) {
+  if (key.mv_size != 8) return false;
+  const uint64_t first_offset = GetBigEndian(key.mv_data);
+  const auto* p = static_cast<const unsigned char*>(v.mv_data);
+  if (v.mv_size < 4 + 2) return false;
+  if (GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
+  const uint16_t version = GetLe<uint16_t>(p + 4);
+  size_t at = 6;
+  if (version == kIndexFormatVersion) {
+    if (v.mv_size < at + 8 || GetLe<uint64_t>(p + at) != first_offset) return false;
+    at += 8;
+  } else if (version != 1) {
+    return false;
+  }
+  const size_t fixed = at + 8 + 4 + 4;
+  if (v.mv_size < fixed) return false;
+  out->first_offset = first_offset;
+  out->instance = GetLe<uint64_t>(p + at);
+  out->appended = GetLe<uint32_t>(p + at + 8);
+  const uint32_t n = GetLe<uint32_t>(p + at + 12);
+  if (v.mv_size != fixed + size_t{n} * 4 || out->appended == 0 || out->instance == 0) return false;
+  out->skipped.resize(n);
+  for (uint32_t i = 0; i < n; ++i) out->skipped[i] = GetLe<uint32_t>(p + fixed + 4 * i);
+  return true;
+}
+
+std::string EncodeRetained(const Retained& r) {
+  std::string body;
+  PutLe<uint16_t>(&body, kRetainedFormatVersion);
+  PutLe<uint64_t>(&body, r.first_instance);
+  PutLe<uint64_t>(&body, r.first_offset);
+  PutLe<uint64_t>(&body, r.log_bytes);
+  PutLe<uint64_t>(&body, r.snapshot.instance);
+  PutLe<uint64_t>(&body, r.snapshot.size);
+  PutLe<uint32_t>(&body, r.snapshot.checksum);
+  std::string out;
+  PutLe<uint32_t>(&out, Crc32c(body.data(), body.size()));
+  return out + body;
+}
+
+bool DecodeRetained(const MDB_val& v, Retained* out) {
+  const auto* p = static_cast<const unsigned char*>(v.mv_data);
+  if (v.mv_size != 4 + 2 + 8 * 5 + 4) return false;
+  if (GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
+  if (GetLe<uint16_t>(p + 4) != kRetainedFormatVersion) return false;
+  out->first_instance = GetLe<uint64_t>(p + 6);
+  out->first_offset = GetLe<uint64_t>(p + 14);
+  out->log_bytes = GetLe<uint64_t>(p + 22);
+  out->snapshot.instance = GetLe<uint64_t>(p + 30);
+  out->snapshot.size = GetLe<uint64_t>(p + 38);
+  out->snapshot.checksum = GetLe<uint32_t>(p + 46);
+  return true;
+}
+
+std::string EncodeJournalMeta(uint64_t generation) {
+  std::string body;
+  PutLe<uint16_t>(&body, kJournalMetaVersion);
+  PutLe<uint64_t>(&body, generation);
+  std::string out;
+  PutLe<uint32_t>(&out, Crc32c(body.data(), body.size()));
+  return out + body;
+}
+
+bool DecodeJournalMeta(const MDB_val& v, uint64_t* generation) {
+  const auto* p = static_cast<const unsigned char*>(v.mv_data);
+  if (v.mv_size != 4 + 2 + 8) return false;
+  if (GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
+  if (GetLe<uint16_t>(p + 4) != kJournalMetaVersion) return false;
+  *generation = GetLe<uint64_t>(p + 6);
+  return true;
+}
+
+std::string EncodeBase(const paxos::AppliedSnapshot& state) {
+  std::string body;
+  PutLe<uint16_t>(&body, kBaseFormatVersion);
+  body += EncodeSnapshotFile(state, {});
+  std::string out;
+  PutLe<uint32_t>(&out, Crc32c(body.data(), body.size()));
+  return out + body;
+}
+
+bool DecodeBase(const MDB_val& v, paxos::AppliedSnapshot* state) {
+  const auto* p = static_cast<const unsigned char*>(v.mv_data);
+  if (v.mv_size < 4 + 2 || GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
+  if (GetLe<uint16_t>(p + 4) != kBaseFormatVersion) return false;
+  // The snapshot buffer must be aligned for FlatBuffers: copy it.
+  const std::string file(reinterpret_cast<const char*>(p + 6), v.mv_size - 6);
+  return DecodeSnapshotFile(AsBytes(file), state, nullptr).ok();
+}
+
+std::string EncodeKeyed(std::string_view key, uint64_t offset, uint64_t producer,
+                        uint64_t sequence, std::string_view payload) {
+  std::string body;
+  PutLe<uint16_t>(&body, kKeyedFormatVersion);
+  PutLe<uint64_t>(&body, offset);
+  PutLe<uint64_t>(&body, producer);
+  PutLe<uint64_t>(&body, sequence);
+  body += payload;
+  std::string out;
+  PutLe<uint32_t>(&out, Crc32cExtend(Crc32c(key), body.data(), body.size()));
+  return out + body;
+}
+
+bool DecodeKeyed(const MDB_val& key, const MDB_val& v, StreamMessage* out) {
+  const auto* p = static_cast<const unsigned char*>(v.mv_data);
+  if (v.mv_size < 4) return false;
+  const uint32_t crc = GetLe<uint32_t>(p);
+  size_t at = 0;
+  if (v.mv_size >= 4 + 2 + 24 && GetLe<uint16_t>(p + 4) == kKeyedFormatVersion &&
+      crc == Crc32cExtend(Crc32c(key.mv_data, key.mv_size), p + 4, v.mv_size - 4)) {
+    at = 6;
+  } else if (v.mv_size >= 4 + 24 && crc == Crc32c(p + 4, v.mv_size - 4)) {
+    at = 4;  // version 1
+  } else {
+    return false;
+  }
+  out->offset = GetLe<uint64_t>(p + at);
+  out->producer = GetLe<uint64_t>(p + at + 8);
+  out->sequence = GetLe<uint64_t>(p + at + 16);
+  out->payload.assign(reinterpret_cast<const char*>(p + at + 24), v.mv_size - at - 24);
+  out->key.assign(static_cast<const char*>(key.mv_data), key.mv_size);
+  return true;
+}
+
+std::string LmdbError(const char* what, int rc) {
+  return std::string(what) + ": " + mdb_strerror(rc);
+}
+
+bool IsLmdbDamage(int rc) {
+  return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ||
+         rc == MDB_VERSION_MISMATCH || rc == MDB_BAD_TXN || rc == MDB_BAD_VALSIZE ||
+         rc == MDB_INCOMPATIBLE;
+}
+
+Status OpenFailure(const std::string& what, int rc) {
+  const std::string message = LmdbError(what.c_str(), rc);
+  return IsLmdbDamage(rc) ? Status::Damaged(message) : Status::Storage(message);
+}
+
+Status CheckMetaPages(const std::string& data_file, size_t page_size, size_t last) {
+  // The page header (16 bytes) and MDB_meta up to mm_txnid: magic, version,
+  // address, map size, two MDB_db (48 bytes each), last page.
+  constexpr size_t kTxnIdAt = 16 + 4 + 4 + 8 + 8 + 2 * 48 + 8;
+  constexpr uint32_t kMagic = 0xBEEFC0DE;
+  const int fd = ::open(data_file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Storage(data_file + ": " + std::strerror(errno));
+  uint64_t ids[2] = {0, 0};
+  for (int k = 0; k < 2; ++k) {
+    unsigned char page[kTxnIdAt + 8];
+    const ssize_t n = ::pread(fd, page, sizeof(page), static_cast<off_t>(k * page_size));
+    uint32_t magic = 0;
+    if (n == static_cast<ssize_t>(sizeof(page))) std::memcpy(&magic, page + 16, sizeof(magic));
+    if (magic != kMagic) {
+      ::close(fd);
+      return Status::Damaged(data_file + ": meta page " + std::to_string(k) +
+                             " fails its check (bad magic)");
+    }
+    std::memcpy(&ids[k], page + kTxnIdAt, sizeof(ids[k]));
+  }
+  ::close(fd);
+  const uint64_t high = std::max(ids[0], ids[1]);
+  const uint64_t low = std::min(ids[0], ids[1]);
+  const bool consecutive = high == last && (high == 0 ? low == 0 : low == high - 1);
+  if (!consecutive) {
+    return Status::Damaged(data_file + ": its meta pages name transactions " +
+                           std::to_string(ids[0]) + " and " + std::to_string(ids[1]) +
+                           " (opened at " + std::to_string(last) +
+                           "): one of them rotted, and LMDB may have opened an older commit");
+  }
+  return Status::Ok();
+}
+
+}  // namespace ordo::broker::lmdb
