@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,7 +36,7 @@ namespace {
 // the broker runs in the child. Bounded in time: a damaged page can make a
 // walk loop; a healthy one reads the file once.
 using ChildBody = std::function<int(std::string* report, const std::function<void()>& flush)>;
-Status RunInChild(const std::string& what, uint64_t file_bytes, const ChildBody& body,
+Status RunInChild(const std::string& what, std::chrono::seconds budget, const ChildBody& body,
                   std::string* report, int* code) {
   report->clear();
   int fds[2];
@@ -67,7 +68,7 @@ Status RunInChild(const std::string& what, uint64_t file_bytes, const ChildBody&
   ::close(fds[1]);
   char buf[4096];
   const auto start = std::chrono::steady_clock::now();
-  const auto deadline = start + std::chrono::seconds(60) + std::chrono::seconds(file_bytes >> 26);
+  const auto deadline = start + budget;
   bool timed_out = false;
   while (true) {
     pollfd p{fds[0], POLLIN, 0};
@@ -141,6 +142,20 @@ std::string ZeroedPages(const std::string& data_file, uint64_t page_bytes, uint6
   return out;
 }
 
+// How long a child may take over a file of `file_bytes`: a healthy one
+// reads the file once (the scrub) or reads and writes it once (the
+// rewrite), far below a slow disk's 16 MiB/s.
+std::chrono::seconds Budget(uint64_t file_bytes, bool writes) {
+  return writes ? std::chrono::seconds(120 + (file_bytes >> 24))
+                : std::chrono::seconds(60 + (file_bytes >> 26));
+}
+
+// The map size for an environment of `file_bytes`: never below the file,
+// or LMDB could refuse a store the configured size no longer covers.
+uint64_t MapSize(uint64_t configured, uint64_t file_bytes) {
+  return std::max(configured, file_bytes);
+}
+
 // The databases of the environment, in the order Scrub reads them.
 constexpr const char* kDatabases[] = {"log", "index", "keys", "key_offsets", "meta"};
 
@@ -157,7 +172,7 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
   auto body = [&](std::string* report, const std::function<void()>& flush) {
     MDB_env* env = nullptr;
     int rc = mdb_env_create(&env);
-    if (rc == 0) rc = mdb_env_set_mapsize(env, map_size_bytes);
+    if (rc == 0) rc = mdb_env_set_mapsize(env, MapSize(map_size_bytes, st.st_size));
     if (rc == 0) rc = mdb_env_set_maxdbs(env, 5);
     if (rc == 0) rc = mdb_env_open(env, dir.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
     MDB_txn* txn = nullptr;
@@ -174,7 +189,8 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
       return 3;
     }
     *report += "geometry " + std::to_string(est.ms_psize) + " " +
-               std::to_string(info.me_last_pgno) + "\n";
+               std::to_string(info.me_last_pgno) + " " + std::to_string(info.me_last_txnid) +
+               "\n";
     flush();  // for a message naming a zeroed page, should a page kill this process
     if (static_cast<uint64_t>(st.st_size) < (uint64_t{info.me_last_pgno} + 1) * est.ms_psize) {
       *report += "lmdb the file is shorter than its pages\n";
@@ -312,15 +328,16 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
   };
   std::string report;
   int code = 0;
-  const Status run = RunInChild("reading " + data_file, static_cast<uint64_t>(st.st_size), body,
-                                &report, &code);
+  const Status run = RunInChild("reading " + data_file,
+                                Budget(static_cast<uint64_t>(st.st_size), false), body, &report,
+                                &code);
   std::istringstream lines(report);
   std::string line;
   std::string lmdb;
-  uint64_t page_bytes = 0, last_page = 0;
+  uint64_t page_bytes = 0, last_page = 0, last_txnid = 0;
   while (std::getline(lines, line)) {
     if (line.rfind("geometry ", 0) == 0) {
-      std::istringstream(line.substr(9)) >> page_bytes >> last_page;
+      std::istringstream(line.substr(9)) >> page_bytes >> last_page >> last_txnid;
     } else if (line.rfind("log ", 0) == 0) {
       out->damaged_log.push_back(std::strtoull(line.c_str() + 4, nullptr, 10));
     } else if (line == "derived") {
@@ -343,6 +360,10 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
     return Status::Damaged(data_file + ": " + lmdb + ZeroedPages(data_file, page_bytes, last_page));
   }
   if (code != 0) return Status::Storage("checking " + data_file + ": " + (lmdb.empty() ? "failed" : lmdb));
+  // Checked here too, not only by Open: a rewrite after damage writes new
+  // meta pages, and a rotted transaction id (LMDB opened an older commit)
+  // would no longer show.
+  if (page_bytes > 0) return CheckMetaPages(data_file, page_bytes, last_txnid);
   return Status::Ok();
 }
 
@@ -359,6 +380,20 @@ Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint6
   if (::stat(data_file.c_str(), &st) != 0) {
     return Status::Storage(data_file + ": " + std::strerror(errno));
   }
+  // Said up front, not as a failure half way: the copy takes at most what
+  // the file's pages take, beside the original (kept until the broker has
+  // opened the copy, see kPreRewriteFile).
+  struct statvfs fs {};
+  const uint64_t needed = static_cast<uint64_t>(st.st_blocks) * 512;
+  if (::statvfs(dir.c_str(), &fs) == 0 && uint64_t{fs.f_bavail} * fs.f_frsize < needed) {
+    std::filesystem::remove_all(scratch, ec);
+    return Status::Storage("rewriting " + data_file + " after damage needs up to " +
+                           std::to_string(needed >> 20) + " MiB free in " + dir + ", and " +
+                           std::to_string((uint64_t{fs.f_bavail} * fs.f_frsize) >> 20) +
+                           " MiB are: free space and start again (or move the data directory "
+                           "aside to rejoin as a lost disk)");
+  }
+  const uint64_t map_size = MapSize(map_size_bytes, static_cast<uint64_t>(st.st_size));
   // The child copies every record of every database, as read, into a new
   // environment: LMDB builds its pages and free list afresh. A record that
   // fails its check stays as it is (the broker repairs or rebuilds it);
@@ -368,11 +403,11 @@ Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint6
     MDB_env* from = nullptr;
     MDB_env* to = nullptr;
     int rc = mdb_env_create(&from);
-    if (rc == 0) rc = mdb_env_set_mapsize(from, map_size_bytes);
+    if (rc == 0) rc = mdb_env_set_mapsize(from, map_size);
     if (rc == 0) rc = mdb_env_set_maxdbs(from, 5);
     if (rc == 0) rc = mdb_env_open(from, dir.c_str(), MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
     if (rc == 0) rc = mdb_env_create(&to);
-    if (rc == 0) rc = mdb_env_set_mapsize(to, map_size_bytes);
+    if (rc == 0) rc = mdb_env_set_mapsize(to, map_size);
     if (rc == 0) rc = mdb_env_set_maxdbs(to, 5);
     // Synced once at the end (mdb_env_sync), before the parent renames it.
     if (rc == 0) rc = mdb_env_open(to, scratch.c_str(), MDB_NOLOCK | MDB_NOSYNC, 0644);
@@ -389,6 +424,18 @@ Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint6
       MDB_dbi src;
       rc = mdb_dbi_open(rtxn, db, 0, &src);
       if (rc == MDB_NOTFOUND) continue;
+      if (derived_db && IsLmdbDamage(rc)) {
+        // A derived database LMDB cannot find (the scrub counted it as
+        // damaged derived state): left out and rebuilt from the log. The
+        // failure may have failed the read transaction: a new one.
+        mdb_txn_abort(rtxn);
+        rtxn = nullptr;
+        if ((rc = mdb_txn_begin(from, nullptr, MDB_RDONLY, &rtxn)) != 0) {
+          *report += "lmdb reading the " + name + " database: " + mdb_strerror(rc) + "\n";
+          return 3;
+        }
+        continue;
+      }
       MDB_cursor* cur = nullptr;
       if (rc == 0) rc = mdb_cursor_open(rtxn, src, &cur);
       MDB_txn* wtxn = nullptr;
@@ -445,8 +492,8 @@ Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint6
   };
   std::string report;
   int code = 0;
-  if (Status s = RunInChild("rewriting " + data_file, static_cast<uint64_t>(st.st_size), body,
-                            &report, &code);
+  if (Status s = RunInChild("rewriting " + data_file,
+                            Budget(static_cast<uint64_t>(st.st_size), true), body, &report, &code);
       !s.ok()) {
     std::filesystem::remove_all(scratch, ec);
     return s;
@@ -462,6 +509,20 @@ Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint6
     const std::string message = "rewriting " + data_file + ": " + (lmdb.empty() ? "failed" : lmdb);
     return code == 2 ? Status::Damaged(message) : Status::Storage(message);
   }
+  // The original stays, as evidence, until the broker has opened the copy
+  // and found nothing that sends the directory to quarantine (which takes
+  // it along); see DropPreRewrite.
+  const std::string kept = dir + "/" + kPreRewriteFile;
+  if (::unlink(kept.c_str()) != 0 && errno != ENOENT) {
+    const std::string error = std::strerror(errno);
+    std::filesystem::remove_all(scratch, ec);
+    return Status::Storage("removing " + kept + ": " + error);
+  }
+  if (::link(data_file.c_str(), kept.c_str()) != 0) {
+    const std::string error = std::strerror(errno);
+    std::filesystem::remove_all(scratch, ec);
+    return Status::Storage("keeping " + data_file + " as " + kept + ": " + error);
+  }
   // In place at once: the rename is atomic, and the directory entry is
   // synced (the new file's pages already are).
   if (::rename((scratch + "/data.mdb").c_str(), data_file.c_str()) != 0) {
@@ -472,6 +533,15 @@ Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint6
   if (Status s = FsyncPath(dir, /*directory=*/true); !s.ok()) return s;
   std::filesystem::remove_all(scratch, ec);
   return Status::Ok();
+}
+
+Status LmdbStore::DropPreRewrite(const std::string& dir) {
+  const std::string kept = dir + "/" + kPreRewriteFile;
+  if (::unlink(kept.c_str()) != 0) {
+    if (errno == ENOENT) return Status::Ok();
+    return Status::Storage("removing " + kept + ": " + std::strerror(errno));
+  }
+  return FsyncPath(dir, /*directory=*/true);
 }
 
 }  // namespace ordo::broker

@@ -528,7 +528,6 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
       record.WriteTo(static_cast<uint8_t*>(v.mv_data));
     }
     last = std::max(last, e.instance);
-    ForgetDamage(Damage::Kind::kLogRecord, e.instance.value());
     log_bytes += record.size();  // an overwrite counts twice: an upper bound
     if (pending_first_instance_ == paxos::kNoInstance || e.instance < pending_first_instance_) {
       pending_first_instance_ = e.instance;
@@ -559,6 +558,10 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     if ((rc = PutRetained(txn, r)) != 0) return fail("writing the retention record");
   }
   if (FinishWrite(journal, durability) != paxos::StoreCode::kOk) return paxos::StoreCode::kIoError;
+  // A damaged record counts as repaired once its new copy is written.
+  for (const paxos::Entry& e : entries) {
+    if (e.instance >= first_instance_) ForgetDamage(Damage::Kind::kLogRecord, e.instance.value());
+  }
   hard_state_ = hard_state;
   last_instance_ = last;
   next_offset_ = next;

@@ -127,8 +127,9 @@ class LmdbStore final : public paxos::LogStore {
   // and checks it, in a child process: LMDB trusts its pages, and damaged
   // ones can make it read out of bounds, so a crash there is a finding
   // (kDamaged), never the broker's death. kDamaged too when LMDB reports
-  // damage or the check does not end in time. Before Open, with the
-  // directory locked by this process.
+  // damage or its meta pages fail their check (CheckMetaPages, as in Open,
+  // but before a rewrite replaces them); kStorage when the check does not
+  // end in time. Before Open, with the directory locked by this process.
   static Status Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubReport* out);
   // Where a scrub found damage, more may hide in what LMDB trusts and never
   // checks (a node's size or offset, a page's bounds, the free list): a
@@ -137,7 +138,12 @@ class LmdbStore final : public paxos::LogStore {
   // `dir`, bytes as read (a record failing its check still fails it, to be
   // repaired), into a new file of fresh pages, in a child process, and
   // renames it over data.mdb. Before Open, like Scrub. *records: copied.
+  // The original stays as kPreRewriteFile (a hard link) until the caller,
+  // having opened the copy and found it sound, calls DropPreRewrite: damage
+  // that sends the directory to quarantine keeps the file as it was found.
   static Status Rewrite(const std::string& dir, uint64_t map_size_bytes, uint64_t* records);
+  static constexpr const char* kPreRewriteFile = "data.mdb.pre-rewrite";
+  static Status DropPreRewrite(const std::string& dir);
   // A log record Scrub found damaged, reported like one a read ran into.
   void NoteScrubbedDamage(uint64_t instance) {
     NoteDamage(Damage{Damage::Kind::kLogRecord, instance, 0,

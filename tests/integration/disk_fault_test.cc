@@ -298,6 +298,8 @@ TEST_P(DiskFault, AMinorityWithDamageRepairsAndServesOnlyWhatWasAcknowledged) {
     }
   }
   ASSERT_TRUE(c.Running(victim)) << log;
+  // The file as it was before a rewrite went once the copy was opened.
+  EXPECT_FALSE(std::filesystem::exists(c.DataDir(victim) + "/data.mdb.pre-rewrite"));
   EXPECT_NE(log.find(fault.must_log), std::string::npos) << "not detected:\n" << log;
   // Served everything: a damaged log record was rewritten, and said so.
   if (std::string_view(fault.name).starts_with("log_record")) {

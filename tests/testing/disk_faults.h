@@ -183,4 +183,37 @@ inline void DamageRootPageBounds(const std::string& dir, const char* db) {
   f.write(reinterpret_cast<const char*>(lower), 2);
 }
 
+// Clears the flags of database `db`'s record in the main database (in the
+// current root page, a leaf while the store is small), as a flipped bit
+// there does: LMDB then refuses to open `db` (MDB_INCOMPATIBLE).
+inline void DamageNamedDatabaseRecord(const std::string& dir, const std::string& db) {
+  const std::string path = dir + "/data.mdb";
+  const uint64_t page = LmdbPageBytes(dir);
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  // The current meta page (the higher transaction id) names the main
+  // database's root: MDB_meta's second MDB_db, md_root at its byte 40.
+  constexpr size_t kMainRootAt = 16 + 4 + 4 + 8 + 8 + 48 + 40;
+  constexpr size_t kTxnIdAt = 16 + 4 + 4 + 8 + 8 + 2 * 48 + 8;
+  uint64_t txnid[2], root[2];
+  for (int m = 0; m < 2; ++m) {
+    f.seekg(static_cast<std::streamoff>(m * page + kTxnIdAt));
+    f.read(reinterpret_cast<char*>(&txnid[m]), 8);
+    f.seekg(static_cast<std::streamoff>(m * page + kMainRootAt));
+    f.read(reinterpret_cast<char*>(&root[m]), 8);
+  }
+  const uint64_t main_root = txnid[0] > txnid[1] ? root[0] : root[1];
+  std::string bytes(page, '\0');
+  f.seekg(static_cast<std::streamoff>(main_root * page));
+  f.read(bytes.data(), static_cast<std::streamsize>(page));
+  // A leaf node: data size (4 bytes: 48), flags (2: F_SUBDATA), key size, key.
+  std::string node("\x30\0\0\0\x02\0", 6);
+  node += static_cast<char>(db.size());
+  node += '\0';
+  node += db;
+  const size_t at = bytes.find(node);
+  if (at == std::string::npos) throw std::runtime_error("no record of database " + db);
+  f.seekp(static_cast<std::streamoff>(main_root * page + at + 4));
+  f.write("\0", 1);
+}
+
 }  // namespace ordo::testing

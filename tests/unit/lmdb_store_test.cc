@@ -8,6 +8,9 @@
 #include "tests/testing/corrupt_lmdb.h"
 #include "tests/testing/disk_faults.h"
 
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -841,11 +844,17 @@ TEST(LmdbStoreDamage, AfterDamageTheFileIsRewrittenIntoFreshPagesBeforeAnyWrite)
   EXPECT_EQ(report.damaged_log, (std::vector<uint64_t>{3}));
   EXPECT_TRUE(report.damaged_derived);
   EXPECT_TRUE(report.damaged_pages);  // the bogus record breaks the keys' order
+  const std::string before = ordo::testing::ReadFileBytes(f.dir + "/data.mdb");
   uint64_t copied = 0;
   const Status s = LmdbStore::Rewrite(f.dir, 64ull << 20, &copied);
   ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(copied, report.records - 1);  // all but the bogus one (LMDB refuses its key)
   EXPECT_FALSE(std::filesystem::exists(f.dir + "/rewrite"));
+  // The original is kept, as found, until the copy is trusted.
+  EXPECT_EQ(ordo::testing::ReadFileBytes(f.dir + "/" + LmdbStore::kPreRewriteFile), before);
+  ASSERT_TRUE(LmdbStore::DropPreRewrite(f.dir).ok());
+  EXPECT_FALSE(std::filesystem::exists(f.dir + "/" + LmdbStore::kPreRewriteFile));
+  EXPECT_TRUE(LmdbStore::DropPreRewrite(f.dir).ok());  // none: nothing to do
   // The pages are sound; the records are as they were: the damaged log
   // record still fails its check (to be repaired from a peer), the moved
   // index record is still there to rebuild.
@@ -915,6 +924,70 @@ TEST(LmdbStoreDamage, AZeroedPageOfTheIndexIsRebuiltFromTheLog) {
   ASSERT_TRUE(s.ok()) << s.message();
   f.Reopen();
   EXPECT_EQ(RebuildAndExpectAClean10(f), 10u);  // every index record written again
+}
+
+// A derived database LMDB refuses to open is left out by the rewrite and
+// rebuilt, as the scrub said it would be, not a reason to start over.
+TEST(LmdbStoreDamage, ADerivedDatabaseLmdbCannotOpenIsRebuiltFromTheLog) {
+  LmdbFactory f;
+  FillApplied(f, 10);
+  f.lmdb.reset();
+  ordo::testing::DamageNamedDatabaseRecord(f.dir, "keys");
+  LmdbStore::ScrubReport report;
+  Status s = LmdbStore::Scrub(f.dir, 64ull << 20, &report);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_TRUE(report.damaged_log.empty());
+  EXPECT_TRUE(report.damaged_derived);
+  uint64_t copied = 0;
+  s = LmdbStore::Rewrite(f.dir, 64ull << 20, &copied);
+  ASSERT_TRUE(s.ok()) << s.message();
+  f.Reopen();
+  RebuildAndExpectAClean10(f);
+}
+
+// A rewrite needs room for its copy: without it, it says so before it
+// starts (exit status 3, what to do), rather than failing half way.
+// Mounts a small tmpfs in a mount namespace of its own (root only).
+TEST(LmdbStoreDamage, ARewriteWithoutRoomForItsCopySaysSoUpFront) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: mounts a tmpfs in its own mount namespace";
+  LmdbFactory f;
+  FillApplied(f, 10);
+  f.lmdb.reset();
+  FlipBitOnDisk(f.dir, 3);
+  const std::string small = TempDir();
+  std::filesystem::create_directories(small);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Exit status: 0 as expected, else the step that went wrong.
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", small.c_str(), "tmpfs", 0, "size=4m") != 0) {
+      ::_exit(10);
+    }
+    std::error_code ec;
+    std::filesystem::copy_file(f.dir + "/data.mdb", small + "/data.mdb", ec);
+    if (ec) ::_exit(11);
+    // Fills the rest but for less than the file's size.
+    const auto file = std::filesystem::file_size(small + "/data.mdb");
+    std::ofstream filler(small + "/filler", std::ios::binary);
+    const std::string chunk(4096, 'x');
+    for (auto space = std::filesystem::space(small); space.available > file / 2;
+         space = std::filesystem::space(small)) {
+      if (!filler.write(chunk.data(), chunk.size()).flush()) break;
+    }
+    uint64_t copied = 0;
+    const Status s = LmdbStore::Rewrite(small, 64ull << 20, &copied);
+    if (s.kind() != Status::Kind::kStorage) ::_exit(12);
+    if (s.message().find("MiB free") == std::string::npos) ::_exit(13);
+    if (std::filesystem::exists(small + "/rewrite")) ::_exit(14);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  std::filesystem::remove_all(small);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 // Instances 1..n as FillApplied, with a snapshot recorded at `snap_at`.
@@ -1036,6 +1109,8 @@ TEST(LmdbStoreDamage, AMetaPageWhoseTransactionIdRottedIsDamage) {
   LmdbFactory f;
   FillApplied(f, 5);
   f.lmdb.reset();
+  // With a damaged record beside it (see the scrub below).
+  FlipBitOnDisk(f.dir, 2);
   const std::string file = f.dir + "/data.mdb";
   const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   constexpr size_t kTxnIdAt = 16 + 4 + 4 + 8 + 8 + 2 * 48 + 8;
@@ -1052,6 +1127,12 @@ TEST(LmdbStoreDamage, AMetaPageWhoseTransactionIdRottedIsDamage) {
   const Status s = ReopenStatus(f);
   EXPECT_EQ(s.kind(), Status::Kind::kDamaged) << s.message();
   EXPECT_NE(s.message().find("meta pages"), std::string::npos) << s.message();
+  // The scrub says so too: it finds the damaged record, and the rewrite
+  // that follows would write new meta pages and hide the rot.
+  LmdbStore::ScrubReport report;
+  const Status scrubbed = LmdbStore::Scrub(f.dir, 64ull << 20, &report);
+  EXPECT_EQ(scrubbed.kind(), Status::Kind::kDamaged) << scrubbed.message();
+  EXPECT_NE(scrubbed.message().find("meta pages"), std::string::npos) << scrubbed.message();
 }
 
 TEST(LmdbStoreDamage, AnInstallDuringARebuildEndsTheRebuild) {
