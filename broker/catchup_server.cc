@@ -118,15 +118,15 @@ void CatchUpServer::Serve(const paxos::FetchToServe& fetch) {
   ReplyHead head;
   head.to = fetch.reply.to.value();
   std::string what;
-  MDB_txn* txn = store_.BeginRead();
-  if (txn == nullptr) what = "cannot begin an LMDB read transaction";
+  ReadTxn txn = store_.BeginRead();
+  if (!txn) what = "cannot begin an LMDB read transaction";
   // The records first (valid while the transaction lives): the reply is
   // then built in a buffer of the right size. Within the limits, and never
   // past bytes_max but for a first record larger than it, so the frame stays
   // within what the asker accepts.
   std::vector<std::pair<paxos::Instance, std::span<const uint8_t>>> records;
   uint64_t bytes = 0;
-  for (paxos::Instance i = fetch.reply.instance; txn != nullptr && i <= fetch.last; i = i.next()) {
+  for (paxos::Instance i = fetch.reply.instance; txn && i <= fetch.last; i = i.next()) {
     if (records.size() >= limits_.entries_max) break;
     std::span<const uint8_t> record;
     const paxos::StoreCode code = store_.RawLogRecord(txn, i.value(), &record, &what);
@@ -151,7 +151,7 @@ void CatchUpServer::Serve(const paxos::FetchToServe& fetch) {
       break;
     }
   }
-  LmdbStore::EndRead(txn);
+  txn.End();  // the records were copied into the reply
   std::unique_ptr<flatbuffers::DetachedBuffer> buffer = encoder.Finish(fetch.reply);
   zmq::message_t frame(
       buffer->data(), buffer->size(),

@@ -370,13 +370,19 @@ Status LmdbStore::ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body
   return Status::Ok();
 }
 
-MDB_txn* LmdbStore::LoopRead(bool* owned) const {
-  *owned = pending_ == nullptr;
+LmdbStore::LoopTxn LmdbStore::LoopRead() const {
+  LoopTxn t;
   if (broken_) {
     last_error_ = "storage failed earlier; reads are refused";
-    return nullptr;
+  } else if (pending_ != nullptr) {
+    t.txn = pending_;
+  } else {
+    int rc = 0;
+    t.owned = ReadTxn::Begin(env_, &rc);
+    if (rc != 0) last_error_ = LmdbError("mdb_txn_begin", rc);
+    t.txn = t.owned.get();
   }
-  return pending_ ? pending_ : BeginRead();
+  return t;
 }
 
 paxos::StoreCode LmdbStore::Broken(const std::string& what) {
@@ -423,12 +429,12 @@ paxos::StoreCode LmdbStore::GetIn(MDB_txn* txn, paxos::Instance instance,
 
 paxos::StoreCode LmdbStore::LogRecordIn(MDB_txn* txn, uint64_t instance,
                                         std::span<const uint8_t>* record) const {
-  return RawLogRecord(txn, instance, record, &last_error_);
+  return RawLogRecordIn(txn, instance, record, &last_error_);
 }
 
-paxos::StoreCode LmdbStore::RawLogRecord(MDB_txn* txn, uint64_t instance,
-                                         std::span<const uint8_t>* record,
-                                         std::string* error) const {
+paxos::StoreCode LmdbStore::RawLogRecordIn(MDB_txn* txn, uint64_t instance,
+                                           std::span<const uint8_t>* record,
+                                           std::string* error) const {
   unsigned char key[8];
   PutBigEndian(instance, key);
   MDB_val k{8, key}, v;
@@ -449,14 +455,10 @@ paxos::StoreCode LmdbStore::CorruptRecord(uint64_t instance, const DecodeStatus&
 }
 
 paxos::StoreCode LmdbStore::Get(paxos::Instance instance, paxos::Entry* out) const {
-  bool owned = false;
-  MDB_txn* txn = LoopRead(&owned);
-  if (txn == nullptr) {
-    last_error_ = "mdb_txn_begin failed";
-    return paxos::StoreCode::kIoError;
-  }
+  const LoopTxn loop = LoopRead();
+  MDB_txn* txn = loop.txn;
+  if (txn == nullptr) return paxos::StoreCode::kIoError;
   const paxos::StoreCode code = GetIn(txn, instance, out);
-  if (owned) EndRead(txn);
   return code;
 }
 
@@ -707,19 +709,14 @@ Status LmdbStore::ReadSnapshotFile(const std::string& path, const SnapshotHandle
   return Status::Ok();
 }
 
-MDB_txn* LmdbStore::BeginRead() const {
-  MDB_txn* txn = nullptr;
-  if (mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn) != 0) return nullptr;
-  return txn;
+ReadTxn LmdbStore::BeginRead() const {
+  int rc = 0;
+  return ReadTxn::Begin(env_, &rc);
 }
 
-void LmdbStore::EndRead(MDB_txn* txn) {
-  if (txn) mdb_txn_abort(txn);
-}
-
-Status LmdbStore::ReadKeyed(MDB_txn* txn, std::vector<StreamMessage>* out) const {
+Status LmdbStore::ReadKeyed(const ReadTxn& txn, std::vector<StreamMessage>* out) const {
   MDB_cursor* cur = nullptr;
-  int rc = mdb_cursor_open(txn, keys_, &cur);
+  int rc = mdb_cursor_open(txn.get(), keys_, &cur);
   if (rc != 0) return Status::Error(LmdbError("mdb_cursor_open", rc));
   MDB_val k, v;
   Status result = Status::Ok();
@@ -738,12 +735,9 @@ Status LmdbStore::ReadKeyed(MDB_txn* txn, std::vector<StreamMessage>* out) const
 
 paxos::StoreCode LmdbStore::ReadCompacted(uint64_t from, uint64_t to, size_t max_messages,
                                           size_t max_bytes, std::vector<StreamMessage>* out) const {
-  bool owned = false;
-  MDB_txn* txn = LoopRead(&owned);
-  if (txn == nullptr) {
-    last_error_ = "mdb_txn_begin failed";
-    return paxos::StoreCode::kIoError;
-  }
+  const LoopTxn loop = LoopRead();
+  MDB_txn* txn = loop.txn;
+  if (txn == nullptr) return paxos::StoreCode::kIoError;
   MDB_cursor* cur = nullptr;
   mdb_cursor_open(txn, key_offsets_, &cur);
   unsigned char key[8];
@@ -769,7 +763,6 @@ paxos::StoreCode LmdbStore::ReadCompacted(uint64_t from, uint64_t to, size_t max
     out->push_back(std::move(m));
   }
   mdb_cursor_close(cur);
-  if (owned) EndRead(txn);
   return code;
 }
 
@@ -948,12 +941,9 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
 paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_t max_bytes,
                                        const StreamVisitor& visit) const {
   if (from >= next_offset_ || max_messages == 0) return paxos::StoreCode::kOk;
-  bool owned = false;
-  MDB_txn* txn = LoopRead(&owned);
-  if (txn == nullptr) {
-    last_error_ = "mdb_txn_begin failed";
-    return paxos::StoreCode::kIoError;
-  }
+  const LoopTxn loop = LoopRead();
+  MDB_txn* txn = loop.txn;
+  if (txn == nullptr) return paxos::StoreCode::kIoError;
   MDB_cursor* cur = nullptr;
   int rc = mdb_cursor_open(txn, index_, &cur);
   unsigned char key[8];
@@ -1055,7 +1045,6 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
   }
   mdb_cursor_close(cur);
-  if (owned) EndRead(txn);
   return code;
 }
 

@@ -23,10 +23,11 @@
 // LMDB's last commit only (CommitPending first). Options are spelled out in
 // Open() rather than left to defaults.
 //
-// Thread rules: the broker's event loop, except BeginRead, RawLogRecord,
-// ReadKeyed and EndRead, which other threads (the catch-up server, the
-// snapshot encoder) call with read transactions of their own: those see
-// LMDB's last commit, not the pending transaction.
+// Thread rules: the broker's event loop, except BeginRead, RawLogRecord
+// and ReadKeyed, which other threads (the catch-up server, the snapshot
+// encoder) call with read transactions they begin and end themselves
+// (ReadTxn, broker/lmdb_txn.h): those see LMDB's last commit, not the
+// pending transaction.
 #pragma once
 
 #include <lmdb.h>
@@ -43,6 +44,7 @@
 
 #include "broker/codec.h"
 #include "broker/journal.h"
+#include "broker/lmdb_txn.h"
 #include "broker/status.h"
 #include "paxos/applied_state.h"
 #include "paxos/log_store.h"
@@ -185,17 +187,18 @@ class LmdbStore final : public paxos::LogStore {
   // Bytes of log records kept (an upper bound: overwrites count twice).
   uint64_t log_bytes() const { return log_bytes_; }
 
-  // A read transaction seeing the last commit, usable from another thread
-  // (the environment is MDB_NOTLS) and ended there with EndRead.
-  MDB_txn* BeginRead() const;
-  static void EndRead(MDB_txn* txn);
+  // A read transaction seeing the last commit, for the calling thread
+  // (empty when LMDB refuses one). Thread-safe.
+  ReadTxn BeginRead() const;
   // The stored bytes of the log record of `instance`, read in `txn` (from
   // BeginRead) and valid while it lives; unchecked. Thread-safe: it touches
   // no member state. kOk, kNotFound, or kIoError with *error.
-  paxos::StoreCode RawLogRecord(MDB_txn* txn, uint64_t instance, std::span<const uint8_t>* record,
-                                std::string* error) const;
+  paxos::StoreCode RawLogRecord(const ReadTxn& txn, uint64_t instance,
+                                std::span<const uint8_t>* record, std::string* error) const {
+    return RawLogRecordIn(txn.get(), instance, record, error);
+  }
   // The compacted view in ascending key order, read in `txn`. Thread-safe.
-  Status ReadKeyed(MDB_txn* txn, std::vector<StreamMessage>* out) const;
+  Status ReadKeyed(const ReadTxn& txn, std::vector<StreamMessage>* out) const;
   // The compacted view: the latest message of each key whose offset is in
   // [from, to) (to 0: no bound), in offset order, bounded like ReadStream.
   paxos::StoreCode ReadCompacted(uint64_t from, uint64_t to, size_t max_messages,
@@ -309,9 +312,16 @@ class LmdbStore final : public paxos::LogStore {
   void RecordOp(uint8_t op, Db db, const MDB_val& key, size_t value_bytes);
   // Applies one journal record's operations in `txn` (Open's replay).
   Status ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body);
-  // The pending transaction for the loop's reads, or a new read transaction
-  // (*owned: end it with EndRead); nullptr when broken() or LMDB fails.
-  MDB_txn* LoopRead(bool* owned) const;
+  // The loop's reads: in the pending transaction when there is one (they
+  // see every write), else in a read transaction of their own. txn is
+  // nullptr when broken() or LMDB fails (last_error() says why).
+  struct LoopTxn {
+    MDB_txn* txn = nullptr;
+    ReadTxn owned;
+  };
+  LoopTxn LoopRead() const;
+  paxos::StoreCode RawLogRecordIn(MDB_txn* txn, uint64_t instance,
+                                  std::span<const uint8_t>* record, std::string* error) const;
   // Ends a write into the pending transaction: the journal record built in
   // record_ is written (and synced for kJournal) when `journaled` and it
   // fits; otherwise everything pending is committed to LMDB.

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 #include "broker/crc32c.h"
 
@@ -102,21 +103,30 @@ void SnapshotService::Take(const paxos::AppliedSnapshot& state) {
                   state.instance.value());
     return;
   }
-  MDB_txn* txn = store_.BeginRead();  // sees exactly the commit that applied state.instance
-  if (txn == nullptr) {
+  if (builder_.joinable()) builder_.join();
+  // The builder reads the compacted view in a transaction of its own, begun
+  // while the loop waits here: it sees exactly the commit that applied
+  // state.instance, and the loop commits again only once it is begun.
+  std::promise<bool> begun;
+  std::future<bool> began = begun.get_future();
+  building_ = true;
+  builder_ = std::thread([this, state, begun = std::move(begun)]() mutable {
+    ReadTxn txn = store_.BeginRead();
+    begun.set_value(static_cast<bool>(txn));
+    if (txn) Build(std::move(txn), std::move(state));
+  });
+  if (!began.get()) {
+    builder_.join();
+    building_ = false;
     spdlog::warn("snapshot at instance {} skipped: cannot open a read transaction",
                  state.instance.value());
-    return;
   }
-  if (builder_.joinable()) builder_.join();
-  building_ = true;
-  builder_ = std::thread([this, txn, state] { Build(txn, state); });
 }
 
-void SnapshotService::Build(MDB_txn* txn, paxos::AppliedSnapshot state) {
+void SnapshotService::Build(ReadTxn txn, paxos::AppliedSnapshot state) {
   std::vector<StreamMessage> keyed;
   Status s = store_.ReadKeyed(txn, &keyed);
-  LmdbStore::EndRead(txn);
+  txn.End();
   SnapshotHandle handle;
   if (s.ok()) {
     const std::string file = EncodeSnapshotFile(state, keyed);

@@ -103,7 +103,7 @@ class SnapshotService {
     Clock::time_point started{};
   };
 
-  void Build(MDB_txn* txn, paxos::AppliedSnapshot state);
+  void Build(ReadTxn txn, paxos::AppliedSnapshot state);
   void Truncate(Clock::time_point now, paxos::Instance applied);
   void RemoveOldFiles();
   void Serve(const SnapshotMessage& request);

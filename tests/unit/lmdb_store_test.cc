@@ -19,6 +19,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <thread>
 
 #include "broker/crc32c.h"
 #include "broker/lmdb_store.h"
@@ -1157,5 +1158,23 @@ TEST(LmdbStoreDamage, AnInstallDuringARebuildEndsTheRebuild) {
   EXPECT_FALSE(f.lmdb->rebuilding());
 }
 }  // namespace damage
+}  // namespace
+}  // namespace ordo::broker
+
+namespace ordo::broker {
+namespace {
+// A read transaction stays with the thread that began it: another thread
+// using it is a bug, stopped at once, not a read of some other commit.
+TEST(LmdbStoreDeathTest, AReadTransactionUsedByAnotherThreadAborts) {
+  LmdbFactory f;
+  damage::FillApplied(f, 2);
+  std::vector<StreamMessage> keyed;
+  ReadTxn txn = f.lmdb->BeginRead();
+  ASSERT_TRUE(txn);
+  ASSERT_TRUE(f.lmdb->ReadKeyed(txn, &keyed).ok());
+  EXPECT_EQ(keyed.size(), 2u);
+  EXPECT_DEATH(std::thread([&] { (void)f.lmdb->ReadKeyed(txn, &keyed); }).join(),
+               "did not begin it");
+}
 }  // namespace
 }  // namespace ordo::broker
