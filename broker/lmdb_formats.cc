@@ -158,6 +158,36 @@ std::string LmdbError(const char* what, int rc) {
   return std::string(what) + ": " + mdb_strerror(rc);
 }
 
+void AppendJournalOp(std::vector<uint8_t>* body, uint8_t op, JournalDb db, const MDB_val& key,
+                     size_t value_bytes) {
+  const size_t at = body->size();
+  body->resize(at + kJournalOpHeaderBytes + key.mv_size);
+  uint8_t* p = body->data() + at;
+  p[0] = op;
+  p[1] = db;
+  p[2] = static_cast<uint8_t>(key.mv_size & 0xff);
+  p[3] = static_cast<uint8_t>(key.mv_size >> 8);
+  for (int i = 0; i < 4; ++i) p[4 + i] = static_cast<uint8_t>((value_bytes >> (8 * i)) & 0xff);
+  std::memcpy(p + kJournalOpHeaderBytes, key.mv_data, key.mv_size);
+}
+
+bool ParseJournalOp(std::span<const uint8_t> body, size_t* at, JournalOp* out) {
+  if (*at > body.size() || body.size() - *at < kJournalOpHeaderBytes) return false;
+  const uint8_t* p = body.data() + *at;
+  const size_t klen = size_t{p[2]} | (size_t{p[3]} << 8);
+  const size_t vlen = GetLe<uint32_t>(p + 4);
+  if ((p[0] != kJournalPut && p[0] != kJournalDel) || p[1] >= kDbCount ||
+      body.size() - *at - kJournalOpHeaderBytes < klen + vlen || (p[0] == kJournalDel && vlen != 0)) {
+    return false;
+  }
+  out->op = p[0];
+  out->db = static_cast<JournalDb>(p[1]);
+  out->key = MDB_val{klen, const_cast<uint8_t*>(p + kJournalOpHeaderBytes)};
+  out->value = MDB_val{vlen, const_cast<uint8_t*>(p + kJournalOpHeaderBytes + klen)};
+  *at += kJournalOpHeaderBytes + klen + vlen;
+  return true;
+}
+
 bool IsLmdbDamage(int rc) {
   return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ||
          rc == MDB_VERSION_MISMATCH || rc == MDB_BAD_TXN || rc == MDB_BAD_VALSIZE ||

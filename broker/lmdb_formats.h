@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -107,6 +108,41 @@ std::string EncodeKeyed(std::string_view key, uint64_t offset, uint64_t producer
                         uint64_t sequence, std::string_view payload);
 
 bool DecodeKeyed(const MDB_val& key, const MDB_val& v, StreamMessage* out);
+
+// A journal record's body (broker/journal.h frames it): the operations of
+// one write on the databases, in order, each an op code (u8), the database
+// (u8, JournalDb), key length (u16 LE), value length (u32 LE), the key, then
+// the value (none for a delete). Replayed into LMDB at open. The op codes
+// are the format's version: format 1 is kJournalPut and kJournalDel; a later
+// format takes new codes instead of changing these, so a journal an older
+// broker left behind after a crash still replays.
+inline constexpr uint8_t kJournalPut = 1;
+inline constexpr uint8_t kJournalDel = 2;
+inline constexpr size_t kJournalOpHeaderBytes = 1 + 1 + 2 + 4;
+// The databases by number, as journal operations name them: never renumber.
+enum JournalDb : uint8_t {
+  kMetaDb = 0,
+  kLogDb = 1,
+  kIndexDb = 2,
+  kKeysDb = 3,
+  kKeyOffsetsDb = 4,
+  kDbCount = 5
+};
+
+// Appends an operation's header and key to `body`; the caller appends the
+// `value_bytes` of the value (or writes them in place).
+void AppendJournalOp(std::vector<uint8_t>* body, uint8_t op, JournalDb db, const MDB_val& key,
+                     size_t value_bytes);
+
+struct JournalOp {
+  uint8_t op = 0;
+  JournalDb db = kMetaDb;
+  MDB_val key{};
+  MDB_val value{};  // points into the body
+};
+// Parses the operation at *at of `body` and moves *at past it. false when it
+// is not one this code writes: damage (the record passed its CRC).
+bool ParseJournalOp(std::span<const uint8_t> body, size_t* at, JournalOp* out);
 
 std::string LmdbError(const char* what, int rc);
 

@@ -22,11 +22,6 @@ using namespace lmdb;  // NOLINT: the formats this file reads and writes
 
 namespace {
 
-// The journal's records: operations on the databases (op, db, then key and
-// value lengths), replayed into LMDB at open (ApplyJournalRecord).
-constexpr uint8_t kOpPut = 1;
-constexpr uint8_t kOpDel = 2;
-constexpr size_t kOpHeaderBytes = 1 + 1 + 2 + 4;  // op, db, key length (u16), value length (u32)
 
 }  // namespace
 
@@ -310,24 +305,11 @@ MDB_dbi LmdbStore::Dbi(Db db) const {
   return meta_;
 }
 
-void LmdbStore::RecordOp(uint8_t op, Db db, const MDB_val& key, size_t value_bytes) {
-  std::vector<uint8_t>& r = *record_;
-  const size_t at = r.size();
-  r.resize(at + kOpHeaderBytes + key.mv_size);
-  uint8_t* p = r.data() + at;
-  p[0] = op;
-  p[1] = db;
-  p[2] = static_cast<uint8_t>(key.mv_size & 0xff);
-  p[3] = static_cast<uint8_t>(key.mv_size >> 8);
-  for (int i = 0; i < 4; ++i) p[4 + i] = static_cast<uint8_t>((value_bytes >> (8 * i)) & 0xff);
-  std::memcpy(p + kOpHeaderBytes, key.mv_data, key.mv_size);
-}
-
 int LmdbStore::Put(MDB_txn* txn, Db db, const MDB_val& key, const MDB_val& value) {
   MDB_val k = key, v = value;
   const int rc = mdb_put(txn, Dbi(db), &k, &v, 0);
   if (rc == 0 && record_) {
-    RecordOp(kOpPut, db, key, value.mv_size);
+    AppendJournalOp(record_, kJournalPut, db, key, value.mv_size);
     const auto* b = static_cast<const uint8_t*>(value.mv_data);
     record_->insert(record_->end(), b, b + value.mv_size);
   }
@@ -337,35 +319,22 @@ int LmdbStore::Put(MDB_txn* txn, Db db, const MDB_val& key, const MDB_val& value
 int LmdbStore::Del(MDB_txn* txn, Db db, const MDB_val& key) {
   MDB_val k = key;
   const int rc = mdb_del(txn, Dbi(db), &k, nullptr);
-  if (rc == 0 && record_) RecordOp(kOpDel, db, key, 0);
+  if (rc == 0 && record_) AppendJournalOp(record_, kJournalDel, db, key, 0);
   return rc;
 }
 
 Status LmdbStore::ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body) {
-  size_t at = 0;
-  while (at < body.size()) {
-    // A record that passed its CRC yet does not parse was not written by
-    // this code: damage.
-    if (body.size() - at < kOpHeaderBytes) {
-      return Status::Damaged("journal record: truncated operation");
+  JournalOp op;
+  for (size_t at = 0; at < body.size();) {
+    const size_t start = at;
+    if (!ParseJournalOp(body, &at, &op)) {
+      return Status::Damaged("journal record: malformed operation at byte " + std::to_string(start));
     }
-    const uint8_t* p = body.data() + at;
-    const uint8_t op = p[0];
-    const uint8_t db = p[1];
-    const size_t klen = size_t{p[2]} | (size_t{p[3]} << 8);
-    const size_t vlen = GetLe<uint32_t>(p + 4);
-    if ((op != kOpPut && op != kOpDel) || db >= kDbCount ||
-        body.size() - at - kOpHeaderBytes < klen + vlen || (op == kOpDel && vlen != 0)) {
-      return Status::Damaged("journal record: malformed operation at byte " + std::to_string(at));
-    }
-    MDB_val k{klen, const_cast<uint8_t*>(p + kOpHeaderBytes)};
-    MDB_val v{vlen, const_cast<uint8_t*>(p + kOpHeaderBytes + klen)};
-    const int rc = op == kOpPut ? mdb_put(txn, Dbi(static_cast<Db>(db)), &k, &v, 0)
-                                : mdb_del(txn, Dbi(static_cast<Db>(db)), &k, nullptr);
-    if (rc != 0 && !(op == kOpDel && rc == MDB_NOTFOUND)) {
+    const int rc = op.op == kJournalPut ? mdb_put(txn, Dbi(op.db), &op.key, &op.value, 0)
+                                        : mdb_del(txn, Dbi(op.db), &op.key, nullptr);
+    if (rc != 0 && !(op.op == kJournalDel && rc == MDB_NOTFOUND)) {
       return OpenFailure("replaying the journal", rc);
     }
-    at += kOpHeaderBytes + klen + vlen;
   }
   return Status::Ok();
 }
@@ -518,7 +487,7 @@ paxos::StoreCode LmdbStore::Commit(const paxos::HardState& hard_state,
     MDB_val k{8, key}, v{record.size(), nullptr};
     if (record_ != nullptr) {
       // Encoded into the journal record, and LMDB copies it from there.
-      RecordOp(kOpPut, kLogDb, k, record.size());
+      AppendJournalOp(record_, kJournalPut, kLogDb, k, record.size());
       const size_t at = record_->size();
       record_->resize(at + record.size());
       record.WriteTo(record_->data() + at);

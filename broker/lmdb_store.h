@@ -50,7 +50,9 @@
 #include "paxos/log_store.h"
 
 namespace ordo::broker {
-
+namespace lmdb {
+enum JournalDb : uint8_t;  // broker/lmdb_formats.h
+}  // namespace lmdb
 
 // Where the log starts (meta "retained"; encoded in lmdb_store.cc).
 struct Retained {
@@ -294,22 +296,13 @@ class LmdbStore final : public paxos::LogStore {
   Retained CurrentRetained() const;
   int PutRetained(MDB_txn* txn, const Retained& r);
 
-  // The databases by number, as journal records name them.
-  // An on-disk format (journal records): never renumber.
-  enum Db : uint8_t {
-    kMetaDb = 0,
-    kLogDb = 1,
-    kIndexDb = 2,
-    kKeysDb = 3,
-    kKeyOffsetsDb = 4,
-    kDbCount = 5
-  };
+  // The databases by number, as journal operations name them.
+  using Db = lmdb::JournalDb;
   MDB_dbi Dbi(Db db) const;
   // mdb_put / mdb_del that also append the operation to the journal record
   // being built (record_), when there is one.
   int Put(MDB_txn* txn, Db db, const MDB_val& key, const MDB_val& value);
   int Del(MDB_txn* txn, Db db, const MDB_val& key);
-  void RecordOp(uint8_t op, Db db, const MDB_val& key, size_t value_bytes);
   // Applies one journal record's operations in `txn` (Open's replay).
   Status ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body);
   // The loop's reads: in the pending transaction when there is one (they

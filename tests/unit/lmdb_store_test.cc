@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "broker/crc32c.h"
+#include "broker/lmdb_formats.h"
 #include "broker/lmdb_store.h"
 #include "tests/unit/log_store_contract.h"
 #include "tests/unit/storage_contract.h"
@@ -1175,6 +1176,41 @@ TEST(LmdbStoreDeathTest, AReadTransactionUsedByAnotherThreadAborts) {
   EXPECT_EQ(keyed.size(), 2u);
   EXPECT_DEATH(std::thread([&] { (void)f.lmdb->ReadKeyed(txn, &keyed); }).join(),
                "did not begin it");
+}
+}  // namespace
+}  // namespace ordo::broker
+
+namespace ordo::broker {
+namespace {
+// The journal's operation format (version 1: op codes 1 and 2) reads back
+// what it wrote, and refuses what it never writes.
+TEST(LmdbFormats, AJournalOperationReadsBackAndAnUnknownOneIsRefused) {
+  std::vector<uint8_t> body;
+  const std::string key = "hard_state", value = "0123456789";
+  lmdb::AppendJournalOp(&body, lmdb::kJournalPut, lmdb::kMetaDb,
+                        MDB_val{key.size(), const_cast<char*>(key.data())}, value.size());
+  body.insert(body.end(), value.begin(), value.end());
+  lmdb::AppendJournalOp(&body, lmdb::kJournalDel, lmdb::kLogDb,
+                        MDB_val{key.size(), const_cast<char*>(key.data())}, 0);
+  size_t at = 0;
+  lmdb::JournalOp op;
+  ASSERT_TRUE(lmdb::ParseJournalOp(body, &at, &op));
+  EXPECT_EQ(op.op, lmdb::kJournalPut);
+  EXPECT_EQ(op.db, lmdb::kMetaDb);
+  EXPECT_EQ(std::string(static_cast<const char*>(op.key.mv_data), op.key.mv_size), key);
+  EXPECT_EQ(std::string(static_cast<const char*>(op.value.mv_data), op.value.mv_size), value);
+  ASSERT_TRUE(lmdb::ParseJournalOp(body, &at, &op));
+  EXPECT_EQ(op.op, lmdb::kJournalDel);
+  EXPECT_EQ(op.value.mv_size, 0u);
+  EXPECT_EQ(at, body.size());
+  for (auto [where, byte] : {std::pair<size_t, uint8_t>{0, 3}, {1, lmdb::kDbCount}, {4, 0xff}}) {
+    std::vector<uint8_t> bad = body;
+    bad[where] = byte;  // an op code of a later format, a database, a length past the end
+    at = 0;
+    EXPECT_FALSE(lmdb::ParseJournalOp(bad, &at, &op)) << where;
+  }
+  at = body.size() - 1;  // a truncated operation
+  EXPECT_FALSE(lmdb::ParseJournalOp(body, &at, &op));
 }
 }  // namespace
 }  // namespace ordo::broker
