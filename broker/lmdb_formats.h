@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "broker/codec.h"
-#include "broker/lmdb_store.h"
 #include "broker/status.h"
 #include "paxos/applied_state.h"
 
@@ -30,6 +29,20 @@ inline constexpr uint16_t kBaseFormatVersion = 1;
 inline constexpr uint16_t kJournalMetaVersion = 1;
 
 inline constexpr uint16_t kRetainedFormatVersion = 1;
+
+}  // namespace ordo::broker::lmdb
+
+namespace ordo::broker {
+// Where the log starts (meta "retained").
+struct Retained {
+  uint64_t first_instance = 1;
+  uint64_t first_offset = 0;
+  uint64_t log_bytes = 0;
+  SnapshotHandle snapshot;
+};
+}  // namespace ordo::broker
+
+namespace ordo::broker::lmdb {
 
 // Version 2 adds the first offset (the key) to what the CRC covers; version
 // 1 records (written before) are still read.

@@ -1,16 +1,20 @@
 // The broker's durable storage: one LMDB environment per broker, behind the
-// core's LogStore interface, plus the offset index that serves subscribers.
-//
-// Named databases (all keys big-endian u64, so LMDB's byte order is numeric):
-//   meta   "hard_state" -> meta record (CRC32C + MetaRecord, broker/codec.h)
-//          "retained"   -> where the log starts, and the snapshot handle
-//          "journal"    -> the journal generation that continues this commit
-//   log    instance     -> log record (CRC32C + LogRecord)
-//   index  first offset -> index record: CRC32C (4, LE) over the rest, then
-//          version (u16 = 1), instance (u64), appended (u32), n_skipped (u32),
-//          then n_skipped u32 positions in the batch of messages that got no
-//          offset (duplicates, out of sequence, stale leader), all LE.
-//          Written only for instances that appended at least one message.
+// core's LogStore interface, plus what serves subscribers. LmdbStore is the
+// composition and the durability path (the pending transaction and the
+// journal); each concept is a part of its own, over the same databases
+// (lmdb_tables.h) and transactions, with its format in lmdb_formats.h:
+//   meta   "hard_state", "retained", "journal", "base": the hard state, where
+//          the log starts and its snapshot (retention, here), the journal
+//          generation that continues this commit, the applied state at the
+//          log's start
+//   log    instance -> log record (CRC32C + LogRecord): LogTable
+//   index  first offset -> index record: OffsetIndex (reads, truncation,
+//          the rebuild from the log)
+//   keys, key_offsets: the compacted view: CompactedView
+// Keys are big-endian u64 where numeric, so LMDB's byte order is numeric.
+// What reads find damaged goes to one DamageRegistry (storage_damage.h);
+// the check of a whole store at start and the rewrite after damage are in
+// lmdb_scrub.cc.
 //
 // The durability point the protocol relies on is either LMDB's default
 // durable commit, or a record in the write-ahead journal (broker/journal.h,
@@ -44,23 +48,19 @@
 
 #include "broker/codec.h"
 #include "broker/journal.h"
+#include "broker/compacted_view.h"
+#include "broker/lmdb_formats.h"
+#include "broker/lmdb_tables.h"
 #include "broker/lmdb_txn.h"
+#include "broker/log_table.h"
+#include "broker/offset_index.h"
+#include "broker/storage_damage.h"
 #include "broker/status.h"
 #include "paxos/applied_state.h"
 #include "paxos/log_store.h"
 
 namespace ordo::broker {
-namespace lmdb {
-enum JournalDb : uint8_t;  // broker/lmdb_formats.h
-}  // namespace lmdb
 
-// Where the log starts (meta "retained"; encoded in lmdb_store.cc).
-struct Retained {
-  uint64_t first_instance = 1;
-  uint64_t first_offset = 0;
-  uint64_t log_bytes = 0;
-  SnapshotHandle snapshot;
-};
 
 class LmdbStore final : public paxos::LogStore {
  public:
@@ -150,7 +150,7 @@ class LmdbStore final : public paxos::LogStore {
   static Status DropPreRewrite(const std::string& dir);
   // A log record Scrub found damaged, reported like one a read ran into.
   void NoteScrubbedDamage(uint64_t instance) {
-    NoteDamage(Damage{Damage::Kind::kLogRecord, instance, 0,
+    damage_.Note(Damage{Damage::Kind::kLogRecord, instance, 0,
                       "log record for instance " + std::to_string(instance) +
                           " fails its check (found by the scrub at start)"});
   }
@@ -197,7 +197,7 @@ class LmdbStore final : public paxos::LogStore {
   // no member state. kOk, kNotFound, or kIoError with *error.
   paxos::StoreCode RawLogRecord(const ReadTxn& txn, uint64_t instance,
                                 std::span<const uint8_t>* record, std::string* error) const {
-    return RawLogRecordIn(txn.get(), instance, record, error);
+    return log_.Raw(txn.get(), instance, record, error);
   }
   // The compacted view in ascending key order, read in `txn`. Thread-safe.
   Status ReadKeyed(const ReadTxn& txn, std::vector<StreamMessage>* out) const;
@@ -222,16 +222,10 @@ class LmdbStore final : public paxos::LogStore {
   // of it): a log record, repaired by fetching it from a peer (the broker
   // reports it to the core), or a record of the offset index or of the
   // compacted view, which are derived from the log and rebuilt here.
-  struct Damage {
-    enum class Kind : uint8_t { kLogRecord, kIndexRecord, kCompactedView };
-    Kind kind = Kind::kLogRecord;
-    uint64_t instance = 0;  // kLogRecord
-    uint64_t offset = 0;    // kIndexRecord, kCompactedView: the first offset affected
-    std::string what;       // for the log: the record and what is wrong with it
-  };
+  using Damage = StorageDamage;
   // Damage found since the last call, each record once (a reader that runs
   // into it again before it is repaired adds nothing).
-  std::vector<Damage> TakeNewDamage();
+  std::vector<Damage> TakeNewDamage() { return damage_.TakeNew(); }
 
   // --- Re-deriving the index and the compacted view after damage ---
   // Both are functions of the log: the offset index of the applied state at
@@ -242,12 +236,10 @@ class LmdbStore final : public paxos::LogStore {
   // when a log record on the way fails its check (it is reported as
   // damage; call again once it is repaired); kNotFound without a base.
   paxos::StoreCode StartRebuild(paxos::Instance applied);
-  bool rebuilding() const { return rebuild_.has_value(); }
+  bool rebuilding() const { return index_.rebuilding(); }
   // The instance the rebuild reads next: the damaged one it waits for
   // after a kCorrupt.
-  paxos::Instance rebuild_next() const {
-    return rebuild_ ? rebuild_->state.applied().next() : paxos::kNoInstance;
-  }
+  paxos::Instance rebuild_next() const { return index_.rebuild_next(); }
   // Checks (and rewrites where they differ) the index records of up to
   // `max_instances` more instances, up to `applied`; *done at the end, when
   // the index and compacted-view damage found so far counts as repaired.
@@ -255,11 +247,11 @@ class LmdbStore final : public paxos::LogStore {
   paxos::StoreCode RebuildStep(paxos::Instance applied, size_t max_instances, bool* done,
                                uint64_t* fixed);
   // Records that failed their checks, each counted once, since open.
-  uint64_t corruptions() const { return corruptions_; }
+  uint64_t corruptions() const { return damage_.corruptions(); }
   // Damaged log records rewritten since open (with a peer's copy), and
   // those not yet taken, in the order written.
-  uint64_t repairs() const { return repairs_; }
-  std::vector<uint64_t> TakeRepaired() { return std::exchange(repaired_, {}); }
+  uint64_t repairs() const { return damage_.repairs(); }
+  std::vector<uint64_t> TakeRepaired() { return damage_.TakeRepaired(); }
   // The environment held no hard state and no log when opened: a new member,
   // or one whose disk was lost (the core tells them apart by asking peers).
   bool opened_empty() const { return opened_empty_; }
@@ -267,28 +259,10 @@ class LmdbStore final : public paxos::LogStore {
 
  private:
   LmdbStore() = default;
-  paxos::StoreCode GetIn(MDB_txn* txn, paxos::Instance instance, paxos::Entry* out) const;
-  // The stored bytes of one log record (valid while `txn` lives).
-  paxos::StoreCode LogRecordIn(MDB_txn* txn, uint64_t instance,
-                               std::span<const uint8_t>* record) const;
-  // Counts and describes a record that failed its check (or whose instance
-  // is not its key); returns kCorrupt.
-  paxos::StoreCode CorruptRecord(uint64_t instance, const DecodeStatus& d) const;
-  // Records `damage` (once per record) for TakeNewDamage; returns kCorrupt.
-  paxos::StoreCode NoteDamage(Damage damage) const;
-  // The record was rewritten: new damage there is news again (and a
-  // damaged log record counts as repaired).
-  void ForgetDamage(Damage::Kind kind, uint64_t at);
-  int PutKeyed(MDB_txn* txn, const paxos::ClientMessage& m, uint64_t offset);
-  // Deletes the log records below `below`, oldest first, at most `max` of
-  // them; *next is the first instance kept (`below` when none was left
-  // behind), *freed their bytes. Returns an LMDB code (0 = ok).
-  // With `base`, each record is applied to it before it is deleted; a
-  // record that fails its check stops the deletion there (*next = it).
-  int DeleteLogBelow(MDB_txn* txn, paxos::Instance below, size_t max, size_t* deleted,
-                     uint64_t* freed, paxos::Instance* next, paxos::AppliedState* base);
   int PutBase(MDB_txn* txn, const paxos::AppliedSnapshot& base);
-  static constexpr uint64_t kTruncateBytesPerStep = 4 << 20;
+  // The compacted view from the latest snapshot's file and the log up to
+  // `applied`, in one transaction.
+  paxos::StoreCode RebuildKeyed(paxos::Instance applied);
   // Begins a write transaction; kIoError (with last_error_) when it cannot.
   paxos::StoreCode BeginWrite(MDB_txn** txn);
   // Aborts `txn` after `what` failed with `rc`: kIoError, with last_error_.
@@ -296,13 +270,6 @@ class LmdbStore final : public paxos::LogStore {
   Retained CurrentRetained() const;
   int PutRetained(MDB_txn* txn, const Retained& r);
 
-  // The databases by number, as journal operations name them.
-  using Db = lmdb::JournalDb;
-  MDB_dbi Dbi(Db db) const;
-  // mdb_put / mdb_del that also append the operation to the journal record
-  // being built (record_), when there is one.
-  int Put(MDB_txn* txn, Db db, const MDB_val& key, const MDB_val& value);
-  int Del(MDB_txn* txn, Db db, const MDB_val& key);
   // Applies one journal record's operations in `txn` (Open's replay).
   Status ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body);
   // The loop's reads: in the pending transaction when there is one (they
@@ -313,8 +280,6 @@ class LmdbStore final : public paxos::LogStore {
     ReadTxn owned;
   };
   LoopTxn LoopRead() const;
-  paxos::StoreCode RawLogRecordIn(MDB_txn* txn, uint64_t instance,
-                                  std::span<const uint8_t>* record, std::string* error) const;
   // Ends a write into the pending transaction: the journal record built in
   // record_ is written (and synced for kJournal) when `journaled` and it
   // fits; otherwise everything pending is committed to LMDB.
@@ -323,11 +288,6 @@ class LmdbStore final : public paxos::LogStore {
   paxos::StoreCode Broken(const std::string& what);
 
   MDB_env* env_ = nullptr;
-  MDB_dbi meta_ = 0;
-  MDB_dbi log_ = 0;
-  MDB_dbi index_ = 0;
-  MDB_dbi keys_ = 0;         // message key -> latest message of that key
-  MDB_dbi key_offsets_ = 0;  // its offset (big-endian) -> message key
   std::string dir_;
   paxos::Instance first_instance_{1};
   uint64_t first_offset_ = 0;
@@ -336,29 +296,23 @@ class LmdbStore final : public paxos::LogStore {
   std::optional<paxos::AppliedSnapshot> snapshot_state_;
   // The applied state at first_instance_ - 1 (meta "base"), if known.
   std::optional<paxos::AppliedSnapshot> base_;
-  struct Rebuild {
-    paxos::AppliedState state;  // as of the last instance checked
-    uint64_t fixed = 0;
-  };
-  std::optional<Rebuild> rebuild_;
-  paxos::StoreCode RebuildKeyed(paxos::Instance applied);
   paxos::HardState hard_state_{};
   paxos::Instance last_instance_{};
   uint64_t next_offset_ = 0;
-  mutable uint64_t corruptions_ = 0;
-  uint64_t repairs_ = 0;
-  std::vector<uint64_t> repaired_;
-  static constexpr size_t kKnownDamageMax = 65536;
-  mutable std::set<std::pair<Damage::Kind, uint64_t>> known_damage_;
-  mutable std::vector<Damage> new_damage_;
   bool opened_empty_ = false;
   mutable std::string last_error_;
   std::unique_ptr<Journal> journal_;
   MDB_txn* pending_ = nullptr;           // writes journaled, not yet committed in LMDB
-  std::vector<uint8_t>* record_ = nullptr;  // the journal record being built, if any
   bool broken_ = false;
   uint64_t journal_replayed_ = 0;
   paxos::Instance pending_first_instance_{};
+
+  // The parts, by concept, over the same databases and transactions.
+  LmdbTables tables_;
+  mutable DamageRegistry damage_{&last_error_};
+  LogTable log_{tables_, damage_, &last_error_};
+  OffsetIndex index_{tables_, log_, damage_};
+  CompactedView view_{tables_, damage_};
 };
 
 }  // namespace ordo::broker
