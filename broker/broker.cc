@@ -44,11 +44,11 @@ Status Broker::OpenStorage() {
       // Never written into: pages around a damaged record may be damaged
       // in ways no check sees.
       const auto rewrite_start = Clock::now();
-      uint64_t copied = 0;
-      s = LmdbStore::Rewrite(config_.data_dir, config_.map_size_bytes, &copied);
+      const StatusOr<uint64_t> copied = LmdbStore::Rewrite(config_.data_dir, config_.map_size_bytes);
+      s = copied.status();
       if (s.ok()) {
         spdlog::warn("storage {}: data.mdb was rewritten into fresh pages ({} records in {} ms), "
-                     "so that no write goes into a damaged page", config_.data_dir, copied,
+                     "so that no write goes into a damaged page", config_.data_dir, copied.value(),
                      std::chrono::duration_cast<std::chrono::milliseconds>(
                          Clock::now() - rewrite_start).count());
       }
@@ -83,15 +83,15 @@ Status Broker::OpenStorage() {
                            ") and a single-member cluster has no peer to restore it from. "
                            "Restore the directory from a backup");
   }
-  std::string moved_to;
-  if (Status q = data_dir_->Quarantine(&moved_to); !q.ok()) {
-    return Status::Storage(q.message() + " (while moving damaged state aside: " + s.message() +
-                           ")");
+  const StatusOr<std::string> moved_to = data_dir_->Quarantine();
+  if (!moved_to.ok()) {
+    return Status::Storage(moved_to.status().message() +
+                           " (while moving damaged state aside: " + s.message() + ")");
   }
   spdlog::error("stored state is damaged: {}. It was moved to {}; this broker starts over "
                 "empty and catches up from its peers before it votes (the directory can be "
                 "deleted once you have looked at it)",
-                s.message(), moved_to);
+                s.message(), moved_to.value());
   quarantined_ = true;
   scrub_ = {};
   return LmdbStore::Open(config_.data_dir, config_.map_size_bytes, &store_);

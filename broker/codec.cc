@@ -586,7 +586,7 @@ const char* ToString(DecodeCode code) {
 
 std::string DecodeStatus::ToString() const {
   if (ok()) return "ok";
-  return std::string(broker::ToString(code_)) + ": " + message_;
+  return std::string(broker::ToString(code())) + ": " + message();
 }
 
 // --- Peer frames ---

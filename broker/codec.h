@@ -63,6 +63,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/status.h"
 #include "paxos/applied_state.h"
 #include "paxos/log_store.h"
 #include "paxos/message.h"
@@ -105,16 +106,12 @@ const char* ToString(DecodeCode code);
 
 // The outcome of a decode: a code for the program and a message for the
 // operator's log (it names the format, the field and the offending value).
-class [[nodiscard]] DecodeStatus {
+class [[nodiscard]] DecodeStatus : public BasicStatus<DecodeCode> {
  public:
   DecodeStatus() = default;  // ok
   static DecodeStatus Error(DecodeCode code, std::string message) {
     return DecodeStatus(code, std::move(message));
   }
-
-  bool ok() const { return code_ == DecodeCode::kOk; }
-  DecodeCode code() const { return code_; }
-  const std::string& message() const { return message_; }
 
   // The LogStore verdict for a stored record: kOk, or kCorrupt for every
   // failure. A record the broker cannot read is never served or voted on,
@@ -127,10 +124,7 @@ class [[nodiscard]] DecodeStatus {
   std::string ToString() const;
 
  private:
-  DecodeStatus(DecodeCode code, std::string message) : code_(code), message_(std::move(message)) {}
-
-  DecodeCode code_ = DecodeCode::kOk;
-  std::string message_;
+  DecodeStatus(DecodeCode code, std::string message) : BasicStatus(code, std::move(message)) {}
 };
 
 // One message of the stream as served to subscribers.

@@ -200,7 +200,7 @@ Status DataDir::WriteIdentity() {
   return FsyncPath(dir_, true);
 }
 
-Status DataDir::Quarantine(std::string* moved_to) {
+StatusOr<std::string> DataDir::Quarantine() {
   char stamp[32];
   const std::time_t now = std::time(nullptr);
   std::tm tm{};
@@ -224,8 +224,8 @@ Status DataDir::Quarantine(std::string* moved_to) {
   }
   if (Status s = FsyncPath(target, true); !s.ok()) return s;
   history_lost_ = true;
-  *moved_to = target;
-  return WriteIdentity();  // also makes the moves durable (fsync of DIR)
+  if (Status s = WriteIdentity(); !s.ok()) return s;  // also makes the moves durable (fsync of DIR)
+  return target;
 }
 
 }  // namespace ordo::broker

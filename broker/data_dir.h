@@ -58,7 +58,7 @@ class DataDir {
   // Moves every file of the directory but LOCK, IDENTITY and earlier
   // quarantines into a new DIR/damaged-<time>/, and records in IDENTITY that
   // this node had a history. *moved_to names the new directory.
-  Status Quarantine(std::string* moved_to);
+  StatusOr<std::string> Quarantine();
 
  private:
   DataDir() = default;

@@ -367,8 +367,8 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
   return Status::Ok();
 }
 
-Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint64_t* records) {
-  *records = 0;
+StatusOr<uint64_t> LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes) {
+  uint64_t records = 0;
   const std::string data_file = dir + "/data.mdb";
   const std::string scratch = dir + "/rewrite";
   std::error_code ec;
@@ -501,7 +501,7 @@ Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint6
   std::string lmdb;
   std::istringstream lines(report);
   for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("records ", 0) == 0) *records = std::strtoull(line.c_str() + 8, nullptr, 10);
+    if (line.rfind("records ", 0) == 0) records = std::strtoull(line.c_str() + 8, nullptr, 10);
     if (line.rfind("lmdb ", 0) == 0) lmdb = line.substr(5);
   }
   if (code != 0) {
@@ -532,7 +532,7 @@ Status LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_bytes, uint6
   }
   if (Status s = FsyncPath(dir, /*directory=*/true); !s.ok()) return s;
   std::filesystem::remove_all(scratch, ec);
-  return Status::Ok();
+  return records;
 }
 
 Status LmdbStore::DropPreRewrite(const std::string& dir) {

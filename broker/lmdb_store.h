@@ -141,11 +141,12 @@ class LmdbStore final : public paxos::LogStore {
   // killing the process. Rewrite copies every record of the environment in
   // `dir`, bytes as read (a record failing its check still fails it, to be
   // repaired), into a new file of fresh pages, in a child process, and
-  // renames it over data.mdb. Before Open, like Scrub. *records: copied.
+  // renames it over data.mdb. Before Open, like Scrub. Returns the records
+  // copied.
   // The original stays as kPreRewriteFile (a hard link) until the caller,
   // having opened the copy and found it sound, calls DropPreRewrite: damage
   // that sends the directory to quarantine keeps the file as it was found.
-  static Status Rewrite(const std::string& dir, uint64_t map_size_bytes, uint64_t* records);
+  static StatusOr<uint64_t> Rewrite(const std::string& dir, uint64_t map_size_bytes);
   static constexpr const char* kPreRewriteFile = "data.mdb.pre-rewrite";
   static Status DropPreRewrite(const std::string& dir);
   // A log record Scrub found damaged, reported like one a read ran into.

@@ -5,4 +5,5 @@
 
 namespace ordo::broker {
 using Status = ::ordo::Status;
+using ::ordo::StatusOr;
 }  // namespace ordo::broker

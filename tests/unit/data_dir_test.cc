@@ -70,8 +70,9 @@ TEST(DataDir, ADamagedIdentityIsDamageAndQuarantineKeepsTheHistoryMark) {
   Status s = DataDir::Acquire(d.path, "ordo", 1, &dir);
   ASSERT_EQ(s.kind(), Status::Kind::kDamaged) << s.message();
   ASSERT_TRUE(dir);
-  std::string moved;
-  ASSERT_TRUE(dir->Quarantine(&moved).ok());
+  const StatusOr<std::string> quarantined = dir->Quarantine();
+  ASSERT_TRUE(quarantined.ok());
+  const std::string moved = quarantined.value();
   EXPECT_TRUE(std::filesystem::exists(moved + "/data.mdb"));
   EXPECT_TRUE(std::filesystem::exists(moved + "/IDENTITY"));
   EXPECT_FALSE(std::filesystem::exists(d.path + "/data.mdb"));

@@ -847,10 +847,9 @@ TEST(LmdbStoreDamage, AfterDamageTheFileIsRewrittenIntoFreshPagesBeforeAnyWrite)
   EXPECT_TRUE(report.damaged_derived);
   EXPECT_TRUE(report.damaged_pages);  // the bogus record breaks the keys' order
   const std::string before = ordo::testing::ReadFileBytes(f.dir + "/data.mdb");
-  uint64_t copied = 0;
-  const Status s = LmdbStore::Rewrite(f.dir, 64ull << 20, &copied);
-  ASSERT_TRUE(s.ok()) << s.message();
-  EXPECT_EQ(copied, report.records - 1);  // all but the bogus one (LMDB refuses its key)
+  const StatusOr<uint64_t> copied = LmdbStore::Rewrite(f.dir, 64ull << 20);
+  ASSERT_TRUE(copied.ok()) << copied.status().message();
+  EXPECT_EQ(copied.value(), report.records - 1);  // all but the bogus one (LMDB refuses its key)
   EXPECT_FALSE(std::filesystem::exists(f.dir + "/rewrite"));
   // The original is kept, as found, until the copy is trusted.
   EXPECT_EQ(ordo::testing::ReadFileBytes(f.dir + "/" + LmdbStore::kPreRewriteFile), before);
@@ -921,8 +920,7 @@ TEST(LmdbStoreDamage, AZeroedPageOfTheIndexIsRebuiltFromTheLog) {
   EXPECT_TRUE(report.damaged_log.empty());
   EXPECT_TRUE(report.damaged_derived);
   EXPECT_TRUE(report.damaged_pages);
-  uint64_t copied = 0;
-  s = LmdbStore::Rewrite(f.dir, 64ull << 20, &copied);
+  s = LmdbStore::Rewrite(f.dir, 64ull << 20).status();
   ASSERT_TRUE(s.ok()) << s.message();
   f.Reopen();
   EXPECT_EQ(RebuildAndExpectAClean10(f), 10u);  // every index record written again
@@ -940,8 +938,7 @@ TEST(LmdbStoreDamage, ADerivedDatabaseLmdbCannotOpenIsRebuiltFromTheLog) {
   ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_TRUE(report.damaged_log.empty());
   EXPECT_TRUE(report.damaged_derived);
-  uint64_t copied = 0;
-  s = LmdbStore::Rewrite(f.dir, 64ull << 20, &copied);
+  s = LmdbStore::Rewrite(f.dir, 64ull << 20).status();
   ASSERT_TRUE(s.ok()) << s.message();
   f.Reopen();
   RebuildAndExpectAClean10(f);
@@ -978,8 +975,7 @@ TEST(LmdbStoreDamage, ARewriteWithoutRoomForItsCopySaysSoUpFront) {
          space = std::filesystem::space(small)) {
       if (!filler.write(chunk.data(), chunk.size()).flush()) break;
     }
-    uint64_t copied = 0;
-    const Status s = LmdbStore::Rewrite(small, 64ull << 20, &copied);
+    const Status s = LmdbStore::Rewrite(small, 64ull << 20).status();
     if (s.kind() != Status::Kind::kStorage) ::_exit(12);
     if (s.message().find("MiB free") == std::string::npos) ::_exit(13);
     if (std::filesystem::exists(small + "/rewrite")) ::_exit(14);
