@@ -70,7 +70,12 @@ Status Broker::OpenStorage() {
   }
   // The file as it was before a rewrite goes once the copy is trusted (a
   // start after a crash between the two removes it too).
-  if (s.ok()) s = LmdbStore::DropPreRewrite(config_.data_dir);
+  if (s.ok()) {
+    if (Status d = LmdbStore::DropPreRewrite(config_.data_dir); !d.ok()) {
+      spdlog::warn("storage {}: {} (the copy is in use; remove it by hand)", config_.data_dir,
+                   d.message());
+    }
+  }
   if (s.kind() != Status::Kind::kDamaged) return s;
   // What is stored may hide a promise or an accepted value this node gave
   // (protocol-aware recovery): it must not vote on it. With peers to learn

@@ -78,7 +78,10 @@ paxos::StoreCode CompactedView::Read(MDB_txn* txn, uint64_t from, uint64_t to,
                                      size_t max_messages, size_t max_bytes,
                                      std::vector<StreamMessage>* out) const {
   MDB_cursor* cur = nullptr;
-  if (mdb_cursor_open(txn, tables_.key_offsets, &cur) != 0) return paxos::StoreCode::kIoError;
+  if (const int rc = mdb_cursor_open(txn, tables_.key_offsets, &cur); rc != 0) {
+    *last_error_ = LmdbError("mdb_cursor_open", rc);
+    return paxos::StoreCode::kIoError;
+  }
   unsigned char key[8];
   PutBigEndian(from, key);
   MDB_val k{8, key}, v;

@@ -22,7 +22,8 @@ namespace ordo::broker {
 
 class CompactedView {
  public:
-  CompactedView(LmdbTables& tables, DamageRegistry& damage) : tables_(tables), damage_(damage) {}
+  CompactedView(LmdbTables& tables, DamageRegistry& damage, std::string* last_error)
+      : tables_(tables), damage_(damage), last_error_(last_error) {}
 
   // The keyed messages `a` appended become their keys' latest (journaled
   // when the write is). Returns an LMDB code (0 = ok).
@@ -45,6 +46,7 @@ class CompactedView {
 
   LmdbTables& tables_;
   DamageRegistry& damage_;
+  std::string* last_error_;
 };
 
 }  // namespace ordo::broker

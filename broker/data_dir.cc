@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -216,6 +217,11 @@ StatusOr<std::string> DataDir::Quarantine() {
   std::vector<std::filesystem::path> entries;
   for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) entries.push_back(e.path());
   if (ec) return Status::Storage("listing " + dir_ + ": " + ec.message());
+  // data.mdb last: should a move fail half way, the next start still finds
+  // the damage there (and quarantines again) rather than an empty store
+  // beside a loose original (data.mdb.pre-rewrite, which it would remove).
+  std::stable_partition(entries.begin(), entries.end(),
+                        [](const std::filesystem::path& p) { return p.filename() != "data.mdb"; });
   for (const std::filesystem::path& p : entries) {
     const std::string name = p.filename().string();
     if (name == kLockFile || name.rfind(kDamagedPrefix, 0) == 0) continue;

@@ -171,21 +171,24 @@ void AppendJournalOp(std::vector<uint8_t>* body, uint8_t op, JournalDb db, const
   std::memcpy(p + kJournalOpHeaderBytes, key.mv_data, key.mv_size);
 }
 
-bool ParseJournalOp(std::span<const uint8_t> body, size_t* at, JournalOp* out) {
-  if (*at > body.size() || body.size() - *at < kJournalOpHeaderBytes) return false;
+JournalOpParse ParseJournalOp(std::span<const uint8_t> body, size_t* at, JournalOp* out) {
+  if (*at > body.size() || body.size() - *at < kJournalOpHeaderBytes) {
+    return JournalOpParse::kMalformed;
+  }
   const uint8_t* p = body.data() + *at;
   const size_t klen = size_t{p[2]} | (size_t{p[3]} << 8);
   const size_t vlen = GetLe<uint32_t>(p + 4);
-  if ((p[0] != kJournalPut && p[0] != kJournalDel) || p[1] >= kDbCount ||
-      body.size() - *at - kJournalOpHeaderBytes < klen + vlen || (p[0] == kJournalDel && vlen != 0)) {
-    return false;
+  if (p[0] == 0 || body.size() - *at - kJournalOpHeaderBytes < klen + vlen) {
+    return JournalOpParse::kMalformed;
   }
+  if (p[0] != kJournalPut && p[0] != kJournalDel) return JournalOpParse::kNewer;
+  if (p[1] >= kDbCount || (p[0] == kJournalDel && vlen != 0)) return JournalOpParse::kMalformed;
   out->op = p[0];
   out->db = static_cast<JournalDb>(p[1]);
   out->key = MDB_val{klen, const_cast<uint8_t*>(p + kJournalOpHeaderBytes)};
   out->value = MDB_val{vlen, const_cast<uint8_t*>(p + kJournalOpHeaderBytes + klen)};
   *at += kJournalOpHeaderBytes + klen + vlen;
-  return true;
+  return JournalOpParse::kOk;
 }
 
 bool IsLmdbDamage(int rc) {
@@ -202,20 +205,26 @@ Status OpenFailure(const std::string& what, int rc) {
 Status CheckMetaPages(const std::string& data_file, size_t page_size, size_t last) {
   // The page header (16 bytes) and MDB_meta up to mm_txnid: magic, version,
   // address, map size, two MDB_db (48 bytes each), last page.
+  // (The layout of a 64-bit build of LMDB 0.9, data version 1.)
+  static_assert(sizeof(size_t) == 8 && sizeof(void*) == 8, "LMDB's 64-bit meta page layout");
   constexpr size_t kTxnIdAt = 16 + 4 + 4 + 8 + 8 + 2 * 48 + 8;
   constexpr uint32_t kMagic = 0xBEEFC0DE;
+  constexpr uint32_t kDataVersion = 1;
   const int fd = ::open(data_file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::Storage(data_file + ": " + std::strerror(errno));
   uint64_t ids[2] = {0, 0};
   for (int k = 0; k < 2; ++k) {
     unsigned char page[kTxnIdAt + 8];
     const ssize_t n = ::pread(fd, page, sizeof(page), static_cast<off_t>(k * page_size));
-    uint32_t magic = 0;
-    if (n == static_cast<ssize_t>(sizeof(page))) std::memcpy(&magic, page + 16, sizeof(magic));
-    if (magic != kMagic) {
+    uint32_t magic = 0, version = 0;
+    if (n == static_cast<ssize_t>(sizeof(page))) {
+      std::memcpy(&magic, page + 16, sizeof(magic));
+      std::memcpy(&version, page + 20, sizeof(version));
+    }
+    if (magic != kMagic || version != kDataVersion) {
       ::close(fd);
       return Status::Damaged(data_file + ": meta page " + std::to_string(k) +
-                             " fails its check (bad magic)");
+                             " fails its check (bad magic or version)");
     }
     std::memcpy(&ids[k], page + kTxnIdAt, sizeof(ids[k]));
   }

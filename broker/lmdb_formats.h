@@ -153,9 +153,12 @@ struct JournalOp {
   MDB_val key{};
   MDB_val value{};  // points into the body
 };
-// Parses the operation at *at of `body` and moves *at past it. false when it
-// is not one this code writes: damage (the record passed its CRC).
-bool ParseJournalOp(std::span<const uint8_t> body, size_t* at, JournalOp* out);
+// Parses the operation at *at of `body` and moves *at past it. kMalformed:
+// not one any version writes, damage (the record passed its CRC); kNewer: a
+// well-formed operation whose code this version does not know (written by
+// a newer broker, before a downgrade).
+enum class JournalOpParse : uint8_t { kOk, kMalformed, kNewer };
+JournalOpParse ParseJournalOp(std::span<const uint8_t> body, size_t* at, JournalOp* out);
 
 std::string LmdbError(const char* what, int rc);
 

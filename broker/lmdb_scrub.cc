@@ -380,14 +380,15 @@ StatusOr<uint64_t> LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_
   if (::stat(data_file.c_str(), &st) != 0) {
     return Status::Storage(data_file + ": " + std::strerror(errno));
   }
-  // Said up front, not as a failure half way: the copy takes at most what
-  // the file's pages take, beside the original (kept until the broker has
-  // opened the copy, see kPreRewriteFile).
+  // Said up front, not as a failure half way: the copy takes about what
+  // the file's pages take (with a margin: its pages may be fuller or
+  // emptier), beside the original (kept until the broker has opened the
+  // copy, see kPreRewriteFile).
   struct statvfs fs {};
-  const uint64_t needed = static_cast<uint64_t>(st.st_blocks) * 512;
+  const uint64_t needed = static_cast<uint64_t>(st.st_blocks) * 512 / 4 * 5 + (1u << 20);
   if (::statvfs(dir.c_str(), &fs) == 0 && uint64_t{fs.f_bavail} * fs.f_frsize < needed) {
     std::filesystem::remove_all(scratch, ec);
-    return Status::Storage("rewriting " + data_file + " after damage needs up to " +
+    return Status::Storage("rewriting " + data_file + " after damage needs about " +
                            std::to_string(needed >> 20) + " MiB free in " + dir + ", and " +
                            std::to_string((uint64_t{fs.f_bavail} * fs.f_frsize) >> 20) +
                            " MiB are: free space and start again (or move the data directory "
@@ -512,13 +513,11 @@ StatusOr<uint64_t> LmdbStore::Rewrite(const std::string& dir, uint64_t map_size_
   // The original stays, as evidence, until the broker has opened the copy
   // and found nothing that sends the directory to quarantine (which takes
   // it along); see DropPreRewrite.
+  // One already there is from a rewrite whose copy was never trusted (a
+  // crash, or a start that failed after it): it is the file as first found,
+  // and data.mdb is only a copy of it.
   const std::string kept = dir + "/" + kPreRewriteFile;
-  if (::unlink(kept.c_str()) != 0 && errno != ENOENT) {
-    const std::string error = std::strerror(errno);
-    std::filesystem::remove_all(scratch, ec);
-    return Status::Storage("removing " + kept + ": " + error);
-  }
-  if (::link(data_file.c_str(), kept.c_str()) != 0) {
+  if (::access(kept.c_str(), F_OK) != 0 && ::link(data_file.c_str(), kept.c_str()) != 0) {
     const std::string error = std::strerror(errno);
     std::filesystem::remove_all(scratch, ec);
     return Status::Storage("keeping " + data_file + " as " + kept + ": " + error);

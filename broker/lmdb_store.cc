@@ -131,11 +131,16 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
     }
     uint64_t next = 0;
     if (known) {
+      uint64_t markers = 0;  // the empty records that begin passes (CommitPending)
       Status rs = s->journal_->Replay(
           generation,
-          [&](std::span<const uint8_t> body) { return s->ApplyJournalRecord(txn, body); },
+          [&](std::span<const uint8_t> body) {
+            markers += body.empty();
+            return s->ApplyJournalRecord(txn, body);
+          },
           &s->journal_replayed_);
       if (!rs.ok()) return fail(rs);
+      s->journal_replayed_ -= markers;
       // The pass after this one already began: LMDB lost the commit that
       // named it (it went back to an older meta page), and with it writes
       // that pass's records do not repeat.
@@ -282,8 +287,16 @@ Status LmdbStore::ApplyJournalRecord(MDB_txn* txn, std::span<const uint8_t> body
   JournalOp op;
   for (size_t at = 0; at < body.size();) {
     const size_t start = at;
-    if (!ParseJournalOp(body, &at, &op)) {
-      return Status::Damaged("journal record: malformed operation at byte " + std::to_string(start));
+    switch (ParseJournalOp(body, &at, &op)) {
+      case JournalOpParse::kOk: break;
+      case JournalOpParse::kMalformed:
+        return Status::Damaged("journal record: malformed operation at byte " +
+                               std::to_string(start));
+      case JournalOpParse::kNewer:
+        return Status::Storage("journal record: operation code " +
+                               std::to_string(body[start]) + " at byte " + std::to_string(start) +
+                               " is not one this version knows: the journal was written by a "
+                               "newer broker; start that version again");
     }
     const int rc = op.op == kJournalPut ? mdb_put(txn, tables_.Dbi(op.db), &op.key, &op.value, 0)
                                         : mdb_del(txn, tables_.Dbi(op.db), &op.key, nullptr);
@@ -333,6 +346,13 @@ paxos::StoreCode LmdbStore::CommitPending() {
   }
   if ((rc = mdb_txn_commit(txn)) != 0) return Broken(LmdbError("mdb_txn_commit", rc));
   journal_->Restart(next);
+  // The new pass begins at once with an empty record (written, not synced):
+  // should LMDB later open an older commit (a meta page whose transaction id
+  // rotted can look like the older one), Open finds this pass already begun
+  // and refuses, even when no journaled write followed this commit (a large
+  // write committed straight to LMDB is in no journal record).
+  journal_->StartRecord();
+  if (Status s = journal_->FinishRecord(); !s.ok()) return Broken(s.message());
   pending_first_instance_ = paxos::kNoInstance;
   return paxos::StoreCode::kOk;
 }

@@ -68,8 +68,11 @@ class LmdbStore final : public paxos::LogStore {
   static Status Open(const std::string& dir, uint64_t map_size_bytes,
                      std::unique_ptr<LmdbStore>* out);
   ~LmdbStore() override;
+  // Neither copied nor moved: its parts refer to each other.
   LmdbStore(const LmdbStore&) = delete;
   LmdbStore& operator=(const LmdbStore&) = delete;
+  LmdbStore(LmdbStore&&) = delete;
+  LmdbStore& operator=(LmdbStore&&) = delete;
 
   // --- paxos::LogStore ---
   paxos::HardState LoadHardState() const override { return hard_state_; }
@@ -312,8 +315,8 @@ class LmdbStore final : public paxos::LogStore {
   LmdbTables tables_;
   mutable DamageRegistry damage_{&last_error_};
   LogTable log_{tables_, damage_, &last_error_};
-  OffsetIndex index_{tables_, log_, damage_};
-  CompactedView view_{tables_, damage_};
+  OffsetIndex index_{tables_, log_, damage_, &last_error_};
+  CompactedView view_{tables_, damage_, &last_error_};
 };
 
 }  // namespace ordo::broker

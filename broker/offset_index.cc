@@ -44,7 +44,10 @@ paxos::StoreCode OffsetIndex::Read(MDB_txn* txn, uint64_t from, uint64_t head,
   if (from >= head || max_messages == 0) return paxos::StoreCode::kOk;
   MDB_cursor* cur = nullptr;
   int rc = mdb_cursor_open(txn, tables_.index, &cur);
-  if (rc != 0) return paxos::StoreCode::kIoError;
+  if (rc != 0) {
+    *last_error_ = LmdbError("mdb_cursor_open", rc);
+    return paxos::StoreCode::kIoError;
+  }
   unsigned char key[8];
   PutBigEndian(from, key);
   MDB_val k{8, key}, v;
@@ -85,8 +88,7 @@ paxos::StoreCode OffsetIndex::Read(MDB_txn* txn, uint64_t from, uint64_t head,
       break;
     }
     std::span<const uint8_t> record;
-    std::string error;
-    code = log_.Raw(txn, idx.instance, &record, &error);
+    code = log_.Raw(txn, idx.instance, &record, last_error_);
     if (code == paxos::StoreCode::kNotFound) {
       // Applied instances stay in the log until truncation removes their
       // index too: the record was lost.

@@ -24,8 +24,9 @@ namespace ordo::broker {
 
 class OffsetIndex {
  public:
-  OffsetIndex(LmdbTables& tables, const LogTable& log, DamageRegistry& damage)
-      : tables_(tables), log_(log), damage_(damage) {}
+  OffsetIndex(LmdbTables& tables, const LogTable& log, DamageRegistry& damage,
+              std::string* last_error)
+      : tables_(tables), log_(log), damage_(damage), last_error_(last_error) {}
 
   // The record of `a` (which appended at least one message); journaled when
   // the write is. Returns an LMDB code.
@@ -86,6 +87,7 @@ class OffsetIndex {
   LmdbTables& tables_;
   const LogTable& log_;
   DamageRegistry& damage_;
+  std::string* last_error_;
   std::optional<Rebuild> rebuild_;
 };
 

@@ -338,7 +338,8 @@ TEST(LmdbStore, ACommitEmptiesTheJournalAndLargeOrSnapshotWritesGoStraightToLmdb
   EXPECT_TRUE(f.lmdb->has_pending());
   ASSERT_EQ(f.lmdb->CommitPending(), StoreCode::kOk);
   EXPECT_FALSE(f.lmdb->has_pending());
-  EXPECT_EQ(f.lmdb->journal_bytes(), 0u);
+  // The journal starts over, with the empty record that begins a pass.
+  EXPECT_EQ(f.lmdb->journal_bytes(), (Journal::kHeaderBytes + 7) / 8 * 8);
   // Larger than a journal record may be: an LMDB commit, with what waited.
   ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(1)}, {}, {}, D::kJournal), StoreCode::kOk);
   EXPECT_TRUE(f.lmdb->has_pending());
@@ -797,6 +798,29 @@ TEST(LmdbStoreDamage, LmdbGoingBackToAnOlderCommitIsDamage) {
   EXPECT_NE(s.message().find("lost its last commit"), std::string::npos) << s.message();
 }
 
+// The same when the lost commit held a write straight to LMDB (too large
+// for the journal) and nothing was journaled after it: the commit began
+// the next pass of the journal, which is what Open finds.
+TEST(LmdbStoreDamage, LmdbLosingACommitNoJournalRecordFollowedIsDamage) {
+  LmdbFactory f;
+  const Ballot b{1, NodeId(1)};
+  std::vector<Entry> one = {Entry{Instance(1), b, paxos::MakeBatch(b, {Msg(1, "a")})}};
+  ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(0)}, one, {}, LmdbStore::Durability::kJournal),
+            StoreCode::kOk);
+  ASSERT_EQ(f.lmdb->CommitPending(), StoreCode::kOk);
+  const std::string old = ordo::testing::ReadFileBytes(f.dir + "/data.mdb");
+  const std::string big(LmdbStore::kJournalRecordMax + 1, 'x');
+  std::vector<Entry> large = {Entry{Instance(2), b, paxos::MakeBatch(b, {Msg(2, big)})}};
+  ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(0)}, large, {}, LmdbStore::Durability::kJournal),
+            StoreCode::kOk);
+  EXPECT_FALSE(f.lmdb->has_pending());  // committed, acknowledged
+  f.lmdb.reset();
+  ordo::testing::WriteFileBytes(f.dir + "/data.mdb", old);  // LMDB went back a commit
+  const Status s = ReopenStatus(f);
+  EXPECT_EQ(s.kind(), Status::Kind::kDamaged) << s.message();
+  EXPECT_NE(s.message().find("lost its last commit"), std::string::npos) << s.message();
+}
+
 TEST(LmdbStoreDamage, TheScrubFindsDamagedRecordsAndATruncatedFile) {
   LmdbFactory f;
   FillApplied(f, 10);
@@ -851,7 +875,10 @@ TEST(LmdbStoreDamage, AfterDamageTheFileIsRewrittenIntoFreshPagesBeforeAnyWrite)
   ASSERT_TRUE(copied.ok()) << copied.status().message();
   EXPECT_EQ(copied.value(), report.records - 1);  // all but the bogus one (LMDB refuses its key)
   EXPECT_FALSE(std::filesystem::exists(f.dir + "/rewrite"));
-  // The original is kept, as found, until the copy is trusted.
+  // The original is kept, as found, until the copy is trusted; a second
+  // rewrite before that (a start that failed after the first) keeps it too.
+  EXPECT_EQ(ordo::testing::ReadFileBytes(f.dir + "/" + LmdbStore::kPreRewriteFile), before);
+  ASSERT_TRUE(LmdbStore::Rewrite(f.dir, 64ull << 20).ok());
   EXPECT_EQ(ordo::testing::ReadFileBytes(f.dir + "/" + LmdbStore::kPreRewriteFile), before);
   ASSERT_TRUE(LmdbStore::DropPreRewrite(f.dir).ok());
   EXPECT_FALSE(std::filesystem::exists(f.dir + "/" + LmdbStore::kPreRewriteFile));
@@ -1179,7 +1206,8 @@ TEST(LmdbStoreDeathTest, AReadTransactionUsedByAnotherThreadAborts) {
 namespace ordo::broker {
 namespace {
 // The journal's operation format (version 1: op codes 1 and 2) reads back
-// what it wrote, and refuses what it never writes.
+// what it wrote, refuses what no version writes, and tells a later format's
+// operation apart.
 TEST(LmdbFormats, AJournalOperationReadsBackAndAnUnknownOneIsRefused) {
   std::vector<uint8_t> body;
   const std::string key = "hard_state", value = "0123456789";
@@ -1190,23 +1218,28 @@ TEST(LmdbFormats, AJournalOperationReadsBackAndAnUnknownOneIsRefused) {
                         MDB_val{key.size(), const_cast<char*>(key.data())}, 0);
   size_t at = 0;
   lmdb::JournalOp op;
-  ASSERT_TRUE(lmdb::ParseJournalOp(body, &at, &op));
+  ASSERT_EQ(lmdb::ParseJournalOp(body, &at, &op), lmdb::JournalOpParse::kOk);
   EXPECT_EQ(op.op, lmdb::kJournalPut);
   EXPECT_EQ(op.db, lmdb::kMetaDb);
   EXPECT_EQ(std::string(static_cast<const char*>(op.key.mv_data), op.key.mv_size), key);
   EXPECT_EQ(std::string(static_cast<const char*>(op.value.mv_data), op.value.mv_size), value);
-  ASSERT_TRUE(lmdb::ParseJournalOp(body, &at, &op));
+  ASSERT_EQ(lmdb::ParseJournalOp(body, &at, &op), lmdb::JournalOpParse::kOk);
   EXPECT_EQ(op.op, lmdb::kJournalDel);
   EXPECT_EQ(op.value.mv_size, 0u);
   EXPECT_EQ(at, body.size());
-  for (auto [where, byte] : {std::pair<size_t, uint8_t>{0, 3}, {1, lmdb::kDbCount}, {4, 0xff}}) {
+  for (auto [where, byte] : {std::pair<size_t, uint8_t>{0, 0}, {1, lmdb::kDbCount}, {4, 0xff}}) {
     std::vector<uint8_t> bad = body;
-    bad[where] = byte;  // an op code of a later format, a database, a length past the end
+    bad[where] = byte;  // no op code, a database, a length past the end
     at = 0;
-    EXPECT_FALSE(lmdb::ParseJournalOp(bad, &at, &op)) << where;
+    EXPECT_EQ(lmdb::ParseJournalOp(bad, &at, &op), lmdb::JournalOpParse::kMalformed) << where;
   }
   at = body.size() - 1;  // a truncated operation
-  EXPECT_FALSE(lmdb::ParseJournalOp(body, &at, &op));
+  EXPECT_EQ(lmdb::ParseJournalOp(body, &at, &op), lmdb::JournalOpParse::kMalformed);
+  // A well-formed operation of a later format (after a downgrade): not damage.
+  std::vector<uint8_t> newer = body;
+  newer[0] = 3;
+  at = 0;
+  EXPECT_EQ(lmdb::ParseJournalOp(newer, &at, &op), lmdb::JournalOpParse::kNewer);
 }
 }  // namespace
 }  // namespace ordo::broker
