@@ -397,15 +397,14 @@ void AsyncPublisher::Impl::TakeIncoming(ci::Clock::time_point now) {
 
 bool AsyncPublisher::Impl::EnsureConnection(ci::Clock::time_point now) {
   if (connection) return true;
-  std::string error;
-  zmq::context_t* zmq_context = context.Get(&error);
-  if (zmq_context != nullptr) connection = ci::Connection::Open(*zmq_context, rotation.Target(), &error);
-  if (!connection) {
-    attempts.Record(rotation.Target(), error);
+  Result<std::unique_ptr<ci::Connection>> opened = ci::Connect(context, rotation.Target());
+  if (!opened.ok()) {
+    attempts.Record(rotation.Target(), opened.error().message);
     rotation.Next();
     send_not_before = now + ci::kRetryPause;
     return false;
   }
+  connection = std::move(opened.value());
   return true;
 }
 

@@ -172,17 +172,18 @@ Result<std::vector<uint64_t>> Publisher::Impl::PublishBatch(
                    0};
     }
     if (!connection) {
-      std::string error;
-      zmq::context_t* zmq_context = context.Get(&error);
-      if (zmq_context == nullptr) return Error{ErrorCode::kUnavailable, error, 0};
-      connection = ci::Connection::Open(*zmq_context, Target(), &error);
-      if (!connection) {
-        attempts.Record(Target(), error);
+      Result<zmq::context_t*> zmq_context = context.Get();
+      if (!zmq_context.ok()) return zmq_context.error();
+      Result<std::unique_ptr<ci::Connection>> opened =
+          ci::Connection::Open(*zmq_context.value(), Target());
+      if (!opened.ok()) {
+        attempts.Record(Target(), opened.error().message);
         last_was_refusal = false;
         NextBroker();
         ci::SleepAtMost(ci::kRetryPause, deadline);
         continue;
       }
+      connection = std::move(opened.value());
     }
     const std::string endpoint = connection->endpoint();
 

@@ -39,9 +39,10 @@ struct Error {
   uint64_t earliest_offset = 0;  // with kOffsetBelowRetained
 };
 
-// A value or an Error.
+// A value or an Error. [[nodiscard]]: a call that returns one can fail, and
+// ignoring it hides the failure.
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
   Result(Error error) : v_(std::move(error)) {}  // NOLINT
