@@ -3,24 +3,24 @@
 //
 // Threads: callers of Publish append to `incoming` under the mutex and wake
 // the I/O thread through an eventfd; the I/O thread alone owns the ZeroMQ
-// socket and the queue below, and runs the callbacks.
+// socket and the session below, and runs the callbacks.
 //
-// The queue holds every accepted, unresolved message in publish order.
-// Sequences are assigned when a message is first sent, so the assigned ones
-// are a contiguous prefix of the queue and message i has sequence
-// front.sequence + i. `send_index` splits the queue: before it, messages sent
-// in a request (awaiting an answer, or acknowledged out of order); from it,
-// messages to send, first or again.
+// The exactly-once state and the rules for every answer are the
+// PublishSession's (client/internal/publish_session.h), shared with the
+// synchronous Publisher; this file does the I/O and the timing around it:
+// when a batch goes (full, lingered, flushing, or a resend), when the broker
+// counts as silent, and the callbacks. `pending` runs beside the session's
+// queue, one entry per message, in the same order.
 //
-// Why pipelining is safe: the broker stores (producer, sequence) only as
-// last stored + 1 and answers a later one OutOfSequence, so however requests
-// are lost, refused or reordered by a leader change, nothing is stored out of
-// order or twice. The client's one duty is to resend, with the same
-// sequences, every message a request did not store: "rewind" `send_index` to
-// the oldest such message. A message records the last request that carried
-// it, so an answer about an older copy (already resent) triggers nothing.
-// Switching brokers abandons the socket and every request on it and rewinds
-// to the front of the queue.
+// Where it differs from the Publisher, on purpose:
+//   - batches and a window (AsyncPublisherOptions) instead of the whole
+//     queue in one request;
+//   - backoffs and the attempt log run for the publisher's life;
+//   - a refusal whose messages may all be stored is resent after a pause
+//     (the Publisher's call returns kRejected): the publisher never gives up
+//     on a message by itself;
+//   - failing to create a ZeroMQ context is retried like a broker that
+//     cannot be reached: there is no call to return it from.
 
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -38,6 +38,7 @@
 
 #include "client/internal/connection.h"
 #include "client/internal/publish_core.h"
+#include "client/internal/publish_session.h"
 #include "ordo/client.h"
 
 namespace ordo {
@@ -46,44 +47,27 @@ namespace {
 namespace ci = client_internal;
 using std::chrono::milliseconds;
 
-constexpr size_t kNoIndex = static_cast<size_t>(-1);
-
 }  // namespace
 
 struct AsyncPublisher::Impl {
-  struct Message {
-    uint64_t sequence = 0;  // 0 until first sent
+  // A message accepted by Publish, until the I/O thread takes it.
+  struct Incoming {
     std::string key;
     std::string payload;
     PublishCallback done;
-    uint64_t last_request = 0;  // the newest request that carried it
-    uint64_t offset = 0;
+  };
+  // What the I/O thread keeps of a message beside the session's copy.
+  struct Pending {
+    PublishCallback done;
     ci::Clock::time_point queued_at;
-    // A request carrying it went unanswered: it may be stored. Only a message
-    // that is certainly not stored may give its sequence back.
-    bool maybe_stored = false;
-    bool acknowledged = false;
-    bool offset_forgotten = false;  // DuplicateTooOld
-    size_t bytes() const { return key.size() + payload.size(); }
-  };
-  struct InFlight {
-    uint64_t request_id;
-    ci::Clock::time_point sent_at;
-    uint64_t first_sequence;
-    uint64_t last_sequence;
-  };
-  // A request refused as a whole (TooLarge, BadRequest), handled once no
-  // request is in flight.
-  struct Refusal {
-    uint64_t request_id;
-    std::string text;
   };
 
-  Impl(ClientOptions options_in, AsyncPublisherOptions async_in, uint64_t producer_id_in)
+  Impl(ClientOptions options_in, AsyncPublisherOptions async_in, uint64_t producer_id)
       : options(std::move(options_in)),
         async(async_in),
-        producer_id(producer_id_in),
-        rotation(&options.brokers) {}
+        session(producer_id, &options.brokers,
+                ci::PublishLimits{async.batch_messages_max, async.batch_bytes_max,
+                                  async.requests_inflight_max}) {}
 
   // --- Caller side ---
   std::optional<Error> Publish(std::string_view payload, std::string_view key,
@@ -100,21 +84,13 @@ struct AsyncPublisher::Impl {
   bool EnsureConnection(ci::Clock::time_point now);
   void SendOneRequest(ci::Clock::time_point now);
   void ReceiveReplies(ci::Clock::time_point now);
-  void HandleReply(const ci::Frame& frame, ci::Clock::time_point now);
-  void HandleRefusal(ci::Clock::time_point now);
   void CheckTimeouts(ci::Clock::time_point now);
-  // Gives up the socket and every request on it, then resends from the front.
-  void Abandon();
-  void Rewind(size_t index);
-  // Index of the queued message with `sequence`, or kNoIndex.
-  size_t IndexOf(uint64_t sequence) const;
-  // Index of the oldest unacknowledged message whose newest copy is in
-  // `request`, or kNoIndex.
-  size_t OldestCarriedBy(const InFlight& request) const;
-  // Runs the callbacks of the acknowledged messages at the front, in order.
-  void ResolveFront();
-  // Resolves `count` messages at the front with `error`.
-  void FailFront(size_t count, const Error& error);
+  // Closes the socket if the step says so, and holds sending back as it
+  // says.
+  void Follow(const ci::PublishStep& step, ci::Clock::time_point now);
+  // Runs the callbacks of the resolved messages at the front, in order;
+  // with `all`, of every message (closing).
+  void Resolve(bool all, const Error& unresolved);
   // Tells the callers `count` messages of `bytes` are resolved.
   void Release(size_t count, uint64_t bytes);
   milliseconds PollTimeout(ci::Clock::time_point now) const;
@@ -123,20 +99,18 @@ struct AsyncPublisher::Impl {
   // Requests pipelined behind others wait at the leader, so the age of one
   // request says nothing; a broker that answers nothing at all has failed.
   ci::Clock::time_point ReplyDeadline() const {
-    return std::max(inflight.front().sent_at, last_reply_at) + options.request_timeout;
+    return std::max(sent_at.front().second, last_reply_at) + options.request_timeout;
   }
-  std::string Describe(size_t count) const;
 
   const ClientOptions options;
   const AsyncPublisherOptions async;
-  uint64_t producer_id;
   std::optional<Error> invalid;  // the options' error, returned by Publish
 
   // Shared with callers, under `mutex`.
   std::mutex mutex;
   std::condition_variable room_cv;      // window room freed, or closing
   std::condition_variable resolved_cv;  // `resolved` advanced, or the thread ended
-  std::vector<Message> incoming;
+  std::vector<Incoming> incoming;
   size_t window_messages = 0;
   uint64_t window_bytes = 0;
   uint64_t accepted = 0;     // messages accepted by Publish, ever
@@ -152,26 +126,18 @@ struct AsyncPublisher::Impl {
   int wake_fd = -1;
   std::thread thread;
 
-  // I/O thread only.
-  std::vector<Message> taking;  // swapped with `incoming`, keeps its capacity
-  std::deque<Message> queue;
-  size_t send_index = 0;
-  uint64_t unsent_bytes = 0;  // of queue[send_index..]
-  uint64_t next_sequence = 1;
-  uint64_t next_request_id = 1;
-  std::deque<InFlight> inflight;
+  // I/O thread only, except `session.producer_id()`, which never changes.
+  std::vector<Incoming> taking;  // swapped with `incoming`, keeps its capacity
+  ci::PublishSession session;
+  std::deque<Pending> pending;  // beside the session's queue
+  // Send times of the requests in flight, in request_id order; entries the
+  // session no longer has in flight are trimmed from the front.
+  std::deque<std::pair<uint64_t, ci::Clock::time_point>> sent_at;
   uint64_t resolved_here = 0;
   bool flushing = false;
   ci::Clock::time_point send_not_before{};
-  milliseconds busy_backoff = ci::kBusyBackoffMin;
-  milliseconds resend_backoff{0};
-  int redirects_in_a_row = 0;
   ci::Clock::time_point last_reply_at{};
-  std::optional<Refusal> refusal;
-  ci::AttemptLog attempts;
-  ci::BrokerRotation rotation;
   flatbuffers::FlatBufferBuilder builder{1 << 16};
-  std::vector<flatbuffers::Offset<wire::ClientMessage>> scratch;
   // Declared before the connection, so the socket closes before the context.
   ci::LazyContext context;
   std::unique_ptr<ci::Connection> connection;
@@ -200,7 +166,7 @@ std::optional<Error> AsyncPublisher::Impl::Publish(std::string_view payload,
                  0};
   }
   // The copies happen outside the lock.
-  Message message;
+  Incoming message;
   message.key.assign(key);
   message.payload.assign(payload);
   message.done = std::move(done);
@@ -316,23 +282,21 @@ void AsyncPublisher::Impl::Run() {
               : "the AsyncPublisher stopped (" + thread_error + ") before the message was "
                 "acknowledged; it may or may not be stored";
   }
-  if (!queue.empty()) why += ". Brokers tried: " + attempts.Summary();
+  if (!session.empty()) why += ". Brokers tried: " + session.attempts().Summary();
   const Error error{ErrorCode::kClosed, why, 0};
   while (true) {
-    FailFront(queue.size(), error);
-    std::unique_lock lock(mutex);
-    if (incoming.empty()) {
-      thread_ended = true;
-      lock.unlock();
-      room_cv.notify_all();
-      resolved_cv.notify_all();
-      return;
+    Resolve(/*all=*/true, error);
+    {
+      std::lock_guard lock(mutex);
+      if (incoming.empty()) {
+        thread_ended = true;
+        break;
+      }
     }
-    taking.swap(incoming);
-    lock.unlock();
-    for (Message& m : taking) queue.push_back(std::move(m));
-    taking.clear();
+    TakeIncoming(ci::Clock::now());
   }
+  room_cv.notify_all();
+  resolved_cv.notify_all();
 }
 
 void AsyncPublisher::Impl::Loop() {
@@ -343,8 +307,7 @@ void AsyncPublisher::Impl::Loop() {
       std::lock_guard lock(mutex);
       if (stop) return;
     }
-    ResolveFront();
-    if (refusal && inflight.empty()) HandleRefusal(now);
+    Resolve(/*all=*/false, Error{});
     SendReady(now);
 
     zmq_pollitem_t items[2] = {{nullptr, wake_fd, ZMQ_POLLIN, 0},
@@ -367,12 +330,13 @@ void AsyncPublisher::Impl::Loop() {
 milliseconds AsyncPublisher::Impl::PollTimeout(ci::Clock::time_point now) const {
   std::optional<ci::Clock::time_point> until;
   auto sooner = [&](ci::Clock::time_point t) { until = until ? std::min(*until, t) : t; };
-  if (!inflight.empty()) sooner(ReplyDeadline());
-  if (!refusal && send_index < queue.size() && inflight.size() < async.requests_inflight_max) {
-    // SendReady held back: for linger, or for a pause after a refusal.
-    const Message& next = queue[send_index];
+  if (session.inflight() > 0) sooner(ReplyDeadline());
+  if (session.CanSend()) {
+    // SendReady held back: for linger, or for a pause.
     ci::Clock::time_point at = send_not_before;
-    if (next.sequence == 0 && !flushing) at = std::max(at, next.queued_at + async.linger);
+    if (!session.NextIsResend() && !flushing) {
+      at = std::max(at, pending[session.send_index()].queued_at + async.linger);
+    }
     sooner(at);
   }
   if (!until) return milliseconds{-1};
@@ -387,85 +351,46 @@ void AsyncPublisher::Impl::TakeIncoming(ci::Clock::time_point now) {
     taking.swap(incoming);
     flushing = closing || resolved_here < flush_until;
   }
-  for (Message& m : taking) {
-    m.queued_at = now;
-    unsent_bytes += m.bytes();
-    queue.push_back(std::move(m));
+  for (Incoming& m : taking) {
+    session.Enqueue(std::move(m.key), std::move(m.payload));
+    pending.push_back(Pending{std::move(m.done), now});
   }
   taking.clear();
 }
 
 bool AsyncPublisher::Impl::EnsureConnection(ci::Clock::time_point now) {
   if (connection) return true;
-  std::string error;
-  zmq::context_t* zmq_context = context.Get(&error);
-  if (zmq_context != nullptr) connection = ci::Connection::Open(*zmq_context, rotation.Target(), &error);
-  if (!connection) {
-    attempts.Record(rotation.Target(), error);
-    rotation.Next();
-    send_not_before = now + ci::kRetryPause;
+  Result<std::unique_ptr<ci::Connection>> opened = ci::Connect(context, session.Target());
+  if (!opened.ok()) {
+    Follow(session.OnConnectFailed(opened.error().message), now);
     return false;
   }
+  connection = std::move(opened.value());
   return true;
 }
 
 void AsyncPublisher::Impl::SendReady(ci::Clock::time_point now) {
-  if (refusal || now < send_not_before) return;
-  while (inflight.size() < async.requests_inflight_max && send_index < queue.size()) {
-    const Message& next = queue[send_index];
-    const bool resend = next.sequence != 0;
-    const bool full = queue.size() - send_index >= async.batch_messages_max ||
-                      unsent_bytes >= async.batch_bytes_max;
-    const bool lingered = now >= next.queued_at + async.linger;
+  if (now < send_not_before) return;
+  while (session.CanSend()) {
+    const bool resend = session.NextIsResend();
+    const bool full = session.unsent_messages() >= async.batch_messages_max ||
+                      session.unsent_bytes() >= async.batch_bytes_max;
+    const bool lingered = now >= pending[session.send_index()].queued_at + async.linger;
     if (!(resend || full || lingered || flushing)) return;
     if (!EnsureConnection(now)) return;
     SendOneRequest(now);
-    if (!connection) return;  // the send failed: paused or switched
+    if (!connection) return;  // the send failed: switched brokers
   }
 }
 
 void AsyncPublisher::Impl::SendOneRequest(ci::Clock::time_point now) {
-  const uint64_t request_id = next_request_id++;
-  // Take messages from send_index up to the batch limits; acknowledged ones
-  // (answered out of order before a rewind) are skipped.
-  size_t end = send_index;
-  size_t count = 0;
-  uint64_t bytes = 0;
-  uint64_t walked_bytes = 0;
-  uint64_t first_sequence = 0;
-  uint64_t last_sequence = 0;
-  while (end < queue.size() && count < async.batch_messages_max) {
-    Message& m = queue[end];
-    if (!m.acknowledged) {
-      if (count > 0 && bytes + m.bytes() > async.batch_bytes_max) break;
-      if (m.sequence == 0) m.sequence = next_sequence++;
-      m.last_request = request_id;
-      if (count == 0) first_sequence = m.sequence;
-      last_sequence = m.sequence;
-      ++count;
-      bytes += m.bytes();
-    }
-    walked_bytes += m.bytes();
-    ++end;
-  }
-  const size_t begin = send_index;
-  send_index = end;
-  unsent_bytes -= walked_bytes;
-  if (count == 0) return;
-
-  builder.Clear();
-  ci::BuildPublishRequest(
-      builder, request_id, producer_id, queue.begin() + static_cast<ptrdiff_t>(begin),
-      queue.begin() + static_cast<ptrdiff_t>(end),
-      [request_id](const Message& m) { return !m.acknowledged && m.last_request == request_id; },
-      scratch);
+  const uint64_t request_id = session.BuildRequest(builder);
+  if (request_id == 0) return;
   if (!connection->Send(builder)) {
-    attempts.Record(connection->endpoint(), connection->last_error());
-    Abandon();
-    rotation.Next();
+    Follow(session.OnSendFailed(connection->last_error()), now);
     return;
   }
-  inflight.push_back(InFlight{request_id, now, first_sequence, last_sequence});
+  sent_at.emplace_back(request_id, now);
 }
 
 void AsyncPublisher::Impl::ReceiveReplies(ci::Clock::time_point now) {
@@ -473,193 +398,23 @@ void AsyncPublisher::Impl::ReceiveReplies(ci::Clock::time_point now) {
   while (connection) {
     const std::unique_ptr<ci::Frame> frame = connection->Receive(ci::Clock::time_point{});
     if (!frame) return;
-    HandleReply(*frame, now);
+    const ci::PublishStep step = session.OnReply(frame->envelope());
+    if (!step.matched) continue;  // an answer to a request we no longer wait for
+    last_reply_at = now;
+    Follow(step, now);
   }
 }
 
-size_t AsyncPublisher::Impl::IndexOf(uint64_t sequence) const {
-  if (queue.empty() || queue.front().sequence == 0 || sequence < queue.front().sequence) {
-    return kNoIndex;
-  }
-  const uint64_t index = sequence - queue.front().sequence;
-  if (index >= queue.size() || queue[index].sequence != sequence) return kNoIndex;
-  return static_cast<size_t>(index);
-}
-
-size_t AsyncPublisher::Impl::OldestCarriedBy(const InFlight& request) const {
-  for (uint64_t s = request.first_sequence; s <= request.last_sequence && s != 0; ++s) {
-    const size_t i = IndexOf(s);
-    if (i == kNoIndex) continue;
-    if (!queue[i].acknowledged && queue[i].last_request == request.request_id) return i;
-  }
-  return kNoIndex;
-}
-
-void AsyncPublisher::Impl::Rewind(size_t index) {
-  if (index == kNoIndex || index >= send_index) return;
-  for (size_t i = index; i < send_index; ++i) unsent_bytes += queue[i].bytes();
-  send_index = index;
-}
-
-void AsyncPublisher::Impl::Abandon() {
-  // The unanswered requests may be stored: their messages must never give
-  // their sequences back.
-  if (!inflight.empty()) {
-    const uint64_t oldest = inflight.front().request_id;
-    for (size_t i = 0; i < send_index; ++i) {
-      if (!queue[i].acknowledged && queue[i].last_request >= oldest) queue[i].maybe_stored = true;
-    }
-  }
-  inflight.clear();
-  connection.reset();  // linger 0: a late reply can never reach a new socket
-  Rewind(0);
-}
-
-void AsyncPublisher::Impl::HandleReply(const ci::Frame& frame, ci::Clock::time_point now) {
-  const wire::ClientEnvelope& envelope = frame.envelope();
-  const auto it = std::find_if(inflight.begin(), inflight.end(), [&](const InFlight& f) {
-    return f.request_id == envelope.request_id();
-  });
-  // Ignore replies whose request_id we no longer wait for (protocol.md).
-  if (it == inflight.end()) return;
-  last_reply_at = now;
-  const InFlight request = *it;
-  inflight.erase(it);
-  const std::string endpoint = connection->endpoint();
-
-  if (const wire::PublishReply* reply = envelope.body_as_PublishReply()) {
-    busy_backoff = ci::kBusyBackoffMin;
-    redirects_in_a_row = 0;
-    bool progress = false;
-    if (const auto* results = reply->results()) {
-      for (const wire::PublishResult* result : *results) {
-        const size_t i = IndexOf(result->sequence());
-        if (i == kNoIndex || queue[i].acknowledged) continue;  // answered before
-        Message& m = queue[i];
-        switch (result->error()) {
-          case wire::ErrorCode::None:
-            m.acknowledged = true;
-            m.offset = result->offset();
-            progress = true;
-            break;
-          case wire::ErrorCode::DuplicateTooOld:
-            m.acknowledged = true;
-            m.offset_forgotten = true;
-            progress = true;
-            break;
-          default:
-            // OutOfSequence, StaleLeader: not stored; resent below. A code
-            // protocol.md does not allow here is treated the same way.
-            break;
-        }
-      }
-    }
-    // Everything of this request not acknowledged (refused per message, or
-    // left unanswered) is resent, with what follows it.
-    const size_t oldest = OldestCarriedBy(request);
-    if (oldest != kNoIndex) {
-      attempts.Record(endpoint, "asked to resend (OutOfSequence or StaleLeader)");
-      Rewind(oldest);
-      if (progress) {
-        resend_backoff = milliseconds{0};
-      } else {
-        // A broker that keeps answering the same way is not flooded.
-        resend_backoff = resend_backoff.count() == 0
-                             ? ci::kBusyBackoffMin
-                             : std::min(resend_backoff * 2, ci::kBusyBackoffMax);
-        send_not_before = now + resend_backoff;
-      }
-    }
-    return;
-  }
-
-  const wire::Error* error = envelope.body_as_Error();
-  if (error == nullptr) {
-    attempts.Record(endpoint, std::string("answered with a ") +
-                                  wire::EnumNameBody(envelope.body_type()) + " frame");
-    Abandon();
-    rotation.Next();
-    return;
-  }
-  attempts.Record(endpoint, ci::Describe(*error));
-  switch (error->code()) {
-    case wire::ErrorCode::NotLeader: {
-      const std::string leader = ci::ToString(error->leader_endpoint());
-      // Two followers naming each other, or a leader that just lost its
-      // quorum: after the first hop, give the election a moment.
-      if (redirects_in_a_row++ > 0) send_not_before = now + ci::kRetryPause;
-      Abandon();
-      if (!leader.empty() && ci::ToZmqEndpoint(leader) != ci::ToZmqEndpoint(endpoint)) {
-        rotation.RedirectTo(leader);
-      } else {
-        rotation.Next();
-      }
-      return;
-    }
-    case wire::ErrorCode::Busy:
-      // The leader's queue is full: same broker, after a growing pause. The
-      // requests behind this one fail OutOfSequence and are resent too.
-      Rewind(OldestCarriedBy(request));
-      send_not_before = now + busy_backoff;
-      busy_backoff = std::min(busy_backoff * 2, ci::kBusyBackoffMax);
-      return;
-    case wire::ErrorCode::TooLarge:
-    case wire::ErrorCode::BadRequest:
-      // Resending it as is can never succeed. Stop sending and settle once
-      // the requests in flight are answered (HandleRefusal).
-      Rewind(OldestCarriedBy(request));
-      refusal = Refusal{request.request_id,
-                        "broker " + endpoint + " refused the publish request (" +
-                            ci::Describe(*error) + ")"};
-      return;
-    case wire::ErrorCode::Unavailable:
-    default:
-      // No leader known (an election is running), a broker-side failure
-      // (Internal), or a code this client does not know: try elsewhere.
-      send_not_before = now + ci::kRetryPause;
-      Abandon();
-      rotation.Next();
-      return;
-  }
-}
-
-void AsyncPublisher::Impl::HandleRefusal(ci::Clock::time_point now) {
-  const uint64_t request_id = refusal->request_id;
-  const std::string text = std::move(refusal->text);
-  refusal.reset();
-  size_t refused = 0;
-  while (refused < queue.size() && queue[refused].last_request == request_id &&
-         !queue[refused].acknowledged) {
-    ++refused;
-  }
-  bool renumber_safe = refused > 0;
-  for (const Message& m : queue) renumber_safe = renumber_safe && !m.maybe_stored;
-  if (!renumber_safe) {
-    // Older messages are still unresolved (settle them first), or a message
-    // may be stored and so must keep its sequence: resend after a pause.
-    Rewind(0);
-    send_not_before = now + busy_backoff;
-    busy_backoff = std::min(busy_backoff * 2, ci::kBusyBackoffMax);
-    return;
-  }
-  // The refused messages are at the front and certainly not stored (a
-  // refusal stores nothing; everything sent after them was refused or out of
-  // sequence). Fail them and give their sequences back, so the producer's
-  // sequences stay contiguous; the rest are numbered again when sent.
-  next_sequence = queue.front().sequence;
-  FailFront(refused, Error{ErrorCode::kRejected,
-                           text + "; it was never stored. Fix the message's size or content "
-                                  "(see the brokers' limits) and publish it again",
-                           0});
-  for (Message& m : queue) {
-    m.sequence = 0;
-    m.last_request = 0;
-  }
-  Rewind(0);
+void AsyncPublisher::Impl::Follow(const ci::PublishStep& step, ci::Clock::time_point now) {
+  // A rejection needs nothing here: its messages resolve at the front.
+  if (step.reconnect) connection.reset();  // linger 0: a late reply never reaches a new socket
+  if (step.pause.count() > 0) send_not_before = now + step.pause;
+  const uint64_t oldest = session.oldest_inflight();
+  while (!sent_at.empty() && (oldest == 0 || sent_at.front().first < oldest)) sent_at.pop_front();
 }
 
 void AsyncPublisher::Impl::CheckTimeouts(ci::Clock::time_point now) {
-  if (inflight.empty() || now < ReplyDeadline()) return;
+  if (session.inflight() == 0 || now < ReplyDeadline()) return;
   // No answer: the request may or may not be stored. Resend the same
   // sequences elsewhere, from a fresh socket.
   std::string outcome = "no reply within " + ci::Ms(options.request_timeout);
@@ -667,54 +422,37 @@ void AsyncPublisher::Impl::CheckTimeouts(ci::Clock::time_point now) {
     outcome += "; ignored " + std::to_string(connection->frames_ignored()) +
                " unreadable frame(s), the last: " + connection->last_ignored_reason();
   }
-  attempts.Record(connection ? connection->endpoint() : rotation.Target(), std::move(outcome));
-  Abandon();
-  rotation.Next();
+  Follow(session.OnSilence(std::move(outcome)), now);
 }
 
-void AsyncPublisher::Impl::ResolveFront() {
+void AsyncPublisher::Impl::Resolve(bool all, const Error& unresolved) {
   size_t count = 0;
   uint64_t bytes = 0;
-  while (!queue.empty() && queue.front().acknowledged) {
-    Message& m = queue.front();
-    if (m.offset_forgotten) {
-      m.done(Error{ErrorCode::kProtocol,
-                   "message " + std::to_string(m.sequence) + " of producer " +
-                       std::to_string(producer_id) +
+  ci::PublishOutcome outcome;
+  while (all ? session.PopAny(&outcome) : session.PopResolved(&outcome)) {
+    PublishCallback done = std::move(pending.front().done);
+    pending.pop_front();
+    switch (outcome.kind) {
+      case ci::PublishOutcome::Kind::kStored:
+        done(outcome.offset);
+        break;
+      case ci::PublishOutcome::Kind::kOffsetForgotten:
+        done(Error{ErrorCode::kProtocol,
+                   "message " + std::to_string(outcome.sequence) + " of producer " +
+                       std::to_string(session.producer_id()) +
                        " is stored exactly once, but the broker answered DuplicateTooOld: its "
                        "offset is forgotten",
                    0});
-    } else {
-      m.done(m.offset);
+        break;
+      case ci::PublishOutcome::Kind::kRejected:
+        done(Error{ErrorCode::kRejected, session.rejection(), 0});
+        break;
+      case ci::PublishOutcome::Kind::kUnresolved:
+        done(unresolved);
+        break;
     }
-    bytes += m.bytes();
-    if (send_index > 0) {
-      --send_index;
-    } else {
-      unsent_bytes -= m.bytes();
-    }
-    queue.pop_front();
+    bytes += outcome.bytes;
     ++count;
-  }
-  Release(count, bytes);
-}
-
-void AsyncPublisher::Impl::FailFront(size_t count, const Error& error) {
-  uint64_t bytes = 0;
-  for (size_t n = 0; n < count && !queue.empty(); ++n) {
-    Message& m = queue.front();
-    if (m.acknowledged && !m.offset_forgotten) {
-      m.done(m.offset);  // acknowledged after all: it gets its offset
-    } else {
-      m.done(error);
-    }
-    bytes += m.bytes();
-    if (send_index > 0) {
-      --send_index;
-    } else {
-      unsent_bytes -= m.bytes();
-    }
-    queue.pop_front();
   }
   Release(count, bytes);
 }
@@ -736,8 +474,8 @@ void AsyncPublisher::Impl::Release(size_t count, uint64_t bytes) {
 
 AsyncPublisher::AsyncPublisher(ClientOptions options, AsyncPublisherOptions async_options,
                                uint64_t producer_id)
-    : impl_(std::make_unique<Impl>(std::move(options), async_options, producer_id)) {
-  while (impl_->producer_id == 0) impl_->producer_id = ci::RandomU64();
+    : impl_(std::make_unique<Impl>(std::move(options), async_options,
+                                   ci::ProducerIdOrRandom(producer_id))) {
   impl_->invalid = ci::ValidateOptions(impl_->options);
   const AsyncPublisherOptions& a = impl_->async;
   if (!impl_->invalid && (a.batch_messages_max == 0 || a.batch_bytes_max == 0 ||
@@ -794,6 +532,6 @@ std::optional<Error> AsyncPublisher::Flush(milliseconds timeout) { return impl_-
 
 std::optional<Error> AsyncPublisher::Close(milliseconds timeout) { return impl_->Close(timeout); }
 
-uint64_t AsyncPublisher::producer_id() const { return impl_->producer_id; }
+uint64_t AsyncPublisher::producer_id() const { return impl_->session.producer_id(); }
 
 }  // namespace ordo

@@ -84,17 +84,18 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
     }
     const std::string& endpoint = options.brokers[broker_index];
     if (!connection) {
-      std::string error;
-      zmq::context_t* zmq_context = context.Get(&error);
-      if (zmq_context == nullptr) return Error{ErrorCode::kUnavailable, error, 0};
-      connection = ci::Connection::Open(*zmq_context, endpoint, &error);
-      if (!connection) {
-        attempts.Record(endpoint, error);
+      Result<zmq::context_t*> zmq_context = context.Get();
+      if (!zmq_context.ok()) return zmq_context.error();
+      Result<std::unique_ptr<ci::Connection>> opened =
+          ci::Connection::Open(*zmq_context.value(), endpoint);
+      if (!opened.ok()) {
+        attempts.Record(endpoint, opened.error().message);
         last_was_refusal = false;
         next_broker();
         ci::SleepAtMost(ci::kRetryPause, deadline);
         continue;
       }
+      connection = std::move(opened.value());
     }
     uint32_t max_messages = kFetchMessagesMax;
     if (end) max_messages = static_cast<uint32_t>(std::min<uint64_t>(max_messages, *end - cursor));
@@ -239,12 +240,11 @@ Result<BrokerStatus> GetStatusImpl(const std::string& endpoint, std::chrono::mil
   }
   const ci::Clock::time_point deadline = ci::Clock::now() + timeout;
   ci::LazyContext context;
-  std::string error;
-  zmq::context_t* zmq_context = context.Get(&error);
-  if (zmq_context == nullptr) return Error{ErrorCode::kUnavailable, error, 0};
-  const std::unique_ptr<ci::Connection> connection =
-      ci::Connection::Open(*zmq_context, endpoint, &error);
-  if (!connection) return Error{ErrorCode::kInvalidArgument, error, 0};
+  // Both errors as they are: kUnavailable without a context, kInvalidArgument
+  // for an endpoint ZeroMQ refuses.
+  Result<std::unique_ptr<ci::Connection>> opened = ci::Connect(context, endpoint);
+  if (!opened.ok()) return opened.error();
+  const std::unique_ptr<ci::Connection> connection = std::move(opened.value());
 
   constexpr uint64_t kRequestId = 1;
   flatbuffers::FlatBufferBuilder builder(64);

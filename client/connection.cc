@@ -126,8 +126,8 @@ bool Frame::Parse(std::string* reason) {
   return true;
 }
 
-std::unique_ptr<Connection> Connection::Open(zmq::context_t& context, const std::string& endpoint,
-                                             std::string* error) {
+Result<std::unique_ptr<Connection>> Connection::Open(zmq::context_t& context,
+                                                     const std::string& endpoint) {
   try {
     zmq::socket_t socket(context, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, kLingerMs);
@@ -142,9 +142,10 @@ std::unique_ptr<Connection> Connection::Open(zmq::context_t& context, const std:
     socket.connect(ToZmqEndpoint(endpoint));
     return std::unique_ptr<Connection>(new Connection(std::move(socket), endpoint));
   } catch (const zmq::error_t& e) {
-    *error = "cannot connect to \"" + endpoint + "\" (" + e.what() +
-             "); endpoints are HOST:PORT, as printed by `scripts/cluster up`";
-    return nullptr;
+    return Error{ErrorCode::kInvalidArgument,
+                 "cannot connect to \"" + endpoint + "\" (" + e.what() +
+                     "); endpoints are HOST:PORT, as printed by `scripts/cluster up`",
+                 0};
   }
 }
 
@@ -219,7 +220,7 @@ std::unique_ptr<Frame> Connection::Receive(Clock::time_point deadline) {
   }
 }
 
-zmq::context_t* LazyContext::Get(std::string* error) {
+Result<zmq::context_t*> LazyContext::Get() {
   if (context_) return context_.get();
   try {
     // One I/O thread: a client object has one connection at a time.
@@ -230,9 +231,15 @@ zmq::context_t* LazyContext::Get(std::string* error) {
     context_ = std::move(context);
     return context_.get();
   } catch (const zmq::error_t& e) {
-    *error = std::string("cannot create a ZeroMQ context: ") + e.what();
-    return nullptr;
+    return Error{ErrorCode::kUnavailable,
+                 std::string("cannot create a ZeroMQ context: ") + e.what(), 0};
   }
+}
+
+Result<std::unique_ptr<Connection>> Connect(LazyContext& context, const std::string& endpoint) {
+  Result<zmq::context_t*> zmq_context = context.Get();
+  if (!zmq_context.ok()) return zmq_context.error();
+  return Connection::Open(*zmq_context.value(), endpoint);
 }
 
 std::unique_ptr<Frame> AwaitReply(Connection& connection, uint64_t request_id,

@@ -54,8 +54,8 @@ struct Subscriber::Impl {
 
   Result<std::optional<Record>> Next(std::chrono::milliseconds timeout);
 
-  // Opens a connection to the current broker, subscribes and pings.
-  bool Connect(std::string* error);
+  // On a connection just opened to the current broker: subscribes and pings.
+  void Start();
   // Closes the connection and moves to the next broker.
   void FailOver();
   // A new Subscribe on the current connection from the expected offset;
@@ -132,17 +132,12 @@ std::optional<Error> Subscriber::Impl::NoteBrokerGivenUp() {
                0};
 }
 
-bool Subscriber::Impl::Connect(std::string* error) {
-  zmq::context_t* zmq_context = context.Get(error);
-  if (zmq_context == nullptr) return false;
-  connection = ci::Connection::Open(*zmq_context, options.brokers[broker_index], error);
-  if (!connection) return false;
+void Subscriber::Impl::Start() {
   connection_broken = false;
   subscription_id = 0;
   Subscribe();
   Ping(/*idle_probe=*/false);
   last_frame_at = ci::Clock::now();
-  return true;
 }
 
 void Subscriber::Impl::FailOver() {
@@ -370,14 +365,17 @@ Result<std::optional<Record>> Subscriber::Impl::Next(std::chrono::milliseconds t
         if (ci::Clock::now() >= deadline) return std::optional<Record>();
         continue;
       }
-      std::string error;
-      if (!Connect(&error)) {
-        attempts.Record(options.brokers[broker_index], error);
+      Result<std::unique_ptr<ci::Connection>> opened =
+          ci::Connect(context, options.brokers[broker_index]);
+      if (!opened.ok()) {
+        attempts.Record(options.brokers[broker_index], opened.error().message);
         FailOver();
         reconnect_not_before = ci::Clock::now() + ci::kRetryPause;
         if (std::optional<Error> given_up = NoteBrokerGivenUp()) return *given_up;
         continue;
       }
+      connection = std::move(opened.value());
+      Start();
     }
     if (resubscribe_needed) Subscribe();
 

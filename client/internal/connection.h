@@ -108,10 +108,10 @@ class Frame {
 // becomes a false / null return with a reason in last_error().
 class Connection {
  public:
-  // Creates the socket, sets every option we rely on and connects. Returns
-  // null (and sets *error) when ZeroMQ refuses the endpoint or the socket.
-  static std::unique_ptr<Connection> Open(zmq::context_t& context, const std::string& endpoint,
-                                          std::string* error);
+  // Creates the socket, sets every option we rely on and connects.
+  // kInvalidArgument when ZeroMQ refuses the endpoint or the socket.
+  static Result<std::unique_ptr<Connection>> Open(zmq::context_t& context,
+                                                  const std::string& endpoint);
 
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -153,12 +153,16 @@ class Connection {
 // lazily keeps constructors free of I/O and of failure.
 class LazyContext {
  public:
-  // Null (and *error set) if ZeroMQ cannot create a context.
-  zmq::context_t* Get(std::string* error);
+  // The context (never null), or kUnavailable if ZeroMQ cannot create one.
+  Result<zmq::context_t*> Get();
 
  private:
   std::unique_ptr<zmq::context_t> context_;
 };
+
+// LazyContext::Get, then Connection::Open: for callers that treat both
+// failures alike (try the next broker).
+Result<std::unique_ptr<Connection>> Connect(LazyContext& context, const std::string& endpoint);
 
 // Waits until `deadline` for the frame answering `request_id`; frames with
 // other request ids (answers to abandoned requests, deliveries of an old

@@ -24,6 +24,15 @@ inline constexpr uint64_t kRequestBytesMax = uint64_t{1} << 30;
 // headers), to reserve the builder once.
 inline constexpr size_t kMessageOverheadBytes = 64;
 
+// `requested`, or for 0 ("pick one") a random non-zero id: a random id makes
+// two producers colliding (and so deduplicating each other's messages)
+// vanishingly unlikely.
+inline uint64_t ProducerIdOrRandom(uint64_t requested) {
+  uint64_t id = requested;
+  while (id == 0) id = RandomU64();
+  return id;
+}
+
 // The broker the next publish attempt goes to: round robin over the list,
 // except that a NotLeader reply naming a leader sends it there, even when
 // that endpoint is not in the list.

@@ -29,6 +29,8 @@ using testing::ResultSpec;
 
 constexpr milliseconds kRequestTimeout{150};
 constexpr milliseconds kLong{60000};  // a wait that never ends in a passing test
+// A code no version of the protocol has (yet).
+constexpr auto kUnknownCode = static_cast<wire::ErrorCode>(99);
 
 ClientOptions Options(std::vector<std::string> brokers, milliseconds call_timeout = kLong) {
   ClientOptions options;
@@ -108,11 +110,33 @@ class SequencingLeader {
   int duplicates_ = 0;
 };
 
+// For SequencingLeader::refuse: TooLarge for every request holding a
+// message with `payload`.
+std::function<std::string(const Request&, int)> RefuseRequestsHolding(std::string payload) {
+  return [payload](const Request& request, int) {
+    for (const Request::Message& m : request.messages) {
+      if (m.payload == payload) {
+        return ErrorFrame(request.request_id, wire::ErrorCode::TooLarge, "message too large");
+      }
+    }
+    return std::string();
+  };
+}
+
 // Publishes "m0".."m<n-1>" with futures and returns them.
 std::vector<std::future<Result<uint64_t>>> PublishMany(AsyncPublisher& publisher, int n) {
   std::vector<std::future<Result<uint64_t>>> futures;
   for (int i = 0; i < n; ++i) futures.push_back(publisher.Publish("m" + std::to_string(i)));
   return futures;
+}
+
+// Expects future i to resolve with offset first_offset + i.
+void ExpectOffsets(std::vector<std::future<Result<uint64_t>>>& futures, uint64_t first_offset) {
+  for (size_t i = 0; i < futures.size(); ++i) {
+    Result<uint64_t> r = futures[i].get();
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r.value(), first_offset + i);
+  }
 }
 
 std::vector<std::string> Payloads(int n) {
@@ -163,11 +187,7 @@ TEST(AsyncPublisherTest, FuturesResolveWithOffsets) {
   AsyncPublisher publisher(Options({broker.endpoint()}), NoLinger());
   auto futures = PublishMany(publisher, 5);
   ASSERT_FALSE(publisher.Flush(kLong));
-  for (int i = 0; i < 5; ++i) {
-    Result<uint64_t> r = futures[i].get();
-    ASSERT_TRUE(r.ok()) << r.error().message;
-    EXPECT_EQ(r.value(), 500u + i);
-  }
+  ExpectOffsets(futures, 500);
 }
 
 TEST(AsyncPublisherTest, FullBatchesGoAtOnceAndTheRestWaitsForLingerOrFlush) {
@@ -313,14 +333,7 @@ TEST(AsyncPublisherTest, BusyAndOutOfSequenceInThePipelineAreResentInOrder) {
 
 TEST(AsyncPublisherTest, ARefusedRequestFailsItsMessagesAndTheRestAreRenumbered) {
   SequencingLeader leader;
-  leader.refuse = [](const Request& request, int) {
-    for (const Request::Message& m : request.messages) {
-      if (m.payload == "m1") {
-        return ErrorFrame(request.request_id, wire::ErrorCode::TooLarge, "message too large");
-      }
-    }
-    return std::string();
-  };
+  leader.refuse = RefuseRequestsHolding("m1");
   FakeBroker broker(leader.Handler());
   AsyncPublisher publisher(Options({broker.endpoint()}), NoLinger(1));
   auto futures = PublishMany(publisher, 4);
@@ -336,6 +349,70 @@ TEST(AsyncPublisherTest, ARefusedRequestFailsItsMessagesAndTheRestAreRenumbered)
   // The refused message's sequence was given to the next one: still contiguous.
   const auto requests = broker.requests(wire::Body::Publish);
   EXPECT_EQ(requests.back().Sequences(), (std::vector<uint64_t>{3}));
+}
+
+// protocol.md: a per-message code this client does not know means "outcome
+// unknown": the message is resent with the same sequence, never failed. The
+// Publisher has the same test.
+TEST(AsyncPublisherTest, AnUnknownPerMessageCodeIsResentWithTheSameSequence) {
+  std::atomic<int> publishes{0};
+  FakeBroker broker([&](const Request& request, FakeBroker& b) {
+    if (request.body != wire::Body::Publish) return;
+    if (publishes++ == 0) {
+      std::vector<ResultSpec> results;
+      for (const Request::Message& m : request.messages) {
+        results.push_back({m.sequence, 0, kUnknownCode});
+      }
+      b.Send(request, PublishReplyFrame(request.request_id, results));
+    } else {
+      b.Send(request, AckAll(request, 20 + request.messages.front().sequence - 1));
+    }
+  });
+  AsyncPublisher publisher(Options({broker.endpoint()}), NoLinger());
+  auto futures = PublishMany(publisher, 2);
+  ASSERT_FALSE(publisher.Flush(kLong));
+  ExpectOffsets(futures, 20);
+  const auto requests = broker.requests(wire::Body::Publish);
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].Sequences(), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(requests[1].Sequences(), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(requests[1].messages[1].payload, "m1");
+}
+
+// A refused request whose messages went unanswered before (so may be
+// stored): those are resent alone, the others fail kRejected once the
+// older ones are resolved, in publish order.
+TEST(AsyncPublisherTest, ARefusalKeepsMessagesThatMayBeStored) {
+  SequencingLeader leader;
+  leader.drop_reply = [](int n) { return n == 0; };  // m0 is stored, its answer lost
+  leader.refuse = RefuseRequestsHolding("m1");
+  FakeBroker broker(leader.Handler());
+  AsyncPublisher publisher(Options({broker.endpoint()}, milliseconds{10000}), NoLinger());
+  std::mutex mutex;
+  std::vector<std::string> order;
+  auto record = [&](std::string name) {
+    return [&, name](const Result<uint64_t>& r) {
+      std::lock_guard lock(mutex);
+      order.push_back(name + (r.ok() ? "=" + std::to_string(r.value())
+                              : r.error().code == ErrorCode::kRejected ? " rejected"
+                                                                       : " failed"));
+    };
+  };
+  ASSERT_FALSE(publisher.Publish("m0", "", record("m0")));
+  ASSERT_TRUE(publisher.Flush(kRequestTimeout / 2));  // m0 sent, its answer lost
+  ASSERT_FALSE(publisher.Publish("m1", "", record("m1")));
+  ASSERT_FALSE(publisher.Publish("m2", "", record("m2")));
+  // Before, this resent [m0, m1, m2] forever: m0 might be stored, so no
+  // sequence could be given back.
+  ASSERT_FALSE(publisher.Flush(milliseconds{10000}));
+  // The broker refuses a request as a whole: m2 shared m1's.
+  EXPECT_EQ(order, (std::vector<std::string>{"m0=0", "m1 rejected", "m2 rejected"}));
+  EXPECT_EQ(leader.log(), (std::vector<std::string>{"m0"}));
+  // The next message takes m1's sequence.
+  auto m3 = publisher.Publish("m3");
+  ASSERT_FALSE(publisher.Flush(milliseconds{10000}));
+  EXPECT_EQ(m3.get().value(), 1u);
+  EXPECT_EQ(broker.requests(wire::Body::Publish).back().Sequences(), (std::vector<uint64_t>{2}));
 }
 
 TEST(AsyncPublisherTest, CloseResolvesWhatIsUnacknowledgedWithClosed) {

@@ -24,6 +24,8 @@ using testing::ResultSpec;
 using Clock = std::chrono::steady_clock;
 
 constexpr milliseconds kRequestTimeout{150};
+// A code no version of the protocol has (yet).
+constexpr auto kUnknownCode = static_cast<wire::ErrorCode>(99);
 
 ClientOptions Options(std::vector<std::string> brokers,
                       milliseconds call_timeout = milliseconds{3000}) {
@@ -312,6 +314,89 @@ TEST(PublisherTest, DuplicateTooOldOfThisCallsMessageIsAProtocolError) {
   ASSERT_TRUE(next.ok()) << next.error().message;
   EXPECT_EQ(next.value(), 30u);
   EXPECT_EQ(leader.requests().back().Sequences(), (std::vector<uint64_t>{2}));
+}
+
+// protocol.md: a per-message code this client does not know means "outcome
+// unknown": the message is resent with the same sequence, never failed. The
+// AsyncPublisher has the same test.
+TEST(PublisherTest, AnUnknownPerMessageCodeIsResentWithTheSameSequence) {
+  std::atomic<int> publishes{0};
+  FakeBroker leader([&](const Request& request, FakeBroker& broker) {
+    if (publishes++ == 0) {
+      broker.Send(request, PublishReplyFrame(request.request_id,
+                                             {{1, 0, kUnknownCode}, {2, 0, kUnknownCode}}));
+    } else {
+      broker.Send(request, AckAll(request, 20));
+    }
+  });
+  Publisher publisher(Options({leader.endpoint()}));
+  Result<std::vector<uint64_t>> result = publisher.PublishBatch({{"", "a"}, {"", "b"}});
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(result.value(), (std::vector<uint64_t>{20, 21}));
+  const std::vector<Request> requests = leader.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].Sequences(), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(requests[1].Sequences(), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(requests[1].messages[1].payload, "b");
+}
+
+TEST(PublisherTest, AnUnknownPerMessageCodeUntilCallTimeoutIsUnavailableAndStaysQueued) {
+  std::atomic<bool> confused{true};
+  FakeBroker leader([&](const Request& request, FakeBroker& broker) {
+    broker.Send(request, confused ? PublishReplyFrame(request.request_id, {{1, 0, kUnknownCode}})
+                                  : AckAll(request, 70));
+  });
+  Publisher publisher(Options({leader.endpoint()}, milliseconds{300}));
+  Result<uint64_t> failed = publisher.Publish("a");
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(failed.error().message.find("code 99 (unknown to this client)"), std::string::npos)
+      << failed.error().message;
+  // Resent with a pause that grows, not flooded: 50 + 100 + 200 ms.
+  EXPECT_LE(leader.requests().size(), 5u);
+  confused = false;
+  Result<uint64_t> next = publisher.Publish("b");
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  EXPECT_EQ(next.value(), 71u);
+  EXPECT_EQ(leader.requests().back().Sequences(), (std::vector<uint64_t>{1, 2}));
+}
+
+TEST(PublisherTest, RefusalKeepsMessagesThatMayBeStoredAndDropsTheRest) {
+  std::atomic<bool> silent{true};
+  FakeBroker leader([&](const Request& request, FakeBroker& broker) {
+    if (silent) return;
+    for (const Request::Message& message : request.messages) {
+      if (message.payload == "huge") {
+        broker.Send(request,
+                    ErrorFrame(request.request_id, wire::ErrorCode::TooLarge, "message too large"));
+        return;
+      }
+    }
+    broker.Send(request, AckAll(request, 10 + request.messages.front().sequence));
+  });
+  Publisher publisher(Options({leader.endpoint()}, milliseconds{200}));
+  ASSERT_EQ(publisher.Publish("a").error().code, ErrorCode::kTimeout);  // "a" may be stored
+  silent = false;
+  Result<uint64_t> refused = publisher.Publish("huge");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kRejected);
+  EXPECT_NE(refused.error().message.find("1 message(s) that were never stored are dropped"),
+            std::string::npos)
+      << refused.error().message;
+  EXPECT_NE(refused.error().message.find("(sequences 1..1 of producer"), std::string::npos)
+      << refused.error().message;
+  EXPECT_EQ(leader.requests().back().Sequences(), (std::vector<uint64_t>{1, 2}));
+
+  // "a" goes alone, keeping its sequence; "c" then gets the refused one's.
+  Result<uint64_t> next = publisher.Publish("c");
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  EXPECT_EQ(next.value(), 12u);
+  const std::vector<Request> requests = leader.requests();
+  ASSERT_GE(requests.size(), 2u);
+  EXPECT_EQ(requests[requests.size() - 2].Sequences(), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(requests[requests.size() - 2].messages[0].payload, "a");
+  EXPECT_EQ(requests.back().Sequences(), (std::vector<uint64_t>{2}));
+  EXPECT_EQ(requests.back().messages[0].payload, "c");
 }
 
 TEST(PublisherTest, GarbageFramesAreIgnored) {

@@ -39,9 +39,10 @@ struct Error {
   uint64_t earliest_offset = 0;  // with kOffsetBelowRetained
 };
 
-// A value or an Error.
+// A value or an Error. [[nodiscard]]: a call that returns one can fail, and
+// ignoring it hides the failure.
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
   Result(Error error) : v_(std::move(error)) {}  // NOLINT
@@ -101,15 +102,17 @@ class Publisher {
   //
   // Errors: kTimeout / kUnavailable when call_timeout passes (kUnavailable
   // if the last broker tried answered but could not take the request, e.g.
-  // during an election); kRejected when a broker refuses the request as a
-  // whole (TooLarge, BadRequest): the refused messages that were certainly
-  // never stored are dropped and their sequences reused, those that may be
-  // stored (an earlier attempt timed out) stay queued; kProtocol when a
-  // message of this call is stored but its offset was forgotten by the
-  // broker (DuplicateTooOld, a retry of a batch of more than 65,536
-  // messages); kInvalidArgument for an empty broker list or a request above
-  // 1 GiB. An empty `messages` resends the queued messages, if any, and
-  // returns no offsets.
+  // during an election, or answered a message with a code this client does
+  // not know: such a message's outcome is unknown, so it stays queued and is
+  // resent with its sequence); kRejected when a broker refuses the request
+  // as a whole (TooLarge, BadRequest): the refused messages that were
+  // certainly never stored are dropped and their sequences reused, those
+  // that may be stored (an earlier attempt went unanswered) stay queued and
+  // are resent; kProtocol when a message of this call is stored but its
+  // offset was forgotten by the broker (DuplicateTooOld, a retry of a batch
+  // of more than 65,536 messages); kInvalidArgument for an empty broker
+  // list or a request above 1 GiB. An empty `messages` resends the queued
+  // messages, if any, and returns no offsets.
   Result<std::vector<uint64_t>> PublishBatch(const std::vector<OutgoingMessage>& messages);
 
   uint64_t producer_id() const;
@@ -162,7 +165,9 @@ using PublishCallback = std::function<void(const Result<uint64_t>&)>;
 // message is never lost and a retried one never stored twice, and messages
 // are stored in publish order. The publisher never gives up on a queued
 // message by itself: it retries until the message is acknowledged or the
-// publisher is closed.
+// publisher is closed. A message a broker answers with a code this client
+// does not know is resent with its sequence, like one whose request went
+// unanswered (the Publisher does the same).
 //
 // Thread rules: Publish, Flush and Close may be called from any threads.
 class AsyncPublisher {
