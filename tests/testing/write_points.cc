@@ -18,6 +18,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -62,6 +63,7 @@ struct HeldPage {
 };
 
 struct File {
+  uint64_t name_hash = 0;  // of its path when first seen: the same in every run
   int shadow = -1;  // our own descriptor of the file (O_RDWR), for reads and the undo
   uint64_t durable_size = 0;
   std::map<uint64_t, std::unique_ptr<HeldPage>> pages;
@@ -94,6 +96,10 @@ class Inside {
 };
 
 bool Active() { return g_armed.load(std::memory_order_acquire) && !t_inside; }
+bool PowerLoss() {
+  return g_state->plan.fault == WriteFault::kPowerLoss ||
+         g_state->plan.fault == WriteFault::kPartialPowerLoss;
+}
 
 uint64_t SizeOf(int fd) {
   struct stat st {};
@@ -121,6 +127,7 @@ File* Tracked(int fd) {
       ::_exit(120);
     }
     it->second.durable_size = static_cast<uint64_t>(st.st_size);
+    it->second.name_hash = std::hash<std::string_view>()(std::string_view(path + s.prefix.size()));
   }
   return &it->second;
 }
@@ -181,27 +188,45 @@ void WriteAll(int fd, const uint8_t* p, size_t n, uint64_t at) {
   }
 }
 
-// The power loss: every file back to its durable image.
+constexpr uint64_t kSector = 512;
+static_assert(kPage % kSector == 0);
+
+uint64_t Mix(uint64_t x) {  // splitmix64's finaliser
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// The power loss: every file back to its durable image (partial: with
+// the sectors and sizes the seed lets survive).
 void LosePower() {
+  const bool partial = g_state->plan.fault == WriteFault::kPartialPowerLoss;
+  const uint64_t seed = Mix(g_state->plan.seed);
+  auto survives = [&](const File& f, uint64_t what) {
+    return partial && (Mix(seed ^ Mix(f.name_hash ^ Mix(what))) & 1) != 0;
+  };
   for (auto& [id, f] : g_state->files) {
-    if (R().ftruncate(f.shadow, static_cast<off_t>(f.durable_size)) != 0) {
+    const uint64_t size = survives(f, ~uint64_t{0}) ? std::max(f.durable_size, SizeOf(f.shadow))
+                                                    : f.durable_size;
+    if (R().ftruncate(f.shadow, static_cast<off_t>(size)) != 0) {
       std::fprintf(stderr, "write_points: the undo's truncate failed: %s\n", std::strerror(errno));
       ::_exit(121);
     }
     for (const auto& [page, p] : f.pages) {
-      for (uint64_t b = 0; b < kPage;) {
-        if (!p->held[b]) {
-          ++b;
-          continue;
+      for (uint64_t sector = 0; sector < kPage; sector += kSector) {
+        const uint64_t at = page * kPage + sector;
+        if (at >= size || survives(f, at / kSector)) continue;
+        for (uint64_t b = sector; b < sector + kSector && page * kPage + b < size;) {
+          if (!p->held[b]) {
+            ++b;
+            continue;
+          }
+          uint64_t e = b;
+          while (e < sector + kSector && p->held[e] && page * kPage + e < size) ++e;
+          WriteAll(f.shadow, p->old.data() + b, e - b, page * kPage + b);
+          b = e;
         }
-        uint64_t e = b;
-        while (e < kPage && p->held[e]) ++e;
-        const uint64_t at = page * kPage + b;
-        if (at < f.durable_size) {
-          const uint64_t n = std::min(e - b, f.durable_size - at);
-          WriteAll(f.shadow, p->old.data() + b, n, at);
-        }
-        b = e;
       }
     }
   }
@@ -221,7 +246,8 @@ void LosePower() {
       WriteAll(fd, part.data(), part.size(), at);
       break;
     }
-    case WriteFault::kPowerLoss: LosePower(); break;
+    case WriteFault::kPowerLoss:
+    case WriteFault::kPartialPowerLoss: LosePower(); break;
     case WriteFault::kCrash:
     case WriteFault::kNone: break;
   }
@@ -255,7 +281,7 @@ ssize_t OnWrite(int fd, const iovec* iov, int iovcnt, int64_t offset, Forward&& 
   if (++s.points == s.plan.at) Strike(fd, iov, iovcnt, at, len);
   // O_SYNC includes O_DSYNC's bit.
   const bool durable = flags >= 0 && (flags & O_DSYNC) != 0;
-  const bool model = s.plan.fault == WriteFault::kPowerLoss;
+  const bool model = PowerLoss();
   if (model && !durable) Hold(*f, at, len);
   const ssize_t r = forward();
   inside.KeepErrno();
@@ -280,6 +306,7 @@ const char* ToString(WriteFault fault) {
     case WriteFault::kCrash: return "crash";
     case WriteFault::kTornCrash: return "torn write and crash";
     case WriteFault::kPowerLoss: return "power loss";
+    case WriteFault::kPartialPowerLoss: return "power loss keeping some unsynced sectors";
   }
   return "?";
 }
@@ -299,7 +326,7 @@ uint64_t UnmodelledWriteCalls() { return g_state ? g_state->unmodelled : 0; }
 
 void StrikeNow() {
   t_inside = true;
-  if (g_state && g_state->plan.fault == WriteFault::kPowerLoss) LosePower();
+  if (g_state && PowerLoss()) LosePower();
   ::_exit(g_state ? g_state->plan.exit_code : 86);
 }
 
@@ -357,7 +384,7 @@ int ftruncate(int fd, off_t length) noexcept {
     // Cut bytes are lost only once synced: until then a power loss brings
     // them back (and the durable size stays).
     Inside inside;
-    if (File* f = Tracked(fd); f && g_state->plan.fault == WriteFault::kPowerLoss) {
+    if (File* f = Tracked(fd); f && PowerLoss()) {
       const uint64_t size = SizeOf(fd);
       if (static_cast<uint64_t>(length) < size) Hold(*f, length, size - length);
     }

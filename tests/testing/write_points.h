@@ -12,7 +12,9 @@
 // fdatasync left, plus every write through an O_DSYNC/O_SYNC descriptor
 // (LMDB's meta pages) and nothing else. At the crash the bytes written
 // since are put back, and the file is cut back (or out) to its durable
-// size. Creating and renaming files is taken as durable at once (the
+// size (kPartialPowerLoss: some of it). Within a sector nothing tears, as
+// the journal assumes (broker/journal.h). Creating and renaming files is
+// taken as durable at once (the
 // directory's own fsync is not modelled): the storage path fsyncs its
 // directory after creating the journal and after renaming a snapshot file.
 //
@@ -32,6 +34,9 @@ enum class WriteFault : uint8_t {
                // the process dies
   kPowerLoss,  // the machine stops just before the write: every byte not
                // made durable (see above) is lost
+  kPartialPowerLoss,  // the same, but of the bytes not made durable each
+                      // 512-byte sector survives or is lost, and so does
+                      // each file's new size, as the plan's seed draws
 };
 const char* ToString(WriteFault fault);
 
@@ -40,6 +45,7 @@ struct WritePointPlan {
   WriteFault fault = WriteFault::kNone;
   uint64_t at = 0;  // the point (from 1) the fault strikes at; 0: none
   int exit_code = 86;  // the child's exit status when the fault strikes
+  uint64_t seed = 0;   // kPartialPowerLoss: which sectors survive
 };
 
 // Arms the interposer in this process for good (call it in a forked child).
@@ -50,7 +56,7 @@ uint64_t WritePointsSoFar();
 // sees one cannot vouch for its power-loss results.
 uint64_t UnmodelledWriteCalls();
 // Strikes the plan's fault now, as if at a write point past the last one:
-// for kPowerLoss the unsynced bytes are lost; then _exit(plan.exit_code).
+// for a power loss the unsynced bytes are lost; then _exit(plan.exit_code).
 [[noreturn]] void StrikeNow();
 
 }  // namespace ordo::testing
