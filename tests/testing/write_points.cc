@@ -64,7 +64,7 @@ struct HeldPage {
 
 struct File {
   uint64_t name_hash = 0;  // of its path when first seen: the same in every run
-  int shadow = -1;  // our own descriptor of the file (O_RDWR), for reads and the undo
+  int shadow = -1;         // our own descriptor of the file (O_RDWR), for reads and the undo
   uint64_t durable_size = 0;
   std::map<uint64_t, std::unique_ptr<HeldPage>> pages;
 };
@@ -138,8 +138,8 @@ void Hold(File& f, uint64_t at, uint64_t len) {
   if (len == 0) return;
   std::vector<uint8_t> old(len, 0);
   for (uint64_t done = 0; done < len;) {
-    const ssize_t got = ::pread(f.shadow, old.data() + done, len - done,
-                                static_cast<off_t>(at + done));
+    const ssize_t got =
+        ::pread(f.shadow, old.data() + done, len - done, static_cast<off_t>(at + done));
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) break;  // the end of the file: the rest was a hole
     done += static_cast<uint64_t>(got);
@@ -207,8 +207,8 @@ void LosePower() {
     return partial && (Mix(seed ^ Mix(f.name_hash ^ Mix(what))) & 1) != 0;
   };
   for (auto& [id, f] : g_state->files) {
-    const uint64_t size = survives(f, ~uint64_t{0}) ? std::max(f.durable_size, SizeOf(f.shadow))
-                                                    : f.durable_size;
+    const uint64_t size =
+        survives(f, ~uint64_t{0}) ? std::max(f.durable_size, SizeOf(f.shadow)) : f.durable_size;
     if (R().ftruncate(f.shadow, static_cast<off_t>(size)) != 0) {
       std::fprintf(stderr, "write_points: the undo's truncate failed: %s\n", std::strerror(errno));
       ::_exit(121);
@@ -247,9 +247,12 @@ void LosePower() {
       break;
     }
     case WriteFault::kPowerLoss:
-    case WriteFault::kPartialPowerLoss: LosePower(); break;
+    case WriteFault::kPartialPowerLoss:
+      LosePower();
+      break;
     case WriteFault::kCrash:
-    case WriteFault::kNone: break;
+    case WriteFault::kNone:
+      break;
   }
   ::_exit(plan.exit_code);
 }
@@ -302,11 +305,16 @@ void OnSync(int fd, int rc) {
 
 const char* ToString(WriteFault fault) {
   switch (fault) {
-    case WriteFault::kNone: return "none";
-    case WriteFault::kCrash: return "crash";
-    case WriteFault::kTornCrash: return "torn write and crash";
-    case WriteFault::kPowerLoss: return "power loss";
-    case WriteFault::kPartialPowerLoss: return "power loss keeping some unsynced sectors";
+    case WriteFault::kNone:
+      return "none";
+    case WriteFault::kCrash:
+      return "crash";
+    case WriteFault::kTornCrash:
+      return "torn write and crash";
+    case WriteFault::kPowerLoss:
+      return "power loss";
+    case WriteFault::kPartialPowerLoss:
+      return "power loss keeping some unsynced sectors";
   }
   return "?";
 }

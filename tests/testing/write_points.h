@@ -27,23 +27,28 @@
 namespace ordo::testing {
 
 enum class WriteFault : uint8_t {
-  kNone,       // count the write points only (a dry run)
-  kCrash,      // the process dies just before the write: every earlier write
-               // is in the page cache, so the files hold all of them
-  kTornCrash,  // the write lands halfway (the first half of its bytes), then
-               // the process dies
-  kPowerLoss,  // the machine stops just before the write: every byte not
-               // made durable (see above) is lost
-  kPartialPowerLoss,  // the same, but of the bytes not made durable each
-                      // 512-byte sector survives or is lost, and so does
-                      // each file's new size, as the plan's seed draws
+  // Count the write points only (a dry run).
+  kNone,
+  // The process dies just before the write: every earlier write is in the
+  // page cache, so the files hold all of them.
+  kCrash,
+  // The write lands halfway (the first half of its bytes), then the
+  // process dies.
+  kTornCrash,
+  // The machine stops just before the write: every byte not made durable
+  // (see above) is lost.
+  kPowerLoss,
+  // The same, but of the bytes not made durable each 512-byte sector
+  // survives or is lost, and so does each file's new size, as the plan's
+  // seed draws.
+  kPartialPowerLoss,
 };
 const char* ToString(WriteFault fault);
 
 struct WritePointPlan {
   std::string dir;  // only writes to regular files under it count
   WriteFault fault = WriteFault::kNone;
-  uint64_t at = 0;  // the point (from 1) the fault strikes at; 0: none
+  uint64_t at = 0;     // the point (from 1) the fault strikes at; 0: none
   int exit_code = 86;  // the child's exit status when the fault strikes
   uint64_t seed = 0;   // kPartialPowerLoss: which sectors survive
 };

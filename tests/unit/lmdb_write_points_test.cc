@@ -36,11 +36,9 @@ namespace {
 
 using node::Durability;
 using paxos::Ballot;
-using paxos::ClientMessage;
 using paxos::Entry;
 using paxos::HardState;
 using paxos::Instance;
-using paxos::NodeId;
 using paxos::StoreCode;
 using testing::WriteFault;
 
@@ -74,7 +72,7 @@ struct Step {
 class Workload {
  public:
   Workload() {
-    const Ballot b1{1, NodeId(1)}, b2{2, NodeId(2)};
+    const Ballot b1{1, paxos::NodeId(1)}, b2{2, paxos::NodeId(2)};
     Promise(b1, Durability::kSync);
     Accept(Durability::kSync, {E(1, b1, 2, 100, true), E(2, b1, 1, 100, false)});
     Choose(2, Durability::kVolatile);
@@ -108,15 +106,15 @@ class Workload {
 
  private:
   Entry E(uint64_t instance, Ballot b, int messages, size_t bytes, bool keyed) {
-    std::vector<ClientMessage> ms;
+    std::vector<paxos::ClientMessage> ms;
     for (int m = 0; m < messages; ++m) {
       ++sequence_;
-      std::string payload = "message " + std::to_string(sequence_) + " at ballot " +
-                            std::to_string(b.round) + ":";
+      std::string payload =
+          "message " + std::to_string(sequence_) + " at ballot " + std::to_string(b.round) + ":";
       while (payload.size() < bytes) payload.push_back(static_cast<char>('a' + rng_() % 26));
-      ms.push_back(ClientMessage{paxos::ProducerId(1 + sequence_ % 2), sequence_ / 2 + 1,
-                                 keyed ? "key-" + std::to_string(sequence_ % 3) : "",
-                                 std::move(payload)});
+      ms.push_back(paxos::ClientMessage{paxos::ProducerId(1 + sequence_ % 2), sequence_ / 2 + 1,
+                                        keyed ? "key-" + std::to_string(sequence_ % 3) : "",
+                                        std::move(payload)});
     }
     Entry e{Instance(instance), b, paxos::MakeBatch(b, std::move(ms))};
     accepted_[instance] = e;
@@ -280,8 +278,12 @@ void Report(int fd, const std::string& line) {
       case Step::Kind::kWrite:
         s = node.Write(step.hard_state, step.entries, step.applied, step.durability);
         break;
-      case Step::Kind::kMakeReadable: s = node.MakeReadable(step.readable); break;
-      case Step::Kind::kCommitPending: s = node.CommitPending(); break;
+      case Step::Kind::kMakeReadable:
+        s = node.MakeReadable(step.readable);
+        break;
+      case Step::Kind::kCommitPending:
+        s = node.CommitPending();
+        break;
     }
     if (!s.ok()) fail("step " + std::to_string(k) + ": " + s.message());
     Report(fd, "done " + std::to_string(k) + " " + std::to_string(lmdb->journal_bytes()));
@@ -296,7 +298,7 @@ void Report(int fd, const std::string& line) {
 
 struct ChildRun {
   int status = -1;
-  uint64_t begun = 0, done = 0;  // steps
+  uint64_t begun = 0, done = 0;         // steps
   std::vector<uint64_t> journal_bytes;  // after each step done
   uint64_t points = 0, unmodelled = 0;  // a dry run's
   std::string error;
@@ -396,10 +398,11 @@ class LmdbWritePoints : public ::testing::Test {
     std::printf("[ write points ] %s at each of %llu write points%s%s: %.1f s\n", ToString(fault),
                 static_cast<unsigned long long>(total), past_the_last ? " and past the last" : "",
                 each.c_str(), seconds);
-    std::printf("[ write points ] volatile writes that had returned lost in %llu runs, the write "
-                "in progress kept in %llu\n",
-                static_cast<unsigned long long>(lost_returned_),
-                static_cast<unsigned long long>(kept_in_progress_));
+    std::printf(
+        "[ write points ] volatile writes that had returned lost in %llu runs, the write "
+        "in progress kept in %llu\n",
+        static_cast<unsigned long long>(lost_returned_),
+        static_cast<unsigned long long>(kept_in_progress_));
     // A process crash keeps everything that reached the kernel; a power
     // loss must lose some (else the model undid nothing).
     if (fault == WriteFault::kPowerLoss || fault == WriteFault::kPartialPowerLoss) {
@@ -408,9 +411,10 @@ class LmdbWritePoints : public ::testing::Test {
       EXPECT_EQ(lost_returned_, 0u);
     }
     if (refused_before_any_write_ > 0) {
-      std::printf("[ write points ] refused as damaged in %llu runs, before any write returned "
-                  "(data.mdb being created)\n",
-                  static_cast<unsigned long long>(refused_before_any_write_));
+      std::printf(
+          "[ write points ] refused as damaged in %llu runs, before any write returned "
+          "(data.mdb being created)\n",
+          static_cast<unsigned long long>(refused_before_any_write_));
     }
   }
 
@@ -422,8 +426,7 @@ class LmdbWritePoints : public ::testing::Test {
         std::string(ToString(fault)) + " at write point " + std::to_string(plan.at) +
         (fault == WriteFault::kPartialPowerLoss ? " (seed " + std::to_string(plan.seed) + ")"
                                                 : std::string()) +
-        " (in step " + std::to_string(run.begun) + ", " + std::to_string(run.done) +
-        " steps done)";
+        " (in step " + std::to_string(run.begun) + ", " + std::to_string(run.done) + " steps done)";
     if (run.status != kStruck) {
       ADD_FAILURE() << where << ": the child exited with " << run.status << " " << run.error;
       return false;
@@ -495,14 +498,15 @@ class LmdbWritePoints : public ::testing::Test {
     // The recovered store works: a synced write on top of it is kept.
     NodeStorage node(*lmdb);
     HardState next = got.hard_state;
-    next.promised = Ballot{next.promised.round + 100, NodeId(3)};
+    next.promised = Ballot{next.promised.round + 100, paxos::NodeId(3)};
     const Ballot b = next.promised;
     const uint64_t i = workload_.last_instance() + 1;
-    const Entry e{Instance(i), b, paxos::MakeBatch(b, {ClientMessage{paxos::ProducerId(9), 1, "",
-                                                                      "after the crash"}})};
+    const Entry e{Instance(i), b,
+                  paxos::MakeBatch(
+                      b, {paxos::ClientMessage{paxos::ProducerId(9), 1, "", "after the crash"}})};
     if (Status w = node.Write(next, std::vector<Entry>{e}, {}, Durability::kSync); !w.ok()) {
-      ADD_FAILURE() << where << ", matched step " << matched << ": a write after it fails: "
-                    << w.message();
+      ADD_FAILURE() << where << ", matched step " << matched
+                    << ": a write after it fails: " << w.message();
       return false;
     }
     lmdb.reset();
@@ -582,7 +586,8 @@ TEST_F(LmdbWritePoints, APowerLossAtEveryWritePointKeepsEveryAcknowledgedWrite) 
   EveryWritePoint(WriteFault::kPowerLoss, /*past_the_last=*/true);
 }
 
-TEST_F(LmdbWritePoints, APowerLossAtEveryWritePointOfTheRecoveryAfterAPowerLossKeepsEveryAcknowledgedWrite) {
+TEST_F(LmdbWritePoints,
+       APowerLossAtEveryWritePointOfTheRecoveryAfterAPowerLossKeepsEveryAcknowledgedWrite) {
   // Recovery writes too: Open replays the journal into LMDB and commits
   // the next generation. After a power loss at write point N of the
   // workload, the first Open loses power at each of its own write points;
@@ -602,8 +607,7 @@ TEST_F(LmdbWritePoints, APowerLossAtEveryWritePointOfTheRecoveryAfterAPowerLossK
     for (uint64_t m = 1; m <= count.points; ++m) {
       std::filesystem::remove_all(dir_);
       std::filesystem::copy(saved, dir_, std::filesystem::copy_options::recursive);
-      const ChildRun again =
-          Fork({}, {dir_, WriteFault::kPowerLoss, m, kStruck}, /*fresh=*/false);
+      const ChildRun again = Fork({}, {dir_, WriteFault::kPowerLoss, m, kStruck}, /*fresh=*/false);
       const std::string where = "power loss at write point " + std::to_string(at) + " (in step " +
                                 std::to_string(first.begun) + "), then at write point " +
                                 std::to_string(m) + " of the recovery";
@@ -618,13 +622,15 @@ TEST_F(LmdbWritePoints, APowerLossAtEveryWritePointOfTheRecoveryAfterAPowerLossK
     }
   }
   std::filesystem::remove_all(saved);
-  std::printf("[ write points ] power loss at each of %llu write points, then at each write point "
-              "of the recovery: %llu runs, %.1f s\n",
-              static_cast<unsigned long long>(total), static_cast<unsigned long long>(runs),
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  std::printf(
+      "[ write points ] power loss at each of %llu write points, then at each write point "
+      "of the recovery: %llu runs, %.1f s\n",
+      static_cast<unsigned long long>(total), static_cast<unsigned long long>(runs),
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
-TEST_F(LmdbWritePoints, APowerLossKeepingSomeUnsyncedSectorsAtEveryWritePointKeepsEveryAcknowledgedWrite) {
+TEST_F(LmdbWritePoints,
+       APowerLossKeepingSomeUnsyncedSectorsAtEveryWritePointKeepsEveryAcknowledgedWrite) {
   // What no sync covered may survive in any mix, sector by sector: the
   // journal's unsynced tail torn, absent or intact, LMDB's unreferenced
   // pages half written.
