@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +23,63 @@ using namespace lmdb;  // NOLINT: the formats this file reads and writes
 
 namespace {
 
+// Spelled out: map size (an upper bound on the file, not an allocation),
+// five named databases, and a bounded reader table.
+int ConfigureEnv(MDB_env* env, uint64_t map_size_bytes) {
+  int rc = mdb_env_set_mapsize(env, map_size_bytes);
+  if (rc == 0) rc = mdb_env_set_maxdbs(env, 5);
+  if (rc == 0) rc = mdb_env_set_maxreaders(env, 16);
+  return rc;
+}
+
+// A new data.mdb is made whole beside the directory's files and renamed
+// into place. LMDB writes both meta pages of a new file at once, unsynced
+// until its first commit: a power loss there would leave a file that looks
+// damaged (MDB_INVALID) though it never held anything. So a data.mdb under
+// its own name has always had one synced commit, and a half-made one is
+// only ever in kCreatingDir, which nothing was acknowledged from.
+constexpr char kCreatingDir[] = "creating";
+
+Status CreateDataFile(const std::string& dir, uint64_t map_size_bytes) {
+  const std::string staging = dir + "/" + kCreatingDir;
+  std::error_code ec;
+  std::filesystem::remove_all(staging, ec);  // left by a crash while creating
+  if (ec) return Status::Storage("removing " + staging + ": " + ec.message());
+  if (::mkdir(staging.c_str(), 0755) != 0) {
+    return Status::Storage("creating " + staging + ": " + std::strerror(errno));
+  }
+  MDB_env* env = nullptr;
+  int rc = mdb_env_create(&env);
+  if (rc != 0) return Status::Storage(LmdbError("mdb_env_create", rc));
+  MDB_txn* txn = nullptr;
+  if (rc == 0) rc = ConfigureEnv(env, map_size_bytes);
+  if (rc == 0) rc = mdb_env_open(env, staging.c_str(), MDB_NOTLS, 0644);
+  // One commit that creates the meta database (every open needs it): it
+  // syncs the pages, then the meta page, so both meta pages are whole.
+  MDB_dbi dbi = 0;
+  if (rc == 0) rc = mdb_txn_begin(env, nullptr, 0, &txn);
+  if (rc == 0) rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &dbi);
+  if (rc == 0) {
+    rc = mdb_txn_commit(txn);
+  } else if (txn != nullptr) {
+    mdb_txn_abort(txn);
+  }
+  if (rc == 0) rc = mdb_env_sync(env, 1);
+  mdb_env_close(env);
+  if (rc != 0) {
+    std::filesystem::remove_all(staging, ec);
+    return Status::Storage(LmdbError("creating " + staging + "/data.mdb", rc));
+  }
+  const std::string data_file = dir + "/data.mdb";
+  if (::rename((staging + "/data.mdb").c_str(), data_file.c_str()) != 0) {
+    const std::string error = std::strerror(errno);
+    std::filesystem::remove_all(staging, ec);
+    return Status::Storage("moving the new data.mdb into " + dir + ": " + error);
+  }
+  if (Status s = FsyncPath(dir, /*directory=*/true); !s.ok()) return s;
+  std::filesystem::remove_all(staging, ec);
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -30,19 +88,20 @@ Status LmdbStore::Open(const std::string& dir, uint64_t map_size_bytes,
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return Status::Storage("data_dir " + dir + ": " + std::strerror(errno));
   }
+  const std::string data_file = dir + "/data.mdb";
+  if (::access(data_file.c_str(), F_OK) != 0) {
+    if (errno != ENOENT) return Status::Storage(data_file + ": " + std::strerror(errno));
+    if (Status c = CreateDataFile(dir, map_size_bytes); !c.ok()) return c;
+  }
   std::unique_ptr<LmdbStore> s(new LmdbStore());
   int rc = mdb_env_create(&s->env_);
   if (rc != 0) return Status::Storage(LmdbError("mdb_env_create", rc));
-  // Spelled out: map size (an upper bound on the file, not an allocation),
-  // three named databases, and flags 0 = durable commits with fsync, a
-  // read-only map (stray writes through a pointer fault instead of
-  // corrupting), and a lock file in the directory.
-  if ((rc = mdb_env_set_mapsize(s->env_, map_size_bytes)) != 0 ||
-      (rc = mdb_env_set_maxdbs(s->env_, 5)) != 0 ||
-      (rc = mdb_env_set_maxreaders(s->env_, 16)) != 0) {
+  // Flags 0 (below): durable commits with fsync, a read-only map (stray
+  // writes through a pointer fault instead of corrupting), and a lock file
+  // in the directory.
+  if ((rc = ConfigureEnv(s->env_, map_size_bytes)) != 0) {
     return Status::Storage(LmdbError("configuring LMDB", rc));
   }
-  const std::string data_file = dir + "/data.mdb";
   if ((rc = mdb_env_open(s->env_, dir.c_str(), MDB_NOTLS, 0644)) != 0) {
     return OpenFailure("opening LMDB in " + dir, rc);
   }

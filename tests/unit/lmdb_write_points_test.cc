@@ -410,12 +410,6 @@ class LmdbWritePoints : public ::testing::Test {
     } else {
       EXPECT_EQ(lost_returned_, 0u);
     }
-    if (refused_before_any_write_ > 0) {
-      std::printf(
-          "[ write points ] refused as damaged in %llu runs, before any write returned "
-          "(data.mdb being created)\n",
-          static_cast<unsigned long long>(refused_before_any_write_));
-    }
   }
 
   bool CheckOne(const testing::WritePointPlan& plan, const std::vector<Picture>& expected) {
@@ -431,7 +425,7 @@ class LmdbWritePoints : public ::testing::Test {
       ADD_FAILURE() << where << ": the child exited with " << run.status << " " << run.error;
       return false;
     }
-    return Verify(where, fault, run, expected);
+    return Verify(where, run, expected);
   }
 
   // What must be there: up to the last durable step done.
@@ -445,22 +439,11 @@ class LmdbWritePoints : public ::testing::Test {
 
   // The store in dir_ after `run` struck: it opens, holds the state after a
   // prefix of the steps from Must(run) to the step begun, and works.
-  bool Verify(const std::string& where, WriteFault fault, const ChildRun& run,
+  bool Verify(const std::string& where, const ChildRun& run,
               const std::vector<Picture>& expected) {
     const uint64_t must = Must(run);
     std::unique_ptr<LmdbStore> lmdb;
     const Status s = LmdbStore::Open(dir_, kMapBytes, &lmdb);
-    if (!s.ok() && (fault == WriteFault::kTornCrash || fault == WriteFault::kPartialPowerLoss) &&
-        run.done == 0 && s.kind() == Status::Kind::kDamaged) {
-      // A known limit, counted rather than failed: LMDB's first write
-      // creates both meta pages of data.mdb at once (8 KiB, not synced until
-      // the first commit's fdatasync). Half of it on disk, data.mdb is "not
-      // an LMDB file" (MDB_INVALID) and the store refuses it as damage,
-      // though no write was acknowledged yet. A process crash cannot leave
-      // that; a power loss during a new broker's first commit can.
-      ++refused_before_any_write_;
-      return true;
-    }
     if (!s.ok()) {
       ADD_FAILURE() << where << ": the store does not open: " << s.message();
       return false;
@@ -525,7 +508,6 @@ class LmdbWritePoints : public ::testing::Test {
 
   std::string dir_ = BaseDir();
   Workload workload_;
-  uint64_t refused_before_any_write_ = 0;
   uint64_t lost_returned_ = 0;     // runs whose store lost volatile writes that had returned
   uint64_t kept_in_progress_ = 0;  // runs whose store kept the write the fault cut
 };
@@ -616,7 +598,7 @@ TEST_F(LmdbWritePoints,
         ADD_FAILURE() << where << ": the recovery exited with " << again.status << " "
                       << again.error;
         ++failures;
-      } else if (!Verify(where, WriteFault::kPowerLoss, first, expected)) {
+      } else if (!Verify(where, first, expected)) {
         ++failures;
       }
     }
