@@ -68,7 +68,7 @@ Status CreateDataFile(const std::string& dir, uint64_t map_size_bytes) {
   mdb_env_close(env);
   if (rc != 0) {
     std::filesystem::remove_all(staging, ec);
-    return Status::Storage(LmdbError("creating " + staging + "/data.mdb", rc));
+    return Status::Storage("creating " + staging + "/data.mdb: " + LmdbError("LMDB", rc));
   }
   const std::string data_file = dir + "/data.mdb";
   if (::rename((staging + "/data.mdb").c_str(), data_file.c_str()) != 0) {
