@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/tsan.h"
 #include "broker/codec.h"
 
 namespace ordo::broker {
@@ -86,6 +87,7 @@ void CatchUpServer::Drain(const SendFn& send, const UnreadableFn& unreadable) {
   while (true) {
     zmq::message_t head;
     if (!loop_side_.recv(head, zmq::recv_flags::dontwait)) return;
+    OrdoTsanAcquire(this);  // the frame was built on the server thread
     zmq::message_t frame, what;
     // The three parts of a multipart message arrive together.
     (void)loop_side_.recv(frame);
@@ -161,6 +163,7 @@ void CatchUpServer::Serve(const paxos::FetchToServe& fetch) {
   try {
     uint8_t packed[kReplyHeadBytes];
     Pack(head, packed);
+    OrdoTsanRelease(this);
     server_side_.send(zmq::buffer(packed, sizeof packed), zmq::send_flags::sndmore);
     server_side_.send(frame, zmq::send_flags::sndmore);
     server_side_.send(zmq::buffer(what), zmq::send_flags::none);
