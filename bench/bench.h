@@ -36,6 +36,7 @@ struct CommonOptions {
   int request_timeout_ms = 1000;
   int nodes = 3;
   bool keep_dir = false;    // keep the cluster's directory (logs) for a look
+  bool insecure = false;    // plaintext peer links (security.insecure), for the cost of CURVE
 };
 
 // A snapshot of one broker process from /proc.

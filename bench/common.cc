@@ -80,6 +80,7 @@ BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extr
   o.extra_toml = extra_toml;
   o.dir_prefix = "ordo-bench-";
   o.keep_dir = options.keep_dir;
+  o.insecure = options.insecure;
   local_ = std::make_unique<testing::LocalCluster>(o);
   client_ = local_->Brokers();
 }

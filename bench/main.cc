@@ -148,6 +148,9 @@ int main(int argc, char** argv) {
                     "Client request timeout before trying the next broker (default 1000; failover 200)")
         ->check(CLI::Range(1, 600000));
     sub->add_flag("--keep-dir", common.keep_dir, "Keep the cluster's directory (configs, logs, data)");
+    sub->add_flag("--insecure", common.insecure,
+                  "Plaintext peer links instead of CurveZMQ (security.insecure), to measure "
+                  "what encryption costs");
   };
 
   ThroughputOptions tp;

@@ -148,7 +148,8 @@ Status Broker::Start() {
                   "rebuilt from the log", config_.data_dir);
     derived_damage_ = true;
   }
-  peers_ = std::make_unique<PeerTransport>(context_, config_);
+  if (!(s = StartSecurity()).ok()) return s;
+  peers_ = std::make_unique<PeerTransport>(context_, config_, keys_ ? &*keys_ : nullptr);
   if (!(s = peers_->Open()).ok()) return s;
   catchup_ = std::make_unique<CatchUpServer>(
       context_, *store_,
@@ -182,6 +183,75 @@ Status Broker::Start() {
   return Status::Ok();
 }
 
+Status Broker::StartSecurity() {
+  if (config_.security.insecure) {
+    spdlog::warn("security.insecure = true: every port is plaintext, and anyone who can reach "
+                 "them can vote, publish and read as any node or client");
+    return Status::Ok();
+  }
+  StatusOr<KeyFile> file = LoadKeyFile(config_.security.key_file);
+  if (!file.ok()) return Status::Error("security.key_file: " + file.status().message());
+  keys_ = file.value().pair;
+  for (const Member& m : config_.members) member_by_key_[m.public_key] = m.id;
+  if (const Member* self = config_.Self(); self && self->public_key != keys_->public_key) {
+    return Status::Error("security.key_file " + config_.security.key_file + " holds public key " +
+                         keys_->public_key + ", but [[members]] lists " + self->public_key +
+                         " for node " + std::to_string(config_.node_id));
+  }
+  if (member_by_key_.count(keys_->public_key) && !config_.Self()) {
+    return Status::Error("security.key_file: a learner cannot use a member's key");
+  }
+  StatusOr<AccessList> access = LoadAccessFile(config_.security.access_file, config_);
+  if (!access.ok()) return Status::Error("security.access_file: " + access.status().message());
+  access_ = std::move(access).value();
+  // Before any CURVE socket binds (see zap_handler.h).
+  return ZapHandler::Start(
+      context_,
+      [this](std::string_view domain, std::string_view key) {
+        const std::string k(key);
+        return domain == PeerTransport::kZapDomain &&
+               (member_by_key_.count(k) > 0 || access_.learners.count(k) > 0);
+      },
+      &zap_);
+}
+
+void Broker::ReloadAccess() {
+  if (config_.security.insecure) {
+    spdlog::info("SIGHUP: plaintext mode, no access file to reload");
+    return;
+  }
+  StatusOr<AccessList> access = LoadAccessFile(config_.security.access_file, config_);
+  if (!access.ok()) {
+    spdlog::error("SIGHUP: keeping the access list as it was: {}", access.status().message());
+    return;
+  }
+  access_ = std::move(access).value();
+  spdlog::info("SIGHUP: reloaded {} ({} learner keys)", config_.security.access_file,
+               access_.learners.size());
+}
+
+bool Broker::SentBy(const PeerTransport::Sender& sender, uint32_t from, std::string* why) const {
+  if (!keys_) return true;  // plaintext: nothing to check against
+  if (sender.link != 0) {
+    // On a DEALER: the member whose server key it pinned.
+    if (from == sender.link) return true;
+    *why = "a frame from node " + std::to_string(sender.link) + "'s connection claims from " +
+           std::to_string(from);
+    return false;
+  }
+  uint32_t id = 0;
+  if (auto m = member_by_key_.find(sender.key); m != member_by_key_.end()) {
+    id = m->second;
+  } else if (auto l = access_.learners.find(sender.key); l != access_.learners.end()) {
+    id = l->second;  // (a key removed at a reload sends nothing more)
+  }
+  if (id != 0 && id == from) return true;
+  *why = id == 0 ? "a frame from key " + sender.key + ", which is no member's or learner's"
+                 : "a frame sent with node " + std::to_string(id) + "'s key claims from " +
+                       std::to_string(from);
+  return false;
+}
+
 void Broker::HandlePeerFrames(size_t max, size_t max_bytes) {
   const size_t limit = config_.PeerFrameBytesMax();
   size_t bytes = 0;
@@ -191,8 +261,9 @@ void Broker::HandlePeerFrames(size_t max, size_t max_bytes) {
   for (size_t n = 0; n < max && bytes < max_bytes; ++n) {
     zmq::message_t frame;
     bool well_formed = false;
-    std::string route;
-    if (!peers_->Receive(&frame, &well_formed, &route)) return;
+    PeerTransport::Sender sender;
+    if (!peers_->Receive(&frame, &well_formed, &sender)) return;
+    const std::string& route = sender.route;
     bytes += frame.size();
     PeerFrame f;
     DecodeStatus d;
@@ -205,6 +276,10 @@ void Broker::HandlePeerFrames(size_t max, size_t max_bytes) {
     const uint32_t to = f.is_snapshot ? f.snapshot.to : f.message.to.value();
     if (d.ok() && (to != config_.node_id || from == config_.node_id)) {
       d = DecodeStatus::Error(DecodeCode::kInvalid, "from/to is not a peer and this node");
+    }
+    // The sender is the key that sent the frame, whatever the frame says.
+    if (std::string why; d.ok() && !SentBy(sender, from, &why)) {
+      d = DecodeStatus::Error(DecodeCode::kInvalid, why);
     }
     // A non-member is a learner: it may only ask for chosen entries (Fetch),
     // which vouch for nothing; anything else from it could sway a vote. A
@@ -448,6 +523,11 @@ void Broker::UpdateMetrics() {
   const ClientCounters& c = clients_->counters();
   g.client_frames_rejected = c.frames_rejected;
   g.peer_frames_rejected = peer_frames_rejected_;
+  if (zap_) {
+    uint64_t refused = 0;
+    for (const auto& [domain, n] : zap_->refused()) refused += n;  // one domain today
+    g.peer_handshakes_refused = refused;
+  }
   g.messages_published = c.messages_published;
   g.publishes_acked = c.publishes_acked;
   g.redirects = c.redirects;
@@ -464,7 +544,7 @@ void Broker::UpdateMetrics() {
   metrics_->Update(g);
 }
 
-Status Broker::Run(const std::atomic<bool>& stop) {
+Status Broker::Run(const std::atomic<bool>& stop, std::atomic<bool>* reload) {
   const auto tick = std::chrono::milliseconds(config_.tick_ms);
   auto next_tick = Clock::now() + tick;
   std::vector<zmq::pollitem_t> items;
@@ -472,7 +552,10 @@ Status Broker::Run(const std::atomic<bool>& stop) {
   items.push_back({clients_->socket().handle(), 0, ZMQ_POLLIN, 0});
   const size_t catchup_item = items.size();
   items.push_back({catchup_->socket().handle(), 0, ZMQ_POLLIN, 0});
+  const size_t zap_item = items.size();
+  if (zap_) zap_->AddPollItem(&items);
   while (!stop.load(std::memory_order_relaxed)) {
+    if (reload && reload->exchange(false)) ReloadAccess();
     auto now = Clock::now();
     const auto wait = clients_->more_to_deliver()
                           ? std::chrono::milliseconds(0)
@@ -491,6 +574,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
       if (e.num() != EINTR) return Status::Error(std::string("poll: ") + e.what());
       continue;  // a signal: check `stop`
     }
+    if (zap_ && (items[zap_item].revents & ZMQ_POLLIN) != 0) zap_->Drain();
     HandlePeerFrames(4096, kPeerBytesPerTurnMax);
     // Only when a reply is waiting: an empty check costs a syscall per turn.
     if ((items[catchup_item].revents & ZMQ_POLLIN) != 0) SendCatchUpReplies();
@@ -500,6 +584,7 @@ Status Broker::Run(const std::atomic<bool>& stop) {
     clients_->Poll(4096);
     now = Clock::now();
     if (now >= next_tick) {
+      peers_->Tick(now);
       replica_->Tick();
       next_tick += tick;
       if (next_tick < now) next_tick = now + tick;  // we fell behind: do not burst

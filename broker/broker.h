@@ -12,7 +12,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -20,6 +22,8 @@
 
 #include <zmq.hpp>
 
+#include "base/keys.h"
+#include "broker/access.h"
 #include "broker/catchup_server.h"
 #include "broker/client_connections.h"
 #include "broker/client_service.h"
@@ -30,6 +34,7 @@
 #include "broker/peer_transport.h"
 #include "broker/snapshot_service.h"
 #include "broker/status.h"
+#include "broker/zap_handler.h"
 #include "monitoring/metrics.h"
 #include "node/node_loop.h"
 #include "paxos/replica.h"
@@ -44,14 +49,22 @@ class Broker final : public node::Host, public node::Transport {
   // Opens storage, binds every endpoint. Fails with a readable message;
   // kStorage when storage refused (exit status 3).
   Status Start();
-  // Runs until `stop` is set (SIGTERM/SIGINT) or storage fails.
-  Status Run(const std::atomic<bool>& stop);
+  // Runs until `stop` is set (SIGTERM/SIGINT) or storage fails. Whenever
+  // `reload` is set (SIGHUP) it is cleared and the access file reloaded.
+  Status Run(const std::atomic<bool>& stop, std::atomic<bool>* reload = nullptr);
 
  private:
   // Locks and checks the data directory and opens the store; damaged
   // state is quarantined (see data_dir.h) when peers can restore it.
   Status OpenStorage();
   void HandlePeerFrames(size_t max, size_t max_bytes);
+  // Loads the key pair and the access file and starts the ZAP handler
+  // (nothing in plaintext mode).
+  Status StartSecurity();
+  // Re-reads the access file; a bad file keeps the current list.
+  void ReloadAccess();
+  // Whether a peer frame claiming `from` came from that node; *why when not.
+  bool SentBy(const PeerTransport::Sender& sender, uint32_t from, std::string* why) const;
   // Sends the catch-up replies the server finished; reports bad records.
   void SendCatchUpReplies();
   // The node loop's turn (node/node_loop.h), then a snapshot it installed.
@@ -82,6 +95,10 @@ class Broker final : public node::Host, public node::Transport {
   std::unique_ptr<NodeStorage> node_storage_;
   std::unique_ptr<paxos::Replica> replica_;
   std::unique_ptr<node::NodeLoop> loop_;
+  std::optional<CurveKeyPair> keys_;                // none in plaintext mode
+  std::map<std::string, uint32_t> member_by_key_;  // public key -> member id
+  AccessList access_;
+  std::unique_ptr<ZapHandler> zap_;
   std::unique_ptr<PeerTransport> peers_;
   std::unique_ptr<SnapshotService> snapshots_;
   std::unique_ptr<CatchUpServer> catchup_;

@@ -6,6 +6,9 @@
 
 #include <toml++/toml.h>
 
+#include "base/keys.h"
+#include "base/toml_file.h"
+
 namespace ordo::broker {
 
 const Member* BrokerConfig::Find(uint32_t id) const {
@@ -90,15 +93,10 @@ Status ReadString(const toml::node_view<const toml::node>& node, const std::stri
 
 Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
   toml::table t;
-  try {
-    t = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    return Status::Error(path + ":" + std::to_string(e.source().begin.line) + ": " +
-                         std::string(e.description()));
-  }
+  if (Status s = ParseTomlFile(path, &t); !s.ok()) return s;
   static const std::set<std::string> kKnown = {
       "node_id", "cluster_id", "role", "client", "data_dir", "metrics", "log_level", "members", "timing",
-      "batching", "limits", "storage", "retention"};
+      "batching", "limits", "storage", "retention", "security"};
   for (const auto& [key, value] : t) {
     if (!kKnown.count(std::string(key.str()))) {
       return Status::Error(std::string(key.str()) + ": unknown field");
@@ -133,7 +131,7 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
       if (!m) return Status::Error(name + ": must be a table with id, peer and client");
       for (const auto& [key, value] : *m) {
         const std::string k(key.str());
-        if (k != "id" && k != "peer" && k != "client") {
+        if (k != "id" && k != "peer" && k != "client" && k != "public_key") {
           return Status::Error(name + "." + k + ": unknown field");
         }
       }
@@ -142,6 +140,7 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
       ORDO_READ(ReadInt(mv["id"], name + ".id", &member.id));
       ORDO_READ(ReadString(mv["peer"], name + ".peer", &member.peer));
       ORDO_READ(ReadString(mv["client"], name + ".client", &member.client));
+      ORDO_READ(ReadString(mv["public_key"], name + ".public_key", &member.public_key));
       out->members.push_back(member);
     }
   }
@@ -163,6 +162,14 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
                                  "pending_bytes_max"}));
   ORDO_READ(section("limits", {"frame_bytes_max", "message_bytes_max", "subscriber_credit_max"}));
   ORDO_READ(section("storage", {"map_size_bytes"}));
+  ORDO_READ(section("security", {"insecure", "key_file", "access_file"}));
+  if (auto insecure = root["security"]["insecure"]) {
+    if (!insecure.is_boolean()) return Status::Error("security.insecure: must be true or false");
+    out->security.insecure = *insecure.value<bool>();
+  }
+  ORDO_READ(ReadString(root["security"]["key_file"], "security.key_file", &out->security.key_file));
+  ORDO_READ(ReadString(root["security"]["access_file"], "security.access_file",
+                       &out->security.access_file));
   ORDO_READ(section("retention", {"instances", "bytes", "age_seconds", "snapshot_interval_instances",
                                   "snapshot_chunk_bytes", "snapshot_send_bytes_per_sec"}));
   ORDO_READ(ReadInt(root["retention"]["instances"], "retention.instances", &out->retention_instances));
@@ -225,6 +232,7 @@ Status ValidateConfig(const BrokerConfig& c) {
   }
   std::set<uint32_t> ids;
   std::set<std::string> endpoints;
+  std::set<std::string> keys;
   for (size_t i = 0; i < c.members.size(); ++i) {
     const Member& m = c.members[i];
     const std::string name = "members[" + std::to_string(i) + "]";
@@ -237,6 +245,16 @@ Status ValidateConfig(const BrokerConfig& c) {
     }
     if (!ParseEndpoint(m.client, nullptr)) {
       return Status::Error(name + ".client: '" + m.client + "' is not HOST:PORT");
+    }
+    if (!c.security.insecure && !IsCurveKey(m.public_key)) {
+      return Status::Error(name + ".public_key: " +
+                           (m.public_key.empty() ? std::string("required")
+                                                 : "'" + m.public_key + "' is not") +
+                           " (the member's CurveZMQ public key, 40 Z85 characters, from ordo "
+                           "keygen; or set security.insecure = true)");
+    }
+    if (!c.security.insecure && !keys.insert(m.public_key).second) {
+      return Status::Error(name + ".public_key: another member has the same key");
     }
     for (const std::string* e : {&m.peer, &m.client}) {
       if (!endpoints.insert(*e).second) {
@@ -270,6 +288,11 @@ Status ValidateConfig(const BrokerConfig& c) {
     if (endpoints.count(c.client)) {
       return Status::Error("client: '" + c.client + "' is a voting member's endpoint");
     }
+  }
+  if (!c.security.insecure && c.security.key_file.empty()) {
+    return Status::Error(
+        "security.key_file: required (this broker's key pair: ordo keygen --out FILE), or set "
+        "security.insecure = true for plaintext ports that anyone who reaches them can use");
   }
   if (c.data_dir.empty()) return Status::Error("data_dir: required");
   if (c.cluster_id.empty() || c.cluster_id.size() > 64 ||

@@ -16,6 +16,15 @@ struct Member {
   uint32_t id = 0;
   std::string peer;    // HOST:PORT of the peer (replication) endpoint
   std::string client;  // HOST:PORT of the client endpoint
+  std::string public_key;  // its CurveZMQ public key (Z85); the `from` of its frames
+};
+
+// CurveZMQ on the peer endpoint (broker/zap_handler.h). Secure unless
+// `insecure` is set: then every port is plaintext, as before keys existed.
+struct SecurityConfig {
+  bool insecure = false;
+  std::string key_file;     // this broker's key pair (ordo keygen), mode 0600
+  std::string access_file;  // the learners' keys ([[learners]]), reloaded on SIGHUP
 };
 
 // A voter is one of [[members]]: it votes, may lead, and serves clients. A
@@ -36,6 +45,7 @@ struct BrokerConfig {
   std::string metrics;  // HOST:PORT of the Prometheus /metrics endpoint; "" = off
   std::string log_level = "info";
   std::vector<Member> members;  // every voting member (a voter included itself)
+  SecurityConfig security;
 
   // Time: the core counts ticks; one tick is tick_ms of wall time.
   uint32_t tick_ms = 10;

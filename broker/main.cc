@@ -18,10 +18,18 @@
 
 namespace {
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
 void OnSignal(int) { g_stop.store(true); }
+void OnHangUp(int) { g_reload.store(true); }
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First: a SIGHUP (reload the access file, broker/access.h) that comes
+  // while the broker starts must not end it.
+  struct sigaction hup {};
+  hup.sa_handler = OnHangUp;
+  sigemptyset(&hup.sa_mask);
+  sigaction(SIGHUP, &hup, nullptr);
   // A broker allocates and frees buffers of hundreds of KiB to a few MiB
   // many times a second (batches, frames, records). glibc's defaults give
   // each such block back to the kernel (its own mmap, or by trimming the
@@ -77,7 +85,7 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", s.message());
     return s.kind() == ordo::broker::Status::Kind::kError ? 1 : 3;
   }
-  s = broker.Run(g_stop);
+  s = broker.Run(g_stop, &g_reload);
   if (!s.ok()) {
     spdlog::critical("{}", s.message());
     return 3;

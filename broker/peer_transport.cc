@@ -1,6 +1,9 @@
 #include "broker/peer_transport.h"
 
 #include <flatbuffers/flatbuffers.h>
+#include <spdlog/spdlog.h>
+
+#include <cstring>
 
 #include "broker/codec.h"
 
@@ -20,8 +23,9 @@ constexpr int kPeerQueueMessagesMax = 1000;
 bool IsCatchUp(paxos::MessageType type) { return type == paxos::MessageType::kFetchReply; }
 }  // namespace
 
-PeerTransport::PeerTransport(zmq::context_t& context, const BrokerConfig& config)
-    : config_(config), context_(context), inbound_(context, zmq::socket_type::router) {}
+PeerTransport::PeerTransport(zmq::context_t& context, const BrokerConfig& config,
+                             const CurveKeyPair* keys)
+    : config_(config), keys_(keys), context_(context), inbound_(context, zmq::socket_type::router) {}
 
 Status PeerTransport::Open() {
   const Member* self = config_.Self();
@@ -39,6 +43,11 @@ Status PeerTransport::Open() {
       // Larger frames are dropped by ZeroMQ (and the sender disconnected)
       // before they are buffered; the codec applies the exact limit.
       inbound_.set(zmq::sockopt::maxmsgsize, frame_max);
+      if (keys_) {
+        inbound_.set(zmq::sockopt::curve_server, true);
+        inbound_.set(zmq::sockopt::curve_secretkey, keys_->secret_key);
+        inbound_.set(zmq::sockopt::zap_domain, kZapDomain);
+      }
       inbound_.bind(address);
       bound_ = true;
     }
@@ -55,8 +64,28 @@ Status PeerTransport::Open() {
       // the leader's heartbeats wait for this reconnect.
       s.set(zmq::sockopt::reconnect_ivl, 10);
       s.set(zmq::sockopt::reconnect_ivl_max, 50);
+      if (keys_) {
+        s.set(zmq::sockopt::curve_serverkey, m.public_key);
+        s.set(zmq::sockopt::curve_publickey, keys_->public_key);
+        s.set(zmq::sockopt::curve_secretkey, keys_->secret_key);
+      }
       std::string peer_address;
       ParseEndpoint(m.peer, &peer_address);
+      if (keys_) {
+        // Refused handshakes are seen here (see Tick).
+        const std::string events = "inproc://ordo-peer-monitor-" + std::to_string(config_.node_id) +
+                                   "-" + std::to_string(m.id) + "-" +
+                                   std::to_string(reinterpret_cast<uintptr_t>(this));
+        if (zmq_socket_monitor(s.handle(), events.c_str(),
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                   ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0) {
+          throw zmq::error_t();
+        }
+        Monitor mon{zmq::socket_t(context_, zmq::socket_type::pair), peer_address, {}, {}};
+        mon.events.set(zmq::sockopt::linger, 0);
+        mon.events.connect(events);
+        monitors_.emplace(m.id, std::move(mon));
+      }
       s.connect(peer_address);
       outbound_.emplace(m.id, std::move(s));
       links_[m.id];
@@ -66,6 +95,39 @@ Status PeerTransport::Open() {
                          e.what());
   }
   return Status::Ok();
+}
+
+void PeerTransport::Tick(std::chrono::steady_clock::time_point now) {
+  for (auto& [id, mon] : monitors_) {
+    try {
+      zmq::message_t event, endpoint;
+      while (mon.events.recv(event, zmq::recv_flags::dontwait)) {
+        if (event.more()) (void)mon.events.recv(endpoint);
+        uint16_t what = 0;
+        if (event.size() >= 2) std::memcpy(&what, event.data(), 2);
+        if (what != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && what != ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+          continue;
+        }
+        ++handshakes_refused_by_peers_;
+        if (!mon.reconnect_at) mon.reconnect_at = now + std::chrono::seconds(1);
+        if (now - mon.last_warned > std::chrono::seconds(30)) {
+          mon.last_warned = now;
+          spdlog::warn("node {} refused our CurveZMQ handshake: is this broker's public key in "
+                       "its [[members]] (or, for a learner, its access file)? Trying again "
+                       "every second",
+                       id);
+        }
+      }
+      if (mon.reconnect_at && now >= *mon.reconnect_at) {
+        mon.reconnect_at.reset();
+        zmq::socket_t& s = outbound_.at(id);
+        s.disconnect(mon.address);
+        s.connect(mon.address);
+      }
+    } catch (const zmq::error_t&) {
+      // The context is terminating: the broker is stopping.
+    }
+  }
 }
 
 void PeerTransport::AddPollItems(std::vector<zmq::pollitem_t>* items) {
@@ -183,22 +245,27 @@ bool ReceiveFromDealer(zmq::socket_t& socket, zmq::message_t* payload, bool* wel
 }
 }  // namespace
 
-bool PeerTransport::Receive(zmq::message_t* payload, bool* well_formed, std::string* route) {
-  route->clear();
+bool PeerTransport::Receive(zmq::message_t* payload, bool* well_formed, Sender* sender) {
+  *sender = Sender{};
   try {
     // The ROUTER first: on a voter it carries nearly everything; on a
     // learner (no ROUTER) the DEALERs carry the voters' replies.
     zmq::message_t identity;
     if (!bound_ || !inbound_.recv(identity, zmq::recv_flags::dontwait)) {
       for (auto& [id, socket] : outbound_) {
-        if (ReceiveFromDealer(socket, payload, well_formed)) return true;
+        if (ReceiveFromDealer(socket, payload, well_formed)) {
+          sender->link = id;
+          return true;
+        }
       }
       return false;
     }
     *well_formed = identity.more();
     if (!*well_formed) return true;
-    route->assign(static_cast<const char*>(identity.data()), identity.size());
+    sender->route.assign(static_cast<const char*>(identity.data()), identity.size());
     (void)inbound_.recv(*payload, zmq::recv_flags::none);
+    // The user id the ZAP handler gave this connection: its public key.
+    if (const char* key = zmq_msg_gets(payload->handle(), "User-Id")) sender->key = key;
     // Anything beyond one payload frame is not from a broker: drain it.
     while (payload->more()) {
       *well_formed = false;

@@ -16,17 +16,27 @@
 // hard cap on incoming frame size so a garbage sender cannot make us
 // allocate without bound.
 //
+// Security (unless security.insecure): CurveZMQ on every link. The ROUTER
+// is a CURVE server that the ZAP handler (broker/zap_handler.h) lets in
+// only a member's or a listed learner's key; each DEALER knows the public
+// key of the member it connects to, so a frame on it is from that member.
+// Receive says who sent a frame (Sender); the broker drops any frame whose
+// `from` is not that sender.
+//
 // Thread rules: single-threaded (the broker's event loop).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <zmq.hpp>
 
+#include "base/keys.h"
 #include "broker/codec.h"
 #include "broker/config.h"
 #include "broker/status.h"
@@ -36,7 +46,11 @@ namespace ordo::broker {
 
 class PeerTransport {
  public:
-  PeerTransport(zmq::context_t& context, const BrokerConfig& config);
+  // `keys`: this broker's key pair; null when security.insecure (plaintext).
+  PeerTransport(zmq::context_t& context, const BrokerConfig& config, const CurveKeyPair* keys);
+
+  // The ZAP domain of the peer endpoint's handshakes.
+  static constexpr char kZapDomain[] = "ordo-peer";
 
   // The link counters of every learner together (metrics label
   // peer="learner"): one label however many learners come and go.
@@ -58,13 +72,24 @@ class PeerTransport {
   // DEALERs where learners get their replies) to `items`, for zmq::poll.
   void AddPollItems(std::vector<zmq::pollitem_t>* items);
 
+  // Who a received frame came from, as far as the connection tells.
+  struct Sender {
+    // The ROUTER routing id the frame came with ("" when it came on a
+    // DEALER); pass it to NoteReceived.
+    std::string route;
+    // On the ROUTER with CURVE: the public key (Z85) the sender's handshake
+    // proved it holds. "" in plaintext.
+    std::string key;
+    // On a DEALER: the member it is connected to (with CURVE, the server
+    // key pinned that member). 0 on the ROUTER.
+    uint32_t link = 0;
+  };
   // Receives one frame without blocking. Returns false when none is waiting.
   // *payload is the frame as sent by the peer (the ROUTER's routing frame is
   // stripped); *well_formed is false when the ZeroMQ message did not have
   // exactly the shape a peer sends (identity + one frame on the ROUTER, one
-  // frame on a DEALER). *route is the ROUTER routing id the frame came with
-  // ("" when it came on a DEALER); pass it to NoteReceived.
-  bool Receive(zmq::message_t* payload, bool* well_formed, std::string* route);
+  // frame on a DEALER).
+  bool Receive(zmq::message_t* payload, bool* well_formed, Sender* sender);
 
   // Counts a frame the broker decoded and accepted as `message` from its
   // sender (per-link bytes in, catch-up bytes), and for a sender that is not
@@ -78,6 +103,14 @@ class PeerTransport {
   bool SendCatchUp(uint32_t to, zmq::message_t frame);
 
   size_t learner_routes() const { return learners_.size(); }
+
+  // Once per tick: a DEALER whose CURVE handshake the peer refused (our key
+  // is not in its config, yet) is left alone by ZeroMQ for good; it is
+  // connected again a second later, so a key listed later (SIGHUP, a
+  // restart) is used without restarting this broker.
+  void Tick(std::chrono::steady_clock::time_point now);
+  // Handshakes of ours that peers refused.
+  uint64_t handshakes_refused_by_peers() const { return handshakes_refused_by_peers_; }
 
   struct LinkCounters {
     uint64_t bytes_sent = 0;
@@ -94,9 +127,18 @@ class PeerTransport {
  private:
   void NoteReceivedFrom(uint32_t from, size_t bytes, const std::string& route, bool catchup);
   const BrokerConfig& config_;
+  const CurveKeyPair* keys_;  // null: plaintext
   zmq::context_t& context_;
   zmq::socket_t inbound_;
   std::map<uint32_t, zmq::socket_t> outbound_;  // by peer node id
+  struct Monitor {
+    zmq::socket_t events;  // ZeroMQ's socket monitor of the DEALER (an inproc PAIR)
+    std::string address;   // what the DEALER connects to
+    std::optional<std::chrono::steady_clock::time_point> reconnect_at;
+    std::chrono::steady_clock::time_point last_warned{};
+  };
+  std::map<uint32_t, Monitor> monitors_;  // by peer node id, with CURVE only
+  uint64_t handshakes_refused_by_peers_ = 0;
   std::map<uint32_t, LinkCounters> links_;
   struct LearnerRoute {
     std::string routing_id;  // the ROUTER identity of its connection

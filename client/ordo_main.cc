@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "base/keys.h"
 #include "client/cli/cli_util.h"
 #include "ordo/client.h"
 
@@ -332,6 +333,18 @@ int Status(const ordo::ClientOptions& options, bool json) {
   return rc;
 }
 
+int KeyGen(const std::string& path, bool force) {
+  ordo::StatusOr<ordo::CurveKeyPair> pair = ordo::GenerateKeyPair();
+  ordo::Status s = pair.status();
+  if (s.ok()) s = ordo::WriteKeyFile(path, ordo::KeyFile{pair.value(), {}}, force);
+  if (!s.ok()) {
+    std::fprintf(stderr, "ordo keygen: %s\n", s.message().c_str());
+    return ordo::cli::kExitFailed;
+  }
+  std::printf("public_key=%s\n", pair.value().public_key.c_str());
+  return ordo::cli::kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -420,6 +433,16 @@ int main(int argc, char** argv) {
   bool status_json = false;
   status->add_flag("--json", status_json, "One JSON object per broker, one per line");
 
+  auto* keygen = app.add_subcommand(
+      "keygen",
+      "Write a new CurveZMQ key pair to FILE (mode 0600) and print its public key as "
+      "public_key=KEY. Give the public key to the brokers (or clients); the file stays secret.");
+  std::string keygen_out;
+  bool keygen_force = false;
+  keygen->add_option("--out", keygen_out, "The key file to write")->required();
+  keygen->add_flag("--force", keygen_force, "Replace FILE if it exists");
+  keygen->footer(ordo::cli::kExitStatusHelp);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -427,6 +450,7 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? ordo::cli::kExitOk : ordo::cli::kExitUsage;
   }
+  if (*keygen) return KeyGen(keygen_out, keygen_force);
   g_json = format == "json";
   ordo::ClientOptions options;
   options.brokers = ordo::ParseBrokerList(brokers);

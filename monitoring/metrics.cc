@@ -91,6 +91,7 @@ struct BrokerMetrics::Impl {
   prometheus::Counter* storage_repairs = nullptr;
   prometheus::Counter* client_frames_rejected = nullptr;
   prometheus::Counter* peer_frames_rejected = nullptr;
+  prometheus::Counter* peer_handshakes_refused = nullptr;
   prometheus::Counter* redirects = nullptr;
   prometheus::Counter* fetches_sent = nullptr;
   prometheus::Counter* catchup_sent = nullptr;
@@ -291,6 +292,12 @@ void BrokerMetrics::Impl::UpdateDisk() {
   lp.emplace("source", "peer");
   i.client_frames_rejected = &rejected.Add(lc);
   i.peer_frames_rejected = &rejected.Add(lp);
+  auto& refused = prometheus::BuildCounter()
+                      .Name("ordo_handshakes_refused_total")
+                      .Help("CurveZMQ handshakes refused: keys that are no member's, learner's "
+                            "or client's, by source (peer)")
+                      .Register(r);
+  i.peer_handshakes_refused = &refused.Add(lp);
 
   // Clients and subscribers.
   i.client_connections =
@@ -412,6 +419,7 @@ void BrokerMetrics::Update(const BrokerGauges& g) {
   Mirror(i.storage_repairs, g.storage_repairs, i.last.storage_repairs);
   Mirror(i.client_frames_rejected, g.client_frames_rejected, i.last.client_frames_rejected);
   Mirror(i.peer_frames_rejected, g.peer_frames_rejected, i.last.peer_frames_rejected);
+  Mirror(i.peer_handshakes_refused, g.peer_handshakes_refused, i.last.peer_handshakes_refused);
   Mirror(i.catchup_sent, g.catchup_bytes_sent, i.last.catchup_bytes_sent);
   Mirror(i.catchup_received, g.catchup_bytes_received, i.last.catchup_bytes_received);
   Mirror(i.catchup_dropped, g.catchup_fetches_dropped, i.last.catchup_fetches_dropped);

@@ -13,6 +13,7 @@
 
 #include "broker/codec.h"
 #include "tests/integration/cluster.h"
+#include "tests/testing/peer_socket.h"
 #include "tests/monitoring/prometheus_support.h"
 
 namespace ordo {
@@ -48,24 +49,7 @@ bool WaitForStatus(const std::string& broker, Pred pred, std::chrono::seconds ti
   return false;
 }
 
-// The value of the first sample of `metric` whose labels contain `label`
-// (e.g. peer="learner"); -1 when there is none.
-double Sample(const std::string& metrics_endpoint, const std::string& metric,
-              const std::string& label = "") {
-  std::string body;
-  if (testing::HttpGet(metrics_endpoint, "/metrics", &body) != 200) return -1;
-  std::istringstream lines(body);
-  for (std::string line; std::getline(lines, line);) {
-    // NAME{LABELS} VALUE
-    if (line.rfind(metric + "{", 0) != 0) continue;
-    const size_t close = line.find("} ");
-    if (close == std::string::npos || line.substr(0, close).find(label) == std::string::npos) {
-      continue;
-    }
-    return std::stod(line.substr(close + 2));
-  }
-  return -1;
-}
+using testing::Sample;
 
 std::vector<std::string> PublishBatches(Publisher& p, int batches, int size, uint64_t first) {
   std::vector<std::string> sent;
@@ -247,11 +231,12 @@ TEST(Learner, AVoterAcceptsOnlyFetchFromANonMemberAndRepliesOnItsConnection) {
   }
   ASSERT_GT(promised_before, 0);
 
-  // A process that is no member (node 9) connects like a learner.
+  // A process that is no member (node 9) connects like a learner, with a
+  // learner's key the voters let in.
+  const std::string key_file = c.AllowLearner(9);
   zmq::context_t ctx;
-  zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.set(zmq::sockopt::linger, 0);
-  s.connect("tcp://" + c.PeerEndpoint(voter));
+  zmq::socket_t s =
+      testing::PeerDealer(ctx, c.PeerEndpoint(voter), key_file, c.KeyFile(voter));
   // A vote request from it is rejected: it could sway an election.
   paxos::Message prepare;
   prepare.type = paxos::MessageType::kPrepare;

@@ -213,4 +213,23 @@ inline std::vector<double> ResultValues(const std::string& json) {
   return out;
 }
 
+// The value of the first sample of `metric` whose labels contain `label`
+// (e.g. peer="learner"); -1 when there is none.
+inline double Sample(const std::string& metrics_endpoint, const std::string& metric,
+              const std::string& label = "") {
+  std::string body;
+  if (HttpGet(metrics_endpoint, "/metrics", &body) != 200) return -1;
+  std::istringstream lines(body);
+  for (std::string line; std::getline(lines, line);) {
+    // NAME{LABELS} VALUE
+    if (line.rfind(metric + "{", 0) != 0) continue;
+    const size_t close = line.find("} ");
+    if (close == std::string::npos || line.substr(0, close).find(label) == std::string::npos) {
+      continue;
+    }
+    return std::stod(line.substr(close + 2));
+  }
+  return -1;
+}
+
 }  // namespace ordo::testing

@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "base/keys.h"
 #include "ordo/client.h"
 #include "tests/testing/ports.h"
 
@@ -29,11 +30,15 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
     client_.push_back(ReserveEndpoint());
     metrics_.push_back(options_.metrics ? ReserveEndpoint() : std::string());
   }
+  if (!options_.insecure) {
+    for (int i = 1; i <= nodes(); ++i) public_keys_.push_back(MakeKey("node" + std::to_string(i)));
+    std::ofstream(Path("access.toml")) << "# The learners' keys (tests/testing/local_cluster.h)\n";
+  }
   for (int i = 1; i <= nodes(); ++i) {
     std::ofstream f(Config(i));
     f << "node_id = " << i << "\ndata_dir = \"" << DataDir(i) << "\"\nmetrics = \""
       << metrics_[i - 1] << "\"\n"
-      << MembersToml() << options_.extra_toml;
+      << SecurityToml("node" + std::to_string(i)) << MembersToml() << options_.extra_toml;
   }
   pids_.assign(nodes() + 1, -1);
   for (int i = 1; i <= nodes(); ++i) Start(i);
@@ -56,8 +61,41 @@ std::string LocalCluster::MembersToml() const {
   for (int m = 1; m <= nodes(); ++m) {
     out << "[[members]]\nid = " << m << "\npeer = \"" << peer_[m - 1] << "\"\nclient = \""
         << client_[m - 1] << "\"\n";
+    if (!options_.insecure) out << "public_key = \"" << public_keys_[m - 1] << "\"\n";
   }
   return out.str();
+}
+
+std::string LocalCluster::MakeKey(const std::string& name) const {
+  ordo::StatusOr<ordo::CurveKeyPair> pair = ordo::GenerateKeyPair();
+  if (!pair.ok()) throw std::runtime_error(pair.status().message());
+  const ordo::Status s = ordo::WriteKeyFile(Path(name + ".key"), ordo::KeyFile{pair.value(), {}},
+                                            /*overwrite=*/true);
+  if (!s.ok()) throw std::runtime_error(s.message());
+  return pair.value().public_key;
+}
+
+std::string LocalCluster::SecurityToml(const std::string& name) const {
+  if (options_.insecure) return "[security]\ninsecure = true\n";
+  return "[security]\nkey_file = \"" + Path(name + ".key") + "\"\naccess_file = \"" +
+         Path("access.toml") + "\"\n";
+}
+
+std::string LocalCluster::AllowLearner(uint32_t node_id) {
+  const std::string name = "learner" + std::to_string(node_id);
+  std::string public_key;
+  if (ordo::StatusOr<ordo::KeyFile> existing = ordo::LoadKeyFile(Path(name + ".key")); existing.ok()) {
+    public_key = existing.value().pair.public_key;
+  } else {
+    public_key = MakeKey(name);
+  }
+  access_toml_ += "[[learners]]\nid = " + std::to_string(node_id) + "\npublic_key = \"" +
+                  public_key + "\"\n";
+  std::ofstream(Path("access.toml")) << access_toml_;
+  for (int i = 1; i <= nodes(); ++i) {
+    if (Running(i)) ::kill(pids_[i], SIGHUP);
+  }
+  return Path(name + ".key");
 }
 
 pid_t LocalCluster::Spawn(const std::string& config, const std::string& log) const {
@@ -138,7 +176,7 @@ bool LocalCluster::WaitForHead(uint64_t offset, std::chrono::milliseconds timeou
   return false;
 }
 
-int LocalCluster::AddLearner(uint32_t node_id, bool metrics) {
+int LocalCluster::AddLearner(uint32_t node_id, bool metrics, bool allow) {
   Learner l;
   l.id = node_id;
   l.client = ReserveEndpoint();
@@ -147,10 +185,17 @@ int LocalCluster::AddLearner(uint32_t node_id, bool metrics) {
   l.config = Path(name + ".toml");
   l.data_dir = Path(name);
   l.log = Path(name + ".log");
+  if (!options_.insecure) {
+    if (allow) {
+      AllowLearner(node_id);
+    } else {
+      MakeKey(name);  // a key no voter knows yet
+    }
+  }
   std::ofstream f(l.config);
   f << "node_id = " << node_id << "\nrole = \"learner\"\nclient = \"" << l.client
     << "\"\ndata_dir = \"" << l.data_dir << "\"\nmetrics = \"" << l.metrics << "\"\n"
-    << MembersToml();
+    << SecurityToml(name) << MembersToml();
   f.close();
   learners_.push_back(l);
   const int k = static_cast<int>(learners_.size()) - 1;

@@ -26,6 +26,10 @@ struct LocalClusterOptions {
   std::string extra_toml;          // appended to every broker's config (e.g. [retention])
   std::string dir_prefix = "ordo-cluster-";  // of the directory under $TMPDIR
   bool keep_dir = false;
+  // Plaintext ports (security.insecure). Otherwise every broker gets a key
+  // pair (nodeN.key), [[members]] their public keys, and learners are let
+  // in through access.toml.
+  bool insecure = false;
 };
 
 class LocalCluster {
@@ -45,6 +49,13 @@ class LocalCluster {
   const std::string& ClientEndpoint(int i) const { return client_[i - 1]; }
   const std::string& PeerEndpoint(int i) const { return peer_[i - 1]; }
   const std::string& MetricsEndpoint(int i) const { return metrics_[i - 1]; }
+  // Secure mode: broker i's key file (its key pair, base/keys.h).
+  std::string KeyFile(int i) const { return Path("node" + std::to_string(i) + ".key"); }
+  // Secure mode: lets learner `node_id` in. Its key pair (made if its key
+  // file, returned, does not exist yet) is listed in access.toml, which the
+  // running voters reread (SIGHUP): until they have, its handshakes are
+  // refused (ZeroMQ retries them).
+  std::string AllowLearner(uint32_t node_id);
   // The client endpoints, in node order.
   const std::vector<std::string>& Brokers() const { return client_; }
 
@@ -73,7 +84,7 @@ class LocalCluster {
   // Learner brokers (role = "learner"): an id outside the members, the
   // members' list unchanged, a client endpoint of its own. Returns the
   // learner's index k for the Learner*() methods; the process starts at once.
-  int AddLearner(uint32_t node_id, bool metrics = false);
+  int AddLearner(uint32_t node_id, bool metrics = false, bool allow = true);
   void StartLearner(int k);
   void KillLearner(int k, int sig = SIGKILL);
   const std::string& LearnerEndpoint(int k) const { return learners_[k].client; }
@@ -88,11 +99,17 @@ class LocalCluster {
   };
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
   std::string MembersToml() const;
+  // A new key pair in `name`.key; its public key.
+  std::string MakeKey(const std::string& name) const;
+  // The [security] table of broker `name` (its key: `name`.key).
+  std::string SecurityToml(const std::string& name) const;
   pid_t Spawn(const std::string& config, const std::string& log) const;
 
   LocalClusterOptions options_;
   std::filesystem::path dir_;
   std::vector<std::string> peer_, client_, metrics_;
+  std::vector<std::string> public_keys_;  // the members', in node order (secure mode)
+  std::string access_toml_;               // what access.toml holds ([[learners]])
   std::vector<pid_t> pids_;  // index 1..n
   std::vector<Learner> learners_;
 };

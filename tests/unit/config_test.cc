@@ -14,18 +14,23 @@ const char kGood[] = R"(
 node_id = 2
 data_dir = "/tmp/x"
 metrics = "127.0.0.1:9302"
+[security]
+key_file = "/tmp/x/node2.key"
 [[members]]
 id = 1
 peer = "127.0.0.1:9101"
 client = "127.0.0.1:9201"
+public_key = "oaU}vlG&Lz&]Z9zpp<+h^ky(lTBQY7!4rJyhk)SF"
 [[members]]
 id = 2
 peer = "127.0.0.1:9102"
 client = "127.0.0.1:9202"
+public_key = "T=Z/4YXyvSwajF=+6(+]D*v@x}/JeIvrsC<V}DV>"
 [[members]]
 id = 3
 peer = "127.0.0.1:9103"
 client = "127.0.0.1:9203"
+public_key = "HQxNzNFoZs0Y5AQ>-(VM<ru<<^F#P$f-)PZjG0Nb"
 [timing]
 tick_ms = 5
 )";
@@ -96,6 +101,29 @@ TEST(Config, ErrorsNameTheField) {
             std::string::npos);
   EXPECT_NE(Error("node_id = [").find(":1"), std::string::npos);  // TOML syntax: line number
   EXPECT_NE(Error(std::string(kGood) + "[timing]\nheartbeat_interval_ticks = 40\n").size(), 0u);
+}
+
+// The members' public keys in kGood.
+const std::string kKeys[] = {"oaU}vlG&Lz&]Z9zpp<+h^ky(lTBQY7!4rJyhk)SF", "T=Z/4YXyvSwajF=+6(+]D*v@x}/JeIvrsC<V}DV>", "HQxNzNFoZs0Y5AQ>-(VM<ru<<^F#P$f-)PZjG0Nb"};
+std::string KeyLine(int i) { return "public_key = \"" + kKeys[i] + "\"\n"; }
+
+TEST(Config, SecurityIsOnUnlessInsecureIsSaid) {
+  const std::string key_file = "key_file = \"/tmp/x/node2.key\"\n";
+  EXPECT_NE(Error(Replace(kGood, key_file, "")).find("security.key_file"), std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, KeyLine(1), "")).find("members[1].public_key"), std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, kKeys[2], "not-a-key")).find("members[2].public_key"),
+            std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, kKeys[2], kKeys[0])).find("same key"), std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, "[security]\n", "[security]\ninsecure = 1\n"))
+                .find("security.insecure"),
+            std::string::npos);
+  // Plaintext, said so: no keys needed.
+  std::string plain = Replace(kGood, key_file, "insecure = true\n");
+  for (int i = 0; i < 3; ++i) plain = Replace(plain, KeyLine(i), "");
+  BrokerConfig c;
+  const Status s = Load(plain, &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_TRUE(c.security.insecure);
 }
 
 // A learner: same [[members]] as the voters' files, an id of its own, its own
