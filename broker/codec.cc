@@ -808,6 +808,50 @@ std::string EncodeSnapshotFile(const paxos::AppliedSnapshot& state,
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
 
+namespace {
+// Step 6 for a snapshot file. The verifier checks that a vector of structs
+// starts at a 4-byte boundary (its length), not that its elements are
+// aligned: a runs vector must be, for SequenceRun's 8-byte fields (our
+// encoder aligns every one that is not empty). Every key is one the
+// compacted view can hold. And, as for values (CheckContentBytes), the
+// runs, keys and payloads must fit in the file: the encoder writes each
+// once, and a file whose producers share one runs vector, or whose messages
+// share one payload, would otherwise decode into far more memory than it
+// occupies.
+DecodeStatus CheckSnapshot(const wire::Snapshot& root, size_t file_bytes) {
+  size_t content_bytes = 0;
+  if (const auto* producers = root.producers(); producers != nullptr) {
+    for (const wire::ProducerState* p : *producers) {
+      const auto* runs = p->runs();
+      if (runs == nullptr || runs->size() == 0) continue;  // no element is read
+      if (reinterpret_cast<uintptr_t>(runs->Data()) % alignof(wire::SequenceRun) != 0) {
+        return Fail(DecodeCode::kMalformed, Name(kSnapshotFormat) + ": producer " +
+                                                std::to_string(p->id()) +
+                                                ": its sequence runs are misaligned");
+      }
+      content_bytes += size_t{runs->size()} * sizeof(wire::SequenceRun);
+    }
+  }
+  if (const auto* messages = root.keyed(); messages != nullptr) {
+    for (fb::uoffset_t i = 0; i < messages->size(); ++i) {
+      const wire::KeyedMessage* m = messages->Get(i);
+      if (m->key()->size() == 0 || m->key()->size() > kKeyBytesMax) {
+        return Fail(DecodeCode::kInvalid, Name(kSnapshotFormat) + ": keyed message " +
+                                              std::to_string(i) + " has a key of " +
+                                              std::to_string(m->key()->size()) + " bytes (1 to " +
+                                              std::to_string(kKeyBytesMax) + ")");
+      }
+      content_bytes += m->key()->size() + (m->payload() ? m->payload()->size() : 0);
+    }
+  }
+  if (content_bytes <= file_bytes) return DecodeStatus();
+  return Fail(DecodeCode::kInvalid, Name(kSnapshotFormat) + " of " + std::to_string(file_bytes) +
+                                        " bytes would decode to " + std::to_string(content_bytes) +
+                                        " bytes of sequence runs, keys and payloads (shared "
+                                        "offsets)");
+}
+}  // namespace
+
 DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSnapshot* state,
                                 std::vector<StreamMessage>* keyed) {
   if (file.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
@@ -816,6 +860,9 @@ DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSna
   const AlignedBytes bytes(file);
   const wire::Snapshot* root = nullptr;
   if (DecodeStatus s = DecodeRoot(bytes, kSnapshotFormat, &root); !s.ok()) return s;
+  if (DecodeStatus s = CheckSnapshot(*root, file.size()); !s.ok()) return s;
+
+  // Step 7: every check passed, conversion cannot fail.
   paxos::AppliedSnapshot st;
   st.instance = paxos::Instance(root->instance());
   st.next_offset = paxos::Offset(root->next_offset());

@@ -235,7 +235,11 @@ std::string EncodeSnapshotMessage(const SnapshotMessage& message);
 // equal bytes.
 std::string EncodeSnapshotFile(const paxos::AppliedSnapshot& state,
                                std::span<const StreamMessage> keyed);
-// Decodes a snapshot file (identifier, version, verifier); keyed may be null.
+// Decodes a snapshot file with the checks above: identifier, version,
+// verifier, then every sequence run aligned, every key 1 to kKeyBytesMax
+// bytes, and the runs, keys and payloads adding up to no more than the
+// file's size. Returns ok and fills *state (and *keyed, which may be null),
+// or returns the first failure and leaves them untouched.
 DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSnapshot* state,
                                 std::vector<StreamMessage>* keyed);
 

@@ -17,6 +17,7 @@
 #include "schemas/meta_generated.h"
 #include "schemas/peer_generated.h"
 #include "schemas/record_generated.h"
+#include "schemas/snapshot_generated.h"
 
 namespace ordo::paxos {
 
@@ -688,6 +689,90 @@ TEST(SnapshotFileTest, RoundTripsAndIsCanonical) {
   std::string broken = a;
   broken.resize(broken.size() / 2);
   EXPECT_FALSE(DecodeSnapshotFile(AsBytes(broken), &back, nullptr).ok());
+}
+
+// A hand-built snapshot file: `producers` and `keyed` as given.
+std::string HandSnapshot(fb::FlatBufferBuilder& builder,
+                         std::vector<fb::Offset<wire::ProducerState>> producers,
+                         std::vector<fb::Offset<wire::KeyedMessage>> keyed) {
+  const wire::Ballot barrier(1, 1);
+  wire::FinishSnapshotBuffer(
+      builder, wire::CreateSnapshot(builder, kSnapshotFormatVersion, 10, 20, &barrier,
+                                    builder.CreateVector(producers), builder.CreateVector(keyed)));
+  return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
+}
+
+DecodeCode DecodeSnapshotCode(const std::string& file) {
+  paxos::AppliedSnapshot state;
+  std::vector<StreamMessage> keyed;
+  return DecodeSnapshotFile(AsBytes(file), &state, &keyed).code();
+}
+
+// Found by tests/fuzz (snapshot): a zero-length key passes the verifier
+// (`required` only asks for the field), but the compacted view cannot hold
+// it and the encoder cannot write it back.
+TEST(SnapshotFileTest, RefusesKeysTheCompactedViewCannotHold) {
+  for (const size_t key_bytes : {size_t{0}, kKeyBytesMax + 1}) {
+    fb::FlatBufferBuilder builder;
+    const std::vector<uint8_t> key(key_bytes, 'k');
+    const std::string file =
+        HandSnapshot(builder, {}, {wire::CreateKeyedMessageDirect(builder, &key, 1, 2, 3)});
+    EXPECT_EQ(DecodeSnapshotCode(file), DecodeCode::kInvalid) << key_bytes << "-byte key";
+  }
+}
+
+// Many keyed messages sharing one payload, or many producers sharing one
+// vector of sequence runs: a small file that would decode into far more
+// memory than it occupies.
+TEST(SnapshotFileTest, RefusesSharedOffsetInflation) {
+  {
+    fb::FlatBufferBuilder builder;
+    const auto payload = builder.CreateVector(std::vector<uint8_t>(1000, 'p'));
+    std::vector<fb::Offset<wire::KeyedMessage>> keyed;
+    for (uint8_t i = 0; i < 100; ++i) {
+      keyed.push_back(
+          wire::CreateKeyedMessage(builder, builder.CreateVector(&i, 1), i, 1, 1, payload));
+    }
+    EXPECT_EQ(DecodeSnapshotCode(HandSnapshot(builder, {}, keyed)), DecodeCode::kInvalid);
+  }
+  {
+    fb::FlatBufferBuilder builder;
+    const std::vector<wire::SequenceRun> many(100, wire::SequenceRun(1, 0, 1));
+    const auto runs = builder.CreateVectorOfStructs(many);
+    std::vector<fb::Offset<wire::ProducerState>> producers;
+    for (uint64_t id = 1; id <= 100; ++id) {
+      producers.push_back(wire::CreateProducerState(builder, id, 1, runs));
+    }
+    EXPECT_EQ(DecodeSnapshotCode(HandSnapshot(builder, producers, {})), DecodeCode::kInvalid);
+  }
+}
+
+// Found by tests/fuzz (lmdb_formats, through the base record): the verifier
+// checks that a vector of structs starts at a 4-byte boundary, not that its
+// 8-byte SequenceRun elements are aligned; reading them was undefined
+// behaviour. Built both ways (4 bytes of padding or none), one of the two
+// files has them misaligned.
+TEST(SnapshotFileTest, RefusesMisalignedSequenceRuns) {
+  int misaligned = 0;
+  for (const bool pad : {false, true}) {
+    fb::FlatBufferBuilder builder;
+    if (pad) builder.PushElement<uint32_t>(0);
+    const std::vector<wire::SequenceRun> runs = {{1, 0, 3}, {7, 10, 2}};
+    builder.StartVector(runs.size() * sizeof(wire::SequenceRun) / sizeof(uint32_t),
+                        sizeof(uint32_t));
+    builder.PushBytes(reinterpret_cast<const uint8_t*>(runs.data()),
+                      runs.size() * sizeof(wire::SequenceRun));
+    const fb::Offset<fb::Vector<const wire::SequenceRun*>> vector(builder.EndVector(runs.size()));
+    const std::string file =
+        HandSnapshot(builder, {wire::CreateProducerState(builder, 5, 8, vector)}, {});
+    const auto* stored = wire::GetSnapshot(file.data())->producers()->Get(0)->runs();
+    const auto at = reinterpret_cast<const char*>(stored->Data()) - file.data();
+    const bool aligned = at % alignof(wire::SequenceRun) == 0;
+    misaligned += !aligned;
+    EXPECT_EQ(DecodeSnapshotCode(file), aligned ? DecodeCode::kOk : DecodeCode::kMalformed)
+        << (pad ? "padded" : "not padded");
+  }
+  EXPECT_EQ(misaligned, 1);
 }
 
 TEST(PeerDecodeTest, RefusesEntryForInstanceZero) {
