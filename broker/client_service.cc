@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <cstring>
 #include <optional>
 
 #include "schemas/client_generated.h"
@@ -13,7 +12,6 @@ namespace wire = ordo::wire;
 
 namespace {
 
-constexpr uint16_t kProtocolVersion = 1;
 constexpr auto kPublishTimeout = std::chrono::seconds(30);
 constexpr size_t kDeliverMessagesMax = 2048;   // per Deliver frame
 constexpr size_t kDeliverBytesMax = 1 << 20;   // per Deliver frame, roughly
@@ -57,8 +55,8 @@ class DeliverBuilder {
   flatbuffers::FlatBufferBuilder& Finish(uint64_t request_id, uint64_t head) {
     auto d = wire::CreateDeliverDirect(fbb_, &messages_, head);
     wire::FinishClientEnvelopeBuffer(
-        fbb_, wire::CreateClientEnvelope(fbb_, kProtocolVersion, request_id, wire::Body::Deliver,
-                                         d.Union()));
+        fbb_, wire::CreateClientEnvelope(fbb_, kClientFormatVersion, request_id,
+                                         wire::Body::Deliver, d.Union()));
     return fbb_;
   }
 
@@ -127,7 +125,7 @@ void ClientService::SendError(const std::string& identity, uint64_t request_id, 
   auto err = wire::CreateErrorDirect(fbb, static_cast<wire::ErrorCode>(code), message.c_str(),
                                      leader.c_str(), earliest_offset);
   wire::FinishClientEnvelopeBuffer(
-      fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, request_id, wire::Body::Error,
+      fbb, wire::CreateClientEnvelope(fbb, kClientFormatVersion, request_id, wire::Body::Error,
                                       err.Union()));
   SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
 }
@@ -163,7 +161,9 @@ void ClientService::Poll(size_t max) {
 }
 
 void ClientService::Handle(const std::string& identity, const zmq::message_t& frame) {
-  auto reject = [&](uint16_t code, const std::string& why) {
+  // Refused frames are counted and logged (rate-limited), and answered:
+  // with the request's id once the envelope could be read.
+  auto reject = [&](uint64_t request_id, uint16_t code, const std::string& why) {
     ++counters_.frames_rejected;
     ++rejects_since_log_;
     const auto now = Clock::now();
@@ -172,71 +172,46 @@ void ClientService::Handle(const std::string& identity, const zmq::message_t& fr
       rejects_since_log_ = 0;
       last_reject_log_ = now;
     }
-    SendError(identity, 0, code, why);
+    SendError(identity, request_id, code, why);
   };
-  if (frame.size() > config_.frame_bytes_max) {
-    reject(Code(wire::ErrorCode::TooLarge),
-           "frame of " + std::to_string(frame.size()) + " bytes exceeds limits.frame_bytes_max (" +
-               std::to_string(config_.frame_bytes_max) + ")");
+  ClientRequest request;
+  const DecodeStatus decoded = DecodeClientRequest(
+      {static_cast<const uint8_t*>(frame.data()), frame.size()},
+      ClientLimits{config_.frame_bytes_max, config_.message_bytes_max}, &request);
+  if (!decoded.ok()) {
+    reject(request.request_id,
+           Code(decoded.code() == DecodeCode::kTooLarge ? wire::ErrorCode::TooLarge
+                                                        : wire::ErrorCode::BadRequest),
+           decoded.message());
     return;
   }
-  // FlatBuffers reads scalars in place: give the verifier aligned bytes.
-  const uint8_t* data = static_cast<const uint8_t*>(frame.data());
-  std::vector<uint64_t> aligned;
-  if (reinterpret_cast<uintptr_t>(data) % 8 != 0) {
-    aligned.resize((frame.size() + 7) / 8);
-    std::memcpy(aligned.data(), frame.data(), frame.size());
-    data = reinterpret_cast<const uint8_t*>(aligned.data());
-  }
-  flatbuffers::Verifier verifier(data, frame.size(), /*max_depth=*/16, /*max_tables=*/1000000);
-  if (frame.size() < 8 || !wire::ClientEnvelopeBufferHasIdentifier(data) ||
-      !wire::VerifyClientEnvelopeBuffer(verifier)) {
-    reject(Code(wire::ErrorCode::BadRequest),
-           "not a ClientEnvelope (identifier ORDC) that passes the FlatBuffers verifier");
-    return;
-  }
-  const wire::ClientEnvelope* env = wire::GetClientEnvelope(data);
-  if (env->version() != kProtocolVersion) {
-    reject(Code(wire::ErrorCode::BadRequest),
-           "protocol version " + std::to_string(env->version()) + " is not supported (want 1)");
-    return;
-  }
-  const uint64_t rid = env->request_id();
-  switch (env->body_type()) {
-    case wire::Body::Publish:
-      HandlePublish(identity, rid, env->body_as_Publish(), frame.size());
+  const uint64_t rid = request.request_id;
+  switch (request.kind) {
+    case ClientRequest::Kind::kPublish:
+      HandlePublish(identity, rid, std::move(request.messages));
       return;
-    case wire::Body::Subscribe:
-      HandleSubscribe(identity, rid, env->body_as_Subscribe());
+    case ClientRequest::Kind::kSubscribe:
+      HandleSubscribe(identity, request);
       return;
-    case wire::Body::Credit: {
+    case ClientRequest::Kind::kCredit: {
       auto it = subscriptions_.find(identity);
       if (it != subscriptions_.end()) {
-        it->second.credit = std::min<uint64_t>(it->second.credit + env->body_as_Credit()->credit(),
-                                               config_.subscriber_credit_max);
+        it->second.credit =
+            std::min<uint64_t>(it->second.credit + request.credit, config_.subscriber_credit_max);
       }
       return;
     }
-    case wire::Body::Fetch:
-      HandleFetch(identity, rid, env->body_as_Fetch());
+    case ClientRequest::Kind::kFetch:
+      HandleFetch(identity, request);
       return;
-    case wire::Body::StatusRequest:
+    case ClientRequest::Kind::kStatus:
       HandleStatus(identity, rid);
-      return;
-    default:
-      reject(Code(wire::ErrorCode::BadRequest), "this body type is not a request");
       return;
   }
 }
 
-void ClientService::HandlePublish(const std::string& identity, uint64_t rid, const void* body,
-                                  size_t frame_bytes) {
-  const auto* publish = static_cast<const wire::Publish*>(body);
-  const auto* msgs = publish->messages();
-  if (!msgs || msgs->size() == 0) {
-    SendError(identity, rid, Code(wire::ErrorCode::BadRequest), "publish carries no messages");
-    return;
-  }
+void ClientService::HandlePublish(const std::string& identity, uint64_t rid,
+                                  std::vector<paxos::ClientMessage> batch) {
   if (replica_.role() != paxos::Role::kLeader) {
     ++counters_.redirects;
     if (replica_.leader() == paxos::kNoNode && !config_.Self()) {
@@ -251,57 +226,6 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid, con
                 "this broker is not the leader: publish to " + LeaderEndpoint());
     }
     return;
-  }
-  std::vector<paxos::ClientMessage> batch;
-  batch.reserve(msgs->size());
-  // Every key and payload of the request goes into one buffer that the
-  // messages view: one allocation per request, not one per message.
-  size_t content_bytes = 0;
-  for (const wire::ClientMessage* m : *msgs) {
-    content_bytes += (m->key() ? m->key()->size() : 0) + (m->payload() ? m->payload()->size() : 0);
-  }
-  if (content_bytes > frame_bytes) {
-    // Only messages sharing one payload's bytes can do this; refused before
-    // it is multiplied into memory.
-    SendError(identity, rid, Code(wire::ErrorCode::BadRequest),
-              "a publish of " + std::to_string(frame_bytes) + " bytes would hold " +
-                  std::to_string(content_bytes) +
-                  " bytes of keys and payloads (messages share bytes)");
-    return;
-  }
-  paxos::BytesArena arena(content_bytes);
-  auto keep = [&](const flatbuffers::Vector<uint8_t>* bytes) {
-    if (bytes == nullptr) return paxos::Bytes();
-    return arena.Keep({reinterpret_cast<const char*>(bytes->data()), bytes->size()});
-  };
-  for (const wire::ClientMessage* m : *msgs) {
-    const size_t key_size = m->key() ? m->key()->size() : 0;
-    const size_t payload_size = m->payload() ? m->payload()->size() : 0;
-    if (key_size + payload_size > config_.message_bytes_max) {
-      SendError(identity, rid, Code(wire::ErrorCode::TooLarge),
-                "a message of " + std::to_string(key_size + payload_size) +
-                    " bytes exceeds limits.message_bytes_max (" +
-                    std::to_string(config_.message_bytes_max) + ")");
-      return;
-    }
-    if (key_size > kKeyBytesMax) {
-      // Keys index the compacted view (an LMDB key: at most 511 bytes).
-      SendError(identity, rid, Code(wire::ErrorCode::TooLarge),
-                "a key of " + std::to_string(key_size) + " bytes exceeds the limit of " +
-                    std::to_string(kKeyBytesMax) + " bytes");
-      return;
-    }
-    if (m->producer() == 0 || m->sequence() == 0) {
-      SendError(identity, rid, Code(wire::ErrorCode::BadRequest),
-                "producer and sequence must be non-zero (sequences start at 1)");
-      return;
-    }
-    paxos::ClientMessage cm;
-    cm.producer = paxos::ProducerId(m->producer());
-    cm.sequence = m->sequence();
-    cm.key = keep(m->key());
-    cm.payload = keep(m->payload());
-    batch.push_back(std::move(cm));
   }
   Pending p;
   p.identity = identity;
@@ -402,7 +326,7 @@ void ClientService::Reply(std::list<Pending>::iterator it) {
   }
   auto reply = wire::CreatePublishReplyDirect(fbb, &results);
   wire::FinishClientEnvelopeBuffer(
-      fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, it->request_id,
+      fbb, wire::CreateClientEnvelope(fbb, kClientFormatVersion, it->request_id,
                                       wire::Body::PublishReply, reply.Union()));
   SendFrame(it->identity, fbb.GetBufferPointer(), fbb.GetSize());
   if (metrics_) {
@@ -423,12 +347,10 @@ void ClientService::OnLostLeadership() {
   waiting_.clear();
 }
 
-void ClientService::HandleSubscribe(const std::string& identity, uint64_t rid, const void* body) {
-  const auto* s = static_cast<const wire::Subscribe*>(body);
+void ClientService::HandleSubscribe(const std::string& identity, const ClientRequest& s) {
+  const uint64_t rid = s.request_id;
   const uint64_t head = store_.next_offset();
-  uint64_t from = s->from_latest()     ? head
-                  : s->from_earliest() ? store_.earliest_offset()
-                                       : s->from_offset();
+  uint64_t from = s.from_latest ? head : s.from_earliest ? store_.earliest_offset() : s.from_offset;
   if (from < store_.earliest_offset()) {
     SendError(identity, rid, Code(wire::ErrorCode::OffsetBelowRetained),
               "offset " + std::to_string(from) + " is no longer retained; the earliest is " +
@@ -439,8 +361,8 @@ void ClientService::HandleSubscribe(const std::string& identity, uint64_t rid, c
   Subscription& sub = subscriptions_[identity];
   sub.request_id = rid;
   sub.next_offset = from;
-  sub.credit = std::min<uint64_t>(s->credit(), config_.subscriber_credit_max);
-  if (s->from_latest() || sub.credit == 0) {
+  sub.credit = std::min<uint64_t>(s.credit, config_.subscriber_credit_max);
+  if (s.from_latest || sub.credit == 0) {
     // Tell the client where it starts, even before any message exists.
     DeliverBuilder deliver(128);
     auto& fbb = deliver.Finish(rid, head);
@@ -448,12 +370,12 @@ void ClientService::HandleSubscribe(const std::string& identity, uint64_t rid, c
   }
 }
 
-void ClientService::HandleFetch(const std::string& identity, uint64_t rid, const void* body) {
-  const auto* f = static_cast<const wire::Fetch*>(body);
-  if (f->compacted()) {
+void ClientService::HandleFetch(const std::string& identity, const ClientRequest& f) {
+  const uint64_t rid = f.request_id;
+  if (f.compacted) {
     std::vector<StreamMessage> msgs;
-    const uint32_t max = std::min(f->max_messages(), kFetchMessagesMax);
-    if (store_.ReadCompacted(f->from_offset(), 0, max, config_.frame_bytes_max / 2, &msgs) !=
+    const uint32_t max = std::min(f.max_messages, kFetchMessagesMax);
+    if (store_.ReadCompacted(f.from_offset, 0, max, config_.frame_bytes_max / 2, &msgs) !=
             paxos::StoreCode::kOk &&
         msgs.empty()) {
       SendError(identity, rid, Code(wire::ErrorCode::Unavailable),
@@ -466,23 +388,22 @@ void ClientService::HandleFetch(const std::string& identity, uint64_t rid, const
     SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
     return;
   }
-  if (f->from_offset() < store_.earliest_offset()) {
+  if (f.from_offset < store_.earliest_offset()) {
     SendError(identity, rid, Code(wire::ErrorCode::OffsetBelowRetained),
-              "offset " + std::to_string(f->from_offset()) +
+              "offset " + std::to_string(f.from_offset) +
                   " is no longer retained; the earliest is " +
                   std::to_string(store_.earliest_offset()),
               store_.earliest_offset());
     return;
   }
-  const uint32_t max = std::min(f->max_messages(), kFetchMessagesMax);
+  const uint32_t max = std::min(f.max_messages, kFetchMessagesMax);
   const size_t max_bytes = config_.frame_bytes_max / 2;
   DeliverBuilder deliver(DeliverBytesFor(max_bytes, max));
-  const paxos::StoreCode code = store_.ReadStream(f->from_offset(), max, max_bytes,
-                                                  deliver.Visitor());
+  const paxos::StoreCode code = store_.ReadStream(f.from_offset, max, max_bytes, deliver.Visitor());
   if (code != paxos::StoreCode::kOk && deliver.count() == 0) {
     SendError(identity, rid, Code(wire::ErrorCode::Unavailable),
-              "this broker cannot read offset " + std::to_string(f->from_offset()) +
-                  " right now (" + paxos::ToString(code) + "); try another broker");
+              "this broker cannot read offset " + std::to_string(f.from_offset) + " right now (" +
+                  paxos::ToString(code) + "); try another broker");
     return;
   }
   auto& fbb = deliver.Finish(rid, store_.next_offset());
@@ -509,7 +430,7 @@ void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
       counters_.frames_rejected, s.voter, s.catching_up, s.rejoin_target.value(),
       votes_while_catching_up_, s.first_retained.value(), s.snapshots_installed);
   wire::FinishClientEnvelopeBuffer(
-      fbb, wire::CreateClientEnvelope(fbb, kProtocolVersion, rid, wire::Body::StatusReply,
+      fbb, wire::CreateClientEnvelope(fbb, kClientFormatVersion, rid, wire::Body::StatusReply,
                                       reply.Union()));
   SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
 }

@@ -16,6 +16,7 @@
 
 #include <zmq.hpp>
 
+#include "broker/codec.h"
 #include "broker/config.h"
 #include "broker/lmdb_store.h"
 #include "broker/status.h"
@@ -86,10 +87,11 @@ class ClientService {
   using Key = std::pair<uint64_t, uint64_t>;  // (producer, sequence)
 
   void Handle(const std::string& identity, const zmq::message_t& frame);
-  void HandlePublish(const std::string& identity, uint64_t request_id, const void* publish,
-                     size_t frame_bytes);
-  void HandleSubscribe(const std::string& identity, uint64_t request_id, const void* subscribe);
-  void HandleFetch(const std::string& identity, uint64_t request_id, const void* fetch);
+  // `batch`: a decoded Publish's messages (broker/codec.h, DecodeClientRequest).
+  void HandlePublish(const std::string& identity, uint64_t request_id,
+                     std::vector<paxos::ClientMessage> batch);
+  void HandleSubscribe(const std::string& identity, const ClientRequest& subscribe);
+  void HandleFetch(const std::string& identity, const ClientRequest& fetch);
   void HandleStatus(const std::string& identity, uint64_t request_id);
   void SendError(const std::string& identity, uint64_t request_id, uint16_t code,
                  const std::string& message, uint64_t earliest_offset = 0);

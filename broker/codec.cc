@@ -10,10 +10,11 @@
 
 #include "broker/crc32c.h"
 #include "paxos/assert.h"
+#include "schemas/client_generated.h"
 #include "schemas/meta_generated.h"
 #include "schemas/peer_generated.h"
-#include "schemas/snapshot_generated.h"
 #include "schemas/record_generated.h"
+#include "schemas/snapshot_generated.h"
 
 namespace ordo::broker {
 namespace {
@@ -49,6 +50,7 @@ static_assert(wire::PeerEnvelope::VT_VERSION == kVersionField);
 static_assert(wire::LogRecord::VT_VERSION == kVersionField);
 static_assert(wire::MetaRecord::VT_VERSION == kVersionField);
 static_assert(wire::Snapshot::VT_VERSION == kVersionField);
+static_assert(wire::ClientEnvelope::VT_VERSION == kVersionField);
 
 // One decodable format: its name for messages, its file identifier (taken
 // from the generated code, so it is the one the schema declares) and the one
@@ -61,6 +63,9 @@ struct Format {
   // Peer frames carry FlatBuffers' 4-byte size prefix; records do not need
   // it, their CRC32C already catches a truncation.
   bool size_prefixed;
+  // What an absent version field reads as: the schema's default. 1 for the
+  // client envelope, whose builders leave a version equal to it out.
+  uint16_t version_default = 0;
 };
 
 constexpr Format kPeerFormat{"peer frame", &wire::PeerEnvelopeIdentifier, kPeerFormatVersion, 1,
@@ -71,6 +76,10 @@ constexpr Format kMetaRecordFormat{"meta record", &wire::MetaRecordIdentifier,
                                    kMetaRecordFormatVersion, kMetaRecordFormatVersion, false};
 constexpr Format kSnapshotFormat{"snapshot file", &wire::SnapshotIdentifier,
                                  kSnapshotFormatVersion, kSnapshotFormatVersion, false};
+constexpr Format kClientFormat{"client request", &wire::ClientEnvelopeIdentifier,
+                               kClientFormatVersion, kClientFormatVersion,
+                               /*size_prefixed=*/false, /*version_default=*/1};
+static_assert(kClientFormatVersion == 1, "client.fbs: ClientEnvelope.version = 1, the default");
 
 // Where the FlatBuffers buffer proper (root offset, identifier) starts.
 constexpr size_t BufferStart(const Format& format) {
@@ -342,16 +351,17 @@ fb::Verifier::Options VerifierOptions(size_t size) {
 }
 
 // Reads the root table's version field after verifying only the root offset
-// (at `start`), the root table's header and that one field. False if those
-// are malformed.
-bool PeekVersion(const AlignedBytes& bytes, size_t start, uint16_t* version) {
+// (at BufferStart), the root table's header and that one field. False if
+// those are malformed.
+bool PeekVersion(const AlignedBytes& bytes, const Format& format, uint16_t* version) {
+  const size_t start = BufferStart(format);
   fb::Verifier verifier(bytes.data(), bytes.size(), VerifierOptions(bytes.size()));
   const fb::uoffset_t root_offset = verifier.VerifyOffset(start);
   if (root_offset == 0) return false;
   const auto* root = reinterpret_cast<const fb::Table*>(bytes.data() + start + root_offset);
   if (!root->VerifyTableStart(verifier)) return false;
   if (!root->VerifyField<uint16_t>(verifier, kVersionField, sizeof(uint16_t))) return false;
-  *version = root->GetField<uint16_t>(kVersionField, 0);
+  *version = root->GetField<uint16_t>(kVersionField, format.version_default);
   return true;
 }
 
@@ -383,7 +393,7 @@ DecodeStatus DecodeRoot(const AlignedBytes& bytes, const Format& format, const R
                                                   format.identifier() + "\"");
   }
   uint16_t version = 0;
-  if (!PeekVersion(bytes, start, &version)) {
+  if (!PeekVersion(bytes, format, &version)) {
     return Fail(DecodeCode::kMalformed,
                 Name(format) + ": root table fails FlatBuffers verification");
   }
@@ -1065,6 +1075,146 @@ DecodeStatus DecodeMetaRecord(std::span<const uint8_t> record, paxos::HardState*
 
   *out = paxos::HardState{FromWire(meta->promised()), paxos::Instance(meta->chosen()),
                           paxos::Instance(meta->catch_up_until())};
+  return DecodeStatus();
+}
+
+// --- Client requests ---
+
+namespace {
+
+// The client request kinds, by the envelope body that carries them.
+bool RequestKind(wire::Body body, ClientRequest::Kind* kind) {
+  switch (body) {
+    case wire::Body::Publish:
+      *kind = ClientRequest::Kind::kPublish;
+      return true;
+    case wire::Body::Subscribe:
+      *kind = ClientRequest::Kind::kSubscribe;
+      return true;
+    case wire::Body::Credit:
+      *kind = ClientRequest::Kind::kCredit;
+      return true;
+    case wire::Body::Fetch:
+      *kind = ClientRequest::Kind::kFetch;
+      return true;
+    case wire::Body::StatusRequest:
+      *kind = ClientRequest::Kind::kStatus;
+      return true;
+    default:  // NONE, the replies, and bodies this build does not know
+      return false;
+  }
+}
+
+// Step 6 for a Publish, then step 7: its messages as the core takes them,
+// every key and payload copied into one buffer (one allocation per request,
+// none per message).
+DecodeStatus DecodePublish(const wire::Publish& publish, size_t frame_bytes,
+                           size_t message_bytes_max, std::vector<paxos::ClientMessage>* out) {
+  const auto* messages = publish.messages();
+  if (messages == nullptr || messages->size() == 0) {
+    return Fail(DecodeCode::kInvalid, "publish carries no messages");
+  }
+  size_t content_bytes = 0;
+  for (const wire::ClientMessage* m : *messages) {
+    content_bytes += (m->key() ? m->key()->size() : 0) + (m->payload() ? m->payload()->size() : 0);
+  }
+  if (content_bytes > frame_bytes) {
+    // Only messages sharing one payload's bytes can do this; refused before
+    // it is multiplied into memory.
+    return Fail(DecodeCode::kInvalid, "a publish of " + std::to_string(frame_bytes) +
+                                          " bytes would hold " + std::to_string(content_bytes) +
+                                          " bytes of keys and payloads (messages share bytes)");
+  }
+  for (const wire::ClientMessage* m : *messages) {
+    const size_t key_bytes = m->key() ? m->key()->size() : 0;
+    const size_t payload_bytes = m->payload() ? m->payload()->size() : 0;
+    if (key_bytes + payload_bytes > message_bytes_max) {
+      return Fail(DecodeCode::kTooLarge, "a message of " +
+                                             std::to_string(key_bytes + payload_bytes) +
+                                             " bytes exceeds limits.message_bytes_max (" +
+                                             std::to_string(message_bytes_max) + ")");
+    }
+    if (key_bytes > kKeyBytesMax) {
+      // Keys index the compacted view (an LMDB key: at most 511 bytes).
+      return Fail(DecodeCode::kTooLarge, "a key of " + std::to_string(key_bytes) +
+                                             " bytes exceeds the limit of " +
+                                             std::to_string(kKeyBytesMax) + " bytes");
+    }
+    if (m->producer() == 0 || m->sequence() == 0) {
+      return Fail(DecodeCode::kInvalid,
+                  "producer and sequence must be non-zero (sequences start at 1)");
+    }
+  }
+  paxos::BytesArena arena(content_bytes);
+  out->clear();
+  out->reserve(messages->size());
+  for (const wire::ClientMessage* m : *messages) {
+    out->push_back(paxos::ClientMessage{paxos::ProducerId(m->producer()), m->sequence(),
+                                        arena.Keep(ViewOf(m->key())),
+                                        arena.Keep(ViewOf(m->payload()))});
+  }
+  return DecodeStatus();
+}
+
+}  // namespace
+
+DecodeStatus DecodeClientRequest(std::span<const uint8_t> frame, const ClientLimits& limits,
+                                 ClientRequest* out) {
+  out->request_id = 0;
+  // Step 1, before anything else is read.
+  if (frame.size() > limits.frame_bytes_max || frame.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
+    return Fail(DecodeCode::kTooLarge, "frame of " + std::to_string(frame.size()) +
+                                           " bytes exceeds limits.frame_bytes_max (" +
+                                           std::to_string(limits.frame_bytes_max) + ")");
+  }
+  const AlignedBytes bytes(frame);
+  const wire::ClientEnvelope* envelope = nullptr;
+  if (DecodeStatus s = DecodeRoot(bytes, kClientFormat, &envelope); !s.ok()) return s;
+  out->request_id = envelope->request_id();
+  ClientRequest decoded;
+  decoded.request_id = envelope->request_id();
+  if (!RequestKind(envelope->body_type(), &decoded.kind)) {
+    return Fail(DecodeCode::kInvalid,
+                "body type " + std::to_string(static_cast<unsigned>(envelope->body_type())) +
+                    " is not a request");
+  }
+  // The verifier accepts a union whose type is set and whose value is
+  // absent: only a StatusRequest, which has no fields, may come that way.
+  if (envelope->body() == nullptr && decoded.kind != ClientRequest::Kind::kStatus) {
+    return Fail(DecodeCode::kMalformed, std::string("a ") +
+                                            wire::EnumNameBody(envelope->body_type()) +
+                                            " request without its body");
+  }
+  switch (decoded.kind) {
+    case ClientRequest::Kind::kPublish:
+      if (DecodeStatus s = DecodePublish(*envelope->body_as_Publish(), frame.size(),
+                                         limits.message_bytes_max, &decoded.messages);
+          !s.ok()) {
+        return s;
+      }
+      break;
+    case ClientRequest::Kind::kSubscribe: {
+      const wire::Subscribe& subscribe = *envelope->body_as_Subscribe();
+      decoded.from_offset = subscribe.from_offset();
+      decoded.from_latest = subscribe.from_latest();
+      decoded.from_earliest = subscribe.from_earliest();
+      decoded.credit = subscribe.credit();
+      break;
+    }
+    case ClientRequest::Kind::kCredit:
+      decoded.credit = envelope->body_as_Credit()->credit();
+      break;
+    case ClientRequest::Kind::kFetch: {
+      const wire::Fetch& fetch = *envelope->body_as_Fetch();
+      decoded.from_offset = fetch.from_offset();
+      decoded.max_messages = fetch.max_messages();
+      decoded.compacted = fetch.compacted();
+      break;
+    }
+    case ClientRequest::Kind::kStatus:
+      break;
+  }
+  *out = std::move(decoded);
   return DecodeStatus();
 }
 

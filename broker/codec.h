@@ -1,7 +1,9 @@
 // The edge between the consensus core's plain structs and Ordo's bytes: peer
-// frames (schemas/peer.fbs) and stored records (schemas/record.fbs,
-// schemas/meta.fbs). The core never sees bytes; the broker calls these on
-// every frame it sends or receives and every record it puts or gets.
+// frames (schemas/peer.fbs), stored records (schemas/record.fbs,
+// schemas/meta.fbs), snapshot files (schemas/snapshot.fbs) and client
+// requests (schemas/client.fbs). The core never sees bytes; the broker calls
+// these on every frame it sends or receives and every record it puts or
+// gets.
 //
 // Formats (the .fbs files define the tables; this is the framing around them)
 //
@@ -14,6 +16,12 @@
 //     bytes [4, 8)    root table offset, relative to byte 4
 //     bytes [8, 12)   file identifier "ORDP"
 //     ...             PeerEnvelope { version: 1, message: PeerMessage }
+//
+//   Client request, one ZeroMQ frame (docs/protocol.md): a FlatBuffers
+//   buffer without a size prefix: root offset, file identifier "ORDC",
+//   ClientEnvelope { version: 1 (the default, so usually absent),
+//   request_id, body }. Steps 1 to 5 below apply as to a peer frame, minus
+//   the size prefix.
 //
 //   Stored record, one LMDB value:
 //     bytes [0, 4)   CRC32C (broker/crc32c.h) of bytes [4, n), little-endian
@@ -83,6 +91,7 @@ inline constexpr uint16_t kPeerFormatVersion = 2;
 inline constexpr uint16_t kLogRecordFormatVersion = 2;
 inline constexpr uint16_t kMetaRecordFormatVersion = 1;
 inline constexpr uint16_t kSnapshotFormatVersion = 1;
+inline constexpr uint16_t kClientFormatVersion = 1;
 
 // The longest message key: keys index the compacted view, and LMDB keys are
 // at most 511 bytes.
@@ -309,5 +318,44 @@ std::string EncodeMetaRecord(const paxos::HardState& hard_state);
 // Decodes a meta record into *out, with the same checks and contract as
 // DecodeLogRecord (minus the key comparison: the hard state has one key).
 DecodeStatus DecodeMetaRecord(std::span<const uint8_t> record, paxos::HardState* out);
+
+// --- Client requests (schemas/client.fbs) ---
+
+// What a broker allows a client to send (config: limits.*).
+struct ClientLimits {
+  size_t frame_bytes_max = 0;    // the whole frame
+  size_t message_bytes_max = 0;  // one published message's key + payload
+};
+
+// One decoded client request. Which fields are meaningful depends on kind.
+struct ClientRequest {
+  enum class Kind : uint8_t { kPublish, kSubscribe, kCredit, kFetch, kStatus };
+  Kind kind = Kind::kStatus;
+  uint64_t request_id = 0;     // echoed by the reply
+  uint64_t from_offset = 0;    // kSubscribe, kFetch
+  bool from_latest = false;    // kSubscribe: start at the head instead
+  bool from_earliest = false;  // kSubscribe: start at the earliest retained offset
+  uint32_t credit = 0;         // kSubscribe, kCredit
+  uint32_t max_messages = 0;   // kFetch
+  bool compacted = false;      // kFetch: the compacted view
+  // kPublish: at least one message, each with a non-zero producer and
+  // sequence, a key of at most kKeyBytesMax bytes and key + payload within
+  // message_bytes_max. The keys and payloads share one buffer.
+  std::vector<paxos::ClientMessage> messages;
+};
+
+// Decodes one client request frame: steps 1 to 5 above (kTooLarge above
+// limits.frame_bytes_max, then the header, "ORDC", version 1, the
+// verifier), then step 6: the body is a request (kInvalid for a reply, an
+// unknown body or none), present unless it is a StatusRequest (kMalformed);
+// a Publish has messages (kInvalid), whose keys and payloads add up to no
+// more than the frame (kInvalid), each within the limits above (kTooLarge)
+// and with a non-zero producer and sequence (kInvalid). Returns ok and
+// fills *out; or returns the first failure and leaves *out untouched but
+// for out->request_id: the envelope's once it verified (the refusal
+// answers that request), else 0. Whoever answers maps kTooLarge to the
+// wire's TooLarge and every other failure to BadRequest.
+DecodeStatus DecodeClientRequest(std::span<const uint8_t> frame, const ClientLimits& limits,
+                                 ClientRequest* out);
 
 }  // namespace ordo::broker
