@@ -89,11 +89,8 @@ Status ReadString(const toml::node_view<const toml::node>& node, const std::stri
   return Status::Ok();
 }
 
-}  // namespace
-
-Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
-  toml::table t;
-  if (Status s = ParseTomlFile(path, &t); !s.ok()) return s;
+// The fields of a parsed config file, checked one by one.
+Status FromTable(const toml::table& t, BrokerConfig* out) {
   static const std::set<std::string> kKnown = {
       "node_id", "cluster_id", "role", "client", "data_dir", "metrics", "log_level", "members", "timing",
       "batching", "limits", "storage", "retention", "security"};
@@ -209,6 +206,20 @@ Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
                     &out->map_size_bytes));
 #undef ORDO_READ
   return Status::Ok();
+}
+
+}  // namespace
+
+Status LoadConfigFile(const std::string& path, BrokerConfig* out) {
+  toml::table t;
+  if (Status s = ParseTomlFile(path, &t); !s.ok()) return s;
+  return FromTable(t, out);
+}
+
+Status ParseConfig(std::string_view text, const std::string& source, BrokerConfig* out) {
+  toml::table t;
+  if (Status s = ParseToml(text, source, &t); !s.ok()) return s;
+  return FromTable(t, out);
 }
 
 Status ValidateConfig(const BrokerConfig& c) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "broker/status.h"
@@ -17,6 +18,7 @@ struct Member {
   std::string peer;    // HOST:PORT of the peer (replication) endpoint
   std::string client;  // HOST:PORT of the client endpoint
   std::string public_key;  // its CurveZMQ public key (Z85); the `from` of its frames
+  bool operator==(const Member&) const = default;
 };
 
 // CurveZMQ on the peer endpoint (broker/zap_handler.h). Secure unless
@@ -25,6 +27,7 @@ struct SecurityConfig {
   bool insecure = false;
   std::string key_file;     // this broker's key pair (ordo keygen), mode 0600
   std::string access_file;  // the learners' keys ([[learners]]), reloaded on SIGHUP
+  bool operator==(const SecurityConfig&) const = default;
 };
 
 // A voter is one of [[members]]: it votes, may lead, and serves clients. A
@@ -89,10 +92,18 @@ struct BrokerConfig {
   const std::string& ClientEndpoint() const;
   const Member* Find(uint32_t id) const;
   paxos::Config CoreConfig(uint64_t seed) const;
+
+  bool operator==(const BrokerConfig&) const = default;
 };
 
 // Reads `path` into *out (fields not in the file keep their defaults).
 Status LoadConfigFile(const std::string& path, BrokerConfig* out);
+
+// The same for a file's text; `source` names it in error messages
+// ("SOURCE:LINE: ..."). Any text gives ok or an error naming the field or
+// the line, never an exception. The text must be ASCII (base/toml_file.h
+// says why); other characters go in strings as \uXXXX escapes.
+Status ParseConfig(std::string_view text, const std::string& source, BrokerConfig* out);
 
 // Checks every field and the relations between them.
 Status ValidateConfig(const BrokerConfig& config);
