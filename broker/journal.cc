@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -134,10 +135,16 @@ Status Journal::Replay(uint64_t generation,
     // this one had been synced. Any such record sits at an aligned position
     // after this one: look at every position whose magic and generation
     // match (a few per MiB read).
-    // Chunks overlap by 64 bytes, so no header is cut at a chunk's end.
-    std::vector<uint8_t> chunk(1 << 20);
-    static_assert(kHeaderBytes <= 64);
-    for (uint64_t base = at; base < size_; base += chunk.size() - 64) {
+    // Chunks overlap by 64 bytes, so no header is cut at a chunk's end. A
+    // chunk is 1 MiB, or what is left of a smaller file (at least twice
+    // the overlap, so each step moves on): a short journal does not cost
+    // a 1 MiB buffer.
+    constexpr uint64_t kChunkBytesMax = 1 << 20, kOverlapBytes = 64;
+    static_assert(kHeaderBytes <= kOverlapBytes);
+    const uint64_t left = at < size_ ? size_ - at : 0;
+    std::vector<uint8_t> chunk(
+        static_cast<size_t>(std::clamp(left, 2 * kOverlapBytes, kChunkBytesMax)));
+    for (uint64_t base = at; base < size_; base += chunk.size() - kOverlapBytes) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), size_ - base));
       if (!PreadAll(fd_, chunk.data(), n, base)) break;
       for (size_t off = 0; off + kHeaderBytes <= n; off += 8) {
