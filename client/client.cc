@@ -279,36 +279,7 @@ Result<BrokerStatus> GetStatusImpl(const std::string& endpoint, std::chrono::mil
                      " frame; check that client and broker versions match",
                  0};
   }
-  BrokerStatus status;
-  status.endpoint = endpoint;
-  status.node_id = reply_status->node_id();
-  status.role = ci::ToString(reply_status->role());
-  status.leader_id = reply_status->leader_id();
-  status.leader_endpoint = ci::ToString(reply_status->leader_endpoint());
-  if (const wire::Ballot* ballot = reply_status->ballot()) {
-    status.ballot_round = ballot->round();
-    status.ballot_node = ballot->node();
-  }
-  status.chosen = reply_status->chosen();
-  status.last_instance = reply_status->last_instance();
-  status.next_offset = reply_status->next_offset();
-  status.earliest_offset = reply_status->earliest_offset();
-  if (const auto* peers = reply_status->peers()) {
-    status.peers.reserve(peers->size());
-    for (const wire::PeerStatus* peer : *peers) {
-      status.peers.push_back(
-          PeerInfo{peer->node_id(), peer->chosen(), peer->lag_instances(), peer->last_heard_ms()});
-    }
-  }
-  status.storage_corruptions = reply_status->storage_corruptions();
-  status.frames_rejected = reply_status->frames_rejected();
-  status.voter = reply_status->voter();
-  status.catching_up = reply_status->catching_up();
-  status.rejoin_target = reply_status->rejoin_target();
-  status.votes_while_catching_up = reply_status->votes_while_catching_up();
-  status.first_retained = reply_status->first_retained();
-  status.snapshots_installed = reply_status->snapshots_installed();
-  return status;
+  return ci::ToBrokerStatus(*reply_status, endpoint);
 }
 
 }  // namespace

@@ -92,6 +92,13 @@ std::string Ms(Clock::duration duration) {
          " ms";
 }
 
+std::unique_ptr<Frame> Frame::FromBytes(std::span<const uint8_t> bytes, std::string* reason) {
+  auto frame = std::make_unique<Frame>();
+  frame->message_.rebuild(bytes.data(), bytes.size());
+  if (!frame->Parse(reason)) return nullptr;
+  return frame;
+}
+
 bool Frame::Parse(std::string* reason) {
   size_ = message_.size();
   if (size_ < kBufferHeaderBytes) {
@@ -340,6 +347,39 @@ uint64_t RandomU64() {
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
     return x ^ (x >> 31);
   }
+}
+
+BrokerStatus ToBrokerStatus(const wire::StatusReply& reply, std::string endpoint) {
+  BrokerStatus status;
+  status.endpoint = std::move(endpoint);
+  status.node_id = reply.node_id();
+  status.role = ToString(reply.role());
+  status.leader_id = reply.leader_id();
+  status.leader_endpoint = ToString(reply.leader_endpoint());
+  if (const wire::Ballot* ballot = reply.ballot()) {
+    status.ballot_round = ballot->round();
+    status.ballot_node = ballot->node();
+  }
+  status.chosen = reply.chosen();
+  status.last_instance = reply.last_instance();
+  status.next_offset = reply.next_offset();
+  status.earliest_offset = reply.earliest_offset();
+  if (const auto* peers = reply.peers()) {
+    status.peers.reserve(peers->size());
+    for (const wire::PeerStatus* peer : *peers) {
+      status.peers.push_back(
+          PeerInfo{peer->node_id(), peer->chosen(), peer->lag_instances(), peer->last_heard_ms()});
+    }
+  }
+  status.storage_corruptions = reply.storage_corruptions();
+  status.frames_rejected = reply.frames_rejected();
+  status.voter = reply.voter();
+  status.catching_up = reply.catching_up();
+  status.rejoin_target = reply.rejoin_target();
+  status.votes_while_catching_up = reply.votes_while_catching_up();
+  status.first_retained = reply.first_retained();
+  status.snapshots_installed = reply.snapshots_installed();
+  return status;
 }
 
 Record ToRecord(const wire::StreamMessage& message) {

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -87,6 +88,11 @@ class Frame {
   Frame() = default;
   Frame(const Frame&) = delete;
   Frame& operator=(const Frame&) = delete;
+
+  // A frame holding a copy of `bytes`, after the checks a received one
+  // goes through; null with *reason when they fail. For tests and
+  // tests/fuzz: what Connection::Receive makes of a frame, without a socket.
+  static std::unique_ptr<Frame> FromBytes(std::span<const uint8_t> bytes, std::string* reason);
 
   const wire::ClientEnvelope& envelope() const { return *envelope_; }
   // Bytes of the whole frame, for the Deliver size check.
@@ -201,6 +207,10 @@ std::string ToString(const flatbuffers::String* text);
 // 64 random bits from std::random_device, or, where it has no entropy
 // source (it throws), from the clock and an address; never crashes.
 uint64_t RandomU64();
+
+// Translates a Verifier-checked StatusReply from `endpoint` into the
+// public BrokerStatus.
+BrokerStatus ToBrokerStatus(const wire::StatusReply& reply, std::string endpoint);
 
 // Translates a Verifier-checked StreamMessage into a Record.
 Record ToRecord(const wire::StreamMessage& message);
