@@ -340,7 +340,6 @@ void SnapshotService::Need(uint32_t hint, uint64_t min_instance) {
   // A transfer this broker began before a restart resumes where it stopped.
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(store_.SnapshotDir(), ec)) {
-    SnapshotHandle h;
     unsigned long long instance = 0, checksum = 0, size = 0;
     const std::string name = entry.path().filename().string();
     if (std::sscanf(name.c_str(), "incoming-%llu-%llu-%llu.part", &instance, &checksum, &size) == 3 &&
