@@ -21,6 +21,7 @@
 
 #include "schemas/client_generated.h"
 #include "tests/integration/cluster.h"
+#include "tests/testing/peer_socket.h"
 
 namespace ordo {
 namespace {
@@ -244,9 +245,13 @@ TEST(Broker, GarbageTruncatedAndOversizedFramesChangeNothing) {
   zmq::context_t ctx;
   for (int n = 1; n <= 3; ++n) {
     for (const std::string& ep : {c.ClientEndpoint(n), c.PeerEndpoint(n)}) {
-      zmq::socket_t s(ctx, zmq::socket_type::dealer);
-      s.set(zmq::sockopt::linger, 0);
-      s.connect("tcp://" + ep);
+      // On the peer endpoint, as another member (its key): garbage from an
+      // authenticated peer reaches the decoder. Every send is dontwait: a
+      // DEALER with no connection would block.
+      zmq::socket_t s =
+          ep == c.PeerEndpoint(n)
+              ? testing::PeerDealer(ctx, ep, c.KeyFile(n % 3 + 1), c.KeyFile(n))
+              : testing::PeerDealer(ctx, ep);
       std::mt19937 rng(n);
       for (int i = 0; i < 200; ++i) {
         std::string junk(rng() % 300, '\0');
@@ -256,7 +261,7 @@ TEST(Broker, GarbageTruncatedAndOversizedFramesChangeNothing) {
       s.send(zmq::str_buffer("ORDC"), zmq::send_flags::dontwait);        // truncated
       std::string big(17 << 20, 'x');                                      // over 16 MiB
       s.send(zmq::buffer(big), zmq::send_flags::dontwait);
-      s.send(zmq::str_buffer("a"), zmq::send_flags::sndmore);              // two frames
+      s.send(zmq::str_buffer("a"), zmq::send_flags::sndmore | zmq::send_flags::dontwait);  // two frames
       s.send(zmq::str_buffer("b"), zmq::send_flags::dontwait);
       if (ep == c.ClientEndpoint(n)) {
         // Someone to answer: a typed error comes back.
