@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -91,9 +92,26 @@ std::string LocalCluster::AllowLearner(uint32_t node_id) {
   }
   access_toml_ += "[[learners]]\nid = " + std::to_string(node_id) + "\npublic_key = \"" +
                   public_key + "\"\n";
+  // Each running voter says in its log when it has reread the file: until
+  // then it would refuse the learner's handshake (and a socket that
+  // ZeroMQ saw refused is not retried), so this returns only after.
+  auto reloads = [](const std::string& log) {
+    std::ifstream in(log);
+    size_t n = 0;
+    for (std::string line; std::getline(in, line);) n += line.find("SIGHUP: reloaded") != std::string::npos;
+    return n;
+  };
+  std::vector<size_t> before(nodes() + 1, 0);
+  for (int i = 1; i <= nodes(); ++i) before[i] = reloads(Log(i));
   std::ofstream(Path("access.toml")) << access_toml_;
   for (int i = 1; i <= nodes(); ++i) {
     if (Running(i)) ::kill(pids_[i], SIGHUP);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (int i = 1; i <= nodes(); ++i) {
+    while (Running(i) && reloads(Log(i)) <= before[i] && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
   return Path(name + ".key");
 }
