@@ -85,20 +85,22 @@ std::string LocalCluster::SecurityToml(const std::string& name) const {
 std::string LocalCluster::AllowLearner(uint32_t node_id) {
   const std::string name = "learner" + std::to_string(node_id);
   std::string public_key;
-  if (ordo::StatusOr<ordo::KeyFile> existing = ordo::LoadKeyFile(Path(name + ".key")); existing.ok()) {
+  if (ordo::StatusOr<ordo::KeyFile> existing = ordo::LoadKeyFile(Path(name + ".key"));
+      existing.ok()) {
     public_key = existing.value().pair.public_key;
   } else {
     public_key = MakeKey(name);
   }
-  access_toml_ += "[[learners]]\nid = " + std::to_string(node_id) + "\npublic_key = \"" +
-                  public_key + "\"\n";
+  access_toml_ +=
+      "[[learners]]\nid = " + std::to_string(node_id) + "\npublic_key = \"" + public_key + "\"\n";
   // Each running voter says in its log when it has reread the file: until
   // then it would refuse the learner's handshake (and a socket that
   // ZeroMQ saw refused is not retried), so this returns only after.
   auto reloads = [](const std::string& log) {
     std::ifstream in(log);
     size_t n = 0;
-    for (std::string line; std::getline(in, line);) n += line.find("SIGHUP: reloaded") != std::string::npos;
+    for (std::string line; std::getline(in, line);)
+      n += line.find("SIGHUP: reloaded") != std::string::npos;
     return n;
   };
   std::vector<size_t> before(nodes() + 1, 0);
@@ -109,7 +111,8 @@ std::string LocalCluster::AllowLearner(uint32_t node_id) {
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (int i = 1; i <= nodes(); ++i) {
-    while (Running(i) && reloads(Log(i)) <= before[i] && std::chrono::steady_clock::now() < deadline) {
+    while (Running(i) && reloads(Log(i)) <= before[i] &&
+           std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
@@ -221,7 +224,9 @@ int LocalCluster::AddLearner(uint32_t node_id, bool metrics, bool allow) {
   return k;
 }
 
-void LocalCluster::StartLearner(int k) { learners_[k].pid = Spawn(learners_[k].config, learners_[k].log); }
+void LocalCluster::StartLearner(int k) {
+  learners_[k].pid = Spawn(learners_[k].config, learners_[k].log);
+}
 
 void LocalCluster::KillLearner(int k, int sig) {
   Learner& l = learners_[k];
