@@ -1,6 +1,5 @@
 #include "base/keys.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <toml++/toml.h>
 #include <unistd.h>
@@ -11,6 +10,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "base/durable_file.h"
 #include "base/toml_file.h"
 
 namespace ordo {
@@ -53,45 +53,16 @@ Status WriteKeyFile(const std::string& path, const KeyFile& file, bool overwrite
       text << '"' << endpoint << "\" = \"" << key << "\"\n";
     }
   }
-  const std::string body = text.str();
-  const std::string tmp = path + ".tmp";
-  ::unlink(tmp.c_str());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::Error(Errno("creating " + tmp));
-  size_t done = 0;
-  while (done < body.size()) {
-    const ssize_t n = ::write(fd, body.data() + done, body.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const Status s = Status::Error(Errno("writing " + tmp));
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return s;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    return Status::Error(Errno("syncing " + tmp));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const Status s = Status::Error(Errno("renaming " + tmp + " to " + path));
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  return Status::Ok();
+  return WriteFileDurably(path, text.str(), 0600);
 }
 
 StatusOr<KeyFile> LoadKeyFile(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return Status::Error(Errno("key file " + path));
   if ((st.st_mode & 077) != 0) {
-    return Status::Error("key file " + path + " may be read by others (mode " +
-                         [&] {
-                           char m[8];
-                           std::snprintf(m, sizeof m, "%04o", st.st_mode & 07777);
-                           return std::string(m);
-                         }() +
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::Error("key file " + path + " may be read by others (mode " + mode +
                          "): its secret key is not secret. Run chmod 600 " + path +
                          " (and make a new key pair if others did read it)");
   }

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <vector>
 
+#include "base/durable_file.h"
 #include "broker/crc32c.h"
 
 namespace ordo::broker {
@@ -188,17 +189,8 @@ Status DataDir::WriteIdentity() {
   std::snprintf(crc, sizeof crc, "%08x", Crc32c(body));
   const std::string text = body + "crc32c = " + crc + "\n";
   const std::string path = dir_ + "/" + kIdentityFile;
-  const std::string tmp = path + ".tmp";
-  {
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return Status::Storage(Errno("writing " + tmp));
-    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                    ::fsync(fd) == 0;
-    ::close(fd);
-    if (!ok) return Status::Storage(Errno("writing " + tmp));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Status::Storage(Errno("renaming " + tmp));
-  return FsyncPath(dir_, true);
+  if (Status s = WriteFileDurably(path, text, 0644); !s.ok()) return Status::Storage(s.message());
+  return Status::Ok();
 }
 
 StatusOr<std::string> DataDir::Quarantine() {

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <future>
 
+#include "base/durable_file.h"
 #include "broker/crc32c.h"
 
 namespace ordo::broker {
@@ -26,39 +27,6 @@ constexpr auto kStallTimeout = std::chrono::seconds(2);
 constexpr size_t kTruncateStepMax = 4096;
 // Chunks queued behind the send rate limit, at most.
 constexpr size_t kDeferredMax = 64;
-
-Status WriteFileDurably(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::Error(tmp + ": " + std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string err = std::strerror(errno);
-      ::close(fd);
-      return Status::Error(tmp + ": " + err);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    const std::string err = std::strerror(errno);
-    ::close(fd);
-    return Status::Error(tmp + ": fsync: " + err);
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return Status::Error(path + ": rename: " + std::strerror(errno));
-  }
-  const std::string dir = fs::path(path).parent_path().string();
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return Status::Ok();
-}
 
 bool ReadAt(const std::string& path, uint64_t offset, size_t len, std::string* out) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -131,7 +99,7 @@ void SnapshotService::Build(ReadTxn txn, paxos::AppliedSnapshot state) {
   if (s.ok()) {
     const std::string file = EncodeSnapshotFile(state, keyed);
     handle = SnapshotHandle{state.instance.value(), file.size(), Crc32c(file.data(), file.size())};
-    s = WriteFileDurably(store_.SnapshotPath(handle), file);
+    s = WriteFileDurably(store_.SnapshotPath(handle), file, 0644);
   }
   std::lock_guard<std::mutex> lock(mu_);
   built_ = Built{true, s, handle, std::move(state)};
