@@ -36,7 +36,8 @@ struct CommonOptions {
   int request_timeout_ms = 1000;
   int nodes = 3;
   bool keep_dir = false;    // keep the cluster's directory (logs) for a look
-  bool insecure = false;    // plaintext peer links (security.insecure), for the cost of CURVE
+  bool insecure = false;    // plaintext ports (security.insecure), for the cost of CURVE
+  std::string credentials;  // with --brokers: the client's key file ("" = plaintext)
 };
 
 // A snapshot of one broker process from /proc.
@@ -62,6 +63,8 @@ class BenchCluster {
   bool external() const { return external_; }
   int nodes() const { return static_cast<int>(client_.size()); }
   const std::vector<std::string>& brokers() const { return client_; }
+  // What clients of this cluster connect with (empty: plaintext).
+  const ClientCredentials& credentials() const { return credentials_; }
   ClientOptions Options(std::chrono::milliseconds request_timeout,
                         std::chrono::milliseconds call_timeout = std::chrono::seconds(60)) const;
 
@@ -80,6 +83,7 @@ class BenchCluster {
  private:
   bool external_ = false;
   std::vector<std::string> client_;
+  ClientCredentials credentials_;
   std::unique_ptr<testing::LocalCluster> local_;  // ours (tests/testing/local_cluster.h)
 };
 

@@ -196,7 +196,7 @@ int CmdCatchup(const CommonOptions& common, const CatchupOptions& o) {
       for (int n = 1; n <= cluster->nodes(); ++n) {
         if (n == lagging) continue;
         auto s = GetStatus(cluster->brokers()[static_cast<size_t>(n - 1)],
-                           std::chrono::milliseconds(500));
+                           std::chrono::milliseconds(500), cluster->credentials());
         all &= s.ok() && s.value().first_retained > 1;
       }
       if (all) break;
@@ -211,7 +211,7 @@ int CmdCatchup(const CommonOptions& common, const CatchupOptions& o) {
   bool done = false;
   while (Clock::now() < deadline) {
     cluster->CheckAlive();
-    auto s = GetStatus(endpoint, std::chrono::milliseconds(200));
+    auto s = GetStatus(endpoint, std::chrono::milliseconds(200), cluster->credentials());
     if (s.ok()) {
       if (!t_up) t_up = Clock::now(), offset_up = s.value().next_offset;
       if (s.value().next_offset >= head) {
@@ -229,7 +229,7 @@ int CmdCatchup(const CommonOptions& common, const CatchupOptions& o) {
   }
   const double total_s = Seconds(t1 - t0);
   if (o.mode == "snapshot") {
-    auto s = GetStatus(endpoint, std::chrono::milliseconds(1000));
+    auto s = GetStatus(endpoint, std::chrono::milliseconds(1000), cluster->credentials());
     out["snapshots_installed"] = s.ok() ? s.value().snapshots_installed : uint64_t{0};
     if (!s.ok() || s.value().snapshots_installed == 0) {
       throw std::runtime_error("broker " + std::to_string(lagging) +
@@ -271,7 +271,7 @@ int CmdReplay(const CommonOptions& common, const ReplayOptions& o) {
   BenchCluster cluster(common);
   cluster.WaitForLeader();
   const ClientOptions copt = cluster.Options(std::chrono::milliseconds(common.request_timeout_ms));
-  auto st = GetStatus(cluster.brokers()[0], std::chrono::milliseconds(1000));
+  auto st = GetStatus(cluster.brokers()[0], std::chrono::milliseconds(1000), cluster.credentials());
   const uint64_t start = st.ok() ? st.value().next_offset : 0;
   const size_t window = std::clamp<size_t>((512 * 1024) / std::max<size_t>(1, o.size), 1, 4096);
   const uint64_t head = Fill(copt, o.messages, o.size, 2, window);

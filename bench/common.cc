@@ -68,6 +68,11 @@ BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extr
       throw std::runtime_error("--brokers: no HOST:PORT found in '" + options.brokers +
                                "'; give the client endpoints, e.g. 127.0.0.1:7201,127.0.0.1:7202");
     }
+    if (!options.credentials.empty()) {
+      Result<ClientCredentials> c = LoadCredentials(options.credentials);
+      if (!c.ok()) throw std::runtime_error(c.error().message);
+      credentials_ = std::move(c.value());
+    }
     return;
   }
   if (access(options.broker_bin.c_str(), X_OK) != 0) {
@@ -83,6 +88,7 @@ BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extr
   o.insecure = options.insecure;
   local_ = std::make_unique<testing::LocalCluster>(o);
   client_ = local_->Brokers();
+  credentials_ = local_->Credentials();
 }
 
 BenchCluster::~BenchCluster() = default;
@@ -93,6 +99,7 @@ ClientOptions BenchCluster::Options(std::chrono::milliseconds request_timeout,
   o.brokers = client_;
   o.request_timeout = request_timeout;
   o.call_timeout = call_timeout;
+  o.credentials = credentials_;
   return o;
 }
 
@@ -126,7 +133,7 @@ int BenchCluster::WaitForLeader(std::chrono::milliseconds timeout) {
     }
     int leader = 0, leaders = 0;
     for (int i = 1; i <= nodes(); ++i) {
-      auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300));
+      auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300), credentials_);
       if (s.ok() && s.value().role == "leader") ++leaders, leader = i;
     }
     if (leaders == 1) return leader;

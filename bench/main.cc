@@ -149,8 +149,11 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 600000));
     sub->add_flag("--keep-dir", common.keep_dir, "Keep the cluster's directory (configs, logs, data)");
     sub->add_flag("--insecure", common.insecure,
-                  "Plaintext peer links instead of CurveZMQ (security.insecure), to measure "
-                  "what encryption costs");
+                  "Plaintext ports instead of CurveZMQ (security.insecure), to measure what "
+                  "encryption costs");
+    sub->add_option("--credentials", common.credentials,
+                    "With --brokers: the client's key file (credentials= of scripts/cluster up)")
+        ->envname("ORDO_CREDENTIALS");
   };
 
   ThroughputOptions tp;

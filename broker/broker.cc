@@ -163,7 +163,8 @@ Status Broker::Start() {
         if (!flushed.ok()) deferred_error_ = flushed.message();
         return flushed.ok();
       });
-  clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_);
+  clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_,
+                                             keys_ ? &*keys_ : nullptr, keys_ ? &access_ : nullptr);
   if (!config_.metrics.empty()) {
     s = ClientConnections::Attach(context_, clients_->socket(), &connections_);
     if (!s.ok()) return s;
@@ -209,8 +210,12 @@ Status Broker::StartSecurity() {
       context_,
       [this](std::string_view domain, std::string_view key) {
         const std::string k(key);
-        return domain == PeerTransport::kZapDomain &&
-               (member_by_key_.count(k) > 0 || access_.learners.count(k) > 0);
+        if (domain == PeerTransport::kZapDomain) {
+          return member_by_key_.count(k) > 0 || access_.learners.count(k) > 0;
+        }
+        // Any listed client connects; each request is then checked against
+        // its permissions (client_service.h).
+        return domain == ClientService::kZapDomain && access_.clients.count(k) > 0;
       },
       &zap_);
 }
@@ -226,8 +231,9 @@ void Broker::ReloadAccess() {
     return;
   }
   access_ = std::move(access).value();
-  spdlog::info("SIGHUP: reloaded {} ({} learner keys)", config_.security.access_file,
-               access_.learners.size());
+  if (clients_) clients_->OnAccessChanged();
+  spdlog::info("SIGHUP: reloaded {} ({} learner keys, {} client keys)",
+               config_.security.access_file, access_.learners.size(), access_.clients.size());
 }
 
 bool Broker::SentBy(const PeerTransport::Sender& sender, uint32_t from, std::string* why) const {
@@ -524,10 +530,13 @@ void Broker::UpdateMetrics() {
   g.client_frames_rejected = c.frames_rejected;
   g.peer_frames_rejected = peer_frames_rejected_;
   if (zap_) {
-    uint64_t refused = 0;
-    for (const auto& [domain, n] : zap_->refused()) refused += n;  // one domain today
-    g.peer_handshakes_refused = refused;
+    for (const auto& [domain, n] : zap_->refused()) {
+      // (Malformed ZAP requests, domain "", count as peer refusals.)
+      (domain == ClientService::kZapDomain ? g.client_handshakes_refused
+                                           : g.peer_handshakes_refused) += n;
+    }
   }
+  g.client_permission_denied = c.permission_denied;
   g.messages_published = c.messages_published;
   g.publishes_acked = c.publishes_acked;
   g.redirects = c.redirects;

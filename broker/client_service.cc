@@ -74,8 +74,13 @@ size_t DeliverBytesFor(size_t bytes, size_t messages) {
 }  // namespace
 
 ClientService::ClientService(zmq::context_t& context, const BrokerConfig& config,
-                             paxos::Replica& replica, LmdbStore& store)
-    : config_(config), replica_(replica), store_(store),
+                             paxos::Replica& replica, LmdbStore& store, const CurveKeyPair* keys,
+                             const AccessList* access)
+    : config_(config),
+      keys_(keys),
+      access_(access),
+      replica_(replica),
+      store_(store),
       socket_(context, zmq::socket_type::router) {}
 
 Status ClientService::Open() {
@@ -91,6 +96,11 @@ Status ClientService::Open() {
     // Hard cap (ZeroMQ drops the connection above it); frames between
     // frame_bytes_max and this get a TooLarge answer.
     socket_.set(zmq::sockopt::maxmsgsize, int64_t{config_.frame_bytes_max} * 2);
+    if (keys_) {
+      socket_.set(zmq::sockopt::curve_server, true);
+      socket_.set(zmq::sockopt::curve_secretkey, keys_->secret_key);
+      socket_.set(zmq::sockopt::zap_domain, kZapDomain);
+    }
     socket_.bind(address);
   } catch (const zmq::error_t& e) {
     return Status::Error("client endpoint " + config_.ClientEndpoint() + ": " + e.what());
@@ -152,7 +162,10 @@ void ClientService::Poll(size_t max) {
                   "a request is exactly one ZeroMQ frame holding one ClientEnvelope");
         continue;
       }
-      Handle(id, frame);
+      // CURVE: the key the ZAP handler let in (its user id) comes with
+      // every frame of the connection.
+      const char* key = keys_ ? zmq_msg_gets(frame.handle(), "User-Id") : nullptr;
+      Handle(id, frame, key ? std::string_view(key) : std::string_view());
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) spdlog::warn("client socket: {}", e.what());
       return;
@@ -160,7 +173,28 @@ void ClientService::Poll(size_t max) {
   }
 }
 
-void ClientService::Handle(const std::string& identity, const zmq::message_t& frame) {
+bool ClientService::Permitted(const std::string& identity, uint64_t request_id,
+                              std::string_view key, Permission permission) {
+  if (!access_) return true;  // plaintext
+  auto grant = access_->clients.find(key);
+  if (grant != access_->clients.end() && (grant->second.permissions & permission) != 0) {
+    return true;
+  }
+  ++counters_.permission_denied;
+  const std::string who =
+      grant == access_->clients.end()
+          ? "this client's key, no longer in the broker's access file,"
+          : "this client's key" +
+                (grant->second.name.empty() ? std::string() : " (\"" + grant->second.name + "\")");
+  SendError(identity, request_id, Code(wire::ErrorCode::PermissionDenied),
+            "permission denied: " + who + " lacks the \"" + PermissionName(permission) +
+                "\" permission. An operator grants it in the broker's access file "
+                "(security.access_file, [[clients]] permissions), then sends the broker SIGHUP");
+  return false;
+}
+
+void ClientService::Handle(const std::string& identity, const zmq::message_t& frame,
+                           std::string_view key) {
   // Refused frames are counted and logged (rate-limited), and answered:
   // with the request's id once the envelope could be read.
   auto reject = [&](uint64_t request_id, uint16_t code, const std::string& why) {
@@ -188,12 +222,15 @@ void ClientService::Handle(const std::string& identity, const zmq::message_t& fr
   const uint64_t rid = request.request_id;
   switch (request.kind) {
     case ClientRequest::Kind::kPublish:
+      if (!Permitted(identity, rid, key, kPermissionPublish)) return;
       HandlePublish(identity, rid, std::move(request.messages));
       return;
     case ClientRequest::Kind::kSubscribe:
-      HandleSubscribe(identity, request);
+      if (!Permitted(identity, rid, key, kPermissionSubscribe)) return;
+      HandleSubscribe(identity, request, key);
       return;
     case ClientRequest::Kind::kCredit: {
+      // (Only a subscription, which needed the permission, has credit.)
       auto it = subscriptions_.find(identity);
       if (it != subscriptions_.end()) {
         it->second.credit =
@@ -202,9 +239,11 @@ void ClientService::Handle(const std::string& identity, const zmq::message_t& fr
       return;
     }
     case ClientRequest::Kind::kFetch:
+      if (!Permitted(identity, rid, key, kPermissionSubscribe)) return;
       HandleFetch(identity, request);
       return;
     case ClientRequest::Kind::kStatus:
+      if (!Permitted(identity, rid, key, kPermissionAdmin)) return;
       HandleStatus(identity, rid);
       return;
   }
@@ -347,7 +386,8 @@ void ClientService::OnLostLeadership() {
   waiting_.clear();
 }
 
-void ClientService::HandleSubscribe(const std::string& identity, const ClientRequest& s) {
+void ClientService::HandleSubscribe(const std::string& identity, const ClientRequest& s,
+                                    std::string_view key) {
   const uint64_t rid = s.request_id;
   const uint64_t head = store_.next_offset();
   uint64_t from = s.from_latest ? head : s.from_earliest ? store_.earliest_offset() : s.from_offset;
@@ -359,6 +399,7 @@ void ClientService::HandleSubscribe(const std::string& identity, const ClientReq
     return;
   }
   Subscription& sub = subscriptions_[identity];
+  sub.key = key;
   sub.request_id = rid;
   sub.next_offset = from;
   sub.credit = std::min<uint64_t>(s.credit, config_.subscriber_credit_max);
@@ -433,6 +474,16 @@ void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
       fbb, wire::CreateClientEnvelope(fbb, kClientFormatVersion, rid, wire::Body::StatusReply,
                                       reply.Union()));
   SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
+}
+
+void ClientService::OnAccessChanged() {
+  for (auto it = subscriptions_.begin(); it != subscriptions_.end();) {
+    if (Permitted(it->first, it->second.request_id, it->second.key, kPermissionSubscribe)) {
+      ++it;
+    } else {
+      it = subscriptions_.erase(it);
+    }
+  }
 }
 
 void ClientService::SubscriberLag(uint64_t* max, uint64_t* sum) const {

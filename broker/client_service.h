@@ -12,10 +12,12 @@
 #include <map>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
-
 #include <zmq.hpp>
 
+#include "base/keys.h"
+#include "broker/access.h"
 #include "broker/codec.h"
 #include "broker/config.h"
 #include "broker/lmdb_store.h"
@@ -31,14 +33,23 @@ struct ClientCounters {
   uint64_t publishes_acked = 0;
   uint64_t redirects = 0;
   uint64_t messages_delivered = 0;
+  uint64_t permission_denied = 0;  // requests refused for a missing permission
 };
 
 class ClientService {
  public:
   using Clock = std::chrono::steady_clock;
 
+  // The ZAP domain of the client endpoint (zap_handler.h).
+  static constexpr const char* kZapDomain = "ordo-client";
+
+  // With `keys`, the endpoint is a CurveZMQ server (the ZAP handler decides
+  // which client keys connect) and every request is checked against the
+  // permissions `access` grants the key that sent it; both outlive this.
+  // Without (security.insecure), everyone may do everything.
   ClientService(zmq::context_t& context, const BrokerConfig& config, paxos::Replica& replica,
-                LmdbStore& store);
+                LmdbStore& store, const CurveKeyPair* keys = nullptr,
+                const AccessList* access = nullptr);
 
   Status Open();
   zmq::socket_t& socket() { return socket_; }
@@ -52,6 +63,9 @@ class ClientService {
   void OnLostLeadership();
   // Pushes what subscribers have credit for; drops requests waiting too long.
   void Service(Clock::time_point now);
+  // The access list was reloaded: ends (with PermissionDenied) the
+  // subscriptions of keys that may no longer subscribe.
+  void OnAccessChanged();
 
   const ClientCounters& counters() const { return counters_; }
   size_t subscriber_count() const { return subscriptions_.size(); }
@@ -80,17 +94,23 @@ class ClientService {
     Clock::time_point started;
   };
   struct Subscription {
+    std::string key;  // the client's public key (Z85); "" in plaintext
     uint64_t request_id = 0;
     uint64_t next_offset = 0;
     uint64_t credit = 0;
   };
   using Key = std::pair<uint64_t, uint64_t>;  // (producer, sequence)
 
-  void Handle(const std::string& identity, const zmq::message_t& frame);
+  // `key`: the sender's public key (Z85), "" in plaintext.
+  void Handle(const std::string& identity, const zmq::message_t& frame, std::string_view key);
+  // Whether `key` holds `permission`; answers PermissionDenied if not.
+  bool Permitted(const std::string& identity, uint64_t request_id, std::string_view key,
+                 Permission permission);
   // `batch`: a decoded Publish's messages (broker/codec.h, DecodeClientRequest).
   void HandlePublish(const std::string& identity, uint64_t request_id,
                      std::vector<paxos::ClientMessage> batch);
-  void HandleSubscribe(const std::string& identity, const ClientRequest& subscribe);
+  void HandleSubscribe(const std::string& identity, const ClientRequest& subscribe,
+                       std::string_view key);
   void HandleFetch(const std::string& identity, const ClientRequest& fetch);
   void HandleStatus(const std::string& identity, uint64_t request_id);
   void SendError(const std::string& identity, uint64_t request_id, uint16_t code,
@@ -101,6 +121,8 @@ class ClientService {
   std::string LeaderEndpoint() const;
 
   const BrokerConfig& config_;
+  const CurveKeyPair* keys_;
+  const AccessList* access_;
   paxos::Replica& replica_;
   LmdbStore& store_;
   zmq::socket_t socket_;

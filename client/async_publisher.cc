@@ -120,6 +120,7 @@ struct AsyncPublisher::Impl {
   bool stop = false;         // Close's wait ended: the thread fails the rest and ends
   bool thread_ended = false;
   std::string thread_error;  // why the thread ended early, if it did
+  ErrorCode thread_error_code = ErrorCode::kClosed;  // what its messages fail with
 
   std::mutex close_mutex;  // one Close at a time
   bool closed = false;     // under close_mutex
@@ -141,6 +142,9 @@ struct AsyncPublisher::Impl {
   // Declared before the connection, so the socket closes before the context.
   ci::LazyContext context;
   std::unique_ptr<ci::Connection> connection;
+  // A broker refused the handshake (kAuthenticationFailed): the thread ends,
+  // failing every message with it, as no broker will take this key.
+  std::optional<Error> fatal;
 };
 
 // ---------------------------------------------------------------- callers
@@ -173,7 +177,7 @@ std::optional<Error> AsyncPublisher::Impl::Publish(std::string_view payload,
 
   std::unique_lock lock(mutex);
   auto closed_error = [&] {
-    return Error{ErrorCode::kClosed,
+    return Error{thread_ended ? thread_error_code : ErrorCode::kClosed,
                  thread_ended && !thread_error.empty()
                      ? "this AsyncPublisher stopped: " + thread_error
                      : "this AsyncPublisher is closed; create a new one to publish",
@@ -271,19 +275,26 @@ void AsyncPublisher::Impl::Run() {
     std::lock_guard lock(mutex);
     thread_error = std::string("its I/O thread failed: ") + e.what();
   }
+  if (fatal) {
+    std::lock_guard lock(mutex);
+    thread_error = fatal->message;
+    thread_error_code = fatal->code;
+  }
   connection.reset();
   // Whatever is left resolves with kClosed, in publish order.
   std::string why;
   {
     std::lock_guard lock(mutex);
-    why = thread_error.empty()
+    why = fatal ? fatal->message + " The message was not acknowledged."
+          : thread_error.empty()
               ? "the AsyncPublisher was closed before a broker acknowledged the message; it "
                 "may or may not be stored"
-              : "the AsyncPublisher stopped (" + thread_error + ") before the message was "
-                "acknowledged; it may or may not be stored";
+              : "the AsyncPublisher stopped (" + thread_error +
+                    ") before the message was "
+                    "acknowledged; it may or may not be stored";
   }
   if (!session.empty()) why += ". Brokers tried: " + session.attempts().Summary();
-  const Error error{ErrorCode::kClosed, why, 0};
+  const Error error{fatal ? fatal->code : ErrorCode::kClosed, why, 0};
   while (true) {
     Resolve(/*all=*/true, error);
     {
@@ -310,9 +321,12 @@ void AsyncPublisher::Impl::Loop() {
     Resolve(/*all=*/false, Error{});
     SendReady(now);
 
-    zmq_pollitem_t items[2] = {{nullptr, wake_fd, ZMQ_POLLIN, 0},
-                               {connection ? connection->handle() : nullptr, 0, ZMQ_POLLIN, 0}};
-    const int count = connection ? 2 : 1;
+    if (fatal) return;
+    void* events = connection ? connection->events_handle() : nullptr;
+    zmq_pollitem_t items[3] = {{nullptr, wake_fd, ZMQ_POLLIN, 0},
+                               {connection ? connection->handle() : nullptr, 0, ZMQ_POLLIN, 0},
+                               {events, 0, ZMQ_POLLIN, 0}};
+    const int count = connection ? (events ? 3 : 2) : 1;
     const milliseconds timeout = PollTimeout(now);
     if (zmq_poll(items, count, static_cast<long>(timeout.count())) < 0 && zmq_errno() != EINTR) {
       throw std::runtime_error(std::string("zmq_poll: ") + zmq_strerror(zmq_errno()));
@@ -322,6 +336,13 @@ void AsyncPublisher::Impl::Loop() {
       (void)!read(wake_fd, &value, sizeof value);
     }
     now = ci::Clock::now();
+    if (count == 3 && (items[2].revents & ZMQ_POLLIN) != 0) {
+      connection->ReadHandshakeEvents();
+      if (connection->refusal()) {
+        fatal = *connection->refusal();
+        return;
+      }
+    }
     if (connection) ReceiveReplies(now);
     CheckTimeouts(now);
   }
@@ -360,8 +381,10 @@ void AsyncPublisher::Impl::TakeIncoming(ci::Clock::time_point now) {
 
 bool AsyncPublisher::Impl::EnsureConnection(ci::Clock::time_point now) {
   if (connection) return true;
-  Result<std::unique_ptr<ci::Connection>> opened = ci::Connect(context, session.Target());
+  Result<std::unique_ptr<ci::Connection>> opened =
+      ci::Connect(context, session.Target(), options.credentials);
   if (!opened.ok()) {
+    if (opened.error().code == ErrorCode::kAuthenticationFailed) fatal = opened.error();
     Follow(session.OnConnectFailed(opened.error().message), now);
     return false;
   }
@@ -445,7 +468,7 @@ void AsyncPublisher::Impl::Resolve(bool all, const Error& unresolved) {
                    0});
         break;
       case ci::PublishOutcome::Kind::kRejected:
-        done(Error{ErrorCode::kRejected, session.rejection(), 0});
+        done(Error{session.rejection_code(), session.rejection(), 0});
         break;
       case ci::PublishOutcome::Kind::kUnresolved:
         done(unresolved);

@@ -25,6 +25,7 @@
 #include <optional>
 #include <utility>
 
+#include "base/keys.h"
 #include "client/internal/connection.h"
 
 namespace ordo {
@@ -87,8 +88,9 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
       Result<zmq::context_t*> zmq_context = context.Get();
       if (!zmq_context.ok()) return zmq_context.error();
       Result<std::unique_ptr<ci::Connection>> opened =
-          ci::Connection::Open(*zmq_context.value(), endpoint);
+          ci::Connection::Open(*zmq_context.value(), endpoint, options.credentials);
       if (!opened.ok()) {
+        if (opened.error().code == ErrorCode::kAuthenticationFailed) return opened.error();
         attempts.Record(endpoint, opened.error().message);
         last_was_refusal = false;
         next_broker();
@@ -113,6 +115,7 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
         ci::AwaitReply(*connection, request_id,
                        ci::EarlierOf(ci::Clock::now() + options.request_timeout, deadline));
     if (!reply) {
+      if (const std::optional<Error>& refused = connection->refusal()) return *refused;
       attempts.Record(endpoint, "no reply within " + ci::Ms(options.request_timeout));
       last_was_refusal = false;
       next_broker();
@@ -130,6 +133,9 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
                            "); replay from the earliest offset available, " +
                            std::to_string(error->earliest_offset()),
                        error->earliest_offset()};
+        case wire::ErrorCode::PermissionDenied:
+          return Error{ErrorCode::kPermissionDenied,
+                       "broker " + endpoint + " refused to replay: " + ci::Describe(*error), 0};
         case wire::ErrorCode::TooLarge:
         case wire::ErrorCode::BadRequest:
           return Error{
@@ -230,7 +236,8 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
   return end.value_or(cursor);
 }
 
-Result<BrokerStatus> GetStatusImpl(const std::string& endpoint, std::chrono::milliseconds timeout) {
+Result<BrokerStatus> GetStatusImpl(const std::string& endpoint, std::chrono::milliseconds timeout,
+                                   const ClientCredentials& credentials) {
   if (endpoint.empty()) {
     return Error{ErrorCode::kInvalidArgument,
                  "GetStatus needs a broker's client endpoint (HOST:PORT)", 0};
@@ -242,7 +249,7 @@ Result<BrokerStatus> GetStatusImpl(const std::string& endpoint, std::chrono::mil
   ci::LazyContext context;
   // Both errors as they are: kUnavailable without a context, kInvalidArgument
   // for an endpoint ZeroMQ refuses.
-  Result<std::unique_ptr<ci::Connection>> opened = ci::Connect(context, endpoint);
+  Result<std::unique_ptr<ci::Connection>> opened = ci::Connect(context, endpoint, credentials);
   if (!opened.ok()) return opened.error();
   const std::unique_ptr<ci::Connection> connection = std::move(opened.value());
 
@@ -255,6 +262,7 @@ Result<BrokerStatus> GetStatusImpl(const std::string& endpoint, std::chrono::mil
   }
   const std::unique_ptr<ci::Frame> reply = ci::AwaitReply(*connection, kRequestId, deadline);
   if (!reply) {
+    if (const std::optional<Error>& refused = connection->refusal()) return *refused;
     std::string text = "no StatusReply from " + endpoint + " within " + ci::Ms(timeout);
     if (connection->frames_ignored() > 0) {
       text += " (ignored " + std::to_string(connection->frames_ignored()) +
@@ -283,6 +291,18 @@ Result<BrokerStatus> GetStatusImpl(const std::string& endpoint, std::chrono::mil
 }
 
 }  // namespace
+
+Result<ClientCredentials> LoadCredentials(const std::string& path) {
+  StatusOr<KeyFile> file = LoadKeyFile(path);
+  if (!file.ok()) {
+    return Error{ErrorCode::kInvalidArgument, "credentials: " + file.status().message(), 0};
+  }
+  ClientCredentials c;
+  c.public_key = file.value().pair.public_key;
+  c.secret_key = file.value().pair.secret_key;
+  c.broker_keys = file.value().broker_keys;
+  return c;
+}
 
 std::vector<std::string> ParseBrokerList(std::string_view list) {
   std::vector<std::string> brokers;
@@ -340,9 +360,10 @@ Result<uint64_t> Replay(const ClientOptions& options, uint64_t from, uint64_t to
   }
 }
 
-Result<BrokerStatus> GetStatus(const std::string& endpoint, std::chrono::milliseconds timeout) {
+Result<BrokerStatus> GetStatus(const std::string& endpoint, std::chrono::milliseconds timeout,
+                               const ClientCredentials& credentials) {
   try {
-    return GetStatusImpl(endpoint, timeout);
+    return GetStatusImpl(endpoint, timeout, credentials);
   } catch (const std::exception& e) {
     return Error{ErrorCode::kUnavailable, std::string("status request failed: ") + e.what(), 0};
   }

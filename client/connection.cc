@@ -3,12 +3,15 @@
 #include <zmq.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <exception>
 #include <random>
 #include <thread>
 #include <utility>
+
+#include "base/keys.h"
 
 namespace ordo::client_internal {
 namespace {
@@ -134,7 +137,26 @@ bool Frame::Parse(std::string* reason) {
 }
 
 Result<std::unique_ptr<Connection>> Connection::Open(zmq::context_t& context,
-                                                     const std::string& endpoint) {
+                                                     const std::string& endpoint,
+                                                     const ClientCredentials& credentials) {
+  const bool curve = !credentials.empty();
+  std::string server_key;
+  if (curve) {
+    auto key = credentials.broker_keys.find(endpoint);
+    if (key == credentials.broker_keys.end() && endpoint.starts_with("tcp://")) {
+      key = credentials.broker_keys.find(endpoint.substr(6));
+    }
+    if (key == credentials.broker_keys.end()) {
+      return Error{ErrorCode::kAuthenticationFailed,
+                   "the credentials hold no public key for broker " + endpoint +
+                       " (their [broker_keys] name " +
+                       std::to_string(credentials.broker_keys.size()) +
+                       " broker(s)); add it, as `scripts/cluster up` writes it: \"" + endpoint +
+                       "\" = \"<the broker's public_key>\"",
+                   0};
+    }
+    server_key = key->second;
+  }
   try {
     zmq::socket_t socket(context, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, kLingerMs);
@@ -146,13 +168,102 @@ Result<std::unique_ptr<Connection>> Connection::Open(zmq::context_t& context,
     socket.set(zmq::sockopt::reconnect_ivl, kReconnectIntervalMs);
     socket.set(zmq::sockopt::reconnect_ivl_max, kReconnectIntervalMaxMs);
     socket.set(zmq::sockopt::maxmsgsize, kFrameBytesMax);
+    if (curve) {
+      socket.set(zmq::sockopt::curve_serverkey, server_key);
+      socket.set(zmq::sockopt::curve_publickey, credentials.public_key);
+      socket.set(zmq::sockopt::curve_secretkey, credentials.secret_key);
+    }
+    // Handshakes, watched also in plaintext: a CurveZMQ broker refuses a
+    // plaintext client with a mechanism mismatch.
+    static std::atomic<uint64_t> monitors{0};
+    const std::string events_endpoint =
+        "inproc://ordo-client-handshakes-" + std::to_string(++monitors);
+    zmq::socket_t events;
+    if (zmq_socket_monitor(socket.handle(), events_endpoint.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) == 0) {
+      events = zmq::socket_t(context, zmq::socket_type::pair);
+      events.set(zmq::sockopt::linger, 0);
+      events.connect(events_endpoint);
+    }
     socket.connect(ToZmqEndpoint(endpoint));
-    return std::unique_ptr<Connection>(new Connection(std::move(socket), endpoint));
+    return std::unique_ptr<Connection>(
+        new Connection(std::move(socket), std::move(events), endpoint, curve));
   } catch (const zmq::error_t& e) {
     return Error{ErrorCode::kInvalidArgument,
                  "cannot connect to \"" + endpoint + "\" (" + e.what() +
-                     "); endpoints are HOST:PORT, as printed by `scripts/cluster up`",
+                     "); endpoints are HOST:PORT, as printed by `scripts/cluster up`" +
+                     (curve ? "; keys are 40 characters of Z85" : ""),
                  0};
+  }
+}
+
+void Connection::ReadHandshakeEvents() {
+  if (!events_) return;
+  try {
+    zmq::message_t event, address;
+    while (!refusal_ && events_.recv(event, zmq::recv_flags::dontwait)) {
+      if (event.more()) (void)events_.recv(address, zmq::recv_flags::none);
+      // ZeroMQ 4's event frame: uint16 event, uint32 value (host order).
+      uint16_t what = 0;
+      uint32_t value = 0;
+      if (event.size() < 6) continue;
+      std::memcpy(&what, event.data(), 2);
+      std::memcpy(&value, static_cast<const char*>(event.data()) + 2, 4);
+      const std::string fix =
+          curve_ ? " Check the key file (--credentials / ORDO_CREDENTIALS): its [broker_keys] "
+                   "must hold this broker's public key, and the broker's access file "
+                   "(security.access_file, [[clients]]) this client's public key."
+                 : " This broker requires CurveZMQ: pass credentials (--credentials FILE or "
+                   "ORDO_CREDENTIALS; `scripts/cluster up` prints credentials=FILE).";
+      switch (what) {
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+          closed_in_handshake_ = 0;
+          break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+          refusal_ = Error{ErrorCode::kAuthenticationFailed,
+                           "broker " + endpoint_ + " refused this client's key (ZAP status " +
+                               std::to_string(value) +
+                               "): it is not in the broker's access "
+                               "file." +
+                               fix,
+                           0};
+          break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+          refusal_ = Error{
+              ErrorCode::kAuthenticationFailed,
+              value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                  ? (curve_ ? "broker " + endpoint_ +
+                                  " does not speak CurveZMQ (it runs with security.insecure); "
+                                  "connect without credentials"
+                            : "broker " + endpoint_ + " refused a plaintext connection." + fix)
+                  : "the CurveZMQ handshake with broker " + endpoint_ + " failed (protocol error " +
+                        std::to_string(value) + ")." + fix,
+              0};
+          break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+          // Once may be a broker going down mid-handshake; three in a row,
+          // ZeroMQ reconnecting in between, is a broker that cannot read
+          // our hello.
+          if (++closed_in_handshake_ >= 3) {
+            refusal_ = Error{ErrorCode::kAuthenticationFailed,
+                             "broker " + endpoint_ +
+                                 " closed the connection during the handshake, three times in a "
+                                 "row: " +
+                                 (curve_ ? "the public key the credentials give for it is likely "
+                                           "not its key." +
+                                               fix
+                                         : "it may require CurveZMQ." + fix),
+                             0};
+          }
+          break;
+        default:
+          break;
+      }
+    }
+  } catch (const zmq::error_t&) {
+    // The context is closing; nothing more to learn.
   }
 }
 
@@ -216,13 +327,20 @@ std::unique_ptr<Frame> Connection::Receive(Clock::time_point deadline) {
     if (now >= deadline) return nullptr;
     // Round up: rounding down would wake just before the deadline and spin.
     const auto wait = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
-    zmq_pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&item, 1, static_cast<long>(wait.count())) < 0 && zmq_errno() != EINTR) {
+    if (refusal_) return nullptr;
+    zmq_pollitem_t items[2] = {{socket_.handle(), 0, ZMQ_POLLIN, 0},
+                               {events_handle(), 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(items, events_ ? 2 : 1, static_cast<long>(wait.count())) < 0 &&
+        zmq_errno() != EINTR) {
       // Only a terminated context fails here, and we own the context; do
       // not spin on it either way.
       last_error_ = std::string("polling ") + endpoint_ + " failed: " + zmq_strerror(zmq_errno());
       std::this_thread::sleep_until(deadline);
       return nullptr;
+    }
+    if (events_ && (items[1].revents & ZMQ_POLLIN) != 0) {
+      ReadHandshakeEvents();
+      if (refusal_) return nullptr;
     }
   }
 }
@@ -243,10 +361,11 @@ Result<zmq::context_t*> LazyContext::Get() {
   }
 }
 
-Result<std::unique_ptr<Connection>> Connect(LazyContext& context, const std::string& endpoint) {
+Result<std::unique_ptr<Connection>> Connect(LazyContext& context, const std::string& endpoint,
+                                            const ClientCredentials& credentials) {
   Result<zmq::context_t*> zmq_context = context.Get();
   if (!zmq_context.ok()) return zmq_context.error();
-  return Connection::Open(*zmq_context.value(), endpoint);
+  return Connection::Open(*zmq_context.value(), endpoint, credentials);
 }
 
 std::unique_ptr<Frame> AwaitReply(Connection& connection, uint64_t request_id,
@@ -304,6 +423,21 @@ std::optional<Error> ValidateOptions(const ClientOptions& options) {
                      " ms) must both be positive; 1000 and 30000 are reasonable",
                  0};
   }
+  const ClientCredentials& c = options.credentials;
+  if (!c.empty()) {
+    std::string bad;
+    if (!IsCurveKey(c.public_key)) bad = "public_key";
+    if (!IsCurveKey(c.secret_key)) bad = "secret_key";
+    for (const auto& [endpoint, key] : c.broker_keys) {
+      if (!IsCurveKey(key)) bad = "broker_keys[\"" + endpoint + "\"]";
+    }
+    if (!bad.empty()) {
+      return Error{ErrorCode::kInvalidArgument,
+                   "ClientOptions::credentials." + bad +
+                       " is not a key: 40 characters of Z85, as `ordo keygen` writes them",
+                   0};
+    }
+  }
   return std::nullopt;
 }
 
@@ -314,6 +448,8 @@ ErrorCode RefusalCode(wire::ErrorCode code) {
       return ErrorCode::kRejected;
     case wire::ErrorCode::OffsetBelowRetained:
       return ErrorCode::kOffsetBelowRetained;
+    case wire::ErrorCode::PermissionDenied:
+      return ErrorCode::kPermissionDenied;
     default:
       return ErrorCode::kUnavailable;
   }

@@ -4,6 +4,10 @@
 //   ordo subscribe --brokers LIST [--from OFFSET|earliest|latest] [--count N]
 //   ordo replay    --brokers LIST --from OFFSET|earliest [--to B]
 //   ordo status    --brokers LIST [--json]
+//   ordo keygen    --out FILE [--force]
+//
+// Every command but keygen takes --credentials FILE (or ORDO_CREDENTIALS)
+// for CurveZMQ brokers, and --brokers may come from ORDO_BROKERS.
 //
 // Output: publish prints each message's offset, one per line, in input order;
 // subscribe and replay print OFFSET<TAB>PAYLOAD lines (or JSON lines).
@@ -277,7 +281,7 @@ int Status(const ordo::ClientOptions& options, bool json) {
   const auto timeout = std::chrono::milliseconds(1000);
   if (json) {
     for (const std::string& b : options.brokers) {
-      auto r = ordo::GetStatus(b, timeout);
+      auto r = ordo::GetStatus(b, timeout, options.credentials);
       if (!r.ok()) {
         std::printf("{\"endpoint\":%s,\"error\":%s}\n", Json(b).c_str(),
                     Json(r.error().message).c_str());
@@ -309,9 +313,11 @@ int Status(const ordo::ClientOptions& options, bool json) {
   std::printf("%-6s %-22s %-11s %-10s %-10s %-12s %-10s %s\n", "NODE", "ENDPOINT", "ROLE",
               "BALLOT", "CHOSEN", "NEXT_OFFSET", "EARLIEST", "PEER LAG (instances)");
   for (const std::string& b : options.brokers) {
-    auto r = ordo::GetStatus(b, timeout);
+    auto r = ordo::GetStatus(b, timeout, options.credentials);
     if (!r.ok()) {
-      std::printf("%-6s %-22s %s\n", "?", b.c_str(), "unreachable");
+      const bool refused = ExitCodeFor(r.error().code) == ordo::cli::kExitRefused;
+      std::printf("%-6s %-22s %s\n", "?", b.c_str(), refused ? "refused" : "unreachable");
+      if (refused) std::fprintf(stderr, "ordo: %s\n", r.error().message.c_str());
       rc = ExitCodeFor(r.error().code);
       continue;
     }
@@ -353,13 +359,25 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer(ordo::cli::kExitStatusHelp);
   std::string brokers;
+  std::string credentials_file;
+  std::vector<std::string> broker_key_flags;
   uint64_t timeout_ms = 30000;
   uint64_t request_timeout_ms = 1000;
   auto common = [&](CLI::App* c) {
-    c->add_option("--brokers", brokers,
+    c->add_option("-b,--brokers", brokers,
                   "Client endpoints HOST:PORT,... (brokers= of scripts/cluster up); any one "
                   "finds the leader")
+        ->envname("ORDO_BROKERS")
         ->required();
+    c->add_option("--credentials", credentials_file,
+                  "CurveZMQ key file of this client, with the brokers' public keys "
+                  "(credentials= of scripts/cluster up; `eval \"$(scripts/cluster env)\"` sets "
+                  "it). Without: plaintext, for brokers run with security.insecure")
+        ->envname("ORDO_CREDENTIALS");
+    c->add_option("--broker-key", broker_key_flags,
+                  "HOST:PORT=KEY: a broker's public key, beside (or instead of) those in the "
+                  "credentials file; repeat per broker")
+        ->take_all();
     c->add_option("--request-timeout-ms", request_timeout_ms,
                   "How long to wait for one broker before trying the next")
         ->capture_default_str()
@@ -459,6 +477,27 @@ int main(int argc, char** argv) {
   if (options.brokers.empty()) {
     std::fprintf(stderr, "ordo: --brokers needs HOST:PORT,... (see scripts/cluster up)\n");
     return ordo::cli::kExitUsage;
+  }
+  if (!credentials_file.empty()) {
+    ordo::Result<ordo::ClientCredentials> c = ordo::LoadCredentials(credentials_file);
+    if (!c.ok()) return Fail(c.error());
+    options.credentials = std::move(c.value());
+  }
+  for (const std::string& flag : broker_key_flags) {
+    // A key is 40 characters, and Z85 has '=' among them: split before it.
+    const size_t eq = flag.size() > 41 ? flag.size() - 41 : 0;
+    if (eq == 0 || flag[eq] != '=' || !ordo::IsCurveKey(flag.substr(eq + 1))) {
+      std::fprintf(stderr,
+                   "ordo: --broker-key takes HOST:PORT=KEY (a 40-character Z85 key), "
+                   "not '%s'\n",
+                   flag.c_str());
+      return ordo::cli::kExitUsage;
+    }
+    if (options.credentials.empty()) {
+      std::fprintf(stderr, "ordo: --broker-key needs --credentials (this client's own key)\n");
+      return ordo::cli::kExitUsage;
+    }
+    options.credentials.broker_keys[flag.substr(0, eq)] = flag.substr(eq + 1);
   }
 
   if (*publish) return Publish(options, pf);

@@ -375,14 +375,18 @@ PublishStep PublishSession::OnError(const InFlight& request, const wire::Error& 
       return step;
     case wire::ErrorCode::TooLarge:
     case wire::ErrorCode::BadRequest:
+    case wire::ErrorCode::PermissionDenied:
       // Resending it as is can never succeed. Stop sending and settle once
       // the requests in flight are answered (Settle). The oldest refusal
       // is the one settled; a later one is met again when resent.
       Rewind(OldestCarriedBy(request));
       if (!refusal_) {
         refusal_ =
-            Refusal{request.request_id, "broker " + Target() + " refused the publish request (" +
-                                            client_internal::Describe(error) + ")"};
+            Refusal{request.request_id,
+                    "broker " + Target() + " refused the publish request (" +
+                        client_internal::Describe(error) + ")",
+                    error.code() == wire::ErrorCode::PermissionDenied ? ErrorCode::kPermissionDenied
+                                                                      : ErrorCode::kRejected};
       }
       return step;
     case wire::ErrorCode::Unavailable:
@@ -423,25 +427,33 @@ void PublishSession::Settle(PublishStep& step) {
     step.pause = std::max(step.pause, busy_backoff_);
     busy_backoff_ = std::min(busy_backoff_ * 2, kBusyBackoffMax);
     if (end > start) {
+      step.rejection_code = refusal.code;
       step.rejection = refusal.text + ". " + Describe(start, end) +
                        " stay queued because an earlier attempt went unanswered and they may "
                        "be stored; they are resent with their sequences.";
     }
     return;
   }
+  const bool denied = refusal.code == ErrorCode::kPermissionDenied;
+  const std::string fix = denied ? "publish them again once this client's key may publish"
+                                 : "fix their size or content and publish them again";
   std::string text = refusal.text + ": " + Describe(start, end) + ". " +
                      std::to_string(end - kept) +
                      " message(s) that were never stored are dropped (their sequences will be "
-                     "reused); fix their size or content and publish them again.";
+                     "reused); " +
+                     fix + ".";
   if (kept > start) {
     text += " " + Describe(start, kept) +
             " stay queued because an earlier attempt went unanswered and they may be stored; "
             "they are resent with their sequences.";
   }
   step.rejection = std::move(text);
-  rejection_ = refusal.text +
-               "; it was never stored. Fix the message's size or content (see the brokers' "
-               "limits) and publish it again";
+  step.rejection_code = refusal.code;
+  rejection_code_ = refusal.code;
+  rejection_ = refusal.text + "; it was never stored. " +
+               (denied ? "Publish it again once this client's key may publish"
+                       : "Fix the message's size or content (see the brokers' limits) and "
+                         "publish it again");
   for (size_t i = kept; i < end; ++i) queue_[i].refused = true;
 }
 

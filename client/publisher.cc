@@ -127,8 +127,9 @@ Result<std::vector<uint64_t>> Publisher::Impl::PublishBatch(
       Result<zmq::context_t*> zmq_context = context.Get();
       if (!zmq_context.ok()) return zmq_context.error();
       Result<std::unique_ptr<ci::Connection>> opened =
-          ci::Connection::Open(*zmq_context.value(), session.Target());
+          ci::Connection::Open(*zmq_context.value(), session.Target(), options.credentials);
       if (!opened.ok()) {
+        if (opened.error().code == ErrorCode::kAuthenticationFailed) return opened.error();
         last_was_refusal = false;
         Follow(session.OnConnectFailed(opened.error().message), deadline);
         continue;
@@ -156,6 +157,17 @@ Result<std::vector<uint64_t>> Publisher::Impl::PublishBatch(
     const std::unique_ptr<ci::Frame> reply =
         ci::AwaitReply(*connection, request_id, attempt_deadline);
     if (!reply) {
+      if (const std::optional<Error> refused = connection->refusal()) {
+        // Not retried: another broker would refuse the key as well. What
+        // was sent before (on an earlier handshake) may be stored: kept
+        // queued, resent by the next call with the same sequences.
+        Follow(session.OnSilence(refused->message), deadline);
+        connection.reset();
+        return Error{refused->code,
+                     refused->message + " " + session.Describe() +
+                         " stay queued; the next call resends them.",
+                     0};
+      }
       // No answer: the request may or may not have been stored. Resend the
       // same sequences elsewhere, from a fresh socket.
       std::string outcome = "no reply within " + ci::Ms(options.request_timeout);
@@ -170,10 +182,11 @@ Result<std::vector<uint64_t>> Publisher::Impl::PublishBatch(
     const ci::PublishStep step = session.OnReply(reply->envelope());
     last_was_refusal = step.refused;
     if (step.rejection) {
-      // TooLarge / BadRequest: the request can never succeed as it is.
+      // TooLarge / BadRequest / PermissionDenied: the request can never
+      // succeed as it is.
       if (step.reconnect) connection.reset();
       take_resolved();
-      return Error{ErrorCode::kRejected, *step.rejection, 0};
+      return Error{step.rejection_code, *step.rejection, 0};
     }
     Follow(step, deadline);
   }

@@ -268,6 +268,11 @@ std::optional<Error> Subscriber::Impl::HandleSubscriptionError(const wire::Error
                        std::to_string(earliest) + ") to read what remains.",
                    earliest};
     }
+    case wire::ErrorCode::PermissionDenied:
+      subscription_id = 0;
+      resubscribe_needed = true;
+      return Error{ErrorCode::kPermissionDenied,
+                   "broker " + endpoint + " refused the subscription (" + described + ")", 0};
     case wire::ErrorCode::TooLarge:
     case wire::ErrorCode::BadRequest:
       subscription_id = 0;
@@ -366,8 +371,9 @@ Result<std::optional<Record>> Subscriber::Impl::Next(std::chrono::milliseconds t
         continue;
       }
       Result<std::unique_ptr<ci::Connection>> opened =
-          ci::Connect(context, options.brokers[broker_index]);
+          ci::Connect(context, options.brokers[broker_index], options.credentials);
       if (!opened.ok()) {
+        if (opened.error().code == ErrorCode::kAuthenticationFailed) return opened.error();
         attempts.Record(options.brokers[broker_index], opened.error().message);
         FailOver();
         reconnect_not_before = ci::Clock::now() + ci::kRetryPause;
@@ -405,6 +411,12 @@ Result<std::optional<Record>> Subscriber::Impl::Next(std::chrono::milliseconds t
                                                      : last_frame_at + options.request_timeout;
     std::unique_ptr<ci::Frame> frame = connection->Receive(ci::EarlierOf(deadline, alarm));
     if (!frame) {
+      if (const std::optional<Error>& refused = connection->refusal()) {
+        // Final, like PermissionDenied: calling Next again tries again.
+        const Error error = *refused;
+        FailOver();
+        return error;
+      }
       if (ci::Clock::now() >= deadline) return std::optional<Record>();
       continue;
     }

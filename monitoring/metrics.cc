@@ -92,6 +92,8 @@ struct BrokerMetrics::Impl {
   prometheus::Counter* client_frames_rejected = nullptr;
   prometheus::Counter* peer_frames_rejected = nullptr;
   prometheus::Counter* peer_handshakes_refused = nullptr;
+  prometheus::Counter* client_handshakes_refused = nullptr;
+  prometheus::Counter* client_permission_denied = nullptr;
   prometheus::Counter* redirects = nullptr;
   prometheus::Counter* fetches_sent = nullptr;
   prometheus::Counter* catchup_sent = nullptr;
@@ -294,10 +296,15 @@ void BrokerMetrics::Impl::UpdateDisk() {
   i.peer_frames_rejected = &rejected.Add(lp);
   auto& refused = prometheus::BuildCounter()
                       .Name("ordo_handshakes_refused_total")
-                      .Help("CurveZMQ handshakes refused: keys that are no member's, learner's "
-                            "or client's, by source (peer)")
+                      .Help(
+                          "CurveZMQ handshakes refused: keys that are no member's, learner's "
+                          "or client's, by source (client, peer)")
                       .Register(r);
   i.peer_handshakes_refused = &refused.Add(lp);
+  i.client_handshakes_refused = &refused.Add(lc);
+  i.client_permission_denied =
+      C(r, "ordo_client_permission_denied_total",
+        "Client requests refused because the client's key lacks the permission", l);
 
   // Clients and subscribers.
   i.client_connections =
@@ -420,6 +427,9 @@ void BrokerMetrics::Update(const BrokerGauges& g) {
   Mirror(i.client_frames_rejected, g.client_frames_rejected, i.last.client_frames_rejected);
   Mirror(i.peer_frames_rejected, g.peer_frames_rejected, i.last.peer_frames_rejected);
   Mirror(i.peer_handshakes_refused, g.peer_handshakes_refused, i.last.peer_handshakes_refused);
+  Mirror(i.client_handshakes_refused, g.client_handshakes_refused,
+         i.last.client_handshakes_refused);
+  Mirror(i.client_permission_denied, g.client_permission_denied, i.last.client_permission_denied);
   Mirror(i.catchup_sent, g.catchup_bytes_sent, i.last.catchup_bytes_sent);
   Mirror(i.catchup_received, g.catchup_bytes_received, i.last.catchup_bytes_received);
   Mirror(i.catchup_dropped, g.catchup_fetches_dropped, i.last.catchup_fetches_dropped);

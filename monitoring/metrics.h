@@ -49,6 +49,8 @@ struct BrokerGauges {
   uint64_t client_frames_rejected = 0;
   uint64_t peer_frames_rejected = 0;
   uint64_t peer_handshakes_refused = 0;  // CurveZMQ keys the ZAP handler refused
+  uint64_t client_handshakes_refused = 0;
+  uint64_t client_permission_denied = 0;  // requests refused for a missing permission
   uint64_t messages_published = 0;  // accepted into the leader's queue
   uint64_t publishes_acked = 0;
   uint64_t redirects = 0;

@@ -19,6 +19,9 @@ int ExitCodeFor(ErrorCode code) {
     case ErrorCode::kRejected:
     case ErrorCode::kProtocol:
       return kExitFailed;
+    case ErrorCode::kAuthenticationFailed:
+    case ErrorCode::kPermissionDenied:
+      return kExitRefused;
   }
   return kExitFailed;
 }

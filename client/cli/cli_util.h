@@ -16,12 +16,15 @@ inline constexpr int kExitFailed = 1;        // a message not acknowledged, a br
 inline constexpr int kExitUsage = 2;         // bad flags or arguments
 inline constexpr int kExitUnavailable = 3;   // no broker or leader answered in time
 inline constexpr int kExitBelowRetained = 4; // --from is below the earliest retained offset
+inline constexpr int kExitRefused = 5;       // authentication or permission refused
 
 // The text every command's --help ends with.
 inline constexpr const char* kExitStatusHelp =
     "Exit status: 0 ok; 1 a message was not acknowledged or a broker refused the request; "
     "2 usage error; 3 no broker or leader answered in time (check `ordo status`); "
-    "4 --from is below the earliest retained offset (use --from earliest).";
+    "4 --from is below the earliest retained offset (use --from earliest); "
+    "5 authentication or permission refused (check --credentials and the brokers' access "
+    "file).";
 
 // The exit status for a failed call.
 int ExitCodeFor(ErrorCode code);

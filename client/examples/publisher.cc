@@ -3,8 +3,12 @@
 // majority. Build: it is built as build/ordo-example-publisher.
 //
 //   build/ordo-example-publisher 127.0.0.1:7201,127.0.0.1:7202 hello world
+//
+// The client's CurveZMQ key file comes from ORDO_CREDENTIALS, as for
+// build/ordo (`eval "$(scripts/cluster env)"` sets it).
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <future>
 #include <vector>
 
@@ -17,6 +21,14 @@ int main(int argc, char** argv) {
   }
   ordo::ClientOptions options;
   options.brokers = ordo::ParseBrokerList(argv[1]);  // any broker finds the leader
+  if (const char* file = std::getenv("ORDO_CREDENTIALS"); file && *file) {
+    ordo::Result<ordo::ClientCredentials> credentials = ordo::LoadCredentials(file);
+    if (!credentials.ok()) {
+      std::fprintf(stderr, "%s\n", credentials.error().message.c_str());
+      return 2;
+    }
+    options.credentials = credentials.value();
+  }
   // Batches, pipelines and retries with the same sequences: exactly-once.
   ordo::AsyncPublisher publisher(options);
   std::vector<std::future<ordo::Result<uint64_t>>> offsets;

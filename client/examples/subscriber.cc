@@ -2,6 +2,9 @@
 // as OFFSET<TAB>PAYLOAD. Built as build/ordo-example-subscriber.
 //
 //   build/ordo-example-subscriber 127.0.0.1:7201,127.0.0.1:7202 0 10
+//
+// The client's CurveZMQ key file comes from ORDO_CREDENTIALS, as for
+// build/ordo (`eval "$(scripts/cluster env)"` sets it).
 #include <cstdio>
 #include <cstdlib>
 
@@ -14,6 +17,14 @@ int main(int argc, char** argv) {
   }
   ordo::ClientOptions options;
   options.brokers = ordo::ParseBrokerList(argv[1]);  // any broker serves, followers included
+  if (const char* file = std::getenv("ORDO_CREDENTIALS"); file && *file) {
+    ordo::Result<ordo::ClientCredentials> credentials = ordo::LoadCredentials(file);
+    if (!credentials.ok()) {
+      std::fprintf(stderr, "%s\n", credentials.error().message.c_str());
+      return 2;
+    }
+    options.credentials = credentials.value();
+  }
   ordo::Subscriber subscriber(options, ordo::StartAt::Offset(std::strtoull(argv[2], nullptr, 10)));
   for (long n = std::strtol(argv[3], nullptr, 10); n > 0;) {
     auto record = subscriber.Next(std::chrono::seconds(1));

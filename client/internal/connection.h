@@ -114,10 +114,14 @@ class Frame {
 // becomes a false / null return with a reason in last_error().
 class Connection {
  public:
-  // Creates the socket, sets every option we rely on and connects.
-  // kInvalidArgument when ZeroMQ refuses the endpoint or the socket.
+  // Creates the socket, sets every option we rely on and connects; with
+  // `credentials` (not empty), as a CurveZMQ client pinned to the broker's
+  // public key from credentials.broker_keys. kInvalidArgument when ZeroMQ
+  // refuses the endpoint or the socket; kAuthenticationFailed when the
+  // credentials name no key for `endpoint`.
   static Result<std::unique_ptr<Connection>> Open(zmq::context_t& context,
-                                                  const std::string& endpoint);
+                                                  const std::string& endpoint,
+                                                  const ClientCredentials& credentials);
 
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -129,7 +133,24 @@ class Connection {
   // Waits until `deadline` for the next frame that passes the checks.
   // Frames that fail are dropped and counted. Null at the deadline; with a
   // deadline already past, still takes a frame that is already queued.
+  // Null at once when the handshake is refused (see refusal()).
   std::unique_ptr<Frame> Receive(Clock::time_point deadline);
+
+  // Handshakes. ZeroMQ retries a failed handshake silently (or, refused by
+  // the broker's ZAP handler, never again), so a refused key would look
+  // like a broker that never answers. The socket's monitor reports each
+  // handshake; one the broker refused (ZMQ_EVENT_HANDSHAKE_FAILED_AUTH),
+  // a mechanism mismatch (plaintext against CurveZMQ), or three closed in
+  // a row before completing (the broker could not decrypt our hello: a
+  // wrong broker key) set refusal(): kAuthenticationFailed, nothing more
+  // will come on this connection.
+  //
+  // The monitor's socket, to zmq_poll beside handle(); null if ZeroMQ
+  // could not make one (then handshakes are not watched).
+  void* events_handle() { return events_ ? events_.handle() : nullptr; }
+  // Takes what the monitor reported (call when events_handle() polls in).
+  void ReadHandshakeEvents();
+  const std::optional<Error>& refusal() const { return refusal_; }
 
   const std::string& endpoint() const { return endpoint_; }
   // The socket, for zmq_poll together with other descriptors (the
@@ -141,14 +162,21 @@ class Connection {
   const std::string& last_ignored_reason() const { return last_ignored_reason_; }
 
  private:
-  Connection(zmq::socket_t socket, std::string endpoint)
-      : socket_(std::move(socket)), endpoint_(std::move(endpoint)) {}
+  Connection(zmq::socket_t socket, zmq::socket_t events, std::string endpoint, bool curve)
+      : socket_(std::move(socket)),
+        events_(std::move(events)),
+        endpoint_(std::move(endpoint)),
+        curve_(curve) {}
 
   // One non-blocking receive; null when nothing valid was queued.
   std::unique_ptr<Frame> TryReceiveOne(bool* got_something);
 
   zmq::socket_t socket_;
+  zmq::socket_t events_;  // the PAIR end of socket_'s monitor (inproc)
   std::string endpoint_;  // as the user (or a NotLeader reply) spelled it
+  bool curve_ = false;
+  int closed_in_handshake_ = 0;  // in a row
+  std::optional<Error> refusal_;
   std::string last_error_;
   uint64_t frames_ignored_ = 0;
   std::string last_ignored_reason_;
@@ -168,7 +196,8 @@ class LazyContext {
 
 // LazyContext::Get, then Connection::Open: for callers that treat both
 // failures alike (try the next broker).
-Result<std::unique_ptr<Connection>> Connect(LazyContext& context, const std::string& endpoint);
+Result<std::unique_ptr<Connection>> Connect(LazyContext& context, const std::string& endpoint,
+                                            const ClientCredentials& credentials);
 
 // Waits until `deadline` for the frame answering `request_id`; frames with
 // other request ids (answers to abandoned requests, deliveries of an old

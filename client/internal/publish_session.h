@@ -30,7 +30,8 @@
 // Certainly not stored vs maybe stored. A sequence may be given back (to be
 // reused by the next message) only if no copy of its message can ever be
 // stored. Definite answers that store nothing: OutOfSequence, StaleLeader
-// (per message), NotLeader, Busy, TooLarge, BadRequest (per request). Every
+// (per message), NotLeader, Busy, TooLarge, BadRequest, PermissionDenied
+// (per request). Every
 // other outcome is unknown and marks the message maybe_stored for good:
 // silence, an abandoned request, Unavailable (a leader sends it for requests
 // it had accepted when it loses leadership, and they may still be chosen),
@@ -48,7 +49,8 @@
 // be stored: giving it back could store a later message under it, keeping it
 // would stall every later one OutOfSequence.
 //
-// A refusal (TooLarge, BadRequest) is settled once no request is in flight.
+// A refusal (TooLarge, BadRequest, PermissionDenied) is settled once no
+// request is in flight.
 // Its messages at the front that may be stored stay queued (and are resent
 // alone, so a refusal caused by another message cannot hold them back); the
 // rest are marked refused: sending stops at them, and once they reach the
@@ -98,6 +100,8 @@ struct PublishStep {
   // A refusal (TooLarge, BadRequest) was settled: what became of the queue,
   // for the synchronous call's kRejected.
   std::optional<std::string> rejection;
+  // kRejected (TooLarge, BadRequest) or kPermissionDenied.
+  ErrorCode rejection_code = ErrorCode::kRejected;
 };
 
 // A message taken from the front of the queue.
@@ -139,6 +143,7 @@ class PublishSession {
   bool PopAny(PublishOutcome* out);
   // Why the kRejected messages taken last were refused.
   const std::string& rejection() const { return rejection_; }
+  ErrorCode rejection_code() const { return rejection_code_; }
   // "3 message(s) (sequences 4..6 of producer 77)".
   std::string Describe() const { return Describe(0, queue_.size()); }
 
@@ -206,6 +211,7 @@ class PublishSession {
   struct Refusal {
     uint64_t request_id = 0;
     std::string text;  // "broker X refused the publish request (TooLarge: ...)"
+    ErrorCode code = ErrorCode::kRejected;  // or kPermissionDenied
   };
 
   static constexpr size_t kNoIndex = static_cast<size_t>(-1);
@@ -242,6 +248,7 @@ class PublishSession {
   std::deque<InFlight> inflight_;  // in request_id order
   std::optional<Refusal> refusal_;
   std::string rejection_;
+  ErrorCode rejection_code_ = ErrorCode::kRejected;
   std::chrono::milliseconds busy_backoff_ = kBusyBackoffMin;
   std::chrono::milliseconds resend_backoff_{0};
   int redirects_in_a_row_ = 0;

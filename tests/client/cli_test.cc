@@ -45,8 +45,11 @@ CliRun Ordo(const std::string& args, const std::string& input = "") {
                    ("ordo-cli-" + std::to_string(std::random_device{}()));
   std::filesystem::create_directories(dir);
   { std::ofstream(dir / "in") << input; }
-  const std::string command = std::string(ORDO_CLI_BIN) + " " + args + " <" + (dir / "in").string() +
-                              " >" + (dir / "out").string() + " 2>" + (dir / "err").string();
+  // The fake brokers are plaintext; a user's `eval "$(scripts/cluster env)"`
+  // must not leak in.
+  const std::string command =
+      "env -u ORDO_BROKERS -u ORDO_CREDENTIALS " + std::string(ORDO_CLI_BIN) + " " + args + " <" +
+      (dir / "in").string() + " >" + (dir / "out").string() + " 2>" + (dir / "err").string();
   const int raw = std::system(command.c_str());
   CliRun run;
   run.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
@@ -154,7 +157,27 @@ TEST(CliTest, UsageErrorsExit2AndEveryHelpDocumentsExitCodes) {
     EXPECT_EQ(help.status, 0) << command;
     EXPECT_NE(help.out.find("Exit status: 0 ok"), std::string::npos) << command << help.out;
     EXPECT_NE(help.out.find("4 --from is below"), std::string::npos) << command;
+    EXPECT_NE(help.out.find("5 authentication or permission refused"), std::string::npos)
+        << command;
   }
+  // A broker key needs HOST:PORT=KEY, and a key of this client to go with it.
+  EXPECT_EQ(Ordo("status --brokers 127.0.0.1:1 --broker-key 127.0.0.1:1=short").status,
+            cli::kExitUsage);
+  EXPECT_EQ(Ordo("status --brokers 127.0.0.1:1 --broker-key "
+                 "127.0.0.1:1=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7")
+                .status,
+            cli::kExitUsage);
+}
+
+TEST(CliTest, APermissionDeniedPublishExits5AndSaysWhichPermission) {
+  FakeBroker broker([](const Request& request, FakeBroker& b) {
+    b.Send(request, ErrorFrame(request.request_id, wire::ErrorCode::PermissionDenied,
+                               "permission denied: this client's key lacks the \"publish\" "
+                               "permission"));
+  });
+  const CliRun run = Ordo("publish --brokers " + broker.endpoint() + " --timeout-ms 5000 a");
+  EXPECT_EQ(run.status, cli::kExitRefused) << run.err;
+  EXPECT_NE(run.err.find("\"publish\" permission"), std::string::npos) << run.err;
 }
 
 TEST(RenderProgressTest, FillsTheBarInProportionAndFitsTheWidth) {
@@ -187,6 +210,8 @@ TEST(ExitCodeTest, EachErrorHasItsDocumentedStatus) {
   EXPECT_EQ(cli::ExitCodeFor(ErrorCode::kInvalidArgument), 2);
   EXPECT_EQ(cli::ExitCodeFor(ErrorCode::kRejected), 1);
   EXPECT_EQ(cli::ExitCodeFor(ErrorCode::kProtocol), 1);
+  EXPECT_EQ(cli::ExitCodeFor(ErrorCode::kAuthenticationFailed), 5);
+  EXPECT_EQ(cli::ExitCodeFor(ErrorCode::kPermissionDenied), 5);
 }
 
 }  // namespace

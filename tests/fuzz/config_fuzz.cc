@@ -108,6 +108,12 @@ void CheckAccessFile(std::span<const uint8_t> text) {
     ORDO_FUZZ_CHECK(IsCurveKey(key));
     ORDO_FUZZ_CHECK(id != 0 && kConfig.Find(id) == nullptr);
   }
+  for (const auto& [key, grant] : access.value().clients) {
+    ORDO_FUZZ_CHECK(IsCurveKey(key));
+    ORDO_FUZZ_CHECK(access.value().learners.count(key) == 0);
+    for (const broker::Member& m : kConfig.members) ORDO_FUZZ_CHECK(m.public_key != key);
+    ORDO_FUZZ_CHECK((grant.permissions & ~7) == 0);
+  }
 }
 
 void CheckKeyFile(std::span<const uint8_t> text) {
@@ -153,6 +159,9 @@ std::vector<Seed> Seeds() {
        "snapshot_send_bytes_per_sec = 1000000\n"
        "[[members]]\nid = 1\npeer = \"127.0.0.1:7101\"\nclient = \"127.0.0.1:7201\"\n"},
       {"access", std::string("[[learners]]\nid = 4\npublic_key = \"") + kLearnerKey + "\"\n"},
+      {"access-clients", std::string("[[clients]]\nname = \"admin\"\npublic_key = \"") +
+                             kLearnerKey +
+                             "\"\npermissions = [\"publish\", \"subscribe\", \"admin\"]\n"},
       {"key-file", KeyFileText()},
   };
 }

@@ -30,8 +30,8 @@ using testing::Cluster;
 using namespace std::chrono_literals;
 
 // Reads [0, count) from one broker as a subscriber.
-std::vector<Record> ReadAll(const std::string& broker, uint64_t count) {
-  ClientOptions o;
+std::vector<Record> ReadAll(const Cluster& c, const std::string& broker, uint64_t count) {
+  ClientOptions o = c.Options();
   o.brokers = {broker};
   o.request_timeout = 500ms;
   Subscriber s(o, StartAt::Earliest());
@@ -57,7 +57,7 @@ TEST(Broker, ABatchLargerThanADeliverFrameArrivesWholeAndInOrder) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   ASSERT_TRUE(c.WaitForHead(6000));
   for (uint32_t credit : {uint32_t{100000}, uint32_t{1000}}) {
-    ClientOptions o;
+    ClientOptions o = c.Options();
     o.brokers = {c.ClientEndpoint(1)};
     o.request_timeout = 500ms;
     Subscriber s(o, StartAt::Earliest(), credit);
@@ -96,7 +96,7 @@ TEST(Broker, TenThousandMessagesThroughAFollowerArriveInOneOrderEverywhere) {
   }
   ASSERT_TRUE(c.WaitForHead(10000));
   for (int n = 1; n <= 3; ++n) {
-    const std::vector<Record> got = ReadAll(c.ClientEndpoint(n), 10000);
+    const std::vector<Record> got = ReadAll(c, c.ClientEndpoint(n), 10000);
     ASSERT_EQ(got.size(), 10000u) << "broker " << n;
     for (size_t i = 0; i < got.size(); ++i) {
       ASSERT_EQ(got[i].offset, i);
@@ -141,12 +141,12 @@ TEST(Broker, KillingTheLeaderLosesAndDuplicatesNothingAcknowledged) {
   ASSERT_TRUE(c.WaitForHead(3000));
   std::vector<std::vector<Record>> streams;
   for (int n = 1; n <= 3; ++n) {
-    if (n != leader) streams.push_back(ReadAll(c.ClientEndpoint(n), 3000));
+    if (n != leader) streams.push_back(ReadAll(c, c.ClientEndpoint(n), 3000));
   }
   // Restarted on its data, the old leader catches up and serves the same stream.
   c.Start(leader);
   ASSERT_TRUE(c.WaitForHead(3000));
-  streams.push_back(ReadAll(c.ClientEndpoint(leader), 3000));
+  streams.push_back(ReadAll(c, c.ClientEndpoint(leader), 3000));
   for (const auto& s : streams) {
     ASSERT_EQ(s.size(), 3000u);
     std::set<std::string> seen;
@@ -195,7 +195,7 @@ TEST(Broker, KillingEveryBrokerAtOnceLosesNothingAcknowledged) {
   ASSERT_EQ(acked.size(), 200u);
   ASSERT_TRUE(c.WaitForHead(200));
   for (int n = 1; n <= 3; ++n) {
-    const std::vector<Record> s = ReadAll(c.ClientEndpoint(n), 200);
+    const std::vector<Record> s = ReadAll(c, c.ClientEndpoint(n), 200);
     ASSERT_EQ(s.size(), 200u) << "broker " << n;
     for (size_t i = 0; i < s.size(); ++i) {
       EXPECT_EQ(s[i].offset, i);
@@ -222,18 +222,23 @@ TEST(Broker, ACorruptRecordIsDetectedNeverServedAndRepairedFromPeers) {
   // Detected: counted in its status, and said in its log.
   uint64_t corruptions = 0;
   for (int i = 0; i < 100 && corruptions == 0; ++i) {
-    auto s = GetStatus(c.ClientEndpoint(victim), 300ms);
+    auto s = GetStatus(c.ClientEndpoint(victim), 300ms, c.Credentials());
     if (s.ok()) corruptions = s.value().storage_corruptions;
     std::this_thread::sleep_for(50ms);
   }
   EXPECT_GE(corruptions, 1u);
   // Repaired from peers: it serves the original stream, never the bad bytes.
-  const std::vector<Record> got = ReadAll(c.ClientEndpoint(victim), 100);
+  const std::vector<Record> got = ReadAll(c, c.ClientEndpoint(victim), 100);
   ASSERT_EQ(got.size(), 100u);
   for (int i = 0; i < 100; ++i) EXPECT_EQ(got[i].payload, "rec-" + std::to_string(i));
   std::ifstream log(c.Log(victim));
   const std::string text((std::istreambuf_iterator<char>(log)), {});
   EXPECT_NE(text.find("damaged record"), std::string::npos) << text;
+}
+
+// A raw DEALER on broker `n`'s client endpoint, with the admin client's key.
+zmq::socket_t DealerTo(zmq::context_t& ctx, const Cluster& c, int n) {
+  return testing::PeerDealer(ctx, c.ClientEndpoint(n), c.CredentialsFile(), c.KeyFile(n));
 }
 
 TEST(Broker, GarbageTruncatedAndOversizedFramesChangeNothing) {
@@ -245,13 +250,13 @@ TEST(Broker, GarbageTruncatedAndOversizedFramesChangeNothing) {
   zmq::context_t ctx;
   for (int n = 1; n <= 3; ++n) {
     for (const std::string& ep : {c.ClientEndpoint(n), c.PeerEndpoint(n)}) {
-      // On the peer endpoint, as another member (its key): garbage from an
-      // authenticated peer reaches the decoder. Every send is dontwait: a
-      // DEALER with no connection would block.
-      zmq::socket_t s =
-          ep == c.PeerEndpoint(n)
-              ? testing::PeerDealer(ctx, ep, c.KeyFile(n % 3 + 1), c.KeyFile(n))
-              : testing::PeerDealer(ctx, ep);
+      // As an authenticated sender, so the garbage reaches the decoder: on
+      // the peer endpoint another member (its key), on the client endpoint
+      // the admin client. Every send is dontwait: a DEALER with no
+      // connection would block.
+      zmq::socket_t s = ep == c.PeerEndpoint(n)
+                            ? testing::PeerDealer(ctx, ep, c.KeyFile(n % 3 + 1), c.KeyFile(n))
+                            : DealerTo(ctx, c, n);
       std::mt19937 rng(n);
       for (int i = 0; i < 200; ++i) {
         std::string junk(rng() % 300, '\0');
@@ -278,11 +283,11 @@ TEST(Broker, GarbageTruncatedAndOversizedFramesChangeNothing) {
   ASSERT_TRUE(c.WaitForHead(2));
   uint64_t rejected = 0;
   for (int n = 1; n <= 3; ++n) {
-    const auto got = ReadAll(c.ClientEndpoint(n), 2);
+    const auto got = ReadAll(c, c.ClientEndpoint(n), 2);
     ASSERT_EQ(got.size(), 2u);
     EXPECT_EQ(got[0].payload, "before");
     EXPECT_EQ(got[1].payload, "after");
-    auto s = GetStatus(c.ClientEndpoint(n), 500ms);
+    auto s = GetStatus(c.ClientEndpoint(n), 500ms, c.Credentials());
     ASSERT_TRUE(s.ok());
     rejected += s.value().frames_rejected;
   }
@@ -292,12 +297,6 @@ TEST(Broker, GarbageTruncatedAndOversizedFramesChangeNothing) {
 
 // One raw Publish request of (producer, sequences), as a client would send it.
 // A raw client connection, for frames the client library would not send.
-zmq::socket_t DealerTo(zmq::context_t& ctx, const std::string& endpoint) {
-  zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.set(zmq::sockopt::linger, 0);
-  s.connect("tcp://" + endpoint);
-  return s;
-}
 
 // The next frame on `s` (copied, so FlatBuffers reads it aligned); empty
 // after 10 s without one.
@@ -333,7 +332,7 @@ TEST(Broker, EveryWaitingPublishIsAnsweredOnceWithItsOffsets) {
   const int leader = c.WaitForLeader();
   ASSERT_NE(leader, 0);
   zmq::context_t ctx;
-  zmq::socket_t s = DealerTo(ctx, c.ClientEndpoint(leader));
+  zmq::socket_t s = DealerTo(ctx, c, leader);
   std::vector<uint64_t> first(50), second(10);
   for (uint64_t i = 0; i < 50; ++i) first[i] = i + 1;
   for (uint64_t i = 0; i < 10; ++i) second[i] = i + 51;
@@ -391,7 +390,7 @@ TEST(Broker, APublishWhoseMessagesShareOnePayloadIsRefused) {
   const int leader = c.WaitForLeader();
   ASSERT_NE(leader, 0);
   zmq::context_t ctx;
-  zmq::socket_t s = DealerTo(ctx, c.ClientEndpoint(leader));
+  zmq::socket_t s = DealerTo(ctx, c, leader);
   flatbuffers::FlatBufferBuilder shared;
   {
     const auto payload = shared.CreateVector(std::vector<uint8_t>(64 * 1024, 'x'));
@@ -436,7 +435,7 @@ TEST(Broker, ARequestWithoutItsBodyIsRefused) {
   const int leader = c.WaitForLeader();
   ASSERT_NE(leader, 0);
   zmq::context_t ctx;
-  zmq::socket_t s = DealerTo(ctx, c.ClientEndpoint(leader));
+  zmq::socket_t s = DealerTo(ctx, c, leader);
   uint64_t request_id = 20;
   for (const wire::Body body :
        {wire::Body::Publish, wire::Body::Subscribe, wire::Body::Credit, wire::Body::Fetch}) {
@@ -546,7 +545,7 @@ TEST(Broker, AVoterWhoseDiskWasWipedCatchesUpBeforeVotingAndNothingAcknowledgedI
   const auto deadline = std::chrono::steady_clock::now() + 90s;
   bool voting = false;
   while (!voting && std::chrono::steady_clock::now() < deadline && !failed) {
-    auto s = GetStatus(c.ClientEndpoint(wiped), 300ms);
+    auto s = GetStatus(c.ClientEndpoint(wiped), 300ms, c.Credentials());
     if (s.ok()) {
       ASSERT_EQ(s.value().votes_while_catching_up, 0u);
       const std::string log = ReadLog(c.Log(wiped));
@@ -557,7 +556,7 @@ TEST(Broker, AVoterWhoseDiskWasWipedCatchesUpBeforeVotingAndNothingAcknowledgedI
   }
   ASSERT_TRUE(voting) << ReadLog(c.Log(wiped));
   EXPECT_NE(ReadLog(c.Log(wiped)).find("voting (caught up at instance"), std::string::npos);
-  auto s = GetStatus(c.ClientEndpoint(wiped), 1s);
+  auto s = GetStatus(c.ClientEndpoint(wiped), 1s, c.Credentials());
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s.value().votes_while_catching_up, 0u);
 
@@ -580,7 +579,7 @@ TEST(Broker, AVoterWhoseDiskWasWipedCatchesUpBeforeVotingAndNothingAcknowledgedI
   ASSERT_TRUE(c.WaitForHead(head));
   for (int n = 1; n <= 3; ++n) {
     if (!c.Running(n)) continue;
-    const std::vector<Record> got = ReadAll(c.ClientEndpoint(n), head);
+    const std::vector<Record> got = ReadAll(c, c.ClientEndpoint(n), head);
     ASSERT_EQ(got.size(), head) << "broker " << n;
     std::lock_guard<std::mutex> l(mu);
     for (const auto& [offset, payload] : acked) {

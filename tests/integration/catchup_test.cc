@@ -62,7 +62,7 @@ ClientOptions Only(const Cluster& c, int node) {
 }
 
 uint64_t FirstRetained(const Cluster& c, int node) {
-  auto s = GetStatus(c.ClientEndpoint(node), 500ms);
+  auto s = GetStatus(c.ClientEndpoint(node), 500ms, c.Credentials());
   return s.ok() ? s.value().first_retained : 0;
 }
 
@@ -108,7 +108,7 @@ TEST(CatchUp, ABrokerBehindTheTruncatedLogRejoinsThroughASnapshot) {
   ASSERT_TRUE(c.WaitForHead(kHead, std::chrono::seconds(120))) << ReadLog(c.Log(victim));
   const std::string log = ReadLog(c.Log(victim));
   EXPECT_NE(log.find("installed snapshot at instance"), std::string::npos) << log;
-  auto st = GetStatus(c.ClientEndpoint(victim), 1s);
+  auto st = GetStatus(c.ClientEndpoint(victim), 1s, c.Credentials());
   ASSERT_TRUE(st.ok());
   EXPECT_GE(st.value().snapshots_installed, 1u);
   EXPECT_GT(st.value().earliest_offset, 0u);
@@ -116,7 +116,7 @@ TEST(CatchUp, ABrokerBehindTheTruncatedLogRejoinsThroughASnapshot) {
   // The same stream everywhere, over what every broker still retains.
   uint64_t from = 0;
   for (int n = 1; n <= 3; ++n) {
-    auto s = GetStatus(c.ClientEndpoint(n), 1s);
+    auto s = GetStatus(c.ClientEndpoint(n), 1s, c.Credentials());
     ASSERT_TRUE(s.ok());
     from = std::max(from, s.value().earliest_offset);
   }
@@ -139,7 +139,8 @@ TEST(CatchUp, ABrokerBehindTheTruncatedLogRejoinsThroughASnapshot) {
   EXPECT_EQ(below.error().earliest_offset, st.value().earliest_offset);
   // ...and through the CLI, exit code 4 and a message that says what to do.
   const std::string cmd = std::string(ORDO_CLI_BIN) + " replay --brokers " +
-                          c.ClientEndpoint(victim) + " --from 0 --to 10 2>&1";
+                          c.ClientEndpoint(victim) + " --credentials " + c.CredentialsFile() +
+                          " --from 0 --to 10 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string out;
@@ -178,7 +179,7 @@ TEST(CatchUp, ASubscriberLeftBehindByRetentionGetsOffsetBelowRetained) {
   ASSERT_TRUE(c.WaitForHead(41000));
   ASSERT_TRUE(WaitFor(
       [&] {
-        auto st = GetStatus(c.ClientEndpoint(node), 500ms);
+        auto st = GetStatus(c.ClientEndpoint(node), 500ms, c.Credentials());
         return st.ok() && st.value().earliest_offset > 1000;
       },
       60s));

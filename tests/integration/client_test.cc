@@ -172,9 +172,12 @@ TEST(Client, OrdoPublishFromStdinSurvivesTheKillOfTheLeaderWithNoLossAndNoDuplic
                    ("ordo-publish-" + std::to_string(std::random_device{}()));
   std::string brokers;
   for (const std::string& b : c.Brokers()) brokers += (brokers.empty() ? "" : ",") + b;
-  const std::string command = std::string(ORDO_CLI_BIN) + " publish --brokers " + brokers +
+  // The credentials through the environment, as `eval "$(scripts/cluster env)"` sets them.
+  const std::string command = "ORDO_CREDENTIALS=" + c.CredentialsFile() + " " +
+                              std::string(ORDO_CLI_BIN) + " publish --brokers " + brokers +
                               " --request-timeout-ms 500 --timeout-ms 60000 --batch-messages 200"
-                              " > " + out.string();
+                              " > " +
+                              out.string();
   FILE* pipe = popen(command.c_str(), "w");
   ASSERT_NE(pipe, nullptr);
   for (int i = 0; i < kLines; ++i) {

@@ -26,6 +26,7 @@ class Cluster : public LocalCluster {
     o.brokers = Brokers();
     o.request_timeout = std::chrono::milliseconds(500);
     o.call_timeout = std::chrono::milliseconds(60000);
+    o.credentials = Credentials();
     return o;
   }
 };

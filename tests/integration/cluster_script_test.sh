@@ -55,12 +55,24 @@ brokers=$(sed -n 's/^brokers=//p' <<<"$out")
 [[ "$brokers" == "127.0.0.1:$((port + 101)),127.0.0.1:$((port + 102)),127.0.0.1:$((port + 103))" ]] ||
   fail "brokers= line: $out"
 grep -q '^metrics=' <<<"$out" || fail "no metrics= line"
+credentials=$(sed -n 's/^credentials=//p' <<<"$out")
+[[ "$credentials" == "$dir/keys/admin.key" && -f "$credentials" ]] || fail "credentials= line: $out"
+[[ $(stat -c %a "$credentials") == 600 ]] || fail "credentials mode $(stat -c %a "$credentials")"
+# Secure by default: without credentials a client is refused (exit 5), at once.
+plain_rc=0
+plain=$("$build/ordo" publish --brokers "$brokers" refused 2>&1) || plain_rc=$?
+[[ $plain_rc == 5 && "$plain" == *CurveZMQ* ]] || fail "a plaintext publish: exit $plain_rc: $plain"
+# The user's way: the environment from `scripts/cluster env`.
+env_out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" env --dir "$dir")
+[[ "$env_out" == *"export ORDO_BROKERS=$brokers"* &&
+   "$env_out" == *"export ORDO_CREDENTIALS=$credentials"* ]] || fail "env: $env_out"
+eval "$env_out"
 for n in 1 2 3; do
   [[ -f "$dir/node$n/ordo.toml" && -f "$dir/node$n/broker.pid" && -f "$dir/node$n/broker.log" ]] ||
     fail "node$n files"
 done
 
-offsets=$(printf 'a\nb\nc\n' | "$build/ordo" publish --brokers "$brokers")
+offsets=$(printf 'a\nb\nc\n' | "$build/ordo" publish)  # --brokers from ORDO_BROKERS
 [[ "$offsets" == $'0\n1\n2' ]] || fail "publish printed: $offsets"
 got=$("$build/ordo" subscribe --brokers "$brokers" --from earliest --count 3)
 [[ "$got" == $'0\ta\n1\tb\n2\tc' ]] || fail "subscribe printed: $got"

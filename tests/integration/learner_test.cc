@@ -23,8 +23,9 @@ using testing::Cluster;
 using namespace std::chrono_literals;
 
 // Reads [from, from + count) from one broker only, as a subscriber.
-std::vector<Record> ReadFrom(const std::string& broker, uint64_t from, uint64_t count) {
-  ClientOptions o;
+std::vector<Record> ReadFrom(const Cluster& c, const std::string& broker, uint64_t from,
+                             uint64_t count) {
+  ClientOptions o = c.Options();
   o.brokers = {broker};
   o.request_timeout = 500ms;
   Subscriber s(o, StartAt::Offset(from));
@@ -39,10 +40,11 @@ std::vector<Record> ReadFrom(const std::string& broker, uint64_t from, uint64_t 
 
 // Waits (bounded) until `pred` holds for the broker's status.
 template <typename Pred>
-bool WaitForStatus(const std::string& broker, Pred pred, std::chrono::seconds timeout = 60s) {
+bool WaitForStatus(const Cluster& c, const std::string& broker, Pred pred,
+                   std::chrono::seconds timeout = 60s) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    auto s = GetStatus(broker, 300ms);
+    auto s = GetStatus(broker, 300ms, c.Credentials());
     if (s.ok() && pred(s.value())) return true;
     std::this_thread::sleep_for(50ms);
   }
@@ -80,11 +82,12 @@ TEST(Learner, AddedToARunningClusterCatchesUpServesSubscribersAndNeverVotes) {
   // Added while the cluster runs; the voters' files are not touched.
   const int k = c.AddLearner(4, /*metrics=*/true);
   const std::string learner = c.LearnerEndpoint(k);
-  ASSERT_TRUE(WaitForStatus(learner, [](const BrokerStatus& s) { return s.next_offset >= 5000; }))
+  ASSERT_TRUE(
+      WaitForStatus(c, learner, [](const BrokerStatus& s) { return s.next_offset >= 5000; }))
       << "the learner did not catch up; see " << c.LearnerLog(k);
 
   // Same offsets and payloads as the voters, read from the learner alone.
-  std::vector<Record> got = ReadFrom(learner, 0, 5000);
+  std::vector<Record> got = ReadFrom(c, learner, 0, 5000);
   ASSERT_EQ(got.size(), 5000u);
   for (size_t i = 0; i < got.size(); ++i) {
     ASSERT_EQ(got[i].offset, i);
@@ -116,10 +119,10 @@ TEST(Learner, AddedToARunningClusterCatchesUpServesSubscribersAndNeverVotes) {
 
   // It reports itself as a learner, knows the leader (from the voters'
   // fetch replies) and redirects a publish there.
-  ASSERT_TRUE(WaitForStatus(learner, [&](const BrokerStatus& s) {
+  ASSERT_TRUE(WaitForStatus(c, learner, [&](const BrokerStatus& s) {
     return s.leader_id == static_cast<uint32_t>(leader);
   })) << "the learner never learned the leader";
-  auto st = GetStatus(learner, 1000ms);
+  auto st = GetStatus(learner, 1000ms, c.Credentials());
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st.value().role, "learner");
   EXPECT_FALSE(st.value().voter);
@@ -136,7 +139,7 @@ TEST(Learner, AddedToARunningClusterCatchesUpServesSubscribersAndNeverVotes) {
   EXPECT_EQ(Sample(c.LearnerMetricsEndpoint(k), "ordo_elections_started_total"), 0);
   double to_learner = 0;
   for (int n = 1; n <= 3; ++n) {
-    auto s = GetStatus(c.ClientEndpoint(n), 1000ms);
+    auto s = GetStatus(c.ClientEndpoint(n), 1000ms, c.Credentials());
     ASSERT_TRUE(s.ok());
     EXPECT_TRUE(s.value().voter);
     for (const PeerInfo& peer : s.value().peers) EXPECT_NE(peer.node_id, 4u);
@@ -151,9 +154,8 @@ TEST(Learner, KillingALearnerNeverAffectsPublishing) {
   Cluster c(3);
   ASSERT_NE(c.WaitForLeader(), 0);
   const int k = c.AddLearner(4);
-  ASSERT_TRUE(WaitForStatus(c.LearnerEndpoint(k), [](const BrokerStatus& s) {
-    return s.role == "learner";
-  }));
+  ASSERT_TRUE(WaitForStatus(c, c.LearnerEndpoint(k),
+                            [](const BrokerStatus& s) { return s.role == "learner"; }));
 
   // One publisher (voters only in its list) publishes without pause while
   // the learner is killed with -9, restarted and killed again.
@@ -205,10 +207,10 @@ TEST(Learner, KillingALearnerNeverAffectsPublishing) {
   // Restarted on its data, it catches up with everything acknowledged.
   c.StartLearner(k);
   const uint64_t total = sent.size();
-  ASSERT_TRUE(WaitForStatus(c.LearnerEndpoint(k),
+  ASSERT_TRUE(WaitForStatus(c, c.LearnerEndpoint(k),
                             [&](const BrokerStatus& s) { return s.next_offset >= total; }))
       << "see " << c.LearnerLog(k);
-  std::vector<Record> got = ReadFrom(c.LearnerEndpoint(k), 0, total);
+  std::vector<Record> got = ReadFrom(c, c.LearnerEndpoint(k), 0, total);
   ASSERT_EQ(got.size(), total);
   for (size_t i = 0; i < total; ++i) ASSERT_EQ(got[i].payload, sent[i]) << "offset " << i;
 }

@@ -1,9 +1,14 @@
-// Security on the peer endpoint, against real brokers: what a process that
-// is not a member can do by reaching a peer port (nothing), and what a
-// member's key can claim (only to be itself).
+// Security against real brokers. The peer endpoint: what a process that is
+// not a member can do by reaching a peer port (nothing), and what a
+// member's key can claim (only to be itself). The client endpoint: what a
+// client without a listed key gets (nothing, and told so at once), and
+// what a listed key may do (what its permissions say, reloaded on SIGHUP).
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,14 +47,14 @@ std::vector<std::string> Forged(uint32_t from, uint32_t to) {
 // `status_endpoint`'s status meanwhile: false if it ever took the forged
 // ballot or another leader than `leader`.
 bool Flood(zmq::socket_t& s, const std::vector<std::string>& frames, std::chrono::milliseconds d,
-           const std::string& status_endpoint, uint32_t leader) {
+           const Cluster& c, const std::string& status_endpoint, uint32_t leader) {
   bool unchanged = true;
   for (const auto end = std::chrono::steady_clock::now() + d;
        std::chrono::steady_clock::now() < end; std::this_thread::sleep_for(10ms)) {
     for (int i = 0; i < 5; ++i) {
       for (const std::string& f : frames) s.send(zmq::buffer(f), zmq::send_flags::dontwait);
     }
-    const auto st = GetStatus(status_endpoint, 500ms);
+    const auto st = GetStatus(status_endpoint, 500ms, c.Credentials());
     if (st.ok() && (st.value().ballot_round >= 1000000 || st.value().leader_id != leader)) {
       unchanged = false;
     }
@@ -78,7 +83,7 @@ TEST(Security, NoProcessOutsideTheClusterCanSwayAVoteAndAMemberKeyCannotSpeakFor
   const int target = leader % 3 + 1;       // a follower
   const int other = (leader + 1) % 3 + 1;  // the third node
   ASSERT_NE(target, other);
-  const auto before = GetStatus(c.ClientEndpoint(target), 2s);
+  const auto before = GetStatus(c.ClientEndpoint(target), 2s, c.Credentials());
   ASSERT_TRUE(before.ok());
   const std::vector<std::string> forged =
       Forged(static_cast<uint32_t>(leader), static_cast<uint32_t>(target));
@@ -88,7 +93,7 @@ TEST(Security, NoProcessOutsideTheClusterCanSwayAVoteAndAMemberKeyCannotSpeakFor
 
   // 1. Plaintext, as in the report: the CURVE handshake never completes.
   zmq::socket_t plain = testing::PeerDealer(ctx, c.PeerEndpoint(target));
-  EXPECT_TRUE(Flood(plain, forged, 1000ms, status_at, leader_id));
+  EXPECT_TRUE(Flood(plain, forged, 1000ms, c, status_at, leader_id));
   // 2. CURVE with a key no config lists: the ZAP handler refuses it.
   const std::string stranger = (c.dir() / "stranger.key").string();
   {
@@ -98,25 +103,25 @@ TEST(Security, NoProcessOutsideTheClusterCanSwayAVoteAndAMemberKeyCannotSpeakFor
   }
   zmq::socket_t unknown =
       testing::PeerDealer(ctx, c.PeerEndpoint(target), stranger, c.KeyFile(target));
-  EXPECT_TRUE(Flood(unknown, forged, 1000ms, status_at, leader_id));
+  EXPECT_TRUE(Flood(unknown, forged, 1000ms, c, status_at, leader_id));
   EXPECT_GE(WaitForSample(c, target, "ordo_handshakes_refused_total", "source=\"peer\"", 1), 1);
   // 3. A member's own key (node `other`, stolen or misused) claiming to be
   // the leader: let in, but every frame is dropped and counted.
   zmq::socket_t impostor =
       testing::PeerDealer(ctx, c.PeerEndpoint(target), c.KeyFile(other), c.KeyFile(target));
-  EXPECT_TRUE(Flood(impostor, forged, 1000ms, status_at, leader_id))
+  EXPECT_TRUE(Flood(impostor, forged, 1000ms, c, status_at, leader_id))
       << "a member's key spoke for the leader";
   EXPECT_GE(WaitForSample(c, target, "ordo_frames_rejected_total", "source=\"peer\"", 1), 1);
 
   // Nothing changed: the same leader, no ballot near the forged one, and
   // the cluster still takes publishes.
   for (int n = 1; n <= 3; ++n) {
-    const auto s = GetStatus(c.ClientEndpoint(n), 2s);
+    const auto s = GetStatus(c.ClientEndpoint(n), 2s, c.Credentials());
     ASSERT_TRUE(s.ok()) << "node " << n;
     EXPECT_EQ(s.value().leader_id, static_cast<uint32_t>(leader)) << "node " << n;
     EXPECT_LT(s.value().ballot_round, 1000u) << "node " << n;
   }
-  EXPECT_EQ(GetStatus(c.ClientEndpoint(target), 2s).value().ballot_round,
+  EXPECT_EQ(GetStatus(c.ClientEndpoint(target), 2s, c.Credentials()).value().ballot_round,
             before.value().ballot_round);
   auto after = p.Publish("after");
   ASSERT_TRUE(after.ok()) << after.error().message;
@@ -134,13 +139,13 @@ TEST(Security, ALearnerKeyIsLetInOnlyOnceListedAndTheListIsReloadedOnSighup) {
   // learns nothing.
   const int k = c.AddLearner(7, /*metrics=*/false, /*allow=*/false);
   EXPECT_GE(WaitForSample(c, leader, "ordo_handshakes_refused_total", "source=\"peer\"", 1), 1);
-  const auto early = GetStatus(c.LearnerEndpoint(k), 2s);
+  const auto early = GetStatus(c.LearnerEndpoint(k), 2s, c.Credentials());
   ASSERT_TRUE(early.ok());
   EXPECT_EQ(early.value().chosen, 0u);
   // Listed (access.toml, then SIGHUP to the running voters): let in, with
   // no restart of anyone; it catches up and serves.
   c.AllowLearner(7);
-  ClientOptions o;
+  ClientOptions o = c.Options();
   o.brokers = {c.LearnerEndpoint(k)};
   o.request_timeout = 500ms;
   Subscriber s(o, StartAt::Earliest());
@@ -152,6 +157,187 @@ TEST(Security, ALearnerKeyIsLetInOnlyOnceListedAndTheListIsReloadedOnSighup) {
   }
   ASSERT_TRUE(got.has_value()) << "the learner never caught up once listed";
   EXPECT_EQ(got->payload, "x");
+  for (int n = 1; n <= 3; ++n) EXPECT_TRUE(c.Running(n)) << "SIGHUP ended node " << n;
+}
+
+// Runs `command` through the shell: its exit status and what it printed
+// (stdout and stderr).
+struct Ran {
+  int status = -1;
+  std::string out;
+};
+Ran RunShell(const std::string& command) {
+  Ran ran;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return ran;
+  char buf[512];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) ran.out.append(buf, n);
+  const int status = pclose(pipe);
+  ran.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return ran;
+}
+
+std::string Joined(const std::vector<std::string>& brokers) {
+  std::string out;
+  for (const std::string& b : brokers) out += (out.empty() ? "" : ",") + b;
+  return out;
+}
+
+ClientCredentials NewKey(const ClientCredentials& like) {
+  auto pair = GenerateKeyPair();
+  EXPECT_TRUE(pair.ok());
+  ClientCredentials c = like;
+  c.public_key = pair.value().public_key;
+  c.secret_key = pair.value().secret_key;
+  return c;
+}
+
+// Every call with `o` fails with kAuthenticationFailed: not a timeout (the
+// call timeout is a minute), not a refusal of the request.
+void ExpectRefusedEverywhere(const ClientOptions& o, const std::string& who) {
+  const auto started = std::chrono::steady_clock::now();
+  Publisher p(o);
+  auto published = p.Publish("from " + who);
+  ASSERT_FALSE(published.ok()) << who;
+  EXPECT_EQ(published.error().code, ErrorCode::kAuthenticationFailed)
+      << who << ": " << published.error().message;
+  std::printf("%s: publish refused after %lld ms: %s\n", who.c_str(),
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::steady_clock::now() - started)
+                                         .count()),
+              published.error().message.c_str());
+  auto replayed = Replay(o, 0, 0);
+  ASSERT_FALSE(replayed.ok()) << who;
+  EXPECT_EQ(replayed.error().code, ErrorCode::kAuthenticationFailed) << who;
+  auto status = GetStatus(o.brokers[0], 60s, o.credentials);
+  ASSERT_FALSE(status.ok()) << who;
+  EXPECT_EQ(status.error().code, ErrorCode::kAuthenticationFailed) << who;
+  Subscriber s(o, StartAt::Earliest());
+  auto next = s.Next(60s);
+  ASSERT_FALSE(next.ok()) << who << (next.value() ? ": got a record" : ": got nothing");
+  EXPECT_EQ(next.error().code, ErrorCode::kAuthenticationFailed) << who;
+}
+
+TEST(Security, AClientWithoutAListedKeyGetsNothingAndIsToldSoAtOnce) {
+  Cluster c(3, /*metrics=*/true);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  Publisher admin(c.Options());
+  ASSERT_TRUE(admin.Publish("x").ok());
+
+  ClientOptions plaintext = c.Options();
+  plaintext.credentials = {};
+  ExpectRefusedEverywhere(plaintext, "plaintext");
+
+  ClientOptions unknown = c.Options();
+  unknown.credentials = NewKey(c.Credentials());
+  ExpectRefusedEverywhere(unknown, "an unlisted key");
+  // Counted where the handshakes went (brokers[0] for most calls).
+  double refused = 0;
+  for (const auto deadline = std::chrono::steady_clock::now() + 30s;
+       refused < 1 && std::chrono::steady_clock::now() < deadline;
+       std::this_thread::sleep_for(20ms)) {
+    refused = 0;
+    for (int n = 1; n <= 3; ++n) {
+      refused += std::max(
+          0.0, Sample(c.MetricsEndpoint(n), "ordo_handshakes_refused_total", "source=\"client\""));
+    }
+  }
+  EXPECT_GE(refused, 1);
+
+  // A listed key that pins the wrong broker keys: the brokers cannot read
+  // its hello.
+  ClientOptions wrong_server = c.Options();
+  for (auto& [endpoint, key] : wrong_server.credentials.broker_keys) {
+    key = GenerateKeyPair().value().public_key;
+  }
+  ExpectRefusedEverywhere(wrong_server, "wrong broker keys");
+
+  // No broker key for an endpoint at all.
+  ClientOptions unpinned = c.Options();
+  unpinned.credentials.broker_keys.clear();
+  Publisher q(unpinned);
+  auto r = q.Publish("y");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kAuthenticationFailed) << r.error().message;
+
+  // The CLI: exit status 5, with the reason.
+  const Ran cli = RunShell(std::string(ORDO_CLI_BIN) + " publish --brokers " + Joined(c.Brokers()) +
+                           " plaintext");
+  EXPECT_EQ(cli.status, 5) << cli.out;
+  EXPECT_NE(cli.out.find("CurveZMQ"), std::string::npos) << cli.out;
+
+  // Nothing of theirs was stored.
+  auto all = Replay(c.Options(), 0, 0);
+  ASSERT_TRUE(all.ok()) << all.error().message;
+  ASSERT_EQ(all.value().size(), 1u);
+  EXPECT_EQ(all.value()[0].payload, "x");
+}
+
+TEST(Security, EachRequestNeedsItsPermissionAndSighupChangesThemWithoutARestart) {
+  Cluster c(3, /*metrics=*/true);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  const std::string reader_file = c.AllowClient("reader", {"subscribe"});
+  auto reader = LoadCredentials(reader_file);
+  ASSERT_TRUE(reader.ok()) << reader.error().message;
+  ClientOptions ro = c.Options();
+  ro.credentials = reader.value();
+
+  // No publish: a typed refusal naming the permission, and nothing stored.
+  Publisher denied(ro);
+  auto r = denied.Publish("not allowed");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kPermissionDenied) << r.error().message;
+  EXPECT_NE(r.error().message.find("\"publish\" permission"), std::string::npos)
+      << r.error().message;
+  auto status = GetStatus(c.ClientEndpoint(leader), 5s, ro.credentials);
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.error().code, ErrorCode::kPermissionDenied);
+  EXPECT_NE(status.error().message.find("\"admin\" permission"), std::string::npos)
+      << status.error().message;
+  EXPECT_GE(WaitForSample(c, leader, "ordo_client_permission_denied_total", "", 1), 1);
+
+  // The CLI: exit status 5 for both, and the reason on stderr.
+  const std::string cli = std::string(ORDO_CLI_BIN);
+  const std::string flags = " --brokers " + Joined(c.Brokers()) + " --credentials " + reader_file;
+  const Ran pub = RunShell(cli + " publish" + flags + " not-allowed");
+  EXPECT_EQ(pub.status, 5) << pub.out;
+  EXPECT_NE(pub.out.find("\"publish\" permission"), std::string::npos) << pub.out;
+  const Ran st = RunShell(cli + " status" + flags);
+  EXPECT_EQ(st.status, 5) << st.out;
+
+  // Subscribe it may: it reads what the admin publishes.
+  Publisher admin(c.Options());
+  ASSERT_TRUE(admin.Publish("first").ok());
+  Subscriber sub(ro, StartAt::Earliest());
+  std::optional<Record> got;
+  for (const auto deadline = std::chrono::steady_clock::now() + 30s;
+       !got && std::chrono::steady_clock::now() < deadline;) {
+    auto n = sub.Next(500ms);
+    ASSERT_TRUE(n.ok()) << n.error().message;
+    if (n.value()) got = *n.value();
+  }
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->payload, "first");
+
+  // SIGHUP with publish granted and subscribe taken away: the running
+  // subscription ends with PermissionDenied; the same key now publishes.
+  c.SetClientPermissions("reader", {"publish"});
+  std::optional<Error> ended;
+  for (const auto deadline = std::chrono::steady_clock::now() + 30s;
+       !ended && std::chrono::steady_clock::now() < deadline;) {
+    auto n = sub.Next(500ms);
+    if (!n.ok()) ended = n.error();
+  }
+  ASSERT_TRUE(ended.has_value()) << "the subscription outlived its permission";
+  EXPECT_EQ(ended->code, ErrorCode::kPermissionDenied) << ended->message;
+  auto now_allowed = denied.Publish("allowed now");
+  ASSERT_TRUE(now_allowed.ok()) << now_allowed.error().message;
+  const Ran pub2 = RunShell(cli + " publish" + flags + " also-allowed");
+  EXPECT_EQ(pub2.status, 0) << pub2.out;
+  const Ran replay = RunShell(cli + " replay" + flags + " --from 0");
+  EXPECT_EQ(replay.status, 5) << replay.out;
   for (int n = 1; n <= 3; ++n) EXPECT_TRUE(c.Running(n)) << "SIGHUP ended node " << n;
 }
 

@@ -53,6 +53,8 @@ const char* const kRequired[] = {
     "ordo_snapshot_installs_total",
     "ordo_snapshot_install_seconds_bucket",
     "ordo_frames_rejected_total",
+    "ordo_handshakes_refused_total",
+    "ordo_client_permission_denied_total",
     "ordo_redirects_total",
     "ordo_checksum_failures_total",
     "ordo_storage_quarantined",

@@ -26,6 +26,7 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
   std::mt19937_64 rng(std::random_device{}());
   dir_ = std::filesystem::temp_directory_path() / (options_.dir_prefix + std::to_string(rng()));
   std::filesystem::create_directories(dir_);
+  pids_.assign(nodes() + 1, -1);
   for (int i = 0; i < nodes(); ++i) {
     peer_.push_back(ReserveEndpoint());
     client_.push_back(ReserveEndpoint());
@@ -33,7 +34,15 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
   }
   if (!options_.insecure) {
     for (int i = 1; i <= nodes(); ++i) public_keys_.push_back(MakeKey("node" + std::to_string(i)));
-    std::ofstream(Path("access.toml")) << "# The learners' keys (tests/testing/local_cluster.h)\n";
+    ordo::StatusOr<ordo::CurveKeyPair> admin = ordo::GenerateKeyPair();
+    if (!admin.ok()) throw std::runtime_error(admin.status().message());
+    credentials_.public_key = admin.value().public_key;
+    credentials_.secret_key = admin.value().secret_key;
+    for (int i = 1; i <= nodes(); ++i)
+      credentials_.broker_keys[client_[i - 1]] = public_keys_[i - 1];
+    WriteClientKey("admin", admin.value());
+    clients_.push_back({"admin", admin.value().public_key, {"publish", "subscribe", "admin"}});
+    WriteAccessAndReload();  // (nothing runs yet: only writes it)
   }
   for (int i = 1; i <= nodes(); ++i) {
     std::ofstream f(Config(i));
@@ -41,7 +50,6 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
       << metrics_[i - 1] << "\"\n"
       << SecurityToml("node" + std::to_string(i)) << MembersToml() << options_.extra_toml;
   }
-  pids_.assign(nodes() + 1, -1);
   for (int i = 1; i <= nodes(); ++i) Start(i);
 }
 
@@ -82,6 +90,56 @@ std::string LocalCluster::SecurityToml(const std::string& name) const {
          Path("access.toml") + "\"\n";
 }
 
+void LocalCluster::WriteClientKey(const std::string& name, const CurveKeyPair& pair) const {
+  const ordo::Status s =
+      ordo::WriteKeyFile(Path(name + ".key"), ordo::KeyFile{pair, credentials_.broker_keys},
+                         /*overwrite=*/true);
+  if (!s.ok()) throw std::runtime_error(s.message());
+}
+
+void LocalCluster::WriteAccessAndReload() {
+  // Each running broker says in its log when it has reread the file: until
+  // then it would refuse a new key's handshake (and a socket that ZeroMQ
+  // saw refused is not retried), so this returns only after.
+  auto reloads = [](const std::string& log) {
+    std::ifstream in(log);
+    size_t n = 0;
+    for (std::string line; std::getline(in, line);)
+      n += line.find("SIGHUP: reloaded") != std::string::npos;
+    return n;
+  };
+  struct Waiting {
+    pid_t pid;
+    std::string log;
+    size_t before;
+  };
+  std::vector<Waiting> running;
+  for (int i = 1; i <= nodes(); ++i) {
+    if (Running(i)) running.push_back({pids_[i], Log(i), reloads(Log(i))});
+  }
+  for (const Learner& l : learners_) {
+    if (l.pid > 0) running.push_back({l.pid, l.log, reloads(l.log)});
+  }
+  std::ofstream access(Path("access.toml"));
+  access << "# Written by tests/testing/local_cluster.cc\n" << learners_toml_;
+  for (const Client& c : clients_) {
+    access << "[[clients]]\nname = \"" << c.name << "\"\npublic_key = \"" << c.public_key
+           << "\"\npermissions = [";
+    for (size_t i = 0; i < c.permissions.size(); ++i) {
+      access << (i ? ", " : "") << '"' << c.permissions[i] << '"';
+    }
+    access << "]\n";
+  }
+  access.close();
+  for (const Waiting& r : running) ::kill(r.pid, SIGHUP);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (const Waiting& r : running) {
+    while (reloads(r.log) <= r.before && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
 std::string LocalCluster::AllowLearner(uint32_t node_id) {
   const std::string name = "learner" + std::to_string(node_id);
   std::string public_key;
@@ -91,32 +149,28 @@ std::string LocalCluster::AllowLearner(uint32_t node_id) {
   } else {
     public_key = MakeKey(name);
   }
-  access_toml_ +=
+  learners_toml_ +=
       "[[learners]]\nid = " + std::to_string(node_id) + "\npublic_key = \"" + public_key + "\"\n";
-  // Each running voter says in its log when it has reread the file: until
-  // then it would refuse the learner's handshake (and a socket that
-  // ZeroMQ saw refused is not retried), so this returns only after.
-  auto reloads = [](const std::string& log) {
-    std::ifstream in(log);
-    size_t n = 0;
-    for (std::string line; std::getline(in, line);)
-      n += line.find("SIGHUP: reloaded") != std::string::npos;
-    return n;
-  };
-  std::vector<size_t> before(nodes() + 1, 0);
-  for (int i = 1; i <= nodes(); ++i) before[i] = reloads(Log(i));
-  std::ofstream(Path("access.toml")) << access_toml_;
-  for (int i = 1; i <= nodes(); ++i) {
-    if (Running(i)) ::kill(pids_[i], SIGHUP);
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  for (int i = 1; i <= nodes(); ++i) {
-    while (Running(i) && reloads(Log(i)) <= before[i] &&
-           std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
+  WriteAccessAndReload();
   return Path(name + ".key");
+}
+
+std::string LocalCluster::AllowClient(const std::string& name,
+                                      const std::vector<std::string>& permissions) {
+  ordo::StatusOr<ordo::CurveKeyPair> pair = ordo::GenerateKeyPair();
+  if (!pair.ok()) throw std::runtime_error(pair.status().message());
+  WriteClientKey(name, pair.value());
+  clients_.push_back({name, pair.value().public_key, permissions});
+  WriteAccessAndReload();
+  return Path(name + ".key");
+}
+
+void LocalCluster::SetClientPermissions(const std::string& name,
+                                        const std::vector<std::string>& permissions) {
+  for (Client& c : clients_) {
+    if (c.name == name) c.permissions = permissions;
+  }
+  WriteAccessAndReload();
 }
 
 pid_t LocalCluster::Spawn(const std::string& config, const std::string& log) const {
@@ -173,7 +227,7 @@ int LocalCluster::WaitForLeader(std::chrono::milliseconds timeout) const {
     int leader = 0, leaders = 0;
     for (int i = 1; i <= nodes(); ++i) {
       if (!Running(i)) continue;
-      auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300));
+      auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300), credentials_);
       if (s.ok() && s.value().role == "leader") ++leaders, leader = i;
     }
     if (leaders == 1) return leader;
@@ -188,7 +242,7 @@ bool LocalCluster::WaitForHead(uint64_t offset, std::chrono::milliseconds timeou
     bool all = true;
     for (int i = 1; i <= nodes(); ++i) {
       if (!Running(i)) continue;
-      auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300));
+      auto s = GetStatus(client_[i - 1], std::chrono::milliseconds(300), credentials_);
       all &= s.ok() && s.value().next_offset >= offset;
     }
     if (all) return true;
@@ -212,6 +266,11 @@ int LocalCluster::AddLearner(uint32_t node_id, bool metrics, bool allow) {
     } else {
       MakeKey(name);  // a key no voter knows yet
     }
+    // The admin client may read from the learner too.
+    ordo::StatusOr<ordo::KeyFile> key = ordo::LoadKeyFile(Path(name + ".key"));
+    if (!key.ok()) throw std::runtime_error(key.status().message());
+    credentials_.broker_keys[l.client] = key.value().pair.public_key;
+    WriteClientKey("admin", CurveKeyPair{credentials_.public_key, credentials_.secret_key});
   }
   std::ofstream f(l.config);
   f << "node_id = " << node_id << "\nrole = \"learner\"\nclient = \"" << l.client

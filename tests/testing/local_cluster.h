@@ -17,6 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "base/keys.h"
+#include "ordo/client.h"
+
 namespace ordo::testing {
 
 struct LocalClusterOptions {
@@ -27,8 +30,10 @@ struct LocalClusterOptions {
   std::string dir_prefix = "ordo-cluster-";  // of the directory under $TMPDIR
   bool keep_dir = false;
   // Plaintext ports (security.insecure). Otherwise every broker gets a key
-  // pair (nodeN.key), [[members]] their public keys, and learners are let
-  // in through access.toml.
+  // pair (nodeN.key), [[members]] their public keys, learners are let in
+  // through access.toml, and so is one client with every permission, whose
+  // credentials (admin.key: its key pair and the brokers' public keys) are
+  // Credentials().
   bool insecure = false;
 };
 
@@ -58,6 +63,19 @@ class LocalCluster {
   std::string AllowLearner(uint32_t node_id);
   // The client endpoints, in node order.
   const std::vector<std::string>& Brokers() const { return client_; }
+  // Secure mode: the credentials of a client with every permission (empty
+  // in plaintext), and the file that holds them ("" in plaintext), for
+  // `ordo --credentials`. Learners' endpoints are added as they are.
+  const ClientCredentials& Credentials() const { return credentials_; }
+  std::string CredentialsFile() const { return options_.insecure ? "" : Path("admin.key"); }
+  // Secure mode: a new client key allowed `permissions` ("publish",
+  // "subscribe", "admin"; none is fine) through access.toml, which the
+  // running brokers reread before this returns. Returns its credentials
+  // file (`name`.key, with the brokers' public keys).
+  std::string AllowClient(const std::string& name, const std::vector<std::string>& permissions);
+  // Changes what client `name` (admin, or one AllowClient made) may do,
+  // then reloads access.toml as AllowClient does.
+  void SetClientPermissions(const std::string& name, const std::vector<std::string>& permissions);
 
   // Starts broker i (its log is appended to).
   void Start(int i);
@@ -104,12 +122,22 @@ class LocalCluster {
   // The [security] table of broker `name` (its key: `name`.key).
   std::string SecurityToml(const std::string& name) const;
   pid_t Spawn(const std::string& config, const std::string& log) const;
+  // Writes access.toml and waits until every running broker has reread it.
+  void WriteAccessAndReload();
+  // Writes `name`.key for a client: `pair` and every broker's public key.
+  void WriteClientKey(const std::string& name, const CurveKeyPair& pair) const;
 
   LocalClusterOptions options_;
   std::filesystem::path dir_;
   std::vector<std::string> peer_, client_, metrics_;
   std::vector<std::string> public_keys_;  // the members', in node order (secure mode)
-  std::string access_toml_;               // what access.toml holds ([[learners]])
+  std::string learners_toml_;             // access.toml's [[learners]]
+  struct Client {
+    std::string name, public_key;
+    std::vector<std::string> permissions;
+  };
+  std::vector<Client> clients_;    // access.toml's [[clients]]
+  ClientCredentials credentials_;  // admin.key's
   std::vector<pid_t> pids_;  // index 1..n
   std::vector<Learner> learners_;
 };

@@ -1,6 +1,6 @@
-// A raw DEALER on a broker's peer endpoint, as a process outside the
-// cluster would open one: plaintext, or CURVE with the key pair in a key
-// file (base/keys.h) and the broker's public key.
+// A raw DEALER on a broker's peer (or client) endpoint, as a process
+// outside the cluster would open one: plaintext, or CURVE with the key pair
+// in a key file (base/keys.h) and the broker's public key.
 #pragma once
 
 #include <stdexcept>

@@ -1,11 +1,13 @@
 // Broker configuration: a good file loads; every wrong field fails with its name.
+#include "broker/config.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <random>
 
-#include "broker/config.h"
+#include "broker/access.h"
 
 namespace ordo::broker {
 namespace {
@@ -216,6 +218,55 @@ TEST(Config, EndpointsParse) {
   EXPECT_FALSE(ParseEndpoint("h:0", nullptr));
   EXPECT_FALSE(ParseEndpoint("h:65536", nullptr));
   EXPECT_FALSE(ParseEndpoint("h:8o", nullptr));
+}
+
+// The access file's [[clients]]: keys with known permissions, each key once
+// and no member's or learner's.
+TEST(Config, AccessFileClientsLoadWithTheirPermissionsAndErrorsNameTheEntry) {
+  BrokerConfig c;
+  ASSERT_TRUE(Load(kGood, &c).ok());
+  static std::mt19937_64 rng(std::random_device{}());
+  const auto path =
+      std::filesystem::temp_directory_path() / ("ordo-access-" + std::to_string(rng()) + ".toml");
+  auto load = [&](const std::string& text) {
+    std::ofstream(path) << text;
+    StatusOr<AccessList> a = LoadAccessFile(path.string(), c);
+    std::filesystem::remove(path);
+    return a;
+  };
+  const std::string kClient = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+  const std::string kOther = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+  StatusOr<AccessList> ok = load("[[clients]]\nname = \"reader\"\npublic_key = \"" + kClient +
+                                 "\"\npermissions = [\"subscribe\"]\n[[clients]]\npublic_key = \"" +
+                                 kOther + "\"\npermissions = [\"publish\", \"admin\"]\n");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  ASSERT_EQ(ok.value().clients.size(), 2u);
+  EXPECT_EQ(ok.value().clients.at(kClient).name, "reader");
+  EXPECT_EQ(ok.value().clients.at(kClient).permissions, kPermissionSubscribe);
+  EXPECT_EQ(ok.value().clients.at(kOther).permissions, kPermissionPublish | kPermissionAdmin);
+
+  auto error = [&](const std::string& text) {
+    StatusOr<AccessList> a = load(text);
+    EXPECT_FALSE(a.ok()) << text;
+    return a.ok() ? std::string() : a.status().message();
+  };
+  EXPECT_NE(error("[[clients]]\npublic_key = \"" + kClient + "\"\npermissions = [\"write\"]\n")
+                .find("clients[0].permissions: \"write\" is not one of"),
+            std::string::npos);
+  EXPECT_NE(error("[[clients]]\npublic_key = \"" + kClient + "\"\n").find("clients[0].permissions"),
+            std::string::npos);
+  EXPECT_NE(error("[[clients]]\npublic_key = \"short\"\npermissions = []\n")
+                .find("clients[0].public_key"),
+            std::string::npos);
+  const std::string twice = "[[clients]]\npublic_key = \"" + kClient + "\"\npermissions = []\n";
+  EXPECT_NE(error(twice + twice).find("clients[1].public_key: appears twice"), std::string::npos);
+  EXPECT_NE(
+      error("[[clients]]\npublic_key = \"" + c.members[0].public_key + "\"\npermissions = []\n")
+          .find("clients[0].public_key"),
+      std::string::npos);
+  EXPECT_NE(error("[[clients]]\npublic_key = \"" + kClient + "\"\npermissions = []\nrole = 1\n")
+                .find("clients[0].role: unknown field"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +32,13 @@ enum class ErrorCode {
   kInvalidArgument,      // the call's own arguments are wrong (e.g. no brokers)
   kBackpressure,         // AsyncPublisher: the in-flight window is full (kFail mode)
   kClosed,               // AsyncPublisher: closed before the message was acknowledged
+  // The CurveZMQ handshake failed: a broker refused this client's key, or
+  // the broker's public key in ClientCredentials is wrong or missing, or
+  // one side is plaintext. Reported within about a second, not retried.
+  kAuthenticationFailed,
+  // The broker knows this client's key, but the key lacks the permission
+  // the request needs (the message names it). Not retried.
+  kPermissionDenied,
 };
 
 struct Error {
@@ -55,6 +63,25 @@ class [[nodiscard]] Result {
   std::variant<T, Error> v_;
 };
 
+// CurveZMQ credentials (docs/protocol.md, "Security"): this client's key
+// pair and each broker's public key, as `ordo keygen` writes them and
+// `scripts/cluster up` prints (credentials=FILE). Empty (the default):
+// plaintext, for brokers run with security.insecure.
+struct ClientCredentials {
+  std::string public_key;  // Z85, 40 characters
+  std::string secret_key;  // Z85, 40 characters
+  // A broker's client endpoint ("HOST:PORT", as in ClientOptions::brokers)
+  // -> that broker's public key. Connecting (or being redirected) to a
+  // broker not listed fails with kAuthenticationFailed.
+  std::map<std::string, std::string> broker_keys;
+  bool empty() const { return public_key.empty(); }
+};
+
+// Reads a credentials file (TOML: public_key, secret_key, [broker_keys]).
+// Refused (kInvalidArgument) when others may read it, as ssh refuses a
+// private key: the secret would not be one.
+Result<ClientCredentials> LoadCredentials(const std::string& path);
+
 struct ClientOptions {
   // Client endpoints, "HOST:PORT", as printed by `scripts/cluster up`
   // (brokers=...). Any one of them is enough to find the leader.
@@ -63,6 +90,8 @@ struct ClientOptions {
   std::chrono::milliseconds request_timeout{1000};
   // How long a call may take in all, across retries and leader changes.
   std::chrono::milliseconds call_timeout{30000};
+  // Empty: plaintext.
+  ClientCredentials credentials;
 };
 
 // Parses "HOST:PORT,HOST:PORT,..." into ClientOptions::brokers.
@@ -308,6 +337,8 @@ struct BrokerStatus {
 };
 
 // Asks one broker (its client endpoint, HOST:PORT) for its status.
-Result<BrokerStatus> GetStatus(const std::string& endpoint, std::chrono::milliseconds timeout);
+// Needs the admin permission.
+Result<BrokerStatus> GetStatus(const std::string& endpoint, std::chrono::milliseconds timeout,
+                               const ClientCredentials& credentials = {});
 
 }  // namespace ordo
