@@ -179,9 +179,14 @@ void Subscriber::Impl::Ping(bool idle_probe) {
   ping_is_idle_probe = idle_probe;
   ping_sent_at = ci::Clock::now();
   delivered_since_ping = false;
+  // A Fetch of no messages: answered with an empty Deliver carrying the
+  // broker's head, and needing only the subscribe permission (a
+  // StatusRequest needs admin).
   flatbuffers::FlatBufferBuilder builder(64);
-  ci::BuildEnvelope(builder, ping_id, wire::Body::StatusRequest,
-                    [](auto& b) { return wire::CreateStatusRequest(b).Union(); });
+  const uint64_t from = offset_known ? next_offset : 0;
+  ci::BuildEnvelope(builder, ping_id, wire::Body::Fetch, [&](auto& b) {
+    return wire::CreateFetch(b, from, /*max_messages=*/0).Union();
+  });
   Send(builder);
 }
 
@@ -303,17 +308,22 @@ std::optional<Error> Subscriber::Impl::Handle(const ci::Frame& frame, bool answe
     }
     return std::nullopt;
   }
-  if (const wire::StatusReply* status = envelope.body_as_StatusReply()) {
+  if (answers_idle_probe) {
     // An idle stream, yet the broker's head is past our offset and we have
     // credit: it lost our subscription (a restart behind the same endpoint,
-    // which ZeroMQ reconnects silently). Subscribe again.
-    // An Earliest subscriber that has seen nothing yet is behind when the
-    // broker retains any record.
-    const bool behind = offset_known ? status->next_offset() > next_offset
-                                     : start_earliest &&
-                                           status->next_offset() > status->earliest_offset();
-    if (answers_idle_probe && !delivered_since_ping && behind && subscription_id != 0 &&
-        granted_left > 0) {
+    // which ZeroMQ reconnects silently). Subscribe again. The ping's answer
+    // (an empty Deliver) gives the head; an Earliest subscriber that has
+    // seen nothing yet pinged from offset 0 and is behind when the broker
+    // holds any record (or no longer retains 0).
+    bool behind = false;
+    if (const wire::Deliver* head = envelope.body_as_Deliver()) {
+      behind = offset_known ? head->head_offset() > next_offset
+                            : start_earliest && head->head_offset() > 0;
+    } else if (const wire::Error* error = envelope.body_as_Error()) {
+      behind =
+          !offset_known && start_earliest && error->code() == wire::ErrorCode::OffsetBelowRetained;
+    }
+    if (!delivered_since_ping && behind && subscription_id != 0 && granted_left > 0) {
       Subscribe();
     }
   }

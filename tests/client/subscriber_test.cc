@@ -22,8 +22,6 @@ using testing::DeliverRange;
 using testing::ErrorFrame;
 using testing::FakeBroker;
 using testing::Request;
-using testing::StatusReplyFrame;
-using testing::StatusSpec;
 using Clock = std::chrono::steady_clock;
 
 constexpr milliseconds kRequestTimeout{150};
@@ -40,11 +38,10 @@ ClientOptions Options(std::vector<std::string> brokers) {
   return options;
 }
 
+// The subscriber's ping is a Fetch of no messages; the answer, an empty
+// Deliver, carries the head.
 void AnswerPing(const Request& request, FakeBroker& broker, uint64_t head) {
-  StatusSpec status;
-  status.role = "follower";
-  status.next_offset = head;
-  broker.Send(request, StatusReplyFrame(request.request_id, status));
+  broker.Send(request, DeliverFrame(request.request_id, {}, head));
 }
 
 // A well-behaved broker holding records [0, head) of the test stream: pushes
@@ -74,7 +71,7 @@ class StreamServer {
         }
         credit_left_ += request.credit;
         break;
-      case wire::Body::StatusRequest:
+      case wire::Body::Fetch:
         AnswerPing(request, broker, head_);
         return;
       default:
@@ -135,7 +132,7 @@ TEST(SubscriberTest, AGapResubscribesFromTheExpectedOffset) {
   std::atomic<int> subscribes{0};
   uint64_t first_subscription = 0;  // touched by the broker thread only
   FakeBroker broker([&](const Request& request, FakeBroker& b) {
-    if (request.body == wire::Body::StatusRequest) return AnswerPing(request, b, 5);
+    if (request.body == wire::Body::Fetch) return AnswerPing(request, b, 5);
     if (request.body != wire::Body::Subscribe) return;
     if (subscribes++ == 0) {
       first_subscription = request.request_id;
@@ -162,7 +159,7 @@ TEST(SubscriberTest, AGapResubscribesFromTheExpectedOffset) {
 // Another broker serves from where the good records ended.
 TEST(SubscriberTest, AnOffsetBelowTheExpectedOneIsABrokenStreamAndAnotherBrokerServes) {
   FakeBroker broken([](const Request& request, FakeBroker& b) {
-    if (request.body == wire::Body::StatusRequest) return AnswerPing(request, b, 6);
+    if (request.body == wire::Body::Fetch) return AnswerPing(request, b, 6);
     if (request.body != wire::Body::Subscribe) return;
     // 0..2 are right; then records that claim offsets 1.. again, with other
     // payloads: never returned.
@@ -228,7 +225,7 @@ TEST(SubscriberTest, CreditIsReplenishedAsRecordsAreConsumed) {
 
 TEST(SubscriberTest, OffsetBelowRetainedSurfacesTheEarliestOffset) {
   FakeBroker broker([](const Request& request, FakeBroker& b) {
-    if (request.body == wire::Body::StatusRequest) return AnswerPing(request, b, 50);
+    if (request.body == wire::Body::Fetch) return AnswerPing(request, b, 50);
     if (request.body == wire::Body::Subscribe) {
       b.Send(request, ErrorFrame(request.request_id, wire::ErrorCode::OffsetBelowRetained,
                                  "compacted", "", 10));
@@ -245,7 +242,7 @@ TEST(SubscriberTest, OffsetBelowRetainedSurfacesTheEarliestOffset) {
 
 TEST(SubscriberTest, LatestStartsAtTheFirstDeliveredRecord) {
   FakeBroker broker([](const Request& request, FakeBroker& b) {
-    if (request.body == wire::Body::StatusRequest) return AnswerPing(request, b, 44);
+    if (request.body == wire::Body::Fetch) return AnswerPing(request, b, 44);
     if (request.body == wire::Body::Subscribe && request.from_latest) {
       b.Send(request, DeliverRange(request.request_id, 42, 44, 44));
     }
@@ -276,7 +273,7 @@ TEST(SubscriberTest, FailsOverWhenItsBrokerStopsAnswering) {
         }
         return;
       }
-      if (request.body == wire::Body::StatusRequest) return AnswerPing(request, b, 4);
+      if (request.body == wire::Body::Fetch) return AnswerPing(request, b, 4);
       if (request.body == wire::Body::Subscribe) {
         b.Send(request, DeliverRange(request.request_id, request.from_offset, 4, 4));
       }
@@ -289,7 +286,7 @@ TEST(SubscriberTest, FailsOverWhenItsBrokerStopsAnswering) {
   FakeBroker& failed = first == 0 ? broker_a : broker_b;
   FakeBroker& healthy = first == 0 ? broker_b : broker_a;
   // The failed broker was pinged before being given up.
-  EXPECT_FALSE(failed.requests(wire::Body::StatusRequest).empty());
+  EXPECT_FALSE(failed.requests(wire::Body::Fetch).empty());
   const std::vector<Request> resubscribes = healthy.requests(wire::Body::Subscribe);
   ASSERT_FALSE(resubscribes.empty());
   EXPECT_EQ(resubscribes[0].from_offset, 2u);
@@ -324,7 +321,7 @@ TEST(SubscriberTest, AnAnswerQueuedWhileTheCallerWasAwayKeepsTheBroker) {
   uint64_t subscription = 0;
   FakeBroker broker([&](const Request& request, FakeBroker& b) {
     if (request.body == wire::Body::Subscribe) subscription = request.request_id;
-    if (request.body != wire::Body::StatusRequest) return;
+    if (request.body != wire::Body::Fetch) return;
     const int n = pings_answered.load();
     const auto deadline = Clock::now() + kWait;
     while (n == 1 && !release_second.load() && Clock::now() < deadline) {
@@ -363,7 +360,7 @@ TEST(SubscriberTest, AnAnswerQueuedWhileTheCallerWasAwayKeepsTheBroker) {
   ASSERT_TRUE(next.value().has_value());
   EXPECT_EQ(next.value()->offset, 1u);
   EXPECT_EQ(broker.requests(wire::Body::Subscribe).size(), 1u);
-  EXPECT_EQ(broker.requests(wire::Body::StatusRequest).size(), 2u);
+  EXPECT_EQ(broker.requests(wire::Body::Fetch).size(), 2u);
 }
 
 TEST(SubscriberTest, ResubscribesWhenAnIdleBrokerHasNewerRecords) {
@@ -371,7 +368,7 @@ TEST(SubscriberTest, ResubscribesWhenAnIdleBrokerHasNewerRecords) {
   // status shows records past ours.
   std::atomic<int> subscribes{0};
   FakeBroker broker([&](const Request& request, FakeBroker& b) {
-    if (request.body == wire::Body::StatusRequest) return AnswerPing(request, b, 3);
+    if (request.body == wire::Body::Fetch) return AnswerPing(request, b, 3);
     if (request.body == wire::Body::Subscribe && subscribes++ > 0) {
       b.Send(request, DeliverRange(request.request_id, request.from_offset, 3, 3));
     }
@@ -383,7 +380,7 @@ TEST(SubscriberTest, ResubscribesWhenAnIdleBrokerHasNewerRecords) {
 
 TEST(SubscriberTest, GarbageAndMutatedFramesAreIgnored) {
   FakeBroker broker([](const Request& request, FakeBroker& b) {
-    if (request.body == wire::Body::StatusRequest) return AnswerPing(request, b, 5);
+    if (request.body == wire::Body::Fetch) return AnswerPing(request, b, 5);
     if (request.body != wire::Body::Subscribe) return;
     b.Send(request, "");
     b.Send(request, "not a flatbuffer at all");

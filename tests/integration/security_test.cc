@@ -320,6 +320,22 @@ TEST(Security, EachRequestNeedsItsPermissionAndSighupChangesThemWithoutARestart)
   }
   ASSERT_TRUE(got.has_value());
   EXPECT_EQ(got->payload, "first");
+  // Idle, it pings its broker (request_timeout 500 ms): with requests its
+  // key may make, so nothing more is refused.
+  auto denied_total = [&] {
+    double sum = 0;
+    for (int n = 1; n <= 3; ++n) {
+      sum += std::max(0.0, Sample(c.MetricsEndpoint(n), "ordo_client_permission_denied_total", ""));
+    }
+    return sum;
+  };
+  const double denied_before = denied_total();
+  for (int i = 0; i < 6; ++i) {
+    auto idle = sub.Next(500ms);
+    ASSERT_TRUE(idle.ok()) << idle.error().message;
+    EXPECT_FALSE(idle.value().has_value());
+  }
+  EXPECT_EQ(denied_total(), denied_before) << "an idle subscriber's pings were refused";
 
   // SIGHUP with publish granted and subscribe taken away: the running
   // subscription ends with PermissionDenied; the same key now publishes.
