@@ -165,11 +165,12 @@ Status Broker::Start() {
       });
   clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_,
                                              keys_ ? &*keys_ : nullptr, keys_ ? &access_ : nullptr);
-  if (!config_.metrics.empty()) {
-    s = ClientConnections::Attach(context_, clients_->socket(), &connections_);
-    if (!s.ok()) return s;
-  }
+  // Always: it also sets the client connections' TCP user timeout.
+  s = ClientConnections::Attach(context_, clients_->socket(), &connections_,
+                                2 * static_cast<int>(config_.slow_consumer_timeout_ms));
+  if (!s.ok()) return s;
   if (!(s = clients_->Open()).ok()) return s;
+  connections_->Count();  // takes the listening event: the timeout is set
   if (!config_.metrics.empty()) {
     s = monitoring::BrokerMetrics::Start(config_.metrics, config_.node_id, config_.data_dir,
                                          &metrics_);
@@ -548,6 +549,8 @@ void Broker::UpdateMetrics() {
   g.catchup_bytes_received = peers_->catchup_bytes_received();
   g.catchup_fetches_dropped = catchup_->dropped();
   g.subscribers = clients_->subscriber_count();
+  g.subscribers_queued_bytes = clients_->queued_bytes();
+  g.slow_consumers = c.slow_consumers;
   clients_->SubscriberLag(&g.subscriber_lag_max, &g.subscriber_lag_sum);
   if (connections_) g.client_connections = connections_->Count();
   metrics_->Update(g);

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
 #include <optional>
 
 #include "schemas/client_generated.h"
@@ -21,6 +22,10 @@ constexpr size_t kDeliverBytesMax = 1 << 20;   // per Deliver frame, roughly
 constexpr size_t kServeMessagesMax = 32768;
 constexpr size_t kServeBytesMax = 8 << 20;
 constexpr uint32_t kFetchMessagesMax = 10000;
+// An idle subscription gets an empty Deliver (its head) this often: sending
+// is how a ROUTER learns that a connection is gone (EHOSTUNREACH), so the
+// subscription of a client that vanished is dropped, not served forever.
+constexpr auto kSubscriberKeepalive = std::chrono::seconds(5);
 
 uint16_t Code(wire::ErrorCode c) { return static_cast<uint16_t>(c); }
 
@@ -93,6 +98,12 @@ Status ClientService::Open() {
     // A reply to a client that is gone fails with EHOSTUNREACH instead of
     // vanishing, so its subscription is dropped rather than served forever.
     socket_.set(zmq::sockopt::router_mandatory, 1);
+    // A client host that vanishes without closing: TCP keep-alive ends its
+    // connection (and frees what was queued to it) within about a minute.
+    socket_.set(zmq::sockopt::tcp_keepalive, 1);
+    socket_.set(zmq::sockopt::tcp_keepalive_idle, 30);
+    socket_.set(zmq::sockopt::tcp_keepalive_intvl, 10);
+    socket_.set(zmq::sockopt::tcp_keepalive_cnt, 3);
     // Hard cap (ZeroMQ drops the connection above it); frames between
     // frame_bytes_max and this get a TooLarge answer.
     socket_.set(zmq::sockopt::maxmsgsize, int64_t{config_.frame_bytes_max} * 2);
@@ -125,6 +136,80 @@ ClientService::SendResult ClientService::SendFrame(const std::string& identity,
     return SendResult::kFull;
   }
   return SendResult::kSent;
+}
+
+namespace {
+
+// What a queued Deliver frame's free function needs (ZeroMQ calls it on its
+// I/O thread).
+struct QueuedFrame {
+  std::shared_ptr<void> keep_connection, keep_all;  // the counters stay alive
+  std::atomic<int64_t>* connection;
+  std::atomic<int64_t>* connection_freed;
+  std::atomic<int64_t>* all;
+  int64_t size;
+};
+
+void FreeQueuedFrame(void* data, void* hint) {
+  auto* frame = static_cast<QueuedFrame*>(hint);
+  frame->connection->fetch_sub(frame->size, std::memory_order_relaxed);
+  frame->connection_freed->fetch_add(frame->size, std::memory_order_relaxed);
+  frame->all->fetch_sub(frame->size, std::memory_order_relaxed);
+  delete[] static_cast<uint8_t*>(data);
+  delete frame;
+}
+
+}  // namespace
+
+std::shared_ptr<ClientService::QueuedBytes> ClientService::QueuedFor(const std::string& identity) {
+  std::shared_ptr<QueuedBytes>& q = queued_[identity];
+  if (!q) q = std::make_shared<QueuedBytes>();
+  return q;
+}
+
+ClientService::SendResult ClientService::SendDeliver(const std::string& identity,
+                                                     const uint8_t* data, size_t size,
+                                                     const std::shared_ptr<QueuedBytes>& queued) {
+  try {
+    if (!socket_.send(zmq::buffer(identity),
+                      zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+      return SendResult::kFull;
+    }
+    // ZeroMQ would copy the frame anyway; this copy carries a free function,
+    // which is how the bytes it still holds are known.
+    auto* copy = new uint8_t[size];
+    std::memcpy(copy, data, size);
+    auto* frame = new QueuedFrame{queued,         queued_all_,         &queued->bytes,
+                                  &queued->freed, &queued_all_->bytes, static_cast<int64_t>(size)};
+    queued->bytes.fetch_add(frame->size, std::memory_order_relaxed);
+    queued_all_->bytes.fetch_add(frame->size, std::memory_order_relaxed);
+    zmq::message_t body(copy, size, &FreeQueuedFrame, frame);  // frees both, whatever happens
+    (void)socket_.send(body, zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EHOSTUNREACH) return SendResult::kGone;
+    return SendResult::kFull;
+  }
+  return SendResult::kSent;
+}
+
+std::map<std::string, ClientService::Subscription>::iterator ClientService::DropSlowConsumer(
+    std::map<std::string, Subscription>::iterator it) {
+  ++counters_.slow_consumers;
+  const auto now = Clock::now();
+  if (now - last_slow_log_ > std::chrono::seconds(10)) {  // rate-limited
+    last_slow_log_ = now;
+    spdlog::warn(
+        "dropped a slow consumer (key {}): {} bytes queued to it, none read for {} ms "
+        "({} slow consumers in all)",
+        it->second.key.empty() ? "-" : it->second.key, it->second.queued->bytes.load(),
+        config_.slow_consumer_timeout_ms, counters_.slow_consumers);
+  }
+  SendError(it->first, it->second.request_id, Code(wire::ErrorCode::SlowConsumer),
+            "slow consumer: nothing of what was queued to this connection was read for " +
+                std::to_string(config_.slow_consumer_timeout_ms) +
+                " ms (limits.slow_consumer_timeout_ms), so its subscription was dropped; "
+                "subscribe again and read faster");
+  return subscriptions_.erase(it);
 }
 
 void ClientService::SendError(const std::string& identity, uint64_t request_id, uint16_t code,
@@ -400,6 +485,9 @@ void ClientService::HandleSubscribe(const std::string& identity, const ClientReq
   }
   Subscription& sub = subscriptions_[identity];
   sub.key = key;
+  if (!sub.queued) sub.queued = QueuedFor(identity);
+  sub.last_sent = sub.progress_at = Clock::now();
+  sub.freed_seen = sub.queued->freed.load(std::memory_order_relaxed);
   sub.request_id = rid;
   sub.next_offset = from;
   sub.credit = std::min<uint64_t>(s.credit, config_.subscriber_credit_max);
@@ -516,7 +604,38 @@ void ClientService::Service(Clock::time_point now) {
       it = subscriptions_.erase(it);
       continue;
     }
-    if (sub.credit == 0 || sub.next_offset >= head) {
+    // Progress: ZeroMQ sent some of what was queued (the client reads), or
+    // nothing is queued.
+    const int64_t freed = sub.queued->freed.load(std::memory_order_relaxed);
+    if (freed != sub.freed_seen || sub.queued->bytes.load(std::memory_order_relaxed) == 0) {
+      sub.freed_seen = freed;
+      sub.progress_at = now;
+    } else if (now - sub.progress_at >=
+               std::chrono::milliseconds(config_.slow_consumer_timeout_ms)) {
+      it = DropSlowConsumer(it);
+      continue;
+    }
+    const bool waiting = sub.credit > 0 && sub.next_offset < head;
+    const auto connection_max = static_cast<int64_t>(config_.subscriber_queued_bytes_max);
+    if (!waiting) {
+      if (now - sub.last_sent >= kSubscriberKeepalive) {
+        DeliverBuilder empty(128);
+        auto& fbb = empty.Finish(sub.request_id, head);
+        if (SendFrame(it->first, fbb.GetBufferPointer(), fbb.GetSize()) == SendResult::kGone) {
+          it = subscriptions_.erase(it);
+          continue;
+        }
+        sub.last_sent = now;
+      }
+      ++it;
+      continue;
+    }
+    const auto all_max = static_cast<int64_t>(config_.subscribers_queued_bytes_max);
+    auto over = [&] {
+      return sub.queued->bytes.load(std::memory_order_relaxed) >= connection_max ||
+             queued_all_->bytes.load(std::memory_order_relaxed) >= all_max;
+    };
+    if (over()) {  // every subscriber's share is taken: wait for ZeroMQ to send
       ++it;
       continue;
     }
@@ -527,11 +646,14 @@ void ClientService::Service(Clock::time_point now) {
     size_t visited = 0;
     auto send = [&] {
       auto& fbb = deliver.Finish(sub.request_id, head);
-      sent = SendFrame(it->first, fbb.GetBufferPointer(), fbb.GetSize());
+      sent = SendDeliver(it->first, fbb.GetBufferPointer(), fbb.GetSize(), sub.queued);
       if (sent == SendResult::kSent) {
         sub.next_offset = deliver.last_offset() + 1;
         sub.credit -= deliver.count();
+        sub.last_sent = now;
         counters_.messages_delivered += deliver.count();
+        // Bounded: the rest waits until ZeroMQ has sent what is queued.
+        if (over()) sent = SendResult::kFull;
       }
       deliver.Reset();
     };
@@ -560,6 +682,13 @@ void ClientService::Service(Clock::time_point now) {
     // or tick (that paced replays at one Deliver per loop turn).
     more_to_deliver_ |= sub.credit > 0 && sub.next_offset < head;
     ++it;
+  }
+  // Counters no subscription and no frame in flight uses any more.
+  if (now - queued_swept_ >= std::chrono::seconds(1)) {
+    queued_swept_ = now;
+    for (auto q = queued_.begin(); q != queued_.end();) {
+      q = q->second.use_count() == 1 ? queued_.erase(q) : std::next(q);
+    }
   }
   // Publishes that waited too long (a stuck quorum): let the client retry.
   while (!pending_.empty() && now - pending_.front().started > kPublishTimeout) {

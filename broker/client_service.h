@@ -6,10 +6,13 @@
 // Thread rules: single-threaded (the broker's event loop).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <list>
 #include <map>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -34,6 +37,7 @@ struct ClientCounters {
   uint64_t redirects = 0;
   uint64_t messages_delivered = 0;
   uint64_t permission_denied = 0;  // requests refused for a missing permission
+  uint64_t slow_consumers = 0;     // subscriptions dropped as slow consumers
 };
 
 class ClientService {
@@ -69,6 +73,9 @@ class ClientService {
 
   const ClientCounters& counters() const { return counters_; }
   size_t subscriber_count() const { return subscriptions_.size(); }
+  // Deliver bytes handed to ZeroMQ and not yet written to a socket, for all
+  // connections (bounded by limits.subscribers_queued_bytes_max).
+  int64_t queued_bytes() const { return queued_all_->bytes.load(std::memory_order_relaxed); }
   // Reported in status: counted by the broker as it sends (see Broker::DrainReady).
   void set_votes_while_catching_up(uint64_t n) { votes_while_catching_up_ = n; }
   // Largest and summed number of messages subscribers are behind the head.
@@ -93,8 +100,22 @@ class ClientService {
     size_t remaining = 0;
     Clock::time_point started;
   };
+  // Bytes of Deliver frames handed to ZeroMQ and not yet freed by it (it
+  // frees a frame once written to the socket, or once its connection is
+  // gone): what a subscriber holds of this broker's memory. Decremented on
+  // ZeroMQ's I/O thread, hence atomic and shared with every frame in flight.
+  struct QueuedBytes {
+    std::atomic<int64_t> bytes{0};
+    std::atomic<int64_t> freed{0};  // ever: moves while the client reads
+  };
   struct Subscription {
     std::string key;  // the client's public key (Z85); "" in plaintext
+    std::shared_ptr<QueuedBytes> queued;  // its connection's (queued_)
+    // A slow consumer: bytes queued to its connection, and none of them
+    // sent for slow_consumer_timeout_ms (its client does not read).
+    int64_t freed_seen = 0;
+    Clock::time_point progress_at{};
+    Clock::time_point last_sent{};  // for the keep-alive of an idle one
     uint64_t request_id = 0;
     uint64_t next_offset = 0;
     uint64_t credit = 0;
@@ -118,6 +139,13 @@ class ClientService {
   void Reply(std::list<Pending>::iterator it);
   enum class SendResult { kSent, kFull, kGone };
   SendResult SendFrame(const std::string& identity, const uint8_t* data, size_t size);
+  // A Deliver frame, counted in `queued` and queued_all_ until ZeroMQ frees it.
+  SendResult SendDeliver(const std::string& identity, const uint8_t* data, size_t size,
+                         const std::shared_ptr<QueuedBytes>& queued);
+  std::shared_ptr<QueuedBytes> QueuedFor(const std::string& identity);
+  // Drops the subscription at `it` as a slow consumer; returns the next one.
+  std::map<std::string, Subscription>::iterator DropSlowConsumer(
+      std::map<std::string, Subscription>::iterator it);
   std::string LeaderEndpoint() const;
 
   const BrokerConfig& config_;
@@ -143,6 +171,12 @@ class ClientService {
   Runs waiting_;
   uint64_t run_count_max_ = 0;  // the longest run ever waited on
   std::map<std::string, Subscription> subscriptions_;  // by client identity
+  // By identity, while a subscription or a frame in flight uses it: kept
+  // across re-subscriptions, so subscribing again does not reset the bound.
+  std::map<std::string, std::shared_ptr<QueuedBytes>> queued_;
+  std::shared_ptr<QueuedBytes> queued_all_ = std::make_shared<QueuedBytes>();
+  Clock::time_point queued_swept_{};
+  Clock::time_point last_slow_log_{};
   ClientCounters counters_;
   monitoring::BrokerMetrics* metrics_ = nullptr;
   Clock::time_point last_reject_log_{};

@@ -157,7 +157,9 @@ Status FromTable(const toml::table& t, BrokerConfig* out) {
                                "retransmit_ticks", "fetch_timeout_ticks"}));
   ORDO_READ(section("batching", {"window_instances_max", "batch_messages_max", "batch_bytes_max",
                                  "pending_bytes_max"}));
-  ORDO_READ(section("limits", {"frame_bytes_max", "message_bytes_max", "subscriber_credit_max"}));
+  ORDO_READ(section("limits", {"frame_bytes_max", "message_bytes_max", "subscriber_credit_max",
+                               "subscriber_queued_bytes_max", "subscribers_queued_bytes_max",
+                               "slow_consumer_timeout_ms"}));
   ORDO_READ(section("storage", {"map_size_bytes"}));
   ORDO_READ(section("security", {"insecure", "key_file", "access_file"}));
   if (auto insecure = root["security"]["insecure"]) {
@@ -202,6 +204,12 @@ Status FromTable(const toml::table& t, BrokerConfig* out) {
                     &out->message_bytes_max));
   ORDO_READ(ReadInt(root["limits"]["subscriber_credit_max"], "limits.subscriber_credit_max",
                     &out->subscriber_credit_max));
+  ORDO_READ(ReadInt(root["limits"]["subscriber_queued_bytes_max"],
+                    "limits.subscriber_queued_bytes_max", &out->subscriber_queued_bytes_max));
+  ORDO_READ(ReadInt(root["limits"]["subscribers_queued_bytes_max"],
+                    "limits.subscribers_queued_bytes_max", &out->subscribers_queued_bytes_max));
+  ORDO_READ(ReadInt(root["limits"]["slow_consumer_timeout_ms"], "limits.slow_consumer_timeout_ms",
+                    &out->slow_consumer_timeout_ms));
   ORDO_READ(ReadInt(root["storage"]["map_size_bytes"], "storage.map_size_bytes",
                     &out->map_size_bytes));
 #undef ORDO_READ
@@ -353,6 +361,19 @@ Status ValidateConfig(const BrokerConfig& c) {
   }
   if (c.subscriber_credit_max == 0) {
     return Status::Error("limits.subscriber_credit_max: must be at least 1");
+  }
+  // One Deliver frame (about 1 MiB) must fit, or a large message could never go.
+  if (c.subscriber_queued_bytes_max < (1ull << 20) + c.message_bytes_max) {
+    return Status::Error(
+        "limits.subscriber_queued_bytes_max: must be at least 1 MiB + limits.message_bytes_max "
+        "(one Deliver frame)");
+  }
+  if (c.subscribers_queued_bytes_max < c.subscriber_queued_bytes_max) {
+    return Status::Error(
+        "limits.subscribers_queued_bytes_max: must be at least limits.subscriber_queued_bytes_max");
+  }
+  if (c.slow_consumer_timeout_ms < 100) {
+    return Status::Error("limits.slow_consumer_timeout_ms: must be at least 100");
   }
   if (c.map_size_bytes < (64ull << 20)) {
     return Status::Error("storage.map_size_bytes: must be at least 64 MiB");

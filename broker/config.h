@@ -67,6 +67,16 @@ struct BrokerConfig {
   uint32_t frame_bytes_max = 16 << 20;
   uint32_t message_bytes_max = 1 << 20;
   uint32_t subscriber_credit_max = 100000;
+  // Memory a subscriber may hold on this broker: Deliver bytes handed to
+  // ZeroMQ and not yet written to its TCP connection, per connection and
+  // for all of them. A connection at its bound gets nothing more until it
+  // reads; one with bytes queued and none of them read for
+  // slow_consumer_timeout_ms loses its subscription (a slow consumer), and
+  // the kernel closes a connection nothing was acknowledged on for twice
+  // that (TCP_USER_TIMEOUT), which frees what was queued to it.
+  uint64_t subscriber_queued_bytes_max = 4ull << 20;
+  uint64_t subscribers_queued_bytes_max = 64ull << 20;
+  uint32_t slow_consumer_timeout_ms = 10000;
 
   // Storage.
   uint64_t map_size_bytes = 64ull << 30;  // LMDB map: an upper bound, not an allocation

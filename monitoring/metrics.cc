@@ -72,6 +72,8 @@ struct BrokerMetrics::Impl {
   prometheus::Gauge* subscribers = nullptr;
   prometheus::Gauge* subscriber_lag_max = nullptr;
   prometheus::Gauge* subscriber_lag_sum = nullptr;
+  prometheus::Gauge* subscribers_queued_bytes = nullptr;
+  prometheus::Counter* slow_consumers = nullptr;
   prometheus::Gauge* client_connections = nullptr;
   prometheus::Gauge* disk_avail = nullptr;
   prometheus::Gauge* disk_size = nullptr;
@@ -312,6 +314,15 @@ void BrokerMetrics::Impl::UpdateDisk() {
   i.subscribers = G(r, "ordo_subscribers", "Subscriptions served by this broker", l);
   i.subscriber_lag_max = G(r, "ordo_subscriber_lag_messages_max",
                            "Largest number of messages any subscriber is behind the head", l);
+  i.subscribers_queued_bytes =
+      G(r, "ordo_subscribers_queued_bytes",
+        "Deliver bytes handed to ZeroMQ for subscribers and not yet sent (bounded by "
+        "limits.subscribers_queued_bytes_max)",
+        l);
+  i.slow_consumers = C(r, "ordo_slow_consumers_total",
+                       "Subscriptions dropped because their connection left "
+                       "limits.subscriber_queued_bytes_max unread for slow_consumer_timeout_ms",
+                       l);
   i.subscriber_lag_sum = G(r, "ordo_subscribers_lag_messages",
                            "Messages all subscribers together are behind the head", l);
 
@@ -395,6 +406,8 @@ void BrokerMetrics::Update(const BrokerGauges& g) {
   i.subscribers->Set(static_cast<double>(g.subscribers));
   i.subscriber_lag_max->Set(static_cast<double>(g.subscriber_lag_max));
   i.subscriber_lag_sum->Set(static_cast<double>(g.subscriber_lag_sum));
+  i.subscribers_queued_bytes->Set(static_cast<double>(g.subscribers_queued_bytes));
+  Mirror(i.slow_consumers, g.slow_consumers, i.last.slow_consumers);
 
   for (const paxos::PeerStatus& p : s.peers) {
     Impl::Peer& m = i.PeerFor(p.id.value());

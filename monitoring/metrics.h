@@ -62,6 +62,8 @@ struct BrokerGauges {
   uint64_t subscribers = 0;
   uint64_t subscriber_lag_max = 0;  // messages behind this broker's head
   uint64_t subscriber_lag_sum = 0;
+  int64_t subscribers_queued_bytes = 0;  // Deliver bytes queued in ZeroMQ, not yet sent
+  uint64_t slow_consumers = 0;
   uint64_t client_connections = 0;
 
   // --- Issue 5 (retention, snapshots, learners): the broker fills these. ---

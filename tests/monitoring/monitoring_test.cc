@@ -48,6 +48,8 @@ const char* const kRequired[] = {
     "ordo_client_connections",
     "ordo_subscribers",
     "ordo_subscriber_lag_messages_max",
+    "ordo_subscribers_queued_bytes",
+    "ordo_slow_consumers_total",
     "ordo_catchup_bytes_total",
     "ordo_catchup_fetches_dropped_total",
     "ordo_snapshot_installs_total",
