@@ -209,14 +209,17 @@ Status Broker::StartSecurity() {
   // Before any CURVE socket binds (see zap_handler.h).
   return ZapHandler::Start(
       context_,
-      [this](std::string_view domain, std::string_view key) {
-        const std::string k(key);
-        if (domain == PeerTransport::kZapDomain) {
-          return member_by_key_.count(k) > 0 || access_.learners.count(k) > 0;
+      [this](const ZapRequest& request) {
+        const std::string& k = request.public_key;
+        bool known = false;
+        if (request.domain == PeerTransport::kZapDomain) {
+          known = member_by_key_.count(k) > 0 || access_.learners.count(k) > 0;
+        } else if (request.domain == ClientService::kZapDomain) {
+          // Any listed client connects; each request is then checked
+          // against its permissions (client_service.h).
+          known = access_.clients.count(k) > 0;
         }
-        // Any listed client connects; each request is then checked against
-        // its permissions (client_service.h).
-        return domain == ClientService::kZapDomain && access_.clients.count(k) > 0;
+        return known ? ZapAnswer::kAllow : ZapAnswer::kUnknownKey;
       },
       &zap_);
 }

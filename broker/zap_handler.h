@@ -14,19 +14,51 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 #include <zmq.hpp>
 
+#include "base/status.h"
 #include "broker/status.h"
 
 namespace ordo::broker {
 
+// One ZAP request, as libzmq sends it: version "1.0", request id, domain,
+// address, routing id, mechanism "CURVE", then the client's 32-byte public
+// key. Anything else (another version or mechanism, a part missing or
+// extra, a key of another size) is malformed.
+struct ZapRequest {
+  std::string request_id;
+  std::string domain;
+  std::string address;     // the peer's IP address, as libzmq gives it
+  std::string public_key;  // Z85, 40 characters
+};
+StatusOr<ZapRequest> ParseZapRequest(std::span<const std::string_view> parts);
+
+// What the broker answers a handshake.
+enum class ZapAnswer : uint8_t {
+  kAllow,
+  kUnknownKey,          // status 400: a key the access file does not list
+  kTooManyConnections,  // status 300 (temporary): over the key's connection limit
+};
+
+// The three answer frames after the version and the request id: status
+// code, status text and user id (the key when allowed, else empty).
+struct ZapReply {
+  std::string status;
+  std::string text;
+  std::string user_id;
+};
+ZapReply MakeZapReply(ZapAnswer answer, std::string_view public_key);
+// The reply to a request that could not be parsed (status 500).
+ZapReply MalformedZapReply(std::string_view why);
+
 class ZapHandler {
  public:
   // Whether `public_key` (Z85) may connect to a socket of `domain`.
-  using Decide = std::function<bool(std::string_view domain, std::string_view public_key)>;
+  using Decide = std::function<ZapAnswer(const ZapRequest& request)>;
 
   static Status Start(zmq::context_t& context, Decide decide, std::unique_ptr<ZapHandler>* out);
 

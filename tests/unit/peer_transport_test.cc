@@ -132,8 +132,11 @@ TEST(PeerTransport, WithCurveOnlyKnownKeysGetInAndEachFrameNamesItsKey) {
   std::unique_ptr<ZapHandler> zap;
   ASSERT_TRUE(ZapHandler::Start(
                   ctx,
-                  [&](std::string_view domain, std::string_view key) {
-                    return domain == PeerTransport::kZapDomain && key == learner_keys.public_key;
+                  [&](const ZapRequest& r) {
+                    return r.domain == PeerTransport::kZapDomain &&
+                                   r.public_key == learner_keys.public_key
+                               ? ZapAnswer::kAllow
+                               : ZapAnswer::kUnknownKey;
                   },
                   &zap)
                   .ok());
@@ -184,6 +187,30 @@ TEST(PeerTransport, WithCurveOnlyKnownKeysGetInAndEachFrameNamesItsKey) {
   ASSERT_TRUE(ReceiveOne(learner, &m, &sender));
   EXPECT_EQ(sender.link, 1u);
   EXPECT_TRUE(sender.key.empty());
+}
+
+TEST(ZapRequest, OnlyAWellFormedCurveRequestParsesAndEachAnswerHasItsStatus) {
+  const std::string key(32, '\x01');
+  std::vector<std::string_view> parts = {"1.0", "7", "ordo-client", "127.0.0.1", "", "CURVE", key};
+  StatusOr<ZapRequest> r = ParseZapRequest(parts);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r.value().request_id, "7");
+  EXPECT_EQ(r.value().domain, "ordo-client");
+  EXPECT_EQ(r.value().address, "127.0.0.1");
+  EXPECT_EQ(r.value().public_key.size(), 40u);
+  for (auto broken : {std::vector<std::string_view>(parts.begin(), parts.end() - 1),
+                      std::vector<std::string_view>{"1.1", "7", "d", "a", "", "CURVE", key},
+                      std::vector<std::string_view>{"1.0", "7", "d", "a", "", "PLAIN", key},
+                      std::vector<std::string_view>{"1.0", "7", "d", "a", "", "CURVE", "short"}}) {
+    EXPECT_FALSE(ParseZapRequest(broken).ok());
+  }
+  EXPECT_EQ(MakeZapReply(ZapAnswer::kAllow, "K").status, "200");
+  EXPECT_EQ(MakeZapReply(ZapAnswer::kAllow, "K").user_id, "K");
+  EXPECT_EQ(MakeZapReply(ZapAnswer::kUnknownKey, "K").status, "400");
+  EXPECT_EQ(MakeZapReply(ZapAnswer::kUnknownKey, "K").user_id, "");
+  // 300 is ZAP's temporary failure: the client may try again later.
+  EXPECT_EQ(MakeZapReply(ZapAnswer::kTooManyConnections, "K").status, "300");
+  EXPECT_EQ(MalformedZapReply("x").status, "500");
 }
 
 TEST(PeerTransport, AVoterRemembersABoundedNumberOfLearnersTheMostRecentlyHeard) {
