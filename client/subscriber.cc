@@ -34,6 +34,7 @@
 #include <utility>
 
 #include "client/internal/connection.h"
+#include "client/internal/deliver.h"
 #include "ordo/client.h"
 
 namespace ordo {
@@ -211,37 +212,40 @@ void Subscriber::Impl::Refill() {
 }
 
 void Subscriber::Impl::HandleDeliver(const wire::Deliver& deliver, size_t frame_bytes) {
-  if (!ci::DeliverSizeIsPlausible(deliver, frame_bytes)) return;
-  const auto* messages = deliver.messages();
-  const bool empty = messages == nullptr || messages->size() == 0;
+  // The checks: client/internal/deliver.h.
+  const ci::DeliverVerdict verdict = ci::ValidateDeliver(
+      deliver, frame_bytes,
+      {offset_known ? std::optional<uint64_t>(next_offset) : std::nullopt, start_earliest});
+  if (verdict.error == ci::DeliverError::kInflated) return;
   if (!offset_known) {
-    // StartAt::Latest: the broker starts at its head, so the first record
-    // (or, with none yet, the head it reports) defines the start.
-    // StartAt::Earliest: the first record does; an empty Deliver says nothing.
-    if (start_earliest && empty) return;
-    next_offset = empty ? deliver.head_offset() : messages->Get(0)->offset();
+    // StartAt::Latest or Earliest: this Deliver fixed the start, or (an
+    // empty one of Earliest) did not.
+    if (!verdict.start) return;
+    next_offset = *verdict.start;
     offset_known = true;
   }
-  if (empty) return;
+  const auto* messages = deliver.messages();
+  if (messages == nullptr || messages->size() == 0) return;
   delivered_since_ping = true;
-  for (const wire::StreamMessage* message : *messages) {
-    granted_left = granted_left > 0 ? granted_left - 1 : 0;
-    const uint64_t offset = message->offset();
-    if (offset < next_offset) {
+  granted_left -= static_cast<uint32_t>(std::min<size_t>(granted_left, verdict.credit_used));
+  for (size_t i = 0; i < verdict.accepted; ++i) {
+    buffer.push_back(ci::ToRecord(*messages->Get(static_cast<flatbuffers::uoffset_t>(i))));
+    ++next_offset;
+    broken_in_a_row = 0;
+  }
+  switch (verdict.error) {
+    case ci::DeliverError::kBelowExpected:
       // Failed over at the next turn; nothing more from this broker is used.
-      broken_stream = "delivered offset " + std::to_string(offset) + " where " +
-                      std::to_string(next_offset) + " was expected (a broken stream)";
+      broken_stream = verdict.message;
       return;
-    }
-    if (offset > next_offset) {
+    case ci::DeliverError::kGap:
       // A frame was lost: restart the subscription where we are. The rest
       // of this frame (and of the old subscription) is ignored.
       Subscribe();
       return;
-    }
-    buffer.push_back(ci::ToRecord(*message));
-    ++next_offset;
-    broken_in_a_row = 0;
+    case ci::DeliverError::kOk:
+    case ci::DeliverError::kInflated:
+      break;
   }
   // Dropped duplicates used credit without using room.
   Refill();

@@ -190,6 +190,18 @@ std::string DeliverRange(uint64_t request_id, uint64_t first, uint64_t end, uint
   return DeliverFrame(request_id, records, head_offset);
 }
 
+std::string SharedPayloadDeliverFrame(uint64_t request_id, uint64_t first, size_t count,
+                                      size_t payload_bytes, uint64_t head_offset) {
+  fb::FlatBufferBuilder builder;
+  const auto payload = Bytes(builder, std::string(payload_bytes, 'p'));
+  std::vector<fb::Offset<wire::StreamMessage>> messages;
+  for (size_t i = 0; i < count; ++i) {
+    messages.push_back(wire::CreateStreamMessage(builder, first + i, 7, first + i + 1, 0, payload));
+  }
+  const auto deliver = wire::CreateDeliver(builder, builder.CreateVector(messages), head_offset);
+  return Finish(builder, request_id, wire::Body::Deliver, deliver.Union());
+}
+
 std::string StatusReplyFrame(uint64_t request_id, const StatusSpec& s) {
   fb::FlatBufferBuilder builder;
   std::vector<fb::Offset<wire::PeerStatus>> peers;

@@ -112,6 +112,11 @@ std::string DeliverFrame(uint64_t request_id, const std::vector<StreamRecord>& r
                          uint64_t head_offset);
 // Records [first, end) of the test stream.
 std::string DeliverRange(uint64_t request_id, uint64_t first, uint64_t end, uint64_t head_offset);
+// A hostile Deliver: `count` messages at first, first + 1, ... that all
+// point at one payload of `payload_bytes` (FlatBuffers lets offsets share
+// it), so that they add up to far more than the frame.
+std::string SharedPayloadDeliverFrame(uint64_t request_id, uint64_t first, size_t count,
+                                      size_t payload_bytes, uint64_t head_offset);
 
 struct StatusSpec {
   uint32_t node_id = 0;

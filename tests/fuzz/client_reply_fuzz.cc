@@ -1,20 +1,28 @@
 // Fuzz target: the client library's decoding of what a broker sends back
 // (client/internal/connection.h): the checks every received frame goes
 // through (Frame::FromBytes, as Connection::Receive), then what the library
-// reads of each body: an Error (Describe, RefusalCode), a Deliver (the size
-// check, then ToRecord), a StatusReply (ToBrokerStatus) and the publisher's
-// rules for a PublishReply or an Error (PublishSession::OnReply, with two
-// requests in flight).
+// reads of each body: an Error (Describe, RefusalCode), a Deliver (the
+// subscriber's checks, ValidateDeliver in client/internal/deliver.h, against
+// several expected starts, then ToRecord), a StatusReply (ToBrokerStatus)
+// and the publisher's rules for a PublishReply or an Error
+// (PublishSession::OnReply, with two requests in flight).
 //
 // Properties: a refused frame comes with a reason; an accepted one has the
-// version this client reads; a Deliver that passes the size check holds no
-// more key and payload bytes than its frame; the publisher never resolves
-// more messages than it queued, resolves a message as stored only from a
-// reply that answers it, and gives every message back when it closes.
+// version this client reads; a Deliver is refused whole exactly when it
+// fails the size check, and otherwise starts at the expected offset (or,
+// with none, the first message's, or the head for StartAt::Latest), accepts
+// messages at consecutive offsets from there (modulo 2^64, as the
+// subscriber counts), all of them when it is ok, and refuses the first one
+// at another offset as below (a broken stream) or above (a gap) what was
+// expected, after spending credit on it; the messages accepted hold no more
+// key and payload bytes than the frame; the publisher never resolves more
+// messages than it queued, resolves a message as stored only from a reply
+// that answers it, and gives every message back when it closes.
 #include <string>
 #include <vector>
 
 #include "client/internal/connection.h"
+#include "client/internal/deliver.h"
 #include "client/internal/publish_session.h"
 #include "tests/client/fake_broker.h"
 #include "tests/fuzz/fuzz.h"
@@ -24,6 +32,69 @@ namespace {
 
 namespace ci = client_internal;
 
+// One Deliver against one expectation, as the subscriber would apply it.
+void CheckDeliver(const wire::Deliver& deliver, size_t frame_bytes,
+                  const ci::DeliverExpectation& expected) {
+  const auto* messages = deliver.messages();
+  const size_t count = messages == nullptr ? 0 : messages->size();
+  const auto offset_of = [&](size_t i) {
+    return messages->Get(static_cast<flatbuffers::uoffset_t>(i))->offset();
+  };
+  const ci::DeliverVerdict verdict = ci::ValidateDeliver(deliver, frame_bytes, expected);
+  ORDO_FUZZ_CHECK(verdict.ok() == verdict.message.empty());
+  ORDO_FUZZ_CHECK((verdict.error == ci::DeliverError::kInflated) ==
+                  !ci::DeliverSizeIsPlausible(deliver, frame_bytes));
+  if (verdict.error == ci::DeliverError::kInflated) {
+    ORDO_FUZZ_CHECK(!verdict.start && verdict.accepted == 0 && verdict.credit_used == 0);
+    return;
+  }
+  if (expected.next_offset) {
+    ORDO_FUZZ_CHECK(verdict.start == expected.next_offset);
+  } else if (count > 0) {
+    ORDO_FUZZ_CHECK(verdict.start == offset_of(0));
+  } else if (!expected.start_earliest) {
+    ORDO_FUZZ_CHECK(verdict.start == deliver.head_offset());
+  } else {
+    ORDO_FUZZ_CHECK(!verdict.start);
+  }
+  ORDO_FUZZ_CHECK(verdict.accepted <= count);
+  ORDO_FUZZ_CHECK(verdict.credit_used == verdict.accepted + (verdict.ok() ? 0 : 1));
+  ORDO_FUZZ_CHECK(verdict.credit_used <= count);
+  if (verdict.ok()) ORDO_FUZZ_CHECK(verdict.accepted == count);
+  if (!verdict.start) {
+    ORDO_FUZZ_CHECK(count == 0);
+    return;
+  }
+  size_t bytes = 0;
+  for (size_t i = 0; i < verdict.accepted; ++i) {
+    ORDO_FUZZ_CHECK(offset_of(i) == *verdict.start + i);
+    const Record record = ci::ToRecord(*messages->Get(static_cast<flatbuffers::uoffset_t>(i)));
+    ORDO_FUZZ_CHECK(record.offset == offset_of(i));
+    bytes += record.key.size() + record.payload.size();
+  }
+  ORDO_FUZZ_CHECK(bytes <= frame_bytes);
+  const uint64_t next = *verdict.start + verdict.accepted;
+  if (verdict.error == ci::DeliverError::kBelowExpected) {
+    ORDO_FUZZ_CHECK(offset_of(verdict.accepted) < next);
+  }
+  if (verdict.error == ci::DeliverError::kGap) ORDO_FUZZ_CHECK(offset_of(verdict.accepted) > next);
+}
+
+// A Deliver against every kind of start: StartAt::Latest and Earliest
+// before the start is known, and known starts at its first message, past
+// it, at its head and at a fixed offset.
+void CheckDeliver(const wire::Deliver& deliver, size_t frame_bytes) {
+  CheckDeliver(deliver, frame_bytes, {std::nullopt, false});
+  CheckDeliver(deliver, frame_bytes, {std::nullopt, true});
+  CheckDeliver(deliver, frame_bytes, {deliver.head_offset(), false});
+  CheckDeliver(deliver, frame_bytes, {10, false});
+  if (deliver.messages() != nullptr && deliver.messages()->size() > 0) {
+    const uint64_t first = deliver.messages()->Get(0)->offset();
+    CheckDeliver(deliver, frame_bytes, {first, false});
+    CheckDeliver(deliver, frame_bytes, {first + 1, false});
+  }
+}
+
 void CheckBody(const ci::Frame& frame) {
   const wire::ClientEnvelope& envelope = frame.envelope();
   ORDO_FUZZ_CHECK(envelope.version() == ci::kClientFormatVersion);
@@ -32,14 +103,7 @@ void CheckBody(const ci::Frame& frame) {
     (void)ci::RefusalCode(error->code());
   }
   if (const wire::Deliver* deliver = envelope.body_as_Deliver()) {
-    if (ci::DeliverSizeIsPlausible(*deliver, frame.size()) && deliver->messages() != nullptr) {
-      size_t bytes = 0;
-      for (const wire::StreamMessage* message : *deliver->messages()) {
-        const Record record = ci::ToRecord(*message);
-        bytes += record.key.size() + record.payload.size();
-      }
-      ORDO_FUZZ_CHECK(bytes <= frame.size());
-    }
+    CheckDeliver(*deliver, frame.size());
   }
   if (const wire::StatusReply* reply = envelope.body_as_StatusReply()) {
     const BrokerStatus status = ci::ToBrokerStatus(*reply, "127.0.0.1:7201");
@@ -102,6 +166,9 @@ std::vector<Seed> Seeds() {
                                           "offset 3 is no longer retained", "", 40)},
       {"deliver", DeliverRange(7, 10, 14, 20)},
       {"deliver-empty", DeliverFrame(7, {}, 20)},
+      {"deliver-gap", DeliverFrame(7, {TestRecord(10), TestRecord(11), TestRecord(13)}, 20)},
+      {"deliver-below", DeliverFrame(7, {TestRecord(10), TestRecord(9)}, 20)},
+      {"deliver-shared-payload", SharedPayloadDeliverFrame(7, 10, 16, 256, 26)},
       {"status", StatusReplyFrame(9, status)},
   };
 }
