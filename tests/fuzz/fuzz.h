@@ -9,6 +9,14 @@
 // Each also defines Seeds(): valid inputs made by the real encoders, which
 // `TARGET --write-corpus=DIR` writes to DIR (tests/fuzz/corpus/TARGET/ is
 // that output, plus the inputs of bugs the fuzzers found).
+//
+// The corpus stays fresh: every seed Seeds() writes must be in
+// tests/fuzz/corpus/TARGET/ under its name with the same bytes (extra files
+// are allowed). scripts/test --fuzz checks it before fuzzing and fails on a
+// missing or different seed; after changing a format, an encoder or a seed,
+// run `build-fuzz/fuzz_TARGET --write-corpus=tests/fuzz/corpus/TARGET` and
+// commit the result. So Seeds() must be deterministic: no clock, no random
+// bytes, nothing of the machine.
 #pragma once
 
 #include <cstddef>
