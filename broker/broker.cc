@@ -166,9 +166,12 @@ Status Broker::Start() {
   clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_,
                                              keys_ ? &*keys_ : nullptr, keys_ ? &access_ : nullptr);
   // Always: it also sets the client connections' TCP user timeout.
-  s = ClientConnections::Attach(context_, clients_->socket(), &connections_,
-                                2 * static_cast<int>(config_.slow_consumer_timeout_ms));
+  ClientConnections::Options connection_options;
+  connection_options.tcp_user_timeout_ms = 2 * static_cast<int>(config_.slow_consumer_timeout_ms);
+  connection_options.per_key_max = config_.client_connections_per_key_max;
+  s = ClientConnections::Attach(context_, clients_->socket(), &connections_, connection_options);
   if (!s.ok()) return s;
+  clients_->set_connections(connections_.get());
   if (!(s = clients_->Open()).ok()) return s;
   connections_->Count();  // takes the listening event: the timeout is set
   if (!config_.metrics.empty()) {
@@ -215,9 +218,13 @@ Status Broker::StartSecurity() {
         if (request.domain == PeerTransport::kZapDomain) {
           known = member_by_key_.count(k) > 0 || access_.learners.count(k) > 0;
         } else if (request.domain == ClientService::kZapDomain) {
-          // Any listed client connects; each request is then checked
-          // against its permissions (client_service.h).
+          // Any listed client connects, up to its limit of connections;
+          // each request is then checked against its permissions
+          // (client_service.h).
           known = access_.clients.count(k) > 0;
+          if (known && connections_ && !connections_->Admit(k, Clock::now())) {
+            return ZapAnswer::kTooManyConnections;
+          }
         }
         return known ? ZapAnswer::kAllow : ZapAnswer::kUnknownKey;
       },
@@ -555,7 +562,11 @@ void Broker::UpdateMetrics() {
   g.subscribers_queued_bytes = clients_->queued_bytes();
   g.slow_consumers = c.slow_consumers;
   clients_->SubscriberLag(&g.subscriber_lag_max, &g.subscriber_lag_sum);
-  if (connections_) g.client_connections = connections_->Count();
+  if (connections_) {
+    g.client_connections = connections_->Count();
+    g.client_connections_closed_over_limit = connections_->closed_over_limit();
+    g.client_connections_closed_silent = connections_->closed_silent();
+  }
   metrics_->Update(g);
 }
 
@@ -611,6 +622,7 @@ Status Broker::Run(const std::atomic<bool>& stop, std::atomic<bool>* reload) {
         if (Status s = node_storage_->CommitPending(); !s.ok()) return s;
       }
       snapshots_->Tick(now, replica_->applied_state().applied());
+      connections_->Sweep(now);
       ReportRoleChanges();
       UpdateMetrics();
     }

@@ -250,7 +250,11 @@ void ClientService::Poll(size_t max) {
       // CURVE: the key the ZAP handler let in (its user id) comes with
       // every frame of the connection.
       const char* key = keys_ ? zmq_msg_gets(frame.handle(), "User-Id") : nullptr;
-      Handle(id, frame, key ? std::string_view(key) : std::string_view());
+      const std::string_view k = key ? std::string_view(key) : std::string_view();
+      // The connection it came on (its descriptor), for the limit per key.
+      const bool over_limit =
+          connections_ && !connections_->OnFrame(zmq_msg_get(frame.handle(), ZMQ_SRCFD), k);
+      Handle(id, frame, k, over_limit);
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) spdlog::warn("client socket: {}", e.what());
       return;
@@ -279,7 +283,7 @@ bool ClientService::Permitted(const std::string& identity, uint64_t request_id,
 }
 
 void ClientService::Handle(const std::string& identity, const zmq::message_t& frame,
-                           std::string_view key) {
+                           std::string_view key, bool over_limit) {
   // Refused frames are counted and logged (rate-limited), and answered:
   // with the request's id once the envelope could be read.
   auto reject = [&](uint64_t request_id, uint16_t code, const std::string& why) {
@@ -305,6 +309,16 @@ void ClientService::Handle(const std::string& identity, const zmq::message_t& fr
     return;
   }
   const uint64_t rid = request.request_id;
+  if (over_limit) {
+    if (request.kind != ClientRequest::Kind::kCredit) {  // (nothing answers a credit)
+      SendError(identity, rid, Code(wire::ErrorCode::TooManyConnections),
+                "too many connections: this client's key already holds " +
+                    std::to_string(config_.client_connections_per_key_max) +
+                    " connections to this broker (limits.client_connections_per_key_max); this "
+                    "one is closed. Use another broker, or fewer connections per key");
+    }
+    return;
+  }
   switch (request.kind) {
     case ClientRequest::Kind::kPublish:
       if (!Permitted(identity, rid, key, kPermissionPublish)) return;

@@ -21,6 +21,7 @@
 
 #include "base/keys.h"
 #include "broker/access.h"
+#include "broker/client_connections.h"
 #include "broker/codec.h"
 #include "broker/config.h"
 #include "broker/lmdb_store.h"
@@ -84,6 +85,10 @@ class ClientService {
   // call it again without waiting.
   bool more_to_deliver() const { return more_to_deliver_; }
 
+  // The connections of the endpoint, whose limit per key each frame is
+  // checked against (null: no limit). Outlives this.
+  void set_connections(ClientConnections* connections) { connections_ = connections; }
+
   // Where publish-to-ack latencies go; null (the default) records nothing.
   void set_metrics(monitoring::BrokerMetrics* metrics) { metrics_ = metrics; }
 
@@ -122,8 +127,10 @@ class ClientService {
   };
   using Key = std::pair<uint64_t, uint64_t>;  // (producer, sequence)
 
-  // `key`: the sender's public key (Z85), "" in plaintext.
-  void Handle(const std::string& identity, const zmq::message_t& frame, std::string_view key);
+  // `key`: the sender's public key (Z85), "" in plaintext. `over_limit`:
+  // its connection is past the key's limit (answered TooManyConnections).
+  void Handle(const std::string& identity, const zmq::message_t& frame, std::string_view key,
+              bool over_limit);
   // Whether `key` holds `permission`; answers PermissionDenied if not.
   bool Permitted(const std::string& identity, uint64_t request_id, std::string_view key,
                  Permission permission);
@@ -179,6 +186,7 @@ class ClientService {
   Clock::time_point last_slow_log_{};
   ClientCounters counters_;
   monitoring::BrokerMetrics* metrics_ = nullptr;
+  ClientConnections* connections_ = nullptr;
   Clock::time_point last_reject_log_{};
   uint64_t rejects_since_log_ = 0;
 };

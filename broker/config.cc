@@ -159,7 +159,7 @@ Status FromTable(const toml::table& t, BrokerConfig* out) {
                                  "pending_bytes_max"}));
   ORDO_READ(section("limits", {"frame_bytes_max", "message_bytes_max", "subscriber_credit_max",
                                "subscriber_queued_bytes_max", "subscribers_queued_bytes_max",
-                               "slow_consumer_timeout_ms"}));
+                               "slow_consumer_timeout_ms", "client_connections_per_key_max"}));
   ORDO_READ(section("storage", {"map_size_bytes"}));
   ORDO_READ(section("security", {"insecure", "key_file", "access_file"}));
   if (auto insecure = root["security"]["insecure"]) {
@@ -210,6 +210,8 @@ Status FromTable(const toml::table& t, BrokerConfig* out) {
                     "limits.subscribers_queued_bytes_max", &out->subscribers_queued_bytes_max));
   ORDO_READ(ReadInt(root["limits"]["slow_consumer_timeout_ms"], "limits.slow_consumer_timeout_ms",
                     &out->slow_consumer_timeout_ms));
+  ORDO_READ(ReadInt(root["limits"]["client_connections_per_key_max"],
+                    "limits.client_connections_per_key_max", &out->client_connections_per_key_max));
   ORDO_READ(ReadInt(root["storage"]["map_size_bytes"], "storage.map_size_bytes",
                     &out->map_size_bytes));
 #undef ORDO_READ
@@ -374,6 +376,9 @@ Status ValidateConfig(const BrokerConfig& c) {
   }
   if (c.slow_consumer_timeout_ms < 100) {
     return Status::Error("limits.slow_consumer_timeout_ms: must be at least 100");
+  }
+  if (c.client_connections_per_key_max < 1) {
+    return Status::Error("limits.client_connections_per_key_max: must be at least 1");
   }
   if (c.map_size_bytes < (64ull << 20)) {
     return Status::Error("storage.map_size_bytes: must be at least 64 MiB");

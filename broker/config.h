@@ -77,6 +77,11 @@ struct BrokerConfig {
   uint64_t subscriber_queued_bytes_max = 4ull << 20;
   uint64_t subscribers_queued_bytes_max = 64ull << 20;
   uint32_t slow_consumer_timeout_ms = 10000;
+  // CurveZMQ connections one client key may hold open to this broker (a
+  // handshake past it is refused with ZAP status 300, a request on one
+  // that got in anyway answered TooManyConnections and the connection
+  // closed). Plaintext connections have no key and no such limit.
+  uint32_t client_connections_per_key_max = 100;
 
   // Storage.
   uint64_t map_size_bytes = 64ull << 30;  // LMDB map: an upper bound, not an allocation

@@ -33,7 +33,7 @@ ZapReply MakeZapReply(ZapAnswer answer, std::string_view public_key) {
     case ZapAnswer::kAllow:
       return {"200", "OK", std::string(public_key)};
     case ZapAnswer::kTooManyConnections:
-      return {"300", "too many connections with this key", ""};
+      return {"400", "too many connections with this key", ""};
     case ZapAnswer::kUnknownKey:
       break;
   }

@@ -41,8 +41,11 @@ StatusOr<ZapRequest> ParseZapRequest(std::span<const std::string_view> parts);
 enum class ZapAnswer : uint8_t {
   kAllow,
   kUnknownKey,          // status 400: a key the access file does not list
-  kTooManyConnections,  // status 300 (temporary): over the key's connection limit
+  kTooManyConnections,  // status 400 too: a key far past its connection limit
 };
+// (Not 300, ZAP's "temporary failure": libzmq 4.3 answers it by leaving the
+// client's handshake hanging until handshake_ivl, 30 s, with no event on
+// either side; 400 ends it at once and the client is told.)
 
 // The three answer frames after the version and the request id: status
 // code, status text and user id (the key when allowed, else empty).

@@ -225,8 +225,9 @@ void Connection::ReadHandshakeEvents() {
           refusal_ = Error{ErrorCode::kAuthenticationFailed,
                            "broker " + endpoint_ + " refused this client's key (ZAP status " +
                                std::to_string(value) +
-                               "): it is not in the broker's access "
-                               "file." +
+                               "): it is not in the broker's access file, or it holds twice "
+                               "limits.client_connections_per_key_max connections to that broker "
+                               "already." +
                                fix,
                            0};
           break;

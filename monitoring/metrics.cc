@@ -75,6 +75,8 @@ struct BrokerMetrics::Impl {
   prometheus::Gauge* subscribers_queued_bytes = nullptr;
   prometheus::Counter* slow_consumers = nullptr;
   prometheus::Gauge* client_connections = nullptr;
+  prometheus::Counter* client_connections_closed_over_limit = nullptr;
+  prometheus::Counter* client_connections_closed_silent = nullptr;
   prometheus::Gauge* disk_avail = nullptr;
   prometheus::Gauge* disk_size = nullptr;
 
@@ -300,7 +302,8 @@ void BrokerMetrics::Impl::UpdateDisk() {
                       .Name("ordo_handshakes_refused_total")
                       .Help(
                           "CurveZMQ handshakes refused: keys that are no member's, learner's "
-                          "or client's, by source (client, peer)")
+                          "or client's, or a client key past its connection limit, by source "
+                          "(client, peer)")
                       .Register(r);
   i.peer_handshakes_refused = &refused.Add(lp);
   i.client_handshakes_refused = &refused.Add(lc);
@@ -311,6 +314,18 @@ void BrokerMetrics::Impl::UpdateDisk() {
   // Clients and subscribers.
   i.client_connections =
       G(r, "ordo_client_connections", "TCP connections open on the client endpoint", l);
+  auto& closed = prometheus::BuildCounter()
+                     .Name("ordo_client_connections_closed_total")
+                     .Help(
+                         "Client connections the broker closed, by reason: too_many_for_key "
+                         "(past limits.client_connections_per_key_max), silent (sent nothing "
+                         "for 30 s after connecting)")
+                     .Register(r);
+  prometheus::Labels over = l, silent = l;
+  over.emplace("reason", "too_many_for_key");
+  silent.emplace("reason", "silent");
+  i.client_connections_closed_over_limit = &closed.Add(over);
+  i.client_connections_closed_silent = &closed.Add(silent);
   i.subscribers = G(r, "ordo_subscribers", "Subscriptions served by this broker", l);
   i.subscriber_lag_max = G(r, "ordo_subscriber_lag_messages_max",
                            "Largest number of messages any subscriber is behind the head", l);
@@ -408,6 +423,10 @@ void BrokerMetrics::Update(const BrokerGauges& g) {
   i.subscriber_lag_sum->Set(static_cast<double>(g.subscriber_lag_sum));
   i.subscribers_queued_bytes->Set(static_cast<double>(g.subscribers_queued_bytes));
   Mirror(i.slow_consumers, g.slow_consumers, i.last.slow_consumers);
+  Mirror(i.client_connections_closed_over_limit, g.client_connections_closed_over_limit,
+         i.last.client_connections_closed_over_limit);
+  Mirror(i.client_connections_closed_silent, g.client_connections_closed_silent,
+         i.last.client_connections_closed_silent);
 
   for (const paxos::PeerStatus& p : s.peers) {
     Impl::Peer& m = i.PeerFor(p.id.value());

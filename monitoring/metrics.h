@@ -65,6 +65,10 @@ struct BrokerGauges {
   int64_t subscribers_queued_bytes = 0;  // Deliver bytes queued in ZeroMQ, not yet sent
   uint64_t slow_consumers = 0;
   uint64_t client_connections = 0;
+  // Client connections the broker closed: past their key's limit
+  // (limits.client_connections_per_key_max), and silent since accepted.
+  uint64_t client_connections_closed_over_limit = 0;
+  uint64_t client_connections_closed_silent = 0;
 
   // --- Issue 5 (retention, snapshots, learners): the broker fills these. ---
   uint64_t first_retained_instance = 1;  // lowest instance still in the log

@@ -396,7 +396,10 @@ double SampleOn(const Cluster& c, int n, const std::string& name) {
 }
 
 TEST(Security, HostileSubscribersCannotExhaustABrokersMemoryAndDeadOnesAreForgotten) {
-  Cluster c(3, /*metrics=*/true, "[limits]\nslow_consumer_timeout_ms = 1000\n");
+  // 200 hostile clients, here with one key: its connection limit is
+  // raised past them (200 keys would do the same at the default).
+  Cluster c(3, /*metrics=*/true,
+            "[limits]\nslow_consumer_timeout_ms = 1000\nclient_connections_per_key_max = 1000\n");
   const int leader = c.WaitForLeader();
   ASSERT_NE(leader, 0);
   const int target = leader % 3 + 1;  // a follower serves them
@@ -473,6 +476,69 @@ TEST(Security, HostileSubscribersCannotExhaustABrokersMemoryAndDeadOnesAreForgot
     EXPECT_GE(seen, baseline + 100);
   }
   EXPECT_EQ(wait_for_subscribers(baseline), baseline) << "subscriptions of closed connections";
+}
+
+// A CurveZMQ connection with the cluster's client key to broker `n` that has
+// sent one request and been answered: bound to the key on the broker.
+zmq::socket_t AnsweredConnection(zmq::context_t& ctx, const Cluster& c, int n) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::curve_serverkey, c.Credentials().broker_keys.at(c.ClientEndpoint(n)));
+  s.set(zmq::sockopt::curve_publickey, c.Credentials().public_key);
+  s.set(zmq::sockopt::curve_secretkey, c.Credentials().secret_key);
+  s.set(zmq::sockopt::rcvtimeo, 20000);
+  s.connect("tcp://" + c.ClientEndpoint(n));
+  flatbuffers::FlatBufferBuilder fbb(128);
+  wire::FinishClientEnvelopeBuffer(
+      fbb, wire::CreateClientEnvelope(fbb, broker::kClientFormatVersion, 1, wire::Body::Fetch,
+                                      wire::CreateFetch(fbb, 0, 0).Union()));
+  s.send(zmq::const_buffer(fbb.GetBufferPointer(), fbb.GetSize()), zmq::send_flags::none);
+  zmq::message_t reply;
+  EXPECT_TRUE(s.recv(reply)) << "no answer on a connection within the key's limit";
+  return s;
+}
+
+TEST(Security, AClientKeyHoldsAtMostItsLimitOfConnectionsToABrokerAndClientsGoElsewhere) {
+  Cluster c(3, /*metrics=*/true, "[limits]\nclient_connections_per_key_max = 3\n");
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  const int target = leader % 3 + 1;
+  zmq::context_t ctx;
+  std::vector<zmq::socket_t> held;
+  for (int i = 0; i < 3; ++i) held.push_back(AnsweredConnection(ctx, c, target));
+
+  // A fourth connection with the key is refused at its first request, and
+  // the client says why instead of waiting out its call.
+  const auto refused = GetStatus(c.ClientEndpoint(target), 5s, c.Credentials());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().code, ErrorCode::kAuthenticationFailed) << refused.error().message;
+  EXPECT_NE(refused.error().message.find("too many connections"), std::string::npos)
+      << refused.error().message;
+  EXPECT_GE(WaitForSample(c, target, "ordo_client_connections_closed_total",
+                          "reason=\"too_many_for_key\"", 1),
+            1);
+  const std::string cli = ORDO_CLI_BIN;
+  const std::string env = "ORDO_CREDENTIALS=" + c.CredentialsFile() + " ";
+  Publisher p(c.Options());  // tries `target` among the others
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(p.Publish("past the limit " + std::to_string(i)).ok());
+  Ran alone = RunShell(env + cli + " replay --brokers " + c.ClientEndpoint(target) +
+                       " --from 0 --to 5 --request-timeout-ms 500 --timeout-ms 3000");
+  EXPECT_EQ(alone.status, 3) << alone.out;
+  EXPECT_NE(alone.out.find("too many connections"), std::string::npos) << alone.out;
+  Ran all = RunShell(env + cli + " replay --brokers " + Joined(c.Options().brokers) +
+                     " --from 0 --to 5 --request-timeout-ms 500");
+  EXPECT_EQ(all.status, 0) << all.out;
+  EXPECT_NE(all.out.find("4\tpast the limit 4"), std::string::npos) << all.out;
+
+  // A connection that goes frees its place.
+  held.pop_back();
+  bool served = false;
+  for (const auto deadline = std::chrono::steady_clock::now() + 20s;
+       !served && std::chrono::steady_clock::now() < deadline;) {
+    served = GetStatus(c.ClientEndpoint(target), 1s, c.Credentials()).ok();
+  }
+  EXPECT_TRUE(served) << "the key's place was not freed by a closed connection";
+  EXPECT_TRUE(c.Running(target));
 }
 
 }  // namespace

@@ -46,6 +46,7 @@ const char* const kRequired[] = {
     "ordo_peer_sent_bytes_total",
     "ordo_peer_received_bytes_total",
     "ordo_client_connections",
+    "ordo_client_connections_closed_total",
     "ordo_subscribers",
     "ordo_subscriber_lag_messages_max",
     "ordo_subscribers_queued_bytes",
@@ -68,7 +69,9 @@ const char* const kRequired[] = {
 };
 
 // Labels of bounded cardinality only: never a subscriber or a producer.
-const std::set<std::string> kAllowedLabels = {"node", "peer", "role", "source", "direction", "le"};
+// (`reason` has two values: ordo_client_connections_closed_total.)
+const std::set<std::string> kAllowedLabels = {"node",      "peer", "role",  "source",
+                                              "direction", "le",   "reason"};
 
 // Publishes from a background thread until destroyed; errors (an election
 // in progress) are expected and retried.

