@@ -1046,6 +1046,7 @@ void Replica::NoteChosen(NodeId from, Instance chosen) {
     if (p.id == from) {
       p.chosen = std::max(p.chosen, chosen);
       p.heard = true;
+      p.spoke_tick = now_;
     }
   }
   known_chosen_ = std::max(known_chosen_, chosen);
@@ -1374,7 +1375,7 @@ Status Replica::status() const {
   s.rejoin_target = rejoin_target_;
   s.first_retained = store_.FirstInstance();
   for (const Peer& p : peers_) {
-    s.peers.push_back(PeerStatus{p.id, p.chosen, now_ - p.heard_tick});
+    s.peers.push_back(PeerStatus{p.id, p.chosen, now_ - p.spoke_tick});
   }
   return s;
 }

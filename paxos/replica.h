@@ -149,7 +149,7 @@ struct ProposeResult {
 struct PeerStatus {
   NodeId id{};
   Instance chosen{};          // last chosen frontier it reported
-  uint64_t ticks_since_heard = 0;
+  uint64_t ticks_since_heard = 0;  // since any message from it (on every replica)
 };
 struct Status {
   NodeId id{};
@@ -230,7 +230,8 @@ class Replica {
     NodeId id{};
     Instance chosen{};
     bool heard = false;  // any message from it since this start
-    uint64_t heard_tick = 0;
+    uint64_t heard_tick = 0;     // its last answer to our leadership (quorum check)
+    uint64_t spoke_tick = 0;     // its last message of any kind (status only)
     Instance first_retained{1};  // as it last told us
     // Ticks before a fetch to it is asked again elsewhere (0: the base,
     // fetch_timeout_ticks): doubled when one times out, up to

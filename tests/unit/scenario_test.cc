@@ -329,5 +329,38 @@ TEST(Scenario, StalePreVoteGrantLocksANodeOutOfTheQuorum) {
       << ToString(c.r(2).role()) << ", leader " << c.r(2).leader().value() << ")";
 }
 
+// STATUS: every replica reports when it last heard each peer, whatever the
+// message: a follower hears its leader (heartbeats, accepts, commits), so
+// its view is as true as the leader's (ordo_peer_last_heard_seconds and
+// `ordo status` read it on every broker). A silent peer's count grows.
+TEST(Scenario, EveryReplicaKnowsWhenItLastHeardEachPeer) {
+  Cluster c(3);
+  c.TickAll(200);
+  const std::optional<uint32_t> leader = c.Leader();
+  ASSERT_TRUE(leader);
+  const Config& cfg = c.at(*leader).config;
+  for (uint32_t id = 1; id <= 3; ++id) {
+    if (id == *leader) continue;
+    bool found = false;
+    for (const PeerStatus& p : c.r(id).status().peers) {
+      if (p.id.value() != *leader) continue;
+      found = true;
+      EXPECT_LE(p.ticks_since_heard, cfg.heartbeat_interval_ticks + 1)
+          << "follower " << id << " says it has not heard its leader for " << p.ticks_since_heard
+          << " ticks";
+    }
+    EXPECT_TRUE(found);
+  }
+  // The leader goes silent: every follower's count for it grows.
+  c.filter = [&](const Message& m) { return m.from.value() != *leader; };
+  const uint32_t follower = *leader % 3 + 1;
+  for (int k = 0; k < 5; ++k) c.Tick(follower);
+  for (const PeerStatus& p : c.r(follower).status().peers) {
+    if (p.id.value() == *leader) {
+      EXPECT_GE(p.ticks_since_heard, 5u);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ordo::paxos
