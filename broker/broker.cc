@@ -397,7 +397,15 @@ void Broker::ReportRoleChanges() {
   const paxos::Role role = replica_->role();
   const paxos::NodeId leader = replica_->leader();
   if (role != last_role_ || leader != last_leader_) {
+    // One line per change, a step-down included (scripts/cluster reads
+    // these to name the leader).
     const paxos::Status s = replica_->status();
+    if (last_role_ == paxos::Role::kLeader && role != paxos::Role::kLeader) {
+      spdlog::warn("lost leadership (promised {}): {}", paxos::ToString(s.promised),
+                   leader != paxos::kNoNode
+                       ? "now following leader " + std::to_string(leader.value())
+                       : std::string("no leader known"));
+    }
     if (role == paxos::Role::kLeader) {
       spdlog::info("became leader with ballot {}", paxos::ToString(s.leader_ballot));
     } else if (leader != paxos::kNoNode) {
@@ -405,6 +413,8 @@ void Broker::ReportRoleChanges() {
                    paxos::ToString(s.leader_ballot));
     } else if (role == paxos::Role::kCandidate) {
       spdlog::info("election: candidate with ballot {}", paxos::ToString(s.promised));
+    } else if (last_role_ != paxos::Role::kLeader) {
+      spdlog::info("no leader known (promised {})", paxos::ToString(s.promised));
     }
     last_role_ = role;
     last_leader_ = leader;
