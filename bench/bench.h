@@ -55,7 +55,9 @@ ProcSample SampleProc(pid_t pid);
 class BenchCluster {
  public:
   // extra_toml is appended to every broker's config (e.g. a [retention] table).
-  BenchCluster(const CommonOptions& options, const std::string& extra_toml = "");
+  // `peer_host_prefix`: see LocalClusterOptions (for partitions).
+  BenchCluster(const CommonOptions& options, const std::string& extra_toml = "",
+               const std::string& peer_host_prefix = "");
   ~BenchCluster();
   BenchCluster(const BenchCluster&) = delete;
   BenchCluster& operator=(const BenchCluster&) = delete;
@@ -221,6 +223,17 @@ struct FailoverOptions {
   double timeout_s = 10;
 };
 int CmdFailover(const CommonOptions& common, const FailoverOptions& options);
+
+struct HealOptions {
+  int rounds = 5;
+  double partition_s = 10;   // how long each follower is cut off
+  double timeout_s = 120;    // give up a round after this long without healing
+  int link_timeout_ms = -1;  // timing.peer_link_timeout_ms for the brokers (-1: theirs)
+};
+// A follower cut off from its peers (nftables, tests/testing/partition.h)
+// while messages trickle in, then the partition healed, K times: time from
+// the heal to that follower having what the leader had chosen at the heal.
+int CmdHeal(const CommonOptions& common, const HealOptions& options);
 
 struct CatchupOptions {
   uint64_t messages = 200000;

@@ -1,10 +1,13 @@
 // `failover`, `catchup` and `replay`: figures of a cluster that changes
 // (a leader killed, a broker behind) or is read back.
+#include <unistd.h>
+
 #include <algorithm>
 #include <iostream>
 #include <thread>
 
 #include "bench/bench.h"
+#include "tests/testing/partition.h"
 
 namespace ordo::bench {
 namespace {
@@ -323,6 +326,112 @@ int CmdReplay(const CommonOptions& common, const ReplayOptions& o) {
   WriteJson(common, out);
   if (read != o.messages) {
     std::cerr << "ordo-bench replay: read " << read << " of " << o.messages << " messages\n";
+    return 1;
+  }
+  return 0;
+}
+
+int CmdHeal(const CommonOptions& common, const HealOptions& o) {
+  // Peer addresses of their own (127.77.X.i) so that one member can be cut
+  // off by address; X from the pid, so that two runs do not share them.
+  const std::string prefix = "127.77." + std::to_string(20 + getpid() % 200) + ".";
+  const std::string toml =
+      o.link_timeout_ms >= 0
+          ? "[timing]\npeer_link_timeout_ms = " + std::to_string(o.link_timeout_ms) + "\n"
+          : std::string();
+  BenchCluster cluster(common, toml, prefix);
+  NeedOwnCluster(cluster, "heal");
+  cluster.WaitForLeader();
+  const ClientOptions copt = cluster.Options(std::chrono::milliseconds(common.request_timeout_ms));
+  // A trickle of publishes, so that the cut-off follower falls behind.
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> errors{0};
+  std::thread trickle([&] {
+    Publisher p(copt);
+    while (!stop.load()) {
+      if (!p.Publish("heal").ok()) ++errors;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  auto status = [&](int i) {
+    return GetStatus(cluster.brokers()[static_cast<size_t>(i - 1)], std::chrono::milliseconds(200),
+                     cluster.credentials());
+  };
+  Json rounds = Json::MakeArray();
+  std::vector<double> heal_ms;
+  std::string failure;
+  for (int k = 1; k <= o.rounds && failure.empty(); ++k) {
+    const int leader = cluster.WaitForLeader();
+    const int cut = leader % cluster.nodes() + 1;
+    std::string error;
+    std::unique_ptr<testing::Partition> partition =
+        testing::Partition::Cut(prefix + std::to_string(cut), &error);
+    if (!partition) {
+      failure = error;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.partition_s));
+    uint64_t target = 0;
+    for (int leader_now = 1; leader_now <= cluster.nodes(); ++leader_now) {
+      auto s = status(leader_now);
+      if (s.ok() && s.value().role == "leader") target = std::max(target, s.value().chosen);
+    }
+    const auto t_heal = Clock::now();
+    partition->Heal();
+    std::optional<double> healed;
+    for (const auto deadline = t_heal + std::chrono::duration_cast<Clock::duration>(
+                                            std::chrono::duration<double>(o.timeout_s));
+         !healed && Clock::now() < deadline;) {
+      auto s = status(cut);
+      if (s.ok() && s.value().chosen >= target) {
+        healed = Ms(Clock::now() - t_heal);
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }
+    Json r = Json::MakeObject();
+    r["round"] = k;
+    r["cut_node"] = cut;
+    r["target_instance"] = target;
+    if (healed) {
+      r["heal_ms"] = *healed;
+      heal_ms.push_back(*healed);
+    } else {
+      failure = "node " + std::to_string(cut) + " did not reach instance " +
+                std::to_string(target) + " within " + Fmt(o.timeout_s) + " s of the heal";
+    }
+    rounds.Push(r);
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  stop = true;
+  trickle.join();
+  cluster.CheckAlive();
+
+  Json out = Json::MakeObject();
+  out["benchmark"] = "heal";
+  out["partition_s"] = o.partition_s;
+  out["peer_link_timeout_ms"] = o.link_timeout_ms >= 0 ? Json(o.link_timeout_ms) : Json();
+  out["rounds"] = rounds;
+  out["heal_ms_p50"] = Median(heal_ms);
+  out["heal_ms_max"] = heal_ms.empty() ? 0 : *std::max_element(heal_ms.begin(), heal_ms.end());
+  out["publish_errors"] = errors.load();
+  if (!failure.empty()) out["failure"] = failure;
+  Table t("heal: a follower cut off from its peers for " + Fmt(o.partition_s, 1) + " s, " +
+          std::to_string(rounds.array().size()) + " round(s)" +
+          (o.link_timeout_ms >= 0 ? ", peer_link_timeout_ms " + std::to_string(o.link_timeout_ms)
+                                  : std::string()));
+  for (const Json& r : rounds.array()) {
+    const Json* h = r.Find("heal_ms");
+    t.Row("round " + Fmt(*r.NumberAt("round")) + " (node " + Fmt(*r.NumberAt("cut_node")) + ")",
+          h && h->is_number() ? Fmt(h->number(), 1) + " ms" : "not healed",
+          "to have instance " + Fmt(*r.NumberAt("target_instance")));
+  }
+  t.Row("heal to caught up", "p50 " + Fmt(*out.NumberAt("heal_ms_p50"), 1) + " ms",
+        "max " + Fmt(*out.NumberAt("heal_ms_max"), 1) + " ms (target: within 1 s)");
+  t.Print();
+  WriteJson(common, out);
+  if (!failure.empty()) {
+    std::cerr << "ordo-bench heal: " << failure << "\n";
     return 1;
   }
   return 0;

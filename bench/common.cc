@@ -60,7 +60,8 @@ ProcSample SampleProc(pid_t pid) {
   return s;
 }
 
-BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extra_toml) {
+BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extra_toml,
+                           const std::string& peer_host_prefix) {
   if (!options.brokers.empty()) {
     external_ = true;
     client_ = ParseBrokerList(options.brokers);
@@ -86,6 +87,7 @@ BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extr
   o.dir_prefix = "ordo-bench-";
   o.keep_dir = options.keep_dir;
   o.insecure = options.insecure;
+  o.peer_host_prefix = peer_host_prefix;
   local_ = std::make_unique<testing::LocalCluster>(o);
   client_ = local_->Brokers();
   credentials_ = local_->Credentials();

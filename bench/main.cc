@@ -198,6 +198,24 @@ int main(int argc, char** argv) {
   failover->add_option("--timeout", fo.timeout_s, "Give up a round after this many seconds without an ack")
       ->capture_default_str()->check(CLI::Range(1.0, 600.0));
 
+  HealOptions ho;
+  auto* heal = app.add_subcommand("heal",
+                                  "A follower cut off from its peers (nftables; needs root), then "
+                                  "healed, K times: time until it has caught up");
+  heal->add_option("--rounds", ho.rounds, "Partitions (K)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  heal->add_option("--partition", ho.partition_s, "Seconds each follower stays cut off")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 600.0));
+  heal->add_option("--timeout", ho.timeout_s, "Give up a round after this many seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 3600.0));
+  heal->add_option("--peer-link-timeout-ms", ho.link_timeout_ms,
+                   "timing.peer_link_timeout_ms for the brokers (0: no heartbeats; default: the "
+                   "brokers' own)")
+      ->check(CLI::Range(0, 600000));
+
   CatchupOptions co;
   auto* catchup = app.add_subcommand("catchup", "A broker stopped while M messages are published, restarted: catch-up speed");
   catchup->add_option("--messages", co.messages, "Messages published while it is down (M)")
@@ -230,6 +248,7 @@ int main(int argc, char** argv) {
 
   add_common(latency);
   add_common(failover);
+  add_common(heal);
   add_common(catchup);
   add_common(replay);
 
@@ -239,6 +258,7 @@ int main(int argc, char** argv) {
     if (throughput->parsed()) return CmdThroughput(common, tp);
     if (latency->parsed()) return CmdLatency(common, lat);
     if (failover->parsed()) return CmdFailover(common, fo);
+    if (heal->parsed()) return CmdHeal(common, ho);
     if (catchup->parsed()) return CmdCatchup(common, co);
     if (replay->parsed()) return CmdReplay(common, ro);
     if (ceiling->parsed()) return CmdCeiling(common, ce);

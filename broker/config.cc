@@ -154,7 +154,7 @@ Status FromTable(const toml::table& t, BrokerConfig* out) {
     return Status::Ok();
   };
   ORDO_READ(section("timing", {"tick_ms", "election_timeout_ticks", "heartbeat_interval_ticks",
-                               "retransmit_ticks", "fetch_timeout_ticks"}));
+                               "retransmit_ticks", "fetch_timeout_ticks", "peer_link_timeout_ms"}));
   ORDO_READ(section("batching", {"window_instances_max", "batch_messages_max", "batch_bytes_max",
                                  "pending_bytes_max"}));
   ORDO_READ(section("limits", {"frame_bytes_max", "message_bytes_max", "subscriber_credit_max",
@@ -190,6 +190,8 @@ Status FromTable(const toml::table& t, BrokerConfig* out) {
                     &out->retransmit_ticks));
   ORDO_READ(ReadInt(root["timing"]["fetch_timeout_ticks"], "timing.fetch_timeout_ticks",
                     &out->fetch_timeout_ticks));
+  ORDO_READ(ReadInt(root["timing"]["peer_link_timeout_ms"], "timing.peer_link_timeout_ms",
+                    &out->peer_link_timeout_ms));
   ORDO_READ(ReadInt(root["batching"]["window_instances_max"], "batching.window_instances_max",
                     &out->window_instances_max));
   ORDO_READ(ReadInt(root["batching"]["batch_messages_max"], "batching.batch_messages_max",
@@ -342,6 +344,9 @@ Status ValidateConfig(const BrokerConfig& c) {
   if (c.retransmit_ticks == 0) return Status::Error("timing.retransmit_ticks: must be at least 1");
   if (c.fetch_timeout_ticks == 0) {
     return Status::Error("timing.fetch_timeout_ticks: must be at least 1");
+  }
+  if (c.peer_link_timeout_ms != 0 && c.peer_link_timeout_ms < 100) {
+    return Status::Error("timing.peer_link_timeout_ms: must be 0 (off) or at least 100");
   }
   if (c.window_instances_max == 0) {
     return Status::Error("batching.window_instances_max: must be at least 1");

@@ -56,6 +56,11 @@ struct BrokerConfig {
   uint32_t heartbeat_interval_ticks = 3;
   uint32_t retransmit_ticks = 5;
   uint32_t fetch_timeout_ticks = 10;
+  // A peer link that carries nothing this long (ZeroMQ heartbeats, a PING
+  // every fifth of it) is dropped and rebuilt; each connect attempt is
+  // bounded by half of it, so a healed network carries traffic again within
+  // about that. 0: no heartbeats, the kernel's own timeouts (minutes).
+  uint32_t peer_link_timeout_ms = 1000;
 
   // Batching and flow control.
   uint32_t window_instances_max = 64;

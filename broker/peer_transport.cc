@@ -1,5 +1,6 @@
 #include "broker/peer_transport.h"
 
+#include <arpa/inet.h>
 #include <flatbuffers/flatbuffers.h>
 #include <spdlog/spdlog.h>
 
@@ -27,6 +28,39 @@ PeerTransport::PeerTransport(zmq::context_t& context, const BrokerConfig& config
                              const CurveKeyPair* keys)
     : config_(config), keys_(keys), context_(context), inbound_(context, zmq::socket_type::router) {}
 
+namespace {
+// Links that stop carrying anything (a partition, a dead host, a peer
+// frozen by SIGSTOP) are torn down after timing.peer_link_timeout_ms and
+// rebuilt as soon as a connect gets through: ZeroMQ heartbeats (a PING
+// every fifth of the timeout) on both ends, and a bound of half the timeout
+// on each connect attempt, so that after a partition heals the next
+// attempt is that near instead of the kernel's retransmit and SYN backoff
+// (1, 2, 4, ... s): without them a healed link waited seconds, up to half a
+// minute, to carry traffic again (bench/results/2026-12-06-heal-ab.md).
+void SetLinkLiveness(zmq::socket_t& s, uint32_t timeout_ms) {
+  s.set(zmq::sockopt::tcp_keepalive, 1);
+  if (timeout_ms == 0) return;
+  s.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(timeout_ms / 5));
+  s.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(timeout_ms));
+  // What the other end waits for our next PING before dropping the link.
+  s.set(zmq::sockopt::heartbeat_ttl, static_cast<int>(timeout_ms));
+}
+// Where this member's outgoing links leave from: its own peer address when
+// that names one IPv4 address (not 0.0.0.0), so that peers and firewalls
+// see a member's connections come from the address it is known by (and a
+// test can cut one member off by its address alone). "" otherwise: the
+// kernel picks.
+std::string SourceHost(const Member* self) {
+  if (self == nullptr) return "";
+  const size_t colon = self->peer.rfind(':');
+  if (colon == std::string::npos) return "";
+  const std::string host = self->peer.substr(0, colon);
+  in_addr address{};
+  if (inet_pton(AF_INET, host.c_str(), &address) != 1 || address.s_addr == INADDR_ANY) return "";
+  return host;
+}
+}  // namespace
+
 Status PeerTransport::Open() {
   const Member* self = config_.Self();
   const int64_t frame_max = static_cast<int64_t>(config_.PeerFrameBytesMax());
@@ -43,6 +77,7 @@ Status PeerTransport::Open() {
       // Larger frames are dropped by ZeroMQ (and the sender disconnected)
       // before they are buffered; the codec applies the exact limit.
       inbound_.set(zmq::sockopt::maxmsgsize, frame_max);
+      SetLinkLiveness(inbound_, config_.peer_link_timeout_ms);
       if (keys_) {
         inbound_.set(zmq::sockopt::curve_server, true);
         inbound_.set(zmq::sockopt::curve_secretkey, keys_->secret_key);
@@ -64,6 +99,10 @@ Status PeerTransport::Open() {
       // the leader's heartbeats wait for this reconnect.
       s.set(zmq::sockopt::reconnect_ivl, 10);
       s.set(zmq::sockopt::reconnect_ivl_max, 50);
+      if (config_.peer_link_timeout_ms != 0) {
+        s.set(zmq::sockopt::connect_timeout, static_cast<int>(config_.peer_link_timeout_ms / 2));
+      }
+      SetLinkLiveness(s, config_.peer_link_timeout_ms);
       if (keys_) {
         s.set(zmq::sockopt::curve_serverkey, m.public_key);
         s.set(zmq::sockopt::curve_publickey, keys_->public_key);
@@ -86,7 +125,9 @@ Status PeerTransport::Open() {
         mon.events.connect(events);
         monitors_.emplace(m.id, std::move(mon));
       }
-      s.connect(peer_address);
+      const std::string source = SourceHost(self);
+      // ZeroMQ's "tcp://SOURCE:0;DESTINATION": any port, from that address.
+      s.connect(source.empty() ? peer_address : "tcp://" + source + ":0;" + peer_address.substr(6));
       outbound_.emplace(m.id, std::move(s));
       links_[m.id];
     }

@@ -4,10 +4,9 @@
 #include <gtest/gtest.h>
 #include <lmdb.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include "tests/testing/corrupt_lmdb.h"
 
 #include <atomic>
 #include <filesystem>
@@ -21,6 +20,8 @@
 
 #include "schemas/client_generated.h"
 #include "tests/integration/cluster.h"
+#include "tests/testing/corrupt_lmdb.h"
+#include "tests/testing/partition.h"
 #include "tests/testing/peer_socket.h"
 
 namespace ordo {
@@ -205,6 +206,79 @@ TEST(Broker, KillingEveryBrokerAtOnceLosesNothingAcknowledged) {
 }
 
 using testing::FlipBitOnDisk;
+
+// A leader frozen (SIGSTOP) while the others elect a successor steps down
+// when it runs again, and its log says so: one line per role change, a
+// step-down included (scripts/cluster names the leader from these lines).
+TEST(Broker, AFrozenLeaderStepsDownWhenItRunsAgainAndLogsIt) {
+  Cluster c(3);
+  const int old = c.WaitForLeader();
+  ASSERT_NE(old, 0);
+  ASSERT_EQ(::kill(c.Pid(old), SIGSTOP), 0);
+  int successor = 0;
+  for (const auto deadline = std::chrono::steady_clock::now() + 60s;
+       (successor == 0 || successor == old) && std::chrono::steady_clock::now() < deadline;) {
+    successor = c.WaitForLeader(2s);
+  }
+  ASSERT_EQ(::kill(c.Pid(old), SIGCONT), 0);
+  ASSERT_NE(successor, 0);
+  ASSERT_NE(successor, old);
+  std::string line;
+  for (const auto deadline = std::chrono::steady_clock::now() + 60s;
+       line.empty() && std::chrono::steady_clock::now() < deadline;
+       std::this_thread::sleep_for(50ms)) {
+    std::ifstream log(c.Log(old));
+    for (std::string l; std::getline(log, l);) {
+      if (l.find("lost leadership") != std::string::npos) line = l;
+    }
+  }
+  EXPECT_FALSE(line.empty()) << "the old leader " << old << " never logged its step-down";
+  std::printf("old leader %d: %s\n", old, line.c_str());
+}
+
+// A leader cut off from its peers by the network (nftables drops every
+// packet of its peer address; its client port stays reachable): the other
+// two elect a successor and take publishes; once the network heals, the old
+// leader steps down (and logs it), catches up, and serves every message in
+// the one order.
+TEST(Broker, ALeaderCutOffByTheNetworkStepsDownAndCatchesUpOnceItHeals) {
+  testing::LocalClusterOptions options;
+  options.nodes = 3;
+  options.peer_host_prefix = "127.78." + std::to_string(20 + getpid() % 200) + ".";
+  Cluster c(options);
+  const int old = c.WaitForLeader();
+  ASSERT_NE(old, 0);
+  Publisher p(c.Options());
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(p.Publish("before-" + std::to_string(i)).ok());
+  std::string error;
+  std::unique_ptr<testing::Partition> cut =
+      testing::Partition::Cut(options.peer_host_prefix + std::to_string(old), &error);
+  ASSERT_NE(cut, nullptr) << error;
+  for (int i = 0; i < 200; ++i) {
+    auto r = p.Publish("during-" + std::to_string(i));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+  }
+  const auto healed_at = std::chrono::steady_clock::now();
+  cut->Heal();
+  const std::vector<Record> got = ReadAll(c, c.ClientEndpoint(old), 250);  // (waits up to 60 s)
+  std::printf("old leader %d caught up %lld ms after the heal\n", old,
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::steady_clock::now() - healed_at)
+                                         .count()));
+  ASSERT_EQ(got.size(), 250u);
+  for (int i = 0; i < 250; ++i) {
+    EXPECT_EQ(got[static_cast<size_t>(i)].payload,
+              i < 50 ? "before-" + std::to_string(i) : "during-" + std::to_string(i - 50));
+  }
+  bool said = false;
+  for (const auto deadline = std::chrono::steady_clock::now() + 30s;
+       !said && std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(50ms)) {
+    std::ifstream log(c.Log(old));
+    const std::string text((std::istreambuf_iterator<char>(log)), {});
+    said = text.find("lost leadership") != std::string::npos;
+  }
+  EXPECT_TRUE(said) << "the old leader never logged its step-down";
+}
 
 TEST(Broker, ACorruptRecordIsDetectedNeverServedAndRepairedFromPeers) {
   Cluster c(3);

@@ -28,7 +28,10 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
   std::filesystem::create_directories(dir_);
   pids_.assign(nodes() + 1, -1);
   for (int i = 0; i < nodes(); ++i) {
-    peer_.push_back(ReserveEndpoint());
+    peer_.push_back(options_.peer_host_prefix.empty()
+                        ? ReserveEndpoint()
+                        : options_.peer_host_prefix + std::to_string(i + 1) + ":" +
+                              std::to_string(ReservePort()));
     client_.push_back(ReserveEndpoint());
     metrics_.push_back(options_.metrics ? ReserveEndpoint() : std::string());
   }

@@ -35,6 +35,12 @@ struct LocalClusterOptions {
   // credentials (admin.key: its key pair and the brokers' public keys) are
   // Credentials().
   bool insecure = false;
+  // With a prefix such as "127.77.5.", node i's peer endpoint is on
+  // PREFIX + i (every 127.x.y.z is this machine's loopback), and its
+  // outgoing peer links leave from that address too: a test cuts node i off
+  // from its peers with a firewall rule on that address alone (tests/
+  // testing/partition.h), while its client port stays on 127.0.0.1.
+  std::string peer_host_prefix;
 };
 
 class LocalCluster {
