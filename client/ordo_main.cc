@@ -70,7 +70,6 @@ struct Output {
   enum class Kind { kText, kJson, kRaw, kTemplate };
   Kind kind = Kind::kText;
   ordo::cli::Template templ;
-  bool keys = false;  // text: OFFSET<TAB>KEY<TAB>PAYLOAD (replay --compacted)
 };
 Output g_output;
 
@@ -118,7 +117,7 @@ void PrintRecord(const ordo::Record& r) {
       break;
     case Output::Kind::kText:
       line =
-          std::to_string(r.offset) + "\t" + (g_output.keys ? r.key + "\t" : "") + r.payload + "\n";
+          std::to_string(r.offset) + "\t" + r.payload + "\n";  // the contract: OFFSET<TAB>PAYLOAD
       break;
   }
   std::fwrite(line.data(), 1, line.size(), stdout);
@@ -991,7 +990,6 @@ int main(int argc, char** argv) {
                    static_cast<unsigned long long>(from->offset));
       return ordo::cli::kExitUsage;
     }
-    if (compacted) g_output.keys = true;
     if (follow) {
       if (compacted) {
         std::fprintf(stderr, "ordo: --follow does not go with --compacted\n");
