@@ -571,7 +571,7 @@ void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
       &promised, s.chosen.value(), s.last_instance.value(), store_.next_offset(),
       store_.earliest_offset(), &peers, store_.corruptions(),
       counters_.frames_rejected, s.voter, s.catching_up, s.rejoin_target.value(),
-      votes_while_catching_up_, s.first_retained.value(), s.snapshots_installed);
+      votes_while_catching_up_, s.first_retained.value(), s.snapshots_installed, ORDO_VERSION);
   wire::FinishClientEnvelopeBuffer(
       fbb, wire::CreateClientEnvelope(fbb, kClientFormatVersion, rid, wire::Body::StatusReply,
                                       reply.Union()));

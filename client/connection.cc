@@ -516,6 +516,7 @@ BrokerStatus ToBrokerStatus(const wire::StatusReply& reply, std::string endpoint
   status.votes_while_catching_up = reply.votes_while_catching_up();
   status.first_retained = reply.first_retained();
   status.snapshots_installed = reply.snapshots_installed();
+  status.version = ToString(reply.version());
   return status;
 }
 

@@ -1,24 +1,34 @@
 // build/ordo: the command-line client.
 //
-//   ordo publish   --brokers LIST [--key K] [MESSAGE ...]   (stdin lines when no MESSAGE)
-//   ordo subscribe --brokers LIST [--from OFFSET|earliest|latest] [--count N]
-//   ordo replay    --brokers LIST --from OFFSET|earliest [--to B]
-//   ordo status    --brokers LIST [--json]
+//   ordo publish   [-b LIST] [--key K] [MESSAGE ...]   (stdin lines when no MESSAGE)
+//   ordo subscribe [-b LIST] [--from OFFSET|earliest|latest] [--count N]
+//   ordo replay    [-b LIST] --from OFFSET|earliest [--to B] [--follow]
+//   ordo status    [-b LIST] [--json | --format json]
+//   ordo health    [-b LIST]
+//   ordo version   [-b LIST]   (and ordo --version)
 //   ordo keygen    --out FILE [--force]
 //
 // Every command but keygen takes --credentials FILE (or ORDO_CREDENTIALS)
-// for CurveZMQ brokers, and --brokers may come from ORDO_BROKERS.
+// for CurveZMQ brokers, and --brokers (-b) may come from ORDO_BROKERS.
 //
 // Output: publish prints each message's offset, one per line, in input order;
-// subscribe and replay print OFFSET<TAB>PAYLOAD lines (or JSON lines).
+// subscribe and replay print OFFSET<TAB>PAYLOAD lines (or JSON lines, raw
+// payloads, or a --format template).
 // Exit statuses: client/cli/cli_util.h (kExit...), printed by every --help.
+#include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
-#include <iostream>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
 
@@ -26,13 +36,19 @@
 #include "client/cli/cli_util.h"
 #include "ordo/client.h"
 
+#ifndef ORDO_VERSION
+#define ORDO_VERSION "unknown"
+#endif
+
 namespace {
 
 using ordo::cli::ExitCodeFor;
 using Clock = std::chrono::steady_clock;
 
+constexpr const char* kVersion = ORDO_VERSION;
+
 int Fail(const ordo::Error& e) {
-  std::fprintf(stderr, "ordo: %s\n", e.message.c_str());
+  std::fprintf(stderr, "ordo: %s\n", ordo::cli::ForUsers(e.message).c_str());
   return ExitCodeFor(e.code);
 }
 
@@ -47,40 +63,62 @@ int FailBelowRetained(const ordo::Error& e, uint64_t from) {
   return ordo::cli::kExitBelowRetained;
 }
 
-// A JSON string: quotes, backslashes and control bytes escaped; other bytes
-// pass through unchanged.
-std::string Json(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
+std::string Json(const std::string& s) { return ordo::cli::JsonString(s); }
 
-bool g_json = false;
+// How subscribe and replay print a record (--format).
+struct Output {
+  enum class Kind { kText, kJson, kRaw, kTemplate };
+  Kind kind = Kind::kText;
+  ordo::cli::Template templ;
+};
+Output g_output;
+
+// --format: text, json, raw, or a template (anything with a %).
+bool ParseFormat(const std::string& text, Output* out) {
+  if (text == "text") return true;
+  if (text == "json") {
+    out->kind = Output::Kind::kJson;
+    return true;
+  }
+  if (text == "raw") {
+    out->kind = Output::Kind::kRaw;
+    return true;
+  }
+  if (text.find('%') != std::string::npos) {
+    std::string error;
+    std::optional<ordo::cli::Template> t = ordo::cli::ParseTemplate(text, &error);
+    if (!t) {
+      std::fprintf(stderr, "ordo: %s\n", error.c_str());
+      return false;
+    }
+    out->kind = Output::Kind::kTemplate;
+    out->templ = std::move(*t);
+    return true;
+  }
+  const std::string near = ordo::cli::Closest(text, {"text", "json", "raw"});
+  std::fprintf(stderr,
+               "ordo: --format takes text, json, raw or a template such as '%%o\\t%%k\\t%%s\\n', "
+               "not '%s'%s\n",
+               text.c_str(), near.empty() ? "" : ("; did you mean " + near + "?").c_str());
+  return false;
+}
 
 void PrintRecord(const ordo::Record& r) {
   std::string line;
-  if (g_json) {
-    line = "{\"offset\":" + std::to_string(r.offset) + ",\"key\":" + Json(r.key) +
-           ",\"payload\":" + Json(r.payload) + ",\"producer\":" + std::to_string(r.producer) +
-           ",\"sequence\":" + std::to_string(r.sequence) + "}\n";
-  } else {
-    line = std::to_string(r.offset) + "\t" + r.payload + "\n";
+  switch (g_output.kind) {
+    case Output::Kind::kJson:
+      line = ordo::cli::JsonRecord(r);
+      break;
+    case Output::Kind::kRaw:
+      line = r.payload;
+      break;
+    case Output::Kind::kTemplate:
+      line = ordo::cli::RenderRecord(g_output.templ, r);
+      break;
+    case Output::Kind::kText:
+      line =
+          std::to_string(r.offset) + "\t" + r.payload + "\n";  // the contract: OFFSET<TAB>PAYLOAD
+      break;
   }
   std::fwrite(line.data(), 1, line.size(), stdout);
 }
@@ -122,6 +160,33 @@ size_t TerminalColumns() {
   return 80;
 }
 
+// The replay progress bar goes to standard error when it is a terminal, and
+// not when standard output is that same terminal: the bar's \r would
+// overwrite records.
+bool ShowProgress() {
+  if (isatty(STDERR_FILENO) == 0) return false;
+  if (isatty(STDOUT_FILENO) == 0) return true;
+  struct stat out {};
+  struct stat err {};
+  if (fstat(STDOUT_FILENO, &out) != 0 || fstat(STDERR_FILENO, &err) != 0) return false;
+  return out.st_rdev != err.st_rdev;
+}
+
+// SIGINT/SIGTERM while publishing: stop reading, wait for what was sent.
+volatile std::sig_atomic_t g_signal = 0;
+void OnSignal(int signo) { g_signal = signo; }
+
+void CatchStopSignals() {
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  // No SA_RESTART: a read(2) waiting for input returns EINTR. SA_RESETHAND:
+  // a second signal stops ordo at once.
+  action.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
 struct PublishFlags {
   std::string key;
   std::vector<std::string> messages;
@@ -129,20 +194,87 @@ struct PublishFlags {
   size_t batch_messages = 10000;
   size_t batch_bytes = size_t{1} << 20;
   size_t window = 32768;
+  size_t message_bytes_max = size_t{1} << 20;
+  std::string on_oversize = "stop";
+  std::string file;
+  bool null_delimited = false;
+  std::optional<std::string> delimiter;  // set after parsing, when given
+  bool length_prefixed = false;
+  std::optional<std::string> key_delimiter;
 };
 
 int Publish(const ordo::ClientOptions& options, const PublishFlags& flags) {
+  // Input framing (checked before any connection).
+  std::string delimiter = "\n";
+  std::string error;
+  if (flags.delimiter) {
+    std::optional<std::string> d = ordo::cli::Unescape(*flags.delimiter, &error);
+    if (!d || d->empty()) {
+      std::fprintf(stderr, "ordo: --delimiter: %s\n", d ? "must not be empty" : error.c_str());
+      return ordo::cli::kExitUsage;
+    }
+    delimiter = *d;
+  }
+  if (flags.null_delimited) delimiter = std::string(1, '\0');
+  std::string key_delimiter;
+  if (flags.key_delimiter) {
+    std::optional<std::string> d = ordo::cli::Unescape(*flags.key_delimiter, &error);
+    if (!d || d->empty()) {
+      std::fprintf(stderr, "ordo: --key-delimiter: %s\n", d ? "must not be empty" : error.c_str());
+      return ordo::cli::kExitUsage;
+    }
+    key_delimiter = *d;
+  }
+  const int modes = (flags.null_delimited ? 1 : 0) + (flags.delimiter ? 1 : 0) +
+                    (flags.length_prefixed ? 1 : 0) + (flags.file.empty() ? 0 : 1) +
+                    (flags.messages.empty() ? 0 : 1);
+  if (modes > 1) {
+    std::fprintf(stderr,
+                 "ordo: MESSAGE arguments, --file, -0/--null, --delimiter and --length-prefixed "
+                 "choose how to read messages: give at most one\n");
+    return ordo::cli::kExitUsage;
+  }
+  int input_fd = STDIN_FILENO;
+  if (!flags.file.empty() && flags.file != "-") {
+    input_fd = open(flags.file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (input_fd < 0) {
+      std::fprintf(stderr, "ordo: --file %s: %s\n", flags.file.c_str(), std::strerror(errno));
+      return ordo::cli::kExitUsage;
+    }
+  }
+  using Framing = ordo::cli::InputReader::Framing;
+  const Framing framing = !flags.file.empty()     ? Framing::kWhole
+                          : flags.length_prefixed ? Framing::kLengthPrefixed
+                                                  : Framing::kDelimited;
+  ordo::cli::InputReader reader(input_fd, framing, delimiter);
+  // Messages are counted as lines when they are lines.
+  const char* unit = framing == Framing::kDelimited && delimiter == "\n" && flags.messages.empty()
+                         ? "line"
+                         : "message";
+
   ordo::AsyncPublisherOptions async;
   async.linger = std::chrono::milliseconds(flags.linger_ms);
   async.batch_messages_max = flags.batch_messages;
   async.batch_bytes_max = flags.batch_bytes;
   async.window_messages_max = flags.window;
+  async.message_bytes_max = flags.message_bytes_max;
+  // The publisher's threads (and ZeroMQ's, which it starts) inherit a mask
+  // with the stop signals blocked: they reach this thread, whose read(2)
+  // they interrupt.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   ordo::AsyncPublisher publisher(options, async);
+  CatchStopSignals();
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
 
   // Callbacks run on the publisher's thread, in input order; main reads
   // this state only after Close, which joins that thread.
   struct State {
     bool stdout_is_tty = false;
+    uint64_t stored = 0;
     uint64_t failed = 0;
     uint64_t first_failed_line = 0;
     std::optional<ordo::Error> first_error;
@@ -151,13 +283,41 @@ int Publish(const ordo::ClientOptions& options, const PublishFlags& flags) {
 
   std::optional<ordo::Error> refused;
   uint64_t line = 0;
-  auto publish = [&](const std::string& payload) {
+  uint64_t oversized = 0;
+  bool stopped_at_oversize = false;
+  // false: stop reading.
+  auto publish = [&](const std::string& message) {
     ++line;
+    std::string_view payload = message;
+    std::string_view key = flags.key;
+    if (!key_delimiter.empty()) {
+      const size_t at = payload.find(key_delimiter);
+      if (at != std::string_view::npos) {
+        key = payload.substr(0, at);
+        payload.remove_prefix(at + key_delimiter.size());
+      }
+    }
+    const size_t bytes = key.size() + payload.size();
+    if (bytes > flags.message_bytes_max) {
+      ++oversized;
+      const bool stop = flags.on_oversize == "stop";
+      std::fprintf(stderr,
+                   "ordo: %s %llu is %zu bytes (key + payload), above --message-bytes-max "
+                   "(%zu; the brokers' limits.message_bytes_max, 1 MiB by default, must allow "
+                   "it too): %s\n",
+                   unit, static_cast<unsigned long long>(line), bytes, flags.message_bytes_max,
+                   stop ? "not sent, and nothing after it was read (--on-oversize skip sends "
+                          "the others)"
+                        : "skipped");
+      stopped_at_oversize = stop;
+      return !stop;
+    }
     // Captures one pointer and one number: fits std::function's inline
     // storage, so no allocation per message.
-    refused = publisher.Publish(
-        payload, flags.key, [s = &state, n = line](const ordo::Result<uint64_t>& r) {
+    refused =
+        publisher.Publish(payload, key, [s = &state, n = line](const ordo::Result<uint64_t>& r) {
           if (r.ok()) {
+            ++s->stored;
             std::fprintf(stdout, "%llu\n", static_cast<unsigned long long>(r.value()));
             if (s->stdout_is_tty) std::fflush(stdout);
             return;
@@ -167,75 +327,145 @@ int Publish(const ordo::ClientOptions& options, const PublishFlags& flags) {
             s->first_failed_line = n;
           }
         });
-    return !refused;
+    return !refused && g_signal == 0;
   };
+  bool input_failed = false;
   if (!flags.messages.empty()) {
     for (const std::string& m : flags.messages) {
       if (!publish(m)) break;
     }
   } else {
-    for (std::string text; std::getline(std::cin, text);) {
-      if (!publish(text)) break;
+    std::string message;
+    while (g_signal == 0) {
+      const ordo::cli::InputReader::Got got = reader.Next(message);
+      if (got == ordo::cli::InputReader::Got::kMessage) {
+        if (!publish(message)) break;
+        continue;
+      }
+      if (got == ordo::cli::InputReader::Got::kError) {
+        std::fprintf(stderr, "ordo: %s\n", reader.error().c_str());
+        input_failed = true;
+      }
+      break;
     }
+  }
+  if (input_fd != STDIN_FILENO) close(input_fd);
+  if (g_signal != 0) {
+    std::fprintf(stderr,
+                 "ordo: %s: stopped reading after %s %llu; waiting for the acknowledgments of "
+                 "what was sent (at most --timeout-ms; again to stop at once)\n",
+                 g_signal == SIGINT ? "interrupted" : "terminated", unit,
+                 static_cast<unsigned long long>(line));
   }
   // Waits for the acknowledgments (at most --timeout-ms); what is left then
   // is reported as not acknowledged.
-  publisher.Close(options.call_timeout);
+  (void)publisher.Close(options.call_timeout);
   std::fflush(stdout);
   if (refused) {
-    std::fprintf(stderr, "ordo: message %llu was not published: %s\n",
-                 static_cast<unsigned long long>(line), refused->message.c_str());
+    std::fprintf(stderr, "ordo: %s %llu was not published: %s\n", unit,
+                 static_cast<unsigned long long>(line),
+                 ordo::cli::ForUsers(refused->message).c_str());
   }
   if (state.failed > 0) {
-    std::fprintf(stderr,
-                 "ordo: %llu message(s) not acknowledged; the first (message %llu): %s\n",
-                 static_cast<unsigned long long>(state.failed),
+    std::fprintf(stderr, "ordo: %llu message(s) not acknowledged; the first (%s %llu): %s\n",
+                 static_cast<unsigned long long>(state.failed), unit,
                  static_cast<unsigned long long>(state.first_failed_line),
-                 state.first_error->message.c_str());
+                 ordo::cli::ForUsers(state.first_error->message).c_str());
+  }
+  if (g_signal != 0) {
+    std::fprintf(stderr, "ordo: %llu message(s) stored (their offsets are printed above)\n",
+                 static_cast<unsigned long long>(state.stored));
+    return 128 + g_signal;
   }
   if (refused) return ExitCodeFor(refused->code);
   if (state.first_error) return ExitCodeFor(state.first_error->code);
+  if (oversized > 0) {
+    if (!stopped_at_oversize) {
+      std::fprintf(stderr, "ordo: %llu oversized message(s) skipped\n",
+                   static_cast<unsigned long long>(oversized));
+    }
+    return ordo::cli::kExitFailed;
+  }
+  if (input_failed) return ordo::cli::kExitFailed;
   return ordo::cli::kExitOk;
 }
 
-int Subscribe(const ordo::ClientOptions& options, const From& from, uint64_t count) {
+struct SubscribeFlags {
+  uint64_t count = 0;          // 0: no limit
+  std::optional<uint64_t> to;  // stop before this offset
+  bool retry_forever = false;  // never give up while brokers are down
+};
+
+int Subscribe(const ordo::ClientOptions& options, const From& from, const SubscribeFlags& flags) {
   ordo::StartAt start = from.earliest ? ordo::StartAt::Earliest()
                         : from.latest ? ordo::StartAt::Latest()
                                       : ordo::StartAt::Offset(from.offset);
+  if (flags.to && !from.earliest && !from.latest && *flags.to <= from.offset) {
+    return ordo::cli::kExitOk;
+  }
   ordo::Subscriber s(options, start);
   bool warned = false;
-  for (uint64_t n = 0; count == 0 || n < count;) {
+  // Brokers down: kTimeout errors, one per round of the broker list. A
+  // streak of them longer than --timeout-ms gives up; a record, or a pause
+  // between them longer than a few rounds (brokers answered meanwhile),
+  // ends the streak.
+  bool failing = false;
+  Clock::time_point failing_since{};
+  Clock::time_point last_failure{};
+  const std::chrono::milliseconds round_max =
+      options.request_timeout * static_cast<int64_t>(2 * options.brokers.size()) +
+      std::chrono::milliseconds(2000);
+  for (uint64_t n = 0; flags.count == 0 || n < flags.count;) {
     auto r = s.Next(std::chrono::milliseconds(1000));
     if (!r.ok()) {
       if (r.error().code == ordo::ErrorCode::kOffsetBelowRetained) {
         return FailBelowRetained(r.error(), from.offset);
       }
       if (r.error().code == ordo::ErrorCode::kTimeout) {
-        // Brokers down: a follower keeps trying, and says so once.
-        if (!warned) std::fprintf(stderr, "ordo: %s\n", r.error().message.c_str());
+        const Clock::time_point now = Clock::now();
+        if (!failing || now - last_failure > round_max) failing_since = now;
+        failing = true;
+        last_failure = now;
+        if (!flags.retry_forever && now - failing_since >= options.call_timeout) {
+          std::fprintf(stderr,
+                       "ordo: %s\nordo: gave up after --timeout-ms (%lld ms) without a broker "
+                       "(--retry-forever keeps trying)\n",
+                       ordo::cli::ForUsers(r.error().message).c_str(),
+                       static_cast<long long>(options.call_timeout.count()));
+          return ordo::cli::kExitUnavailable;
+        }
+        // Say so once, and keep trying.
+        if (!warned) {
+          std::fprintf(stderr, "ordo: %s\n", ordo::cli::ForUsers(r.error().message).c_str());
+        }
         warned = true;
         continue;
       }
       return Fail(r.error());
     }
     if (!r.value()) continue;
+    if (flags.to && r.value()->offset >= *flags.to) break;
+    failing = false;
     PrintRecord(*r.value());
     std::fflush(stdout);
     ++n;
+    if (flags.to && r.value()->offset + 1 >= *flags.to) break;
   }
   return ordo::cli::kExitOk;
 }
 
-int Replay(const ordo::ClientOptions& options, const From& from, uint64_t to, bool compacted) {
-  const bool progress = isatty(STDERR_FILENO) != 0;
+// to: nullopt = the head at the start.
+int Replay(const ordo::ClientOptions& options, const From& from, std::optional<uint64_t> to,
+           bool compacted) {
+  const bool progress = ShowProgress();
   const Clock::time_point start = Clock::now();
   Clock::time_point drawn{};
   uint64_t first = from.offset;
   uint64_t done = 0;
   auto draw = [&](uint64_t end, bool last) {
     const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    const std::string line =
-        ordo::cli::RenderProgress(done, end > first ? end - first : 0, elapsed, TerminalColumns() - 1);
+    const std::string line = ordo::cli::RenderProgress(done, end > first ? end - first : 0, elapsed,
+                                                       TerminalColumns() - 1);
     std::fprintf(stderr, "\r%s%s", line.c_str(), last ? "\n" : "");
   };
   auto each = [&](const ordo::Record& record, uint64_t end) {
@@ -246,29 +476,47 @@ int Replay(const ordo::ClientOptions& options, const From& from, uint64_t to, bo
       draw(end, false);
     }
   };
+  // --to is one past the last offset: --to 0 (or --to A) is an empty range.
+  if (to && *to == 0) return ordo::cli::kExitOk;
+  // The library's 0 means "up to the head".
+  const uint64_t to_arg = to.value_or(0);
   // earliest: replay from 0 and, when the broker says history now starts
   // later, from the earliest offset it names (retention may move meanwhile).
   if (compacted) {
     // The compacted view has no retained range: earliest is offset 0.
     if (from.earliest) first = 0;
-    ordo::Result<uint64_t> end = ordo::ReplayCompacted(options, first, to, each);
+    ordo::Result<uint64_t> end = ordo::ReplayCompacted(options, first, to_arg, each);
     std::fflush(stdout);
     if (!end.ok()) return Fail(end.error());
     if (progress) draw(end.value(), true);
     return ordo::cli::kExitOk;
   }
-  ordo::Result<uint64_t> end = ordo::Replay(options, first, to, each);
+  ordo::Result<uint64_t> end = ordo::Replay(options, first, to_arg, each);
   for (int tries = 0; from.earliest && !end.ok() && done == 0 &&
                       end.error().code == ordo::ErrorCode::kOffsetBelowRetained && tries < 3;
        ++tries) {
     first = end.error().earliest_offset;
-    end = ordo::Replay(options, first, to, each);
+    if (to && *to <= first) {
+      std::fflush(stdout);
+      return ordo::cli::kExitOk;  // the range ends below the earliest retained offset
+    }
+    end = ordo::Replay(options, first, to_arg, each);
   }
   std::fflush(stdout);
   if (!end.ok()) {
     if (progress && done > 0) std::fputc('\n', stderr);
     if (end.error().code == ordo::ErrorCode::kOffsetBelowRetained) {
       return FailBelowRetained(end.error(), first + done);
+    }
+    // The options and the range were checked before: an invalid argument
+    // now is a --to past the head, after replaying up to the head.
+    if (to && end.error().code == ordo::ErrorCode::kInvalidArgument) {
+      std::fprintf(stderr,
+                   "ordo: replay stopped at the head of the stream, offset %llu: --to %llu is "
+                   "past it (replay --follow waits for the offsets up to --to)\n",
+                   static_cast<unsigned long long>(first + done),
+                   static_cast<unsigned long long>(*to));
+      return ordo::cli::kExitOk;
     }
     return Fail(end.error());
   }
@@ -278,13 +526,13 @@ int Replay(const ordo::ClientOptions& options, const From& from, uint64_t to, bo
 
 int Status(const ordo::ClientOptions& options, bool json) {
   int rc = ordo::cli::kExitOk;
-  const auto timeout = std::chrono::milliseconds(1000);
+  const auto timeout = options.request_timeout;
   if (json) {
     for (const std::string& b : options.brokers) {
       auto r = ordo::GetStatus(b, timeout, options.credentials);
       if (!r.ok()) {
         std::printf("{\"endpoint\":%s,\"error\":%s}\n", Json(b).c_str(),
-                    Json(r.error().message).c_str());
+                    Json(ordo::cli::ForUsers(r.error().message)).c_str());
         rc = ExitCodeFor(r.error().code);
         continue;
       }
@@ -317,7 +565,8 @@ int Status(const ordo::ClientOptions& options, bool json) {
     if (!r.ok()) {
       const bool refused = ExitCodeFor(r.error().code) == ordo::cli::kExitRefused;
       std::printf("%-6s %-22s %s\n", "?", b.c_str(), refused ? "refused" : "unreachable");
-      if (refused) std::fprintf(stderr, "ordo: %s\n", r.error().message.c_str());
+      if (refused)
+        std::fprintf(stderr, "ordo: %s\n", ordo::cli::ForUsers(r.error().message).c_str());
       rc = ExitCodeFor(r.error().code);
       continue;
     }
@@ -339,6 +588,72 @@ int Status(const ordo::ClientOptions& options, bool json) {
   return rc;
 }
 
+// One line per broker, then the verdict: healthy (exit 0) when a leader
+// and a majority of the voting members answer.
+int Health(const ordo::ClientOptions& options) {
+  size_t voters_answering = 0;
+  size_t members = 0;
+  bool leader = false;
+  uint32_t leader_id = 0;
+  int failure = ordo::cli::kExitUnavailable;
+  for (const std::string& b : options.brokers) {
+    const Clock::time_point start = Clock::now();
+    auto r = ordo::GetStatus(b, options.request_timeout, options.credentials);
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    if (!r.ok()) {
+      std::printf("%s is unhealthy: %s\n", b.c_str(),
+                  ordo::cli::ForUsers(r.error().message).c_str());
+      if (ExitCodeFor(r.error().code) == ordo::cli::kExitRefused) {
+        failure = ordo::cli::kExitRefused;
+      }
+      continue;
+    }
+    const ordo::BrokerStatus& s = r.value();
+    const std::string role = s.catching_up ? "catching-up" : s.role;
+    std::printf("%s is healthy: node %u, %s, took %.1f ms\n", b.c_str(), s.node_id, role.c_str(),
+                ms);
+    if (s.voter) {
+      members = std::max(members, s.peers.size() + 1);
+      if (!s.catching_up) ++voters_answering;
+    }
+    if (s.role == "leader") {
+      leader = true;
+      leader_id = s.node_id;
+    }
+  }
+  const size_t quorum = members / 2 + 1;
+  if (leader && voters_answering >= quorum) {
+    std::printf(
+        "cluster is healthy: leader node %u; %zu of %zu voting members answered "
+        "(quorum %zu)\n",
+        leader_id, voters_answering, members, quorum);
+    return ordo::cli::kExitOk;
+  }
+  std::printf("cluster is unhealthy: %s; %zu of %zu voting members answered (quorum %zu)\n",
+              leader ? "a leader answered" : "no leader answered", voters_answering, members,
+              members == 0 ? size_t{0} : quorum);
+  return failure;
+}
+
+int Version(const ordo::ClientOptions& options) {
+  std::printf("client: ordo %s\n", kVersion);
+  int rc = ordo::cli::kExitOk;
+  for (const std::string& b : options.brokers) {
+    auto r = ordo::GetStatus(b, options.request_timeout, options.credentials);
+    if (!r.ok()) {
+      std::printf("%s: no answer: %s\n", b.c_str(), ordo::cli::ForUsers(r.error().message).c_str());
+      rc = ExitCodeFor(r.error().code);
+      continue;
+    }
+    const ordo::BrokerStatus& s = r.value();
+    std::printf(
+        "%s: ordo-broker %s (node %u)\n", b.c_str(),
+        s.version.empty() ? "unknown (this broker does not report its version)" : s.version.c_str(),
+        s.node_id);
+  }
+  return rc;
+}
+
 int KeyGen(const std::string& path, bool force) {
   ordo::StatusOr<ordo::CurveKeyPair> pair = ordo::GenerateKeyPair();
   ordo::Status s = pair.status();
@@ -351,29 +666,72 @@ int KeyGen(const std::string& path, bool force) {
   return ordo::cli::kExitOk;
 }
 
+CLI::App* FindCommand(CLI::App& app, const std::string& name) {
+  for (CLI::App* c : app.get_subcommands([](CLI::App*) { return true; })) {
+    if (c->get_name() == name) return c;
+  }
+  return nullptr;
+}
+
+// After a parse error: for an unknown flag of the chosen command, the
+// closest known one.
+void SuggestFlags(CLI::App& app, int argc, char** argv) {
+  CLI::App* command = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") break;
+    if (command == nullptr) {
+      if (arg.empty() || arg[0] != '-') command = FindCommand(app, arg);
+      continue;
+    }
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    const std::string name = arg.substr(0, arg.find('='));
+    if (command->get_option_no_throw(name) != nullptr || name == "-h" || name == "--help") {
+      continue;
+    }
+    std::vector<std::string> known;
+    for (const CLI::Option* o : command->get_options()) {
+      for (const std::string& l : o->get_lnames()) known.push_back("--" + l);
+    }
+    const std::string near = ordo::cli::Closest(name, known);
+    if (!near.empty()) {
+      std::fprintf(stderr, "ordo %s: unknown flag %s; did you mean %s?\n",
+                   command->get_name().c_str(), name.c_str(), near.c_str());
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::ios::sync_with_stdio(false);
   CLI::App app{"ordo: publish to, subscribe to and inspect an Ordo cluster"};
   app.require_subcommand(1);
   app.footer(ordo::cli::kExitStatusHelp);
+  app.set_version_flag("--version", std::string("ordo ") + kVersion,
+                       "Print this client's version and exit (`ordo version` asks the brokers "
+                       "too)");
   std::string brokers;
   std::string credentials_file;
   std::vector<std::string> broker_key_flags;
   uint64_t timeout_ms = 30000;
   uint64_t request_timeout_ms = 1000;
+  // Not CLI11's envname: every command's option writes the same variable,
+  // and the environment of a command not chosen would overwrite the flag
+  // of the one chosen. The environment is read after parsing instead.
+  std::vector<CLI::Option*> broker_options;
+  std::vector<CLI::Option*> credentials_options;
   auto common = [&](CLI::App* c) {
-    c->add_option("-b,--brokers", brokers,
-                  "Client endpoints HOST:PORT,... (brokers= of scripts/cluster up); any one "
-                  "finds the leader")
-        ->envname("ORDO_BROKERS")
-        ->required();
-    c->add_option("--credentials", credentials_file,
-                  "CurveZMQ key file of this client, with the brokers' public keys "
-                  "(credentials= of scripts/cluster up; `eval \"$(scripts/cluster env)\"` sets "
-                  "it). Without: plaintext, for brokers run with security.insecure")
-        ->envname("ORDO_CREDENTIALS");
+    broker_options.push_back(
+        c->add_option("-b,--brokers", brokers,
+                      "Client endpoints HOST:PORT,... (brokers= of scripts/cluster up); any one "
+                      "finds the leader. Default: $ORDO_BROKERS, which `eval "
+                      "\"$(scripts/cluster env)\"` sets. Required, but by `ordo version`"));
+    credentials_options.push_back(c->add_option(
+        "--credentials", credentials_file,
+        "CurveZMQ key file of this client, with the brokers' public keys "
+        "(credentials= of scripts/cluster up). Default: $ORDO_CREDENTIALS, which `eval "
+        "\"$(scripts/cluster env)\"` sets. Without: plaintext, for brokers run with "
+        "security.insecure"));
     c->add_option("--broker-key", broker_key_flags,
                   "HOST:PORT=KEY: a broker's public key, beside (or instead of) those in the "
                   "credentials file; repeat per broker")
@@ -384,15 +742,55 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(uint64_t{1}, uint64_t{3600000}));
     c->footer(ordo::cli::kExitStatusHelp);
   };
+  const char* kFormatHelp =
+      "text (OFFSET<TAB>PAYLOAD lines), json (one object a line: offset, key, payload, "
+      "producer as a string, sequence; key and payload in base64 with key_encoding/"
+      "payload_encoding \"base64\" when they are not UTF-8), raw (the payloads' bytes only, "
+      "nothing between them), or a template as kcat -f: %o offset, %k key, %K key bytes, "
+      "%s payload, %S payload bytes, %p producer, %q sequence, %% a %, and \\n \\t \\r \\0 "
+      "\\\\ \\xHH, e.g. '%o\\t%k\\t%s\\n'";
 
   auto* publish = app.add_subcommand(
       "publish",
       "Publish each MESSAGE, or each line of standard input, and print each message's offset in "
-      "input order. Exactly-once: retries after broker failures never store a message twice.");
+      "input order. Exactly-once: retries after broker failures never store a message twice. "
+      "SIGINT/SIGTERM stops reading, waits for the messages sent (at most --timeout-ms), prints "
+      "their offsets and exits 130/143.");
   common(publish);
   PublishFlags pf;
-  publish->add_option("--key", pf.key, "Key for every message");
+  publish->add_option("--key", pf.key, "Key for every message (without --key-delimiter in it)");
   publish->add_option("MESSAGE", pf.messages, "Messages (default: lines of standard input)");
+  publish->add_option("--file", pf.file,
+                      "Publish the whole of FILE as one message ('-': all of standard input)");
+  publish->add_flag("-0,--null", pf.null_delimited,
+                    "Messages on standard input end with a NUL byte, not a newline (find "
+                    "-print0, xargs -0)");
+  std::string delimiter_flag;
+  std::string key_delimiter_flag;
+  auto* delimiter_option = publish->add_option(
+      "--delimiter", delimiter_flag,
+      "Messages on standard input end with D (bytes; \\n \\t \\r \\0 \\\\ \\xHH "
+      "escapes), not a newline; the last one needs none");
+  publish->add_flag("--length-prefixed", pf.length_prefixed,
+                    "Standard input is frames: a 4-byte unsigned big-endian length N, then N "
+                    "bytes of message (key + delimiter + payload with --key-delimiter)");
+  auto* key_delimiter_option =
+      publish->add_option("--key-delimiter", key_delimiter_flag,
+                          "Each message is KEY D PAYLOAD, split at the first D (as kcat -K); one "
+                          "without D has --key, or none");
+  publish
+      ->add_option("--message-bytes-max", pf.message_bytes_max,
+                   "Largest message (key + payload) to send; keep it at most the brokers' "
+                   "limits.message_bytes_max")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1} << 30));
+  publish
+      ->add_option("--on-oversize", pf.on_oversize,
+                   "A message above --message-bytes-max: stop (send nothing after it) or "
+                   "skip it; either way it is reported with its line number and the exit "
+                   "status is 1")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"stop", "skip"}));
   publish->add_option("--linger-ms", pf.linger_ms, "How long a batch may wait to fill")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{0}, uint64_t{60000}));
@@ -419,37 +817,72 @@ int main(int argc, char** argv) {
       "subscribe", "Print the stream as OFFSET<TAB>PAYLOAD lines, following it live");
   common(subscribe);
   std::string from_text = "latest";
-  uint64_t count = 0;
+  SubscribeFlags sf;
   subscribe->add_option("--from", from_text, "OFFSET, earliest (retained) or latest")
       ->capture_default_str();
-  subscribe->add_option("--count", count, "Stop after N messages (default: follow forever)");
+  subscribe->add_option("--count", sf.count, "Stop after N messages (default: follow forever)");
   std::string format = "text";
-  subscribe->add_option("--format", format, "text (OFFSET<TAB>PAYLOAD) or json (one object a line)")
-      ->check(CLI::IsMember({"text", "json"}));
+  subscribe->add_option("--format", format, kFormatHelp)->capture_default_str();
+  subscribe
+      ->add_option("--timeout-ms", timeout_ms,
+                   "Give up (exit 3) when no broker has answered for this long")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{86400000}));
+  subscribe->add_flag("--retry-forever", sf.retry_forever,
+                      "Never give up while the brokers are down; keep trying");
 
   auto* replay = app.add_subcommand(
       "replay",
-      "Print offsets [A, B) and exit; to a terminal, show a progress bar on standard error");
+      "Print offsets [A, B) and exit; to a terminal, show a progress bar on standard error "
+      "(not when standard output is that terminal too)");
   common(replay);
   std::string replay_from;
-  uint64_t replay_to = 0;
+  uint64_t replay_to_flag = 0;
   replay->add_option("--from", replay_from, "First offset A, or earliest (retained)")->required();
-  replay->add_option("--to", replay_to, "One past the last offset, B (default: the head)");
+  auto* replay_to_option =
+      replay->add_option("--to", replay_to_flag,
+                         "One past the last offset, B: --to A prints nothing (default: the head at "
+                         "the start). Past the head: stops there, says so and exits 0; with "
+                         "--follow, waits for the offsets up to B");
   bool compacted = false;
   replay->add_flag("--compacted", compacted,
-                   "Only the latest message of each key (offsets skip); works below the "
-                   "retained range");
-  replay->add_option("--format", format, "text (OFFSET<TAB>PAYLOAD) or json (one object a line)")
-      ->check(CLI::IsMember({"text", "json"}));
+                   "Only the latest message of each key (offsets skip), as OFFSET<TAB>KEY<TAB>"
+                   "PAYLOAD lines; works below the retained range");
+  bool follow = false;
+  replay->add_flag("--follow", follow,
+                   "Wait for offsets not yet published: up to --to, or forever without it");
+  replay->add_option("--format", format, kFormatHelp)->capture_default_str();
   replay->add_option("--timeout-ms", timeout_ms,
                      "Give up after this long without progress")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{86400000}));
+  replay->add_flag("--retry-forever", sf.retry_forever,
+                   "With --follow: never give up while the brokers are down");
 
-  auto* status = app.add_subcommand("status", "Show every broker's role, ballot and progress");
+  auto* status =
+      app.add_subcommand("status",
+                         "Show every broker's role, ballot and progress (each asked for at most "
+                         "--request-timeout-ms)");
   common(status);
   bool status_json = false;
+  std::string status_format = "text";
   status->add_flag("--json", status_json, "One JSON object per broker, one per line");
+  status->add_option("--format", status_format, "text (a table) or json (as --json)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
+
+  auto* health = app.add_subcommand(
+      "health",
+      "Ask every broker (at most --request-timeout-ms each) and print one line per broker, "
+      "then the verdict: exit 0 when a leader and a majority of the voting members answer, "
+      "else 3 (or 5 when refused), as etcdctl endpoint health");
+  common(health);
+
+  auto* version =
+      app.add_subcommand("version",
+                         "Print this client's version and, with --brokers (or ORDO_BROKERS), each "
+                         "broker's");
+  common(version);
 
   auto* keygen = app.add_subcommand(
       "keygen",
@@ -461,22 +894,62 @@ int main(int argc, char** argv) {
   keygen->add_flag("--force", keygen_force, "Replace FILE if it exists");
   keygen->footer(ordo::cli::kExitStatusHelp);
 
+  // An unknown command: say which one was meant.
+  if (argc > 1 && argv[1][0] != '-' && FindCommand(app, argv[1]) == nullptr) {
+    std::vector<std::string> names;
+    for (const CLI::App* c : app.get_subcommands([](CLI::App*) { return true; })) {
+      names.push_back(c->get_name());
+    }
+    const std::string near = ordo::cli::Closest(argv[1], names);
+    std::string all;
+    for (const std::string& n : names) all += (all.empty() ? "" : ", ") + n;
+    std::fprintf(stderr, "ordo: unknown command '%s'%s (commands: %s; ordo --help)\n", argv[1],
+                 near.empty() ? "" : ("; did you mean '" + near + "'?").c_str(), all.c_str());
+    return ordo::cli::kExitUsage;
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    // --help is a "successful" ParseError; every other one is a usage error.
+    // --help and --version are "successful" ParseErrors; every other one is
+    // a usage error.
     const int rc = app.exit(e);
+    if (rc != 0) SuggestFlags(app, argc, argv);
     return rc == 0 ? ordo::cli::kExitOk : ordo::cli::kExitUsage;
   }
   if (*keygen) return KeyGen(keygen_out, keygen_force);
-  g_json = format == "json";
+  if (delimiter_option->count() > 0) pf.delimiter = delimiter_flag;
+  if (key_delimiter_option->count() > 0) pf.key_delimiter = key_delimiter_flag;
+  std::optional<uint64_t> replay_to;
+  if (replay_to_option->count() > 0) replay_to = replay_to_flag;
+  if (!ParseFormat(format, &g_output)) return ordo::cli::kExitUsage;
+  auto given = [](const std::vector<CLI::Option*>& options) {
+    return std::any_of(options.begin(), options.end(),
+                       [](const CLI::Option* o) { return o->count() > 0; });
+  };
+  if (const char* env = std::getenv("ORDO_BROKERS"); env != nullptr && !given(broker_options)) {
+    brokers = env;
+  }
+  if (const char* env = std::getenv("ORDO_CREDENTIALS");
+      env != nullptr && !given(credentials_options)) {
+    credentials_file = env;
+  }
   ordo::ClientOptions options;
   options.brokers = ordo::ParseBrokerList(brokers);
   options.request_timeout = std::chrono::milliseconds(request_timeout_ms);
   options.call_timeout = std::chrono::milliseconds(timeout_ms);
-  if (options.brokers.empty()) {
-    std::fprintf(stderr, "ordo: --brokers needs HOST:PORT,... (see scripts/cluster up)\n");
+  if (options.brokers.empty() && !*version) {
+    std::fprintf(stderr,
+                 "ordo: --brokers (-b) is required: HOST:PORT,... (brokers= of scripts/cluster "
+                 "up), or ORDO_BROKERS, which `eval \"$(scripts/cluster env)\"` sets\n");
     return ordo::cli::kExitUsage;
+  }
+  // A typo, or a host without a port, fails now rather than after --timeout-ms.
+  for (const std::string& b : options.brokers) {
+    if (std::optional<std::string> bad = ordo::cli::CheckEndpoint(b)) {
+      std::fprintf(stderr, "ordo: --brokers: %s\n", bad->c_str());
+      return ordo::cli::kExitUsage;
+    }
   }
   if (!credentials_file.empty()) {
     ordo::Result<ordo::ClientCredentials> c = ordo::LoadCredentials(credentials_file);
@@ -504,19 +977,30 @@ int main(int argc, char** argv) {
   if (*subscribe) {
     const std::optional<From> from = ParseFrom(from_text, true);
     if (!from) return ordo::cli::kExitUsage;
-    return Subscribe(options, *from, count);
+    return Subscribe(options, *from, sf);
   }
   if (*replay) {
     const std::optional<From> from = ParseFrom(replay_from, false);
     if (!from) return ordo::cli::kExitUsage;
-    if (replay_to != 0 && !from->earliest && replay_to < from->offset) {
-      std::fprintf(stderr, "ordo: --to (%llu) is below --from (%llu); --to is one past the last "
-                           "offset to print\n",
-                   static_cast<unsigned long long>(replay_to),
+    if (replay_to && !from->earliest && *replay_to < from->offset) {
+      std::fprintf(stderr,
+                   "ordo: --to (%llu) is below --from (%llu); --to is one past the last "
+                   "offset to print\n",
+                   static_cast<unsigned long long>(*replay_to),
                    static_cast<unsigned long long>(from->offset));
       return ordo::cli::kExitUsage;
     }
+    if (follow) {
+      if (compacted) {
+        std::fprintf(stderr, "ordo: --follow does not go with --compacted\n");
+        return ordo::cli::kExitUsage;
+      }
+      sf.to = replay_to;
+      return Subscribe(options, *from, sf);
+    }
     return Replay(options, *from, replay_to, compacted);
   }
-  return Status(options, status_json);
+  if (*health) return Health(options);
+  if (*version) return Version(options);
+  return Status(options, status_json || status_format == "json");
 }

@@ -1,19 +1,21 @@
 // The client issue's end-to-end tests through the library, against real
 // brokers: one order for everyone, and subscribers that survive broker kills.
 #include <gtest/gtest.h>
-
-#include <atomic>
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <map>
-#include <set>
-#include <thread>
-
 #include <sys/wait.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
 #include <mutex>
 #include <random>
+#include <set>
+#include <string>
+#include <thread>
 
 #include "tests/integration/cluster.h"
 
@@ -199,6 +201,122 @@ TEST(Client, OrdoPublishFromStdinSurvivesTheKillOfTheLeaderWithNoLossAndNoDuplic
   ASSERT_EQ(offsets.size(), static_cast<size_t>(kLines)) << "one offset per input line";
   for (size_t i = 1; i < offsets.size(); ++i) ASSERT_LT(offsets[i - 1], offsets[i]);
   ExpectEachOnceInOrder(c, "p", kLines);
+}
+
+// `ordo ARGS` with the cluster's credentials in the environment (as
+// `eval "$(scripts/cluster env)"` sets them); stdout and stderr apart.
+struct Ran {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+Ran OrdoCli(const Cluster& c, const std::string& args, const std::string& input = "") {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("ordo-cli-it-" + std::to_string(std::random_device{}()));
+  std::filesystem::create_directories(dir);
+  { std::ofstream(dir / "in", std::ios::binary) << input; }
+  std::string brokers;
+  for (const std::string& b : c.Brokers()) brokers += (brokers.empty() ? "" : ",") + b;
+  const std::string command =
+      "ORDO_BROKERS=" + brokers + " ORDO_CREDENTIALS=" + c.CredentialsFile() + " " +
+      std::string(ORDO_CLI_BIN) + " " + args + " <" + (dir / "in").string() + " >" +
+      (dir / "out").string() + " 2>" + (dir / "err").string();
+  const int raw = std::system(command.c_str());
+  auto read = [](const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  Ran ran;
+  ran.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  ran.out = read(dir / "out");
+  ran.err = read(dir / "err");
+  std::filesystem::remove_all(dir);
+  return ran;
+}
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// Issue 19 through build/ordo against real brokers: health, versions,
+// bytes in and out, --to past the head, a bad endpoint.
+TEST(Client, OrdoHealthVersionBytesAndRangesAgainstRealBrokers) {
+  Cluster c(3);
+  ASSERT_NE(c.WaitForLeader(), 0);
+  // health waits for nothing: a leader is there, every broker answers.
+  Ran health = OrdoCli(c, "health");
+  for (int tries = 0; health.status != 0 && tries < 50; ++tries) {
+    std::this_thread::sleep_for(100ms);  // every broker may not know the leader yet
+    health = OrdoCli(c, "health");
+  }
+  EXPECT_EQ(health.status, 0) << health.out << health.err;
+  EXPECT_EQ(Count(health.out, " is healthy: node "), 3u) << health.out;
+  EXPECT_NE(health.out.find("cluster is healthy: leader node "), std::string::npos) << health.out;
+  EXPECT_NE(health.out.find("3 of 3 voting members answered (quorum 2)"), std::string::npos)
+      << health.out;
+
+  const Ran version = OrdoCli(c, "version");
+  EXPECT_EQ(version.status, 0) << version.err;
+  EXPECT_NE(version.out.find(std::string("client: ordo ") + ORDO_VERSION), std::string::npos);
+  EXPECT_EQ(Count(version.out, std::string(": ordo-broker ") + ORDO_VERSION + " (node "), 3u)
+      << version.out;
+
+  // One binary message from a file, and back byte for byte.
+  const std::string bytes("\x00\xff\n\x01 binary\r\n", 13);
+  const auto file = std::filesystem::temp_directory_path() /
+                    ("ordo-it-bytes-" + std::to_string(std::random_device{}()));
+  { std::ofstream(file, std::ios::binary) << bytes; }
+  const Ran published = OrdoCli(c, "publish --file " + file.string());
+  std::filesystem::remove(file);
+  ASSERT_EQ(published.status, 0) << published.err;
+  ASSERT_EQ(published.out, "0\n");
+  const Ran raw = OrdoCli(c, "replay --from 0 --to 1 --format raw");
+  EXPECT_EQ(raw.status, 0) << raw.err;
+  EXPECT_EQ(raw.out, bytes);
+  const Ran json = OrdoCli(c, "replay --from 0 --to 1 --format json");
+  EXPECT_NE(json.out.find("\"payload\":\"AP8KASBiaW5hcnkNCg==\",\"payload_encoding\":\"base64\""),
+            std::string::npos)
+      << json.out;
+  EXPECT_NE(json.out.find("\"producer\":\""), std::string::npos) << json.out;
+
+  // Keys from the input, NUL-delimited; the compacted view shows them.
+  using namespace std::string_literals;
+  const Ran keyed = OrdoCli(c, "publish -0 --key-delimiter :", "a:1\0b:2\0a:3\0"s);
+  ASSERT_EQ(keyed.status, 0) << keyed.err;
+  EXPECT_EQ(keyed.out, "1\n2\n3\n");
+  ASSERT_TRUE(c.WaitForHead(4));
+  const Ran compacted = OrdoCli(c, "replay --from 0 --compacted --format '%o %k %s\\n'");
+  EXPECT_EQ(compacted.status, 0) << compacted.err;
+  EXPECT_EQ(compacted.out, "2 b 2\n3 a 3\n");
+  EXPECT_EQ(OrdoCli(c, "replay --from 0 --compacted").out, "2\t2\n3\t3\n");
+  const Ran templ = OrdoCli(c, "replay --from 1 --to 3 --format '%k=%s;'");
+  EXPECT_EQ(templ.out, "a=1;b=2;");
+
+  // --to: one past the last offset; past the head, stop there and say so.
+  EXPECT_EQ(OrdoCli(c, "replay --from 0 --to 0").out, "");
+  const Ran past = OrdoCli(c, "replay --from 2 --to 100");
+  EXPECT_EQ(past.status, 0) << past.err;
+  EXPECT_EQ(past.out, "2\t2\n3\t3\n");
+  EXPECT_NE(past.err.find("stopped at the head of the stream, offset 4: --to 100 is past it"),
+            std::string::npos)
+      << past.err;
+
+  // A typo in a host fails at once, before any connection.
+  const Ran typo = OrdoCli(c, "publish --brokers no-such-broker.invalid:7201 x");
+  EXPECT_EQ(typo.status, 2) << typo.err;  // (a wait for a broker would end in 3)
+  EXPECT_NE(typo.err.find("cannot resolve"), std::string::npos) << typo.err;
+
+  // Two brokers of three down: no quorum, unhealthy.
+  const int leader = c.WaitForLeader();
+  for (int n = 1; n <= 3; ++n) {
+    if (n != leader % 3 + 1) c.Kill(n);
+  }
+  const Ran down = OrdoCli(c, "health --request-timeout-ms 300");
+  EXPECT_EQ(down.status, 3) << down.out << down.err;
+  EXPECT_EQ(Count(down.out, " is unhealthy: no StatusReply from "), 2u) << down.out;
+  EXPECT_NE(down.out.find("cluster is unhealthy"), std::string::npos) << down.out;
 }
 
 }  // namespace

@@ -334,6 +334,7 @@ struct BrokerStatus {
   uint64_t votes_while_catching_up = 0;  // counted by the broker; always 0
   uint64_t first_retained = 0;    // first instance still in its log
   uint64_t snapshots_installed = 0;
+  std::string version;  // the broker's release; "" from a broker too old to say
 };
 
 // Asks one broker (its client endpoint, HOST:PORT) for its status.
