@@ -122,6 +122,12 @@ uint32_t LoadLe32(const uint8_t* p) {
          static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
 }
 
+uint16_t LoadLe16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+
+uint64_t LoadLe64(const uint8_t* p) {
+  return static_cast<uint64_t>(LoadLe32(p)) | static_cast<uint64_t>(LoadLe32(p + 4)) << 32;
+}
+
 // --- Error messages ---
 
 DecodeStatus Fail(DecodeCode code, std::string message) {
@@ -1158,9 +1164,40 @@ DecodeStatus DecodePublish(const wire::Publish& publish, size_t frame_bytes,
 
 }  // namespace
 
+bool PeekClientRequestId(std::span<const uint8_t> frame, uint64_t* request_id) {
+  // What the verifier checks on the way to this one field, and no more (so
+  // every frame that verifies reads the same id here), with byte-wise
+  // little-endian loads: the frame may have any alignment and is not copied.
+  const size_t size = frame.size();
+  const uint8_t* p = frame.data();
+  if (size < kBufferHeaderBytes || !fb::BufferHasIdentifier(p, wire::ClientEnvelopeIdentifier())) {
+    return false;
+  }
+  const uint64_t table = LoadLe32(p);  // the root table
+  if (table == 0 || table > size || size - table < sizeof(fb::soffset_t)) return false;
+  const int64_t vtable = static_cast<int64_t>(table) - static_cast<int32_t>(LoadLe32(p + table));
+  if (vtable < 0 || static_cast<uint64_t>(vtable) + sizeof(fb::voffset_t) > size) return false;
+  const uint16_t vtable_bytes = LoadLe16(p + vtable);
+  if (static_cast<uint64_t>(vtable) + vtable_bytes > size) return false;
+  constexpr fb::voffset_t kField = wire::ClientEnvelope::VT_REQUEST_ID;
+  const uint16_t field =
+      kField + sizeof(fb::voffset_t) <= vtable_bytes ? LoadLe16(p + vtable + kField) : 0;
+  if (field == 0) {  // absent: the default
+    *request_id = 0;
+    return true;
+  }
+  if (table + field + sizeof(uint64_t) > size) return false;
+  *request_id = LoadLe64(p + table + field);
+  return true;
+}
+
 DecodeStatus DecodeClientRequest(std::span<const uint8_t> frame, const ClientLimits& limits,
                                  ClientRequest* out) {
+  // The id the refusal answers, read before any other check (a frame too
+  // large to decode, or of a version this build does not read, still names
+  // its request: request_id is field 1 of the envelope in every version).
   out->request_id = 0;
+  if (uint64_t id = 0; PeekClientRequestId(frame, &id)) out->request_id = id;
   // Step 1, before anything else is read.
   if (frame.size() > limits.frame_bytes_max || frame.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
     return Fail(DecodeCode::kTooLarge, "frame of " + std::to_string(frame.size()) +

@@ -457,6 +457,72 @@ TEST(Broker, ARequestWithoutItsBodyIsRefused) {
   EXPECT_EQ(env->body_as_PublishReply()->results()->Get(0)->error(), wire::ErrorCode::None);
 }
 
+// A frame the broker cannot decode is answered under its request_id
+// whenever the envelope's first bytes name one (a client waits for that
+// id and would otherwise resend it forever); only a frame that is no
+// envelope at all is answered under request 0.
+TEST(Broker, RefusedFramesAreAnsweredUnderTheirRequestId) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  zmq::context_t ctx;
+  zmq::socket_t s = DealerTo(ctx, c, leader);
+  const auto expect_error = [&](uint64_t request_id, wire::ErrorCode code, const char* what) {
+    const std::vector<uint8_t> r = NextFrame(s);
+    ASSERT_FALSE(r.empty()) << "no reply to " << what;
+    const auto* env = wire::GetClientEnvelope(r.data());
+    ASSERT_EQ(env->body_type(), wire::Body::Error) << what;
+    EXPECT_EQ(env->request_id(), request_id) << what;
+    EXPECT_EQ(env->body_as_Error()->code(), code)
+        << what << ": " << env->body_as_Error()->message()->str();
+  };
+  // Over limits.frame_bytes_max (16 MiB): TooLarge, under its id.
+  {
+    flatbuffers::FlatBufferBuilder b(18 << 20);
+    const std::vector<uint8_t> payload(17 << 20, 'x');
+    std::vector<flatbuffers::Offset<wire::ClientMessage>> msgs{
+        wire::CreateClientMessage(b, 0xB16, 1, 0, b.CreateVector(payload))};
+    const auto body = wire::CreatePublish(b, b.CreateVector(msgs)).Union();
+    wire::FinishClientEnvelopeBuffer(
+        b, wire::CreateClientEnvelope(b, 1, 51, wire::Body::Publish, body));
+    s.send(zmq::buffer(b.GetBufferPointer(), b.GetSize()), zmq::send_flags::none);
+    expect_error(51, wire::ErrorCode::TooLarge, "a frame over the limit");
+  }
+  // A version this broker does not read.
+  {
+    flatbuffers::FlatBufferBuilder b;
+    wire::FinishClientEnvelopeBuffer(
+        b, wire::CreateClientEnvelope(b, 2, 52, wire::Body::StatusRequest, 0));
+    s.send(zmq::buffer(b.GetBufferPointer(), b.GetSize()), zmq::send_flags::none);
+    expect_error(52, wire::ErrorCode::BadRequest, "an unknown version");
+  }
+  // Failing the verifier: a publish cut short.
+  const std::string publish = RawPublish(53, 0xB16, {1});
+  s.send(zmq::buffer(publish.substr(0, publish.size() - 8)), zmq::send_flags::none);
+  expect_error(53, wire::ErrorCode::BadRequest, "a truncated frame");
+  // Two frames: the first one's id.
+  const std::string status = [] {
+    flatbuffers::FlatBufferBuilder b;
+    wire::FinishClientEnvelopeBuffer(
+        b, wire::CreateClientEnvelope(b, 1, 54, wire::Body::StatusRequest, 0));
+    return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+  }();
+  s.send(zmq::buffer(status), zmq::send_flags::sndmore);
+  s.send(zmq::str_buffer("more"), zmq::send_flags::none);
+  expect_error(54, wire::ErrorCode::BadRequest, "two frames");
+  // No envelope at all: request 0.
+  s.send(zmq::str_buffer("not an envelope"), zmq::send_flags::none);
+  expect_error(0, wire::ErrorCode::BadRequest, "garbage");
+  // None of them stored anything.
+  s.send(zmq::buffer(RawPublish(55, 0xB16, {1})), zmq::send_flags::none);
+  const std::vector<uint8_t> r = NextFrame(s);
+  ASSERT_FALSE(r.empty());
+  const auto* env = wire::GetClientEnvelope(r.data());
+  ASSERT_EQ(env->body_type(), wire::Body::PublishReply);
+  EXPECT_EQ(env->request_id(), 55u);
+  EXPECT_EQ(env->body_as_PublishReply()->results()->Get(0)->offset(), 0u);
+}
+
 // Reads a broker's whole log file.
 std::string ReadLog(const std::string& path) {
   std::ifstream f(path);
