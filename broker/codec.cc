@@ -2,6 +2,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -1111,6 +1112,37 @@ bool RequestKind(wire::Body body, ClientRequest::Kind* kind) {
   }
 }
 
+// Step 6 for a Publish: no (producer, sequence) twice. The broker answers a
+// sequence with the offset it was stored at, so a second message with the
+// same one would be acknowledged at the first one's offset and dropped.
+DecodeStatus CheckDistinctSequences(const fb::Vector<fb::Offset<wire::ClientMessage>>& messages) {
+  using Key = std::pair<uint64_t, uint64_t>;
+  const auto key_of = [&](fb::uoffset_t i) {
+    const wire::ClientMessage* m = messages.Get(i);
+    return Key{m->producer(), m->sequence()};
+  };
+  // Usually ascending (one producer's contiguous sequences): one pass.
+  bool ascending = true;
+  for (fb::uoffset_t i = 1; i < messages.size() && ascending; ++i) {
+    ascending = key_of(i - 1) < key_of(i);
+  }
+  if (ascending) return DecodeStatus();
+  std::vector<std::pair<Key, fb::uoffset_t>> keys;
+  keys.reserve(messages.size());
+  for (fb::uoffset_t i = 0; i < messages.size(); ++i) keys.emplace_back(key_of(i), i);
+  std::sort(keys.begin(), keys.end());
+  for (size_t i = 1; i < keys.size(); ++i) {
+    if (keys[i].first != keys[i - 1].first) continue;
+    return Fail(DecodeCode::kInvalid, "messages[" + std::to_string(keys[i - 1].second) +
+                                          "] and messages[" + std::to_string(keys[i].second) +
+                                          "] both carry producer " +
+                                          std::to_string(keys[i].first.first) + " sequence " +
+                                          std::to_string(keys[i].first.second) +
+                                          ": a request carries each sequence of a producer once");
+  }
+  return DecodeStatus();
+}
+
 // Step 6 for a Publish, then step 7: its messages as the core takes them,
 // every key and payload copied into one buffer (one allocation per request,
 // none per message).
@@ -1151,6 +1183,7 @@ DecodeStatus DecodePublish(const wire::Publish& publish, size_t frame_bytes,
                   "producer and sequence must be non-zero (sequences start at 1)");
     }
   }
+  if (DecodeStatus s = CheckDistinctSequences(*messages); !s.ok()) return s;
   paxos::BytesArena arena(content_bytes);
   out->clear();
   out->reserve(messages->size());

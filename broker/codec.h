@@ -340,8 +340,8 @@ struct ClientRequest {
   uint32_t max_messages = 0;   // kFetch
   bool compacted = false;      // kFetch: the compacted view
   // kPublish: at least one message, each with a non-zero producer and
-  // sequence, a key of at most kKeyBytesMax bytes and key + payload within
-  // message_bytes_max. The keys and payloads share one buffer.
+  // sequence (no pair twice), a key of at most kKeyBytesMax bytes and key +
+  // payload within message_bytes_max. The keys and payloads share one buffer.
   std::vector<paxos::ClientMessage> messages;
 };
 
@@ -351,8 +351,9 @@ struct ClientRequest {
 // unknown body or none), present unless it is a StatusRequest (kMalformed);
 // a Publish has messages (kInvalid), whose keys and payloads add up to no
 // more than the frame (kInvalid), each within the limits above (kTooLarge)
-// and with a non-zero producer and sequence (kInvalid). Returns ok and
-// fills *out; or returns the first failure and leaves *out untouched but for out->request_id, which
+// and with a non-zero producer and sequence (kInvalid), no (producer,
+// sequence) twice (kInvalid). Returns ok and fills *out; or returns the
+// first failure and leaves *out untouched but for out->request_id, which
 // the refusal answers: PeekClientRequestId's, read before every check (so
 // a frame over the limit, of an unknown version or failing the verifier
 // still names its request), else 0. Whoever answers maps kTooLarge to the

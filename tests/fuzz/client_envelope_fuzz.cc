@@ -6,9 +6,13 @@
 // not depend on alignment; a frame one byte over the limit is refused
 // before it is read, under the request id decoding it gives; a decoded
 // Publish keeps every limit (messages, key and message sizes, non-zero
-// producer and sequence) and holds no more bytes than its frame; a decoded
-// request, encoded again as a client would, decodes to the same request.
+// producer and sequence, each (producer, sequence) once) and holds no more
+// bytes than its frame; a decoded request, encoded again as a client would,
+// decodes to the same request.
 #include <flatbuffers/flatbuffers.h>
+
+#include <set>
+#include <utility>
 
 #include "broker/codec.h"
 #include "schemas/client_generated.h"
@@ -88,6 +92,10 @@ void CheckRequest(const ClientRequest& request, size_t frame_bytes) {
       content_bytes += m.key.size() + m.payload.size();
     }
     ORDO_FUZZ_CHECK(content_bytes <= frame_bytes);
+    std::set<std::pair<uint64_t, uint64_t>> sequences;  // each once per request
+    for (const paxos::ClientMessage& m : request.messages) {
+      ORDO_FUZZ_CHECK(sequences.emplace(m.producer.value(), m.sequence).second);
+    }
   } else {
     ORDO_FUZZ_CHECK(request.messages.empty());
   }

@@ -523,6 +523,37 @@ TEST(Broker, RefusedFramesAreAnsweredUnderTheirRequestId) {
   EXPECT_EQ(env->body_as_PublishReply()->results()->Get(0)->offset(), 0u);
 }
 
+// Two different messages with one (producer, sequence) in one request would
+// both be acknowledged at one offset and the second dropped: the request is
+// refused as a whole (BadRequest) and stores nothing.
+TEST(Broker, APublishCarryingASequenceTwiceIsRefusedAndStoresNothing) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  zmq::context_t ctx;
+  zmq::socket_t s = DealerTo(ctx, c, leader);
+  s.send(zmq::buffer(RawPublish(61, 0xD0B, {1, 2, 1})), zmq::send_flags::none);
+  std::vector<uint8_t> r = NextFrame(s);
+  ASSERT_FALSE(r.empty()) << "no reply";
+  const auto* env = wire::GetClientEnvelope(r.data());
+  ASSERT_EQ(env->body_type(), wire::Body::Error);
+  EXPECT_EQ(env->request_id(), 61u);
+  EXPECT_EQ(env->body_as_Error()->code(), wire::ErrorCode::BadRequest);
+  EXPECT_NE(env->body_as_Error()->message()->str().find("messages[0] and messages[2]"),
+            std::string::npos)
+      << env->body_as_Error()->message()->str();
+  s.send(zmq::buffer(RawPublish(62, 0xD0B, {1, 2})), zmq::send_flags::none);
+  r = NextFrame(s);
+  ASSERT_FALSE(r.empty()) << "no reply";
+  env = wire::GetClientEnvelope(r.data());
+  ASSERT_EQ(env->body_type(), wire::Body::PublishReply);
+  const auto* results = env->body_as_PublishReply()->results();
+  ASSERT_EQ(results->size(), 2u);
+  EXPECT_EQ(results->Get(0)->error(), wire::ErrorCode::None);
+  EXPECT_EQ(results->Get(0)->offset(), 0u) << "the refused publish stored something";
+  EXPECT_EQ(results->Get(1)->offset(), 1u);
+}
+
 // Reads a broker's whole log file.
 std::string ReadLog(const std::string& path) {
   std::ifstream f(path);

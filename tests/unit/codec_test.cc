@@ -1285,6 +1285,28 @@ TEST(ClientDecodeTest, ReadsTheRequestIdOfFramesItCannotDecode) {
   EXPECT_FALSE(PeekClientRequestId(AsBytes(std::string("\xff\xff\xff\x7fORDC", 8)), &id));
 }
 
+// Two messages with one (producer, sequence) in a request: the second would
+// be acknowledged at the first one's offset and never stored.
+TEST(ClientDecodeTest, RefusesAPublishCarryingASequenceTwice) {
+  ClientRequest r;
+  DecodeStatus s = DecodeClient(PublishFrame(8, {{5, 1, "", "a"}, {5, 1, "", "b"}}), &r);
+  EXPECT_EQ(s.code(), DecodeCode::kInvalid);
+  EXPECT_NE(s.message().find("messages[0] and messages[1]"), std::string::npos) << s.message();
+  EXPECT_EQ(r.request_id, 8u);
+  EXPECT_TRUE(r.messages.empty());
+  // Far apart, among other producers.
+  s = DecodeClient(
+      PublishFrame(8, {{5, 1, "", "a"}, {6, 1, "", "b"}, {5, 2, "", "c"}, {5, 1, "", "a"}}), &r);
+  EXPECT_EQ(s.code(), DecodeCode::kInvalid);
+  EXPECT_NE(s.message().find("messages[0] and messages[3]"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("producer 5 sequence 1"), std::string::npos) << s.message();
+  // One sequence of two producers, and sequences out of order, are fine
+  // (the applied state answers the latter OutOfSequence per message).
+  EXPECT_TRUE(DecodeClient(PublishFrame(8, {{5, 1, "", "a"}, {6, 1, "", "b"}}), &r).ok());
+  EXPECT_TRUE(DecodeClient(PublishFrame(8, {{5, 3, "", "a"}, {5, 2, "", "b"}}), &r).ok());
+  EXPECT_EQ(r.messages.size(), 2u);
+}
+
 TEST(ClientDecodeTest, RefusesPublishesBreakingTheLimits) {
   ClientRequest r;
   EXPECT_EQ(DecodeClient(PublishFrame(1, {}), &r).code(), DecodeCode::kInvalid);
