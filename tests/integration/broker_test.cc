@@ -554,6 +554,92 @@ TEST(Broker, APublishCarryingASequenceTwiceIsRefusedAndStoresNothing) {
   EXPECT_EQ(results->Get(1)->offset(), 1u);
 }
 
+// What docs/protocol.md says of reads at and past the head: a Fetch past
+// the head is an empty Deliver, not an error; from_latest wins over
+// from_earliest and from_offset; a Subscribe past the head waits for the
+// stream to get there; a Credit has no reply; a new Subscribe replaces the
+// old one, whose frames carry the old id.
+TEST(Broker, ReadsAtAndPastTheHeadBehaveAsTheProtocolSays) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  Publisher p(c.Options());
+  for (const char* m : {"a", "b", "c"}) ASSERT_TRUE(p.Publish(m).ok());
+  ASSERT_TRUE(c.WaitForHead(3));
+  zmq::context_t ctx;
+  const int follower = leader % 3 + 1;
+  zmq::socket_t s = DealerTo(ctx, c, follower);
+  const auto send = [&](uint64_t request_id, wire::Body type, auto make_body) {
+    flatbuffers::FlatBufferBuilder b;
+    const auto body = make_body(b);
+    wire::FinishClientEnvelopeBuffer(b, wire::CreateClientEnvelope(b, 1, request_id, type, body));
+    s.send(zmq::buffer(b.GetBufferPointer(), b.GetSize()), zmq::send_flags::none);
+  };
+  struct Got {
+    uint64_t request_id = 0;
+    wire::Body type = wire::Body::NONE;
+    uint64_t head = 0;
+    std::vector<uint64_t> offsets;
+  };
+  const auto next = [&]() {
+    Got g;
+    const std::vector<uint8_t> r = NextFrame(s);
+    if (r.empty()) return g;
+    const auto* env = wire::GetClientEnvelope(r.data());
+    g.request_id = env->request_id();
+    g.type = env->body_type();
+    if (const auto* d = env->body_as_Deliver()) {
+      g.head = d->head_offset();
+      if (d->messages()) {
+        for (const auto* m : *d->messages()) g.offsets.push_back(m->offset());
+      }
+    }
+    return g;
+  };
+  // Fetch past the head, and with max_messages 0: empty, with the head.
+  send(70, wire::Body::Fetch, [](auto& b) { return wire::CreateFetch(b, 10, 5).Union(); });
+  Got g = next();
+  EXPECT_EQ(g.request_id, 70u);
+  ASSERT_EQ(g.type, wire::Body::Deliver);
+  EXPECT_TRUE(g.offsets.empty());
+  EXPECT_EQ(g.head, 3u);
+  send(71, wire::Body::Fetch, [](auto& b) { return wire::CreateFetch(b, 1, 0).Union(); });
+  g = next();
+  EXPECT_EQ(g.request_id, 71u);
+  ASSERT_EQ(g.type, wire::Body::Deliver);
+  EXPECT_TRUE(g.offsets.empty());
+  EXPECT_EQ(g.head, 3u);
+  // Every start flag: from_latest wins (an empty Deliver at the head, then
+  // the next message).
+  send(72, wire::Body::Subscribe,
+       [](auto& b) { return wire::CreateSubscribe(b, 1, true, 10, true).Union(); });
+  g = next();
+  EXPECT_EQ(g.request_id, 72u);
+  ASSERT_EQ(g.type, wire::Body::Deliver);
+  EXPECT_TRUE(g.offsets.empty());
+  EXPECT_EQ(g.head, 3u);
+  ASSERT_TRUE(p.Publish("d").ok());  // offset 3
+  g = next();
+  EXPECT_EQ(g.request_id, 72u);
+  ASSERT_EQ(g.offsets, std::vector<uint64_t>{3});
+  // Past the head: it waits for offset 6 and starts there. A Credit (with
+  // any id) is never answered.
+  send(73, wire::Body::Subscribe,
+       [](auto& b) { return wire::CreateSubscribe(b, 6, false, 10).Union(); });
+  send(999, wire::Body::Credit, [](auto& b) { return wire::CreateCredit(b, 5).Union(); });
+  for (const char* m : {"e", "f", "g", "h"}) ASSERT_TRUE(p.Publish(m).ok());  // 4 to 7
+  std::vector<uint64_t> delivered;
+  while (delivered.size() < 2) {
+    g = next();
+    ASSERT_EQ(g.type, wire::Body::Deliver) << "request " << g.request_id;
+    ASSERT_NE(g.request_id, 999u) << "a Credit was answered";
+    if (g.request_id == 72u) continue;  // queued for the replaced subscription
+    ASSERT_EQ(g.request_id, 73u);
+    delivered.insert(delivered.end(), g.offsets.begin(), g.offsets.end());
+  }
+  EXPECT_EQ(delivered, (std::vector<uint64_t>{6, 7}));
+}
+
 // Reads a broker's whole log file.
 std::string ReadLog(const std::string& path) {
   std::ifstream f(path);
