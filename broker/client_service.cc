@@ -114,7 +114,8 @@ Status ClientService::Open() {
     }
     socket_.bind(address);
   } catch (const zmq::error_t& e) {
-    return Status::Error("client endpoint " + config_.ClientEndpoint() + ": " + e.what());
+    return Status::Error("client endpoint " + config_.ClientEndpoint() + ": " +
+                         BindErrorText(config_.ClientEndpoint(), e.num()));
   }
   return Status::Ok();
 }

@@ -5,6 +5,7 @@
 #include <lmdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tests/testing/corrupt_lmdb.h"
@@ -22,6 +23,7 @@
 #include "schemas/client_generated.h"
 #include "tests/integration/cluster.h"
 #include "tests/testing/peer_socket.h"
+#include "tests/testing/ports.h"
 
 namespace ordo {
 namespace {
@@ -688,6 +690,56 @@ TEST(Broker, AnEndpointInUseStopsStartupNamingTheEndpointAndWhy) {
     EXPECT_NE(log.find(k.what + " " + k.endpoint), std::string::npos) << log;
     EXPECT_NE(log.find("Address already in use"), std::string::npos) << log;
   }
+}
+
+// Runs `command` through the shell: its exit status (-1 if it did not
+// exit), and what it wrote to stdout and stderr in *out.
+int RunCommand(const std::string& command, std::string* out) {
+  out->clear();
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out->append(buf, n);
+  const int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// ordo-broker itself: usage errors exit 2 (not CLI11's 104 to 109), a
+// config that is a directory or names a host this broker cannot bind (a
+// host name: ZeroMQ binds only to addresses and interfaces) exits 1, each
+// with a message that says what is wrong.
+TEST(Broker, UsageAndStartupErrorsSayWhatIsWrongWithTheDocumentedStatus) {
+  const std::string bin = ORDO_BROKER_BIN;
+  std::string out;
+  EXPECT_EQ(RunCommand(bin + " --config x.toml --bogus", &out), 2) << out;
+  EXPECT_NE(out.find("--bogus"), std::string::npos) << out;
+  EXPECT_NE(out.find("--help"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(bin, &out), 2) << out;
+  EXPECT_NE(out.find("--config"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(bin + " --config x.toml --node-id abc", &out), 2) << out;
+  EXPECT_EQ(RunCommand(bin + " --config", &out), 2) << out;
+  EXPECT_EQ(RunCommand(bin + " --help", &out), 0) << out;
+  EXPECT_NE(out.find("Exit status"), std::string::npos) << out;
+
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("ordo-broker-usage-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  EXPECT_EQ(RunCommand(bin + " --config " + dir.string(), &out), 1) << out;
+  EXPECT_NE(out.find("is a directory"), std::string::npos) << out;
+  EXPECT_EQ(out.find("members"), std::string::npos) << out;
+
+  const std::string peer = "no-such-host.invalid:" + std::to_string(testing::ReservePort());
+  const std::string config = (dir / "ordo.toml").string();
+  std::ofstream(config) << "node_id = 1\ndata_dir = \"" << (dir / "data").string()
+                        << "\"\nmetrics = \"\"\n[security]\ninsecure = true\n"
+                        << "[[members]]\nid = 1\npeer = \"" << peer << "\"\nclient = \""
+                        << testing::ReserveEndpoint() << "\"\n";
+  EXPECT_EQ(RunCommand(bin + " --config " + config, &out), 1) << out;
+  EXPECT_NE(out.find("peer endpoint " + peer + ": cannot bind: host 'no-such-host.invalid'"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("No such device"), std::string::npos) << out;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Broker, AVoterWhoseDiskWasWipedCatchesUpBeforeVotingAndNothingAcknowledgedIsLost) {
