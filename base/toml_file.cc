@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -33,6 +34,12 @@ Status ParseToml(std::string_view text, const std::string& source, toml::table* 
 }
 
 Status ParseTomlFile(const std::string& path, toml::table* out) {
+  // (An ifstream opens a directory, and reads it as an empty file.)
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return Status::Error(path + ": is a directory; give the TOML file (e.g. " +
+                         (std::filesystem::path(path) / "ordo.toml").string() + ")");
+  }
   std::ifstream file(path, std::ios::binary);
   if (!file) return Status::Error(path + ": cannot be read (" + std::strerror(errno) + ")");
   const std::string text((std::istreambuf_iterator<char>(file)), {});

@@ -114,7 +114,8 @@ Status ClientService::Open() {
     }
     socket_.bind(address);
   } catch (const zmq::error_t& e) {
-    return Status::Error("client endpoint " + config_.ClientEndpoint() + ": " + e.what());
+    return Status::Error("client endpoint " + config_.ClientEndpoint() + ": " +
+                         BindErrorText(config_.ClientEndpoint(), e.num()));
   }
   return Status::Ok();
 }
@@ -243,7 +244,9 @@ void ClientService::Poll(size_t max) {
       const std::string id(static_cast<const char*>(identity.data()), identity.size());
       if (extra) {
         ++counters_.frames_rejected;
-        SendError(id, 0, Code(wire::ErrorCode::BadRequest),
+        uint64_t rid = 0;  // the first frame's, if it names one
+        (void)PeekClientRequestId({static_cast<const uint8_t*>(frame.data()), frame.size()}, &rid);
+        SendError(id, rid, Code(wire::ErrorCode::BadRequest),
                   "a request is exactly one ZeroMQ frame holding one ClientEnvelope");
         continue;
       }

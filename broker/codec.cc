@@ -2,6 +2,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -120,6 +121,12 @@ void StoreLe32(uint32_t v, char* p) {
 uint32_t LoadLe32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
          static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+}
+
+uint16_t LoadLe16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+
+uint64_t LoadLe64(const uint8_t* p) {
+  return static_cast<uint64_t>(LoadLe32(p)) | static_cast<uint64_t>(LoadLe32(p + 4)) << 32;
 }
 
 // --- Error messages ---
@@ -1105,6 +1112,37 @@ bool RequestKind(wire::Body body, ClientRequest::Kind* kind) {
   }
 }
 
+// Step 6 for a Publish: no (producer, sequence) twice. The broker answers a
+// sequence with the offset it was stored at, so a second message with the
+// same one would be acknowledged at the first one's offset and dropped.
+DecodeStatus CheckDistinctSequences(const fb::Vector<fb::Offset<wire::ClientMessage>>& messages) {
+  using Key = std::pair<uint64_t, uint64_t>;
+  const auto key_of = [&](fb::uoffset_t i) {
+    const wire::ClientMessage* m = messages.Get(i);
+    return Key{m->producer(), m->sequence()};
+  };
+  // Usually ascending (one producer's contiguous sequences): one pass.
+  bool ascending = true;
+  for (fb::uoffset_t i = 1; i < messages.size() && ascending; ++i) {
+    ascending = key_of(i - 1) < key_of(i);
+  }
+  if (ascending) return DecodeStatus();
+  std::vector<std::pair<Key, fb::uoffset_t>> keys;
+  keys.reserve(messages.size());
+  for (fb::uoffset_t i = 0; i < messages.size(); ++i) keys.emplace_back(key_of(i), i);
+  std::sort(keys.begin(), keys.end());
+  for (size_t i = 1; i < keys.size(); ++i) {
+    if (keys[i].first != keys[i - 1].first) continue;
+    return Fail(DecodeCode::kInvalid, "messages[" + std::to_string(keys[i - 1].second) +
+                                          "] and messages[" + std::to_string(keys[i].second) +
+                                          "] both carry producer " +
+                                          std::to_string(keys[i].first.first) + " sequence " +
+                                          std::to_string(keys[i].first.second) +
+                                          ": a request carries each sequence of a producer once");
+  }
+  return DecodeStatus();
+}
+
 // Step 6 for a Publish, then step 7: its messages as the core takes them,
 // every key and payload copied into one buffer (one allocation per request,
 // none per message).
@@ -1145,6 +1183,7 @@ DecodeStatus DecodePublish(const wire::Publish& publish, size_t frame_bytes,
                   "producer and sequence must be non-zero (sequences start at 1)");
     }
   }
+  if (DecodeStatus s = CheckDistinctSequences(*messages); !s.ok()) return s;
   paxos::BytesArena arena(content_bytes);
   out->clear();
   out->reserve(messages->size());
@@ -1158,9 +1197,40 @@ DecodeStatus DecodePublish(const wire::Publish& publish, size_t frame_bytes,
 
 }  // namespace
 
+bool PeekClientRequestId(std::span<const uint8_t> frame, uint64_t* request_id) {
+  // What the verifier checks on the way to this one field, and no more (so
+  // every frame that verifies reads the same id here), with byte-wise
+  // little-endian loads: the frame may have any alignment and is not copied.
+  const size_t size = frame.size();
+  const uint8_t* p = frame.data();
+  if (size < kBufferHeaderBytes || !fb::BufferHasIdentifier(p, wire::ClientEnvelopeIdentifier())) {
+    return false;
+  }
+  const uint64_t table = LoadLe32(p);  // the root table
+  if (table == 0 || table > size || size - table < sizeof(fb::soffset_t)) return false;
+  const int64_t vtable = static_cast<int64_t>(table) - static_cast<int32_t>(LoadLe32(p + table));
+  if (vtable < 0 || static_cast<uint64_t>(vtable) + sizeof(fb::voffset_t) > size) return false;
+  const uint16_t vtable_bytes = LoadLe16(p + vtable);
+  if (static_cast<uint64_t>(vtable) + vtable_bytes > size) return false;
+  constexpr fb::voffset_t kField = wire::ClientEnvelope::VT_REQUEST_ID;
+  const uint16_t field =
+      kField + sizeof(fb::voffset_t) <= vtable_bytes ? LoadLe16(p + vtable + kField) : 0;
+  if (field == 0) {  // absent: the default
+    *request_id = 0;
+    return true;
+  }
+  if (table + field + sizeof(uint64_t) > size) return false;
+  *request_id = LoadLe64(p + table + field);
+  return true;
+}
+
 DecodeStatus DecodeClientRequest(std::span<const uint8_t> frame, const ClientLimits& limits,
                                  ClientRequest* out) {
+  // The id the refusal answers, read before any other check (a frame too
+  // large to decode, or of a version this build does not read, still names
+  // its request: request_id is field 1 of the envelope in every version).
   out->request_id = 0;
+  if (uint64_t id = 0; PeekClientRequestId(frame, &id)) out->request_id = id;
   // Step 1, before anything else is read.
   if (frame.size() > limits.frame_bytes_max || frame.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
     return Fail(DecodeCode::kTooLarge, "frame of " + std::to_string(frame.size()) +

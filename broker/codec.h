@@ -36,7 +36,8 @@
 //
 // Decoding checks, in this order, and stops at the first failure:
 //   1. size: a peer frame above `frame_bytes_max` (or anything at or above
-//      FlatBuffers' 2 GiB limit) is refused before a byte of it is read;
+//      FlatBuffers' 2 GiB limit) is refused before a byte of it is read (a
+//      client request: before anything but its request_id is read);
 //   2. framing: long enough for the header; for a peer frame, the size
 //      prefix equals the rest of the frame; for a record, the CRC32C prefix
 //      matches the rest;
@@ -102,7 +103,7 @@ inline constexpr size_t kRecordChecksumBytes = 4;
 
 enum class DecodeCode : uint8_t {
   kOk = 0,
-  kTooLarge = 1,          // above the size limit; nothing was read
+  kTooLarge = 1,          // above the size limit; nothing was read (but a request's id)
   kTruncated = 2,         // shorter than the fixed header (and CRC prefix)
   kChecksumMismatch = 3,  // stored record: CRC32C differs from the bytes
   kWrongIdentifier = 4,   // another format's file identifier
@@ -339,8 +340,8 @@ struct ClientRequest {
   uint32_t max_messages = 0;   // kFetch
   bool compacted = false;      // kFetch: the compacted view
   // kPublish: at least one message, each with a non-zero producer and
-  // sequence, a key of at most kKeyBytesMax bytes and key + payload within
-  // message_bytes_max. The keys and payloads share one buffer.
+  // sequence (no pair twice), a key of at most kKeyBytesMax bytes and key +
+  // payload within message_bytes_max. The keys and payloads share one buffer.
   std::vector<paxos::ClientMessage> messages;
 };
 
@@ -350,12 +351,22 @@ struct ClientRequest {
 // unknown body or none), present unless it is a StatusRequest (kMalformed);
 // a Publish has messages (kInvalid), whose keys and payloads add up to no
 // more than the frame (kInvalid), each within the limits above (kTooLarge)
-// and with a non-zero producer and sequence (kInvalid). Returns ok and
-// fills *out; or returns the first failure and leaves *out untouched but
-// for out->request_id: the envelope's once it verified (the refusal
-// answers that request), else 0. Whoever answers maps kTooLarge to the
+// and with a non-zero producer and sequence (kInvalid), no (producer,
+// sequence) twice (kInvalid). Returns ok and fills *out; or returns the
+// first failure and leaves *out untouched but for out->request_id, which
+// the refusal answers: PeekClientRequestId's, read before every check (so
+// a frame over the limit, of an unknown version or failing the verifier
+// still names its request), else 0. Whoever answers maps kTooLarge to the
 // wire's TooLarge and every other failure to BadRequest.
 DecodeStatus DecodeClientRequest(std::span<const uint8_t> frame, const ClientLimits& limits,
                                  ClientRequest* out);
+
+// The envelope's request_id (field 1 of ClientEnvelope in every version),
+// read with bounds checks only: the header, the identifier "ORDC", the root
+// table's vtable and that one field. False (*request_id untouched) if any
+// of them is out of bounds. Never reads more than those few bytes, whatever
+// the frame's size, and takes any alignment. Every frame that passes the
+// verifier passes this with the same id.
+bool PeekClientRequestId(std::span<const uint8_t> frame, uint64_t* request_id);
 
 }  // namespace ordo::broker

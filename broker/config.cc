@@ -1,6 +1,8 @@
 #include "broker/config.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <limits>
 #include <set>
 
@@ -62,6 +64,27 @@ bool ParseEndpoint(const std::string& endpoint, std::string* zmq_address) {
   if (p <= 0 || p > 65535) return false;
   if (zmq_address) *zmq_address = "tcp://" + endpoint;
   return true;
+}
+
+std::string BindErrorText(const std::string& endpoint, int error) {
+  const std::string host = endpoint.substr(0, endpoint.rfind(':'));
+  const std::string text = std::strerror(error);
+  switch (error) {
+    case ENODEV:
+      // ZeroMQ binds to an IP address, a network interface's name or *,
+      // and looks no host name up.
+      return "cannot bind: host '" + host + "' is not an IP address or a network interface of " +
+             "this machine (" + text + "); a broker binds its own endpoints by IP address " +
+             "(e.g. 127.0.0.1), not by host name";
+    case EADDRNOTAVAIL:
+      return "cannot bind: host '" + host + "' is not an address of this machine (" + text + ")";
+    case EADDRINUSE:
+      return "cannot bind: the port is in use (" + text + "): another program (or broker) holds it";
+    case EACCES:
+      return "cannot bind: permission denied (" + text + "): ports below 1024 need privileges";
+    default:
+      return text;
+  }
 }
 
 namespace {

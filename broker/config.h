@@ -131,4 +131,10 @@ Status ValidateConfig(const BrokerConfig& config);
 // "HOST:PORT" -> "tcp://HOST:PORT"; false when malformed.
 bool ParseEndpoint(const std::string& endpoint, std::string* zmq_address);
 
+// Why binding `endpoint` ("HOST:PORT") failed with errno `error`, for an
+// operator: what it means for the host or port, with the system's text
+// (ZeroMQ says only "No such device" for a host that is no IP address or
+// interface name: it binds to no host name).
+std::string BindErrorText(const std::string& endpoint, int error);
+
 }  // namespace ordo::broker

@@ -3,8 +3,10 @@
 //   ordo-broker --config data/node1/ordo.toml
 //   ordo-broker --config ordo.toml --node-id 2 --data-dir /var/lib/ordo/2
 //
-// Flags override the file. Exit status: 0 after SIGTERM/SIGINT, 1 on a bad
-// config or a port in use, 3 when storage failed (fail-stop).
+// Flags override the file. Exit status: 0 after SIGTERM/SIGINT (and for
+// --help), 1 on a bad config or an endpoint it cannot bind, 2 on a usage
+// error (an unknown flag, a missing --config, a flag's value of the wrong
+// type), 3 when storage failed (fail-stop).
 #include <malloc.h>
 
 #include <csignal>
@@ -51,7 +53,18 @@ int main(int argc, char** argv) {
   app.add_option("--metrics", metrics, "Override metrics (HOST:PORT, or '' to turn off)");
   app.add_option("--log-level", log_level, "Override log_level (trace..error, off)");
   app.add_option("--tick-ms", tick_ms, "Override timing.tick_ms");
-  CLI11_PARSE(app, argc, argv);
+  app.footer(
+      "Exit status: 0 after SIGTERM/SIGINT, 1 on a bad config or an endpoint that cannot be "
+      "bound, 2 on a usage error, 3 when storage failed.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // CLI11's own statuses (104 to 109) mean nothing to an operator.
+    std::fprintf(stderr, "ordo-broker: %s\nRun 'ordo-broker --help' for the flags.\n", e.what());
+    return 2;
+  }
 
   BrokerConfig config;
   ordo::broker::Status s = ordo::broker::LoadConfigFile(config_path, &config);

@@ -132,6 +132,10 @@ Status PeerTransport::Open() {
       links_[m.id];
     }
   } catch (const zmq::error_t& e) {
+    if (!bound_ && self) {  // binding failed
+      return Status::Error("peer endpoint " + self->peer + ": " +
+                           BindErrorText(self->peer, e.num()));
+    }
     return Status::Error("peer endpoint " + (self ? self->peer : std::string("(learner)")) + ": " +
                          e.what());
   }

@@ -1,14 +1,21 @@
 #include "monitoring/metrics.h"
 
-#include <CivetServer.h>
+#include <civetweb.h>
+#include <dirent.h>
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
-#include <exception>
+#include <atomic>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+#include <sstream>
 #include <string>
 
 namespace ordo::monitoring {
@@ -24,11 +31,19 @@ constexpr auto kDiskStatInterval = std::chrono::seconds(1);
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// What civetweb reports while the exposer starts (e.g. "cannot bind to
-// 127.0.0.1:7301: 98 (Address already in use)"): the exception it throws
-// names neither the port nor the reason. Civetweb calls log_message on the
-// thread that starts it; messages from its worker threads later go to its
-// own log as before.
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// The event loop calls Update() every tick; /health answers 503 once it has
+// not for this long (a loop stuck in a syscall or a lock).
+constexpr auto kLoopStalledAfter = std::chrono::seconds(5);
+
+// What civetweb reports while the server starts (e.g. "cannot bind to
+// 127.0.0.1:7301: 98 (Address already in use)"), besides the error text
+// mg_start2 returns. Civetweb calls log_message on the thread that starts
+// it; messages from its worker threads later go to its own log as before.
 thread_local std::string* civet_start_log = nullptr;
 
 int CaptureCivetStartLog(const mg_connection*, const char* message) {
@@ -36,6 +51,94 @@ int CaptureCivetStartLog(const mg_connection*, const char* message) {
   if (!civet_start_log->empty()) *civet_start_log += "; ";
   *civet_start_log += message;
   return 1;
+}
+
+void Respond(mg_connection* conn, int status, const char* reason, const char* content_type,
+             const std::string& body) {
+  mg_printf(conn,
+            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+            "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+            status, reason, content_type, body.size());
+  mg_write(conn, body.data(), body.size());
+}
+
+// --- Process metrics ---
+// prometheus-cpp has no process collector: these are the names and
+// meanings of the Prometheus clients' standard process metrics (the Go and
+// Python clients'), read from /proc/self at each scrape.
+
+double ReadStartTime() {
+  // Field 22 of /proc/self/stat: the start, in clock ticks after boot
+  // (fields counted after the command name, which may hold spaces).
+  std::ifstream stat("/proc/self/stat");
+  const std::string line((std::istreambuf_iterator<char>(stat)), {});
+  const size_t paren = line.rfind(')');
+  if (paren == std::string::npos) return -1;
+  std::istringstream fields(line.substr(paren + 1));
+  std::string field;
+  for (int i = 3; i <= 22 && fields >> field; ++i) {
+    if (i < 22) continue;
+    std::ifstream proc_stat("/proc/stat");
+    std::string key;
+    double boot = -1;
+    while (proc_stat >> key) {
+      if (key == "btime") {
+        proc_stat >> boot;
+        break;
+      }
+    }
+    const long ticks = sysconf(_SC_CLK_TCK);
+    if (boot < 0 || ticks <= 0) return -1;
+    return boot + std::stod(field) / static_cast<double>(ticks);
+  }
+  return -1;
+}
+
+std::vector<prometheus::MetricFamily> ProcessFamilies(const prometheus::Labels& labels,
+                                                      double start_time) {
+  std::vector<prometheus::MetricFamily> out;
+  const auto add = [&](const char* name, const char* help, prometheus::MetricType type,
+                       double value) {
+    prometheus::ClientMetric m;
+    for (const auto& [k, v] : labels) m.label.push_back({k, v});
+    (type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value) = value;
+    out.push_back(prometheus::MetricFamily{name, help, type, {std::move(m)}});
+  };
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) == 0) {
+    const auto seconds = [](const timeval& t) {
+      return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+    };
+    add("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+        prometheus::MetricType::Counter, seconds(usage.ru_utime) + seconds(usage.ru_stime));
+  }
+  std::ifstream statm("/proc/self/statm");
+  double pages = 0, resident = 0;
+  if (statm >> pages >> resident) {
+    const auto page = static_cast<double>(sysconf(_SC_PAGESIZE));
+    add("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+        prometheus::MetricType::Gauge, pages * page);
+    add("process_resident_memory_bytes", "Resident memory size in bytes.",
+        prometheus::MetricType::Gauge, resident * page);
+  }
+  if (DIR* fds = opendir("/proc/self/fd")) {
+    double open = 0;
+    while (const dirent* e = readdir(fds)) open += e->d_name[0] != '.';
+    closedir(fds);
+    add("process_open_fds", "Number of open file descriptors.", prometheus::MetricType::Gauge,
+        open - 1);  // (not the one reading the directory)
+  }
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    add("process_max_fds", "Maximum number of open file descriptors.",
+        prometheus::MetricType::Gauge,
+        limit.rlim_cur == RLIM_INFINITY ? -1 : static_cast<double>(limit.rlim_cur));
+  }
+  if (start_time >= 0) {
+    add("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+        prometheus::MetricType::Gauge, start_time);
+  }
+  return out;
 }
 
 }  // namespace
@@ -50,10 +153,23 @@ struct BrokerMetrics::Impl {
     PeerLink last;
   };
 
-  std::unique_ptr<prometheus::Exposer> exposer;
+  // Stopped first: its threads read everything below.
+  ~Impl() {
+    if (server != nullptr) mg_stop(server);
+  }
+
+  mg_context* server = nullptr;  // /metrics and /health (civetweb)
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
   prometheus::Labels node;
   std::string data_dir;
+  double start_time = -1;  // process_start_time_seconds (-1: unknown)
+  // For /health, read on civetweb's threads: when the loop last called
+  // Update() (steady clock, ns), and whether storage failed.
+  std::atomic<int64_t> updated_ns{0};
+  std::atomic<bool> storage_failed_now{false};
+
+  static int ServeMetrics(mg_connection* conn, void* self);
+  static int ServeHealth(mg_connection* conn, void* self);
 
   prometheus::Gauge* is_leader = nullptr;
   prometheus::Gauge* role[3] = {};  // by paxos::Role
@@ -158,6 +274,38 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
 }
 
 }  // namespace
+
+int BrokerMetrics::Impl::ServeMetrics(mg_connection* conn, void* self) {
+  const Impl& i = *static_cast<const Impl*>(self);
+  std::vector<prometheus::MetricFamily> families = i.registry->Collect();
+  for (auto& f : ProcessFamilies(i.node, i.start_time)) families.push_back(std::move(f));
+  std::ostringstream text;
+  prometheus::TextSerializer().Serialize(text, families);
+  Respond(conn, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", text.str());
+  return 200;
+}
+
+int BrokerMetrics::Impl::ServeHealth(mg_connection* conn, void* self) {
+  const Impl& i = *static_cast<const Impl*>(self);
+  const auto since =
+      std::chrono::nanoseconds(NowNs() - i.updated_ns.load(std::memory_order_relaxed));
+  const char* text = "text/plain; charset=utf-8";
+  if (i.storage_failed_now.load(std::memory_order_relaxed)) {
+    Respond(conn, 503, "Service Unavailable", text,
+            "storage failed: this broker no longer votes (see its log)\n");
+    return 503;
+  }
+  if (since > kLoopStalledAfter) {
+    Respond(
+        conn, 503, "Service Unavailable", text,
+        "stalled: the event loop has not run for " +
+            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(since).count()) +
+            " ms\n");
+    return 503;
+  }
+  Respond(conn, 200, "OK", text, "ok\n");
+  return 200;
+}
 
 BrokerMetrics::Impl::Peer& BrokerMetrics::Impl::PeerFor(uint32_t id) {
   auto it = peers.find(id);
@@ -380,19 +528,45 @@ void BrokerMetrics::Impl::UpdateDisk() {
       G(r, "ordo_data_filesystem_size_bytes", "Size of the data directory's filesystem", l);
   i.UpdateDisk();
 
+  // The build.
+  auto& build = prometheus::BuildGauge()
+                    .Name("ordo_build_info")
+                    .Help("1, labelled with the version of this broker's build")
+                    .Register(r);
+  prometheus::Labels lb = l;
+  lb.emplace("version", ORDO_VERSION);
+  build.Add(lb).Set(1);
+  i.start_time = ReadStartTime();
+  i.updated_ns = NowNs();
+
+  // The HTTP server, civetweb's C API (prometheus-cpp's Exposer serves
+  // only collectables, and throws away why it could not start).
+  static std::once_flag civetweb_initialized;
+  std::call_once(civetweb_initialized, [] { mg_init_library(0); });
+  mg_callbacks callbacks{};
+  callbacks.log_message = CaptureCivetStartLog;
+  const char* options[] = {"listening_ports", endpoint.c_str(), "num_threads", "2", nullptr};
+  mg_init_data init{};
+  init.callbacks = &callbacks;
+  init.configuration_options = options;
+  char error_text[256] = "";
+  mg_error_data error{};
+  error.text = error_text;
+  error.text_buffer_size = sizeof(error_text);
   std::string start_log;
-  try {
-    CivetCallbacks callbacks;
-    callbacks.log_message = CaptureCivetStartLog;
-    civet_start_log = &start_log;
-    i.exposer = std::make_unique<prometheus::Exposer>(endpoint, 2, &callbacks);
-    civet_start_log = nullptr;
-  } catch (const std::exception& e) {
-    civet_start_log = nullptr;
+  civet_start_log = &start_log;
+  i.server = mg_start2(&init, &error);
+  civet_start_log = nullptr;
+  if (i.server == nullptr) {
+    std::string why = start_log;
+    if (error_text[0] != '\0' && why.find(error_text) == std::string::npos) {
+      why += (why.empty() ? "" : "; ") + std::string(error_text);
+    }
     return ::ordo::Status::Error("metrics endpoint " + endpoint + ": " +
-                                 (start_log.empty() ? std::string(e.what()) : start_log));
+                                 (why.empty() ? "the HTTP server did not start" : why));
   }
-  i.exposer->RegisterCollectable(i.registry);
+  mg_set_request_handler(i.server, "/metrics", &Impl::ServeMetrics, &i);
+  mg_set_request_handler(i.server, "/health", &Impl::ServeHealth, &i);
   *out = std::move(m);
   return ::ordo::Status::Ok();
 }
@@ -402,6 +576,8 @@ BrokerMetrics::~BrokerMetrics() = default;
 void BrokerMetrics::Update(const BrokerGauges& g) {
   Impl& i = *impl_;
   const paxos::Status& s = g.core;
+  i.updated_ns.store(NowNs(), std::memory_order_relaxed);
+  i.storage_failed_now.store(s.storage_failed, std::memory_order_relaxed);
   i.is_leader->Set(s.role == paxos::Role::kLeader ? 1 : 0);
   for (int r = 0; r < 3; ++r) i.role[r]->Set(static_cast<int>(s.role) == r ? 1 : 0);
   i.leader_id->Set(static_cast<double>(s.leader.value()));

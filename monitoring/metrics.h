@@ -1,6 +1,9 @@
 // Prometheus metrics of one broker, exposed on its metrics endpoint
-// (/metrics, pull). Every name starts with ordo_, uses base units (seconds,
-// bytes) and ends in _total for counters. Labels are of bounded cardinality
+// (/metrics, pull), with /health beside them (200 "ok"; 503 once Update()
+// has not come for 5 s, or while the core reports failed storage). Every
+// name starts with ordo_ (but the standard process_* metrics, read from
+// /proc/self at each scrape), uses base units (seconds, bytes) and ends in
+// _total for counters. Labels are of bounded cardinality
 // only: node, peer (a configured member id, or "learner" for all learners
 // together), role, source. Subscribers and producers never become labels;
 // subscribers are summarised by count and max/sum of their lag.
@@ -77,7 +80,8 @@ struct BrokerGauges {
 
 class BrokerMetrics {
  public:
-  // Starts the exposer on "HOST:PORT". `data_dir` is the directory whose
+  // Starts the HTTP server on "HOST:PORT" (an error names the endpoint and
+  // why, e.g. "Address already in use"). `data_dir` is the directory whose
   // filesystem's free space is reported (for the disk-full alert).
   static ::ordo::Status Start(const std::string& endpoint, uint32_t node_id,
                               const std::string& data_dir, std::unique_ptr<BrokerMetrics>* out);

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -23,6 +24,7 @@
 #include "tests/testing/corrupt_lmdb.h"
 #include "tests/testing/partition.h"
 #include "tests/testing/peer_socket.h"
+#include "tests/testing/ports.h"
 
 namespace ordo {
 namespace {
@@ -531,6 +533,189 @@ TEST(Broker, ARequestWithoutItsBodyIsRefused) {
   EXPECT_EQ(env->body_as_PublishReply()->results()->Get(0)->error(), wire::ErrorCode::None);
 }
 
+// A frame the broker cannot decode is answered under its request_id
+// whenever the envelope's first bytes name one (a client waits for that
+// id and would otherwise resend it forever); only a frame that is no
+// envelope at all is answered under request 0.
+TEST(Broker, RefusedFramesAreAnsweredUnderTheirRequestId) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  zmq::context_t ctx;
+  zmq::socket_t s = DealerTo(ctx, c, leader);
+  const auto expect_error = [&](uint64_t request_id, wire::ErrorCode code, const char* what) {
+    const std::vector<uint8_t> r = NextFrame(s);
+    ASSERT_FALSE(r.empty()) << "no reply to " << what;
+    const auto* env = wire::GetClientEnvelope(r.data());
+    ASSERT_EQ(env->body_type(), wire::Body::Error) << what;
+    EXPECT_EQ(env->request_id(), request_id) << what;
+    EXPECT_EQ(env->body_as_Error()->code(), code)
+        << what << ": " << env->body_as_Error()->message()->str();
+  };
+  // Over limits.frame_bytes_max (16 MiB): TooLarge, under its id.
+  {
+    flatbuffers::FlatBufferBuilder b(18 << 20);
+    const std::vector<uint8_t> payload(17 << 20, 'x');
+    std::vector<flatbuffers::Offset<wire::ClientMessage>> msgs{
+        wire::CreateClientMessage(b, 0xB16, 1, 0, b.CreateVector(payload))};
+    const auto body = wire::CreatePublish(b, b.CreateVector(msgs)).Union();
+    wire::FinishClientEnvelopeBuffer(
+        b, wire::CreateClientEnvelope(b, 1, 51, wire::Body::Publish, body));
+    s.send(zmq::buffer(b.GetBufferPointer(), b.GetSize()), zmq::send_flags::none);
+    expect_error(51, wire::ErrorCode::TooLarge, "a frame over the limit");
+  }
+  // A version this broker does not read.
+  {
+    flatbuffers::FlatBufferBuilder b;
+    wire::FinishClientEnvelopeBuffer(
+        b, wire::CreateClientEnvelope(b, 2, 52, wire::Body::StatusRequest, 0));
+    s.send(zmq::buffer(b.GetBufferPointer(), b.GetSize()), zmq::send_flags::none);
+    expect_error(52, wire::ErrorCode::BadRequest, "an unknown version");
+  }
+  // Failing the verifier: a publish cut short.
+  const std::string publish = RawPublish(53, 0xB16, {1});
+  s.send(zmq::buffer(publish.substr(0, publish.size() - 8)), zmq::send_flags::none);
+  expect_error(53, wire::ErrorCode::BadRequest, "a truncated frame");
+  // Two frames: the first one's id.
+  const std::string status = [] {
+    flatbuffers::FlatBufferBuilder b;
+    wire::FinishClientEnvelopeBuffer(
+        b, wire::CreateClientEnvelope(b, 1, 54, wire::Body::StatusRequest, 0));
+    return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+  }();
+  s.send(zmq::buffer(status), zmq::send_flags::sndmore);
+  s.send(zmq::str_buffer("more"), zmq::send_flags::none);
+  expect_error(54, wire::ErrorCode::BadRequest, "two frames");
+  // No envelope at all: request 0.
+  s.send(zmq::str_buffer("not an envelope"), zmq::send_flags::none);
+  expect_error(0, wire::ErrorCode::BadRequest, "garbage");
+  // None of them stored anything.
+  s.send(zmq::buffer(RawPublish(55, 0xB16, {1})), zmq::send_flags::none);
+  const std::vector<uint8_t> r = NextFrame(s);
+  ASSERT_FALSE(r.empty());
+  const auto* env = wire::GetClientEnvelope(r.data());
+  ASSERT_EQ(env->body_type(), wire::Body::PublishReply);
+  EXPECT_EQ(env->request_id(), 55u);
+  EXPECT_EQ(env->body_as_PublishReply()->results()->Get(0)->offset(), 0u);
+}
+
+// Two different messages with one (producer, sequence) in one request would
+// both be acknowledged at one offset and the second dropped: the request is
+// refused as a whole (BadRequest) and stores nothing.
+TEST(Broker, APublishCarryingASequenceTwiceIsRefusedAndStoresNothing) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  zmq::context_t ctx;
+  zmq::socket_t s = DealerTo(ctx, c, leader);
+  s.send(zmq::buffer(RawPublish(61, 0xD0B, {1, 2, 1})), zmq::send_flags::none);
+  std::vector<uint8_t> r = NextFrame(s);
+  ASSERT_FALSE(r.empty()) << "no reply";
+  const auto* env = wire::GetClientEnvelope(r.data());
+  ASSERT_EQ(env->body_type(), wire::Body::Error);
+  EXPECT_EQ(env->request_id(), 61u);
+  EXPECT_EQ(env->body_as_Error()->code(), wire::ErrorCode::BadRequest);
+  EXPECT_NE(env->body_as_Error()->message()->str().find("messages[0] and messages[2]"),
+            std::string::npos)
+      << env->body_as_Error()->message()->str();
+  s.send(zmq::buffer(RawPublish(62, 0xD0B, {1, 2})), zmq::send_flags::none);
+  r = NextFrame(s);
+  ASSERT_FALSE(r.empty()) << "no reply";
+  env = wire::GetClientEnvelope(r.data());
+  ASSERT_EQ(env->body_type(), wire::Body::PublishReply);
+  const auto* results = env->body_as_PublishReply()->results();
+  ASSERT_EQ(results->size(), 2u);
+  EXPECT_EQ(results->Get(0)->error(), wire::ErrorCode::None);
+  EXPECT_EQ(results->Get(0)->offset(), 0u) << "the refused publish stored something";
+  EXPECT_EQ(results->Get(1)->offset(), 1u);
+}
+
+// What docs/protocol.md says of reads at and past the head: a Fetch past
+// the head is an empty Deliver, not an error; from_latest wins over
+// from_earliest and from_offset; a Subscribe past the head waits for the
+// stream to get there; a Credit has no reply; a new Subscribe replaces the
+// old one, whose frames carry the old id.
+TEST(Broker, ReadsAtAndPastTheHeadBehaveAsTheProtocolSays) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0);
+  Publisher p(c.Options());
+  for (const char* m : {"a", "b", "c"}) ASSERT_TRUE(p.Publish(m).ok());
+  ASSERT_TRUE(c.WaitForHead(3));
+  zmq::context_t ctx;
+  const int follower = leader % 3 + 1;
+  zmq::socket_t s = DealerTo(ctx, c, follower);
+  const auto send = [&](uint64_t request_id, wire::Body type, auto make_body) {
+    flatbuffers::FlatBufferBuilder b;
+    const auto body = make_body(b);
+    wire::FinishClientEnvelopeBuffer(b, wire::CreateClientEnvelope(b, 1, request_id, type, body));
+    s.send(zmq::buffer(b.GetBufferPointer(), b.GetSize()), zmq::send_flags::none);
+  };
+  struct Got {
+    uint64_t request_id = 0;
+    wire::Body type = wire::Body::NONE;
+    uint64_t head = 0;
+    std::vector<uint64_t> offsets;
+  };
+  const auto next = [&]() {
+    Got g;
+    const std::vector<uint8_t> r = NextFrame(s);
+    if (r.empty()) return g;
+    const auto* env = wire::GetClientEnvelope(r.data());
+    g.request_id = env->request_id();
+    g.type = env->body_type();
+    if (const auto* d = env->body_as_Deliver()) {
+      g.head = d->head_offset();
+      if (d->messages()) {
+        for (const auto* m : *d->messages()) g.offsets.push_back(m->offset());
+      }
+    }
+    return g;
+  };
+  // Fetch past the head, and with max_messages 0: empty, with the head.
+  send(70, wire::Body::Fetch, [](auto& b) { return wire::CreateFetch(b, 10, 5).Union(); });
+  Got g = next();
+  EXPECT_EQ(g.request_id, 70u);
+  ASSERT_EQ(g.type, wire::Body::Deliver);
+  EXPECT_TRUE(g.offsets.empty());
+  EXPECT_EQ(g.head, 3u);
+  send(71, wire::Body::Fetch, [](auto& b) { return wire::CreateFetch(b, 1, 0).Union(); });
+  g = next();
+  EXPECT_EQ(g.request_id, 71u);
+  ASSERT_EQ(g.type, wire::Body::Deliver);
+  EXPECT_TRUE(g.offsets.empty());
+  EXPECT_EQ(g.head, 3u);
+  // Every start flag: from_latest wins (an empty Deliver at the head, then
+  // the next message).
+  send(72, wire::Body::Subscribe,
+       [](auto& b) { return wire::CreateSubscribe(b, 1, true, 10, true).Union(); });
+  g = next();
+  EXPECT_EQ(g.request_id, 72u);
+  ASSERT_EQ(g.type, wire::Body::Deliver);
+  EXPECT_TRUE(g.offsets.empty());
+  EXPECT_EQ(g.head, 3u);
+  ASSERT_TRUE(p.Publish("d").ok());  // offset 3
+  g = next();
+  EXPECT_EQ(g.request_id, 72u);
+  ASSERT_EQ(g.offsets, std::vector<uint64_t>{3});
+  // Past the head: it waits for offset 6 and starts there. A Credit (with
+  // any id) is never answered.
+  send(73, wire::Body::Subscribe,
+       [](auto& b) { return wire::CreateSubscribe(b, 6, false, 10).Union(); });
+  send(999, wire::Body::Credit, [](auto& b) { return wire::CreateCredit(b, 5).Union(); });
+  for (const char* m : {"e", "f", "g", "h"}) ASSERT_TRUE(p.Publish(m).ok());  // 4 to 7
+  std::vector<uint64_t> delivered;
+  while (delivered.size() < 2) {
+    g = next();
+    ASSERT_EQ(g.type, wire::Body::Deliver) << "request " << g.request_id;
+    ASSERT_NE(g.request_id, 999u) << "a Credit was answered";
+    if (g.request_id == 72u) continue;  // queued for the replaced subscription
+    ASSERT_EQ(g.request_id, 73u);
+    delivered.insert(delivered.end(), g.offsets.begin(), g.offsets.end());
+  }
+  EXPECT_EQ(delivered, (std::vector<uint64_t>{6, 7}));
+}
+
 // Reads a broker's whole log file.
 std::string ReadLog(const std::string& path) {
   std::ifstream f(path);
@@ -579,6 +764,56 @@ TEST(Broker, AnEndpointInUseStopsStartupNamingTheEndpointAndWhy) {
     EXPECT_NE(log.find(k.what + " " + k.endpoint), std::string::npos) << log;
     EXPECT_NE(log.find("Address already in use"), std::string::npos) << log;
   }
+}
+
+// Runs `command` through the shell: its exit status (-1 if it did not
+// exit), and what it wrote to stdout and stderr in *out.
+int RunCommand(const std::string& command, std::string* out) {
+  out->clear();
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out->append(buf, n);
+  const int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// ordo-broker itself: usage errors exit 2 (not CLI11's 104 to 109), a
+// config that is a directory or names a host this broker cannot bind (a
+// host name: ZeroMQ binds only to addresses and interfaces) exits 1, each
+// with a message that says what is wrong.
+TEST(Broker, UsageAndStartupErrorsSayWhatIsWrongWithTheDocumentedStatus) {
+  const std::string bin = ORDO_BROKER_BIN;
+  std::string out;
+  EXPECT_EQ(RunCommand(bin + " --config x.toml --bogus", &out), 2) << out;
+  EXPECT_NE(out.find("--bogus"), std::string::npos) << out;
+  EXPECT_NE(out.find("--help"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(bin, &out), 2) << out;
+  EXPECT_NE(out.find("--config"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(bin + " --config x.toml --node-id abc", &out), 2) << out;
+  EXPECT_EQ(RunCommand(bin + " --config", &out), 2) << out;
+  EXPECT_EQ(RunCommand(bin + " --help", &out), 0) << out;
+  EXPECT_NE(out.find("Exit status"), std::string::npos) << out;
+
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("ordo-broker-usage-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  EXPECT_EQ(RunCommand(bin + " --config " + dir.string(), &out), 1) << out;
+  EXPECT_NE(out.find("is a directory"), std::string::npos) << out;
+  EXPECT_EQ(out.find("members"), std::string::npos) << out;
+
+  const std::string peer = "no-such-host.invalid:" + std::to_string(testing::ReservePort());
+  const std::string config = (dir / "ordo.toml").string();
+  std::ofstream(config) << "node_id = 1\ndata_dir = \"" << (dir / "data").string()
+                        << "\"\nmetrics = \"\"\n[security]\ninsecure = true\n"
+                        << "[[members]]\nid = 1\npeer = \"" << peer << "\"\nclient = \""
+                        << testing::ReserveEndpoint() << "\"\n";
+  EXPECT_EQ(RunCommand(bin + " --config " + config, &out), 1) << out;
+  EXPECT_NE(out.find("peer endpoint " + peer + ": cannot bind: host 'no-such-host.invalid'"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("No such device"), std::string::npos) << out;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Broker, AVoterWhoseDiskWasWipedCatchesUpBeforeVotingAndNothingAcknowledgedIsLost) {

@@ -93,10 +93,27 @@ ex=$("$build/ordo-example-subscriber" "$brokers" 4 2)
 ORDO_BUILD_DIR=$build "$root/scripts/cluster" stop 2 --dir "$dir" >/dev/null
 [[ ! -f "$dir/node2/broker.pid" ]] || fail "stop 2 left a pid file"
 "$build/ordo" publish --brokers "$brokers" d >/dev/null || fail "publish with node 2 down"
-ORDO_BUILD_DIR=$build "$root/scripts/cluster" start 2 --dir "$dir" >/dev/null
+out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" start 2 --dir "$dir") || fail "start 2: $out"
+[[ "$out" == "node 2 started" ]] || fail "start 2 printed: $out"
 node2=127.0.0.1:$((port + 102))
 got=$(timeout 30 "$build/ordo" subscribe --brokers "$node2" --from earliest --count 7 | tail -1)
 [[ "$got" == $'6\td' ]] || fail "restarted node 2 serves: $got"
+# Starting a running node says so, and only that.
+pid2=$(cat "$dir/node2/broker.pid")
+out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" start 2 --dir "$dir") || fail "start 2 again: $out"
+[[ "$out" == "node 2 is already running (pid $pid2)" ]] || fail "start 2 again printed: $out"
+# A broker that exits at once (a config error) fails `start`, naming why.
+ORDO_BUILD_DIR=$build "$root/scripts/cluster" stop 3 --dir "$dir" >/dev/null
+cp "$dir/node3/ordo.toml" "$dir/node3/ordo.toml.good"
+echo "this is not TOML" >> "$dir/node3/ordo.toml"
+rc=0
+out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" start 3 --dir "$dir" 2>&1) || rc=$?
+[[ $rc == 1 && "$out" == *"node 3 failed to start"* && "$out" == *"config error"* &&
+   "$out" != *"started"* ]] || fail "start 3 with a bad config: exit $rc: $out"
+[[ ! -f "$dir/node3/broker.pid" ]] || fail "a failed start left a pid file"
+mv "$dir/node3/ordo.toml.good" "$dir/node3/ordo.toml"
+out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" start 3 --dir "$dir") || fail "start 3: $out"
+[[ "$out" == "node 3 started" ]] || fail "start 3 printed: $out"
 
 # A learner joins the running cluster: the next id (4), the next ports, the
 # voters' configs untouched; it serves what was published, redirects a publish.

@@ -7,11 +7,15 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <ctime>
 #include <map>
+#include <memory>
 
+#include "monitoring/metrics.h"
 #include "ordo/client.h"
 #include "tests/integration/cluster.h"
 #include "tests/monitoring/prometheus_support.h"
+#include "tests/testing/ports.h"
 
 namespace ordo::testing {
 namespace {
@@ -66,12 +70,21 @@ const char* const kRequired[] = {
     "ordo_non_voter_catching_up",
     "ordo_data_filesystem_avail_bytes",
     "ordo_data_filesystem_size_bytes",
+    "ordo_build_info",
+    // The Prometheus clients' standard process metrics.
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
 };
 
 // Labels of bounded cardinality only: never a subscriber or a producer.
-// (`reason` has two values: ordo_client_connections_closed_total.)
-const std::set<std::string> kAllowedLabels = {"node",      "peer", "role",  "source",
-                                              "direction", "le",   "reason"};
+// (`reason` has two values: ordo_client_connections_closed_total;
+// `version` one: ordo_build_info.)
+const std::set<std::string> kAllowedLabels = {"node",      "peer", "role",   "source",
+                                              "direction", "le",   "reason", "version"};
 
 // Publishes from a background thread until destroyed; errors (an election
 // in progress) are expected and retried.
@@ -107,6 +120,17 @@ std::string Scrape(const std::string& endpoint) {
   return code == 200 ? body : "";
 }
 
+// The value of the first sample of `name` in a scrape; -1 when absent.
+double MetricValue(const std::string& text, const std::string& name) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name + "{", 0) != 0 && line.rfind(name + " ", 0) != 0) continue;
+    const size_t space = line.rfind(' ');
+    return std::strtod(line.c_str() + space + 1, nullptr);
+  }
+  return -1;
+}
+
 TEST(Monitoring, EveryBrokerExposesTheIssueMetricsAndPassesPromtool) {
   const std::string promtool = Which("promtool");
   ASSERT_FALSE(promtool.empty()) << MissingTool("promtool");
@@ -136,6 +160,25 @@ TEST(Monitoring, EveryBrokerExposesTheIssueMetricsAndPassesPromtool) {
     }
     // Each broker labels its series with its own node id.
     EXPECT_NE(text.find("ordo_leader{node=\"" + std::to_string(i) + "\"}"), std::string::npos);
+    // The build, with the project's version (CMakeLists.txt).
+    EXPECT_NE(text.find("ordo_build_info{node=\"" + std::to_string(i) + "\",version=\"" +
+                        ORDO_VERSION + "\"} 1"),
+              std::string::npos);
+    // Process metrics that are the process's: memory, descriptors, start.
+    const double resident = MetricValue(text, "process_resident_memory_bytes");
+    EXPECT_GT(resident, 1 << 20) << "broker " << i;
+    EXPECT_LT(resident, 16.0 * (1 << 30)) << "broker " << i;
+    EXPECT_GT(MetricValue(text, "process_open_fds"), 5) << "broker " << i;
+    EXPECT_GT(MetricValue(text, "process_cpu_seconds_total"), 0) << "broker " << i;
+    const double started = MetricValue(text, "process_start_time_seconds");
+    const double now = static_cast<double>(time(nullptr));
+    EXPECT_GT(started, now - 600) << "broker " << i;
+    EXPECT_LE(started, now + 1) << "broker " << i;
+    // /health: the loop runs and storage is fine.
+    std::string health;
+    EXPECT_EQ(HttpGet(c.MetricsEndpoint(i), "/health", &health), 200) << health;
+    EXPECT_EQ(health, "ok\n");
+    EXPECT_EQ(HttpGet(c.MetricsEndpoint(i), "/nothing", &health), 404);
     for (const std::string& labels : Matches(text, R"re(\nordo_[a-z0-9_]*\{([^}]*)\})re")) {
       for (const std::string& label : Matches(labels, R"re(([a-z_]+)=")re")) {
         EXPECT_TRUE(kAllowedLabels.count(label))
@@ -157,6 +200,46 @@ TEST(Monitoring, EveryBrokerExposesTheIssueMetricsAndPassesPromtool) {
     }
     EXPECT_GT(used, 5u) << file;
   }
+}
+
+// /health without a cluster: 503 while the core reports failed storage,
+// and once the event loop stops calling Update() for 5 s.
+TEST(Monitoring, HealthIsUnavailableWhenStorageFailedOrTheLoopStalls) {
+  const std::string endpoint = ReserveEndpoint();
+  const auto dir = std::filesystem::temp_directory_path();
+  std::unique_ptr<monitoring::BrokerMetrics> m;
+  ASSERT_TRUE(monitoring::BrokerMetrics::Start(endpoint, 7, dir.string(), &m).ok());
+  monitoring::BrokerGauges g;
+  g.tick_ms = 10;
+  m->Update(g);
+  std::string body;
+  EXPECT_EQ(HttpGet(endpoint, "/health", &body), 200) << body;
+  g.core.storage_failed = true;
+  m->Update(g);
+  EXPECT_EQ(HttpGet(endpoint, "/health", &body), 503) << body;
+  EXPECT_NE(body.find("storage failed"), std::string::npos) << body;
+  g.core.storage_failed = false;
+  m->Update(g);
+  EXPECT_EQ(HttpGet(endpoint, "/health", &body), 200) << body;
+  std::this_thread::sleep_for(seconds(6));
+  EXPECT_EQ(HttpGet(endpoint, "/health", &body), 503) << body;
+  EXPECT_NE(body.find("stalled"), std::string::npos) << body;
+  // Still scraped meanwhile.
+  EXPECT_EQ(HttpGet(endpoint, "/metrics", &body), 200);
+  EXPECT_NE(body.find("ordo_build_info"), std::string::npos);
+}
+
+// Port in use: Start says which endpoint and why (errno's text).
+TEST(Monitoring, AMetricsEndpointInUseIsNamedWithTheReason) {
+  const std::string endpoint = ReserveEndpoint();
+  const auto dir = std::filesystem::temp_directory_path();
+  std::unique_ptr<monitoring::BrokerMetrics> first, second;
+  ASSERT_TRUE(monitoring::BrokerMetrics::Start(endpoint, 1, dir.string(), &first).ok());
+  const auto s = monitoring::BrokerMetrics::Start(endpoint, 2, dir.string(), &second);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("metrics endpoint " + endpoint), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("Address already in use"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("null context"), std::string::npos) << s.message();
 }
 
 TEST(Monitoring, PrometheusSeesOneLeaderCommitsAndTheLeaderMovingAfterAKill) {

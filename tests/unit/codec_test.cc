@@ -1194,23 +1194,28 @@ TEST(ClientDecodeTest, DecodesEveryRequest) {
   EXPECT_EQ(r.request_id, 11u);
 }
 
-// Refusals before the envelope is read answer request 0; later ones, the
-// request.
+// Every refusal answers the request whose id can be read (a client waits
+// for that id; docs/protocol.md); only a frame that is no envelope at all
+// answers request 0.
 TEST(ClientDecodeTest, RefusesWhatIsNotARequest) {
   ClientRequest r;
   const std::string publish = PublishFrame(7, {{5, 1, "", "a"}});
   EXPECT_EQ(
       DecodeClientRequest(AsBytes(publish), ClientLimits{publish.size() - 1, 1024}, &r).code(),
       DecodeCode::kTooLarge);
-  EXPECT_EQ(r.request_id, 0u);
+  EXPECT_EQ(r.request_id, 7u);
+  r.request_id = 99;
   EXPECT_EQ(DecodeClient("ORDC", &r).code(), DecodeCode::kTruncated);
+  EXPECT_EQ(r.request_id, 0u);
   EXPECT_EQ(DecodeClient(EncodeMetaRecord({}).substr(kRecordChecksumBytes), &r).code(),
             DecodeCode::kWrongIdentifier);
+  EXPECT_EQ(r.request_id, 0u);
   fb::FlatBufferBuilder b;
   EXPECT_EQ(DecodeClient(ClientFrame(b, 3, wire::Body::StatusRequest, 0, 2), &r).code(),
             DecodeCode::kWrongVersion);
-  EXPECT_EQ(r.request_id, 0u);
+  EXPECT_EQ(r.request_id, 3u);
   EXPECT_EQ(DecodeClient(publish.substr(0, publish.size() - 8), &r).code(), DecodeCode::kMalformed);
+  EXPECT_EQ(r.request_id, 7u);
 
   b.Clear();
   EXPECT_EQ(DecodeClient(ClientFrame(b, 4, wire::Body::Deliver, wire::CreateDeliver(b).Union()), &r)
@@ -1228,6 +1233,78 @@ TEST(ClientDecodeTest, RefusesWhatIsNotARequest) {
         << wire::EnumNameBody(type);
     EXPECT_EQ(r.request_id, 6u);
   }
+}
+
+// The id of a refused frame is read defensively: from a frame far over the
+// limit (its first bytes only), at any alignment, and never out of bounds.
+TEST(ClientDecodeTest, ReadsTheRequestIdOfFramesItCannotDecode) {
+  const std::string big = PublishFrame(41, {{5, 1, "", std::string(4096, 'p')}});
+  ClientRequest r;
+  EXPECT_EQ(DecodeClientRequest(AsBytes(big), ClientLimits{64, 1 << 20}, &r).code(),
+            DecodeCode::kTooLarge);
+  EXPECT_EQ(r.request_id, 41u);
+  // Only the envelope's first bytes: the rest may be anything.
+  const std::string head = big.substr(0, 64) + std::string(big.size() - 64, '\xff');
+  EXPECT_EQ(DecodeClientRequest(AsBytes(head), ClientLimits{64, 1 << 20}, &r).code(),
+            DecodeCode::kTooLarge);
+  EXPECT_EQ(r.request_id, 41u);
+  uint64_t id = 0;
+  ASSERT_TRUE(PeekClientRequestId(AsBytes(head), &id));
+  EXPECT_EQ(id, 41u);
+  // At an odd address.
+  const std::string shifted = "x" + big;
+  ASSERT_TRUE(PeekClientRequestId(AsBytes(shifted).subspan(1), &id));
+  EXPECT_EQ(id, 41u);
+  // An envelope without a request_id is request 0.
+  fb::FlatBufferBuilder b;
+  ASSERT_TRUE(PeekClientRequestId(AsBytes(ClientFrame(b, 0, wire::Body::StatusRequest, 0)), &id));
+  EXPECT_EQ(id, 0u);
+  // Every truncation of a frame: the id, or no id, never a read out of
+  // bounds (ASan) and never another id.
+  for (size_t n = 0; n < big.size(); ++n) {
+    const std::string cut = big.substr(0, n);
+    uint64_t got = 12345;
+    if (PeekClientRequestId(AsBytes(cut), &got)) {
+      EXPECT_EQ(got, 41u) << n;
+    } else {
+      EXPECT_EQ(got, 12345u) << n;
+    }
+    EXPECT_FALSE(DecodeClient(cut, &r).ok());
+    EXPECT_TRUE(r.request_id == 41u || r.request_id == 0u) << n;
+  }
+  // Garbage behind the identifier: offsets out of bounds are not followed.
+  std::mt19937_64 rng(19);
+  for (int i = 0; i < 20000; ++i) {
+    std::string junk(8 + rng() % 40, '\0');
+    for (char& c : junk) c = static_cast<char>(rng() % 4 == 0 ? rng() % 16 : rng());
+    junk.replace(4, 4, "ORDC");
+    (void)PeekClientRequestId(AsBytes(junk), &id);
+    (void)DecodeClient(junk, &r);
+  }
+  EXPECT_FALSE(PeekClientRequestId(AsBytes(std::string("\x00\x00\x00\x00ORDC", 8)), &id));
+  EXPECT_FALSE(PeekClientRequestId(AsBytes(std::string("\xff\xff\xff\x7fORDC", 8)), &id));
+}
+
+// Two messages with one (producer, sequence) in a request: the second would
+// be acknowledged at the first one's offset and never stored.
+TEST(ClientDecodeTest, RefusesAPublishCarryingASequenceTwice) {
+  ClientRequest r;
+  DecodeStatus s = DecodeClient(PublishFrame(8, {{5, 1, "", "a"}, {5, 1, "", "b"}}), &r);
+  EXPECT_EQ(s.code(), DecodeCode::kInvalid);
+  EXPECT_NE(s.message().find("messages[0] and messages[1]"), std::string::npos) << s.message();
+  EXPECT_EQ(r.request_id, 8u);
+  EXPECT_TRUE(r.messages.empty());
+  // Far apart, among other producers.
+  s = DecodeClient(
+      PublishFrame(8, {{5, 1, "", "a"}, {6, 1, "", "b"}, {5, 2, "", "c"}, {5, 1, "", "a"}}), &r);
+  EXPECT_EQ(s.code(), DecodeCode::kInvalid);
+  EXPECT_NE(s.message().find("messages[0] and messages[3]"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("producer 5 sequence 1"), std::string::npos) << s.message();
+  // One sequence of two producers, and sequences out of order, are fine
+  // (the applied state answers the latter OutOfSequence per message).
+  EXPECT_TRUE(DecodeClient(PublishFrame(8, {{5, 1, "", "a"}, {6, 1, "", "b"}}), &r).ok());
+  EXPECT_TRUE(DecodeClient(PublishFrame(8, {{5, 3, "", "a"}, {5, 2, "", "b"}}), &r).ok());
+  EXPECT_EQ(r.messages.size(), 2u);
 }
 
 TEST(ClientDecodeTest, RefusesPublishesBreakingTheLimits) {
