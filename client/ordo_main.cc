@@ -524,9 +524,23 @@ int Replay(const ordo::ClientOptions& options, const From& from, std::optional<u
   return ordo::cli::kExitOk;
 }
 
+// What `status` shows of one peer: its lag and when this broker last heard
+// it. A lag is only as fresh as that: a follower hears its leader all the
+// time and the other followers seldom, so an old one is shown as unknown.
+std::string PeerCell(const ordo::PeerInfo& p, uint64_t heartbeat_ms) {
+  const bool fresh = p.last_heard_ms <= heartbeat_ms;
+  return std::to_string(p.node_id) + ":" + (fresh ? std::to_string(p.lag_instances) : "?") + "/" +
+         (p.last_heard_ms < 10000 ? std::to_string(p.last_heard_ms) + "ms"
+                                  : std::to_string(p.last_heard_ms / 1000) + "s");
+}
+
 int Status(const ordo::ClientOptions& options, bool json) {
   int rc = ordo::cli::kExitOk;
   const auto timeout = options.request_timeout;
+  // Peers heard within this long have a lag worth showing (a leader sends
+  // every follower something every 30 ms by default; a peer link silent
+  // for timing.peer_link_timeout_ms, 1 s, is taken for dead).
+  constexpr uint64_t kFreshMs = 1000;
   if (json) {
     for (const std::string& b : options.brokers) {
       auto r = ordo::GetStatus(b, timeout, options.credentials);
@@ -539,43 +553,44 @@ int Status(const ordo::ClientOptions& options, bool json) {
       const ordo::BrokerStatus& s = r.value();
       std::string peers;
       for (const auto& p : s.peers) {
-        peers += std::string(peers.empty() ? "" : ",") + "{\"node_id\":" +
-                 std::to_string(p.node_id) + ",\"chosen\":" + std::to_string(p.chosen) +
-                 ",\"lag_instances\":" + std::to_string(p.lag_instances) + "}";
+        peers += std::string(peers.empty() ? "" : ",") +
+                 "{\"node_id\":" + std::to_string(p.node_id) +
+                 ",\"chosen\":" + std::to_string(p.chosen) +
+                 ",\"lag_instances\":" + std::to_string(p.lag_instances) +
+                 ",\"last_heard_ms\":" + std::to_string(p.last_heard_ms) + "}";
       }
       std::printf(
           "{\"endpoint\":%s,\"node_id\":%u,\"role\":%s,\"leader_id\":%u,\"ballot\":[%lu,%u],"
           "\"chosen\":%lu,\"next_offset\":%lu,\"earliest_offset\":%lu,\"first_retained\":%lu,"
           "\"voter\":%s,\"catching_up\":%s,\"rejoin_target\":%lu,\"snapshots_installed\":%lu,"
-          "\"peers\":[%s]}\n",
+          "\"version\":%s,\"peers\":[%s]}\n",
           Json(b).c_str(), s.node_id, Json(s.role).c_str(), s.leader_id,
           static_cast<unsigned long>(s.ballot_round), s.ballot_node,
           static_cast<unsigned long>(s.chosen), static_cast<unsigned long>(s.next_offset),
           static_cast<unsigned long>(s.earliest_offset),
           static_cast<unsigned long>(s.first_retained), s.voter ? "true" : "false",
           s.catching_up ? "true" : "false", static_cast<unsigned long>(s.rejoin_target),
-          static_cast<unsigned long>(s.snapshots_installed), peers.c_str());
+          static_cast<unsigned long>(s.snapshots_installed), Json(s.version).c_str(),
+          peers.c_str());
     }
     return rc;
   }
-  std::printf("%-6s %-22s %-11s %-10s %-10s %-12s %-10s %s\n", "NODE", "ENDPOINT", "ROLE",
-              "BALLOT", "CHOSEN", "NEXT_OFFSET", "EARLIEST", "PEER LAG (instances)");
+  std::printf("%-6s %-22s %-11s %-10s %-10s %-12s %-10s %s\n", "NODE", "ENDPOINT", "ROLE", "BALLOT",
+              "CHOSEN", "NEXT_OFFSET", "EARLIEST", "PEERS (id:lag instances/last heard)");
+  size_t members = 0, voters_answering = 0;
+  uint32_t leader = 0;
   for (const std::string& b : options.brokers) {
     auto r = ordo::GetStatus(b, timeout, options.credentials);
     if (!r.ok()) {
       const bool refused = ExitCodeFor(r.error().code) == ordo::cli::kExitRefused;
-      std::printf("%-6s %-22s %s\n", "?", b.c_str(), refused ? "refused" : "unreachable");
-      if (refused)
-        std::fprintf(stderr, "ordo: %s\n", ordo::cli::ForUsers(r.error().message).c_str());
+      std::printf("%-6s %-22s %-11s %s\n", "?", b.c_str(), refused ? "refused" : "unreachable",
+                  ordo::cli::ForUsers(r.error().message).c_str());
       rc = ExitCodeFor(r.error().code);
       continue;
     }
     const ordo::BrokerStatus& s = r.value();
-    std::string lag;
-    for (const auto& p : s.peers) {
-      lag += (lag.empty() ? "" : " ") + std::to_string(p.node_id) + ":" +
-             std::to_string(p.lag_instances);
-    }
+    std::string peers;
+    for (const auto& p : s.peers) peers += (peers.empty() ? "" : " ") + PeerCell(p, kFreshMs);
     const std::string ballot =
         "(" + std::to_string(s.ballot_round) + "," + std::to_string(s.ballot_node) + ")";
     // A voter that lost its disk and does not vote yet says so.
@@ -583,7 +598,23 @@ int Status(const ordo::ClientOptions& options, bool json) {
     std::printf("%-6u %-22s %-11s %-10s %-10lu %-12lu %-10lu %s\n", s.node_id, b.c_str(),
                 role.c_str(), ballot.c_str(), static_cast<unsigned long>(s.chosen),
                 static_cast<unsigned long>(s.next_offset),
-                static_cast<unsigned long>(s.earliest_offset), lag.c_str());
+                static_cast<unsigned long>(s.earliest_offset), peers.c_str());
+    if (s.voter) {
+      members = std::max(members, s.peers.size() + 1);
+      if (!s.catching_up) ++voters_answering;
+    }
+    if (s.role == "leader") leader = s.node_id;
+  }
+  // The verdict, as `ordo health` gives it.
+  const size_t quorum = members / 2 + 1;
+  if (members == 0) {
+    std::printf("quorum: unknown (no voting member answered)\n");
+  } else if (leader != 0 && voters_answering >= quorum) {
+    std::printf("quorum: yes, leader node %u; %zu of %zu voting members answered (quorum %zu)\n",
+                leader, voters_answering, members, quorum);
+  } else {
+    std::printf("quorum: no%s; %zu of %zu voting members answered (quorum %zu)\n",
+                leader != 0 ? "" : ", no leader answered", voters_answering, members, quorum);
   }
   return rc;
 }

@@ -308,8 +308,15 @@ TEST(Client, OrdoHealthVersionBytesAndRangesAgainstRealBrokers) {
   EXPECT_EQ(typo.status, 2) << typo.err;  // (a wait for a broker would end in 3)
   EXPECT_NE(typo.err.find("cannot resolve"), std::string::npos) << typo.err;
 
-  // Two brokers of three down: no quorum, unhealthy.
+  // `status` with every broker up: one line each, and the quorum.
   const int leader = c.WaitForLeader();
+  const Ran up = OrdoCli(c, "status");
+  EXPECT_EQ(up.status, 0) << up.out << up.err;
+  std::printf("%s", up.out.c_str());
+  EXPECT_NE(up.out.find("quorum: yes, leader node " + std::to_string(leader)), std::string::npos)
+      << up.out;
+
+  // Two brokers of three down: no quorum, unhealthy.
   for (int n = 1; n <= 3; ++n) {
     if (n != leader % 3 + 1) c.Kill(n);
   }
@@ -317,6 +324,22 @@ TEST(Client, OrdoHealthVersionBytesAndRangesAgainstRealBrokers) {
   EXPECT_EQ(down.status, 3) << down.out << down.err;
   EXPECT_EQ(Count(down.out, " is unhealthy: no StatusReply from "), 2u) << down.out;
   EXPECT_NE(down.out.find("cluster is unhealthy"), std::string::npos) << down.out;
+  // The survivor's status says why the others are missing, that there is
+  // no quorum, and shows its dead peers as not heard (no made-up lag 0).
+  const Ran alone = OrdoCli(c, "status --request-timeout-ms 300");
+  EXPECT_EQ(alone.status, 3) << alone.out << alone.err;
+  EXPECT_EQ(Count(alone.out, "unreachable no StatusReply from "), 2u) << alone.out;
+  EXPECT_NE(alone.out.find("quorum: no"), std::string::npos) << alone.out;
+  // (Its peers were last heard before the kills: their lags are not shown
+  // once that is over 1 s old.)
+  bool stale = false;
+  for (const auto deadline = std::chrono::steady_clock::now() + 30s;
+       !stale && std::chrono::steady_clock::now() < deadline; std::this_thread::sleep_for(200ms)) {
+    stale = Count(OrdoCli(c, "status --request-timeout-ms 300").out, ":?/") == 2;
+  }
+  const Ran later = OrdoCli(c, "status --request-timeout-ms 300");
+  EXPECT_TRUE(stale) << later.out;
+  std::printf("%s", later.out.c_str());
 }
 
 }  // namespace
