@@ -371,11 +371,9 @@ int CmdHeal(const CommonOptions& common, const HealOptions& o) {
       break;
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(o.partition_s));
-    uint64_t target = 0;
-    for (int leader_now = 1; leader_now <= cluster.nodes(); ++leader_now) {
-      auto s = status(leader_now);
-      if (s.ok() && s.value().role == "leader") target = std::max(target, s.value().chosen);
-    }
+    // What the leader had chosen at the heal (the cut-off one was a follower).
+    auto leader_status = status(leader);
+    const uint64_t target = leader_status.ok() ? leader_status.value().chosen : 0;
     const auto t_heal = Clock::now();
     partition->Heal();
     std::optional<double> healed;
