@@ -17,7 +17,10 @@ const char* ToString(PublishOutcome outcome) {
 }
 
 AppliedState::AppliedState(const AppliedSnapshot& snapshot)
-    : applied_(snapshot.instance), next_offset_(snapshot.next_offset), barrier_(snapshot.barrier) {
+    : applied_(snapshot.instance),
+      next_offset_(snapshot.next_offset),
+      barrier_(snapshot.barrier),
+      membership_(snapshot.membership) {
   for (const ProducerSnapshot& ps : snapshot.producers) {
     Producer& p = producers_[ps.id];
     p.last_sequence = ps.last_sequence;
@@ -33,6 +36,7 @@ AppliedSnapshot AppliedState::Snapshot() const {
   s.instance = applied_;
   s.next_offset = next_offset_;
   s.barrier = barrier_;
+  s.membership = membership_;
   s.producers.reserve(producers_.size());
   for (const auto& [id, p] : producers_) {
     ProducerSnapshot ps;
@@ -105,6 +109,9 @@ AppliedInstance AppliedState::Apply(Instance instance, const ValuePtr& value) {
       // The max, not the last: an old leader's barrier recovered late must not
       // lower the bar.
       barrier_ = std::max(barrier_, value->origin);
+      return out;
+    case ValueKind::kConfig:
+      membership_ = value->membership;
       return out;
     case ValueKind::kBatch:
       break;

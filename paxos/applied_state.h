@@ -66,6 +66,9 @@ struct AppliedSnapshot {
   Offset next_offset{};
   Ballot barrier{};
   std::vector<ProducerSnapshot> producers;  // ascending id
+  // The membership in effect after `instance` (empty: no configuration
+  // entry chosen yet, the bootstrap one holds).
+  Membership membership;
   bool operator==(const AppliedSnapshot&) const = default;
 };
 
@@ -85,6 +88,8 @@ class AppliedState {
   Instance applied() const { return applied_; }
   Offset next_offset() const { return next_offset_; }
   Ballot barrier() const { return barrier_; }
+  // The last configuration entry applied (empty: none yet).
+  const Membership& membership() const { return membership_; }
   size_t producer_count() const { return producers_.size(); }
   // The producer's last applied sequence (0 if none).
   uint64_t LastSequence(ProducerId producer) const;
@@ -108,6 +113,7 @@ class AppliedState {
   Instance applied_{};
   Offset next_offset_{0};
   Ballot barrier_{};
+  Membership membership_;
   std::unordered_map<ProducerId, Producer> producers_;
 };
 

@@ -54,6 +54,11 @@ enum class MessageType : uint8_t {
   // Yes to kPreVote: no live leader is heard here and `ballot` is above the
   // promise. A no is a kReject.
   kPreVoteGrant = 10,
+  // From a leader that a configuration entry just removed (or made a
+  // learner): "campaign now", to the most caught-up voter of the new
+  // configuration, so the handover costs no election timeout. ballot: the
+  // sender's leadership ballot.
+  kTimeoutNow = 11,
 };
 
 const char* ToString(MessageType type);

@@ -42,7 +42,7 @@ constexpr int kBugAckBeforeQuorumSync = 6;
 Replica::Replica(const Config& config, const LogStore& store)
     : config_(config), store_(store), rng_(config.seed ^ (uint64_t{config.id.value()} << 32)) {
   PAXOS_ASSERT(config_.id != kNoNode);
-  PAXOS_ASSERT(!config_.voters.empty());
+  PAXOS_ASSERT(!config_.voters.empty() || !config_.seeds.empty());
   PAXOS_ASSERT(config_.voters.size() <= VoteSet::kVotersMax);
   PAXOS_ASSERT(config_.election_timeout_ticks > 0);
   PAXOS_ASSERT(config_.heartbeat_interval_ticks > 0);
@@ -50,10 +50,18 @@ Replica::Replica(const Config& config, const LogStore& store)
   PAXOS_ASSERT(config_.window_instances_max > 0);
   PAXOS_ASSERT(config_.accept_entries_max > 0);
   PAXOS_ASSERT(config_.fetch_entries_max > 0);
-  self_index_ = VoterIndex(config_.id);
   for (NodeId v : config_.voters) {
-    if (v != config_.id) peers_.push_back(Peer{v, kNoInstance, 0});
+    Member m;
+    m.id = v;
+    m.voter = true;
+    for (const Member& b : config_.bootstrap_members) {
+      if (b.id == v) m = b, m.voter = true;
+    }
+    bootstrap_.members.push_back(std::move(m));
   }
+  std::sort(bootstrap_.members.begin(), bootstrap_.members.end(),
+            [](const Member& a, const Member& b) { return a.id < b.id; });
+  UseMembership(bootstrap_);
 
   hard_ = store_.LoadHardState();
   last_instance_ = store_.LastInstance();
@@ -68,6 +76,7 @@ Replica::Replica(const Config& config, const LogStore& store)
     apply_next_ = snap->instance.next();
   }
   PAXOS_ASSERT(store_.FirstInstance() <= apply_next_);
+  if (!applied_.membership().empty()) UseMembership(applied_.membership());
   replaying_ = true;
   ApplyUpTo();
   replaying_ = false;
@@ -94,6 +103,153 @@ std::optional<size_t> Replica::VoterIndex(NodeId id) const {
     if (config_.voters[i] == id) return i;
   }
   return std::nullopt;
+}
+
+void Replica::UseMembership(const Membership& membership) {
+  membership_ = membership;
+  config_.voters = membership.Voters();
+  PAXOS_ASSERT(config_.voters.size() <= VoteSet::kVotersMax);
+  self_index_ = VoterIndex(config_.id);
+  const std::vector<NodeId>& targets = config_.voters.empty() ? config_.seeds : config_.voters;
+  std::vector<Peer> peers;
+  for (NodeId id : targets) {
+    if (id == config_.id) continue;
+    auto it = std::find_if(peers_.begin(), peers_.end(), [&](const Peer& p) { return p.id == id; });
+    if (it != peers_.end()) {
+      peers.push_back(*it);
+    } else {
+      Peer p{id, kNoInstance, false};
+      p.heard_tick = now_;  // a new voter gets one quorum check of grace
+      peers.push_back(p);
+    }
+  }
+  peers_ = std::move(peers);
+  std::erase_if(learner_chosen_, [&](const auto& kv) {
+    const Member* m = membership_.Find(kv.first);
+    return m == nullptr || m->voter;
+  });
+}
+
+void Replica::OnConfigApplied(Instance instance) {
+  const bool was_voter = IsVoter();
+  const bool was_leader = role_ == Role::kLeader;
+  const Ballot ballot = ballot_;
+  // Everyone hears, under the old configuration, that the entry is chosen.
+  if (was_leader) BroadcastCommit();
+  UseMembership(applied_.membership());
+  if (change_inflight_ != kNoInstance && change_inflight_ <= instance) change_inflight_ = kNoInstance;
+  if (replaying_) return;
+  if (leader_ != kNoNode && leader_ != config_.id && !membership_.IsVoter(leader_)) {
+    leader_ = kNoNode;  // a removed leader: nobody sticks to it
+  }
+  if (was_leader) {
+    // The instances after this one belong to the new configuration: a
+    // leader needs a promise from a quorum of it, so it campaigns again
+    // (its followers stick to it, so that is one round trip). A leader
+    // that is no longer a voter hands over to the most caught-up voter.
+    BecomeFollower(kNoNode, Ballot{});
+    if (IsVoter()) {
+      BecomeCandidate();
+    } else {
+      const Peer* best = nullptr;
+      for (const Peer& p : peers_) {
+        if (best == nullptr || p.chosen > best->chosen) best = &p;
+      }
+      if (best != nullptr) {
+        Message m = NewMessage(MessageType::kTimeoutNow, best->id);
+        m.ballot = ballot;
+        Send(std::move(m));
+      }
+    }
+  } else if (role_ == Role::kCandidate) {
+    BecomeFollower(kNoNode, Ballot{});  // its promises may be of the old configuration
+  }
+  if (!was_voter && IsVoter() && config_.probe_before_voting && rejoin_ == Rejoin::kNone &&
+      (!heard_any_ || instance <= first_heard_chosen_)) {
+    // Made a voter by an entry that may have been chosen before this
+    // process started with an empty store: it may have voted under this id
+    // and forgotten it, so it rejoins as after a lost disk.
+    rejoin_ = Rejoin::kProbing;
+    history_seen_ = true;
+    probe_last_.clear();
+    probe_fresh_.clear();
+    hard_.catch_up_until = HardState::kProbing;
+    hard_dirty_ = true;
+    Probe();
+  }
+}
+
+void Replica::OnTimeoutNow(const Message& m) {
+  // The leader that sent it left the voters: campaign at once, without the
+  // pre-vote (the others no longer stick to it).
+  if (!Votes() || role_ != Role::kFollower || m.ballot < hard_.promised) return;
+  BecomeCandidate();
+}
+
+const char* ToString(ChangeResult::Code code) {
+  switch (code) {
+    case ChangeResult::Code::kOk: return "ok";
+    case ChangeResult::Code::kNotLeader: return "not the leader";
+    case ChangeResult::Code::kInProgress: return "a membership change is in progress";
+    case ChangeResult::Code::kUnknownMember: return "no such member";
+    case ChangeResult::Code::kAlreadyMember: return "already a member";
+    case ChangeResult::Code::kLastVoter: return "the last voter cannot be removed";
+    case ChangeResult::Code::kNotCaughtUp: return "the learner has not caught up";
+    case ChangeResult::Code::kInvalid: return "invalid change";
+  }
+  return "?";
+}
+
+ChangeResult Replica::ProposeChange(const MembershipChange& change) {
+  PAXOS_ASSERT(!ready_outstanding_);
+  using Code = ChangeResult::Code;
+  ChangeResult r;
+  r.leader = leader_;
+  if (role_ != Role::kLeader) return r.code = Code::kNotLeader, r;
+  // One change at a time, and only once this leadership has recovered what
+  // earlier leaders left open (its barrier is chosen): then no entry of an
+  // older leader can surface after the new one.
+  if (change_inflight_ != kNoInstance || barrier_instance_ == kNoInstance ||
+      hard_.chosen < barrier_instance_) {
+    return r.code = Code::kInProgress, r;
+  }
+  const NodeId id = change.member.id;
+  if (id == kNoNode) return r.code = Code::kInvalid, r;
+  Membership next = membership_;
+  auto it = std::find_if(next.members.begin(), next.members.end(),
+                         [&](const Member& m) { return m.id == id; });
+  switch (change.kind) {
+    case MembershipChange::Kind::kAddLearner: {
+      if (it != next.members.end()) return r.code = Code::kAlreadyMember, r;
+      Member m = change.member;
+      m.voter = false;
+      next.members.push_back(std::move(m));
+      break;
+    }
+    case MembershipChange::Kind::kPromote: {
+      if (it == next.members.end()) return r.code = Code::kUnknownMember, r;
+      if (it->voter) return r.code = Code::kAlreadyMember, r;
+      if (config_.voters.size() >= VoteSet::kVotersMax) return r.code = Code::kInvalid, r;
+      auto lc = learner_chosen_.find(id);
+      const uint64_t behind_max = config_.window_instances_max;
+      if (lc == learner_chosen_.end() || lc->second.value() + behind_max < hard_.chosen.value()) {
+        return r.code = Code::kNotCaughtUp, r;
+      }
+      it->voter = true;
+      break;
+    }
+    case MembershipChange::Kind::kRemove: {
+      if (it == next.members.end()) return r.code = Code::kUnknownMember, r;
+      if (it->voter && config_.voters.size() <= 1) return r.code = Code::kLastVoter, r;
+      next.members.erase(it);
+      break;
+    }
+  }
+  r.instance = next_instance_;
+  change_inflight_ = next_instance_;
+  AssignInstance(MakeConfig(ballot_, std::move(next)));
+  SendUnsentAccepts();
+  return r.code = Code::kOk, r;
 }
 
 Message Replica::NewMessage(MessageType type, NodeId to) const {
@@ -236,6 +392,7 @@ void Replica::Advance() {
   }
   // The last Ready stopped at a snapshot point: go on applying.
   ApplyUpTo();
+  CheckElection();  // a candidate that won but waited to catch up (BecomeLeader)
   if (forget_votes_pending_) {
     forget_votes_pending_ = false;
     if (Votes()) {
@@ -473,10 +630,6 @@ void Replica::BecomeLeader() {
   // Recovery reads every value this node accepted: it was readable when the
   // campaign began, and must still be.
   if (!OwnLogReadable()) return;
-  role_ = Role::kLeader;
-  leader_ = config_.id;
-  leader_ballot_ = ballot_;
-  ++counters_.elections_won;
 
   // Everything up to F is chosen: some acceptor said so. We learn those
   // instances by fetching them, never by re-proposing.
@@ -498,7 +651,29 @@ void Replica::BecomeLeader() {
       break;
     }
   }
+  const Membership before = membership_;
   ApplyUpTo();
+  // A leader must know the configuration of every instance it proposes,
+  // which the chosen log up to there decides. Behind a gap it does not
+  // (the gap may hold a configuration entry): it fetches and campaigns
+  // later. And promises from a quorum of an older configuration do not make
+  // it leader of a newer one: it campaigns again under the new one.
+  if (role_ != Role::kCandidate || !(membership_ == before)) {
+    if (role_ == Role::kCandidate) BecomeFollower(kNoNode, Ballot{});
+    if (IsVoter() && Votes()) BecomeCandidate();
+    return;
+  }
+  if (hard_.chosen < frontier || apply_next_ <= hard_.chosen) {
+    // Still a candidate: Advance looks again once the gap is fetched (or
+    // applying resumed after a snapshot point); the election timeout ends it.
+    known_chosen_ = std::max(known_chosen_, frontier);
+    MaybeFetch(false);
+    return;
+  }
+  role_ = Role::kLeader;
+  leader_ = config_.id;
+  leader_ballot_ = ballot_;
+  ++counters_.elections_won;
 
   // Recovery of open instances above F: for each, the value accepted at the
   // highest ballot among the promises (ours included), else a no-op.
@@ -527,14 +702,27 @@ void Replica::BecomeLeader() {
   inflight_.clear();
   next_instance_ = frontier.next();
   unsent_from_ = next_instance_;
+  change_inflight_ = kNoInstance;
+  barrier_instance_ = kNoInstance;
   for (Instance i = frontier.next(); i <= highest; i = i.next()) {
     auto it = best.find(i);
     // A recovered value keeps its origin ballot (the barrier rule needs it).
     AssignInstance(it != best.end() ? it->second.value : MakeNoop(ballot_));
+    if (it != best.end() && it->second.value->kind == ValueKind::kConfig) {
+      // A configuration entry: what follows it belongs to its configuration,
+      // whose quorum this leader has no promise from. It stops here; once
+      // the entry is chosen it campaigns again (OnConfigApplied), and that
+      // campaign recovers the rest.
+      change_inflight_ = i;
+      break;
+    }
   }
-  // The leader barrier: batches from older leaders that surface after this
-  // point are skipped when applied (the phantom-log fix).
-  AssignInstance(MakeBarrier(ballot_));
+  if (change_inflight_ == kNoInstance) {
+    // The leader barrier: batches from older leaders that surface after
+    // this point are skipped when applied (the phantom-log fix).
+    barrier_instance_ = next_instance_;
+    AssignInstance(MakeBarrier(ballot_));
+  }
 
   known_chosen_ = std::max(known_chosen_, frontier);
   heartbeat_elapsed_ = 0;
@@ -584,6 +772,7 @@ void Replica::Step(const Message& m) {
     case MessageType::kFetchReply: OnFetchReply(m); break;
     case MessageType::kPreVote: OnPreVote(m); break;
     case MessageType::kPreVoteGrant: OnPreVoteGrant(m); break;
+    case MessageType::kTimeoutNow: OnTimeoutNow(m); break;
   }
   if (rejoin_ == Rejoin::kProbing) CheckRejoin();
   MaybeFetch(false);
@@ -930,7 +1119,9 @@ void Replica::CutBatches() {
   if (role_ != Role::kLeader) return;
   // Batches form naturally: while the window is full, proposals queue up, and
   // the next free slot takes all of them (up to the batch limits).
-  while (!pending_.empty() &&
+  // Nothing goes after a configuration entry until it is chosen: the
+  // configuration of the instances after it depends on it.
+  while (!pending_.empty() && change_inflight_ == kNoInstance &&
          next_instance_.value() - 1 - hard_.chosen.value() < config_.window_instances_max) {
     std::vector<ClientMessage> batch;
     uint64_t bytes = 0;
@@ -1042,6 +1233,14 @@ void Replica::CountAccept(Instance instance, size_t voter_index) {
 // Learning
 
 void Replica::NoteChosen(NodeId from, Instance chosen) {
+  if (!heard_any_) {
+    heard_any_ = true;
+    first_heard_chosen_ = chosen;
+  }
+  if (const Member* m = membership_.Find(from); m != nullptr && !m->voter) {
+    Instance& c = learner_chosen_[from];
+    c = std::max(c, chosen);
+  }
   for (Peer& p : peers_) {
     if (p.id == from) {
       p.chosen = std::max(p.chosen, chosen);
@@ -1116,6 +1315,7 @@ void Replica::ApplyUpTo() {
 void Replica::ApplyChosen(Instance instance, const ValuePtr& value) {
   AppliedInstance a = applied_.Apply(applied_.applied().next(), value);
   a.instance = instance;
+  if (value->kind == ValueKind::kConfig) OnConfigApplied(instance);
   counters_.messages_appended += a.appended;
   for (const MessageResult& r : a.results) {
     if (r.outcome == PublishOutcome::kDuplicate) ++counters_.messages_duplicate;
@@ -1283,6 +1483,8 @@ void Replica::InstallSnapshot(const AppliedSnapshot& snapshot) {
   if (snapshot.instance < apply_next_) return;
   if (role_ != Role::kFollower) BecomeFollower(kNoNode, Ballot{});
   applied_ = AppliedState(snapshot);
+  UseMembership(snapshot.membership.empty() ? bootstrap_ : snapshot.membership);
+  change_inflight_ = kNoInstance;
   // The host raised the stored frontier with the install; this keeps them equal.
   hard_.chosen = std::max(hard_.chosen, snapshot.instance);
   hard_dirty_ = true;

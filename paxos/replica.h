@@ -36,7 +36,19 @@ namespace ORDO_PAXOS_NAMESPACE {
 
 struct Config {
   NodeId id{};
-  std::vector<NodeId> voters;  // every voting member, this node included
+  // The bootstrap configuration: every voting member, this node included
+  // (or, for a node joining a running cluster, empty). A configuration
+  // entry chosen in the log replaces it for every instance after that
+  // entry, on every replica: the log wins over the file.
+  std::vector<NodeId> voters;
+  // The bootstrap members with their host fields (endpoints, keys), for the
+  // first configuration entry to start from; ids not among them get empty
+  // fields. Optional.
+  std::vector<Member> bootstrap_members;
+  // Peers to pull the log from while this node knows no voter (it joins a
+  // running cluster with an empty `voters`): it learns the membership from
+  // the configuration entries it fetches.
+  std::vector<NodeId> seeds;
 
   // Time, in ticks. A follower starts an election when it has not heard a
   // leader for a random number of ticks in [election_timeout_ticks, 2x).
@@ -135,6 +147,34 @@ struct Ready {
   Instance snapshot_min{};
 };
 
+// One membership change at a time, as the next configuration entry.
+struct MembershipChange {
+  enum class Kind : uint8_t {
+    kAddLearner = 0,  // `member` joins as a learner (it pulls the log, never votes)
+    kPromote = 1,     // learner `member.id` becomes a voter
+    kRemove = 2,      // `member.id` leaves (a voter or a learner; the leader too)
+  };
+  Kind kind = Kind::kAddLearner;
+  Member member;  // kAddLearner: the whole member; else only the id counts
+};
+
+struct ChangeResult {
+  enum class Code : uint8_t {
+    kOk = 0,            // assigned to `instance`; in effect once that is chosen
+    kNotLeader = 1,     // redirect to `leader` (kNoNode when unknown)
+    kInProgress = 2,    // a change is not yet chosen, or this leader is still recovering
+    kUnknownMember = 3,
+    kAlreadyMember = 4, // add: the id is taken; promote: already a voter
+    kLastVoter = 5,     // remove: the only voter
+    kNotCaughtUp = 6,   // promote: the learner is too far behind to vote yet
+    kInvalid = 7,       // id 0, or more voters than a VoteSet holds
+  };
+  Code code = Code::kOk;
+  NodeId leader{};
+  Instance instance{};
+};
+const char* ToString(ChangeResult::Code code);
+
 struct ProposeResult {
   enum class Code : uint8_t {
     kOk = 0,
@@ -190,6 +230,11 @@ class Replica {
   void Step(const Message& message);
   // Queues client messages for the log. Only the leader accepts them.
   ProposeResult Propose(std::vector<ClientMessage> messages);
+  // Assigns a configuration entry for `change` (leader only). The host
+  // learns the outcome when that instance is applied: the change is in
+  // effect if the applied value is this configuration entry (a leader that
+  // lost its leadership meanwhile may see another value there).
+  ChangeResult ProposeChange(const MembershipChange& change);
   // The host installed `snapshot` in the store (entries up to its instance
   // dropped, chosen frontier raised to it): continue from there. Ignored
   // unless snapshot.instance is above what this node applied (usually: above
@@ -212,6 +257,11 @@ class Replica {
   NodeId leader() const { return leader_; }
   Instance chosen() const { return hard_.chosen; }
   const AppliedState& applied_state() const { return applied_; }
+  // The membership in effect for the next instance: the last configuration
+  // entry applied, else the bootstrap one.
+  const Membership& membership() const { return membership_; }
+  // A change assigned and not yet applied (kNoInstance: none).
+  Instance change_pending() const { return change_inflight_; }
   Status status() const;
 
  private:
@@ -258,6 +308,11 @@ class Replica {
   void OnFetchReply(const Message& m);
   void OnPreVote(const Message& m);
   void OnPreVoteGrant(const Message& m);
+  void OnTimeoutNow(const Message& m);
+
+  // Membership: rebuild voters and peers from the membership in effect.
+  void UseMembership(const Membership& membership);
+  void OnConfigApplied(Instance instance);
 
   // Ignore-helpers: drop stale or misdirected messages before asserting.
   bool IgnorePromise(const Message& m) const;
@@ -317,11 +372,21 @@ class Replica {
   size_t Quorum() const { return QuorumSize(config_.voters.size()); }
   bool bug(int b) const;
 
-  Config config_;
+  Config config_;  // config_.voters: the voters in effect (see UseMembership)
   const LogStore& store_;
   Rng rng_;
   std::optional<size_t> self_index_;
-  std::vector<Peer> peers_;  // every voter but this node
+  std::vector<Peer> peers_;  // every voter but this node (or the seeds, when none is known)
+  Membership membership_;    // in effect for the next instance
+  Membership bootstrap_;     // from Config::voters and bootstrap_members
+  // Learner members' chosen frontiers, as their fetches tell (promote checks).
+  std::map<NodeId, Instance> learner_chosen_;
+  // The highest chosen frontier a peer reported in the first message this
+  // process heard: a configuration entry at or below it that makes this
+  // node a voter may have been chosen before this process started (a lost
+  // disk), so it rejoins as after a lost disk (probe_before_voting).
+  Instance first_heard_chosen_{};
+  bool heard_any_ = false;
 
   // Durable state, as the host will have it after the current Ready.
   HardState hard_{};
@@ -366,6 +431,8 @@ class Replica {
   uint64_t prepare_sent_tick_ = 0;
 
   // Leader.
+  Instance change_inflight_{};  // a configuration entry assigned, not yet applied
+  Instance barrier_instance_{};  // this leadership's barrier: recovery is done once it is chosen
   Instance next_instance_{};
   Instance unsent_from_{};
   std::map<Instance, Inflight> inflight_;

@@ -15,6 +15,7 @@ const char* ToString(ValueKind kind) {
     case ValueKind::kBatch: return "batch";
     case ValueKind::kNoop: return "noop";
     case ValueKind::kBarrier: return "barrier";
+    case ValueKind::kConfig: return "config";
   }
   return "?";
 }
@@ -32,6 +33,7 @@ const char* ToString(MessageType type) {
     case MessageType::kFetchReply: return "fetch-reply";
     case MessageType::kPreVote: return "pre-vote";
     case MessageType::kPreVoteGrant: return "pre-vote-grant";
+    case MessageType::kTimeoutNow: return "timeout-now";
   }
   return "?";
 }

@@ -18,6 +18,7 @@ enum class ValueKind : uint8_t {
   kBatch = 0,    // client messages, in the order they get offsets
   kNoop = 1,     // fills an instance a dead leader left open
   kBarrier = 2,  // written by each new leader after recovery (phantom-log fix)
+  kConfig = 3,   // a new membership: governs every instance after its own
 };
 
 const char* ToString(ValueKind kind);
@@ -113,6 +114,31 @@ struct HostEncoding {
   size_t size = 0;
 };
 
+// One member of the cluster. The core reads only `id` and `voter`; the
+// endpoints and key are the host's (what other brokers and clients connect
+// to, and the CurveZMQ key its frames must come with), agreed through the
+// log like the rest so every broker learns a new member the same way.
+struct Member {
+  NodeId id{};
+  bool voter = false;  // votes and may lead; else a learner (pulls the log)
+  std::string peer;
+  std::string client;
+  std::string public_key;
+  bool operator==(const Member&) const = default;
+};
+
+// The whole membership, as a configuration entry carries it (never a
+// delta), members in ascending id. Empty: none chosen yet (the bootstrap
+// configuration of the host's file holds).
+struct Membership {
+  std::vector<Member> members;
+  bool operator==(const Membership&) const = default;
+  bool empty() const { return members.empty(); }
+  const Member* Find(NodeId id) const;
+  bool IsVoter(NodeId id) const;
+  std::vector<NodeId> Voters() const;  // ascending
+};
+
 struct Value {
   ValueKind kind = ValueKind::kNoop;
   // The ballot of the leader that created this value. It travels unchanged when
@@ -121,10 +147,12 @@ struct Value {
   // barrier is skipped when applied.
   Ballot origin{};
   std::vector<ClientMessage> messages;  // only for kBatch
+  Membership membership;                // only for kConfig
   mutable HostEncoding encoded;         // see HostEncoding
 
   bool operator==(const Value& o) const {
-    return kind == o.kind && origin == o.origin && messages == o.messages;
+    return kind == o.kind && origin == o.origin && messages == o.messages &&
+           membership == o.membership;
   }
   // Approximate encoded size, for batching and flow-control limits.
   size_t ByteSize() const;
@@ -135,6 +163,7 @@ using ValuePtr = std::shared_ptr<const Value>;
 ValuePtr MakeNoop(Ballot origin);
 ValuePtr MakeBarrier(Ballot origin);
 ValuePtr MakeBatch(Ballot origin, std::vector<ClientMessage> messages);
+ValuePtr MakeConfig(Ballot origin, Membership membership);
 
 // An acceptor's record for one instance: the value it accepted and the ballot
 // it accepted it at.

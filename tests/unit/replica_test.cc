@@ -411,20 +411,32 @@ TEST(Recovery, PicksTheHighestBallotAmongPromises) {
   EXPECT_EQ(e.value->messages.at(0).payload, "high");
 }
 
-TEST(Recovery, InstancesAnAcceptorKnowsChosenAreFetchedNotReproposed) {
+TEST(Recovery, InstancesAnAcceptorKnowsChosenAreFetchedBeforeItLeads) {
+  // A leader must know the configuration of every instance it proposes, and
+  // the chosen instances it lacks may hold a configuration entry: it
+  // fetches them (never re-proposes them) and leads once it has them.
   Node n(ThreeNodes(1));
   Ready r = StartElection(n);
   const Ballot b = OfType(r.messages, MessageType::kPrepare).at(0).ballot;
   Message p = Make(MessageType::kPromise, 2, 1, b);
   p.chosen = Instance(5);  // node 2 knows 1..5 chosen
   r = n.Step(p);
-  ASSERT_EQ(n.replica->role(), Role::kLeader);
+  ASSERT_EQ(n.replica->role(), Role::kCandidate);
   auto fetches = OfType(r.messages, MessageType::kFetch);
   ASSERT_EQ(fetches.size(), 1u);
   EXPECT_EQ(fetches[0].instance, Instance(1));
   EXPECT_EQ(fetches[0].instance_last, Instance(5));
   Entry e;
   EXPECT_EQ(n.store.Get(Instance(1), &e), StoreCode::kNotFound);
+
+  Message reply = Make(MessageType::kFetchReply, fetches[0].to.value(), 1, Ballot{});
+  reply.instance = Instance(1);
+  reply.chosen = Instance(5);
+  for (uint64_t i = 1; i <= 5; ++i) {
+    reply.entries.push_back(Entry{Instance(i), Ballot{1, NodeId(2)}, MakeNoop(Ballot{1, NodeId(2)})});
+  }
+  n.Step(reply);
+  ASSERT_EQ(n.replica->role(), Role::kLeader);
   ASSERT_EQ(n.store.Get(Instance(6), &e), StoreCode::kOk);  // the barrier goes above
   EXPECT_EQ(e.value->kind, ValueKind::kBarrier);
 }
