@@ -17,6 +17,9 @@ constexpr BugInfo kBugs[] = {
      "an acceptor accepts at a ballot below its promise"},
     {Bug::kAckBeforeQuorumSync, "ack-before-quorum-sync",
      "the leader counts its own accept (and acks) before its write is durable"},
+    {Bug::kConfigBeforeChosen, "config-before-chosen",
+     "a configuration takes effect when the leader assigns it (or an acceptor accepts it), "
+     "not once it is chosen: no drain, and the next change may follow at once"},
     {Bug::kVoteBeforePersist, "vote-before-persist",
      "promises and accepted replies are sent before the write that backs them"},
     {Bug::kSkipJournalSync, "skip-journal-sync",

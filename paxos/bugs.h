@@ -23,6 +23,7 @@ enum class Bug : uint8_t {
   kMinorityCommit,        // leader counts an instance chosen on its own vote
   kAcceptBelowPromise,    // acceptor accepts at a ballot below its promise (phase 2 only)
   kAckBeforeQuorumSync,   // leader counts its own accept before it is durable
+  kConfigBeforeChosen,    // a configuration takes effect when assigned or accepted, not chosen
   // In the node loop and the storage under it (node/, tests/sim/sim_disk).
   kVoteBeforePersist,     // promises and accepted replies leave before the write
   kSkipJournalSync,       // the write before a vote is not synced (lost at a crash)

@@ -37,6 +37,7 @@ constexpr int kBugOutOfOrderApply = 3;
 constexpr int kBugMinorityCommit = 4;
 constexpr int kBugAcceptBelowPromise = 5;
 constexpr int kBugAckBeforeQuorumSync = 6;
+constexpr int kBugConfigBeforeChosen = 7;
 }  // namespace
 
 Replica::Replica(const Config& config, const LogStore& store)
@@ -114,9 +115,8 @@ void Replica::UseMembership(const Membership& membership) {
   std::vector<Peer> peers;
   for (NodeId id : targets) {
     if (id == config_.id) continue;
-    auto it = std::find_if(peers_.begin(), peers_.end(), [&](const Peer& p) { return p.id == id; });
-    if (it != peers_.end()) {
-      peers.push_back(*it);
+    if (const Peer* known = Source(id)) {
+      peers.push_back(*known);
     } else {
       Peer p{id, kNoInstance, false};
       p.heard_tick = now_;  // a new voter gets one quorum check of grace
@@ -124,6 +124,10 @@ void Replica::UseMembership(const Membership& membership) {
     }
   }
   peers_ = std::move(peers);
+  std::erase_if(others_, [&](const Peer& o) {
+    return o.id == config_.id ||
+           std::any_of(peers_.begin(), peers_.end(), [&](const Peer& p) { return p.id == o.id; });
+  });
   std::erase_if(learner_chosen_, [&](const auto& kv) {
     const Member* m = membership_.Find(kv.first);
     return m == nullptr || m->voter;
@@ -139,6 +143,7 @@ void Replica::OnConfigApplied(Instance instance) {
   UseMembership(applied_.membership());
   if (change_inflight_ != kNoInstance && change_inflight_ <= instance) change_inflight_ = kNoInstance;
   if (replaying_) return;
+  if (bug(kBugConfigBeforeChosen)) return;  // broken on purpose: "in effect" long ago
   if (leader_ != kNoNode && leader_ != config_.id && !membership_.IsVoter(leader_)) {
     leader_ = kNoNode;  // a removed leader: nobody sticks to it
   }
@@ -209,8 +214,9 @@ ChangeResult Replica::ProposeChange(const MembershipChange& change) {
   // One change at a time, and only once this leadership has recovered what
   // earlier leaders left open (its barrier is chosen): then no entry of an
   // older leader can surface after the new one.
-  if (change_inflight_ != kNoInstance || barrier_instance_ == kNoInstance ||
-      hard_.chosen < barrier_instance_) {
+  if ((change_inflight_ != kNoInstance || barrier_instance_ == kNoInstance ||
+       hard_.chosen < barrier_instance_) &&
+      !bug(kBugConfigBeforeChosen)) {
     return r.code = Code::kInProgress, r;
   }
   const NodeId id = change.member.id;
@@ -246,6 +252,15 @@ ChangeResult Replica::ProposeChange(const MembershipChange& change) {
     }
   }
   r.instance = next_instance_;
+  if (bug(kBugConfigBeforeChosen)) {
+    // Broken on purpose: in effect at once, the pipeline goes on.
+    ValuePtr v = MakeConfig(ballot_, std::move(next));
+    AssignInstance(v);
+    UseMembership(v->membership);
+    SendUnsentAccepts();
+    if (!IsVoter()) BecomeFollower(kNoNode, Ballot{});
+    return r.code = Code::kOk, r;
+  }
   change_inflight_ = next_instance_;
   AssignInstance(MakeConfig(ballot_, std::move(next)));
   SendUnsentAccepts();
@@ -564,7 +579,18 @@ void Replica::ForgetVotes() {
 }
 
 void Replica::OnPreVote(const Message& m) {
-  if (!Votes()) return;
+  // A node this configuration does not make a voter (removed, and it has
+  // not learned it yet) gets no support: it cannot lead, only disrupt. A
+  // refusal is answered even by a node that does not vote: it carries our
+  // chosen frontier, from which a node that missed its own removal (and
+  // hears from no leader) learns there is a log to fetch.
+  if (!Votes() || !VoterIndex(m.from)) {
+    Message r = NewMessage(MessageType::kReject, m.from);
+    r.ballot = m.ballot;
+    r.promised = hard_.promised;
+    Send(std::move(r));
+    return;
+  }
   // Grant exactly when a real Prepare with this ballot would be promised, and
   // the candidate is not so far behind that it would lead by catching up
   // (a candidate that is behind catches up before it leads).
@@ -583,7 +609,9 @@ void Replica::OnPreVote(const Message& m) {
 }
 
 void Replica::OnPreVoteGrant(const Message& m) {
-  if (!prevoting_ || m.ballot != prevote_ballot_ || !VoterIndex(m.from)) return;
+  // (Not once this node stopped voting meanwhile: a lost record, or a
+  // configuration entry that needs it to rejoin first.)
+  if (!prevoting_ || !Votes() || m.ballot != prevote_ballot_ || !VoterIndex(m.from)) return;
   prevote_grants_.insert(m.from);
   if (prevote_grants_.size() + 1 >= Quorum()) {
     prevoting_ = false;
@@ -708,7 +736,8 @@ void Replica::BecomeLeader() {
     auto it = best.find(i);
     // A recovered value keeps its origin ballot (the barrier rule needs it).
     AssignInstance(it != best.end() ? it->second.value : MakeNoop(ballot_));
-    if (it != best.end() && it->second.value->kind == ValueKind::kConfig) {
+    if (it != best.end() && it->second.value->kind == ValueKind::kConfig &&
+        !bug(kBugConfigBeforeChosen)) {
       // A configuration entry: what follows it belongs to its configuration,
       // whose quorum this leader has no promise from. It stops here; once
       // the entry is chosen it campaigns again (OnConfigApplied), and that
@@ -784,7 +813,7 @@ void Replica::OnPrepare(const Message& m) {
   // promised is answered again (the first answer may have been lost).
   const bool refuse =
       (m.ballot < hard_.promised && !bug(kBugForgetPromise)) ||
-      (m.ballot != hard_.promised && SticksToLeader(m.from));
+      (m.ballot != hard_.promised && SticksToLeader(m.from)) || !VoterIndex(m.from);
   if (refuse) {
     Message r = NewMessage(MessageType::kReject, m.from);
     r.ballot = m.ballot;
@@ -861,6 +890,10 @@ void Replica::OnAccept(const Message& m) {
   // safety), so it is not rewritten, but it is still acknowledged.
   for (const Entry& e : m.entries) {
     if (e.instance > hard_.chosen) StageEntry(Entry{e.instance, m.ballot, e.value});
+    if (bug(kBugConfigBeforeChosen) && e.value->kind == ValueKind::kConfig) {
+      UseMembership(e.value->membership);  // broken on purpose: accepted is not chosen
+      if (!IsVoter() && role_ != Role::kFollower) BecomeFollower(kNoNode, Ballot{});
+    }
   }
   Message r = NewMessage(MessageType::kAccepted, m.from);
   r.ballot = m.ballot;
@@ -1001,15 +1034,13 @@ void Replica::OnFetchReply(const Message& m) {
     // In time: this peer's timeout comes back down towards twice this round trip.
     const uint64_t base = config_.fetch_timeout_ticks;
     const uint64_t rtt = now_ - it->second.sent_tick;
-    for (Peer& p : peers_) {
-      if (p.id == m.from) p.fetch_timeout = std::clamp(2 * rtt + base, base, FetchTimeoutOf(p.id));
+    if (Peer* p = Source(m.from)) {
+      p->fetch_timeout = std::clamp(2 * rtt + base, base, FetchTimeoutOf(p->id));
     }
     fetches_.erase(it);
   }
   if (m.from == fetch_failed_peer_) fetch_failed_peer_ = kNoNode;
-  for (Peer& p : peers_) {
-    if (p.id == m.from) p.first_retained = std::max(Instance(1), m.first_retained);
-  }
+  if (Peer* p = Source(m.from)) p->first_retained = std::max(Instance(1), m.first_retained);
   if (!IsVoter() && VoterIndex(m.ballot.node) && m.ballot >= leader_ballot_) {
     leader_ = m.ballot.node;  // a learner: only to name the leader to clients
     leader_ballot_ = m.ballot;
@@ -1018,9 +1049,7 @@ void Replica::OnFetchReply(const Message& m) {
     // It cannot serve what we asked: a peer that restarted may come back
     // with a lower durable frontier (its chosen mark is written lazily), and
     // the higher one it reported before would keep us asking it in vain.
-    for (Peer& p : peers_) {
-      if (p.id == m.from) p.chosen = m.chosen;
-    }
+    if (Peer* p = Source(m.from)) p->chosen = m.chosen;
   }
   if (rejoin_ == Rejoin::kProbing && VoterIndex(m.from)) {
     probe_last_[m.from] = m.instance_last;
@@ -1241,12 +1270,17 @@ void Replica::NoteChosen(NodeId from, Instance chosen) {
     Instance& c = learner_chosen_[from];
     c = std::max(c, chosen);
   }
-  for (Peer& p : peers_) {
-    if (p.id == from) {
-      p.chosen = std::max(p.chosen, chosen);
-      p.heard = true;
-      p.spoke_tick = now_;
-    }
+  Peer* p = Source(from);
+  if (p == nullptr && from != config_.id && others_.size() < kOthersMax) {
+    // Outside the configuration this node knows (a member added after it,
+    // or it missed its own removal): still a source of chosen entries.
+    others_.push_back(Peer{from, kNoInstance, false});
+    p = &others_.back();
+  }
+  if (p != nullptr) {
+    p->chosen = std::max(p->chosen, chosen);
+    p->heard = true;
+    p->spoke_tick = now_;
   }
   known_chosen_ = std::max(known_chosen_, chosen);
 }
@@ -1334,10 +1368,17 @@ void Replica::SendFetch(NodeId peer, Instance first, Instance last) {
 
 uint64_t Replica::FetchTimeoutOf(NodeId peer) const {
   const uint64_t base = config_.fetch_timeout_ticks;
-  for (const Peer& p : peers_) {
-    if (p.id == peer) return std::max(base, p.fetch_timeout);
-  }
+  if (const Peer* p = Source(peer)) return std::max(base, p->fetch_timeout);
   return base;
+}
+
+const Replica::Peer* Replica::Source(NodeId id) const {
+  for (const std::vector<Peer>* list : {&peers_, &others_}) {
+    for (const Peer& p : *list) {
+      if (p.id == id) return &p;
+    }
+  }
+  return nullptr;
 }
 
 void Replica::MaybeFetch(bool force) {
@@ -1356,17 +1397,19 @@ void Replica::MaybeFetch(bool force) {
     size_t best_load = SIZE_MAX;
     *truncated = false;
     for (int pass = 0; pass < 3 && best.empty(); ++pass) {
-      for (const Peer& p : peers_) {
-        if (p.chosen < (pass == 0 ? last : first)) continue;
-        if (p.first_retained > first) {
-          *truncated = true;
-          continue;
+      for (const std::vector<Peer>* list : {&peers_, &others_}) {
+        for (const Peer& p : *list) {
+          if (p.chosen < (pass == 0 ? last : first)) continue;
+          if (p.first_retained > first) {
+            *truncated = true;
+            continue;
+          }
+          if (p.id == fetch_failed_peer_ && pass < 2) continue;
+          size_t load = 0;
+          for (const auto& [f, fetch] : fetches_) load += fetch.peer == p.id;
+          if (load < best_load) best.clear(), best_load = load;
+          if (load == best_load) best.push_back(p.id);
         }
-        if (p.id == fetch_failed_peer_ && pass < 2) continue;
-        size_t load = 0;
-        for (const auto& [f, fetch] : fetches_) load += fetch.peer == p.id;
-        if (load < best_load) best.clear(), best_load = load;
-        if (load == best_load) best.push_back(p.id);
       }
     }
     return best.empty() ? kNoNode : best[rng_.Uniform(best.size())];
@@ -1464,8 +1507,10 @@ void Replica::MaybeFetch(bool force) {
         snapshot_peer_ = kNoNode;
         snapshot_min_ = x;
         Instance best{};
-        for (const Peer& p : peers_) {
-          if (p.first_retained > x && p.chosen > best) best = p.chosen, snapshot_peer_ = p.id;
+        for (const std::vector<Peer>* list : {&peers_, &others_}) {
+          for (const Peer& p : *list) {
+            if (p.first_retained > x && p.chosen > best) best = p.chosen, snapshot_peer_ = p.id;
+          }
         }
         fetches_.clear();
       }

@@ -19,6 +19,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "paxos/applied_state.h"
@@ -377,6 +378,15 @@ class Replica {
   Rng rng_;
   std::optional<size_t> self_index_;
   std::vector<Peer> peers_;  // every voter but this node (or the seeds, when none is known)
+  // Nodes outside the configuration this node knows that told it their
+  // chosen frontier: sources to fetch from (a member added after the
+  // configuration it knows; a node that missed its own removal hears only
+  // from those), never voters.
+  std::vector<Peer> others_;
+  static constexpr size_t kOthersMax = 64;
+  // In peers_ or others_.
+  const Peer* Source(NodeId id) const;
+  Peer* Source(NodeId id) { return const_cast<Peer*>(std::as_const(*this).Source(id)); }
   Membership membership_;    // in effect for the next instance
   Membership bootstrap_;     // from Config::voters and bootstrap_members
   // Learner members' chosen frontiers, as their fetches tell (promote checks).

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   }
 
   uint64_t total_steps = 0, total_faults = 0, violations = 0, failed_seeds = 0;
-  uint64_t published = 0, acknowledged = 0, delivered = 0, messages = 0;
+  uint64_t published = 0, acknowledged = 0, delivered = 0, messages = 0, changes = 0;
   const auto start = std::chrono::steady_clock::now();
   for (uint64_t s = first_seed; s < first_seed + seeds; ++s) {
     ordo::sim::SimOptions o;
@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
     published += r.published;
     acknowledged += r.acknowledged;
     delivered += r.delivered;
+    changes += r.changes;
     messages += r.messages_sent;
     if (r.violations > 0) {
       ++failed_seeds;
@@ -80,12 +81,13 @@ int main(int argc, char** argv) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf(
       "ordo-sim: nodes=%u bug=%s seeds=%lu steps=%lu faults=%lu messages=%lu published=%lu "
-      "acknowledged=%lu delivered=%lu violations=%lu failed_seeds=%lu steps_per_sec=%.0f\n",
+      "acknowledged=%lu delivered=%lu membership_changes=%lu violations=%lu failed_seeds=%lu "
+      "steps_per_sec=%.0f\n",
       nodes, bug_name.c_str(), static_cast<unsigned long>(seeds),
       static_cast<unsigned long>(total_steps), static_cast<unsigned long>(total_faults),
       static_cast<unsigned long>(messages), static_cast<unsigned long>(published),
       static_cast<unsigned long>(acknowledged), static_cast<unsigned long>(delivered),
-      static_cast<unsigned long>(violations), static_cast<unsigned long>(failed_seeds),
+      static_cast<unsigned long>(changes), static_cast<unsigned long>(violations), static_cast<unsigned long>(failed_seeds),
       secs > 0 ? static_cast<double>(total_steps) / secs : 0.0);
   return violations == 0 ? 0 : 1;
 }

@@ -42,7 +42,7 @@ constexpr uint64_t kSettleTicks = 1500;          // (4) everything acked deliver
 using MsgKey = std::pair<uint64_t, uint64_t>;  // (producer, sequence)
 
 struct Event {
-  enum class Kind : uint8_t { kDeliver, kTick, kClient, kFault, kAck, kServe };
+  enum class Kind : uint8_t { kDeliver, kTick, kClient, kFault, kAck, kServe, kReconfigure };
   uint64_t time = 0;
   uint64_t seq = 0;  // tie-break, keeps the order deterministic
   Kind kind = Kind::kTick;
@@ -94,9 +94,13 @@ class SimHost final : public node::Host, public node::Transport {
 struct Node {
   NodeId id{};
   bool learner = false;              // a non-voting member
+  bool spare = false;                // starts outside the cluster, with only a seed list
   bool wiped = false;                // restarts with an empty disk: probes before voting
   bool faulty = false;               // its disk has faults (a minority of nodes per seed)
   bool history_lost = false;         // quarantined once: it had a history (see data_dir.h)
+  // Lost its disk when the cluster had chosen up to here: recovering until
+  // it has applied past it and votes again (or, not a voter, has caught up).
+  Instance recovering_past{};
   SimDisk disk;                      // survives crashes: what was synced, and more
   std::unique_ptr<Replica> replica;  // volatile: gone on crash
   std::unique_ptr<SimHost> host;
@@ -153,12 +157,20 @@ class Simulation {
   void InstallSnapshot(uint32_t i, NodeId suggested);
   void OnSnapshot(uint32_t i, const paxos::AppliedSnapshot& snapshot);
   void HealAll();
+  void Reconfigure();
+  bool ProposeChange(uint32_t leader);
   uint32_t IndexOf(NodeId id) const { return id.value() - 1; }
 
   // --- invariants ---
   void OnApplied(uint32_t i, const paxos::AppliedInstance& a);
   void CheckChosen(Instance instance, const paxos::ValuePtr& value, const std::string& how);
   void OnSaved(const paxos::Entry& e);
+  // The voter sets an instance may be governed by, as far as the checker
+  // knows: the configuration of the last configuration entry known chosen
+  // below it, and of every configuration entry proposed between that one
+  // and it (one of which may turn out chosen). "Chosen" needs a majority of
+  // each: never a false alarm, whatever the checker does not know yet.
+  std::vector<std::vector<NodeId>> VoterSetsFor(Instance instance) const;
   void Violation(const std::string& what);
   void CheckEnd();
   bool AllDelivered() const;
@@ -201,6 +213,18 @@ class Simulation {
   uint64_t keep_after_snapshot_ = 0;                     // instances kept behind one
   uint32_t voters_ = 0;
   bool wipes_ = false;
+  // Membership changes (a swarm choice per seed): spare nodes join, learners
+  // are promoted, voters (the leader too) are removed, during the faults.
+  bool reconfigure_ = false;
+  uint64_t reconfigure_every_ = 0;
+  uint64_t changes_ = 0;                                  // configuration entries chosen
+  paxos::Membership bootstrap_;
+  std::map<Instance, paxos::Membership> configs_;         // chosen configuration entries
+  std::multimap<Instance, paxos::Membership> proposed_configs_;
+  std::set<NodeId> ever_member_;                          // ids are never reused
+  // (1) every write of an entry, by instance and ballot: who accepted it
+  // (kept across lost disks: a vote once cast counted).
+  std::map<Instance, std::map<Ballot, std::set<NodeId>>> votes_;
   SimResult result_;
 };
 
@@ -264,6 +288,11 @@ void Simulation::StartNode(uint32_t i) {
   paxos::Config c = base_config_;
   c.id = n.id;
   c.seed = rng_.Next();
+  if (n.spare) {
+    // Joins a running cluster: it knows only where to pull the log from.
+    c.seeds = c.voters;
+    c.voters.clear();
+  }
   // A disk that is still empty probes. A wiped node that crashed before its
   // first write restarts empty and probes again.
   if (n.wiped && !n.disk.Empty()) n.wiped = false;
@@ -327,7 +356,10 @@ void Simulation::HandleReady(uint32_t i) {
     CrashNode(i);
     return;
   }
-  for (const paxos::Entry& e : std::exchange(n.host->written, {})) OnSaved(e);
+  for (const paxos::Entry& e : std::exchange(n.host->written, {})) {
+    votes_[e.instance][e.ballot].insert(n.id);
+    OnSaved(e);
+  }
   n.max_promised = std::max(n.max_promised, n.disk.ClaimedHardState().promised);
   // (8) the lost-disk mark is durable as soon as it is set: after a crash
   // the node must still know it may not vote.
@@ -349,14 +381,28 @@ void Simulation::CheckVotes(uint32_t i, const paxos::Ready& r) {
     Violation("node " + std::to_string(n.id.value()) + " lowered its promise from " +
               paxos::ToString(n.max_promised) + " to " + paxos::ToString(r.hard_state.promised));
   }
-  // (7) a learner, or a voter catching up after a lost disk, never votes.
-  if (!n.learner && !n.replica->status().catching_up) return;
+  // (7) a learner, a node the membership it knows does not make a voter,
+  // or a voter catching up after a lost disk, never votes.
+  const bool voter = n.replica->status().voter;
+  if (!n.learner && voter && !n.replica->status().catching_up) return;
   for (const auto* list : {&r.messages, &r.messages_after_persist}) {
     for (const Message& m : *list) {
+      if (!n.learner && !voter && m.type == paxos::MessageType::kAccepted) {
+        // Accepted as a voter of the instances' configuration, then applied
+        // the entry that removed it, in the same step: a vote it could cast.
+        bool member = false;
+        for (Instance x = m.instance; x <= m.instance_last && !member; x = x.next()) {
+          for (const std::vector<NodeId>& set : VoterSetsFor(x)) {
+            member |= std::find(set.begin(), set.end(), n.id) != set.end();
+          }
+        }
+        if (member && !n.replica->status().catching_up) continue;
+      }
       if (m.type == paxos::MessageType::kPromise || m.type == paxos::MessageType::kAccepted ||
           m.type == paxos::MessageType::kPreVoteGrant || m.type == paxos::MessageType::kPrepare) {
         Violation("node " + std::to_string(n.id.value()) + " voted (" + paxos::ToString(m.type) +
-                  ") while " + (n.learner ? "a learner" : "catching up after a lost disk"));
+                  ") while " +
+                  (n.learner || !voter ? "not a voter" : "catching up after a lost disk"));
       }
     }
   }
@@ -404,6 +450,13 @@ void Simulation::CheckSend(uint32_t i, const Message& m) {
     }
   }
   if (m.type == paxos::MessageType::kAccept) {
+    for (const paxos::Entry& e : m.entries) {
+      if (e.value->kind != paxos::ValueKind::kConfig) continue;
+      auto [lo, hi] = proposed_configs_.equal_range(e.instance);
+      bool known = false;
+      for (auto it = lo; it != hi; ++it) known |= it->second == e.value->membership;
+      if (!known) proposed_configs_.emplace(e.instance, e.value->membership);
+    }
     // (1) a leader proposes for a chosen instance only its chosen value.
     // (P2b: at a ballot above the one it was chosen at; an older leader
     // may still propose anything, and fail.)
@@ -512,7 +565,8 @@ void Simulation::DeliverMessage(const Event& e) {
   if (opt_.trace) {
     Trace("deliver " + std::string(paxos::ToString(e.message.type)) + " " +
           std::to_string(e.message.from.value()) + "->" + std::to_string(e.message.to.value()) +
-          " b=" + paxos::ToString(e.message.ballot) + " i=" +
+          " b=" + paxos::ToString(e.message.ballot) +
+          (e.message.promised.IsZero() ? "" : " p=" + paxos::ToString(e.message.promised)) + " i=" +
           std::to_string(e.message.instance.value()) + ".." +
           std::to_string(e.message.instance_last.value()) +
           " c=" + std::to_string(e.message.chosen.value()) +
@@ -535,9 +589,8 @@ void Simulation::OnSaved(const paxos::Entry& e) {
   // (1) The Paxos definition of chosen: a majority of acceptors durably
   // accepted one value at one ballot. Checked on the stores themselves, so a
   // value chosen but never learned still counts.
-  size_t votes = 0;
+  std::set<NodeId> accepted;
   for (const Node& n : nodes_) {
-    if (n.learner) continue;
     paxos::Entry stored;
     if (n.disk.Peek(e.instance, &stored) != paxos::StoreCode::kOk) continue;
     if (stored.ballot != e.ballot) continue;
@@ -546,20 +599,77 @@ void Simulation::OnSaved(const paxos::Entry& e) {
                 std::to_string(e.instance.value()));
       return;
     }
-    ++votes;
+    accepted.insert(n.id);
   }
-  if (votes >= paxos::QuorumSize(voters_)) {
+  bool majority = true;
+  for (const std::vector<NodeId>& voters : VoterSetsFor(e.instance)) {
+    size_t votes = 0;
+    for (NodeId v : voters) votes += accepted.count(v);
+    majority &= votes >= paxos::QuorumSize(voters.size());
+  }
+  if (majority) {
     CheckChosen(e.instance, e.value, "a majority accepted");
     auto [at, fresh] = chosen_ballot_.try_emplace(e.instance, e.ballot);
     if (!fresh) at->second = std::min(at->second, e.ballot);
   }
 }
 
+std::vector<std::vector<NodeId>> Simulation::VoterSetsFor(Instance instance) const {
+  std::vector<std::vector<NodeId>> sets;
+  Instance base{};
+  auto known = configs_.lower_bound(instance);
+  if (known == configs_.begin()) {
+    sets.push_back(bootstrap_.Voters());
+  } else {
+    --known;
+    base = known->first;
+    sets.push_back(known->second.Voters());
+  }
+  for (auto it = proposed_configs_.upper_bound(base);
+       it != proposed_configs_.end() && it->first < instance; ++it) {
+    sets.push_back(it->second.Voters());
+  }
+  return sets;
+}
+
 void Simulation::OnApplied(uint32_t i, const paxos::AppliedInstance& a) {
   Node& n = nodes_[i];
   const std::string who = "node " + std::to_string(n.id.value());
-  // (1) one value per instance, whoever learns it.
+  // (1) one value per instance, whoever learns it; and the first node to
+  // learn it learns what a majority of the voters of the instance's own
+  // configuration (the log before it decides it) accepted at one ballot.
+  if (!chosen_.count(a.instance)) {
+    auto known = configs_.lower_bound(a.instance);
+    const std::vector<NodeId> voters =
+        known == configs_.begin() ? bootstrap_.Voters() : std::prev(known)->second.Voters();
+    bool majority = false;
+    for (const auto& [ballot, nodes] : votes_[a.instance]) {
+      size_t count = 0;
+      for (NodeId v : voters) count += nodes.count(v);
+      majority |= count >= paxos::QuorumSize(voters.size());
+    }
+    if (!majority) {
+      Violation(who + " learned instance " + std::to_string(a.instance.value()) +
+                " chosen without a majority of its configuration's " +
+                std::to_string(voters.size()) + " voters accepting it");
+    }
+  }
   CheckChosen(a.instance, a.value, who + " learned");
+  if (a.value->kind == paxos::ValueKind::kConfig) {
+    if (configs_.emplace(a.instance, a.value->membership).second) {
+      ++changes_;
+      for (const paxos::Member& m : a.value->membership.members) ever_member_.insert(m.id);
+      Trace("configuration at instance " + std::to_string(a.instance.value()) + ": " +
+            std::to_string(a.value->membership.Voters().size()) + " voters, " +
+            std::to_string(a.value->membership.members.size()) + " members");
+    }
+    // (1) the core's membership is the one the log decides.
+    if (!n.replica->membership().empty() && a.instance == n.replica->applied_state().applied() &&
+        !(n.replica->membership() == a.value->membership)) {
+      Violation(who + " did not take up the configuration it applied at instance " +
+                std::to_string(a.instance.value()));
+    }
+  }
   if (a.value->kind != paxos::ValueKind::kBatch) return;
   for (size_t k = 0; k < a.results.size(); ++k) {
     const paxos::MessageResult& r = a.results[k];
@@ -759,16 +869,30 @@ void Simulation::InjectFault() {
       break;
     case 4: {  // lose the disk: crash, wipe, restart empty (one node at a time)
       bool other_wiped = false;
-      for (const Node& o : nodes_) {
+      for (Node& o : nodes_) {
         // Lost and not yet caught up, or lost and nothing written yet.
         other_wiped |= o.disk.LoadHardState().catch_up_until != paxos::kNoInstance ||
                        (o.wiped && o.disk.Empty());
+        // A node that joined as a spare knows it is a voter only once it has
+        // fetched the entry that made it one: until it has caught up past
+        // where it lost its disk, it may still have to rejoin.
+        if (o.recovering_past != paxos::kNoInstance) {
+          if (o.up && !o.replica->status().catching_up &&
+              o.replica->chosen() > o.recovering_past) {
+            o.recovering_past = paxos::kNoInstance;
+          } else {
+            other_wiped = true;
+          }
+        }
       }
       // With disk faults, only a faulty node loses its disk: the faults
       // stay on a minority.
       if (other_wiped || nodes_[i].learner || (disk_faults_ && !nodes_[i].faulty)) break;
       if (nodes_[i].up) CrashNode(i);
       Trace("wipe node " + std::to_string(i + 1));
+      for (const Node& o : nodes_) {
+        if (o.up) nodes_[i].recovering_past = std::max(nodes_[i].recovering_past, o.replica->chosen());
+      }
       nodes_[i].disk.Wipe();
       nodes_[i].stream.clear();
       nodes_[i].vouched_ballot = Ballot{};
@@ -854,6 +978,71 @@ void Simulation::Partition() {
     for (uint32_t b = 0; b < count; ++b) blocked_[a][b] = side[a] != side[b];
   }
   Trace("partition: " + shape);
+}
+
+// The operator's membership commands, sent to the leader during the faults:
+// add a spare as a learner, promote a learner, remove a voter (the leader
+// too), one at a time (the core refuses a change while one is running);
+// often several at once, to try that rule.
+void Simulation::Reconfigure() {
+  Event next;
+  next.kind = Event::Kind::kReconfigure;
+  next.time = now_ + reconfigure_every_ / 2 + rng_.Uniform(reconfigure_every_);
+  Schedule(std::move(next));
+  if (!faults_on_) return;
+  for (uint32_t k = 0; k < nodes_.size(); ++k) {
+    Node& n = nodes_[k];
+    if (!n.up || n.paused_until > now_ || n.replica->role() != paxos::Role::kLeader) continue;
+    while (ProposeChange(k) && rng_.Chance(0.5)) {
+    }
+    HandleReady(k);
+    return;
+  }
+}
+
+bool Simulation::ProposeChange(uint32_t leader) {
+  Replica& r = *nodes_[leader].replica;
+  const paxos::Membership& m = r.membership();
+  std::vector<paxos::MembershipChange> options;
+  for (const Node& n : nodes_) {
+    if (n.spare && !ever_member_.count(n.id) && m.Find(n.id) == nullptr) {
+      paxos::MembershipChange c;
+      c.kind = paxos::MembershipChange::Kind::kAddLearner;
+      c.member.id = n.id;
+      c.member.peer = "sim:" + std::to_string(n.id.value());
+      options.push_back(c);
+    }
+  }
+  const std::vector<NodeId> voters = m.Voters();
+  size_t faulty_voters = 0;
+  for (NodeId v : voters) faulty_voters += nodes_[IndexOf(v)].faulty;
+  for (const paxos::Member& member : m.members) {
+    paxos::MembershipChange c;
+    c.member.id = member.id;
+    if (!member.voter && voters.size() < opt_.nodes + 2) {
+      c.kind = paxos::MembershipChange::Kind::kPromote;
+      options.push_back(c);
+    } else if (member.voter && voters.size() > 3 &&
+               2 * (faulty_voters + (nodes_[IndexOf(member.id)].faulty ? 0 : 1)) <
+                   voters.size()) {
+      // At least three voters, and the faulty disks stay on a minority of
+      // them: a voter that loses its disk rejoins through a quorum of the
+      // others.
+      c.kind = paxos::MembershipChange::Kind::kRemove;
+      options.push_back(c);
+    }
+  }
+  if (options.empty()) return false;
+  const paxos::MembershipChange c = options[rng_.Uniform(options.size())];
+  const paxos::ChangeResult res = r.ProposeChange(c);
+  const char* kinds[] = {"add learner", "promote", "remove"};
+  Trace(std::string("leader ") + std::to_string(leader + 1) + " " +
+        kinds[static_cast<int>(c.kind)] + " " + std::to_string(c.member.id.value()) + ": " +
+        paxos::ToString(res.code) +
+        (res.code == paxos::ChangeResult::Code::kOk
+             ? " at instance " + std::to_string(res.instance.value())
+             : ""));
+  return res.code == paxos::ChangeResult::Code::kOk;
 }
 
 void Simulation::HealAll() {
@@ -986,7 +1175,21 @@ SimResult Simulation::Run() {
   for (uint32_t i = 1; i <= opt_.nodes; ++i) base_config_.voters.push_back(NodeId(i));
 
   voters_ = opt_.nodes;
-  nodes_.resize(opt_.nodes + (learner ? 1 : 0));
+  for (NodeId v : base_config_.voters) {
+    paxos::Member m;
+    m.id = v;
+    m.voter = true;
+    bootstrap_.members.push_back(m);
+    ever_member_.insert(v);
+  }
+  // (From the seed itself, not rng_: the other choices of a seed stay as they were.)
+  reconfigure_ = opt_.seed % 3 != 0;
+  const uint32_t spares = reconfigure_ ? 2 : 0;
+  reconfigure_every_ = (50 + (opt_.seed / 3) % 200) * kTickUnits;
+  if (reconfigure_) {
+    result_.fault_mix += " reconfigure-every~" + std::to_string(reconfigure_every_ / kTickUnits) + "t";
+  }
+  nodes_.resize(opt_.nodes + (learner ? 1 : 0) + spares);
   blocked_.assign(nodes_.size(), std::vector<bool>(nodes_.size(), false));
   for (uint32_t k = 0; k < faulty; ++k) {
     uint32_t pick = static_cast<uint32_t>(rng_.Uniform(opt_.nodes));
@@ -995,7 +1198,8 @@ SimResult Simulation::Run() {
   }
   for (uint32_t i = 0; i < nodes_.size(); ++i) {
     nodes_[i].id = NodeId(i + 1);
-    nodes_[i].learner = i >= opt_.nodes;
+    nodes_[i].learner = i == opt_.nodes && learner;
+    nodes_[i].spare = i >= opt_.nodes + (learner ? 1 : 0);
     DiskFaults df;
     df.crash_in_write = crash_mid_persist_;
     if (nodes_[i].faulty) {
@@ -1026,6 +1230,12 @@ SimResult Simulation::Run() {
   f.kind = Event::Kind::kFault;
   f.time = fault_every_;
   Schedule(std::move(f));
+  if (reconfigure_) {
+    Event rc;
+    rc.kind = Event::Kind::kReconfigure;
+    rc.time = reconfigure_every_;
+    Schedule(std::move(rc));
+  }
 
   // Phase 1: faults for opt_.steps events. Phase 2: heal, then require a
   // leader and progress (5), and full delivery (4), within bounds.
@@ -1076,6 +1286,7 @@ SimResult Simulation::Run() {
       case Event::Kind::kClient: ClientAct(e->target); break;
       case Event::Kind::kAck: ClientAck(*e); break;
       case Event::Kind::kFault: InjectFault(); break;
+      case Event::Kind::kReconfigure: Reconfigure(); break;
       case Event::Kind::kServe: {
         Node& n = nodes_[e->target];
         if (!n.up || n.incarnation != e->incarnation) break;
@@ -1100,6 +1311,7 @@ SimResult Simulation::Run() {
   }
   if (!stop_) CheckEnd();
   result_.delivered = canonical_.size();
+  result_.changes = changes_;
   return result_;
 }
 

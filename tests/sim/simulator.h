@@ -31,6 +31,7 @@ struct SimResult {
   uint64_t published = 0;       // distinct client messages published
   uint64_t acknowledged = 0;    // of those, acknowledged with an offset
   uint64_t delivered = 0;       // length of the agreed stream at the end
+  uint64_t changes = 0;         // membership changes chosen
   uint64_t violations = 0;
   std::string first_violation;  // empty when none
   std::string fault_mix;        // the seed's network and fault parameters
