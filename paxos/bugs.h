@@ -17,19 +17,19 @@ namespace ORDO_PAXOS_NAMESPACE {
 enum class Bug : uint8_t {
   kNone = 0,
   // In the core.
-  kForgetPromise,         // acceptor forgets its promise on every new prepare/accept (P1a)
-  kOwnValue,              // recovery re-proposes its own value, ignoring the promises
-  kOutOfOrderApply,       // learner applies instances as soon as they are chosen
-  kMinorityCommit,        // leader counts an instance chosen on its own vote
-  kAcceptBelowPromise,    // acceptor accepts at a ballot below its promise (phase 2 only)
-  kAckBeforeQuorumSync,   // leader counts its own accept before it is durable
-  kConfigBeforeChosen,    // a configuration takes effect when assigned or accepted, not chosen
+  kForgetPromise,        // acceptor forgets its promise on every new prepare/accept (P1a)
+  kOwnValue,             // recovery re-proposes its own value, ignoring the promises
+  kOutOfOrderApply,      // learner applies instances as soon as they are chosen
+  kMinorityCommit,       // leader counts an instance chosen on its own vote
+  kAcceptBelowPromise,   // acceptor accepts at a ballot below its promise (phase 2 only)
+  kAckBeforeQuorumSync,  // leader counts its own accept before it is durable
+  kConfigBeforeChosen,   // a configuration takes effect when assigned or accepted, not chosen
   // In the node loop and the storage under it (node/, tests/sim/sim_disk).
-  kVoteBeforePersist,     // promises and accepted replies leave before the write
-  kSkipJournalSync,       // the write before a vote is not synced (lost at a crash)
-  kForgetDeferredChosen,  // the lost-disk mark is deferred like the chosen mark
-  kServeUnverifiedRecord, // a record that fails its check is read as if good
-  kTrustTruncatedJournal, // a journal that lost synced records is replayed as if whole
+  kVoteBeforePersist,      // promises and accepted replies leave before the write
+  kSkipJournalSync,        // the write before a vote is not synced (lost at a crash)
+  kForgetDeferredChosen,   // the lost-disk mark is deferred like the chosen mark
+  kServeUnverifiedRecord,  // a record that fails its check is read as if good
+  kTrustTruncatedJournal,  // a journal that lost synced records is replayed as if whole
 };
 
 #ifdef ORDO_PAXOS_BUGS

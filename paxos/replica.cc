@@ -141,7 +141,8 @@ void Replica::OnConfigApplied(Instance instance) {
   // Everyone hears, under the old configuration, that the entry is chosen.
   if (was_leader) BroadcastCommit();
   UseMembership(applied_.membership());
-  if (change_inflight_ != kNoInstance && change_inflight_ <= instance) change_inflight_ = kNoInstance;
+  if (change_inflight_ != kNoInstance && change_inflight_ <= instance)
+    change_inflight_ = kNoInstance;
   if (replaying_) return;
   if (bug(kBugConfigBeforeChosen)) return;  // broken on purpose: "in effect" long ago
   if (leader_ != kNoNode && leader_ != config_.id && !membership_.IsVoter(leader_)) {
@@ -193,14 +194,22 @@ void Replica::OnTimeoutNow(const Message& m) {
 
 const char* ToString(ChangeResult::Code code) {
   switch (code) {
-    case ChangeResult::Code::kOk: return "ok";
-    case ChangeResult::Code::kNotLeader: return "not the leader";
-    case ChangeResult::Code::kInProgress: return "a membership change is in progress";
-    case ChangeResult::Code::kUnknownMember: return "no such member";
-    case ChangeResult::Code::kAlreadyMember: return "already a member";
-    case ChangeResult::Code::kLastVoter: return "the last voter cannot be removed";
-    case ChangeResult::Code::kNotCaughtUp: return "the learner has not caught up";
-    case ChangeResult::Code::kInvalid: return "invalid change";
+    case ChangeResult::Code::kOk:
+      return "ok";
+    case ChangeResult::Code::kNotLeader:
+      return "not the leader";
+    case ChangeResult::Code::kInProgress:
+      return "a membership change is in progress";
+    case ChangeResult::Code::kUnknownMember:
+      return "no such member";
+    case ChangeResult::Code::kAlreadyMember:
+      return "already a member";
+    case ChangeResult::Code::kLastVoter:
+      return "the last voter cannot be removed";
+    case ChangeResult::Code::kNotCaughtUp:
+      return "the learner has not caught up";
+    case ChangeResult::Code::kInvalid:
+      return "invalid change";
   }
   return "?";
 }
@@ -801,7 +810,9 @@ void Replica::Step(const Message& m) {
     case MessageType::kFetchReply: OnFetchReply(m); break;
     case MessageType::kPreVote: OnPreVote(m); break;
     case MessageType::kPreVoteGrant: OnPreVoteGrant(m); break;
-    case MessageType::kTimeoutNow: OnTimeoutNow(m); break;
+    case MessageType::kTimeoutNow:
+      OnTimeoutNow(m);
+      break;
   }
   if (rejoin_ == Rejoin::kProbing) CheckRejoin();
   MaybeFetch(false);
@@ -811,9 +822,8 @@ void Replica::OnPrepare(const Message& m) {
   if (!Votes()) return;
   // P1a: never promise below an existing promise. A repeat of the ballot we
   // promised is answered again (the first answer may have been lost).
-  const bool refuse =
-      (m.ballot < hard_.promised && !bug(kBugForgetPromise)) ||
-      (m.ballot != hard_.promised && SticksToLeader(m.from)) || !VoterIndex(m.from);
+  const bool refuse = (m.ballot < hard_.promised && !bug(kBugForgetPromise)) ||
+                      (m.ballot != hard_.promised && SticksToLeader(m.from)) || !VoterIndex(m.from);
   if (refuse) {
     Message r = NewMessage(MessageType::kReject, m.from);
     r.ballot = m.ballot;

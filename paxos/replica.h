@@ -161,14 +161,14 @@ struct MembershipChange {
 
 struct ChangeResult {
   enum class Code : uint8_t {
-    kOk = 0,            // assigned to `instance`; in effect once that is chosen
-    kNotLeader = 1,     // redirect to `leader` (kNoNode when unknown)
-    kInProgress = 2,    // a change is not yet chosen, or this leader is still recovering
+    kOk = 0,          // assigned to `instance`; in effect once that is chosen
+    kNotLeader = 1,   // redirect to `leader` (kNoNode when unknown)
+    kInProgress = 2,  // a change is not yet chosen, or this leader is still recovering
     kUnknownMember = 3,
-    kAlreadyMember = 4, // add: the id is taken; promote: already a voter
-    kLastVoter = 5,     // remove: the only voter
-    kNotCaughtUp = 6,   // promote: the learner is too far behind to vote yet
-    kInvalid = 7,       // id 0, or more voters than a VoteSet holds
+    kAlreadyMember = 4,  // add: the id is taken; promote: already a voter
+    kLastVoter = 5,      // remove: the only voter
+    kNotCaughtUp = 6,    // promote: the learner is too far behind to vote yet
+    kInvalid = 7,        // id 0, or more voters than a VoteSet holds
   };
   Code code = Code::kOk;
   NodeId leader{};
@@ -387,8 +387,8 @@ class Replica {
   // In peers_ or others_.
   const Peer* Source(NodeId id) const;
   Peer* Source(NodeId id) { return const_cast<Peer*>(std::as_const(*this).Source(id)); }
-  Membership membership_;    // in effect for the next instance
-  Membership bootstrap_;     // from Config::voters and bootstrap_members
+  Membership membership_;  // in effect for the next instance
+  Membership bootstrap_;   // from Config::voters and bootstrap_members
   // Learner members' chosen frontiers, as their fetches tell (promote checks).
   std::map<NodeId, Instance> learner_chosen_;
   // The highest chosen frontier a peer reported in the first message this
@@ -441,7 +441,7 @@ class Replica {
   uint64_t prepare_sent_tick_ = 0;
 
   // Leader.
-  Instance change_inflight_{};  // a configuration entry assigned, not yet applied
+  Instance change_inflight_{};   // a configuration entry assigned, not yet applied
   Instance barrier_instance_{};  // this leadership's barrier: recovery is done once it is chosen
   Instance next_instance_{};
   Instance unsent_from_{};

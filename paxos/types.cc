@@ -15,7 +15,8 @@ const char* ToString(ValueKind kind) {
     case ValueKind::kBatch: return "batch";
     case ValueKind::kNoop: return "noop";
     case ValueKind::kBarrier: return "barrier";
-    case ValueKind::kConfig: return "config";
+    case ValueKind::kConfig:
+      return "config";
   }
   return "?";
 }
@@ -33,7 +34,8 @@ const char* ToString(MessageType type) {
     case MessageType::kFetchReply: return "fetch-reply";
     case MessageType::kPreVote: return "pre-vote";
     case MessageType::kPreVoteGrant: return "pre-vote-grant";
-    case MessageType::kTimeoutNow: return "timeout-now";
+    case MessageType::kTimeoutNow:
+      return "timeout-now";
   }
   return "?";
 }

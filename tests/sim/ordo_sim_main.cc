@@ -87,7 +87,8 @@ int main(int argc, char** argv) {
       static_cast<unsigned long>(total_steps), static_cast<unsigned long>(total_faults),
       static_cast<unsigned long>(messages), static_cast<unsigned long>(published),
       static_cast<unsigned long>(acknowledged), static_cast<unsigned long>(delivered),
-      static_cast<unsigned long>(changes), static_cast<unsigned long>(violations), static_cast<unsigned long>(failed_seeds),
+      static_cast<unsigned long>(changes), static_cast<unsigned long>(violations),
+      static_cast<unsigned long>(failed_seeds),
       secs > 0 ? static_cast<double>(total_steps) / secs : 0.0);
   return violations == 0 ? 0 : 1;
 }

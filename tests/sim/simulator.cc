@@ -217,11 +217,11 @@ class Simulation {
   // are promoted, voters (the leader too) are removed, during the faults.
   bool reconfigure_ = false;
   uint64_t reconfigure_every_ = 0;
-  uint64_t changes_ = 0;                                  // configuration entries chosen
+  uint64_t changes_ = 0;  // configuration entries chosen
   paxos::Membership bootstrap_;
-  std::map<Instance, paxos::Membership> configs_;         // chosen configuration entries
+  std::map<Instance, paxos::Membership> configs_;  // chosen configuration entries
   std::multimap<Instance, paxos::Membership> proposed_configs_;
-  std::set<NodeId> ever_member_;                          // ids are never reused
+  std::set<NodeId> ever_member_;  // ids are never reused
   // (1) every write of an entry, by instance and ballot: who accepted it
   // (kept across lost disks: a vote once cast counted).
   std::map<Instance, std::map<Ballot, std::set<NodeId>>> votes_;
@@ -566,8 +566,8 @@ void Simulation::DeliverMessage(const Event& e) {
     Trace("deliver " + std::string(paxos::ToString(e.message.type)) + " " +
           std::to_string(e.message.from.value()) + "->" + std::to_string(e.message.to.value()) +
           " b=" + paxos::ToString(e.message.ballot) +
-          (e.message.promised.IsZero() ? "" : " p=" + paxos::ToString(e.message.promised)) + " i=" +
-          std::to_string(e.message.instance.value()) + ".." +
+          (e.message.promised.IsZero() ? "" : " p=" + paxos::ToString(e.message.promised)) +
+          " i=" + std::to_string(e.message.instance.value()) + ".." +
           std::to_string(e.message.instance_last.value()) +
           " c=" + std::to_string(e.message.chosen.value()) +
           " n=" + std::to_string(e.message.entries.size()));
@@ -877,8 +877,7 @@ void Simulation::InjectFault() {
         // fetched the entry that made it one: until it has caught up past
         // where it lost its disk, it may still have to rejoin.
         if (o.recovering_past != paxos::kNoInstance) {
-          if (o.up && !o.replica->status().catching_up &&
-              o.replica->chosen() > o.recovering_past) {
+          if (o.up && !o.replica->status().catching_up && o.replica->chosen() > o.recovering_past) {
             o.recovering_past = paxos::kNoInstance;
           } else {
             other_wiped = true;
@@ -891,7 +890,8 @@ void Simulation::InjectFault() {
       if (nodes_[i].up) CrashNode(i);
       Trace("wipe node " + std::to_string(i + 1));
       for (const Node& o : nodes_) {
-        if (o.up) nodes_[i].recovering_past = std::max(nodes_[i].recovering_past, o.replica->chosen());
+        if (o.up)
+          nodes_[i].recovering_past = std::max(nodes_[i].recovering_past, o.replica->chosen());
       }
       nodes_[i].disk.Wipe();
       nodes_[i].stream.clear();
@@ -1023,8 +1023,7 @@ bool Simulation::ProposeChange(uint32_t leader) {
       c.kind = paxos::MembershipChange::Kind::kPromote;
       options.push_back(c);
     } else if (member.voter && voters.size() > 3 &&
-               2 * (faulty_voters + (nodes_[IndexOf(member.id)].faulty ? 0 : 1)) <
-                   voters.size()) {
+               2 * (faulty_voters + (nodes_[IndexOf(member.id)].faulty ? 0 : 1)) < voters.size()) {
       // At least three voters, and the faulty disks stay on a minority of
       // them: a voter that loses its disk rejoins through a quorum of the
       // others.
@@ -1187,7 +1186,8 @@ SimResult Simulation::Run() {
   const uint32_t spares = reconfigure_ ? 2 : 0;
   reconfigure_every_ = (50 + (opt_.seed / 3) % 200) * kTickUnits;
   if (reconfigure_) {
-    result_.fault_mix += " reconfigure-every~" + std::to_string(reconfigure_every_ / kTickUnits) + "t";
+    result_.fault_mix +=
+        " reconfigure-every~" + std::to_string(reconfigure_every_ / kTickUnits) + "t";
   }
   nodes_.resize(opt_.nodes + (learner ? 1 : 0) + spares);
   blocked_.assign(nodes_.size(), std::vector<bool>(nodes_.size(), false));
@@ -1286,7 +1286,9 @@ SimResult Simulation::Run() {
       case Event::Kind::kClient: ClientAct(e->target); break;
       case Event::Kind::kAck: ClientAck(*e); break;
       case Event::Kind::kFault: InjectFault(); break;
-      case Event::Kind::kReconfigure: Reconfigure(); break;
+      case Event::Kind::kReconfigure:
+        Reconfigure();
+        break;
       case Event::Kind::kServe: {
         Node& n = nodes_[e->target];
         if (!n.up || n.incarnation != e->incarnation) break;

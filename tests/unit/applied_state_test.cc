@@ -99,3 +99,26 @@ TEST(AppliedState, InterleavedProducersKeepTheirOwnOffsets) {
 
 }  // namespace
 }  // namespace ordo::paxos
+
+namespace ordo::paxos {
+namespace {
+
+TEST(AppliedState, AConfigurationEntryIsTheMembershipAndTheSnapshotCarriesIt) {
+  AppliedState s;
+  EXPECT_TRUE(s.membership().empty());  // the bootstrap holds until an entry is applied
+  Membership m;
+  m.members = {Member{NodeId(3), true, "h3:1", "h3:2", "k3"},
+               Member{NodeId(1), false, "h1:1", "", ""}};
+  AppliedInstance a = s.Apply(Instance(1), MakeConfig(Ballot{1, NodeId(1)}, m));
+  EXPECT_EQ(a.appended, 0u);
+  ASSERT_EQ(s.membership().members.size(), 2u);
+  EXPECT_EQ(s.membership().members[0].id, NodeId(1));  // kept in ascending id
+  EXPECT_EQ(s.membership().Voters(), std::vector<NodeId>{NodeId(3)});
+  const AppliedSnapshot snap = s.Snapshot();
+  EXPECT_EQ(snap.membership, s.membership());
+  AppliedState restored(snap);
+  EXPECT_EQ(restored.membership(), s.membership());
+}
+
+}  // namespace
+}  // namespace ordo::paxos

@@ -433,7 +433,8 @@ TEST(Recovery, InstancesAnAcceptorKnowsChosenAreFetchedBeforeItLeads) {
   reply.instance = Instance(1);
   reply.chosen = Instance(5);
   for (uint64_t i = 1; i <= 5; ++i) {
-    reply.entries.push_back(Entry{Instance(i), Ballot{1, NodeId(2)}, MakeNoop(Ballot{1, NodeId(2)})});
+    reply.entries.push_back(
+        Entry{Instance(i), Ballot{1, NodeId(2)}, MakeNoop(Ballot{1, NodeId(2)})});
   }
   n.Step(reply);
   ASSERT_EQ(n.replica->role(), Role::kLeader);

@@ -364,3 +364,160 @@ TEST(Scenario, EveryReplicaKnowsWhenItLastHeardEachPeer) {
 
 }  // namespace
 }  // namespace ordo::paxos
+
+namespace ordo::paxos {
+namespace {
+
+// Membership through the log (docs/core.md, "Membership"): three voters and
+// a fourth node that starts with only a seed list.
+struct Grown : Cluster {
+  Grown() : Cluster(3) {
+    auto spare = std::make_unique<N>();
+    spare->config = Cfg(4, 3, 11);
+    spare->config.seeds = spare->config.voters;
+    spare->config.voters.clear();
+    spare->net = &net;
+    spare->Start();
+    nodes.push_back(std::move(spare));
+  }
+  uint32_t ElectLeader() {
+    for (int k = 0; k < 200 && !Leader(); ++k) TickAll(1);
+    EXPECT_TRUE(Leader().has_value());
+    // Until its barrier is chosen, a new leader takes no change.
+    TickAll(5);
+    return Leader().value_or(0);
+  }
+  // Proposes `change` to the leader and runs until it is applied everywhere
+  // that is up; returns the leader's answer.
+  ChangeResult Change(MembershipChange::Kind kind, uint32_t id) {
+    MembershipChange c;
+    c.kind = kind;
+    c.member.id = NodeId(id);
+    c.member.peer = "127.0.0.1:" + std::to_string(7100 + id);
+    const uint32_t l = Leader().value_or(1);
+    ChangeResult r = this->r(l).ProposeChange(c);
+    Drain(l);
+    TickAll(30);
+    return r;
+  }
+  bool SameEverywhere(const Membership& m) {
+    for (auto& n : nodes) {
+      if (n->up && !(n->replica->membership() == m)) return false;
+    }
+    return true;
+  }
+  uint64_t Publish(uint64_t producer, uint64_t from, uint64_t count) {
+    for (uint64_t s = from; s < from + count; ++s) {
+      for (int k = 0; k < 50; ++k) {
+        auto l = Leader();
+        if (l && r(*l).Propose({Msg(producer, s)}).code == ProposeResult::Code::kOk) break;
+        TickAll(1);
+      }
+      Drain(Leader().value_or(1));
+      Deliver();
+    }
+    TickAll(20);
+    return r(Leader().value_or(1)).applied_state().next_offset().value();
+  }
+};
+
+TEST(Membership, ALearnerIsAddedPromotedAndTheLeaderRemovedThroughTheLog) {
+  Grown c;
+  const uint32_t first = c.ElectLeader();
+  ASSERT_NE(first, 0u);
+  c.Publish(1, 1, 5);
+  EXPECT_FALSE(c.r(4).status().voter);
+
+  ChangeResult add = c.Change(MembershipChange::Kind::kAddLearner, 4);
+  ASSERT_EQ(add.code, ChangeResult::Code::kOk);
+  const Membership after_add = c.r(c.Leader().value_or(1)).membership();
+  ASSERT_EQ(after_add.members.size(), 4u);
+  EXPECT_FALSE(after_add.Find(NodeId(4))->voter);
+  EXPECT_EQ(after_add.Find(NodeId(4))->peer, "127.0.0.1:7104");
+  EXPECT_TRUE(c.SameEverywhere(after_add));  // node 4 too: it learned it from the log
+  EXPECT_EQ(c.r(4).applied_state().next_offset(), Offset(5));
+
+  ChangeResult promote{};
+  for (int k = 0; k < 20; ++k) {
+    promote = c.Change(MembershipChange::Kind::kPromote, 4);
+    if (promote.code != ChangeResult::Code::kNotCaughtUp)
+      break;  // until it has fetched from the leader
+  }
+  ASSERT_EQ(promote.code, ChangeResult::Code::kOk);
+  c.TickAll(30);
+  const Membership four = c.r(c.Leader().value_or(1)).membership();
+  EXPECT_EQ(four.Voters().size(), 4u);
+  EXPECT_TRUE(c.SameEverywhere(four));
+  EXPECT_TRUE(c.r(4).status().voter);
+  EXPECT_EQ(c.Publish(1, 6, 5), 10u);
+
+  // The leader removes itself: it hands over, and the other three go on.
+  const uint32_t old = *c.Leader();
+  ASSERT_EQ(c.Change(MembershipChange::Kind::kRemove, old).code, ChangeResult::Code::kOk);
+  c.TickAll(50);
+  ASSERT_TRUE(c.Leader().has_value());
+  EXPECT_NE(*c.Leader(), old);
+  EXPECT_FALSE(c.r(old).status().voter);
+  EXPECT_EQ(c.r(*c.Leader()).membership().Voters().size(), 3u);
+  EXPECT_EQ(c.Publish(1, 11, 5), 15u);
+  // Every node applied the same log, the removed one too (it still pulls it).
+  c.TickAll(50);
+  for (uint32_t i = 1; i <= 4; ++i)
+    EXPECT_EQ(c.r(i).applied_state().next_offset(), Offset(15)) << i;
+
+  // A restart takes the membership from the store, not from its file.
+  c.Crash(4);
+  c.Restart(4);
+  EXPECT_TRUE(c.r(4).membership() == c.r(*c.Leader()).membership());
+  EXPECT_TRUE(c.r(4).status().voter);
+}
+
+TEST(Membership, OneChangeAtATimeAndTypedRefusals) {
+  Grown c;
+  const uint32_t l = c.ElectLeader();
+  ASSERT_NE(l, 0u);
+  MembershipChange add;
+  add.kind = MembershipChange::Kind::kAddLearner;
+  add.member.id = NodeId(4);
+  ASSERT_EQ(c.r(l).ProposeChange(add).code, ChangeResult::Code::kOk);
+  // The first is not chosen yet: nothing else, and no batch after it.
+  MembershipChange remove;
+  remove.kind = MembershipChange::Kind::kRemove;
+  remove.member.id = NodeId(3);
+  EXPECT_EQ(c.r(l).ProposeChange(remove).code, ChangeResult::Code::kInProgress);
+  ASSERT_EQ(c.r(l).Propose({Msg(2, 1)}).code, ProposeResult::Code::kOk);
+  EXPECT_EQ(c.r(l).status().pending_messages, 1u);  // waits behind the entry
+  c.Drain(l);
+  c.TickAll(30);
+  ASSERT_TRUE(c.Leader().has_value());
+  const uint32_t now = *c.Leader();
+
+  EXPECT_EQ(c.r(now).ProposeChange(add).code, ChangeResult::Code::kAlreadyMember);
+  MembershipChange unknown;
+  unknown.kind = MembershipChange::Kind::kPromote;
+  unknown.member.id = NodeId(9);
+  EXPECT_EQ(c.r(now).ProposeChange(unknown).code, ChangeResult::Code::kUnknownMember);
+  MembershipChange promote_voter;
+  promote_voter.kind = MembershipChange::Kind::kPromote;
+  promote_voter.member.id = NodeId(now);
+  EXPECT_EQ(c.r(now).ProposeChange(promote_voter).code, ChangeResult::Code::kAlreadyMember);
+  MembershipChange zero;
+  zero.member.id = kNoNode;
+  EXPECT_EQ(c.r(now).ProposeChange(zero).code, ChangeResult::Code::kInvalid);
+  const uint32_t follower = now == 1 ? 2 : 1;
+  EXPECT_EQ(c.r(follower).ProposeChange(remove).code, ChangeResult::Code::kNotLeader);
+}
+
+TEST(Membership, TheLastVoterCannotBeRemoved) {
+  Cluster c(1);
+  for (int k = 0; k < 100 && !c.Leader(); ++k) c.TickAll(1);
+  ASSERT_TRUE(c.Leader().has_value());
+  c.TickAll(5);
+  MembershipChange remove;
+  remove.kind = MembershipChange::Kind::kRemove;
+  remove.member.id = NodeId(1);
+  EXPECT_EQ(c.r(1).ProposeChange(remove).code, ChangeResult::Code::kLastVoter);
+}
+
+}  // namespace
+}  // namespace ordo::paxos
