@@ -4,7 +4,7 @@
 # a base port reserved for it; stops every broker it started, whatever happens.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-build=${1:-$root/build}
+build=$(cd "${1:-$root/build}" && pwd)
 dir=$(mktemp -d)
 
 # The base port P: the cluster uses P+1..P+3, P+101..P+104 and P+201..P+204.
