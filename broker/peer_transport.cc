@@ -48,13 +48,6 @@ void SetLinkLiveness(zmq::socket_t& s, uint32_t timeout_ms) {
   // What the other end waits for our next PING before dropping the link.
   s.set(zmq::sockopt::heartbeat_ttl, static_cast<int>(timeout_ms));
 }
-// Where this member's outgoing links leave from: the address it binds its
-// peer endpoint to when that is one IPv4 address, else the address it
-// advertises when that is one IPv4 address of this machine (not 0.0.0.0),
-// so that peers and firewalls see a member's connections come from the
-// address it is known by (and a test can cut one member off by its address
-// alone). "" otherwise (a host name, every interface, an address behind
-// NAT that is not this machine's): the kernel picks.
 std::string HostOf(const std::string& endpoint) {
   const size_t colon = endpoint.rfind(':');
   return colon == std::string::npos ? std::string() : endpoint.substr(0, colon);
@@ -73,6 +66,13 @@ bool IsLocalIpv4(const in_addr& address) {
   ::close(fd);
   return local;
 }
+// Where this member's outgoing links leave from: the address it binds its
+// peer endpoint to when that is one IPv4 address, else the address it
+// advertises when that is one IPv4 address of this machine (not 0.0.0.0),
+// so that peers and firewalls see a member's connections come from the
+// address it is known by (and a test can cut one member off by its address
+// alone). "" otherwise (a host name, every interface, an address behind
+// NAT that is not this machine's): the kernel picks.
 std::string SourceHost(const BrokerConfig& config) {
   const Member* self = config.Self();
   if (self == nullptr) return "";
