@@ -175,16 +175,22 @@ Status Broker::Start() {
   if (!(s = clients_->Open()).ok()) return s;
   connections_->Count();  // takes the listening event: the timeout is set
   if (!config_.metrics.empty()) {
-    s = monitoring::BrokerMetrics::Start(config_.metrics, config_.node_id, config_.data_dir,
-                                         &metrics_);
+    s = monitoring::BrokerMetrics::Start(config_.MetricsBindEndpoint(), config_.node_id,
+                                         config_.data_dir, &metrics_);
     if (!s.ok()) return s;
     clients_->set_metrics(metrics_.get());
     node_storage_->set_metrics(metrics_.get());
   }
-  spdlog::info("node {} up ({}): peers on {}, clients on {}, metrics on {}", config_.node_id,
-               config_.Self() ? "voter" : "learner",
-               config_.Self() ? config_.Self()->peer : "(none: learner)", config_.ClientEndpoint(),
-               config_.metrics.empty() ? "(off)" : config_.metrics);
+  // Each endpoint as others reach it, and what it is bound to where that differs.
+  auto where = [](const std::string& advertised, const std::string& bound) {
+    return bound == advertised ? advertised : advertised + " (bound to " + bound + ")";
+  };
+  spdlog::info(
+      "node {} up ({}): peers on {}, clients on {}, metrics on {}", config_.node_id,
+      config_.Self() ? "voter" : "learner",
+      config_.Self() ? where(config_.Self()->peer, config_.PeerBindEndpoint()) : "(none: learner)",
+      where(config_.ClientEndpoint(), config_.ClientBindEndpoint()),
+      config_.metrics.empty() ? "(off)" : where(config_.metrics, config_.MetricsBindEndpoint()));
   return Status::Ok();
 }
 

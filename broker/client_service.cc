@@ -90,7 +90,8 @@ ClientService::ClientService(zmq::context_t& context, const BrokerConfig& config
 
 Status ClientService::Open() {
   std::string address;
-  ParseEndpoint(config_.ClientEndpoint(), &address);
+  const std::string bind = config_.ClientBindEndpoint();  // [bind] client, or what it advertises
+  ParseEndpoint(bind, &address);
   try {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.set(zmq::sockopt::sndhwm, 100000);
@@ -114,8 +115,10 @@ Status ClientService::Open() {
     }
     socket_.bind(address);
   } catch (const zmq::error_t& e) {
-    return Status::Error("client endpoint " + config_.ClientEndpoint() + ": " +
-                         BindErrorText(config_.ClientEndpoint(), e.num()));
+    const std::string& advertised = config_.ClientEndpoint();
+    return Status::Error("client endpoint " + advertised +
+                         (bind == advertised ? "" : " (bound to " + bind + ")") + ": " +
+                         BindErrorText(bind, e.num()));
   }
   return Status::Ok();
 }

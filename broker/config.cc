@@ -1,5 +1,8 @@
 #include "broker/config.h"
 
+#include <arpa/inet.h>
+#include <net/if.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -25,6 +28,19 @@ const Member* BrokerConfig::Self() const { return role == Role::kVoter ? Find(no
 const std::string& BrokerConfig::ClientEndpoint() const {
   const Member* self = Self();
   return self ? self->client : client;
+}
+
+std::string BrokerConfig::PeerBindEndpoint() const {
+  const Member* self = Self();
+  return self ? BindEndpointFor(self->peer, bind.peer) : std::string();
+}
+
+std::string BrokerConfig::ClientBindEndpoint() const {
+  return BindEndpointFor(ClientEndpoint(), bind.client);
+}
+
+std::string BrokerConfig::MetricsBindEndpoint() const {
+  return metrics.empty() ? std::string() : BindEndpointFor(metrics, bind.metrics);
 }
 
 uint64_t BrokerConfig::PeerFrameBytesMax() const {
@@ -66,6 +82,24 @@ bool ParseEndpoint(const std::string& endpoint, std::string* zmq_address) {
   return true;
 }
 
+bool IsHostName(const std::string& host) {
+  if (host.empty() || host == "*" || host.front() == '[') return false;
+  in_addr address{};
+  if (inet_pton(AF_INET, host.c_str(), &address) == 1) return false;
+  return if_nametoindex(host.c_str()) == 0;
+}
+
+std::string BindEndpointFor(const std::string& advertised, const std::string& bind) {
+  const std::string& endpoint = bind.empty() ? advertised : bind;
+  const size_t colon = endpoint.rfind(':');
+  if (colon == std::string::npos) return endpoint;  // not HOST:PORT (ValidateConfig says so)
+  const std::string host = endpoint.substr(0, colon);
+  if (host == "*" || (bind.empty() && IsHostName(host))) {
+    return "0.0.0.0" + endpoint.substr(colon);
+  }
+  return endpoint;
+}
+
 std::string BindErrorText(const std::string& endpoint, int error) {
   const std::string host = endpoint.substr(0, endpoint.rfind(':'));
   const std::string text = std::strerror(error);
@@ -77,7 +111,10 @@ std::string BindErrorText(const std::string& endpoint, int error) {
              "this machine (" + text + "); a broker binds its own endpoints by IP address " +
              "(e.g. 127.0.0.1), not by host name";
     case EADDRNOTAVAIL:
-      return "cannot bind: host '" + host + "' is not an address of this machine (" + text + ")";
+      // Typically an advertised address behind NAT or a port forward.
+      return "cannot bind: host '" + host + "' is not an address of this machine (" + text +
+             "); when others reach this broker at an address that is not its own (NAT, a port " +
+             "forward), say what to bind in [bind] (e.g. peer = \"0.0.0.0:PORT\")";
     case EADDRINUSE:
       return "cannot bind: the port is in use (" + text + "): another program (or broker) holds it";
     case EACCES:
@@ -115,8 +152,8 @@ Status ReadString(const toml::node_view<const toml::node>& node, const std::stri
 // The fields of a parsed config file, checked one by one.
 Status FromTable(const toml::table& t, BrokerConfig* out) {
   static const std::set<std::string> kKnown = {
-      "node_id", "cluster_id", "role", "client", "data_dir", "metrics", "log_level", "members", "timing",
-      "batching", "limits", "storage", "retention", "security"};
+      "node_id", "cluster_id", "role",   "client",  "data_dir",  "metrics",  "log_level", "members",
+      "timing",  "batching",   "limits", "storage", "retention", "security", "bind"};
   for (const auto& [key, value] : t) {
     if (!kKnown.count(std::string(key.str()))) {
       return Status::Error(std::string(key.str()) + ": unknown field");
@@ -192,6 +229,10 @@ Status FromTable(const toml::table& t, BrokerConfig* out) {
   ORDO_READ(ReadString(root["security"]["key_file"], "security.key_file", &out->security.key_file));
   ORDO_READ(ReadString(root["security"]["access_file"], "security.access_file",
                        &out->security.access_file));
+  ORDO_READ(section("bind", {"peer", "client", "metrics"}));
+  ORDO_READ(ReadString(root["bind"]["peer"], "bind.peer", &out->bind.peer));
+  ORDO_READ(ReadString(root["bind"]["client"], "bind.client", &out->bind.client));
+  ORDO_READ(ReadString(root["bind"]["metrics"], "bind.metrics", &out->bind.metrics));
   ORDO_READ(section("retention", {"instances", "bytes", "age_seconds", "snapshot_interval_instances",
                                   "snapshot_chunk_bytes", "snapshot_send_bytes_per_sec"}));
   ORDO_READ(ReadInt(root["retention"]["instances"], "retention.instances", &out->retention_instances));
@@ -256,6 +297,65 @@ Status ParseConfig(std::string_view text, const std::string& source, BrokerConfi
   if (Status s = ParseToml(text, source, &t); !s.ok()) return s;
   return FromTable(t, out);
 }
+
+namespace {
+
+// [bind] and the endpoints this broker binds (after the members, client
+// and metrics are known good).
+Status ValidateBind(const BrokerConfig& c) {
+  struct Field {
+    const char* name;
+    const std::string* value;
+  };
+  for (const Field& f : {Field{"bind.peer", &c.bind.peer}, Field{"bind.client", &c.bind.client},
+                         Field{"bind.metrics", &c.bind.metrics}}) {
+    if (f.value->empty()) continue;
+    const std::string name = f.name;
+    if (!ParseEndpoint(*f.value, nullptr)) {
+      return Status::Error(name + ": '" + *f.value + "' is not HOST:PORT");
+    }
+    const std::string host = f.value->substr(0, f.value->rfind(':'));
+    if (IsHostName(host)) {
+      return Status::Error(name + ": '" + host +
+                           "' is a host name; bind an IP address of this machine, 0.0.0.0 or * "
+                           "(every interface), or an interface's name (ZeroMQ binds no host "
+                           "name; [[members]] and metrics may name hosts: they are what others "
+                           "connect to)");
+    }
+  }
+  if (c.role == Role::kLearner && !c.bind.peer.empty()) {
+    return Status::Error(
+        "bind.peer: a learner has no peer endpoint (it connects to the voters, "
+        "and they answer over that connection)");
+  }
+  // Two of this broker's endpoints on one port, where one of them binds
+  // every interface or both the same host, would fail at the second bind.
+  struct Bound {
+    const char* what;
+    std::string endpoint;
+  };
+  std::vector<Bound> bound = {{"peer", c.PeerBindEndpoint()},
+                              {"client", c.ClientBindEndpoint()},
+                              {"metrics", c.MetricsBindEndpoint()}};
+  for (size_t i = 0; i < bound.size(); ++i) {
+    for (size_t j = i + 1; j < bound.size(); ++j) {
+      const std::string& a = bound[i].endpoint;
+      const std::string& b = bound[j].endpoint;
+      if (a.empty() || b.empty()) continue;
+      const size_t ca = a.rfind(':'), cb = b.rfind(':');
+      const std::string ha = a.substr(0, ca), hb = b.substr(0, cb);
+      if (a.substr(ca) != b.substr(cb)) continue;
+      if (ha == hb || ha == "0.0.0.0" || hb == "0.0.0.0") {
+        return Status::Error(std::string("bind: this broker's ") + bound[i].what + " endpoint (" +
+                             a + ") and its " + bound[j].what + " endpoint (" + b +
+                             ") would bind the same port");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 Status ValidateConfig(const BrokerConfig& c) {
   if (c.snapshot_interval_instances == 0 &&
@@ -350,6 +450,7 @@ Status ValidateConfig(const BrokerConfig& c) {
   if (!c.metrics.empty() && !ParseEndpoint(c.metrics, nullptr)) {
     return Status::Error("metrics: '" + c.metrics + "' is not HOST:PORT");
   }
+  if (Status s = ValidateBind(c); !s.ok()) return s;
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
   if (!kLevels.count(c.log_level)) {
     return Status::Error("log_level: '" + c.log_level +

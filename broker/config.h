@@ -30,6 +30,21 @@ struct SecurityConfig {
   bool operator==(const SecurityConfig&) const = default;
 };
 
+// Where this broker listens, when that is not the address others reach it
+// by: [[members]] peer/client (and a learner's `client`, and `metrics`) are
+// the advertised endpoints, which other brokers and clients connect to and
+// which may name a host; [bind] gives what this broker binds instead: an IP
+// address, `*` or 0.0.0.0 (every interface), or an interface's name, with
+// a port. Each field is optional ("" = derive it, see BindEndpointFor).
+// Needed behind NAT or a port forward (the advertised address is not this
+// machine's), or to listen on every interface.
+struct BindConfig {
+  std::string peer;
+  std::string client;
+  std::string metrics;
+  bool operator==(const BindConfig&) const = default;
+};
+
 // A voter is one of [[members]]: it votes, may lead, and serves clients. A
 // learner has an id of its own outside [[members]]: it pulls the chosen log
 // from the voters, serves subscribers and replays, and never votes. Voters
@@ -49,6 +64,7 @@ struct BrokerConfig {
   std::string log_level = "info";
   std::vector<Member> members;  // every voting member (a voter included itself)
   SecurityConfig security;
+  BindConfig bind;  // what this broker binds; by default what it advertises
 
   // Time: the core counts ticks; one tick is tick_ms of wall time.
   uint32_t tick_ms = 10;
@@ -111,6 +127,13 @@ struct BrokerConfig {
   // Where this broker serves clients: its [[members]] entry, or `client` for a learner.
   const std::string& ClientEndpoint() const;
   const Member* Find(uint32_t id) const;
+  // What this broker binds: BindEndpointFor(advertised, bind.X) for its
+  // [[members]] peer endpoint ("" for a learner: it has none), its client
+  // endpoint, and metrics ("" when metrics is off; bind.metrics is then
+  // ignored, so --metrics '' turns it off whatever the file binds).
+  std::string PeerBindEndpoint() const;
+  std::string ClientBindEndpoint() const;
+  std::string MetricsBindEndpoint() const;
   paxos::Config CoreConfig(uint64_t seed) const;
 
   bool operator==(const BrokerConfig&) const = default;
@@ -130,6 +153,20 @@ Status ValidateConfig(const BrokerConfig& config);
 
 // "HOST:PORT" -> "tcp://HOST:PORT"; false when malformed.
 bool ParseEndpoint(const std::string& endpoint, std::string* zmq_address);
+
+// The endpoint to bind for `advertised` (HOST:PORT): `bind` when set
+// (with a host `*` spelled 0.0.0.0, which ZeroMQ and the metrics server
+// both take); else `advertised` itself, unless its host is a host name
+// (neither an IP address, `*`, nor a network interface of this machine):
+// then 0.0.0.0:PORT, every interface, as ZeroMQ binds no host name. A name
+// that the operator gave this machine's address is so taken at its word,
+// rather than resolved to what may be a loopback alias (127.0.1.1 in a
+// Debian /etc/hosts) or another host's address.
+std::string BindEndpointFor(const std::string& advertised, const std::string& bind);
+
+// Whether `host` is a host name in the sense above (false for an IPv4
+// address, a bracketed IPv6 address, `*`, and this machine's interfaces).
+bool IsHostName(const std::string& host);
 
 // Why binding `endpoint` ("HOST:PORT") failed with errno `error`, for an
 // operator: what it means for the host or port, with the system's text

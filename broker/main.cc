@@ -46,11 +46,16 @@ int main(int argc, char** argv) {
   CLI::App app{"ordo-broker: a member of an Ordo cluster (see broker/ordo.example.toml)"};
   std::string config_path;
   std::optional<uint32_t> node_id, tick_ms;
-  std::optional<std::string> data_dir, metrics, log_level;
+  std::optional<std::string> data_dir, metrics, log_level, bind_peer, bind_client, bind_metrics;
   app.add_option("--config", config_path, "TOML configuration file")->required();
   app.add_option("--node-id", node_id, "Override node_id");
   app.add_option("--data-dir", data_dir, "Override data_dir");
   app.add_option("--metrics", metrics, "Override metrics (HOST:PORT, or '' to turn off)");
+  app.add_option("--bind-peer", bind_peer,
+                 "Override bind.peer: what to bind for the peer endpoint (IP:PORT, 0.0.0.0:PORT; "
+                 "'' binds what [[members]] advertises)");
+  app.add_option("--bind-client", bind_client, "Override bind.client (the same, for clients)");
+  app.add_option("--bind-metrics", bind_metrics, "Override bind.metrics (the same, for metrics)");
   app.add_option("--log-level", log_level, "Override log_level (trace..error, off)");
   app.add_option("--tick-ms", tick_ms, "Override timing.tick_ms");
   app.footer(
@@ -72,6 +77,9 @@ int main(int argc, char** argv) {
     if (node_id) config.node_id = *node_id;
     if (data_dir) config.data_dir = *data_dir;
     if (metrics) config.metrics = *metrics;
+    if (bind_peer) config.bind.peer = *bind_peer;
+    if (bind_client) config.bind.client = *bind_client;
+    if (bind_metrics) config.bind.metrics = *bind_metrics;
     if (log_level) config.log_level = *log_level;
     if (tick_ms) config.tick_ms = *tick_ms;
     s = ordo::broker::ValidateConfig(config);

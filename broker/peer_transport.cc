@@ -2,7 +2,10 @@
 
 #include <arpa/inet.h>
 #include <flatbuffers/flatbuffers.h>
+#include <netinet/in.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -45,19 +48,41 @@ void SetLinkLiveness(zmq::socket_t& s, uint32_t timeout_ms) {
   // What the other end waits for our next PING before dropping the link.
   s.set(zmq::sockopt::heartbeat_ttl, static_cast<int>(timeout_ms));
 }
-// Where this member's outgoing links leave from: its own peer address when
-// that names one IPv4 address (not 0.0.0.0), so that peers and firewalls
-// see a member's connections come from the address it is known by (and a
-// test can cut one member off by its address alone). "" otherwise: the
-// kernel picks.
-std::string SourceHost(const Member* self) {
+std::string HostOf(const std::string& endpoint) {
+  const size_t colon = endpoint.rfind(':');
+  return colon == std::string::npos ? std::string() : endpoint.substr(0, colon);
+}
+bool IsSpecificIpv4(const std::string& host, in_addr* address) {
+  return inet_pton(AF_INET, host.c_str(), address) == 1 && address->s_addr != INADDR_ANY;
+}
+// Whether `address` is one of this machine's (binding a socket to it works).
+bool IsLocalIpv4(const in_addr& address) {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr = address;
+  const bool local = ::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return local;
+}
+// Where this member's outgoing links leave from: the address it binds its
+// peer endpoint to when that is one IPv4 address, else the address it
+// advertises when that is one IPv4 address of this machine (not 0.0.0.0),
+// so that peers and firewalls see a member's connections come from the
+// address it is known by (and a test can cut one member off by its address
+// alone). "" otherwise (a host name, every interface, an address behind
+// NAT that is not this machine's): the kernel picks.
+std::string SourceHost(const BrokerConfig& config) {
+  const Member* self = config.Self();
   if (self == nullptr) return "";
-  const size_t colon = self->peer.rfind(':');
-  if (colon == std::string::npos) return "";
-  const std::string host = self->peer.substr(0, colon);
   in_addr address{};
-  if (inet_pton(AF_INET, host.c_str(), &address) != 1 || address.s_addr == INADDR_ANY) return "";
-  return host;
+  if (const std::string bound = HostOf(config.PeerBindEndpoint()); bound != "0.0.0.0") {
+    return IsSpecificIpv4(bound, &address) ? bound : "";
+  }
+  const std::string advertised = HostOf(self->peer);
+  if (IsSpecificIpv4(advertised, &address) && IsLocalIpv4(address)) return advertised;
+  return "";
 }
 }  // namespace
 
@@ -67,7 +92,7 @@ Status PeerTransport::Open() {
   try {
     if (self) {
       std::string address;
-      ParseEndpoint(self->peer, &address);
+      ParseEndpoint(config_.PeerBindEndpoint(), &address);
       inbound_.set(zmq::sockopt::linger, 0);
       inbound_.set(zmq::sockopt::rcvhwm, kPeerQueueMessagesMax);
       inbound_.set(zmq::sockopt::sndhwm, kPeerQueueMessagesMax);  // replies to learners
@@ -125,7 +150,7 @@ Status PeerTransport::Open() {
         mon.events.connect(events);
         monitors_.emplace(m.id, std::move(mon));
       }
-      const std::string source = SourceHost(self);
+      const std::string source = SourceHost(config_);
       // ZeroMQ's "tcp://SOURCE:0;DESTINATION": any port, from that address.
       s.connect(source.empty() ? peer_address : "tcp://" + source + ":0;" + peer_address.substr(6));
       outbound_.emplace(m.id, std::move(s));
@@ -133,8 +158,10 @@ Status PeerTransport::Open() {
     }
   } catch (const zmq::error_t& e) {
     if (!bound_ && self) {  // binding failed
-      return Status::Error("peer endpoint " + self->peer + ": " +
-                           BindErrorText(self->peer, e.num()));
+      const std::string bind = config_.PeerBindEndpoint();
+      return Status::Error("peer endpoint " + self->peer +
+                           (bind == self->peer ? "" : " (bound to " + bind + ")") + ": " +
+                           BindErrorText(bind, e.num()));
     }
     return Status::Error("peer endpoint " + (self ? self->peer : std::string("(learner)")) + ": " +
                          e.what());

@@ -158,6 +158,15 @@ std::vector<Seed> Seeds() {
        "snapshot_interval_instances = 100\nsnapshot_chunk_bytes = 4096\n"
        "snapshot_send_bytes_per_sec = 1000000\n"
        "[[members]]\nid = 1\npeer = \"127.0.0.1:7101\"\nclient = \"127.0.0.1:7201\"\n"},
+      // As scripts/cluster config writes it: host names advertised, every
+      // interface bound.
+      {"hosts-bind",
+       "node_id = 2\ndata_dir = \"/var/lib/ordo\"\nmetrics = \"db2:7302\"\n"
+       "[bind]\npeer = \"0.0.0.0:7102\"\nclient = \"*:7202\"\nmetrics = \"0.0.0.0:7302\"\n"
+       "[security]\ninsecure = true\n"
+       "[[members]]\nid = 1\npeer = \"db1:7101\"\nclient = \"db1:7201\"\n"
+       "[[members]]\nid = 2\npeer = \"db2:7102\"\nclient = \"db2:7202\"\n"
+       "[[members]]\nid = 3\npeer = \"10.0.0.3:7103\"\nclient = \"10.0.0.3:7203\"\n"},
       {"access", std::string("[[learners]]\nid = 4\npublic_key = \"") + kLearnerKey + "\"\n"},
       {"access-clients", std::string("[[clients]]\nname = \"admin\"\npublic_key = \"") +
                              kLearnerKey +

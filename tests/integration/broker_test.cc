@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <lmdb.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -776,9 +777,9 @@ int RunCommand(const std::string& command, std::string* out) {
 }
 
 // ordo-broker itself: usage errors exit 2 (not CLI11's 104 to 109), a
-// config that is a directory or names a host this broker cannot bind (a
-// host name: ZeroMQ binds only to addresses and interfaces) exits 1, each
-// with a message that says what is wrong.
+// config that is a directory, binds a host name ([bind]: ZeroMQ binds only
+// to addresses and interfaces) or an address that is not this machine's
+// exits 1, each with a message that says what is wrong.
 TEST(Broker, UsageAndStartupErrorsSayWhatIsWrongWithTheDocumentedStatus) {
   const std::string bin = ORDO_BROKER_BIN;
   std::string out;
@@ -799,19 +800,132 @@ TEST(Broker, UsageAndStartupErrorsSayWhatIsWrongWithTheDocumentedStatus) {
   EXPECT_NE(out.find("is a directory"), std::string::npos) << out;
   EXPECT_EQ(out.find("members"), std::string::npos) << out;
 
-  const std::string peer = "no-such-host.invalid:" + std::to_string(testing::ReservePort());
+  const std::string port = std::to_string(testing::ReservePort());
   const std::string config = (dir / "ordo.toml").string();
   std::ofstream(config) << "node_id = 1\ndata_dir = \"" << (dir / "data").string()
                         << "\"\nmetrics = \"\"\n[security]\ninsecure = true\n"
-                        << "[[members]]\nid = 1\npeer = \"" << peer << "\"\nclient = \""
+                        << "[[members]]\nid = 1\npeer = \"db1.invalid:" << port << "\"\nclient = \""
                         << testing::ReserveEndpoint() << "\"\n";
-  EXPECT_EQ(RunCommand(bin + " --config " + config, &out), 1) << out;
-  EXPECT_NE(out.find("peer endpoint " + peer + ": cannot bind: host 'no-such-host.invalid'"),
+  EXPECT_EQ(
+      RunCommand(bin + " --config " + config + " --bind-peer no-such-host.invalid:" + port, &out),
+      1)
+      << out;
+  EXPECT_NE(out.find("bind.peer: 'no-such-host.invalid' is a host name"), std::string::npos) << out;
+  // 192.0.2.1 (TEST-NET-1) is no address of this machine: what a broker
+  // behind NAT that binds what it advertises would meet.
+  EXPECT_EQ(RunCommand(bin + " --config " + config + " --bind-peer 192.0.2.1:" + port, &out), 1)
+      << out;
+  EXPECT_NE(out.find("peer endpoint db1.invalid:" + port + " (bound to 192.0.2.1:" + port +
+                     "): cannot bind: host '192.0.2.1' is not an address of this machine"),
             std::string::npos)
       << out;
-  EXPECT_NE(out.find("No such device"), std::string::npos) << out;
+  EXPECT_NE(out.find("[bind]"), std::string::npos) << out;
   std::filesystem::remove_all(dir);
 }
+
+// What an HTTP GET of `path` on `endpoint` (HOST:PORT, HOST resolved as a
+// client would) answers: the whole response, "" when it cannot connect.
+std::string HttpGet(const std::string& endpoint, const std::string& path) {
+  const size_t colon = endpoint.rfind(':');
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(endpoint.substr(0, colon).c_str(), endpoint.substr(colon + 1).c_str(), &hints,
+                  &found) != 0) {
+    return "";
+  }
+  std::string response;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + endpoint + "\r\n\r\n";
+    if (send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) response.append(buf, n);
+    }
+  }
+  if (fd >= 0) close(fd);
+  freeaddrinfo(found);
+  return response;
+}
+
+// Brokers that bind one address and advertise another ([bind]): the
+// brokers, the clients and the redirects use only the advertised endpoints
+// ([[members]], metrics), here a host name (which ZeroMQ cannot bind: such a
+// broker did not start before [bind]) or a second loopback address, while
+// each broker binds every interface, or 127.0.0.1.
+struct AdvertiseCase {
+  const char* advertise;
+  const char* bind;  // "" = no [bind]: a host name then binds 0.0.0.0
+};
+class AdvertisedEndpoints : public ::testing::TestWithParam<AdvertiseCase> {};
+
+TEST_P(AdvertisedEndpoints, ElectALeaderAndServePublishAndReplayThroughTheAdvertisedOnes) {
+  testing::LocalClusterOptions options;
+  options.nodes = 3;
+  options.metrics = true;
+  options.advertise_host = GetParam().advertise;
+  options.bind_host = GetParam().bind;
+  Cluster c(options);
+  const std::string bind = GetParam().bind;
+  const std::string bound_host = bind.empty() || bind == "*" ? "0.0.0.0" : bind;
+  auto port_of = [](const std::string& e) { return e.substr(e.rfind(':')); };
+  for (int n = 1; n <= 3; ++n) {
+    ASSERT_EQ(c.ClientEndpoint(n).rfind(options.advertise_host + ":", 0), 0u);
+  }
+  const int leader = c.WaitForLeader();
+  ASSERT_NE(leader, 0) << c.LogTail(1);
+  for (int n = 1; n <= 3; ++n) {
+    const std::string log = c.LogTail(n, 1 << 20);
+    for (const std::string& e : {c.PeerEndpoint(n), c.ClientEndpoint(n), c.MetricsEndpoint(n)}) {
+      EXPECT_NE(log.find(e + " (bound to " + bound_host + port_of(e) + ")"), std::string::npos)
+          << "node " << n << ": " << log;
+    }
+  }
+  // Through a follower: its redirect names the leader's advertised endpoint.
+  const int follower = leader % 3 + 1;
+  ClientOptions o = c.Options();
+  o.brokers = {c.ClientEndpoint(follower)};
+  Publisher p(o);
+  std::vector<OutgoingMessage> batch;
+  for (int i = 0; i < 100; ++i) batch.push_back({"", "adv-" + std::to_string(i)});
+  auto r = p.PublishBatch(batch);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(r.value()[i], uint64_t(i));
+  ASSERT_TRUE(c.WaitForHead(100));
+  for (int n = 1; n <= 3; ++n) {
+    const std::vector<Record> got = ReadAll(c, c.ClientEndpoint(n), 100);
+    ASSERT_EQ(got.size(), 100u) << "broker " << n;
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i].payload, "adv-" + std::to_string(i));
+  }
+  auto replay = Replay(c.Options(), 90, 100);
+  ASSERT_TRUE(replay.ok()) << replay.error().message;
+  ASSERT_EQ(replay.value().size(), 10u);
+  EXPECT_EQ(replay.value()[0].payload, "adv-90");
+  auto status = GetStatus(c.ClientEndpoint(follower), 1s, c.Credentials());
+  ASSERT_TRUE(status.ok()) << status.error().message;
+  EXPECT_EQ(status.value().leader_endpoint, c.ClientEndpoint(leader));
+  // Prometheus scrapes the advertised metrics endpoint.
+  EXPECT_NE(HttpGet(c.MetricsEndpoint(leader), "/metrics").find("ordo_chosen_instance"),
+            std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Bind, AdvertisedEndpoints,
+                         ::testing::Values(AdvertiseCase{"localhost", "0.0.0.0"},
+                                           AdvertiseCase{"localhost", ""},
+                                           AdvertiseCase{"localhost", "127.0.0.1"},
+                                           AdvertiseCase{"127.0.0.42", "*"}),
+                         [](const ::testing::TestParamInfo<AdvertiseCase>& param_info) {
+                           const std::string bind = param_info.param.bind;
+                           std::string name = std::string(param_info.param.advertise) + "_bind_" +
+                                              (bind.empty()  ? "none"
+                                               : bind == "*" ? "any"
+                                                             : bind);
+                           for (char& ch : name) {
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return name;
+                         });
 
 TEST(Broker, AVoterWhoseDiskWasWipedCatchesUpBeforeVotingAndNothingAcknowledgedIsLost) {
   Cluster c(3);

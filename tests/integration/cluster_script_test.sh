@@ -4,7 +4,7 @@
 # a base port reserved for it; stops every broker it started, whatever happens.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-build=${1:-$root/build}
+build=$(cd "${1:-$root/build}" && pwd)
 dir=$(mktemp -d)
 
 # The base port P: the cluster uses P+1..P+3, P+101..P+104 and P+201..P+204.
@@ -37,12 +37,19 @@ for _ in $(seq 200); do
   if reserve "$p"; then port=$p; break; fi
 done
 [[ -n "$port" ]] || { echo "FAIL: no free base port" >&2; exit 1; }
-cleanup() { "$root/scripts/cluster" down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"; }
+deploy_pids=()  # brokers started from `scripts/cluster config`'s files
+cleanup() {
+  local pid
+  for pid in "${deploy_pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${deploy_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  "$root/scripts/cluster" down --dir "$dir" >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
 trap cleanup EXIT
 fail() {
   echo "FAIL: $*" >&2
   local log
-  for log in "$dir"/*/broker.log; do
+  for log in "$dir"/*/broker.log "$dir"/deploy/*/broker.log; do
     [[ -f "$log" ]] || continue
     echo "--- the last lines of $log:" >&2
     tail -n 40 "$log" >&2
@@ -146,4 +153,88 @@ grep -q "node3  running" <<<"$status" || fail "status: $status"
 ORDO_BUILD_DIR=$build "$root/scripts/cluster" down --dir "$dir" >/dev/null
 for n in 1 2 3; do [[ ! -f "$dir/node$n/broker.pid" ]] || fail "down left node$n"; done
 [[ ! -f "$dir/learner4/broker.pid" ]] || fail "down left the learner"
+
+# `config` for a deployment across hosts, here three loopback addresses of
+# this machine (every 127.x.y.z is lo's), on the ports the cluster above
+# used (reserved, and free again): each broker advertises its host's
+# address and binds 0.0.0.0, started from its host's directory as systemd
+# would start it (--etc-dir/--data-dir with %h put each host's files there).
+deploy=$dir/deploy
+hosts=127.0.0.21,127.0.0.22,127.0.0.23
+out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" config --hosts "$hosts" --dir "$deploy" \
+  --base-port "$port" --etc-dir "$deploy/%h" --data-dir "$deploy/%h/data") || fail "config: $out"
+deploy_brokers="127.0.0.21:$((port + 101)),127.0.0.22:$((port + 102)),127.0.0.23:$((port + 103))"
+[[ "$out" == *"brokers=$deploy_brokers"* && "$out" == *"credentials=$deploy/admin.key"* ]] ||
+  fail "config printed: $out"
+for n in 1 2 3; do
+  h=127.0.0.2$n
+  for f in broker.toml broker.key access.toml ordo-broker.service; do
+    [[ -f "$deploy/$h/$f" ]] || fail "config wrote no $deploy/$h/$f"
+  done
+  [[ $(stat -c %a "$deploy/$h/broker.key") == 600 ]] || fail "$h/broker.key mode"
+  toml=$(cat "$deploy/$h/broker.toml")
+  [[ "$toml" == *"node_id = $n"* && "$toml" == *"peer = \"0.0.0.0:$((port + n))\""* &&
+     "$toml" == *"peer = \"$h:$((port + n))\""* && "$toml" == *"key_file = \"$deploy/$h/broker.key\""* ]] ||
+    fail "$h/broker.toml: $toml"
+  grep -q "^ExecStart=/usr/local/bin/ordo-broker --config $deploy/$h/broker.toml\$" \
+    "$deploy/$h/ordo-broker.service" || fail "$h/ordo-broker.service: $(grep ExecStart "$deploy/$h/ordo-broker.service")"
+done
+for n in 1 2 3; do
+  h=127.0.0.2$n
+  "$build/ordo-broker" --config "$deploy/$h/broker.toml" >> "$deploy/$h/broker.log" 2>&1 < /dev/null &
+  deploy_pids+=($!)
+done
+healthy=0
+for _ in $(seq 300); do
+  if "$build/ordo" health --brokers "$deploy_brokers" --credentials "$deploy/admin.key" \
+      --request-timeout-ms 300 >/dev/null 2>&1; then healthy=1; break; fi
+  sleep 0.1
+done
+((healthy)) || fail "the brokers from config never had a healthy cluster"
+offsets=$(printf 'x\ny\n' | "$build/ordo" publish --brokers "$deploy_brokers" --credentials "$deploy/admin.key")
+[[ "$offsets" == $'0\n1' ]] || fail "publish to the deployment printed: $offsets"
+got=$(timeout 30 "$build/ordo" subscribe --brokers "127.0.0.23:$((port + 103))" \
+  --credentials "$deploy/admin.key" --from earliest --count 2)
+[[ "$got" == $'0\tx\n1\ty' ]] || fail "node 3 of the deployment serves: $got"
+for n in 1 2 3; do
+  grep -q "clients on 127.0.0.2$n:$((port + 100 + n)) (bound to 0.0.0.0:$((port + 100 + n)))" \
+    "$deploy/127.0.0.2$n/broker.log" || fail "node $n's log does not say what it bound"
+done
+# Bound to 0.0.0.0, a broker still connects from the address it advertises.
+if command -v ss >/dev/null; then
+  from_both=0
+  for _ in $(seq 100); do  # (a link being rebuilt at this moment is waited for)
+    conns=$(ss -Htn state established "( dport = :$((port + 1)) )")
+    if grep -q "127.0.0.22:" <<<"$conns" && grep -q "127.0.0.23:" <<<"$conns"; then from_both=1; break; fi
+    sleep 0.1
+  done
+  ((from_both)) || fail "peer links to node 1 come from: $conns"
+else
+  echo "cluster script: ss is not installed: the peer links' source addresses were not checked"
+fi
+for pid in "${deploy_pids[@]}"; do kill -TERM "$pid"; done
+for pid in "${deploy_pids[@]}"; do
+  rc=0; wait "$pid" || rc=$?
+  [[ $rc == 0 ]] || fail "a deployed broker exited $rc after SIGTERM"
+done
+deploy_pids=()
+# The unit files, as systemd reads them (ExecStart pointed at this build's
+# broker, which must exist for `verify`); any complaint fails.
+units=$(mktemp -d)
+for u in ordo-broker.service ordo-broker@.service; do
+  [[ -f "$root/scripts/systemd/$u" ]] || fail "scripts/systemd/$u is missing"
+done
+if command -v systemd-analyze >/dev/null; then
+  sed "s|/usr/local/bin/ordo-broker|$build/ordo-broker|" "$deploy/127.0.0.21/ordo-broker.service" \
+    > "$units/ordo-broker.service"
+  sed "s|/usr/local/bin/ordo-broker|$build/ordo-broker|" "$root/scripts/systemd/ordo-broker@.service" \
+    > "$units/ordo-broker@node1.service"
+  for u in ordo-broker.service ordo-broker@node1.service; do
+    complaints=$(systemd-analyze verify "$units/$u" 2>&1) || fail "systemd-analyze verify $u: $complaints"
+    [[ -z "$complaints" ]] || fail "systemd-analyze verify $u: $complaints"
+  done
+else
+  echo "cluster script: systemd-analyze is not installed: the unit files were not verified"
+fi
+rm -rf "$units"
 echo "cluster script: ok"

@@ -29,11 +29,11 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
   pids_.assign(nodes() + 1, -1);
   for (int i = 0; i < nodes(); ++i) {
     peer_.push_back(options_.peer_host_prefix.empty()
-                        ? ReserveEndpoint()
+                        ? Advertised(ReserveEndpoint())
                         : options_.peer_host_prefix + std::to_string(i + 1) + ":" +
                               std::to_string(ReservePort()));
-    client_.push_back(ReserveEndpoint());
-    metrics_.push_back(options_.metrics ? ReserveEndpoint() : std::string());
+    client_.push_back(Advertised(ReserveEndpoint()));
+    metrics_.push_back(options_.metrics ? Advertised(ReserveEndpoint()) : std::string());
   }
   if (!options_.insecure) {
     for (int i = 1; i <= nodes(); ++i) public_keys_.push_back(MakeKey("node" + std::to_string(i)));
@@ -51,7 +51,9 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
     std::ofstream f(Config(i));
     f << "node_id = " << i << "\ndata_dir = \"" << DataDir(i) << "\"\nmetrics = \""
       << metrics_[i - 1] << "\"\n"
-      << SecurityToml("node" + std::to_string(i)) << MembersToml() << options_.extra_toml;
+      << SecurityToml("node" + std::to_string(i))
+      << BindToml({"peer", "client", "metrics"}, {peer_[i - 1], client_[i - 1], metrics_[i - 1]})
+      << MembersToml() << options_.extra_toml;
   }
   for (int i = 1; i <= nodes(); ++i) Start(i);
 }
@@ -76,6 +78,24 @@ std::string LocalCluster::MembersToml() const {
     if (!options_.insecure) out << "public_key = \"" << public_keys_[m - 1] << "\"\n";
   }
   return out.str();
+}
+
+std::string LocalCluster::Advertised(const std::string& endpoint) const {
+  if (options_.advertise_host.empty()) return endpoint;
+  return options_.advertise_host + endpoint.substr(endpoint.rfind(':'));
+}
+
+std::string LocalCluster::BindToml(std::initializer_list<const char*> names,
+                                   std::initializer_list<std::string> endpoints) const {
+  if (options_.bind_host.empty()) return "";
+  std::string out = "[bind]\n";
+  auto endpoint = endpoints.begin();
+  for (const char* name : names) {
+    const std::string& e = *endpoint++;
+    if (e.empty()) continue;
+    out += std::string(name) + " = \"" + options_.bind_host + e.substr(e.rfind(':')) + "\"\n";
+  }
+  return out;
 }
 
 std::string LocalCluster::MakeKey(const std::string& name) const {
@@ -257,8 +277,8 @@ bool LocalCluster::WaitForHead(uint64_t offset, std::chrono::milliseconds timeou
 int LocalCluster::AddLearner(uint32_t node_id, bool metrics, bool allow) {
   Learner l;
   l.id = node_id;
-  l.client = ReserveEndpoint();
-  l.metrics = metrics ? ReserveEndpoint() : std::string();
+  l.client = Advertised(ReserveEndpoint());
+  l.metrics = metrics ? Advertised(ReserveEndpoint()) : std::string();
   const std::string name = "learner" + std::to_string(node_id);
   l.config = Path(name + ".toml");
   l.data_dir = Path(name);
@@ -278,7 +298,8 @@ int LocalCluster::AddLearner(uint32_t node_id, bool metrics, bool allow) {
   std::ofstream f(l.config);
   f << "node_id = " << node_id << "\nrole = \"learner\"\nclient = \"" << l.client
     << "\"\ndata_dir = \"" << l.data_dir << "\"\nmetrics = \"" << l.metrics << "\"\n"
-    << SecurityToml(name) << MembersToml();
+    << SecurityToml(name) << BindToml({"client", "metrics"}, {l.client, l.metrics})
+    << MembersToml();
   f.close();
   learners_.push_back(l);
   const int k = static_cast<int>(learners_.size()) - 1;

@@ -41,6 +41,15 @@ struct LocalClusterOptions {
   // from its peers with a firewall rule on that address alone (tests/
   // testing/partition.h), while its client port stays on 127.0.0.1.
   std::string peer_host_prefix;
+  // Advertised and bound apart ([bind], broker/config.h): with
+  // `advertise_host` (a host name such as "localhost", or another loopback
+  // address), every broker's [[members]] peer and client, a learner's
+  // client and metrics name that host, which is what the brokers and this
+  // class's clients connect to; with `bind_host` (say "0.0.0.0"), each
+  // broker's [bind] table binds that host with the same ports. Either may
+  // be empty: 127.0.0.1 advertised, and no [bind] (bind what is advertised).
+  std::string advertise_host;
+  std::string bind_host;
 };
 
 class LocalCluster {
@@ -123,6 +132,11 @@ class LocalCluster {
   };
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
   std::string MembersToml() const;
+  // `endpoint` (127.0.0.1:PORT) on options_.advertise_host, when set.
+  std::string Advertised(const std::string& endpoint) const;
+  // The [bind] table for these advertised endpoints ("" for none, or no bind_host).
+  std::string BindToml(std::initializer_list<const char*> names,
+                       std::initializer_list<std::string> endpoints) const;
   // A new key pair in `name`.key; its public key.
   std::string MakeKey(const std::string& name) const;
   // The [security] table of broker `name` (its key: `name`.key).

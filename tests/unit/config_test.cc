@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -218,6 +219,93 @@ TEST(Config, EndpointsParse) {
   EXPECT_FALSE(ParseEndpoint("h:0", nullptr));
   EXPECT_FALSE(ParseEndpoint("h:65536", nullptr));
   EXPECT_FALSE(ParseEndpoint("h:8o", nullptr));
+}
+
+// [[members]] (and metrics) are what others connect to; [bind] is what this
+// broker binds. Without [bind] it binds what it advertises, and a host name
+// (which ZeroMQ cannot bind) binds every interface.
+TEST(Config, BindDefaultsToTheAdvertisedEndpointAndAHostNameBindsEveryInterface) {
+  BrokerConfig c;
+  ASSERT_TRUE(Load(kGood, &c).ok());
+  EXPECT_EQ(c.PeerBindEndpoint(), "127.0.0.1:9102");
+  EXPECT_EQ(c.ClientBindEndpoint(), "127.0.0.1:9202");
+  EXPECT_EQ(c.MetricsBindEndpoint(), "127.0.0.1:9302");
+
+  std::string named =
+      Replace(kGood, "peer = \"127.0.0.1:9102\"", "peer = \"db2.example.net:9102\"");
+  named = Replace(named, "client = \"127.0.0.1:9202\"", "client = \"localhost:9202\"");
+  named = Replace(named, "metrics = \"127.0.0.1:9302\"", "metrics = \"db2:9302\"");
+  ASSERT_TRUE(Load(named, &c).ok());
+  EXPECT_EQ(c.Self()->peer, "db2.example.net:9102");  // advertised as written
+  EXPECT_EQ(c.PeerBindEndpoint(), "0.0.0.0:9102");
+  EXPECT_EQ(c.ClientBindEndpoint(), "0.0.0.0:9202");
+  EXPECT_EQ(c.MetricsBindEndpoint(), "0.0.0.0:9302");
+
+  const std::string bound = named +
+                            "[bind]\npeer = \"10.1.2.3:7000\"\nclient = \"*:9202\"\n"
+                            "metrics = \"127.0.0.1:9302\"\n";
+  const Status s = Load(bound, &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.bind.peer, "10.1.2.3:7000");
+  EXPECT_EQ(c.PeerBindEndpoint(), "10.1.2.3:7000");   // a port forward may change the port
+  EXPECT_EQ(c.ClientBindEndpoint(), "0.0.0.0:9202");  // `*` spelled so the metrics server takes it
+  EXPECT_EQ(c.MetricsBindEndpoint(), "127.0.0.1:9302");
+  EXPECT_EQ(c.Self()->client, "localhost:9202");  // what redirects and status report
+  // Metrics off: nothing to bind, whatever [bind] says (--metrics '').
+  c.metrics.clear();
+  EXPECT_EQ(c.MetricsBindEndpoint(), "");
+  EXPECT_TRUE(ValidateConfig(c).ok());
+
+  EXPECT_EQ(BindEndpointFor("lo:7101", ""), "lo:7101");  // an interface's name binds as it is
+  EXPECT_EQ(BindEndpointFor("*:7101", ""), "0.0.0.0:7101");
+  EXPECT_FALSE(IsHostName("127.0.0.1"));
+  EXPECT_FALSE(IsHostName("[::1]"));
+  EXPECT_FALSE(IsHostName("lo"));
+  EXPECT_TRUE(IsHostName("localhost"));
+}
+
+TEST(Config, BindErrorsNameTheField) {
+  EXPECT_NE(Error(std::string(kGood) + "[bind]\npeer = \"0.0.0.0\"\n")
+                .find("bind.peer: '0.0.0.0' is not HOST:PORT"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kGood) + "[bind]\nclient = \"db2:9202\"\n")
+                .find("bind.client: 'db2' is a host name"),
+            std::string::npos);
+  EXPECT_NE(
+      Error(std::string(kGood) + "[bind]\nmetrics = 9302\n").find("bind.metrics: must be a string"),
+      std::string::npos);
+  EXPECT_NE(
+      Error(std::string(kGood) + "[bind]\nport = \"0.0.0.0:1\"\n").find("bind.port: unknown field"),
+      std::string::npos);
+  EXPECT_NE(Error("bind = \"0.0.0.0\"\n" + std::string(kGood)).find("bind: must be a table"),
+            std::string::npos);
+  EXPECT_NE(Error(Learner() + "[bind]\npeer = \"0.0.0.0:9102\"\n").find("bind.peer: a learner"),
+            std::string::npos);
+  // Two endpoints of this broker on one port, one of them on every interface.
+  EXPECT_NE(Error(std::string(kGood) + "[bind]\nclient = \"0.0.0.0:9102\"\n")
+                .find("peer endpoint (127.0.0.1:9102) and its client endpoint (0.0.0.0:9102)"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kGood) + "[bind]\nmetrics = \"127.0.0.1:9202\"\n")
+                .find("would bind the same port"),
+            std::string::npos);
+  // An advertised address that is not this machine's (NAT) points at [bind].
+  EXPECT_NE(BindErrorText("192.0.2.1:7101", EADDRNOTAVAIL).find("[bind]"), std::string::npos);
+  // The same port on two addresses is fine.
+  BrokerConfig c;
+  const Status s = Load(std::string(kGood) + "[bind]\nmetrics = \"127.0.0.2:9202\"\n", &c);
+  EXPECT_TRUE(s.ok()) << s.message();
+}
+
+TEST(Config, ALearnerBindsItsClientEndpoint) {
+  BrokerConfig c;
+  ASSERT_TRUE(
+      Load(Replace(Learner(), "client = \"127.0.0.1:9204\"", "client = \"reader4:9204\""), &c)
+          .ok());
+  EXPECT_EQ(c.ClientEndpoint(), "reader4:9204");
+  EXPECT_EQ(c.ClientBindEndpoint(), "0.0.0.0:9204");
+  EXPECT_EQ(c.PeerBindEndpoint(), "");
+  ASSERT_TRUE(Load(Learner() + "[bind]\nclient = \"0.0.0.0:9999\"\n", &c).ok());
+  EXPECT_EQ(c.ClientBindEndpoint(), "0.0.0.0:9999");
 }
 
 // The access file's [[clients]]: keys with known permissions, each key once
