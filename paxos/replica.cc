@@ -89,7 +89,9 @@ Replica::Replica(const Config& config, const LogStore& store)
   } else if (hard_.catch_up_until != kNoInstance) {
     rejoin_ = Rejoin::kCatchingUp;
     rejoin_target_ = hard_.catch_up_until;
-  } else if (config_.probe_before_voting && IsVoter() && Quorum() > 1) {
+  } else if (config_.probe_before_voting && (!IsVoter() || Quorum() > 1)) {
+    // (A non-voter too: a configuration entry may make it a voter later,
+    // and the mark must be durable before anything else it writes.)
     rejoin_ = Rejoin::kProbing;
     hard_.catch_up_until = HardState::kProbing;
     hard_dirty_ = true;
@@ -170,18 +172,19 @@ void Replica::OnConfigApplied(Instance instance) {
   } else if (role_ == Role::kCandidate) {
     BecomeFollower(kNoNode, Ballot{});  // its promises may be of the old configuration
   }
-  if (!was_voter && IsVoter() && config_.probe_before_voting && rejoin_ == Rejoin::kNone &&
-      (!heard_any_ || instance <= first_heard_chosen_)) {
-    // Made a voter by an entry that may have been chosen before this
-    // process started with an empty store: it may have voted under this id
-    // and forgotten it, so it rejoins as after a lost disk.
-    rejoin_ = Rejoin::kProbing;
-    history_seen_ = true;
-    probe_last_.clear();
-    probe_fresh_.clear();
-    hard_.catch_up_until = HardState::kProbing;
+  if (!was_voter && IsVoter() && rejoin_ != Rejoin::kNone && !storage_failed_ && heard_any_ &&
+      instance > first_heard_chosen_) {
+    // Started with an empty store, this node must rejoin as after a lost
+    // disk before it votes (the mark set at start): it may have voted under
+    // this id before. Not when the entry that makes it a voter was chosen
+    // after this process first heard the cluster: until then it was a
+    // learner, which never voted (ids are never reused). After a restart,
+    // or made a voter by a snapshot, it cannot tell, and rejoins.
+    rejoin_ = Rejoin::kNone;
+    rejoin_target_ = kNoInstance;
+    hard_.catch_up_until = kNoInstance;
     hard_dirty_ = true;
-    Probe();
+    ResetElectionTimer();
   }
 }
 
