@@ -201,8 +201,9 @@ int main(int argc, char** argv) {
   HealOptions ho;
   auto* heal = app.add_subcommand("heal",
                                   "A follower cut off from its peers (nftables; needs root), then "
-                                  "healed, K times: time until it has caught up (--netns: brokers in network "
-                                  "namespaces, the leader cut off)");
+                                  "healed, K times: time until it has caught up "
+                                  "(--netns: brokers in network namespaces, the "
+                                  "leader cut off)");
   heal->add_option("--rounds", ho.rounds, "Partitions (K)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
