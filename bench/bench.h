@@ -242,8 +242,8 @@ struct HealOptions {
 //
 // With `netns`: each broker in a network namespace of its own on a bridge
 // (tests/testing/netns.h), and the leader is the one cut off, K times:
-// failover (the cut to the first acknowledgement of a client that knows the
-// other brokers), the heal to the leader hearing every peer within 200 ms,
+// failover (the cut to the acknowledgement of the first message sent after
+// it, by a client that knows the other brokers), the heal to the leader hearing every peer within 200 ms,
 // and the heal to the old leader having what the new one had chosen.
 int CmdHeal(const CommonOptions& common, const HealOptions& options);
 

@@ -174,7 +174,7 @@ std::unique_ptr<NetnsLab> NetnsLab::Create(int nodes, std::string* error) {
     return nullptr;  // (the destructor removes what was made)
   }
   // nft must work inside a namespace too (the partitions).
-  if (!l->Apply(1, error)) {
+  if (!l->Apply({1}, error)) {
     *error = "nft refused a rule inside a namespace: " + *error;
     return nullptr;
   }
@@ -196,7 +196,7 @@ std::vector<std::string> NetnsLab::ExecPrefix(int i) const {
   return {"ip", "netns", "exec", Namespace(i)};
 }
 
-bool NetnsLab::Apply(int i, std::string* error) {
+std::string NetnsLab::RulesCommand(int i) const {
   // One nft transaction: the table made if missing, then replaced whole.
   std::string script = std::string("table inet ") + kTable + " {}\ndelete table inet " + kTable +
                        "\ntable inet " + kTable +
@@ -208,40 +208,64 @@ bool NetnsLab::Apply(int i, std::string* error) {
     script += " } drop\n";
   }
   script += " }\n}\n";
-  std::string out;
-  const int status =
-      Run("printf '%s' '" + script + "' | ip netns exec " + Namespace(i) + " nft -f -", &out);
-  if (status != 0) {
-    *error = "nft in " + Namespace(i) + " (exit " + std::to_string(status) + "): " + out;
-    return false;
+  return "printf '%s' '" + script + "' | ip netns exec " + Namespace(i) + " nft -f - 2>&1";
+}
+
+bool NetnsLab::Apply(const std::set<int>& nodes, std::string* error) {
+  // Every namespace's rules at once, not one after another: on a loaded
+  // machine each nft run can take tens of milliseconds, and a partition
+  // that takes effect piecemeal starts an election before it is complete.
+  std::vector<std::pair<int, FILE*>> runs;
+  for (int i : nodes) runs.emplace_back(i, popen(RulesCommand(i).c_str(), "r"));
+  bool ok = true;
+  for (auto& [i, pipe] : runs) {
+    if (pipe == nullptr) {
+      *error = "cannot run nft for " + Namespace(i);
+      ok = false;
+      continue;
+    }
+    std::string out;
+    char buf[512];
+    while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+    const int status = pclose(pipe);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      *error = "nft in " + Namespace(i) + " refused the rules: " + out;
+      ok = false;
+    }
   }
-  return true;
+  return ok;
+}
+
+void NetnsLab::Block(const std::vector<int>& from, const std::vector<int>& to,
+                     std::set<int>* changed) {
+  for (int r : to) {
+    for (int s : from) {
+      if (s != r && blocked_[static_cast<size_t>(r - 1)].insert(s).second) changed->insert(r);
+    }
+  }
 }
 
 bool NetnsLab::Drop(const std::vector<int>& from, const std::vector<int>& to, std::string* error) {
   std::set<int> changed;
-  for (int r : to) {
-    for (int s : from) {
-      if (s != r && blocked_[static_cast<size_t>(r - 1)].insert(s).second) changed.insert(r);
-    }
-  }
-  for (int r : changed) {
-    if (!Apply(r, error)) return false;
-  }
-  return true;
+  Block(from, to, &changed);
+  return Apply(changed, error);
 }
 
 bool NetnsLab::Cut(const std::vector<int>& a, const std::vector<int>& b, std::string* error) {
-  return Drop(a, b, error) && Drop(b, a, error);
+  std::set<int> changed;
+  Block(a, b, &changed);
+  Block(b, a, &changed);
+  return Apply(changed, error);
 }
 
 bool NetnsLab::Heal(std::string* error) {
+  std::set<int> changed;
   for (int i = 1; i <= nodes(); ++i) {
     if (blocked_[static_cast<size_t>(i - 1)].empty()) continue;
     blocked_[static_cast<size_t>(i - 1)].clear();
-    if (!Apply(i, error)) return false;
+    changed.insert(i);
   }
-  return true;
+  return Apply(changed, error);
 }
 
 bool NetnsLab::EnterNamespace(int i, std::string* error) const {

@@ -56,8 +56,10 @@ class NetnsLab {
   std::vector<std::string> ExecPrefix(int i) const;
 
   // From now on, packets from any broker of `from` to any of `to` are lost
-  // (one way); the rules add up until Heal(). False, with nft's words in
-  // *error, if a rule could not be applied.
+  // (one way); the rules add up until Heal(). Every namespace's rules change
+  // at once (concurrent nft runs), so a partition takes effect within one
+  // nft run. False, with nft's words in *error, if a rule could not be
+  // applied.
   bool Drop(const std::vector<int>& from, const std::vector<int>& to, std::string* error);
   // Both ways between `a` and `b`.
   bool Cut(const std::vector<int>& a, const std::vector<int>& b, std::string* error);
@@ -74,8 +76,14 @@ class NetnsLab {
 
  private:
   NetnsLab() = default;
-  // Rewrites broker i's rules to drop what blocked_[i] lists.
-  bool Apply(int i, std::string* error);
+  // Adds the drops of packets from `from` to `to`; the receivers whose
+  // rules change into *changed.
+  void Block(const std::vector<int>& from, const std::vector<int>& to, std::set<int>* changed);
+  // The shell command that rewrites broker i's rules to drop what
+  // blocked_[i - 1] lists (as one nft transaction).
+  std::string RulesCommand(int i) const;
+  // Rewrites the rules of every broker of `nodes`, all at once.
+  bool Apply(const std::set<int>& nodes, std::string* error);
   void Teardown();
 
   std::string hub_;
