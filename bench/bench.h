@@ -21,6 +21,10 @@
 #include "ordo/client.h"
 #include "tests/testing/local_cluster.h"
 
+namespace ordo::testing {
+class NetnsLab;
+}
+
 namespace ordo::bench {
 
 using Clock = std::chrono::steady_clock;
@@ -56,8 +60,9 @@ class BenchCluster {
  public:
   // extra_toml is appended to every broker's config (e.g. a [retention] table).
   // `peer_host_prefix`: see LocalClusterOptions (for partitions).
+  // `lab`: every broker in its namespace of `lab` (which must outlive this).
   BenchCluster(const CommonOptions& options, const std::string& extra_toml = "",
-               const std::string& peer_host_prefix = "");
+               const std::string& peer_host_prefix = "", const testing::NetnsLab* lab = nullptr);
   ~BenchCluster();
   BenchCluster(const BenchCluster&) = delete;
   BenchCluster& operator=(const BenchCluster&) = delete;
@@ -229,10 +234,17 @@ struct HealOptions {
   double partition_s = 10;   // how long each follower is cut off
   double timeout_s = 120;    // give up a round after this long without healing
   int link_timeout_ms = -1;  // timing.peer_link_timeout_ms for the brokers (-1: theirs)
+  bool netns = false;        // brokers in network namespaces, the leader isolated
 };
 // A follower cut off from its peers (nftables, tests/testing/partition.h)
 // while messages trickle in, then the partition healed, K times: time from
 // the heal to that follower having what the leader had chosen at the heal.
+//
+// With `netns`: each broker in a network namespace of its own on a bridge
+// (tests/testing/netns.h), and the leader is the one cut off, K times:
+// failover (the cut to the acknowledgement of the first message sent after
+// it, by a client that knows the other brokers), the heal to the leader hearing every peer within 200 ms,
+// and the heal to the old leader having what the new one had chosen.
 int CmdHeal(const CommonOptions& common, const HealOptions& options);
 
 struct CatchupOptions {

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "bench/bench.h"
+#include "tests/testing/netns.h"
 #include "tests/testing/partition.h"
 
 namespace ordo::bench {
@@ -331,7 +332,225 @@ int CmdReplay(const CommonOptions& common, const ReplayOptions& o) {
   return 0;
 }
 
+namespace {
+
+// The leader at the highest ballot any broker reports (an isolated old
+// leader may still call itself one), with its status; 0 when none answers.
+int HighestLeader(const BenchCluster& cluster, BrokerStatus* out) {
+  int leader = 0;
+  std::pair<uint64_t, uint32_t> highest{0, 0}, leading{0, 0};
+  for (int i = 1; i <= cluster.nodes(); ++i) {
+    auto s = GetStatus(cluster.brokers()[static_cast<size_t>(i - 1)],
+                       std::chrono::milliseconds(200), cluster.credentials());
+    if (!s.ok()) continue;
+    const std::pair<uint64_t, uint32_t> ballot{s.value().ballot_round, s.value().ballot_node};
+    highest = std::max(highest, ballot);
+    if (s.value().role == "leader" && (leader == 0 || ballot > leading)) {
+      leader = i, leading = ballot;
+      if (out) *out = s.value();
+    }
+  }
+  return leader != 0 && leading == highest ? leader : 0;
+}
+
+// A leader "hears" a peer when its status says heard within this.
+constexpr uint64_t kHeardWithinMs = 200;
+
+double Max(const std::vector<double>& v) {
+  return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+}
+
+// `heal --netns`: see bench.h.
+int CmdHealNetns(const CommonOptions& common, const HealOptions& o) {
+  if (!common.brokers.empty()) {
+    throw std::runtime_error(
+        "heal --netns starts brokers in namespaces of its own: drop --brokers");
+  }
+  std::string error;
+  std::unique_ptr<testing::NetnsLab> lab = testing::NetnsLab::Create(common.nodes, &error);
+  if (!lab) throw std::runtime_error("heal --netns: " + error);
+  const std::string toml =
+      o.link_timeout_ms >= 0
+          ? "[timing]\npeer_link_timeout_ms = " + std::to_string(o.link_timeout_ms) + "\n"
+          : std::string();
+  auto cluster = std::make_unique<BenchCluster>(common, toml, "", lab.get());
+  cluster->WaitForLeader();
+  auto status = [&](int i) {
+    return GetStatus(cluster->brokers()[static_cast<size_t>(i - 1)], std::chrono::milliseconds(200),
+                     cluster->credentials());
+  };
+  const auto timeout =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.timeout_s));
+  Json rounds = Json::MakeArray();
+  std::vector<double> failover_ms, quorum_ms, caught_up_ms;
+  uint64_t errors = 0;
+  std::string failure;
+  for (int k = 1; k <= o.rounds && failure.empty(); ++k) {
+    int leader = 0;
+    for (const auto deadline = Clock::now() + timeout;
+         (leader = HighestLeader(*cluster, nullptr)) == 0 && Clock::now() < deadline;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (leader == 0) {
+      failure = "round " + std::to_string(k) + ": no leader";
+      break;
+    }
+    std::vector<int> others;
+    ClientOptions copt = cluster->Options(std::chrono::milliseconds(common.request_timeout_ms));
+    copt.brokers.clear();
+    for (int i = 1; i <= cluster->nodes(); ++i) {
+      if (i == leader) continue;
+      others.push_back(i);
+      copt.brokers.push_back(cluster->brokers()[static_cast<size_t>(i - 1)]);
+    }
+    // A trickle of publishes through the brokers that keep a majority.
+    std::atomic<bool> stop{false};
+    std::mutex mu;
+    std::vector<std::pair<Clock::time_point, Clock::time_point>> acks;  // sent, acknowledged
+    std::thread trickle([&] {
+      Publisher p(copt);
+      while (!stop.load()) {
+        const auto sent = Clock::now();
+        if (p.Publish("heal").ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          acks.emplace_back(sent, Clock::now());
+        } else {
+          std::lock_guard<std::mutex> lock(mu);
+          ++errors;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+    // When the first message sent after `t` was acknowledged.
+    auto first_ack_after = [&](Clock::time_point t) -> std::optional<Clock::time_point> {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& [sent, acked] : acks) {
+        if (sent > t) return acked;
+      }
+      return std::nullopt;
+    };
+    const auto warm = Clock::now();
+    while (!first_ack_after(warm + std::chrono::milliseconds(200)) &&
+           Clock::now() < warm + timeout) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    Json r = Json::MakeObject();
+    r["round"] = k;
+    r["cut_node"] = leader;
+    // Failover: from the moment the first rule may take effect to the
+    // acknowledgement of the first message sent once all are in place.
+    const auto t_cut_begin = Clock::now();
+    if (!lab->Cut({leader}, others, &error)) {
+      failure = error;
+    }
+    const auto t_cut = Clock::now();
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.partition_s));
+    std::optional<Clock::time_point> first;
+    while (failure.empty() && !(first = first_ack_after(t_cut)) && Clock::now() < t_cut + timeout) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    BrokerStatus now_leading;
+    const int successor = failure.empty() ? HighestLeader(*cluster, &now_leading) : 0;
+    const uint64_t target = successor != 0 ? now_leading.chosen : 0;
+    if (!first && failure.empty()) {
+      failure = "round " + std::to_string(k) + ": no acknowledgement within " + Fmt(o.timeout_s) +
+                " s of cutting leader " + std::to_string(leader) + " off";
+    }
+    if (first) {
+      failover_ms.push_back(Ms(*first - t_cut_begin));
+      r["failover_ms"] = failover_ms.back();
+    }
+    r["target_instance"] = target;
+    if (!lab->Heal(&error) && failure.empty()) failure = error;
+    const auto t_heal = Clock::now();
+    std::optional<double> quorum, caught_up;
+    while (failure.empty() && (!quorum || !caught_up) && Clock::now() < t_heal + timeout) {
+      if (!quorum) {
+        BrokerStatus s;
+        if (HighestLeader(*cluster, &s) != 0 &&
+            s.peers.size() + 1 == static_cast<size_t>(cluster->nodes()) &&
+            std::all_of(s.peers.begin(), s.peers.end(),
+                        [](const PeerInfo& p) { return p.last_heard_ms <= kHeardWithinMs; })) {
+          quorum = Ms(Clock::now() - t_heal);
+        }
+      }
+      if (!caught_up) {
+        auto s = status(leader);
+        if (s.ok() && s.value().chosen >= target) caught_up = Ms(Clock::now() - t_heal);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    stop = true;
+    trickle.join();
+    if (quorum) {
+      quorum_ms.push_back(*quorum);
+      r["full_quorum_ms"] = *quorum;
+    }
+    if (caught_up) {
+      caught_up_ms.push_back(*caught_up);
+      r["heal_ms"] = *caught_up;
+    }
+    if (failure.empty() && (!quorum || !caught_up)) {
+      failure =
+          "round " + std::to_string(k) + ": " +
+          (!quorum ? "the leader did not hear every peer" : "the old leader did not catch up") +
+          " within " + Fmt(o.timeout_s) + " s of the heal";
+    }
+    rounds.Push(r);
+    cluster->CheckAlive();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  cluster->CheckAlive();
+  cluster.reset();  // the brokers stop before their namespaces go
+
+  Json out = Json::MakeObject();
+  out["benchmark"] = "heal";
+  out["netns"] = true;
+  out["partition_s"] = o.partition_s;
+  out["peer_link_timeout_ms"] = o.link_timeout_ms >= 0 ? Json(o.link_timeout_ms) : Json();
+  out["heard_within_ms"] = kHeardWithinMs;
+  out["rounds"] = rounds;
+  out["failover_ms_p50"] = Median(failover_ms);
+  out["failover_ms_max"] = Max(failover_ms);
+  out["full_quorum_ms_p50"] = Median(quorum_ms);
+  out["full_quorum_ms_max"] = Max(quorum_ms);
+  out["heal_ms_p50"] = Median(caught_up_ms);
+  out["heal_ms_max"] = Max(caught_up_ms);
+  out["publish_errors"] = errors;
+  if (!failure.empty()) out["failure"] = failure;
+  Table t("heal --netns: the leader cut off (brokers in network namespaces) for " +
+          Fmt(o.partition_s, 1) + " s, " + std::to_string(rounds.array().size()) + " round(s)" +
+          (o.link_timeout_ms >= 0 ? ", peer_link_timeout_ms " + std::to_string(o.link_timeout_ms)
+                                  : std::string()));
+  auto ms = [](const Json& r, const char* key) {
+    const Json* v = r.Find(key);
+    return v && v->is_number() ? Fmt(v->number(), 1) + " ms" : std::string("-");
+  };
+  for (const Json& r : rounds.array()) {
+    t.Row("round " + Fmt(*r.NumberAt("round")) + " (node " + Fmt(*r.NumberAt("cut_node")) + ")",
+          "failover " + ms(r, "failover_ms"),
+          "full quorum " + ms(r, "full_quorum_ms") + ", caught up " + ms(r, "heal_ms"));
+  }
+  t.Row("failover", "p50 " + Fmt(*out.NumberAt("failover_ms_p50"), 1) + " ms",
+        "max " + Fmt(*out.NumberAt("failover_ms_max"), 1) + " ms");
+  t.Row("heal to full quorum", "p50 " + Fmt(*out.NumberAt("full_quorum_ms_p50"), 1) + " ms",
+        "max " + Fmt(*out.NumberAt("full_quorum_ms_max"), 1) +
+            " ms (every peer heard within 200 ms; target: within 1 s)");
+  t.Row("heal to caught up", "p50 " + Fmt(*out.NumberAt("heal_ms_p50"), 1) + " ms",
+        "max " + Fmt(*out.NumberAt("heal_ms_max"), 1) + " ms");
+  t.Print();
+  WriteJson(common, out);
+  if (!failure.empty()) {
+    std::cerr << "ordo-bench heal: " << failure << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
 int CmdHeal(const CommonOptions& common, const HealOptions& o) {
+  if (o.netns) return CmdHealNetns(common, o);
   // Peer addresses of their own (127.77.X.i) so that one member can be cut
   // off by address; X from the pid, so that two runs do not share them.
   const std::string prefix = "127.77." + std::to_string(20 + getpid() % 200) + ".";

@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "bench/bench.h"
+#include "tests/testing/netns.h"
 #include "tests/testing/ports.h"
 
 namespace ordo::bench {
@@ -61,7 +62,7 @@ ProcSample SampleProc(pid_t pid) {
 }
 
 BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extra_toml,
-                           const std::string& peer_host_prefix) {
+                           const std::string& peer_host_prefix, const testing::NetnsLab* lab) {
   if (!options.brokers.empty()) {
     external_ = true;
     client_ = ParseBrokerList(options.brokers);
@@ -88,6 +89,10 @@ BenchCluster::BenchCluster(const CommonOptions& options, const std::string& extr
   o.keep_dir = options.keep_dir;
   o.insecure = options.insecure;
   o.peer_host_prefix = peer_host_prefix;
+  if (lab != nullptr) {
+    o.node_hosts = lab->Hosts();
+    for (int i = 1; i <= lab->nodes(); ++i) o.node_command_prefix.push_back(lab->ExecPrefix(i));
+  }
   local_ = std::make_unique<testing::LocalCluster>(o);
   client_ = local_->Brokers();
   credentials_ = local_->Credentials();

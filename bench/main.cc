@@ -201,7 +201,9 @@ int main(int argc, char** argv) {
   HealOptions ho;
   auto* heal = app.add_subcommand("heal",
                                   "A follower cut off from its peers (nftables; needs root), then "
-                                  "healed, K times: time until it has caught up");
+                                  "healed, K times: time until it has caught up "
+                                  "(--netns: brokers in network namespaces, the "
+                                  "leader cut off)");
   heal->add_option("--rounds", ho.rounds, "Partitions (K)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
@@ -215,6 +217,10 @@ int main(int argc, char** argv) {
                    "timing.peer_link_timeout_ms for the brokers (0: no heartbeats; default: the "
                    "brokers' own)")
       ->check(CLI::Range(0, 600000));
+  heal->add_flag("--netns", ho.netns,
+                 "Each broker in a network namespace of its own on a bridge (needs root, ip and "
+                 "nft); the leader is cut off: failover, heal to the leader hearing every peer, "
+                 "heal to the old leader caught up");
 
   CatchupOptions co;
   auto* catchup = app.add_subcommand("catchup", "A broker stopped while M messages are published, restarted: catch-up speed");

@@ -3,6 +3,7 @@
 // fields bench/run-all and bench/README.md rely on. No timing is asserted.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -103,6 +104,20 @@ TEST_F(BenchSmoke, Latency) {
 TEST_F(BenchSmoke, Failover) {
   const Json j = Run("failover", "failover --rounds 1 --steady 0.3 --window 8", false);
   ExpectNumbers(j, {"failover_ms_p50", "failover_ms_max", "ack_gap_ms_p50", "ack_gap_ms_max"});
+  const Json* rounds = j.Find("rounds");
+  ASSERT_TRUE(rounds && rounds->is_array());
+  EXPECT_EQ(rounds->array().size(), 1u);
+}
+
+// Brokers in network namespaces (tests/testing/netns.h): root, ip and nft.
+TEST_F(BenchSmoke, HealInNetworkNamespaces) {
+  if (::geteuid() != 0 ||
+      std::system("command -v ip >/dev/null && command -v nft >/dev/null") != 0) {
+    GTEST_SKIP() << "heal --netns needs root, ip (iproute2) and nft (nftables)";
+  }
+  const Json j = Run("heal_netns", "heal --netns --rounds 1 --partition 0.5", false);
+  ExpectNumbers(j, {"failover_ms_p50", "failover_ms_max", "full_quorum_ms_p50",
+                    "full_quorum_ms_max", "heal_ms_p50", "heal_ms_max"});
   const Json* rounds = j.Find("rounds");
   ASSERT_TRUE(rounds && rounds->is_array());
   EXPECT_EQ(rounds->array().size(), 1u);

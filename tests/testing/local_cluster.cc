@@ -28,12 +28,22 @@ LocalCluster::LocalCluster(LocalClusterOptions options) : options_(std::move(opt
   std::filesystem::create_directories(dir_);
   pids_.assign(nodes() + 1, -1);
   for (int i = 0; i < nodes(); ++i) {
-    peer_.push_back(options_.peer_host_prefix.empty()
-                        ? Advertised(ReserveEndpoint())
-                        : options_.peer_host_prefix + std::to_string(i + 1) + ":" +
-                              std::to_string(ReservePort()));
-    client_.push_back(Advertised(ReserveEndpoint()));
-    metrics_.push_back(options_.metrics ? Advertised(ReserveEndpoint()) : std::string());
+    const std::string host = NodeHost(i + 1);
+    auto on_host = [&] { return host + ":" + std::to_string(ReservePort()); };
+    if (!host.empty()) {
+      peer_.push_back(on_host());
+    } else {
+      peer_.push_back(options_.peer_host_prefix.empty()
+                          ? Advertised(ReserveEndpoint())
+                          : options_.peer_host_prefix + std::to_string(i + 1) + ":" +
+                                std::to_string(ReservePort()));
+    }
+    client_.push_back(host.empty() ? Advertised(ReserveEndpoint()) : on_host());
+    if (!options_.metrics) {
+      metrics_.emplace_back();
+    } else {
+      metrics_.push_back(host.empty() ? Advertised(ReserveEndpoint()) : on_host());
+    }
   }
   if (!options_.insecure) {
     for (int i = 1; i <= nodes(); ++i) public_keys_.push_back(MakeKey("node" + std::to_string(i)));
@@ -196,20 +206,37 @@ void LocalCluster::SetClientPermissions(const std::string& name,
   WriteAccessAndReload();
 }
 
-pid_t LocalCluster::Spawn(const std::string& config, const std::string& log) const {
+std::string LocalCluster::NodeHost(int i) const {
+  const size_t k = static_cast<size_t>(i - 1);
+  return k < options_.node_hosts.size() ? options_.node_hosts[k] : std::string();
+}
+
+std::vector<std::string> LocalCluster::NodePrefix(int i) const {
+  const size_t k = static_cast<size_t>(i - 1);
+  return k < options_.node_command_prefix.size() ? options_.node_command_prefix[k]
+                                                 : std::vector<std::string>();
+}
+
+pid_t LocalCluster::Spawn(const std::string& config, const std::string& log,
+                          const std::vector<std::string>& prefix) const {
+  // The argument vector is built before the fork: the child only execs.
+  std::vector<std::string> words = prefix;
+  words.insert(words.end(), {options_.broker_bin, "--config", config});
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid == 0) {
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
-    ::execl(options_.broker_bin.c_str(), options_.broker_bin.c_str(), "--config", config.c_str(),
-            nullptr);
+    ::execvp(argv[0], argv.data());
     ::_exit(127);
   }
   return pid;
 }
 
-void LocalCluster::Start(int i) { pids_[i] = Spawn(Config(i), Log(i)); }
+void LocalCluster::Start(int i) { pids_[i] = Spawn(Config(i), Log(i), NodePrefix(i)); }
 
 void LocalCluster::Kill(int i, int sig) {
   if (pids_[i] <= 0) return;

@@ -50,6 +50,14 @@ struct LocalClusterOptions {
   // be empty: 127.0.0.1 advertised, and no [bind] (bind what is advertised).
   std::string advertise_host;
   std::string bind_host;
+  // Per node (entry i-1 for node i; an empty list or entry: the defaults
+  // above). `node_hosts`: the address of node i's peer, client and metrics
+  // endpoints, e.g. its address inside a network namespace (tests/testing/
+  // netns.h). `node_command_prefix`: words run before the broker's command
+  // line, e.g. {"ip", "netns", "exec", NS}; the prefix must exec the broker
+  // in place, so that the pid this launcher stops is the broker's.
+  std::vector<std::string> node_hosts;
+  std::vector<std::vector<std::string>> node_command_prefix;
 };
 
 class LocalCluster {
@@ -141,7 +149,12 @@ class LocalCluster {
   std::string MakeKey(const std::string& name) const;
   // The [security] table of broker `name` (its key: `name`.key).
   std::string SecurityToml(const std::string& name) const;
-  pid_t Spawn(const std::string& config, const std::string& log) const;
+  // Runs the broker on `config` (after `prefix`, see node_command_prefix).
+  pid_t Spawn(const std::string& config, const std::string& log,
+              const std::vector<std::string>& prefix = {}) const;
+  // Node i's entry of a per-node option, or "" / {}.
+  std::string NodeHost(int i) const;
+  std::vector<std::string> NodePrefix(int i) const;
   // Writes access.toml and waits until every running broker has reread it.
   void WriteAccessAndReload();
   // Writes `name`.key for a client: `pair` and every broker's public key.
