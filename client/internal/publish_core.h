@@ -45,31 +45,43 @@ class BrokerRotation {
   const std::string& Target() const {
     return redirect_target_.empty() ? (*brokers_)[index_] : redirect_target_;
   }
-  // The next broker of the list.
+  // The next broker of the list (not the one just given up on, when it is
+  // the next one: after a redirect the rotation goes on from where it was).
   void Next() {
-    redirect_target_.clear();
-    index_ = (index_ + 1) % brokers_->size();
+    left_ = Target();
+    Advance();
   }
-  // NotLeader with a named leader: go there. Keeps the rotation going from
-  // the leader's place when it is in the list.
+  // NotLeader with a named leader: go there, unless it is the broker this
+  // client just gave up on. A follower cut off with a leader that lost its
+  // quorum still names it; going back would bounce between the two for as
+  // long as the partition lasts, so the rotation goes on through the list
+  // instead, towards the side that can elect a leader. Once: the next such
+  // redirect is followed (the named broker may be back), and always when
+  // the list holds nothing else to try.
   void RedirectTo(const std::string& leader) {
-    redirect_target_ = leader;
-    const std::string wanted = ToZmqEndpoint(leader);
-    for (size_t i = 0; i < brokers_->size(); ++i) {
-      if (ToZmqEndpoint((*brokers_)[i]) == wanted) {
-        index_ = i;
-        redirect_target_.clear();
-        return;
-      }
+    if (brokers_->size() > 1 && !left_.empty() && ToZmqEndpoint(leader) == ToZmqEndpoint(left_)) {
+      Advance();
+      left_.clear();
+      return;
     }
+    redirect_target_ = leader;
   }
 
  private:
+  void Advance() {
+    redirect_target_.clear();
+    index_ = (index_ + 1) % brokers_->size();
+    if (brokers_->size() > 1 && ToZmqEndpoint((*brokers_)[index_]) == ToZmqEndpoint(left_)) {
+      index_ = (index_ + 1) % brokers_->size();
+    }
+  }
+
   const std::vector<std::string>* brokers_;
   size_t index_ = 0;
-  // Where a NotLeader reply sent us, when that endpoint is not in the list;
-  // it replaces brokers[index_] until the next switch. Empty: none.
+  // Where a NotLeader reply sent us; it replaces brokers[index_] until the
+  // next switch. Empty: none.
   std::string redirect_target_;
+  std::string left_;  // the broker last given up on (silent, refused, unreachable)
 };
 
 // Builds one Publish request of the messages `include` accepts among

@@ -372,6 +372,45 @@ TEST(PublishSessionTest, NotLeaderPausesFromTheSecondHopInARow) {
   EXPECT_EQ(h.Resolved().size(), 1u);
 }
 
+TEST(PublishSessionTest, AFollowerThatNamesTheLeaderJustGivenUpOnIsPassedBy) {
+  // A partition: a:1 led and lost its quorum, b:2 is cut off with it and
+  // still names it, c:3 is on the side that elects a new leader. Going back
+  // to a:1 would bounce between a and b for the whole partition.
+  Harness h;
+  h.Enqueue({"m"});
+  h.Send();
+  h.session.OnSilence("no reply within 150 ms");
+  EXPECT_EQ(h.session.Target(), "b:2");
+  h.Refuse(h.Send(), wire::ErrorCode::NotLeader, "a:1");
+  EXPECT_EQ(h.session.Target(), "c:3");
+  // A leader named elsewhere is still followed, and once it fails too the
+  // rotation goes on from where it was, past the one just given up on.
+  h.Refuse(h.Send(), wire::ErrorCode::NotLeader, "b:2");
+  EXPECT_EQ(h.session.Target(), "b:2");
+  h.session.OnSilence("no reply within 150 ms");
+  EXPECT_EQ(h.session.Target(), "a:1");
+  // Passed by once: named again, it is tried again (it may be back).
+  h.Refuse(h.Send(), wire::ErrorCode::NotLeader, "b:2");
+  EXPECT_EQ(h.session.Target(), "c:3");
+  h.Refuse(h.Send(), wire::ErrorCode::NotLeader, "b:2");
+  EXPECT_EQ(h.session.Target(), "b:2");
+  const Sent sent = h.Send();
+  h.ReplyAll(sent, wire::ErrorCode::None);
+  EXPECT_EQ(h.Resolved().size(), 1u);
+}
+
+TEST(PublishSessionTest, WithOneBrokerListedARedirectIsAlwaysFollowed) {
+  Harness h;
+  h.brokers = {"a:1"};
+  h.Enqueue({"m"});
+  h.Refuse(h.Send(), wire::ErrorCode::NotLeader, "b:2");
+  EXPECT_EQ(h.session.Target(), "b:2");
+  h.session.OnSilence("no reply within 150 ms");  // b:2 is cut off for now
+  EXPECT_EQ(h.session.Target(), "a:1");
+  h.Refuse(h.Send(), wire::ErrorCode::NotLeader, "b:2");
+  EXPECT_EQ(h.session.Target(), "b:2");  // the only way on: it may be back
+}
+
 TEST(PublishSessionTest, SilenceMovesOnAndMarksEveryRequestInFlightMaybeStored) {
   Harness h(PublishLimits{1, UINT64_MAX, 4});
   h.Enqueue({"m1", "m2", "m3"});
