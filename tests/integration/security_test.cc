@@ -521,8 +521,11 @@ TEST(Security, AClientKeyHoldsAtMostItsLimitOfConnectionsToABrokerAndClientsGoEl
   const std::string env = "ORDO_CREDENTIALS=" + c.CredentialsFile() + " ";
   Publisher p(c.Options());  // tries `target` among the others
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(p.Publish("past the limit " + std::to_string(i)).ok());
+  // The refusal must be heard, not raced: with a request timeout shorter
+  // than a loaded machine's reply time, the CLI gave up on the connection
+  // before its TooManyConnections answer came and reported only silence.
   Ran alone = RunShell(env + cli + " replay --brokers " + c.ClientEndpoint(target) +
-                       " --from 0 --to 5 --request-timeout-ms 500 --timeout-ms 3000");
+                       " --from 0 --to 5 --request-timeout-ms 5000 --timeout-ms 6000");
   EXPECT_EQ(alone.status, 3) << alone.out;
   EXPECT_NE(alone.out.find("too many connections"), std::string::npos) << alone.out;
   Ran all = RunShell(env + cli + " replay --brokers " + Joined(c.Options().brokers) +
