@@ -151,6 +151,7 @@ Status Broker::Start() {
   if (!(s = StartSecurity()).ok()) return s;
   peers_ = std::make_unique<PeerTransport>(context_, config_, keys_ ? &*keys_ : nullptr);
   if (!(s = peers_->Open()).ok()) return s;
+
   catchup_ = std::make_unique<CatchUpServer>(
       context_, *store_,
       CatchUpServer::Limits{core.fetch_entries_max, core.fetch_bytes_max, kCatchUpQueuedMax});
@@ -163,6 +164,8 @@ Status Broker::Start() {
         if (!flushed.ok()) deferred_error_ = flushed.message();
         return flushed.ok();
       });
+  // The store's membership (the log's, or a snapshot's) wins over the file.
+  if (!(s = FollowMembership(paxos::kNoInstance)).ok()) return s;
   clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_,
                                              keys_ ? &*keys_ : nullptr, keys_ ? &access_ : nullptr);
   // Always: it also sets the client connections' TCP user timeout.
@@ -182,7 +185,7 @@ Status Broker::Start() {
     node_storage_->set_metrics(metrics_.get());
   }
   spdlog::info("node {} up ({}): peers on {}, clients on {}, metrics on {}", config_.node_id,
-               config_.Self() ? "voter" : "learner",
+               !config_.Self() ? "learner" : config_.join ? "voter, joining" : "voter",
                config_.Self() ? config_.Self()->peer : "(none: learner)", config_.ClientEndpoint(),
                config_.metrics.empty() ? "(off)" : config_.metrics);
   return Status::Ok();
@@ -305,7 +308,7 @@ void Broker::HandlePeerFrames(size_t max, size_t max_bytes) {
     // log installs a snapshot like anyone else.)
     const bool read_only = f.is_snapshot ? f.snapshot.op == SnapshotMessage::kRequest
                                          : f.message.type == paxos::MessageType::kFetch;
-    if (d.ok() && !config_.Find(from) && (!read_only || !config_.Self())) {
+    if (d.ok() && !member_ids_.count(from) && (!read_only || !config_.Self())) {
       d = DecodeStatus::Error(DecodeCode::kInvalid,
                               "node " + std::to_string(from) +
                                   " is not a member: only Fetch is accepted from a learner");
@@ -351,6 +354,7 @@ Status Broker::DrainReady() {
   if (Status s = loop_->Drain(); !s.ok()) return s;
   if (std::optional<paxos::AppliedSnapshot> installed = snapshots_->TakeInstalled()) {
     replica_->InstallSnapshot(*installed);
+    if (Status s = FollowMembership(paxos::kNoInstance); !s.ok()) return s;
     if (metrics_) metrics_->ObserveSnapshotInstall(snapshots_->counters().last_install_seconds);
     return DrainReady();
   }
@@ -379,7 +383,86 @@ void Broker::OnReady(const paxos::Ready& r) {
 // Publish acks need not wait for this node's write (see node_loop.h);
 // subscribers are served from the store, after it.
 void Broker::OnApplied(std::span<const paxos::AppliedInstance> applied) {
+  for (const paxos::AppliedInstance& a : applied) {
+    if (a.value && a.value->kind == paxos::ValueKind::kConfig) {
+      if (Status s = FollowMembership(a.instance); !s.ok() && membership_error_.empty()) {
+        membership_error_ = s.message();
+      }
+    }
+  }
   clients_->OnApplied(applied);
+}
+
+namespace {
+std::string IdList(const std::vector<uint32_t>& ids) {
+  std::string out;
+  for (uint32_t id : ids) out += (out.empty() ? "" : ",") + std::to_string(id);
+  return out.empty() ? "none" : out;
+}
+}  // namespace
+
+Status Broker::FollowMembership(paxos::Instance instance) {
+  const paxos::Membership& m = replica_->membership();
+  std::vector<Member> members;
+  std::vector<uint32_t> voters, learners;
+  if (m.empty()) {
+    // No configuration known: the file's [[members]] (a joining broker's
+    // seeds) until the first entry is fetched.
+    members = config_.members;
+  } else {
+    for (const paxos::Member& p : m.members) {
+      members.push_back(Member{p.id.value(), p.peer, p.client, p.public_key});
+      (p.voter ? voters : learners).push_back(p.id.value());
+    }
+  }
+  const paxos::Member* self = m.Find(paxos::NodeId(config_.node_id));
+  const int self_state = self == nullptr ? 0 : self->voter ? 2 : 1;
+  if (instance != paxos::kNoInstance) {
+    spdlog::info("membership changed at instance {}: voters {}, learners {}", instance.value(),
+                 IdList(voters), IdList(learners));
+    if (self_state != self_state_) {
+      if (self_state == 0) {
+        spdlog::warn("this broker (node {}) was removed from the cluster at instance {}: it is "
+                     "no longer a member, and keeps running as a non-member until stopped",
+                     config_.node_id, instance.value());
+      } else if (self_state == 2) {
+        spdlog::info("this broker (node {}) is a voter from instance {} on",
+                     config_.node_id, instance.value() + 1);
+      } else {
+        spdlog::info("this broker (node {}) is a learner member from instance {} on (it "
+                     "pulls the log and does not vote)", config_.node_id, instance.value() + 1);
+      }
+    }
+  } else if (!m.empty()) {
+    spdlog::info("membership{}: voters {}, learners {}; this broker is {}",
+                 replica_->applied_state().membership().empty() ? " (bootstrap: [[members]])"
+                                                                : " (from the log)",
+                 IdList(voters), IdList(learners),
+                 self_state == 2 ? "a voter" : self_state == 1 ? "a learner member"
+                                                               : "not a member");
+  } else {
+    spdlog::info("joining: no membership known yet; pulling the log from {}",
+                 [&] {
+                   std::vector<uint32_t> seeds;
+                   for (const Member& x : config_.members) {
+                     if (x.id != config_.node_id) seeds.push_back(x.id);
+                   }
+                   return IdList(seeds);
+                 }());
+  }
+  self_state_ = self_state;
+  member_ids_.clear();
+  member_by_key_.clear();
+  for (const Member& x : members) {
+    member_ids_.insert(x.id);
+    if (!x.public_key.empty()) member_by_key_[x.public_key] = x.id;
+  }
+  std::vector<uint32_t> peer_ids;
+  for (const Member& x : members) {
+    if (x.id != config_.node_id) peer_ids.push_back(x.id);
+  }
+  snapshots_->SetPeers(peer_ids);
+  return peers_->SetMembers(members);
 }
 
 void Broker::ServeFetch(paxos::FetchToServe fetch) { catchup_->Submit(std::move(fetch)); }
@@ -584,13 +667,24 @@ Status Broker::Run(const std::atomic<bool>& stop, std::atomic<bool>* reload) {
   const auto tick = std::chrono::milliseconds(config_.tick_ms);
   auto next_tick = Clock::now() + tick;
   std::vector<zmq::pollitem_t> items;
-  peers_->AddPollItems(&items);
-  items.push_back({clients_->socket().handle(), 0, ZMQ_POLLIN, 0});
-  const size_t catchup_item = items.size();
-  items.push_back({catchup_->socket().handle(), 0, ZMQ_POLLIN, 0});
-  const size_t zap_item = items.size();
-  if (zap_) zap_->AddPollItem(&items);
+  size_t catchup_item = 0;
+  size_t zap_item = 0;
+  uint64_t links_generation = 0;
+  // Again whenever the peer links change (a membership change).
+  auto poll_items = [&] {
+    items.clear();
+    links_generation = peers_->generation();
+    peers_->AddPollItems(&items);
+    items.push_back({clients_->socket().handle(), 0, ZMQ_POLLIN, 0});
+    catchup_item = items.size();
+    items.push_back({catchup_->socket().handle(), 0, ZMQ_POLLIN, 0});
+    zap_item = items.size();
+    if (zap_) zap_->AddPollItem(&items);
+  };
+  poll_items();
   while (!stop.load(std::memory_order_relaxed)) {
+    if (peers_->generation() != links_generation) poll_items();
+    if (!membership_error_.empty()) return Status::Error(membership_error_);
     if (reload && reload->exchange(false)) ReloadAccess();
     auto now = Clock::now();
     const auto wait = clients_->more_to_deliver()

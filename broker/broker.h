@@ -85,6 +85,12 @@ class Broker final : public node::Host, public node::Transport {
   void OnSnapshotPoint(const paxos::AppliedSnapshot& snapshot) override;
   void OnNeedSnapshot(paxos::NodeId peer, paxos::Instance min) override;
   void UpdateMetrics();
+  // Follows the membership in effect (replica_->membership(); the file's
+  // [[members]] while none is known): peer links, the peer keys allowed in,
+  // the members frames are accepted from, the snapshot peers. `instance`:
+  // the configuration entry just applied (logged), or kNoInstance at start
+  // and after a snapshot install.
+  Status FollowMembership(paxos::Instance instance);
 
   BrokerConfig config_;
   zmq::context_t context_{1};
@@ -96,7 +102,10 @@ class Broker final : public node::Host, public node::Transport {
   std::unique_ptr<paxos::Replica> replica_;
   std::unique_ptr<node::NodeLoop> loop_;
   std::optional<CurveKeyPair> keys_;                // none in plaintext mode
-  std::map<std::string, uint32_t> member_by_key_;  // public key -> member id
+  std::map<std::string, uint32_t> member_by_key_;  // public key -> member id (in effect)
+  std::set<uint32_t> member_ids_;                  // the members in effect
+  int self_state_ = -1;                            // 0 not a member, 1 learner, 2 voter
+  std::string membership_error_;                   // a link to a new member failed
   AccessList access_;
   std::unique_ptr<ZapHandler> zap_;
   std::unique_ptr<PeerTransport> peers_;
