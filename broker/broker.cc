@@ -165,7 +165,7 @@ Status Broker::Start() {
         return flushed.ok();
       });
   // The store's membership (the log's, or a snapshot's) wins over the file.
-  if (!(s = FollowMembership(paxos::kNoInstance)).ok()) return s;
+  if (!(s = FollowMembership()).ok()) return s;
   clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_,
                                              keys_ ? &*keys_ : nullptr, keys_ ? &access_ : nullptr);
   // Always: it also sets the client connections' TCP user timeout.
@@ -354,7 +354,7 @@ Status Broker::DrainReady() {
   if (Status s = loop_->Drain(); !s.ok()) return s;
   if (std::optional<paxos::AppliedSnapshot> installed = snapshots_->TakeInstalled()) {
     replica_->InstallSnapshot(*installed);
-    if (Status s = FollowMembership(paxos::kNoInstance); !s.ok()) return s;
+    if (Status s = FollowMembership(); !s.ok()) return s;
     if (metrics_) metrics_->ObserveSnapshotInstall(snapshots_->counters().last_install_seconds);
     return DrainReady();
   }
@@ -383,11 +383,17 @@ void Broker::OnReady(const paxos::Ready& r) {
 // Publish acks need not wait for this node's write (see node_loop.h);
 // subscribers are served from the store, after it.
 void Broker::OnApplied(std::span<const paxos::AppliedInstance> applied) {
+  bool changed = false;
   for (const paxos::AppliedInstance& a : applied) {
     if (a.value && a.value->kind == paxos::ValueKind::kConfig) {
-      if (Status s = FollowMembership(a.instance); !s.ok() && membership_error_.empty()) {
-        membership_error_ = s.message();
-      }
+      LogMembershipChange(a.instance, a.value->membership);
+      changed = true;
+    }
+  }
+  // Once for the batch: the links follow the membership in effect after it.
+  if (changed) {
+    if (Status s = FollowMembership(); !s.ok() && membership_error_.empty()) {
+      membership_error_ = s.message();
     }
   }
   clients_->OnApplied(applied);
@@ -401,7 +407,30 @@ std::string IdList(const std::vector<uint32_t>& ids) {
 }
 }  // namespace
 
-Status Broker::FollowMembership(paxos::Instance instance) {
+void Broker::LogMembershipChange(paxos::Instance instance, const paxos::Membership& m) {
+  std::vector<uint32_t> voters, learners;
+  for (const paxos::Member& p : m.members) (p.voter ? voters : learners).push_back(p.id.value());
+  const paxos::Member* self = m.Find(paxos::NodeId(config_.node_id));
+  const int self_state = self == nullptr ? 0 : self->voter ? 2 : 1;
+  spdlog::info("membership changed at instance {}: voters {}, learners {}", instance.value(),
+               IdList(voters), IdList(learners));
+  if (self_state != self_state_) {
+    if (self_state == 0) {
+      spdlog::warn("this broker (node {}) was removed from the cluster at instance {}: it is "
+                   "no longer a member, and keeps running as a non-member until stopped",
+                   config_.node_id, instance.value());
+    } else if (self_state == 2) {
+      spdlog::info("this broker (node {}) is a voter from instance {} on", config_.node_id,
+                   instance.value() + 1);
+    } else {
+      spdlog::info("this broker (node {}) is a learner member from instance {} on (it pulls "
+                   "the log and does not vote)", config_.node_id, instance.value() + 1);
+    }
+  }
+  self_state_ = self_state;
+}
+
+Status Broker::FollowMembership() {
   const paxos::Membership& m = replica_->membership();
   std::vector<Member> members;
   std::vector<uint32_t> voters, learners;
@@ -417,22 +446,9 @@ Status Broker::FollowMembership(paxos::Instance instance) {
   }
   const paxos::Member* self = m.Find(paxos::NodeId(config_.node_id));
   const int self_state = self == nullptr ? 0 : self->voter ? 2 : 1;
-  if (instance != paxos::kNoInstance) {
-    spdlog::info("membership changed at instance {}: voters {}, learners {}", instance.value(),
-                 IdList(voters), IdList(learners));
-    if (self_state != self_state_) {
-      if (self_state == 0) {
-        spdlog::warn("this broker (node {}) was removed from the cluster at instance {}: it is "
-                     "no longer a member, and keeps running as a non-member until stopped",
-                     config_.node_id, instance.value());
-      } else if (self_state == 2) {
-        spdlog::info("this broker (node {}) is a voter from instance {} on",
-                     config_.node_id, instance.value() + 1);
-      } else {
-        spdlog::info("this broker (node {}) is a learner member from instance {} on (it "
-                     "pulls the log and does not vote)", config_.node_id, instance.value() + 1);
-      }
-    }
+  // Said once, at start; later changes are logged as they are applied
+  // (LogMembershipChange).
+  if (self_state_ != -1) {
   } else if (!m.empty()) {
     spdlog::info("membership{}: voters {}, learners {}; this broker is {}",
                  replica_->applied_state().membership().empty() ? " (bootstrap: [[members]])"

@@ -87,10 +87,13 @@ class Broker final : public node::Host, public node::Transport {
   void UpdateMetrics();
   // Follows the membership in effect (replica_->membership(); the file's
   // [[members]] while none is known): peer links, the peer keys allowed in,
-  // the members frames are accepted from, the snapshot peers. `instance`:
-  // the configuration entry just applied (logged), or kNoInstance at start
-  // and after a snapshot install.
-  Status FollowMembership(paxos::Instance instance);
+  // the members frames are accepted from, the snapshot peers. At start,
+  // after the applied configuration entries of a Ready, after a snapshot
+  // install.
+  Status FollowMembership();
+  // One line per applied configuration entry (and one when this broker
+  // was added, promoted or removed by it).
+  void LogMembershipChange(paxos::Instance instance, const paxos::Membership& membership);
 
   BrokerConfig config_;
   zmq::context_t context_{1};

@@ -89,6 +89,11 @@ void PeerTransport::Connect(const Member& m) {
   }
   std::string peer_address;
   ParseEndpoint(m.peer, &peer_address);
+  const std::string source = SourceHost(self);
+  // ZeroMQ's "tcp://SOURCE:0;DESTINATION": any port, from that address.
+  // Tick disconnects and connects this same string again.
+  const std::string connect_to =
+      source.empty() ? peer_address : "tcp://" + source + ":0;" + peer_address.substr(6);
   if (keys_) {
     // Refused handshakes are seen here (see Tick).
     const std::string events = "inproc://ordo-peer-monitor-" + std::to_string(config_.node_id) +
@@ -100,14 +105,12 @@ void PeerTransport::Connect(const Member& m) {
                                ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0) {
       throw zmq::error_t();
     }
-    Monitor mon{zmq::socket_t(context_, zmq::socket_type::pair), peer_address, {}, {}};
+    Monitor mon{zmq::socket_t(context_, zmq::socket_type::pair), connect_to, {}, {}};
     mon.events.set(zmq::sockopt::linger, 0);
     mon.events.connect(events);
     monitors_.emplace(m.id, std::move(mon));
   }
-  const std::string source = SourceHost(self);
-  // ZeroMQ's "tcp://SOURCE:0;DESTINATION": any port, from that address.
-  s.connect(source.empty() ? peer_address : "tcp://" + source + ":0;" + peer_address.substr(6));
+  s.connect(connect_to);
   outbound_.emplace(m.id, std::move(s));
   links_[m.id];
   connected_[m.id] = m;
@@ -188,6 +191,7 @@ Status PeerTransport::Open() {
 }
 
 void PeerTransport::Tick(std::chrono::steady_clock::time_point now) {
+  std::vector<uint32_t> refused;
   for (auto& [id, mon] : monitors_) {
     try {
       zmq::message_t event, endpoint;
@@ -210,10 +214,23 @@ void PeerTransport::Tick(std::chrono::steady_clock::time_point now) {
       }
       if (mon.reconnect_at && now >= *mon.reconnect_at) {
         mon.reconnect_at.reset();
-        zmq::socket_t& s = outbound_.at(id);
-        s.disconnect(mon.address);
-        s.connect(mon.address);
+        refused.push_back(id);
       }
+    } catch (const zmq::error_t&) {
+      // The context is terminating: the broker is stopping.
+    }
+  }
+  // A new socket rather than a disconnect and connect of the old one:
+  // ZeroMQ does not find a "SOURCE:0;DESTINATION" endpoint again by its
+  // string, so the old socket would stay refused for good.
+  for (uint32_t id : refused) {
+    try {
+      const Member m = connected_.at(id);
+      const auto warned = monitors_.at(id).last_warned;  // (warned every 30 s, not each time)
+      Disconnect(id);
+      Connect(m);
+      if (auto mon = monitors_.find(id); mon != monitors_.end()) mon->second.last_warned = warned;
+      ++generation_;
     } catch (const zmq::error_t&) {
       // The context is terminating: the broker is stopping.
     }

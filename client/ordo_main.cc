@@ -783,11 +783,14 @@ int ChangeMembers(const ordo::ClientOptions& options, ordo::MemberChange kind,
       return ordo::cli::kExitOk;
     }
     const ordo::ErrorCode code = r.error().code;
-    const bool retry = (code == ordo::ErrorCode::kNotCaughtUp ||
-                        code == ordo::ErrorCode::kChangeInProgress) &&
-                       Clock::now() + std::chrono::milliseconds(200) < deadline;
-    if (!retry) {
-      if (code == ordo::ErrorCode::kNotCaughtUp || code == ordo::ErrorCode::kChangeInProgress) {
+    const bool retryable =
+        code == ordo::ErrorCode::kNotCaughtUp || code == ordo::ErrorCode::kChangeInProgress;
+    // A retry needs time for a round trip; what the leader said last is
+    // the answer when there is none left.
+    const bool time_left =
+        Clock::now() + std::chrono::milliseconds(200) + options.request_timeout < deadline;
+    if (!retryable || !time_left) {
+      if (retryable) {
         std::fprintf(stderr, "ordo: gave up after --timeout-ms (%lld ms)\n",
                      static_cast<long long>(options.call_timeout.count()));
       }
