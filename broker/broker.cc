@@ -250,7 +250,8 @@ void Broker::ReloadAccess() {
                config_.security.access_file, access_.learners.size(), access_.clients.size());
 }
 
-bool Broker::SentBy(const PeerTransport::Sender& sender, uint32_t from, std::string* why) const {
+bool Broker::SentBy(const PeerTransport::Sender& sender, uint32_t from, bool timeout_now,
+                    std::string* why) const {
   if (!keys_) return true;  // plaintext: nothing to check against
   if (sender.link != 0) {
     // On a DEALER: the member whose server key it pinned.
@@ -264,6 +265,8 @@ bool Broker::SentBy(const PeerTransport::Sender& sender, uint32_t from, std::str
     id = m->second;
   } else if (auto l = access_.learners.find(sender.key); l != access_.learners.end()) {
     id = l->second;  // (a key removed at a reload sends nothing more)
+  } else if (auto r = removed_by_key_.find(sender.key); timeout_now && r != removed_by_key_.end()) {
+    id = r->second;  // a leader the last change removed hands over
   }
   if (id != 0 && id == from) return true;
   *why = id == 0 ? "a frame from key " + sender.key + ", which is no member's or learner's"
@@ -298,7 +301,12 @@ void Broker::HandlePeerFrames(size_t max, size_t max_bytes) {
       d = DecodeStatus::Error(DecodeCode::kInvalid, "from/to is not a peer and this node");
     }
     // The sender is the key that sent the frame, whatever the frame says.
-    if (std::string why; d.ok() && !SentBy(sender, from, &why)) {
+    // A leader that a configuration entry removed sends one last message,
+    // TimeoutNow, to its successor, which may have applied the entry first.
+    const bool handover = d.ok() && !f.is_snapshot &&
+                          f.message.type == paxos::MessageType::kTimeoutNow &&
+                          removed_ids_.count(from) > 0;
+    if (std::string why; d.ok() && !SentBy(sender, from, handover, &why)) {
       d = DecodeStatus::Error(DecodeCode::kInvalid, why);
     }
     // A non-member is a learner: it may only ask for chosen entries (Fetch),
@@ -308,7 +316,7 @@ void Broker::HandlePeerFrames(size_t max, size_t max_bytes) {
     // log installs a snapshot like anyone else.)
     const bool read_only = f.is_snapshot ? f.snapshot.op == SnapshotMessage::kRequest
                                          : f.message.type == paxos::MessageType::kFetch;
-    if (d.ok() && !member_ids_.count(from) && (!read_only || !config_.Self())) {
+    if (d.ok() && !member_ids_.count(from) && !handover && (!read_only || !config_.Self())) {
       d = DecodeStatus::Error(DecodeCode::kInvalid,
                               "node " + std::to_string(from) +
                                   " is not a member: only Fetch is accepted from a learner");
@@ -368,7 +376,8 @@ void Broker::OnReady(const paxos::Ready& r) {
   // An independent check of the core's promise: a voter catching up after
   // a lost disk, or a learner, sends no vote. Reported in status; tests
   // assert it is 0.
-  if (config_.Self() && !replica_->status().catching_up) return;
+  // (A learner member, or a broker joining, is no voter either.)
+  if (const paxos::Status st = replica_->status(); st.voter && !st.catching_up) return;
   for (const auto* list : {&r.messages, &r.messages_after_persist}) {
     for (const paxos::Message& m : *list) {
       if (m.type == paxos::MessageType::kPromise || m.type == paxos::MessageType::kAccepted ||
@@ -467,6 +476,16 @@ Status Broker::FollowMembership() {
                  }());
   }
   self_state_ = self_state;
+  // Who the last change removed, for their handover (TimeoutNow) only.
+  removed_ids_.clear();
+  removed_by_key_.clear();
+  for (const auto& [key, id] : member_by_key_) {
+    if (m.Find(paxos::NodeId(id)) == nullptr) removed_by_key_[key] = id;
+  }
+  for (uint32_t id : member_ids_) {
+    if (!m.empty() && m.Find(paxos::NodeId(id)) == nullptr) removed_ids_.insert(id);
+  }
+  if (m.empty()) removed_by_key_.clear();
   member_ids_.clear();
   member_by_key_.clear();
   for (const Member& x : members) {

@@ -64,7 +64,10 @@ class Broker final : public node::Host, public node::Transport {
   // Re-reads the access file; a bad file keeps the current list.
   void ReloadAccess();
   // Whether a peer frame claiming `from` came from that node; *why when not.
-  bool SentBy(const PeerTransport::Sender& sender, uint32_t from, std::string* why) const;
+  // `timeout_now`: a TimeoutNow from a member the last change removed
+  // (its key still counts for that one message).
+  bool SentBy(const PeerTransport::Sender& sender, uint32_t from, bool timeout_now,
+              std::string* why) const;
   // Sends the catch-up replies the server finished; reports bad records.
   void SendCatchUpReplies();
   // The node loop's turn (node/node_loop.h), then a snapshot it installed.
@@ -107,6 +110,8 @@ class Broker final : public node::Host, public node::Transport {
   std::optional<CurveKeyPair> keys_;                // none in plaintext mode
   std::map<std::string, uint32_t> member_by_key_;  // public key -> member id (in effect)
   std::set<uint32_t> member_ids_;                  // the members in effect
+  std::set<uint32_t> removed_ids_;                 // removed by the last change
+  std::map<std::string, uint32_t> removed_by_key_;
   int self_state_ = -1;                            // 0 not a member, 1 learner, 2 voter
   std::string membership_error_;                   // a link to a new member failed
   AccessList access_;
