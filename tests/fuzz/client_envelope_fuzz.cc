@@ -161,6 +161,17 @@ std::vector<Seed> Seeds() {
                                   .max_messages = 10000,
                                   .compacted = true})},
       {"status", Encode({.kind = Kind::kStatus, .request_id = ~uint64_t{0}})},
+      {"members", Encode({.kind = Kind::kMembers, .request_id = 4})},
+      {"change-add", Encode({.kind = Kind::kChangeMembers,
+                             .request_id = 5,
+                             .change = {paxos::MembershipChange::Kind::kAddLearner,
+                                        {paxos::NodeId(6), false, "10.0.0.6:7106",
+                                         "10.0.0.6:7206",
+                                         "HQxNzNFoZs0Y5AQ>-(VM<ru<<^F#P$f-)PZjG0Nb"}}})},
+      {"change-remove", Encode({.kind = Kind::kChangeMembers,
+                                .request_id = 6,
+                                .change = {paxos::MembershipChange::Kind::kRemove,
+                                           {paxos::NodeId(3), false, "", "", ""}}})},
   };
 }
 
