@@ -502,6 +502,34 @@ Status Broker::FollowMembership() {
 
 void Broker::ServeFetch(paxos::FetchToServe fetch) { catchup_->Submit(std::move(fetch)); }
 
+void Broker::ReportFrontierToLeader() {
+  // The leader promotes a learner member only once it has heard, in a
+  // fetch, that its chosen frontier is close to its own; a learner that
+  // caught up fetches nothing more while the log is idle, and one that
+  // caught up from followers may never have told the leader at all (then
+  // `ordo members promote` would wait in vain). So a learner member asks
+  // the leader, twice a second, for the instance after its frontier: a
+  // read, answered with an empty FetchReply, that carries the frontier.
+  if (self_state_ != 1 || ++frontier_ticks_ * config_.tick_ms < kFrontierReportMs) return;
+  frontier_ticks_ = 0;
+  std::vector<paxos::NodeId> to;
+  if (replica_->leader() != paxos::kNoNode) {
+    to.push_back(replica_->leader());
+  } else {
+    to = replica_->membership().Voters();
+  }
+  for (paxos::NodeId id : to) {
+    paxos::Message m;
+    m.type = paxos::MessageType::kFetch;
+    m.from = paxos::NodeId(config_.node_id);
+    m.to = id;
+    m.chosen = replica_->chosen();
+    m.instance = replica_->chosen().next();
+    m.instance_last = m.instance;
+    peers_->Send(m);
+  }
+}
+
 void Broker::OnLostLeadership() { clients_->OnLostLeadership(); }
 
 // Right after its checkpoint: the read transaction sees exactly this state.
@@ -761,6 +789,7 @@ Status Broker::Run(const std::atomic<bool>& stop, std::atomic<bool>* reload) {
         if (Status s = node_storage_->CommitPending(); !s.ok()) return s;
       }
       snapshots_->Tick(now, replica_->applied_state().applied());
+      ReportFrontierToLeader();
       connections_->Sweep(now);
       ReportRoleChanges();
       UpdateMetrics();

@@ -97,6 +97,10 @@ class Broker final : public node::Host, public node::Transport {
   // One line per applied configuration entry (and one when this broker
   // was added, promoted or removed by it).
   void LogMembershipChange(paxos::Instance instance, const paxos::Membership& membership);
+  // A learner member tells the leader its chosen frontier (see broker.cc).
+  void ReportFrontierToLeader();
+  static constexpr uint64_t kFrontierReportMs = 500;
+  uint64_t frontier_ticks_ = 0;
 
   BrokerConfig config_;
   zmq::context_t context_{1};
