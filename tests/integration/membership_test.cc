@@ -98,12 +98,10 @@ std::vector<Record> ReadAll(const Cluster& c, int i, uint64_t count) {
 }
 
 // Publishes "m-N" one at a time until stopped, recording each
-// acknowledged offset. A pause of 1 ms between publishes: the core
-// promotes a learner only once its frontier, as the leader last heard it
-// in a fetch, is within a window of instances of the leader's, and a
-// learner pulling from followers too can stay further behind than that
-// under one instance per publish at full speed (seen once in a dozen
-// runs; see the report of issue 18).
+// acknowledged offset, with a pause of 1 ms between publishes (a promote
+// needs the learner within a window of instances of the leader, as the
+// leader last heard it; a pause keeps that from depending on how the
+// machine's load spaces the learner's fetches).
 class Load {
  public:
   explicit Load(const Cluster& c) : publisher_(c.Options()) {
