@@ -151,6 +151,7 @@ Status Broker::Start() {
   if (!(s = StartSecurity()).ok()) return s;
   peers_ = std::make_unique<PeerTransport>(context_, config_, keys_ ? &*keys_ : nullptr);
   if (!(s = peers_->Open()).ok()) return s;
+
   catchup_ = std::make_unique<CatchUpServer>(
       context_, *store_,
       CatchUpServer::Limits{core.fetch_entries_max, core.fetch_bytes_max, kCatchUpQueuedMax});
@@ -163,6 +164,8 @@ Status Broker::Start() {
         if (!flushed.ok()) deferred_error_ = flushed.message();
         return flushed.ok();
       });
+  // The store's membership (the log's, or a snapshot's) wins over the file.
+  if (!(s = FollowMembership()).ok()) return s;
   clients_ = std::make_unique<ClientService>(context_, config_, *replica_, *store_,
                                              keys_ ? &*keys_ : nullptr, keys_ ? &access_ : nullptr);
   // Always: it also sets the client connections' TCP user timeout.
@@ -187,7 +190,9 @@ Status Broker::Start() {
   };
   spdlog::info(
       "node {} up ({}): peers on {}, clients on {}, metrics on {}", config_.node_id,
-      config_.Self() ? "voter" : "learner",
+      !config_.Self() ? "learner"
+      : config_.join  ? "voter, joining"
+                      : "voter",
       config_.Self() ? where(config_.Self()->peer, config_.PeerBindEndpoint()) : "(none: learner)",
       where(config_.ClientEndpoint(), config_.ClientBindEndpoint()),
       config_.metrics.empty() ? "(off)" : where(config_.metrics, config_.MetricsBindEndpoint()));
@@ -253,7 +258,8 @@ void Broker::ReloadAccess() {
                config_.security.access_file, access_.learners.size(), access_.clients.size());
 }
 
-bool Broker::SentBy(const PeerTransport::Sender& sender, uint32_t from, std::string* why) const {
+bool Broker::SentBy(const PeerTransport::Sender& sender, uint32_t from, bool timeout_now,
+                    std::string* why) const {
   if (!keys_) return true;  // plaintext: nothing to check against
   if (sender.link != 0) {
     // On a DEALER: the member whose server key it pinned.
@@ -267,6 +273,8 @@ bool Broker::SentBy(const PeerTransport::Sender& sender, uint32_t from, std::str
     id = m->second;
   } else if (auto l = access_.learners.find(sender.key); l != access_.learners.end()) {
     id = l->second;  // (a key removed at a reload sends nothing more)
+  } else if (auto r = removed_by_key_.find(sender.key); timeout_now && r != removed_by_key_.end()) {
+    id = r->second;  // a leader the last change removed hands over
   }
   if (id != 0 && id == from) return true;
   *why = id == 0 ? "a frame from key " + sender.key + ", which is no member's or learner's"
@@ -301,7 +309,12 @@ void Broker::HandlePeerFrames(size_t max, size_t max_bytes) {
       d = DecodeStatus::Error(DecodeCode::kInvalid, "from/to is not a peer and this node");
     }
     // The sender is the key that sent the frame, whatever the frame says.
-    if (std::string why; d.ok() && !SentBy(sender, from, &why)) {
+    // A leader that a configuration entry removed sends one last message,
+    // TimeoutNow, to its successor, which may have applied the entry first.
+    const bool handover = d.ok() && !f.is_snapshot &&
+                          f.message.type == paxos::MessageType::kTimeoutNow &&
+                          removed_ids_.count(from) > 0;
+    if (std::string why; d.ok() && !SentBy(sender, from, handover, &why)) {
       d = DecodeStatus::Error(DecodeCode::kInvalid, why);
     }
     // A non-member is a learner: it may only ask for chosen entries (Fetch),
@@ -311,7 +324,7 @@ void Broker::HandlePeerFrames(size_t max, size_t max_bytes) {
     // log installs a snapshot like anyone else.)
     const bool read_only = f.is_snapshot ? f.snapshot.op == SnapshotMessage::kRequest
                                          : f.message.type == paxos::MessageType::kFetch;
-    if (d.ok() && !config_.Find(from) && (!read_only || !config_.Self())) {
+    if (d.ok() && !member_ids_.count(from) && !handover && (!read_only || !config_.Self())) {
       d = DecodeStatus::Error(DecodeCode::kInvalid,
                               "node " + std::to_string(from) +
                                   " is not a member: only Fetch is accepted from a learner");
@@ -357,6 +370,7 @@ Status Broker::DrainReady() {
   if (Status s = loop_->Drain(); !s.ok()) return s;
   if (std::optional<paxos::AppliedSnapshot> installed = snapshots_->TakeInstalled()) {
     replica_->InstallSnapshot(*installed);
+    if (Status s = FollowMembership(); !s.ok()) return s;
     if (metrics_) metrics_->ObserveSnapshotInstall(snapshots_->counters().last_install_seconds);
     return DrainReady();
   }
@@ -370,7 +384,8 @@ void Broker::OnReady(const paxos::Ready& r) {
   // An independent check of the core's promise: a voter catching up after
   // a lost disk, or a learner, sends no vote. Reported in status; tests
   // assert it is 0.
-  if (config_.Self() && !replica_->status().catching_up) return;
+  // (A learner member, or a broker joining, is no voter either.)
+  if (const paxos::Status st = replica_->status(); st.voter && !st.catching_up) return;
   for (const auto* list : {&r.messages, &r.messages_after_persist}) {
     for (const paxos::Message& m : *list) {
       if (m.type == paxos::MessageType::kPromise || m.type == paxos::MessageType::kAccepted ||
@@ -385,10 +400,146 @@ void Broker::OnReady(const paxos::Ready& r) {
 // Publish acks need not wait for this node's write (see node_loop.h);
 // subscribers are served from the store, after it.
 void Broker::OnApplied(std::span<const paxos::AppliedInstance> applied) {
+  bool changed = false;
+  for (const paxos::AppliedInstance& a : applied) {
+    if (a.value && a.value->kind == paxos::ValueKind::kConfig) {
+      LogMembershipChange(a.instance, a.value->membership);
+      changed = true;
+    }
+  }
+  // Once for the batch: the links follow the membership in effect after it.
+  if (changed) {
+    if (Status s = FollowMembership(); !s.ok() && membership_error_.empty()) {
+      membership_error_ = s.message();
+    }
+  }
   clients_->OnApplied(applied);
 }
 
+namespace {
+std::string IdList(const std::vector<uint32_t>& ids) {
+  std::string out;
+  for (uint32_t id : ids) out += (out.empty() ? "" : ",") + std::to_string(id);
+  return out.empty() ? "none" : out;
+}
+}  // namespace
+
+void Broker::LogMembershipChange(paxos::Instance instance, const paxos::Membership& m) {
+  std::vector<uint32_t> voters, learners;
+  for (const paxos::Member& p : m.members) (p.voter ? voters : learners).push_back(p.id.value());
+  const paxos::Member* self = m.Find(paxos::NodeId(config_.node_id));
+  const int self_state = self == nullptr ? 0 : self->voter ? 2 : 1;
+  spdlog::info("membership changed at instance {}: voters {}, learners {}", instance.value(),
+               IdList(voters), IdList(learners));
+  if (self_state != self_state_) {
+    if (self_state == 0) {
+      spdlog::warn(
+          "this broker (node {}) was removed from the cluster at instance {}: it is "
+          "no longer a member, and keeps running as a non-member until stopped",
+          config_.node_id, instance.value());
+    } else if (self_state == 2) {
+      spdlog::info("this broker (node {}) is a voter from instance {} on", config_.node_id,
+                   instance.value() + 1);
+    } else {
+      spdlog::info(
+          "this broker (node {}) is a learner member from instance {} on (it pulls "
+          "the log and does not vote)",
+          config_.node_id, instance.value() + 1);
+    }
+  }
+  self_state_ = self_state;
+}
+
+Status Broker::FollowMembership() {
+  const paxos::Membership& m = replica_->membership();
+  std::vector<Member> members;
+  std::vector<uint32_t> voters, learners;
+  if (m.empty()) {
+    // No configuration known: the file's [[members]] (a joining broker's
+    // seeds) until the first entry is fetched.
+    members = config_.members;
+  } else {
+    for (const paxos::Member& p : m.members) {
+      members.push_back(Member{p.id.value(), p.peer, p.client, p.public_key});
+      (p.voter ? voters : learners).push_back(p.id.value());
+    }
+  }
+  const paxos::Member* self = m.Find(paxos::NodeId(config_.node_id));
+  const int self_state = self == nullptr ? 0 : self->voter ? 2 : 1;
+  // Said once, at start; later changes are logged as they are applied
+  // (LogMembershipChange).
+  if (self_state_ != -1) {
+  } else if (!m.empty()) {
+    spdlog::info("membership{}: voters {}, learners {}; this broker is {}",
+                 replica_->applied_state().membership().empty() ? " (bootstrap: [[members]])"
+                                                                : " (from the log)",
+                 IdList(voters), IdList(learners),
+                 self_state == 2   ? "a voter"
+                 : self_state == 1 ? "a learner member"
+                                   : "not a member");
+  } else {
+    spdlog::info("joining: no membership known yet; pulling the log from {}", [&] {
+      std::vector<uint32_t> seeds;
+      for (const Member& x : config_.members) {
+        if (x.id != config_.node_id) seeds.push_back(x.id);
+      }
+      return IdList(seeds);
+    }());
+  }
+  self_state_ = self_state;
+  // Who the last change removed, for their handover (TimeoutNow) only.
+  removed_ids_.clear();
+  removed_by_key_.clear();
+  for (const auto& [key, id] : member_by_key_) {
+    if (m.Find(paxos::NodeId(id)) == nullptr) removed_by_key_[key] = id;
+  }
+  for (uint32_t id : member_ids_) {
+    if (!m.empty() && m.Find(paxos::NodeId(id)) == nullptr) removed_ids_.insert(id);
+  }
+  if (m.empty()) removed_by_key_.clear();
+  member_ids_.clear();
+  member_by_key_.clear();
+  for (const Member& x : members) {
+    member_ids_.insert(x.id);
+    if (!x.public_key.empty()) member_by_key_[x.public_key] = x.id;
+  }
+  std::vector<uint32_t> peer_ids;
+  for (const Member& x : members) {
+    if (x.id != config_.node_id) peer_ids.push_back(x.id);
+  }
+  snapshots_->SetPeers(peer_ids);
+  return peers_->SetMembers(members);
+}
+
 void Broker::ServeFetch(paxos::FetchToServe fetch) { catchup_->Submit(std::move(fetch)); }
+
+void Broker::ReportFrontierToLeader() {
+  // The leader promotes a learner member only once it has heard, in a
+  // fetch, that its chosen frontier is close to its own; a learner that
+  // caught up fetches nothing more while the log is idle, and one that
+  // caught up from followers may never have told the leader at all (then
+  // `ordo members promote` would wait in vain). So a learner member asks
+  // the leader, twice a second, for the instance after its frontier: a
+  // read, answered with an empty FetchReply, that carries the frontier.
+  if (self_state_ != 1 || ++frontier_ticks_ * config_.tick_ms < kFrontierReportMs) return;
+  frontier_ticks_ = 0;
+  std::vector<paxos::NodeId> to;
+  if (replica_->leader() != paxos::kNoNode) {
+    to.push_back(replica_->leader());
+  } else {
+    to = replica_->membership().Voters();
+  }
+  for (paxos::NodeId id : to) {
+    paxos::Message m;
+    m.type = paxos::MessageType::kFetch;
+    m.from = paxos::NodeId(config_.node_id);
+    m.to = id;
+    m.chosen = replica_->chosen();
+    m.instance = replica_->chosen().next();
+    m.instance_last = m.instance;
+    peers_->Send(m);
+  }
+}
 
 void Broker::OnLostLeadership() { clients_->OnLostLeadership(); }
 
@@ -590,13 +741,24 @@ Status Broker::Run(const std::atomic<bool>& stop, std::atomic<bool>* reload) {
   const auto tick = std::chrono::milliseconds(config_.tick_ms);
   auto next_tick = Clock::now() + tick;
   std::vector<zmq::pollitem_t> items;
-  peers_->AddPollItems(&items);
-  items.push_back({clients_->socket().handle(), 0, ZMQ_POLLIN, 0});
-  const size_t catchup_item = items.size();
-  items.push_back({catchup_->socket().handle(), 0, ZMQ_POLLIN, 0});
-  const size_t zap_item = items.size();
-  if (zap_) zap_->AddPollItem(&items);
+  size_t catchup_item = 0;
+  size_t zap_item = 0;
+  uint64_t links_generation = 0;
+  // Again whenever the peer links change (a membership change).
+  auto poll_items = [&] {
+    items.clear();
+    links_generation = peers_->generation();
+    peers_->AddPollItems(&items);
+    items.push_back({clients_->socket().handle(), 0, ZMQ_POLLIN, 0});
+    catchup_item = items.size();
+    items.push_back({catchup_->socket().handle(), 0, ZMQ_POLLIN, 0});
+    zap_item = items.size();
+    if (zap_) zap_->AddPollItem(&items);
+  };
+  poll_items();
   while (!stop.load(std::memory_order_relaxed)) {
+    if (peers_->generation() != links_generation) poll_items();
+    if (!membership_error_.empty()) return Status::Error(membership_error_);
     if (reload && reload->exchange(false)) ReloadAccess();
     auto now = Clock::now();
     const auto wait = clients_->more_to_deliver()
@@ -638,6 +800,7 @@ Status Broker::Run(const std::atomic<bool>& stop, std::atomic<bool>* reload) {
         if (Status s = node_storage_->CommitPending(); !s.ok()) return s;
       }
       snapshots_->Tick(now, replica_->applied_state().applied());
+      ReportFrontierToLeader();
       connections_->Sweep(now);
       ReportRoleChanges();
       UpdateMetrics();

@@ -64,7 +64,10 @@ class Broker final : public node::Host, public node::Transport {
   // Re-reads the access file; a bad file keeps the current list.
   void ReloadAccess();
   // Whether a peer frame claiming `from` came from that node; *why when not.
-  bool SentBy(const PeerTransport::Sender& sender, uint32_t from, std::string* why) const;
+  // `timeout_now`: a TimeoutNow from a member the last change removed
+  // (its key still counts for that one message).
+  bool SentBy(const PeerTransport::Sender& sender, uint32_t from, bool timeout_now,
+              std::string* why) const;
   // Sends the catch-up replies the server finished; reports bad records.
   void SendCatchUpReplies();
   // The node loop's turn (node/node_loop.h), then a snapshot it installed.
@@ -85,6 +88,19 @@ class Broker final : public node::Host, public node::Transport {
   void OnSnapshotPoint(const paxos::AppliedSnapshot& snapshot) override;
   void OnNeedSnapshot(paxos::NodeId peer, paxos::Instance min) override;
   void UpdateMetrics();
+  // Follows the membership in effect (replica_->membership(); the file's
+  // [[members]] while none is known): peer links, the peer keys allowed in,
+  // the members frames are accepted from, the snapshot peers. At start,
+  // after the applied configuration entries of a Ready, after a snapshot
+  // install.
+  Status FollowMembership();
+  // One line per applied configuration entry (and one when this broker
+  // was added, promoted or removed by it).
+  void LogMembershipChange(paxos::Instance instance, const paxos::Membership& membership);
+  // A learner member tells the leader its chosen frontier (see broker.cc).
+  void ReportFrontierToLeader();
+  static constexpr uint64_t kFrontierReportMs = 500;
+  uint64_t frontier_ticks_ = 0;
 
   BrokerConfig config_;
   zmq::context_t context_{1};
@@ -96,7 +112,12 @@ class Broker final : public node::Host, public node::Transport {
   std::unique_ptr<paxos::Replica> replica_;
   std::unique_ptr<node::NodeLoop> loop_;
   std::optional<CurveKeyPair> keys_;                // none in plaintext mode
-  std::map<std::string, uint32_t> member_by_key_;  // public key -> member id
+  std::map<std::string, uint32_t> member_by_key_;   // public key -> member id (in effect)
+  std::set<uint32_t> member_ids_;                   // the members in effect
+  std::set<uint32_t> removed_ids_;                  // removed by the last change
+  std::map<std::string, uint32_t> removed_by_key_;
+  int self_state_ = -1;           // 0 not a member, 1 learner, 2 voter
+  std::string membership_error_;  // a link to a new member failed
   AccessList access_;
   std::unique_ptr<ZapHandler> zap_;
   std::unique_ptr<PeerTransport> peers_;

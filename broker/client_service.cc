@@ -28,6 +28,7 @@ constexpr uint32_t kFetchMessagesMax = 10000;
 constexpr auto kSubscriberKeepalive = std::chrono::seconds(5);
 
 uint16_t Code(wire::ErrorCode c) { return static_cast<uint16_t>(c); }
+uint16_t ErrorCodeOf(wire::ErrorCode c) { return static_cast<uint16_t>(c); }
 
 // One Deliver frame: messages in offset order, and this broker's head. Read
 // from the store, each message is copied once, from its stored record into
@@ -124,6 +125,11 @@ Status ClientService::Open() {
 }
 
 std::string ClientService::LeaderEndpoint() const {
+  // The membership in effect (the log's) first: a member added later is in
+  // no config file.
+  if (const paxos::Member* p = replica_.membership().Find(replica_.leader()); p != nullptr) {
+    return p->client;
+  }
   const Member* m = config_.Find(replica_.leader().value());
   return m ? m->client : std::string();
 }
@@ -351,6 +357,14 @@ void ClientService::Handle(const std::string& identity, const zmq::message_t& fr
       if (!Permitted(identity, rid, key, kPermissionAdmin)) return;
       HandleStatus(identity, rid);
       return;
+    case ClientRequest::Kind::kMembers:
+      if (!Permitted(identity, rid, key, kPermissionAdmin)) return;
+      HandleMembers(identity, rid);
+      return;
+    case ClientRequest::Kind::kChangeMembers:
+      if (!Permitted(identity, rid, key, kPermissionAdmin)) return;
+      HandleChangeMembers(identity, rid, request.change);
+      return;
   }
 }
 
@@ -409,6 +423,7 @@ void ClientService::HandlePublish(const std::string& identity, uint64_t rid,
 }
 
 void ClientService::OnApplied(std::span<const paxos::AppliedInstance> applied) {
+  if (!changes_.empty()) SettleChanges(applied);
   if (waiting_.empty()) return;
   for (const paxos::AppliedInstance& a : applied) {
     for (const paxos::MessageResult& r : a.results) {
@@ -605,7 +620,196 @@ void ClientService::SubscriberLag(uint64_t* max, uint64_t* sum) const {
   }
 }
 
+namespace {
+using MemberOffsets = std::vector<flatbuffers::Offset<wire::Member>>;
+MemberOffsets MembersToWire(flatbuffers::FlatBufferBuilder& fbb, const paxos::Membership& m) {
+  MemberOffsets out;
+  for (const paxos::Member& x : m.members) {
+    out.push_back(wire::CreateMemberDirect(fbb, x.id.value(), x.voter, x.peer.c_str(),
+                                           x.client.c_str(), x.public_key.c_str()));
+  }
+  return out;
+}
+
+// Whether `m` is the membership `change` makes (the entry at the instance
+// is ours, not another leader's value).
+bool Reflects(const paxos::Membership& m, const paxos::MembershipChange& change) {
+  const paxos::Member* x = m.Find(change.member.id);
+  switch (change.kind) {
+    case paxos::MembershipChange::Kind::kAddLearner:
+      return x != nullptr && x->peer == change.member.peer && x->client == change.member.client &&
+             x->public_key == change.member.public_key;
+    case paxos::MembershipChange::Kind::kPromote:
+      return x != nullptr && x->voter;
+    case paxos::MembershipChange::Kind::kRemove:
+      return x == nullptr;
+  }
+  return false;
+}
+}  // namespace
+
+void ClientService::HandleMembers(const std::string& identity, uint64_t rid) {
+  const paxos::Status s = replica_.status();
+  const paxos::Membership& membership = replica_.membership();
+  flatbuffers::FlatBufferBuilder fbb(1024);
+  std::vector<flatbuffers::Offset<wire::MemberInfo>> members;
+  for (const paxos::Member& m : membership.members) {
+    std::string state = "learner";
+    bool heard = false, lag_known = false;
+    uint64_t heard_ms = 0, lag = 0;
+    if (m.id == replica_.id()) {
+      if (m.voter) state = paxos::ToString(s.role);
+      lag_known = true;
+    } else {
+      if (m.voter) state = m.id == s.leader ? "leader" : "follower";
+      for (const paxos::PeerStatus& p : s.peers) {
+        if (p.id != m.id) continue;
+        heard = true;
+        heard_ms = p.ticks_since_heard * config_.tick_ms;
+        lag_known = true;
+        lag = s.chosen > p.chosen ? s.chosen.value() - p.chosen.value() : 0;
+      }
+    }
+    members.push_back(wire::CreateMemberInfoDirect(fbb, m.id.value(), m.voter, m.peer.c_str(),
+                                                   m.client.c_str(), m.public_key.c_str(),
+                                                   state.c_str(), heard, heard_ms, lag_known, lag));
+  }
+  auto reply = wire::CreateMembersReplyDirect(fbb, config_.node_id, s.leader.value(), &members,
+                                              replica_.applied_state().membership().empty(),
+                                              replica_.change_pending().value(), s.chosen.value());
+  wire::FinishClientEnvelopeBuffer(
+      fbb, wire::CreateClientEnvelope(fbb, kClientFormatVersion, rid, wire::Body::MembersReply,
+                                      reply.Union()));
+  SendFrame(identity, fbb.GetBufferPointer(), fbb.GetSize());
+}
+
+void ClientService::HandleChangeMembers(const std::string& identity, uint64_t rid,
+                                        const paxos::MembershipChange& change) {
+  using Code = paxos::ChangeResult::Code;
+  if (change.kind == paxos::MembershipChange::Kind::kAddLearner && keys_ != nullptr &&
+      change.member.public_key.empty()) {
+    SendError(identity, rid, ErrorCodeOf(wire::ErrorCode::BadRequest),
+              "this cluster runs CurveZMQ: a new member needs its public key (ordo keygen "
+              "makes a key file; pass --public-key or --key-file)");
+    return;
+  }
+  const std::string id = std::to_string(change.member.id.value());
+  if (change.kind == paxos::MembershipChange::Kind::kAddLearner &&
+      replica_.membership().Find(change.member.id) == nullptr) {
+    // Two members with one key could not be told apart (a frame counts as
+    // sent by its key's member), nor two on one endpoint.
+    for (const paxos::Member& m : replica_.membership().members) {
+      const bool same_key = !m.public_key.empty() && m.public_key == change.member.public_key;
+      const bool same_endpoint = m.peer == change.member.peer || m.client == change.member.client ||
+                                 m.peer == change.member.client || m.client == change.member.peer;
+      if (same_key || same_endpoint) {
+        SendError(identity, rid, ErrorCodeOf(wire::ErrorCode::BadRequest),
+                  "node " + id + " would share " + (same_key ? "its public key" : "an endpoint") +
+                      " with member " + std::to_string(m.id.value()));
+        return;
+      }
+    }
+  }
+  const paxos::ChangeResult r = replica_.ProposeChange(change);
+  switch (r.code) {
+    case Code::kOk: {
+      PendingChange p{identity, rid, change, r.instance, Clock::now()};
+      changes_.push_back(std::move(p));
+      spdlog::info("membership change proposed at instance {}: {} node {}", r.instance.value(),
+                   change.kind == paxos::MembershipChange::Kind::kAddLearner ? "add learner"
+                   : change.kind == paxos::MembershipChange::Kind::kPromote  ? "promote"
+                                                                             : "remove",
+                   id);
+      return;
+    }
+    case Code::kNotLeader:
+      ++counters_.redirects;
+      if (replica_.leader() == paxos::kNoNode || LeaderEndpoint().empty()) {
+        SendError(identity, rid, ErrorCodeOf(wire::ErrorCode::Unavailable),
+                  "no leader is known yet (an election is running): retry shortly");
+      } else {
+        SendError(identity, rid, ErrorCodeOf(wire::ErrorCode::NotLeader),
+                  "this broker is not the leader: send membership changes to " + LeaderEndpoint());
+      }
+      return;
+    case Code::kInProgress:
+      SendError(identity, rid, ErrorCodeOf(wire::ErrorCode::ChangeInProgress),
+                "another membership change is not yet chosen (or the leader is still "
+                "recovering): retry in a moment");
+      return;
+    case Code::kUnknownMember:
+      SendError(identity, rid, ErrorCodeOf(wire::ErrorCode::UnknownMember),
+                "node " + id + " is not a member (ordo members lists them)");
+      return;
+    case Code::kAlreadyMember:
+      SendError(identity, rid, ErrorCodeOf(wire::ErrorCode::AlreadyMember),
+                change.kind == paxos::MembershipChange::Kind::kPromote
+                    ? "node " + id + " is a voter already"
+                    : "node " + id + " is a member already (ids are never reused: pick a new one)");
+      return;
+    case Code::kLastVoter:
+      SendError(identity, rid, ErrorCodeOf(wire::ErrorCode::LastVoter),
+                "node " + id + " is the only voter: add and promote another one first");
+      return;
+    case Code::kNotCaughtUp:
+      SendError(identity, rid, ErrorCodeOf(wire::ErrorCode::NotCaughtUp),
+                "learner " + id +
+                    " has not caught up with the log yet (or the leader has not "
+                    "heard from it): retry once it has");
+      return;
+    case Code::kInvalid:
+      SendError(identity, rid, ErrorCodeOf(wire::ErrorCode::BadRequest),
+                "invalid membership change for node " + id + " (id 0, or more than " +
+                    std::to_string(paxos::VoteSet::kVotersMax) + " voters)");
+      return;
+  }
+}
+
+void ClientService::SettleChanges(std::span<const paxos::AppliedInstance> applied) {
+  for (const paxos::AppliedInstance& a : applied) {
+    for (auto it = changes_.begin(); it != changes_.end();) {
+      if (a.instance < it->instance) {
+        ++it;
+        continue;
+      }
+      // At its instance: ours if that is a configuration entry that makes
+      // the change. Past it (a snapshot jumped over it): the membership
+      // now in effect tells.
+      const bool ours = a.instance == it->instance
+                            ? a.value && a.value->kind == paxos::ValueKind::kConfig &&
+                                  Reflects(a.value->membership, it->change)
+                            : Reflects(replica_.membership(), it->change);
+      if (ours) {
+        const paxos::Membership& m =
+            a.instance == it->instance ? a.value->membership : replica_.membership();
+        flatbuffers::FlatBufferBuilder fbb(1024);
+        MemberOffsets members = MembersToWire(fbb, m);
+        auto reply = wire::CreateChangeMembersReplyDirect(fbb, it->instance.value(), &members);
+        wire::FinishClientEnvelopeBuffer(
+            fbb, wire::CreateClientEnvelope(fbb, kClientFormatVersion, it->request_id,
+                                            wire::Body::ChangeMembersReply, reply.Union()));
+        SendFrame(it->identity, fbb.GetBufferPointer(), fbb.GetSize());
+      } else {
+        SendError(it->identity, it->request_id, ErrorCodeOf(wire::ErrorCode::Unavailable),
+                  "the leader lost its leadership before the change was chosen: it was not "
+                  "made; retry");
+      }
+      it = changes_.erase(it);
+    }
+  }
+}
+
 void ClientService::Service(Clock::time_point now) {
+  for (auto it = changes_.begin(); it != changes_.end();) {
+    if (now - it->started < kChangeTimeout) {
+      ++it;
+      continue;
+    }
+    SendError(it->identity, it->request_id, ErrorCodeOf(wire::ErrorCode::Unavailable),
+              "the change was not chosen within 30 s (no quorum?): it may still be; list the "
+              "members, then retry");
+    it = changes_.erase(it);
+  }
   // Subscriptions: push what each has credit for, from this broker's log.
   const uint64_t head = store_.next_offset();
   more_to_deliver_ = false;

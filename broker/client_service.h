@@ -141,6 +141,21 @@ class ClientService {
                        std::string_view key);
   void HandleFetch(const std::string& identity, const ClientRequest& fetch);
   void HandleStatus(const std::string& identity, uint64_t request_id);
+  void HandleMembers(const std::string& identity, uint64_t request_id);
+  // Proposes the change (leader only) and answers it once its instance is
+  // applied (SettleChanges), or at once with the typed error.
+  void HandleChangeMembers(const std::string& identity, uint64_t request_id,
+                           const paxos::MembershipChange& change);
+  void SettleChanges(std::span<const paxos::AppliedInstance> applied);
+  struct PendingChange {
+    std::string identity;
+    uint64_t request_id = 0;
+    paxos::MembershipChange change;
+    paxos::Instance instance{};
+    Clock::time_point started;
+  };
+  std::list<PendingChange> changes_;
+  static constexpr std::chrono::seconds kChangeTimeout{30};
   void SendError(const std::string& identity, uint64_t request_id, uint16_t code,
                  const std::string& message, uint64_t earliest_offset = 0);
   void Reply(std::list<Pending>::iterator it);

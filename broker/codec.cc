@@ -11,6 +11,7 @@
 
 #include "broker/crc32c.h"
 #include "paxos/assert.h"
+#include "paxos/quorum.h"
 #include "schemas/client_generated.h"
 #include "schemas/meta_generated.h"
 #include "schemas/peer_generated.h"
@@ -176,6 +177,8 @@ wire::ValueKind ToWire(paxos::ValueKind kind) {
       return wire::ValueKind::Noop;
     case paxos::ValueKind::kBarrier:
       return wire::ValueKind::Barrier;
+    case paxos::ValueKind::kConfig:
+      return wire::ValueKind::Config;
   }
   PAXOS_ASSERT(false && "unknown paxos::ValueKind");
   return wire::ValueKind::Noop;
@@ -192,6 +195,9 @@ bool FromWire(wire::ValueKind kind, paxos::ValueKind* out) {
       return true;
     case wire::ValueKind::Barrier:
       *out = paxos::ValueKind::kBarrier;
+      return true;
+    case wire::ValueKind::Config:
+      *out = paxos::ValueKind::kConfig;
       return true;
   }
   return false;
@@ -221,6 +227,8 @@ wire::MessageType ToWire(paxos::MessageType type) {
       return wire::MessageType::PreVote;
     case paxos::MessageType::kPreVoteGrant:
       return wire::MessageType::PreVoteGrant;
+    case paxos::MessageType::kTimeoutNow:
+      return wire::MessageType::TimeoutNow;
   }
   PAXOS_ASSERT(false && "unknown paxos::MessageType");
   return wire::MessageType::Commit;
@@ -261,6 +269,9 @@ bool FromWire(wire::MessageType type, paxos::MessageType* out) {
     case wire::MessageType::PreVoteGrant:
       *out = paxos::MessageType::kPreVoteGrant;
       return true;
+    case wire::MessageType::TimeoutNow:
+      *out = paxos::MessageType::kTimeoutNow;
+      return true;
   }
   return false;
 }
@@ -272,6 +283,17 @@ fb::Offset<fb::Vector<uint8_t>> BytesToWire(fb::FlatBufferBuilder& builder,
   // Empty is written as absent: it reads back the same and costs nothing.
   if (bytes.empty()) return 0;
   return builder.CreateVector(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
+
+fb::Offset<fb::Vector<fb::Offset<wire::Member>>> MembersToWire(
+    fb::FlatBufferBuilder& builder, const paxos::Membership& membership) {
+  std::vector<fb::Offset<wire::Member>> members;
+  members.reserve(membership.members.size());
+  for (const paxos::Member& m : membership.members) {
+    members.push_back(wire::CreateMemberDirect(builder, m.id.value(), m.voter, m.peer.c_str(),
+                                               m.client.c_str(), m.public_key.c_str()));
+  }
+  return builder.CreateVector(members);
 }
 
 fb::Offset<wire::Value> ValueToWire(fb::FlatBufferBuilder& builder, const paxos::Value& value) {
@@ -287,8 +309,12 @@ fb::Offset<wire::Value> ValueToWire(fb::FlatBufferBuilder& builder, const paxos:
     }
     messages_offset = builder.CreateVector(messages);
   }
+  // Only a configuration entry writes `members`: every other value encodes
+  // byte for byte as before the field was appended.
+  const auto members =
+      value.kind == paxos::ValueKind::kConfig ? MembersToWire(builder, value.membership) : 0;
   const wire::Ballot origin = ToWire(value.origin);
-  return wire::CreateValue(builder, ToWire(value.kind), &origin, messages_offset);
+  return wire::CreateValue(builder, ToWire(value.kind), &origin, messages_offset, members);
 }
 
 // FlatBuffers buffers are limited to 2 GiB and the builder only checks that
@@ -428,15 +454,62 @@ DecodeStatus DecodeRoot(const AlignedBytes& bytes, const Format& format, const R
   return DecodeStatus();
 }
 
+// A membership as the wire carries it (a configuration entry's or a
+// snapshot's members): "" and *out filled when CheckMembership accepts it,
+// else why not (*out then partly filled).
+std::string MembersFromWire(const fb::Vector<fb::Offset<wire::Member>>* members,
+                            paxos::Membership* out) {
+  out->members.clear();
+  if (members == nullptr || members->size() == 0) return "";  // none: the bootstrap holds
+  if (members->size() > kMembersMax) {
+    return std::to_string(members->size()) + " members, more than " + std::to_string(kMembersMax);
+  }
+  out->members.reserve(members->size());
+  for (const wire::Member* m : *members) {
+    paxos::Member& member = out->members.emplace_back();
+    member.id = paxos::NodeId(m->id());
+    member.voter = m->voter();
+    // (Bounded before they are copied: CheckMembership bounds them again.)
+    for (auto [from, to] : {std::pair{m->peer(), &member.peer},
+                            {m->client(), &member.client},
+                            {m->public_key(), &member.public_key}}) {
+      if (from == nullptr) continue;
+      if (from->size() > kEndpointBytesMax) {
+        return "member " + std::to_string(m->id()) + ": a string of " +
+               std::to_string(from->size()) + " bytes (at most " +
+               std::to_string(kEndpointBytesMax) + ")";
+      }
+      to->assign(from->data(), from->size());
+    }
+  }
+  return CheckMembership(*out);
+}
+
 // Step 6 for a value: its kind must be known. `where` names the value for the
 // message; it is only called on failure, so valid input costs no strings.
 template <typename Where>
 DecodeStatus CheckValue(const wire::Value& value, const Format& format, Where where) {
   paxos::ValueKind kind;
-  if (FromWire(value.kind(), &kind)) return DecodeStatus();
-  return Fail(DecodeCode::kInvalid, Name(format) + ": " + where() + ": value kind " +
-                                        std::to_string(static_cast<unsigned>(value.kind())) +
-                                        " is not one this build knows");
+  if (!FromWire(value.kind(), &kind)) {
+    return Fail(DecodeCode::kInvalid, Name(format) + ": " + where() + ": value kind " +
+                                          std::to_string(static_cast<unsigned>(value.kind())) +
+                                          " is not one this build knows");
+  }
+  const bool has_members = value.members() != nullptr && value.members()->size() > 0;
+  if (kind != paxos::ValueKind::kConfig) {
+    if (!has_members) return DecodeStatus();
+    return Fail(DecodeCode::kInvalid, Name(format) + ": " + where() + ": a " +
+                                          paxos::ToString(kind) + " value carries members");
+  }
+  if (!has_members) {
+    return Fail(DecodeCode::kInvalid,
+                Name(format) + ": " + where() + ": a configuration entry without members");
+  }
+  paxos::Membership membership;
+  if (std::string why = MembersFromWire(value.members(), &membership); !why.empty()) {
+    return Fail(DecodeCode::kInvalid, Name(format) + ": " + where() + ": " + why);
+  }
+  return DecodeStatus();
 }
 
 // Where an Entry or LogRecord keeps its value: the `value` table (version 1)
@@ -537,6 +610,10 @@ paxos::ValuePtr ValueFromWire(const wire::Value& value, std::span<const uint8_t>
   const bool known = FromWire(value.kind(), &out->kind);
   PAXOS_ASSERT(known);
   out->origin = FromWire(value.origin());
+  if (out->kind == paxos::ValueKind::kConfig) {
+    const std::string why = MembersFromWire(value.members(), &out->membership);
+    PAXOS_ASSERT(why.empty());  // CheckValue passed
+  }
   if (messages != nullptr) {
     out->messages.reserve(messages->size());
     for (const wire::ClientMessage* m : *messages) {
@@ -792,6 +869,78 @@ std::string EncodeSnapshotMessage(const SnapshotMessage& m) {
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
 
+// --- Memberships ---
+
+static_assert(kVotersMax == paxos::VoteSet::kVotersMax, "a configuration the core can hold");
+
+bool WellFormedEndpoint(std::string_view endpoint) {
+  if (endpoint.size() > kEndpointBytesMax) return false;
+  const size_t colon = endpoint.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == endpoint.size()) return false;
+  const std::string_view port = endpoint.substr(colon + 1);
+  if (port.size() > 5) return false;
+  uint32_t p = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+    p = p * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (p == 0 || p > 65535) return false;
+  for (char c : endpoint.substr(0, colon)) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool WellFormedPublicKey(std::string_view key) {
+  if (key.empty()) return true;
+  if (key.size() != kPublicKeyChars) return false;
+  static constexpr std::string_view kZ85 =
+      "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+  for (char c : key) {
+    if (kZ85.find(c) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+std::string CheckMember(const paxos::Member& m) {
+  const std::string name = "member " + std::to_string(m.id.value());
+  if (m.id == paxos::kNoNode) return "a member with id 0 (ids start at 1)";
+  if (!WellFormedEndpoint(m.peer))
+    return name + ": peer endpoint '" + m.peer + "' is not HOST:PORT";
+  if (!WellFormedEndpoint(m.client)) {
+    return name + ": client endpoint '" + m.client + "' is not HOST:PORT";
+  }
+  if (!WellFormedPublicKey(m.public_key)) {
+    return name + ": public key '" + m.public_key + "' is not 40 characters of Z85";
+  }
+  return "";
+}
+
+std::string CheckMembership(const paxos::Membership& membership) {
+  if (membership.members.size() > kMembersMax) {
+    return std::to_string(membership.members.size()) + " members, more than " +
+           std::to_string(kMembersMax);
+  }
+  size_t voters = 0;
+  for (size_t i = 0; i < membership.members.size(); ++i) {
+    const paxos::Member& m = membership.members[i];
+    if (std::string why = CheckMember(m); !why.empty()) return why;
+    if (i > 0 && !(membership.members[i - 1].id < m.id)) {
+      return "member ids are not unique and ascending (" +
+             std::to_string(membership.members[i - 1].id.value()) + " then " +
+             std::to_string(m.id.value()) + ")";
+    }
+    if (m.voter) ++voters;
+  }
+  if (voters == 0) return "a membership without a voter";
+  if (voters > kVotersMax) {
+    return std::to_string(voters) + " voters, more than " + std::to_string(kVotersMax);
+  }
+  return "";
+}
+
 // --- Snapshot files ---
 
 std::string EncodeSnapshotFile(const paxos::AppliedSnapshot& state,
@@ -817,10 +966,12 @@ std::string EncodeSnapshotFile(const paxos::AppliedSnapshot& state,
                                                 payload));
   }
   const wire::Ballot barrier = ToWire(state.barrier);
-  const auto root = wire::CreateSnapshot(builder, kSnapshotFormatVersion, state.instance.value(),
-                                         state.next_offset.value(), &barrier,
-                                         builder.CreateVector(producers),
-                                         builder.CreateVector(messages));
+  // Written only when a configuration entry was applied: a snapshot of a
+  // cluster that never changed its membership is byte for byte as before.
+  const auto members = state.membership.empty() ? 0 : MembersToWire(builder, state.membership);
+  const auto root = wire::CreateSnapshot(
+      builder, kSnapshotFormatVersion, state.instance.value(), state.next_offset.value(), &barrier,
+      builder.CreateVector(producers), builder.CreateVector(messages), members);
   wire::FinishSnapshotBuffer(builder, root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
@@ -861,6 +1012,10 @@ DecodeStatus CheckSnapshot(const wire::Snapshot& root, size_t file_bytes) {
       content_bytes += m->key()->size() + (m->payload() ? m->payload()->size() : 0);
     }
   }
+  paxos::Membership membership;
+  if (std::string why = MembersFromWire(root.members(), &membership); !why.empty()) {
+    return Fail(DecodeCode::kInvalid, Name(kSnapshotFormat) + ": membership: " + why);
+  }
   if (content_bytes <= file_bytes) return DecodeStatus();
   return Fail(DecodeCode::kInvalid, Name(kSnapshotFormat) + " of " + std::to_string(file_bytes) +
                                         " bytes would decode to " + std::to_string(content_bytes) +
@@ -884,6 +1039,10 @@ DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSna
   st.instance = paxos::Instance(root->instance());
   st.next_offset = paxos::Offset(root->next_offset());
   st.barrier = FromWire(root->barrier());
+  {
+    const std::string why = MembersFromWire(root->members(), &st.membership);
+    PAXOS_ASSERT(why.empty());  // CheckSnapshot passed
+  }
   if (root->producers()) {
     for (const wire::ProducerState* p : *root->producers()) {
       paxos::ProducerSnapshot ps;
@@ -1107,6 +1266,12 @@ bool RequestKind(wire::Body body, ClientRequest::Kind* kind) {
     case wire::Body::StatusRequest:
       *kind = ClientRequest::Kind::kStatus;
       return true;
+    case wire::Body::MembersRequest:
+      *kind = ClientRequest::Kind::kMembers;
+      return true;
+    case wire::Body::ChangeMembers:
+      *kind = ClientRequest::Kind::kChangeMembers;
+      return true;
     default:  // NONE, the replies, and bodies this build does not know
       return false;
   }
@@ -1249,8 +1414,10 @@ DecodeStatus DecodeClientRequest(std::span<const uint8_t> frame, const ClientLim
                     " is not a request");
   }
   // The verifier accepts a union whose type is set and whose value is
-  // absent: only a StatusRequest, which has no fields, may come that way.
-  if (envelope->body() == nullptr && decoded.kind != ClientRequest::Kind::kStatus) {
+  // absent: only a StatusRequest or a MembersRequest, which have no fields,
+  // may come that way.
+  if (envelope->body() == nullptr && decoded.kind != ClientRequest::Kind::kStatus &&
+      decoded.kind != ClientRequest::Kind::kMembers) {
     return Fail(DecodeCode::kMalformed, std::string("a ") +
                                             wire::EnumNameBody(envelope->body_type()) +
                                             " request without its body");
@@ -1282,7 +1449,52 @@ DecodeStatus DecodeClientRequest(std::span<const uint8_t> frame, const ClientLim
       break;
     }
     case ClientRequest::Kind::kStatus:
+    case ClientRequest::Kind::kMembers:
       break;
+    case ClientRequest::Kind::kChangeMembers: {
+      const wire::ChangeMembers& change = *envelope->body_as_ChangeMembers();
+      using Kind = paxos::MembershipChange::Kind;
+      switch (change.kind()) {
+        case wire::MemberChangeKind::AddLearner:
+          decoded.change.kind = Kind::kAddLearner;
+          break;
+        case wire::MemberChangeKind::Promote:
+          decoded.change.kind = Kind::kPromote;
+          break;
+        case wire::MemberChangeKind::Remove:
+          decoded.change.kind = Kind::kRemove;
+          break;
+        default:
+          return Fail(DecodeCode::kInvalid,
+                      "ChangeMembers: kind " +
+                          std::to_string(static_cast<unsigned>(change.kind())) +
+                          " is not one this build knows");
+      }
+      const wire::Member* m = change.member();
+      if (m == nullptr || m->id() == 0) {
+        return Fail(DecodeCode::kInvalid, "ChangeMembers: no member id (ids start at 1)");
+      }
+      paxos::Member& member = decoded.change.member;
+      member.id = paxos::NodeId(m->id());
+      if (decoded.change.kind == Kind::kAddLearner) {
+        member.voter = false;
+        for (auto [from, to] : {std::pair{m->peer(), &member.peer},
+                                {m->client(), &member.client},
+                                {m->public_key(), &member.public_key}}) {
+          if (from == nullptr) continue;
+          if (from->size() > kEndpointBytesMax) {
+            return Fail(DecodeCode::kInvalid,
+                        "ChangeMembers: a field of " + std::to_string(from->size()) +
+                            " bytes (at most " + std::to_string(kEndpointBytesMax) + ")");
+          }
+          to->assign(from->data(), from->size());
+        }
+        if (std::string why = CheckMember(member); !why.empty()) {
+          return Fail(DecodeCode::kInvalid, "ChangeMembers: " + why);
+        }
+      }
+      break;
+    }
   }
   *out = std::move(decoded);
   return DecodeStatus();

@@ -76,6 +76,7 @@
 #include "paxos/applied_state.h"
 #include "paxos/log_store.h"
 #include "paxos/message.h"
+#include "paxos/replica.h"
 #include "paxos/value.h"
 
 namespace flatbuffers {
@@ -320,6 +321,30 @@ std::string EncodeMetaRecord(const paxos::HardState& hard_state);
 // DecodeLogRecord (minus the key comparison: the hard state has one key).
 DecodeStatus DecodeMetaRecord(std::span<const uint8_t> record, paxos::HardState* out);
 
+// --- Memberships (schemas/common.fbs, Member) ---
+
+// What a membership may hold, on the wire, on disk and in a client's
+// change request: at most kMembersMax members, of which at most kVotersMax
+// voters (paxos::VoteSet), endpoints and keys of at most kEndpointBytesMax
+// bytes.
+inline constexpr size_t kMembersMax = 256;
+inline constexpr size_t kVotersMax = 64;
+inline constexpr size_t kEndpointBytesMax = 255;
+inline constexpr size_t kPublicKeyChars = 40;  // Z85 of a 32-byte CurveZMQ key
+
+// HOST:PORT: a host of letters, digits, '.', '-', '_' or ':' (IPv6, in
+// brackets or not), a port 1..65535, at most kEndpointBytesMax bytes.
+bool WellFormedEndpoint(std::string_view endpoint);
+// Empty (a plaintext cluster), or kPublicKeyChars characters of Z85.
+bool WellFormedPublicKey(std::string_view key);
+// "" when `membership` is one a configuration entry may carry: ids
+// non-zero, unique and ascending; at most kMembersMax members and
+// kVotersMax voters, at least one voter; every endpoint well-formed, every
+// key well-formed. Else what is wrong, naming the member.
+std::string CheckMembership(const paxos::Membership& membership);
+// One member's fields alone (no relation to the others): "" or why not.
+std::string CheckMember(const paxos::Member& member);
+
 // --- Client requests (schemas/client.fbs) ---
 
 // What a broker allows a client to send (config: limits.*).
@@ -330,7 +355,15 @@ struct ClientLimits {
 
 // One decoded client request. Which fields are meaningful depends on kind.
 struct ClientRequest {
-  enum class Kind : uint8_t { kPublish, kSubscribe, kCredit, kFetch, kStatus };
+  enum class Kind : uint8_t {
+    kPublish,
+    kSubscribe,
+    kCredit,
+    kFetch,
+    kStatus,
+    kMembers,
+    kChangeMembers
+  };
   Kind kind = Kind::kStatus;
   uint64_t request_id = 0;     // echoed by the reply
   uint64_t from_offset = 0;    // kSubscribe, kFetch
@@ -343,6 +376,9 @@ struct ClientRequest {
   // sequence (no pair twice), a key of at most kKeyBytesMax bytes and key +
   // payload within message_bytes_max. The keys and payloads share one buffer.
   std::vector<paxos::ClientMessage> messages;
+  // kChangeMembers: a known kind and a member id; for kAddLearner a member
+  // CheckMember accepts (endpoints HOST:PORT, a Z85 key or none).
+  paxos::MembershipChange change;
 };
 
 // Decodes one client request frame: steps 1 to 5 above (kTooLarge above

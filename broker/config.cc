@@ -51,7 +51,25 @@ uint64_t BrokerConfig::PeerFrameBytesMax() const {
 paxos::Config BrokerConfig::CoreConfig(uint64_t seed) const {
   paxos::Config c;
   c.id = paxos::NodeId(node_id);
-  for (const Member& m : members) c.voters.push_back(paxos::NodeId(m.id));
+  // The file's [[members]] are the bootstrap configuration, for a log with
+  // no configuration entry yet; once one is applied (or a snapshot carries
+  // one) the log wins. A broker joining a running cluster bootstraps
+  // nothing: it pulls the log from the other [[members]] (its seeds) and
+  // learns the membership from it.
+  for (const Member& m : members) {
+    if (join) {
+      if (m.id != node_id) c.seeds.push_back(paxos::NodeId(m.id));
+      continue;
+    }
+    c.voters.push_back(paxos::NodeId(m.id));
+    paxos::Member b;
+    b.id = paxos::NodeId(m.id);
+    b.voter = true;
+    b.peer = m.peer;
+    b.client = m.client;
+    b.public_key = m.public_key;
+    c.bootstrap_members.push_back(std::move(b));
+  }
   c.election_timeout_ticks = election_timeout_ticks;
   c.heartbeat_interval_ticks = heartbeat_interval_ticks;
   c.retransmit_ticks = retransmit_ticks;
@@ -151,9 +169,10 @@ Status ReadString(const toml::node_view<const toml::node>& node, const std::stri
 
 // The fields of a parsed config file, checked one by one.
 Status FromTable(const toml::table& t, BrokerConfig* out) {
-  static const std::set<std::string> kKnown = {
-      "node_id", "cluster_id", "role",   "client",  "data_dir",  "metrics",  "log_level", "members",
-      "timing",  "batching",   "limits", "storage", "retention", "security", "bind"};
+  static const std::set<std::string> kKnown = {"node_id", "cluster_id", "role",     "join",
+                                               "client",  "data_dir",   "metrics",  "log_level",
+                                               "members", "timing",     "batching", "limits",
+                                               "storage", "retention",  "security", "bind"};
   for (const auto& [key, value] : t) {
     if (!kKnown.count(std::string(key.str()))) {
       return Status::Error(std::string(key.str()) + ": unknown field");
@@ -173,6 +192,10 @@ Status FromTable(const toml::table& t, BrokerConfig* out) {
     out->role = Role::kLearner;
   } else if (root["role"]) {
     return Status::Error("role: '" + role + "' is not \"voter\" or \"learner\"");
+  }
+  if (auto join = root["join"]) {
+    if (!join.is_boolean()) return Status::Error("join: must be true or false");
+    out->join = join.value_or(false);
   }
   ORDO_READ(ReadString(root["client"], "client", &out->client));
   ORDO_READ(ReadString(root["data_dir"], "data_dir", &out->data_dir));
@@ -409,6 +432,19 @@ Status ValidateConfig(const BrokerConfig& c) {
     }
   }
   if (c.node_id == 0) return Status::Error("node_id: must be a positive integer");
+  if (c.join) {
+    if (c.role != Role::kVoter) {
+      return Status::Error(
+          "join: a learner broker (role = \"learner\") does not join: it is "
+          "never a member; leave join out");
+    }
+    if (c.members.size() < 2) {
+      return Status::Error("join: [[members]] must list this broker (node_id " +
+                           std::to_string(c.node_id) +
+                           ", its own peer and client endpoints and key) and at least one "
+                           "member of the running cluster to pull the log from (a seed)");
+    }
+  }
   if (c.role == Role::kVoter) {
     if (!c.Find(c.node_id)) {
       return Status::Error("node_id: " + std::to_string(c.node_id) +

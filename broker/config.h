@@ -58,11 +58,21 @@ struct BrokerConfig {
   // directory of another node or cluster is refused (broker/data_dir.h).
   std::string cluster_id = "ordo";
   Role role = Role::kVoter;
+  // Joining a running cluster (docs/operations.md, "Changing membership"):
+  // [[members]] then lists this broker itself (its endpoints and key) and
+  // seeds, members of the running cluster to pull the log from; the core
+  // bootstraps no configuration, it learns the membership from the log. It
+  // votes only once a configuration entry makes it a voter (ordo members
+  // add, then promote).
+  bool join = false;
   std::string client;  // learners only: HOST:PORT of this broker's client endpoint
   std::string data_dir;
   std::string metrics;  // HOST:PORT of the Prometheus /metrics endpoint; "" = off
   std::string log_level = "info";
-  std::vector<Member> members;  // every voting member (a voter included itself)
+  // The bootstrap: every voting member of a new cluster (a voter included
+  // itself), until the log holds a configuration entry. With `join`: this
+  // broker and its seeds.
+  std::vector<Member> members;
   SecurityConfig security;
   BindConfig bind;  // what this broker binds; by default what it advertises
 

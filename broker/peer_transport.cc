@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "broker/codec.h"
@@ -86,6 +87,94 @@ std::string SourceHost(const BrokerConfig& config) {
 }
 }  // namespace
 
+// One DEALER to member `m`'s ROUTER (with its CURVE server key and, with
+// CURVE, a monitor for refused handshakes). Throws zmq::error_t.
+void PeerTransport::Connect(const Member& m) {
+  const int64_t frame_max = static_cast<int64_t>(config_.PeerFrameBytesMax());
+  zmq::socket_t s(context_, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::sndhwm, kPeerQueueMessagesMax);
+  s.set(zmq::sockopt::rcvhwm, kPeerQueueMessagesMax);  // a learner's replies arrive here
+  s.set(zmq::sockopt::maxmsgsize, frame_max);
+  s.set(zmq::sockopt::immediate, 1);  // do not queue for a peer that is down
+  // A restarted peer hears us within 50 ms (a refused connect on
+  // 127.0.0.1 or a LAN costs next to nothing); its catch-up replies and
+  // the leader's heartbeats wait for this reconnect.
+  s.set(zmq::sockopt::reconnect_ivl, 10);
+  s.set(zmq::sockopt::reconnect_ivl_max, 50);
+  if (config_.peer_link_timeout_ms != 0) {
+    s.set(zmq::sockopt::connect_timeout, static_cast<int>(config_.peer_link_timeout_ms / 2));
+  }
+  SetLinkLiveness(s, config_.peer_link_timeout_ms);
+  if (keys_) {
+    s.set(zmq::sockopt::curve_serverkey, m.public_key);
+    s.set(zmq::sockopt::curve_publickey, keys_->public_key);
+    s.set(zmq::sockopt::curve_secretkey, keys_->secret_key);
+  }
+  std::string peer_address;
+  ParseEndpoint(m.peer, &peer_address);
+  const std::string source = SourceHost(config_);
+  // ZeroMQ's "tcp://SOURCE:0;DESTINATION": any port, from that address.
+  // Tick disconnects and connects this same string again.
+  const std::string connect_to =
+      source.empty() ? peer_address : "tcp://" + source + ":0;" + peer_address.substr(6);
+  if (keys_) {
+    // Refused handshakes are seen here (see Tick).
+    const std::string events = "inproc://ordo-peer-monitor-" + std::to_string(config_.node_id) +
+                               "-" + std::to_string(m.id) + "-" +
+                               std::to_string(reinterpret_cast<uintptr_t>(this)) + "-" +
+                               std::to_string(++monitors_made_);
+    if (zmq_socket_monitor(s.handle(), events.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) !=
+        0) {
+      throw zmq::error_t();
+    }
+    Monitor mon{zmq::socket_t(context_, zmq::socket_type::pair), connect_to, {}, {}};
+    mon.events.set(zmq::sockopt::linger, 0);
+    mon.events.connect(events);
+    monitors_.emplace(m.id, std::move(mon));
+  }
+  s.connect(connect_to);
+  outbound_.emplace(m.id, std::move(s));
+  links_[m.id];
+  connected_[m.id] = m;
+}
+
+void PeerTransport::Disconnect(uint32_t id) {
+  if (auto mon = monitors_.find(id); mon != monitors_.end()) {
+    if (auto s = outbound_.find(id); s != outbound_.end()) {
+      zmq_socket_monitor(s->second.handle(), nullptr, 0);  // stops the monitor
+    }
+    monitors_.erase(mon);
+  }
+  outbound_.erase(id);
+  connected_.erase(id);
+}
+
+Status PeerTransport::SetMembers(const std::vector<Member>& members) {
+  try {
+    for (auto it = connected_.begin(); it != connected_.end();) {
+      const uint32_t id = it->first;
+      auto m =
+          std::find_if(members.begin(), members.end(), [&](const Member& x) { return x.id == id; });
+      ++it;
+      // Gone, or moved to another endpoint or key: the old link goes.
+      if (m == members.end() || !(*m == connected_.at(id))) {
+        Disconnect(id);
+        ++generation_;
+      }
+    }
+    for (const Member& m : members) {
+      if (m.id == config_.node_id || connected_.count(m.id)) continue;
+      Connect(m);
+      ++generation_;
+    }
+  } catch (const zmq::error_t& e) {
+    return Status::Error(std::string("peer links: ") + e.what());
+  }
+  return Status::Ok();
+}
+
 Status PeerTransport::Open() {
   const Member* self = config_.Self();
   const int64_t frame_max = static_cast<int64_t>(config_.PeerFrameBytesMax());
@@ -112,49 +201,7 @@ Status PeerTransport::Open() {
       bound_ = true;
     }
     for (const Member& m : config_.members) {
-      if (m.id == config_.node_id) continue;
-      zmq::socket_t s(context_, zmq::socket_type::dealer);
-      s.set(zmq::sockopt::linger, 0);
-      s.set(zmq::sockopt::sndhwm, kPeerQueueMessagesMax);
-      s.set(zmq::sockopt::rcvhwm, kPeerQueueMessagesMax);  // a learner's replies arrive here
-      s.set(zmq::sockopt::maxmsgsize, frame_max);
-      s.set(zmq::sockopt::immediate, 1);  // do not queue for a peer that is down
-      // A restarted peer hears us within 50 ms (a refused connect on
-      // 127.0.0.1 or a LAN costs next to nothing); its catch-up replies and
-      // the leader's heartbeats wait for this reconnect.
-      s.set(zmq::sockopt::reconnect_ivl, 10);
-      s.set(zmq::sockopt::reconnect_ivl_max, 50);
-      if (config_.peer_link_timeout_ms != 0) {
-        s.set(zmq::sockopt::connect_timeout, static_cast<int>(config_.peer_link_timeout_ms / 2));
-      }
-      SetLinkLiveness(s, config_.peer_link_timeout_ms);
-      if (keys_) {
-        s.set(zmq::sockopt::curve_serverkey, m.public_key);
-        s.set(zmq::sockopt::curve_publickey, keys_->public_key);
-        s.set(zmq::sockopt::curve_secretkey, keys_->secret_key);
-      }
-      std::string peer_address;
-      ParseEndpoint(m.peer, &peer_address);
-      if (keys_) {
-        // Refused handshakes are seen here (see Tick).
-        const std::string events = "inproc://ordo-peer-monitor-" + std::to_string(config_.node_id) +
-                                   "-" + std::to_string(m.id) + "-" +
-                                   std::to_string(reinterpret_cast<uintptr_t>(this));
-        if (zmq_socket_monitor(s.handle(), events.c_str(),
-                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
-                                   ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0) {
-          throw zmq::error_t();
-        }
-        Monitor mon{zmq::socket_t(context_, zmq::socket_type::pair), peer_address, {}, {}};
-        mon.events.set(zmq::sockopt::linger, 0);
-        mon.events.connect(events);
-        monitors_.emplace(m.id, std::move(mon));
-      }
-      const std::string source = SourceHost(config_);
-      // ZeroMQ's "tcp://SOURCE:0;DESTINATION": any port, from that address.
-      s.connect(source.empty() ? peer_address : "tcp://" + source + ":0;" + peer_address.substr(6));
-      outbound_.emplace(m.id, std::move(s));
-      links_[m.id];
+      if (m.id != config_.node_id) Connect(m);
     }
   } catch (const zmq::error_t& e) {
     if (!bound_ && self) {  // binding failed
@@ -170,6 +217,7 @@ Status PeerTransport::Open() {
 }
 
 void PeerTransport::Tick(std::chrono::steady_clock::time_point now) {
+  std::vector<uint32_t> refused;
   for (auto& [id, mon] : monitors_) {
     try {
       zmq::message_t event, endpoint;
@@ -192,10 +240,23 @@ void PeerTransport::Tick(std::chrono::steady_clock::time_point now) {
       }
       if (mon.reconnect_at && now >= *mon.reconnect_at) {
         mon.reconnect_at.reset();
-        zmq::socket_t& s = outbound_.at(id);
-        s.disconnect(mon.address);
-        s.connect(mon.address);
+        refused.push_back(id);
       }
+    } catch (const zmq::error_t&) {
+      // The context is terminating: the broker is stopping.
+    }
+  }
+  // A new socket rather than a disconnect and connect of the old one:
+  // ZeroMQ does not find a "SOURCE:0;DESTINATION" endpoint again by its
+  // string, so the old socket would stay refused for good.
+  for (uint32_t id : refused) {
+    try {
+      const Member m = connected_.at(id);
+      const auto warned = monitors_.at(id).last_warned;  // (warned every 30 s, not each time)
+      Disconnect(id);
+      Connect(m);
+      if (auto mon = monitors_.find(id); mon != monitors_.end()) mon->second.last_warned = warned;
+      ++generation_;
     } catch (const zmq::error_t&) {
       // The context is terminating: the broker is stopping.
     }

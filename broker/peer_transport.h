@@ -58,8 +58,14 @@ class PeerTransport {
   static constexpr size_t kLearnerRoutesMax = 256;
 
   // A voter binds the ROUTER; every broker connects one DEALER per voter
-  // (but itself).
+  // (but itself): at first the config file's [[members]], then SetMembers's.
   Status Open();
+  // The members in effect (voters and learner members, from the log's
+  // membership): a DEALER to each but this broker; links to members no
+  // longer listed (or listed with another endpoint or key) are closed.
+  // Bumps generation() when the set of sockets changed (poll again).
+  Status SetMembers(const std::vector<Member>& members);
+  uint64_t generation() const { return generation_; }
 
   // Encodes and queues `message` to message.to: over the DEALER to a voter,
   // or back over the ROUTER to a learner heard from. Returns false when
@@ -126,6 +132,11 @@ class PeerTransport {
 
  private:
   void NoteReceivedFrom(uint32_t from, size_t bytes, const std::string& route, bool catchup);
+  void Connect(const Member& member);
+  void Disconnect(uint32_t id);
+  std::map<uint32_t, Member> connected_;  // what each DEALER was made for
+  uint64_t generation_ = 0;
+  uint64_t monitors_made_ = 0;
   const BrokerConfig& config_;
   const CurveKeyPair* keys_;  // null: plaintext
   zmq::context_t& context_;

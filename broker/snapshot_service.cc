@@ -53,6 +53,9 @@ SnapshotService::SnapshotService(const BrokerConfig& config, LmdbStore& store, P
       peers_(peers),
       chosen_(std::move(chosen)),
       before_install_(std::move(before_install)) {
+  for (const Member& m : config_.members) {
+    if (m.id != config_.node_id) peer_ids_.push_back(m.id);
+  }
   std::error_code ec;
   fs::create_directories(store_.SnapshotDir(), ec);
   RemoveOldFiles();
@@ -270,10 +273,7 @@ std::string SnapshotService::PartPath(const SnapshotHandle& h) const {
 }
 
 uint32_t SnapshotService::NextPeer() {
-  std::vector<uint32_t> ids;
-  for (const Member& m : config_.members) {
-    if (m.id != config_.node_id) ids.push_back(m.id);
-  }
+  const std::vector<uint32_t>& ids = peer_ids_;
   if (ids.empty()) return 0;
   auto after = std::find(ids.begin(), ids.end(), fetch_.peer);
   const size_t start = after == ids.end() ? 0 : static_cast<size_t>(after - ids.begin()) + 1;
@@ -337,8 +337,8 @@ void SnapshotService::OnMessage(const SnapshotMessage& m, Clock::time_point now)
     if (m.from != fetch_.peer) return;
     fetch_.tried.insert(m.from);
     bool all_tried = true;
-    for (const Member& p : config_.members) {
-      if (p.id != config_.node_id && !fetch_.tried.count(p.id)) all_tried = false;
+    for (uint32_t p : peer_ids_) {
+      if (!fetch_.tried.count(p)) all_tried = false;
     }
     if (all_tried && fetch_.handle.instance != 0 && m.handle.instance >= fetch_.min_instance) {
       // Nobody has ours any more: start over with what this peer has.

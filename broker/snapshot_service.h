@@ -61,6 +61,10 @@ class SnapshotService {
   // it could not, and the install is not done).
   SnapshotService(const BrokerConfig& config, LmdbStore& store, PeerTransport& peers,
                   std::function<paxos::Instance()> chosen, std::function<bool()> before_install);
+
+  // The members to fetch snapshots from (the membership in effect, this
+  // broker left out); at first the config file's [[members]].
+  void SetPeers(std::vector<uint32_t> ids) { peer_ids_ = std::move(ids); }
   ~SnapshotService();
   SnapshotService(const SnapshotService&) = delete;
   SnapshotService& operator=(const SnapshotService&) = delete;
@@ -114,6 +118,7 @@ class SnapshotService {
   void Abandon(const std::string& why);
 
   const BrokerConfig& config_;
+  std::vector<uint32_t> peer_ids_;  // where snapshots are fetched from (SetPeers)
   LmdbStore& store_;
   PeerTransport& peers_;
   std::function<paxos::Instance()> chosen_;

@@ -451,6 +451,16 @@ ErrorCode RefusalCode(wire::ErrorCode code) {
       return ErrorCode::kOffsetBelowRetained;
     case wire::ErrorCode::PermissionDenied:
       return ErrorCode::kPermissionDenied;
+    case wire::ErrorCode::ChangeInProgress:
+      return ErrorCode::kChangeInProgress;
+    case wire::ErrorCode::UnknownMember:
+      return ErrorCode::kUnknownMember;
+    case wire::ErrorCode::AlreadyMember:
+      return ErrorCode::kAlreadyMember;
+    case wire::ErrorCode::LastVoter:
+      return ErrorCode::kLastVoter;
+    case wire::ErrorCode::NotCaughtUp:
+      return ErrorCode::kNotCaughtUp;
     default:
       return ErrorCode::kUnavailable;
   }

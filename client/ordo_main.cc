@@ -7,6 +7,9 @@
 //   ordo health    [-b LIST]
 //   ordo version   [-b LIST]   (and ordo --version)
 //   ordo keygen    --out FILE [--force]
+//   ordo members   [-b LIST] [--json]                 (list voters and learners)
+//   ordo members add --id N --peer HOST:PORT --client HOST:PORT [--public-key Z | --key-file F]
+//   ordo members promote --id N | remove --id N
 //
 // Every command but keygen takes --credentials FILE (or ORDO_CREDENTIALS)
 // for CurveZMQ brokers, and --brokers (-b) may come from ORDO_BROKERS.
@@ -31,6 +34,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "base/keys.h"
 #include "client/cli/cli_util.h"
@@ -697,6 +701,107 @@ int KeyGen(const std::string& path, bool force) {
   return ordo::cli::kExitOk;
 }
 
+// --- ordo members ---
+
+std::string MemberJson(const ordo::MemberInfo& m, bool with_state) {
+  std::string out = "{\"id\":" + std::to_string(m.id) +
+                    ",\"voter\":" + (m.voter ? "true" : "false") + ",\"peer\":" + Json(m.peer) +
+                    ",\"client\":" + Json(m.client) + ",\"public_key\":" + Json(m.public_key);
+  if (with_state) {
+    out += ",\"state\":" + Json(m.state);
+    if (m.heard) out += ",\"last_heard_ms\":" + std::to_string(m.last_heard_ms);
+    if (m.lag_known) out += ",\"lag_instances\":" + std::to_string(m.lag_instances);
+  }
+  return out + "}";
+}
+
+int ListMembers(const ordo::ClientOptions& options, bool json) {
+  ordo::Result<ordo::Members> r = ordo::GetMembers(options);
+  if (!r.ok()) return Fail(r.error());
+  const ordo::Members& m = r.value();
+  if (json) {
+    std::string members;
+    for (const ordo::MemberInfo& x : m.members) {
+      members += (members.empty() ? "" : ",") + MemberJson(x, true);
+    }
+    std::printf(
+        "{\"endpoint\":%s,\"node_id\":%u,\"leader_id\":%u,\"bootstrap\":%s,"
+        "\"change_pending\":%llu,\"chosen\":%llu,\"members\":[%s]}\n",
+        Json(m.endpoint).c_str(), m.node_id, m.leader_id, m.bootstrap ? "true" : "false",
+        static_cast<unsigned long long>(m.change_pending),
+        static_cast<unsigned long long>(m.chosen), members.c_str());
+    return ordo::cli::kExitOk;
+  }
+  std::printf("%-6s %-8s %-22s %-22s %-10s %-10s %s\n", "ID", "KIND", "PEER", "CLIENT", "STATE",
+              "LAG", "LAST_HEARD");
+  for (const ordo::MemberInfo& x : m.members) {
+    const std::string lag = x.lag_known ? std::to_string(x.lag_instances) : "-";
+    const std::string heard = x.heard ? std::to_string(x.last_heard_ms) + "ms" : "-";
+    std::printf("%-6u %-8s %-22s %-22s %-10s %-10s %s\n", x.id, x.voter ? "voter" : "learner",
+                x.peer.c_str(), x.client.c_str(), x.state.c_str(), lag.c_str(), heard.c_str());
+  }
+  std::printf(
+      "(as node %u at %s sees it%s%s)\n", m.node_id, m.endpoint.c_str(),
+      m.bootstrap ? "; bootstrap membership from the config files, no change yet" : "",
+      m.change_pending != 0
+          ? ("; a change is pending at instance " + std::to_string(m.change_pending)).c_str()
+          : "");
+  return ordo::cli::kExitOk;
+}
+
+int ChangeMembers(const ordo::ClientOptions& options, ordo::MemberChange kind,
+                  ordo::MemberSpec spec, bool json) {
+  // Promote waits while the learner catches up, and any change while
+  // another one finishes: both are retried until --timeout-ms.
+  const auto deadline = Clock::now() + options.call_timeout;
+  for (;;) {
+    ordo::ClientOptions call = options;
+    call.call_timeout = std::max<std::chrono::milliseconds>(
+        std::chrono::milliseconds(1),
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+    ordo::Result<ordo::ChangeResult> r = ordo::ChangeMembers(call, kind, spec);
+    if (r.ok()) {
+      const ordo::ChangeResult& c = r.value();
+      if (json) {
+        std::string members;
+        for (const ordo::MemberInfo& x : c.members) {
+          members += (members.empty() ? "" : ",") + MemberJson(x, false);
+        }
+        std::printf("{\"instance\":%llu,\"members\":[%s]}\n",
+                    static_cast<unsigned long long>(c.instance), members.c_str());
+      } else {
+        const char* what = kind == ordo::MemberChange::kAddLearner ? "added as a learner"
+                           : kind == ordo::MemberChange::kPromote  ? "promoted to voter"
+                                                                   : "removed";
+        std::string voters, learners;
+        for (const ordo::MemberInfo& x : c.members) {
+          std::string& list = x.voter ? voters : learners;
+          list += (list.empty() ? "" : ",") + std::to_string(x.id);
+        }
+        std::printf("node %u %s at instance %llu; voters %s; learners %s\n", spec.id, what,
+                    static_cast<unsigned long long>(c.instance), voters.c_str(),
+                    learners.empty() ? "none" : learners.c_str());
+      }
+      return ordo::cli::kExitOk;
+    }
+    const ordo::ErrorCode code = r.error().code;
+    const bool retryable =
+        code == ordo::ErrorCode::kNotCaughtUp || code == ordo::ErrorCode::kChangeInProgress;
+    // A retry needs time for a round trip; what the leader said last is
+    // the answer when there is none left.
+    const bool time_left =
+        Clock::now() + std::chrono::milliseconds(200) + options.request_timeout < deadline;
+    if (!retryable || !time_left) {
+      if (retryable) {
+        std::fprintf(stderr, "ordo: gave up after --timeout-ms (%lld ms)\n",
+                     static_cast<long long>(options.call_timeout.count()));
+      }
+      return Fail(r.error());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 CLI::App* FindCommand(CLI::App& app, const std::string& name) {
   for (CLI::App* c : app.get_subcommands([](CLI::App*) { return true; })) {
     if (c->get_name() == name) return c;
@@ -915,6 +1020,45 @@ int main(int argc, char** argv) {
                          "broker's");
   common(version);
 
+  auto* members = app.add_subcommand(
+      "members",
+      "List the members (voters and learners: id, peer, client, state) as a broker knows "
+      "them; or change them: add, promote, remove (admin permission)");
+  common(members);
+  bool members_json = false;
+  members->add_flag("--json", members_json, "One JSON object: the members and their state");
+  members->require_subcommand(0, 1);
+  ordo::MemberSpec member_spec;
+  std::string member_key_file;
+  auto member_change = [&](const char* name, const char* help) {
+    CLI::App* c = members->add_subcommand(name, help);
+    common(c);
+    c->add_option("--id", member_spec.id, "The member's node id (never reused)")
+        ->required()
+        ->check(CLI::Range(uint32_t{1}, uint32_t{0xffffffff}));
+    c->add_option("--timeout-ms", timeout_ms,
+                  "How long to wait for the change to be chosen (promote: also for the "
+                  "learner to catch up)")
+        ->capture_default_str()
+        ->check(CLI::Range(uint64_t{1}, uint64_t{86400000}));
+    c->add_flag("--json", members_json, "Print the outcome as one JSON object");
+    return c;
+  };
+  auto* members_add = member_change(
+      "add", "Add a member as a learner: it pulls the log and does not vote until promoted");
+  members_add->add_option("--peer", member_spec.peer, "Its peer endpoint HOST:PORT")->required();
+  members_add->add_option("--client", member_spec.client, "Its client endpoint HOST:PORT")
+      ->required();
+  auto* key_option = members_add->add_option(
+      "--public-key", member_spec.public_key,
+      "Its CurveZMQ public key (Z85, 40 characters; ordo keygen prints it)");
+  members_add->add_option("--key-file", member_key_file, "Its key file (ordo keygen --out)")
+      ->excludes(key_option);
+  auto* members_promote = member_change(
+      "promote", "Make a learner a voter, once it has caught up (retried until --timeout-ms)");
+  auto* members_remove = member_change(
+      "remove", "Remove a member, a voter (the leader too: it hands over) or a learner");
+
   auto* keygen = app.add_subcommand(
       "keygen",
       "Write a new CurveZMQ key pair to FILE (mode 0600) and print its public key as "
@@ -1030,6 +1174,37 @@ int main(int argc, char** argv) {
       return Subscribe(options, *from, sf);
     }
     return Replay(options, *from, replay_to, compacted);
+  }
+  if (*members) {
+    if (*members_add) {
+      if (!member_key_file.empty()) {
+        ordo::StatusOr<ordo::KeyFile> file = ordo::LoadKeyFile(member_key_file);
+        if (!file.ok()) {
+          std::fprintf(stderr, "ordo: --key-file: %s\n", file.status().message().c_str());
+          return ordo::cli::kExitUsage;
+        }
+        member_spec.public_key = file.value().pair.public_key;
+      }
+      if (!member_spec.public_key.empty() && !ordo::IsCurveKey(member_spec.public_key)) {
+        std::fprintf(stderr, "ordo: --public-key: '%s' is not 40 characters of Z85\n",
+                     member_spec.public_key.c_str());
+        return ordo::cli::kExitUsage;
+      }
+      for (const std::string* e : {&member_spec.peer, &member_spec.client}) {
+        if (std::optional<std::string> bad = ordo::cli::CheckEndpoint(*e)) {
+          std::fprintf(stderr, "ordo: members add: %s\n", bad->c_str());
+          return ordo::cli::kExitUsage;
+        }
+      }
+      return ChangeMembers(options, ordo::MemberChange::kAddLearner, member_spec, members_json);
+    }
+    if (*members_promote) {
+      return ChangeMembers(options, ordo::MemberChange::kPromote, member_spec, members_json);
+    }
+    if (*members_remove) {
+      return ChangeMembers(options, ordo::MemberChange::kRemove, member_spec, members_json);
+    }
+    return ListMembers(options, members_json);
   }
   if (*health) return Health(options);
   if (*version) return Version(options);

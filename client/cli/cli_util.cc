@@ -29,6 +29,16 @@ int ExitCodeFor(ErrorCode code) {
     case ErrorCode::kAuthenticationFailed:
     case ErrorCode::kPermissionDenied:
       return kExitRefused;
+    case ErrorCode::kUnknownMember:
+      return kExitUnknownMember;
+    case ErrorCode::kAlreadyMember:
+      return kExitAlreadyMember;
+    case ErrorCode::kLastVoter:
+      return kExitLastVoter;
+    case ErrorCode::kNotCaughtUp:
+      return kExitNotCaughtUp;
+    case ErrorCode::kChangeInProgress:
+      return kExitChangeInProgress;
   }
   return kExitFailed;
 }

@@ -20,6 +20,13 @@ inline constexpr int kExitUsage = 2;         // bad flags or arguments
 inline constexpr int kExitUnavailable = 3;   // no broker or leader answered in time
 inline constexpr int kExitBelowRetained = 4; // --from is below the earliest retained offset
 inline constexpr int kExitRefused = 5;       // authentication or permission refused
+// `ordo members add/promote/remove` (a membership change refused, final):
+inline constexpr int kExitUnknownMember = 6;  // no member has that id
+inline constexpr int kExitAlreadyMember = 7;  // add: the id is taken; promote: a voter already
+inline constexpr int kExitLastVoter = 8;      // remove: it is the only voter
+inline constexpr int kExitNotCaughtUp = 9;    // promote: not caught up within --timeout-ms
+inline constexpr int kExitChangeInProgress =
+    10;  // another change stayed unchosen until --timeout-ms
 
 // The text every command's --help ends with.
 inline constexpr const char* kExitStatusHelp =
@@ -29,7 +36,10 @@ inline constexpr const char* kExitStatusHelp =
     "resolve); 3 no broker or leader answered in time (check `ordo health`); "
     "4 --from is below the earliest retained offset (use --from earliest); "
     "5 authentication or permission refused (check --credentials and the brokers' access "
-    "file); 130/143 publish stopped by SIGINT/SIGTERM (the offsets of what was stored are "
+    "file); 6-10 `ordo members` changes: 6 no member has that id, 7 already a member (or a "
+    "voter, for promote), 8 the last voter cannot be removed, 9 the learner has not caught up, "
+    "10 another change is in progress; 130/143 publish stopped by SIGINT/SIGTERM (the offsets of "
+    "what was stored are "
     "printed).";
 
 // The exit status for a failed call.

@@ -75,6 +75,22 @@ size_t CheckJournalOps(std::span<const uint8_t> body) {
   return ops;
 }
 
+paxos::Membership SampleMembership() {
+  using paxos::NodeId;
+  return paxos::Membership{{
+      {NodeId(1), true, "127.0.0.1:7101", "127.0.0.1:7201",
+       "oaU}vlG&Lz&]Z9zpp<+h^ky(lTBQY7!4rJyhk)SF"},
+      {NodeId(2), true, "db-2.example:7102", "db-2.example:7202",
+       "T=Z/4YXyvSwajF=+6(+]D*v@x}/JeIvrsC<V}DV>"},
+      {NodeId(6), false, "[::1]:7106", "[::1]:7206", "HQxNzNFoZs0Y5AQ>-(VM<ru<<^F#P$f-)PZjG0Nb"},
+  }};
+}
+
+paxos::Entry SampleConfigEntry() {
+  const paxos::Ballot b{5, paxos::NodeId(1)};
+  return {paxos::Instance(11), b, paxos::MakeConfig(b, SampleMembership())};
+}
+
 std::vector<paxos::Entry> SampleEntries() {
   using paxos::Ballot;
   using paxos::NodeId;

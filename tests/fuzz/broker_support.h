@@ -37,5 +37,9 @@ size_t CheckJournalOps(std::span<const uint8_t> body);
 // barrier and an empty batch. Small: seeds stay far below libFuzzer's
 // default input size.
 std::vector<paxos::Entry> SampleEntries();
+// A membership of two voters and a learner (with keys), and a
+// configuration entry carrying it.
+paxos::Membership SampleMembership();
+paxos::Entry SampleConfigEntry();
 
 }  // namespace ordo::fuzz

@@ -68,6 +68,25 @@ std::string Encode(const ClientRequest& request) {
     case ClientRequest::Kind::kStatus:
       body = wire::CreateStatusRequest(b).Union();
       break;
+    case ClientRequest::Kind::kMembers:
+      type = wire::Body::MembersRequest;
+      body = wire::CreateMembersRequest(b).Union();
+      break;
+    case ClientRequest::Kind::kChangeMembers: {
+      const paxos::Member& m = request.change.member;
+      const auto text = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
+      const auto member = wire::CreateMemberDirect(b, m.id.value(), m.voter, text(m.peer),
+                                                   text(m.client), text(m.public_key));
+      wire::MemberChangeKind kind = wire::MemberChangeKind::AddLearner;
+      if (request.change.kind == paxos::MembershipChange::Kind::kPromote) {
+        kind = wire::MemberChangeKind::Promote;
+      } else if (request.change.kind == paxos::MembershipChange::Kind::kRemove) {
+        kind = wire::MemberChangeKind::Remove;
+      }
+      type = wire::Body::ChangeMembers;
+      body = wire::CreateChangeMembers(b, kind, member).Union();
+      break;
+    }
   }
   wire::FinishClientEnvelopeBuffer(b, wire::CreateClientEnvelope(b, broker::kClientFormatVersion,
                                                                  request.request_id, type, body));
@@ -78,7 +97,8 @@ bool SameRequest(const ClientRequest& a, const ClientRequest& b) {
   return a.kind == b.kind && a.request_id == b.request_id && a.from_offset == b.from_offset &&
          a.from_latest == b.from_latest && a.from_earliest == b.from_earliest &&
          a.credit == b.credit && a.max_messages == b.max_messages && a.compacted == b.compacted &&
-         a.messages == b.messages;
+         a.messages == b.messages && a.change.kind == b.change.kind &&
+         a.change.member == b.change.member;
 }
 
 void CheckRequest(const ClientRequest& request, size_t frame_bytes) {
@@ -98,6 +118,13 @@ void CheckRequest(const ClientRequest& request, size_t frame_bytes) {
     }
   } else {
     ORDO_FUZZ_CHECK(request.messages.empty());
+  }
+  if (request.kind == ClientRequest::Kind::kChangeMembers) {
+    ORDO_FUZZ_CHECK(request.change.member.id != paxos::kNoNode);
+    ORDO_FUZZ_CHECK(!request.change.member.voter);
+    if (request.change.kind == paxos::MembershipChange::Kind::kAddLearner) {
+      ORDO_FUZZ_CHECK(broker::CheckMember(request.change.member).empty());
+    }
   }
   const std::string again = Encode(request);
   ClientRequest decoded;
@@ -134,6 +161,16 @@ std::vector<Seed> Seeds() {
                                   .max_messages = 10000,
                                   .compacted = true})},
       {"status", Encode({.kind = Kind::kStatus, .request_id = ~uint64_t{0}})},
+      {"members", Encode({.kind = Kind::kMembers, .request_id = 4})},
+      {"change-add", Encode({.kind = Kind::kChangeMembers,
+                             .request_id = 5,
+                             .change = {paxos::MembershipChange::Kind::kAddLearner,
+                                        {paxos::NodeId(6), false, "10.0.0.6:7106", "10.0.0.6:7206",
+                                         "HQxNzNFoZs0Y5AQ>-(VM<ru<<^F#P$f-)PZjG0Nb"}}})},
+      {"change-remove", Encode({.kind = Kind::kChangeMembers,
+                                .request_id = 6,
+                                .change = {paxos::MembershipChange::Kind::kRemove,
+                                           {paxos::NodeId(3), false, "", "", ""}}})},
   };
 }
 

@@ -75,6 +75,21 @@ std::vector<Seed> Seeds() {
       add("message-" + name + "-entries", broker::EncodePeerMessage(m));
     }
   }
+  {
+    // A configuration entry, and the handover of a removed leader.
+    paxos::Message m;
+    m.type = paxos::MessageType::kAccept;
+    m.from = paxos::NodeId(1);
+    m.to = paxos::NodeId(2);
+    m.ballot = paxos::Ballot{5, paxos::NodeId(1)};
+    m.instance = paxos::Instance(11);
+    m.instance_last = paxos::Instance(11);
+    m.entries = {SampleConfigEntry()};
+    add("message-Accept-config", broker::EncodePeerMessage(m));
+    m.type = paxos::MessageType::kTimeoutNow;
+    m.entries.clear();
+    add("message-TimeoutNow", broker::EncodePeerMessage(m));
+  }
   // Version 1: entries carry a Value table instead of value_bytes. No
   // writer makes it any more; readers still take it (schemas/peer.fbs).
   {

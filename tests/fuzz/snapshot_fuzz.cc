@@ -59,6 +59,14 @@ std::vector<Seed> Seeds() {
       {"empty", broker::EncodeSnapshotFile(paxos::AppliedSnapshot{}, {})},
       {"state", broker::EncodeSnapshotFile(state, {})},
       {"state-keyed", broker::EncodeSnapshotFile(state, keyed)},
+      {"state-membership",
+       [&] {
+         paxos::AppliedSnapshot s = state;
+         s.membership.members = {
+             {paxos::NodeId(1), true, "127.0.0.1:7101", "127.0.0.1:7201", ""},
+             {paxos::NodeId(4), false, "db-4.example:7104", "db-4.example:7204", ""}};
+         return broker::EncodeSnapshotFile(s, {});
+       }()},
   };
 }
 

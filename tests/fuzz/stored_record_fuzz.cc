@@ -136,6 +136,7 @@ std::vector<Seed> Seeds() {
     seeds.push_back(
         {"log-instance-" + std::to_string(e.instance.value()), broker::EncodeLogRecord(e)});
   }
+  seeds.push_back({"log-config", broker::EncodeLogRecord(SampleConfigEntry())});
   seeds.push_back({"meta-fresh", broker::EncodeMetaRecord(paxos::HardState{})});
   seeds.push_back({"meta-probing", broker::EncodeMetaRecord(paxos::HardState{
                                        paxos::Ballot{7, paxos::NodeId(3)}, paxos::Instance(41),

@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
 dir=$(mktemp -d)
 
-# The base port P: the cluster uses P+1..P+3, P+101..P+104 and P+201..P+204.
+# The base port P: the cluster uses P+1..P+5, P+101..P+105 and P+201..P+205.
 # Reserved as tests/testing/ports.h reserves ports (read it for why): below
 # the kernel's ephemeral range, in blocks of 16 ports locked with flock for
 # as long as this script lives, so no concurrent test can take them.
@@ -18,15 +18,15 @@ declare -A held=()  # block -> file descriptor of its lock
 release_all() { local b; for b in "${!held[@]}"; do eval "exec ${held[$b]}>&-"; done; held=(); }
 reserve() {  # reserve P: locks every block P's ports fall in; false (nothing held) if one is taken
   local p=$1 port b fd
-  for port in $((p + 1)) $((p + 3)) $((p + 101)) $((p + 104)) $((p + 201)) $((p + 204)); do
+  for port in $((p + 1)) $((p + 5)) $((p + 101)) $((p + 105)) $((p + 201)) $((p + 205)); do
     b=$((port / 16))
     [[ -n "${held[$b]:-}" ]] && continue
     exec {fd}>"$lock_dir/block-$b.lock"
     if ! flock -n "$fd"; then eval "exec $fd>&-"; release_all; return 1; fi
     held[$b]=$fd
   done
-  for port in $((p + 1)) $((p + 2)) $((p + 3)) $((p + 101)) $((p + 102)) $((p + 103)) \
-      $((p + 104)) $((p + 201)) $((p + 202)) $((p + 203)) $((p + 204)); do
+  for port in $((p + 1)) $((p + 2)) $((p + 3)) $((p + 5)) $((p + 101)) $((p + 102)) $((p + 103)) \
+      $((p + 104)) $((p + 105)) $((p + 201)) $((p + 202)) $((p + 203)) $((p + 204)) $((p + 205)); do
     # Something outside this scheme listens there: try elsewhere.
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then release_all; return 1; fi
   done
@@ -146,12 +146,36 @@ got=$(timeout 30 "$build/ordo" subscribe --brokers "$learner" --from 8 --count 1
 out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" learner up --dir "$dir" --id 2 2>&1) &&
   fail "a learner with a member's id started: $out"
 
+# Membership: a new broker joins (the next id, 5, after the learner's 4)
+# and is promoted; then node 2 is removed and stopped. brokers=, env and
+# status follow the membership.
+out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" add --dir "$dir" 2>/dev/null) || fail "add: $out"
+node5=127.0.0.1:$((port + 105))
+[[ "$out" == *"node=node5"* && "$out" == *"brokers=$brokers,$node5"* ]] || fail "add printed: $out"
+members=$("$build/ordo" members --brokers "$brokers" --json) || fail "members: $members"
+[[ "$members" == *'{"id":5,"voter":true'* ]] || fail "members after add: $members"
+got=$(timeout 30 "$build/ordo" subscribe --brokers "$node5" --from 8 --count 1)
+[[ "$got" == $'8\tf' ]] || fail "node 5 serves: $got"
+out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" remove 2 --dir "$dir" 2>/dev/null) || fail "remove 2: $out"
+three="127.0.0.1:$((port + 101)),127.0.0.1:$((port + 103)),$node5"
+[[ "$out" == *"brokers=$three"* ]] || fail "remove printed: $out"
+[[ ! -f "$dir/node2/broker.pid" ]] || fail "remove 2 left node 2 running"
+members=$("$build/ordo" members --brokers "$three" --json) || fail "members: $members"
+[[ "$members" != *'"id":2,'* && "$members" == *'{"id":5,"voter":true'* ]] ||
+  fail "members after remove: $members"
+env_out=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" env --dir "$dir")
+[[ "$env_out" == *"export ORDO_BROKERS=$three"* ]] || fail "env after remove: $env_out"
+status=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" status --dir "$dir")
+grep -q "node5  running" <<<"$status" && ! grep -q "^node2 " <<<"$status" || fail "status: $status"
+[[ $("$build/ordo" publish --brokers "$three" g) == 9 ]] || fail "publish after remove"
+brokers=$three
+
 again=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" up --dir "$dir" --base-port "$port")
 grep -q "already up" <<<"$again" || fail "second up: $again"
 status=$(ORDO_BUILD_DIR=$build "$root/scripts/cluster" status --dir "$dir")
 grep -q "node3  running" <<<"$status" || fail "status: $status"
 ORDO_BUILD_DIR=$build "$root/scripts/cluster" down --dir "$dir" >/dev/null
-for n in 1 2 3; do [[ ! -f "$dir/node$n/broker.pid" ]] || fail "down left node$n"; done
+for n in 1 2 3 5; do [[ ! -f "$dir/node$n/broker.pid" ]] || fail "down left node$n"; done
 [[ ! -f "$dir/learner4/broker.pid" ]] || fail "down left the learner"
 
 # `config` for a deployment across hosts, here three loopback addresses of

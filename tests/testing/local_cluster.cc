@@ -301,6 +301,42 @@ bool LocalCluster::WaitForHead(uint64_t offset, std::chrono::milliseconds timeou
   return false;
 }
 
+int LocalCluster::AddJoiner(const std::vector<int>& seeds) {
+  const int i = ++options_.nodes;
+  peer_.push_back(options_.peer_host_prefix.empty()
+                      ? ReserveEndpoint()
+                      : options_.peer_host_prefix + std::to_string(i) + ":" +
+                            std::to_string(ReservePort()));
+  client_.push_back(ReserveEndpoint());
+  metrics_.push_back(options_.metrics ? ReserveEndpoint() : std::string());
+  pids_.push_back(-1);
+  if (!options_.insecure) {
+    public_keys_.push_back(MakeKey("node" + std::to_string(i)));
+    credentials_.broker_keys[client_[i - 1]] = public_keys_[i - 1];
+    WriteClientKey("admin", CurveKeyPair{credentials_.public_key, credentials_.secret_key});
+  }
+  std::ostringstream members;
+  std::vector<int> listed = {i};
+  listed.insert(listed.end(), seeds.begin(), seeds.end());
+  for (int m : listed) {
+    members << "[[members]]\nid = " << m << "\npeer = \"" << peer_[m - 1] << "\"\nclient = \""
+            << client_[m - 1] << "\"\n";
+    if (!options_.insecure) members << "public_key = \"" << public_keys_[m - 1] << "\"\n";
+  }
+  std::ofstream f(Config(i));
+  f << "node_id = " << i << "\njoin = true\ndata_dir = \"" << DataDir(i) << "\"\nmetrics = \""
+    << metrics_[i - 1] << "\"\n"
+    << SecurityToml("node" + std::to_string(i)) << members.str() << options_.extra_toml;
+  f.close();
+  Start(i);
+  return i;
+}
+
+void LocalCluster::WipeDataDir(int i) {
+  std::error_code ec;
+  std::filesystem::remove_all(DataDir(i), ec);
+}
+
 int LocalCluster::AddLearner(uint32_t node_id, bool metrics, bool allow) {
   Learner l;
   l.id = node_id;

@@ -122,6 +122,20 @@ class LocalCluster {
   // `timeout`.
   bool WaitForHead(uint64_t offset, std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
 
+  // A broker for the running cluster (join = true, docs/operations.md,
+  // "Changing membership"): node id nodes() + 1 (nodes() grows by one),
+  // its own endpoints and, in secure mode, key (its public key:
+  // PublicKey()), and the running members `seeds` as its [[members]] seed
+  // list. It starts at once, a non-member pulling nothing until `ordo
+  // members add` lets it in. The admin credentials learn its client key.
+  int AddJoiner(const std::vector<int>& seeds);
+  // Broker i's public key ("" in plaintext).
+  std::string PublicKey(int i) const {
+    return options_.insecure ? std::string() : public_keys_[i - 1];
+  }
+  // Broker i's data directory is emptied (a wiped disk); it must not run.
+  void WipeDataDir(int i);
+
   // Learner brokers (role = "learner"): an id outside the members, the
   // members' list unchanged, a client endpoint of its own. Returns the
   // learner's index k for the Learner*() methods; the process starts at once.

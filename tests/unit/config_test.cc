@@ -154,6 +154,50 @@ TEST(Config, ALearnerLoadsAndIsNotAVoterOfTheCore) {
   EXPECT_EQ(v.ClientEndpoint(), "127.0.0.1:9202");
 }
 
+TEST(Config, TheMembersAreTheBootstrapOfTheCore) {
+  BrokerConfig c;
+  ASSERT_TRUE(Load(kGood, &c).ok());
+  const paxos::Config core = c.CoreConfig(1);
+  ASSERT_EQ(core.voters.size(), 3u);
+  ASSERT_EQ(core.bootstrap_members.size(), 3u);
+  EXPECT_EQ(core.bootstrap_members[1].id, paxos::NodeId(2));
+  EXPECT_TRUE(core.bootstrap_members[1].voter);
+  EXPECT_EQ(core.bootstrap_members[1].peer, "127.0.0.1:9102");
+  EXPECT_EQ(core.bootstrap_members[1].client, "127.0.0.1:9202");
+  EXPECT_EQ(core.bootstrap_members[1].public_key, "T=Z/4YXyvSwajF=+6(+]D*v@x}/JeIvrsC<V}DV>");
+  EXPECT_TRUE(core.seeds.empty());
+}
+
+TEST(Config, AJoiningBrokerHasSeedsAndNoBootstrap) {
+  // Itself (node 2) and two seeds; it bootstraps no configuration.
+  BrokerConfig c;
+  const Status s = Load(Replace(kGood, "node_id = 2\n", "node_id = 2\njoin = true\n"), &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_TRUE(c.join);
+  ASSERT_NE(c.Self(), nullptr);
+  const paxos::Config core = c.CoreConfig(1);
+  EXPECT_TRUE(core.voters.empty());
+  EXPECT_TRUE(core.bootstrap_members.empty());
+  EXPECT_EQ(core.seeds, (std::vector<paxos::NodeId>{paxos::NodeId(1), paxos::NodeId(3)}));
+  // Alone, it has no one to pull the log from.
+  const std::string alone = R"(
+node_id = 2
+join = true
+data_dir = "/tmp/x"
+[security]
+insecure = true
+[[members]]
+id = 2
+peer = "127.0.0.1:9102"
+client = "127.0.0.1:9202"
+)";
+  EXPECT_NE(Error(alone).find("join: [[members]] must list this broker"), std::string::npos);
+  EXPECT_NE(Error(Replace(Learner(), "role = ", "join = true\nrole = ")).find("join: a learner"),
+            std::string::npos);
+  EXPECT_NE(Error(Replace(kGood, "node_id = 2\n", "node_id = 2\njoin = 1\n")).find("join:"),
+            std::string::npos);
+}
+
 TEST(Config, LearnerAndRoleErrorsSayWhatToDo) {
   // A learner whose id is a member's.
   EXPECT_NE(Error(Replace(Learner(), "node_id = 4", "node_id = 3"))

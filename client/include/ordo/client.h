@@ -39,6 +39,12 @@ enum class ErrorCode {
   // The broker knows this client's key, but the key lacks the permission
   // the request needs (the message names it). Not retried.
   kPermissionDenied,
+  // Membership changes (ChangeMembers), each final for that call:
+  kChangeInProgress,  // another change is not yet chosen: retry in a moment
+  kUnknownMember,     // no member has that id
+  kAlreadyMember,     // add: the id is taken (ids are never reused); promote: already a voter
+  kLastVoter,         // remove: it is the only voter
+  kNotCaughtUp,       // promote: the learner has not caught up yet: retry later
 };
 
 struct Error {
@@ -341,5 +347,58 @@ struct BrokerStatus {
 // Needs the admin permission.
 Result<BrokerStatus> GetStatus(const std::string& endpoint, std::chrono::milliseconds timeout,
                                const ClientCredentials& credentials = {});
+
+// --- Membership (docs/protocol.md, "Membership"; needs the admin permission) ---
+
+struct MemberInfo {
+  uint32_t id = 0;
+  bool voter = false;      // false: a learner member (pulls the log, never votes)
+  std::string peer;        // HOST:PORT
+  std::string client;      // HOST:PORT
+  std::string public_key;  // Z85; "" on a plaintext cluster
+  // As the answering broker sees it: "leader", "follower", "candidate" or "learner".
+  std::string state;
+  bool heard = false;  // last_heard_ms is known
+  uint64_t last_heard_ms = 0;
+  bool lag_known = false;  // lag_instances is known
+  uint64_t lag_instances = 0;
+};
+
+struct Members {
+  std::string endpoint;  // the broker that answered
+  uint32_t node_id = 0;
+  uint32_t leader_id = 0;  // 0: unknown to it
+  bool bootstrap = false;  // no configuration entry yet: the config files' [[members]]
+  uint64_t change_pending = 0;
+  uint64_t chosen = 0;
+  std::vector<MemberInfo> members;  // ascending id
+};
+
+// The members as the first broker of options.brokers that answers knows
+// them (the leader's view when it is that broker; MembersAt for one).
+Result<Members> GetMembers(const ClientOptions& options);
+Result<Members> MembersAt(const std::string& endpoint, std::chrono::milliseconds timeout,
+                          const ClientCredentials& credentials = {});
+
+enum class MemberChange { kAddLearner, kPromote, kRemove };
+
+struct MemberSpec {
+  uint32_t id = 0;
+  std::string peer;        // kAddLearner: HOST:PORT other members connect to
+  std::string client;      // kAddLearner: HOST:PORT clients connect to
+  std::string public_key;  // kAddLearner on a CurveZMQ cluster: its public key (Z85)
+};
+
+struct ChangeResult {
+  uint64_t instance = 0;            // the configuration entry's log instance
+  std::vector<MemberInfo> members;  // the membership in effect after it (no state)
+};
+
+// One membership change, sent to the leader (following redirects, trying
+// the brokers in turn), returning once its configuration entry is chosen
+// and applied. Errors: the membership codes above, kPermissionDenied,
+// kRejected (a malformed member), kTimeout/kUnavailable within call_timeout.
+Result<ChangeResult> ChangeMembers(const ClientOptions& options, MemberChange kind,
+                                   const MemberSpec& member);
 
 }  // namespace ordo
