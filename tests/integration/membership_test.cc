@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "tests/integration/cluster.h"
+#include "tests/testing/shell.h"
 
 namespace ordo {
 namespace {
@@ -25,20 +26,9 @@ namespace {
 using testing::Cluster;
 using namespace std::chrono_literals;
 
-struct Ran {
-  int status = -1;
-  std::string out;
-};
-Ran RunShell(const std::string& command) {
-  Ran ran;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return ran;
-  char buf[512];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) ran.out.append(buf, n);
-  const int status = pclose(pipe);
-  ran.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return ran;
-}
+// Runs `command` through the shell: its exit status and what it printed.
+using testing::RunShell;
+using Ran = testing::ShellRun;
 
 std::string Joined(const std::vector<std::string>& brokers) {
   std::string out;

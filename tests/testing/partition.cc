@@ -8,18 +8,17 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "tests/testing/shell.h"
+
 namespace ordo::testing {
 
 namespace {
 
 // Runs `command` through the shell; its output (both streams) into *out.
 int Run(const std::string& command, std::string* out) {
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return -1;
-  char buf[512];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out->append(buf, n);
-  const int status = pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  ShellRun ran = RunShell(command);
+  out->append(ran.out);
+  return ran.status;
 }
 
 }  // namespace
