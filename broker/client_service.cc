@@ -40,7 +40,27 @@ class DeliverBuilder {
   void Add(const StreamMessage& m) {
     Add(m.offset, MessageView{m.producer, m.sequence, AsBytes(m.key), AsBytes(m.payload)});
   }
+  // The chain point of the messages added next; the frame carries it
+  // before its first message of that instance (again in the next frame when
+  // the instance goes on there).
+  void SetPoint(const ChainPoint& point) {
+    point_ = point;
+    point_in_frame_ = false;
+  }
+  LmdbStore::InstanceVisitor PointVisitor() {
+    return [this](const ChainPoint& point) { SetPoint(point); };
+  }
   void Add(uint64_t offset, const MessageView& m) {
+    if (point_ && !point_in_frame_) {
+      flatbuffers::Offset<flatbuffers::Vector<uint8_t>> before, after;
+      if (point_->has_chain) {
+        before = fbb_.CreateVector(point_->before.bytes.data(), point_->before.kBytes);
+        after = fbb_.CreateVector(point_->after.bytes.data(), point_->after.kBytes);
+      }
+      points_.push_back(wire::CreateChainPoint(fbb_, point_->instance, point_->first_offset,
+                                               point_->count, before, after));
+      point_in_frame_ = true;
+    }
     const auto key = fbb_.CreateVector(m.key.data(), m.key.size());
     const auto payload = fbb_.CreateVector(m.payload.data(), m.payload.size());
     messages_.push_back(wire::CreateStreamMessage(fbb_, offset, m.producer, m.sequence, key, payload));
@@ -53,13 +73,15 @@ class DeliverBuilder {
   void Reset() {
     fbb_.Clear();
     messages_.clear();
+    points_.clear();
+    point_in_frame_ = false;
   }
   LmdbStore::StreamVisitor Visitor() {
     return [this](uint64_t offset, const MessageView& m) { Add(offset, m); };
   }
   // Finishes the frame; its bytes are fbb().GetBufferPointer(), GetSize().
   flatbuffers::FlatBufferBuilder& Finish(uint64_t request_id, uint64_t head) {
-    auto d = wire::CreateDeliverDirect(fbb_, &messages_, head);
+    auto d = wire::CreateDeliverDirect(fbb_, &messages_, head, points_.empty() ? nullptr : &points_);
     wire::FinishClientEnvelopeBuffer(
         fbb_, wire::CreateClientEnvelope(fbb_, kClientFormatVersion, request_id,
                                          wire::Body::Deliver, d.Union()));
@@ -69,6 +91,9 @@ class DeliverBuilder {
  private:
   flatbuffers::FlatBufferBuilder fbb_;
   std::vector<flatbuffers::Offset<wire::StreamMessage>> messages_;
+  std::vector<flatbuffers::Offset<wire::ChainPoint>> points_;
+  std::optional<ChainPoint> point_;
+  bool point_in_frame_ = false;
   uint64_t last_offset_ = 0;
 };
 
@@ -525,6 +550,7 @@ void ClientService::HandleSubscribe(const std::string& identity, const ClientReq
   sub.freed_seen = sub.queued->freed.load(std::memory_order_relaxed);
   sub.request_id = rid;
   sub.next_offset = from;
+  sub.from_instance_start = s.from_instance_start;
   sub.credit = std::min<uint64_t>(s.credit, config_.subscriber_credit_max);
   if (s.from_latest || sub.credit == 0) {
     // Tell the client where it starts, even before any message exists.
@@ -563,7 +589,9 @@ void ClientService::HandleFetch(const std::string& identity, const ClientRequest
   const uint32_t max = std::min(f.max_messages, kFetchMessagesMax);
   const size_t max_bytes = config_.frame_bytes_max / 2;
   DeliverBuilder deliver(DeliverBytesFor(max_bytes, max));
-  const paxos::StoreCode code = store_.ReadStream(f.from_offset, max, max_bytes, deliver.Visitor());
+  const LmdbStore::InstanceVisitor points = deliver.PointVisitor();
+  const paxos::StoreCode code = store_.ReadStream(f.from_offset, max, max_bytes, deliver.Visitor(),
+                                                  &points, f.from_instance_start);
   if (code != paxos::StoreCode::kOk && deliver.count() == 0) {
     SendError(identity, rid, Code(wire::ErrorCode::Unavailable),
               "this broker cannot read offset " + std::to_string(f.from_offset) + " right now (" +
@@ -587,12 +615,16 @@ void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
   const wire::Ballot promised(s.promised.round, s.promised.node.value());
   const std::string leader = LeaderEndpoint();
   const char* role = s.voter ? paxos::ToString(s.role) : "learner";  // a learner never campaigns
+  paxos::ChainValue chain;
+  const bool chain_known = store_.ChainHead(&chain);
+  const std::vector<uint8_t> chain_head(chain.bytes.begin(), chain.bytes.end());
   auto reply = wire::CreateStatusReplyDirect(
       fbb, config_.node_id, role, s.leader.value(), leader.c_str(), &ballot,
       &promised, s.chosen.value(), s.last_instance.value(), store_.next_offset(),
       store_.earliest_offset(), &peers, store_.corruptions(),
       counters_.frames_rejected, s.voter, s.catching_up, s.rejoin_target.value(),
-      votes_while_catching_up_, s.first_retained.value(), s.snapshots_installed, ORDO_VERSION);
+      votes_while_catching_up_, s.first_retained.value(), s.snapshots_installed, ORDO_VERSION,
+      chain_known ? &chain_head : nullptr);
   wire::FinishClientEnvelopeBuffer(
       fbb, wire::CreateClientEnvelope(fbb, kClientFormatVersion, rid, wire::Body::StatusReply,
                                       reply.Union()));
@@ -873,6 +905,7 @@ void ClientService::Service(Clock::time_point now) {
       sent = SendDeliver(it->first, fbb.GetBufferPointer(), fbb.GetSize(), sub.queued);
       if (sent == SendResult::kSent) {
         sub.next_offset = deliver.last_offset() + 1;
+        sub.from_instance_start = false;
         sub.credit -= deliver.count();
         sub.last_sent = now;
         counters_.messages_delivered += deliver.count();
@@ -881,17 +914,19 @@ void ClientService::Service(Clock::time_point now) {
       }
       deliver.Reset();
     };
-    store_.ReadStream(sub.next_offset, max, kServeBytesMax,
-                      [&](uint64_t offset, const MessageView& m) {
-                        ++visited;
-                        // Once a frame could not go, the rest waits for a later turn.
-                        if (sent != SendResult::kSent) return;
-                        deliver.Add(offset, m);
-                        if (deliver.count() >= kDeliverMessagesMax ||
-                            deliver.bytes() >= kDeliverBytesMax) {
-                          send();
-                        }
-                      });
+    const LmdbStore::InstanceVisitor points = deliver.PointVisitor();
+    store_.ReadStream(
+        sub.next_offset, max, kServeBytesMax,
+        [&](uint64_t offset, const MessageView& m) {
+          ++visited;
+          // Once a frame could not go, the rest waits for a later turn.
+          if (sent != SendResult::kSent) return;
+          deliver.Add(offset, m);
+          if (deliver.count() >= kDeliverMessagesMax || deliver.bytes() >= kDeliverBytesMax) {
+            send();
+          }
+        },
+        &points, sub.from_instance_start);
     if (sent == SendResult::kSent && deliver.count() > 0) send();
     deliver.Reset();
     if (sent == SendResult::kGone) {

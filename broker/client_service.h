@@ -124,6 +124,8 @@ class ClientService {
     uint64_t request_id = 0;
     uint64_t next_offset = 0;
     uint64_t credit = 0;
+    // Subscribe's from_instance_start, until the first frame went.
+    bool from_instance_start = false;
   };
   using Key = std::pair<uint64_t, uint64_t>;  // (producer, sequence)
 

@@ -969,9 +969,12 @@ std::string EncodeSnapshotFile(const paxos::AppliedSnapshot& state,
   // Written only when a configuration entry was applied: a snapshot of a
   // cluster that never changed its membership is byte for byte as before.
   const auto members = state.membership.empty() ? 0 : MembersToWire(builder, state.membership);
+  // Absent while zero (nothing appended yet), like the membership.
+  const auto chain =
+      state.chain.zero() ? 0 : builder.CreateVector(state.chain.bytes.data(), state.chain.kBytes);
   const auto root = wire::CreateSnapshot(
       builder, kSnapshotFormatVersion, state.instance.value(), state.next_offset.value(), &barrier,
-      builder.CreateVector(producers), builder.CreateVector(messages), members);
+      builder.CreateVector(producers), builder.CreateVector(messages), members, chain);
   wire::FinishSnapshotBuffer(builder, root);
   return std::string(reinterpret_cast<const char*>(builder.GetBufferPointer()), builder.GetSize());
 }
@@ -1016,6 +1019,11 @@ DecodeStatus CheckSnapshot(const wire::Snapshot& root, size_t file_bytes) {
   if (std::string why = MembersFromWire(root.members(), &membership); !why.empty()) {
     return Fail(DecodeCode::kInvalid, Name(kSnapshotFormat) + ": membership: " + why);
   }
+  if (root.chain() != nullptr && root.chain()->size() != paxos::ChainValue::kBytes) {
+    return Fail(DecodeCode::kInvalid, Name(kSnapshotFormat) + ": a chain value of " +
+                                          std::to_string(root.chain()->size()) +
+                                          " bytes (32 expected)");
+  }
   if (content_bytes <= file_bytes) return DecodeStatus();
   return Fail(DecodeCode::kInvalid, Name(kSnapshotFormat) + " of " + std::to_string(file_bytes) +
                                         " bytes would decode to " + std::to_string(content_bytes) +
@@ -1042,6 +1050,9 @@ DecodeStatus DecodeSnapshotFile(std::span<const uint8_t> file, paxos::AppliedSna
   {
     const std::string why = MembersFromWire(root->members(), &st.membership);
     PAXOS_ASSERT(why.empty());  // CheckSnapshot passed
+  }
+  if (root->chain() != nullptr) {
+    std::memcpy(st.chain.bytes.data(), root->chain()->data(), paxos::ChainValue::kBytes);
   }
   if (root->producers()) {
     for (const wire::ProducerState* p : *root->producers()) {
@@ -1435,6 +1446,7 @@ DecodeStatus DecodeClientRequest(std::span<const uint8_t> frame, const ClientLim
       decoded.from_offset = subscribe.from_offset();
       decoded.from_latest = subscribe.from_latest();
       decoded.from_earliest = subscribe.from_earliest();
+      decoded.from_instance_start = subscribe.from_instance_start();
       decoded.credit = subscribe.credit();
       break;
     }
@@ -1446,6 +1458,7 @@ DecodeStatus DecodeClientRequest(std::span<const uint8_t> frame, const ClientLim
       decoded.from_offset = fetch.from_offset();
       decoded.max_messages = fetch.max_messages();
       decoded.compacted = fetch.compacted();
+      decoded.from_instance_start = fetch.from_instance_start();
       break;
     }
     case ClientRequest::Kind::kStatus:

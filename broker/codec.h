@@ -148,6 +148,21 @@ struct StreamMessage {
   bool operator==(const StreamMessage&) const = default;
 };
 
+// One instance's place in the stream's chain (docs/protocol.md, "The
+// chain"), as the offset index keeps it and Deliver carries it: the
+// instance appended `count` messages from `first_offset`, taking the chain
+// from `before` to `after`. has_chain false: an index record written before
+// the chain (format 2), which knows neither.
+struct ChainPoint {
+  uint64_t instance = 0;
+  uint64_t first_offset = 0;
+  uint32_t count = 0;
+  bool has_chain = false;
+  paxos::ChainValue before;
+  paxos::ChainValue after;
+  bool operator==(const ChainPoint&) const = default;
+};
+
 // Names one snapshot file: the instance it was taken at, its size and the
 // CRC32C of all its bytes. Equal handles mean byte-identical files.
 struct SnapshotHandle {
@@ -372,6 +387,7 @@ struct ClientRequest {
   uint32_t credit = 0;         // kSubscribe, kCredit
   uint32_t max_messages = 0;   // kFetch
   bool compacted = false;      // kFetch: the compacted view
+  bool from_instance_start = false;  // kSubscribe, kFetch: start at that instance's first offset
   // kPublish: at least one message, each with a non-zero producer and
   // sequence (no pair twice), a key of at most kKeyBytesMax bytes and key +
   // payload within message_bytes_max. The keys and payloads share one buffer.

@@ -25,6 +25,8 @@ std::string EncodeIndex(const paxos::AppliedInstance& a) {
   }
   PutLe<uint32_t>(&body, static_cast<uint32_t>(skipped.size()));
   for (uint32_t s : skipped) PutLe<uint32_t>(&body, s);
+  body.append(reinterpret_cast<const char*>(a.chain_before.bytes.data()), a.chain_before.kBytes);
+  body.append(reinterpret_cast<const char*>(a.chain.bytes.data()), a.chain.kBytes);
   std::string out;
   PutLe<uint32_t>(&out, Crc32c(body.data(), body.size()));
   return out + body;
@@ -38,7 +40,7 @@ bool DecodeIndex(const MDB_val& key, const MDB_val& v, IndexRecord* out) {
   if (GetLe<uint32_t>(p) != Crc32c(p + 4, v.mv_size - 4)) return false;
   const uint16_t version = GetLe<uint16_t>(p + 4);
   size_t at = 6;
-  if (version == kIndexFormatVersion) {
+  if (version == 2 || version == kIndexFormatVersion) {
     if (v.mv_size < at + 8 || GetLe<uint64_t>(p + at) != first_offset) return false;
     at += 8;
   } else if (version != 1) {
@@ -50,9 +52,21 @@ bool DecodeIndex(const MDB_val& key, const MDB_val& v, IndexRecord* out) {
   out->instance = GetLe<uint64_t>(p + at);
   out->appended = GetLe<uint32_t>(p + at + 8);
   const uint32_t n = GetLe<uint32_t>(p + at + 12);
-  if (v.mv_size != fixed + size_t{n} * 4 || out->appended == 0 || out->instance == 0) return false;
+  const size_t chains = version == kIndexFormatVersion ? 2 * paxos::ChainValue::kBytes : 0;
+  if (n > (v.mv_size - fixed) / 4 || v.mv_size != fixed + size_t{n} * 4 + chains ||
+      out->appended == 0 || out->instance == 0) {
+    return false;
+  }
   out->skipped.resize(n);
   for (uint32_t i = 0; i < n; ++i) out->skipped[i] = GetLe<uint32_t>(p + fixed + 4 * i);
+  out->has_chain = chains != 0;
+  if (out->has_chain) {
+    const unsigned char* c = p + fixed + size_t{n} * 4;
+    std::memcpy(out->chain_before.bytes.data(), c, paxos::ChainValue::kBytes);
+    std::memcpy(out->chain.bytes.data(), c + paxos::ChainValue::kBytes, paxos::ChainValue::kBytes);
+  } else {
+    out->chain_before = out->chain = paxos::ChainValue{};
+  }
   return true;
 }
 

@@ -44,9 +44,13 @@ struct Retained {
 
 namespace ordo::broker::lmdb {
 
-// Version 2 adds the first offset (the key) to what the CRC covers; version
-// 1 records (written before) are still read.
-inline constexpr uint16_t kIndexFormatVersion = 2;
+// The index record: CRC32C (4, LE) over the rest, version (u16), the first
+// offset (u64; version 2 on: the key, so the CRC covers it), instance
+// (u64), appended (u32), the number of skipped messages (u32) and their
+// indexes in the record (u32 each), then (version 3) the stream's chain
+// before and after the instance (32 bytes each). All LE. Versions 1 and 2
+// (written before) are still read; they carry no chain.
+inline constexpr uint16_t kIndexFormatVersion = 3;
 
 inline void PutBigEndian(uint64_t v, unsigned char out[8]) {
   for (int i = 7; i >= 0; --i) {
@@ -79,6 +83,9 @@ struct IndexRecord {
   uint64_t instance = 0;
   uint32_t appended = 0;
   std::vector<uint32_t> skipped;
+  bool has_chain = false;  // version 3
+  paxos::ChainValue chain_before;
+  paxos::ChainValue chain;
 };
 
 std::string EncodeIndex(const paxos::AppliedInstance& a);

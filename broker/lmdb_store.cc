@@ -740,11 +740,30 @@ paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_
 }
 
 paxos::StoreCode LmdbStore::ReadStream(uint64_t from, size_t max_messages, size_t max_bytes,
-                                       const StreamVisitor& visit) const {
+                                       const StreamVisitor& visit,
+                                       const InstanceVisitor* on_instance,
+                                       bool from_instance_start) const {
   if (from >= next_offset_ || max_messages == 0) return paxos::StoreCode::kOk;
   const LoopTxn loop = LoopRead();
   if (loop.txn == nullptr) return paxos::StoreCode::kIoError;
-  return index_.Read(loop.txn, from, next_offset_, max_messages, max_bytes, visit);
+  return index_.Read(loop.txn, from, next_offset_, max_messages, max_bytes, visit, on_instance,
+                     from_instance_start);
+}
+
+bool LmdbStore::ChainHead(paxos::ChainValue* out) const {
+  const LoopTxn loop = LoopRead();
+  if (loop.txn == nullptr) return false;
+  ChainPoint last;
+  if (index_.LastPoint(loop.txn, &last) && last.first_offset + last.count == next_offset_) {
+    *out = last.after;
+    return last.has_chain;
+  }
+  // No record: nothing appended since the base (or at all).
+  if (next_offset_ == (base_ ? base_->next_offset.value() : 0)) {
+    *out = base_ ? base_->chain : paxos::ChainValue{};
+    return true;
+  }
+  return false;
 }
 
 paxos::StoreCode LmdbStore::StartRebuild(paxos::Instance applied) {

@@ -176,9 +176,20 @@ class LmdbStore final : public paxos::LogStore {
   // The same messages, read in place: visit(offset, message) for each, the
   // spans valid only during the call (serving a subscriber copies each
   // message once, into its Deliver frame).
+  // With `on_instance`, each instance's chain point comes before its first
+  // message; with `from_instance_start`, the read starts at the first offset
+  // of the instance holding `from` (OffsetIndex::Read).
   using StreamVisitor = std::function<void(uint64_t offset, const MessageView& message)>;
+  using InstanceVisitor = OffsetIndex::InstanceVisitor;
   paxos::StoreCode ReadStream(uint64_t from, size_t max_messages, size_t max_bytes,
-                              const StreamVisitor& visit) const;
+                              const StreamVisitor& visit,
+                              const InstanceVisitor* on_instance = nullptr,
+                              bool from_instance_start = false) const;
+  // The stream's chain at next_offset() (docs/protocol.md, "The chain"):
+  // the last index record's, or the base's when the index holds none.
+  // False when it is not known (that record fails its check, or was
+  // written before the chain).
+  bool ChainHead(paxos::ChainValue* out) const;
 
   // --- retention and snapshots ---
   paxos::Instance FirstInstance() const override { return first_instance_; }

@@ -38,9 +38,22 @@ int OffsetIndex::FindHead(MDB_txn* txn, uint64_t* head) const {
   return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+bool OffsetIndex::LastPoint(MDB_txn* txn, ChainPoint* out) const {
+  MDB_cursor* cur = nullptr;
+  if (mdb_cursor_open(txn, tables_.index, &cur) != 0) return false;
+  MDB_val k, v;
+  IndexRecord r;
+  const bool ok = mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && DecodeIndex(k, v, &r);
+  mdb_cursor_close(cur);
+  if (!ok) return false;
+  *out = ChainPoint{r.instance, r.first_offset, r.appended, r.has_chain, r.chain_before, r.chain};
+  return true;
+}
+
 paxos::StoreCode OffsetIndex::Read(MDB_txn* txn, uint64_t from, uint64_t head,
-                                   size_t max_messages, size_t max_bytes,
-                                   const Visitor& visit) const {
+                                   size_t max_messages, size_t max_bytes, const Visitor& visit,
+                                   const InstanceVisitor* on_instance,
+                                   bool from_instance_start) const {
   if (from >= head || max_messages == 0) return paxos::StoreCode::kOk;
   MDB_cursor* cur = nullptr;
   int rc = mdb_cursor_open(txn, tables_.index, &cur);
@@ -63,6 +76,7 @@ paxos::StoreCode OffsetIndex::Read(MDB_txn* txn, uint64_t from, uint64_t head,
   // contiguous, each starting where the one before ends. Any other key is a
   // damaged or missing record (a flipped bit in a key moves a record).
   std::optional<uint64_t> expected;
+  std::optional<ChainPoint> previous_chain;
   auto index_damage = [&](uint64_t offset, const std::string& what) {
     code = damage_.Note(StorageDamage{StorageDamage::Kind::kIndexRecord, 0, offset,
                                       "offset index at offset " + std::to_string(offset) + ": " +
@@ -87,6 +101,17 @@ paxos::StoreCode OffsetIndex::Read(MDB_txn* txn, uint64_t from, uint64_t head,
                              std::to_string(idx.first_offset) + ")");
       break;
     }
+    // Each record's chain goes on from the one before it: a record that
+    // does not is damaged (its CRC held, so it was written so, or moved).
+    if (previous_chain && idx.has_chain && previous_chain->has_chain &&
+        idx.chain_before != previous_chain->after) {
+      index_damage(idx.first_offset, "its chain does not go on from the record before it");
+      break;
+    }
+    if (!expected && from_instance_start) from = idx.first_offset;
+    const ChainPoint point{idx.instance, idx.first_offset, idx.appended,
+                           idx.has_chain, idx.chain_before, idx.chain};
+    bool point_sent = false;
     std::span<const uint8_t> record;
     code = log_.Raw(txn, idx.instance, &record, last_error_);
     if (code == paxos::StoreCode::kNotFound) {
@@ -126,6 +151,10 @@ paxos::StoreCode OffsetIndex::Read(MDB_txn* txn, uint64_t from, uint64_t head,
             full = true;
             return;
           }
+          if (on_instance != nullptr && !point_sent) {
+            (*on_instance)(point);
+            point_sent = true;
+          }
           visit(o, m);
           bytes += m.key.size() + m.payload.size() + 32;
           ++taken;
@@ -140,6 +169,7 @@ paxos::StoreCode OffsetIndex::Read(MDB_txn* txn, uint64_t from, uint64_t head,
       break;
     }
     expected = end;
+    previous_chain = point;
     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
   }
   mdb_cursor_close(cur);

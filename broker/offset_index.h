@@ -40,9 +40,19 @@ class OffsetIndex {
   // `max_messages` or `max_bytes` (at least one when any is available).
   // kCorrupt (reported) when an index or log record on the way fails its
   // check: the messages before it were visited, nothing after it.
+  // With `on_instance`, each instance's chain point is passed to it before
+  // the first of its messages is visited; with `from_instance_start`, the
+  // read starts at the first offset of the instance holding `from` (a
+  // reader verifying the chain needs every message of an instance).
   using Visitor = std::function<void(uint64_t offset, const MessageView& message)>;
+  using InstanceVisitor = std::function<void(const ChainPoint& point)>;
   paxos::StoreCode Read(MDB_txn* txn, uint64_t from, uint64_t head, size_t max_messages,
-                        size_t max_bytes, const Visitor& visit) const;
+                        size_t max_bytes, const Visitor& visit,
+                        const InstanceVisitor* on_instance = nullptr,
+                        bool from_instance_start = false) const;
+  // The chain point of the last record (the chain at the head); false when
+  // the index is empty or that record fails its check.
+  bool LastPoint(MDB_txn* txn, ChainPoint* out) const;
 
   // Truncation: deletes the records of instances below `reached` (with a
   // base, those below base's next offset instead). *first_offset: the first

@@ -26,12 +26,14 @@
 #include <utility>
 
 #include "base/keys.h"
+#include "client/internal/chain_verifier.h"
 #include "client/internal/connection.h"
 
 namespace ordo {
 namespace {
 
 namespace ci = client_internal;
+using fb_size = flatbuffers::uoffset_t;
 
 // Messages asked for by one Fetch. Bounds the reply the broker builds; the
 // broker may send fewer (its frame limit).
@@ -43,7 +45,7 @@ bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 // `deadline_per_progress`, call_timeout bounds the time without progress.
 Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_t to,
                             const ReplayCallback& each, bool deadline_per_progress,
-                            bool compacted = false) {
+                            bool compacted = false, const ChainCallback* each_instance = nullptr) {
   if (auto invalid = ci::ValidateOptions(options)) return *invalid;
   if (to != 0 && to < from) {
     return Error{ErrorCode::kInvalidArgument,
@@ -74,7 +76,21 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
     broker_index = (broker_index + 1) % options.brokers.size();
   };
 
-  while (!end || cursor < *end) {
+  // The chain (client/internal/chain_verifier.h): records wait in
+  // `pending` until their instance checks out; past `end` the rest of the
+  // last instance is read to check it, and not handed.
+  const bool verify = (options.verify_chain || each_instance != nullptr) && !compacted;
+  ci::ChainVerifier verifier;
+  std::vector<Record> pending;
+  uint64_t handed_to = from;  // records below it were handed (or are below `from`)
+  size_t integrity_failures = 0;
+  auto restart_verification = [&] {
+    pending.clear();
+    verifier.Restart();
+    cursor = std::max(handed_to, verifier.verified_offset().value_or(0));
+  };
+
+  while (!end || cursor < *end || (verify && verifier.in_progress())) {
     if (ci::Clock::now() >= deadline) {
       return Error{last_was_refusal ? ErrorCode::kUnavailable : ErrorCode::kTimeout,
                    "replay stopped at offset " + std::to_string(cursor) + " after call_timeout (" +
@@ -100,11 +116,20 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
       connection = std::move(opened.value());
     }
     uint32_t max_messages = kFetchMessagesMax;
-    if (end) max_messages = static_cast<uint32_t>(std::min<uint64_t>(max_messages, *end - cursor));
+    const bool from_instance_start = verify && !verifier.in_progress();
+    if (end) {
+      // Verifying: past `end` to the end of the instance under way. (An
+      // answer from the start of an instance below `cursor` ends below
+      // `end`; the next Fetch goes on from there.)
+      const uint64_t until =
+          verify && verifier.in_progress() ? std::max(*end, verifier.current_end()) : *end;
+      max_messages = static_cast<uint32_t>(std::min<uint64_t>(max_messages, until - cursor));
+    }
     const uint64_t request_id = next_request_id++;
     flatbuffers::FlatBufferBuilder builder(128);
-    ci::BuildEnvelope(builder, request_id, wire::Body::Fetch,
-                      [&](auto& b) { return wire::CreateFetch(b, cursor, max_messages, compacted).Union(); });
+    ci::BuildEnvelope(builder, request_id, wire::Body::Fetch, [&](auto& b) {
+      return wire::CreateFetch(b, cursor, max_messages, compacted, from_instance_start).Union();
+    });
     if (!connection->Send(builder)) {
       attempts.Record(endpoint, connection->last_error());
       last_was_refusal = false;
@@ -190,7 +215,65 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
       if (appended == 0) break;  // no more keys below the end
       continue;
     }
-    if (const auto* messages = deliver->messages()) {
+    const auto* messages = deliver->messages();
+    if (verify && messages != nullptr && messages->size() > 0) {
+      // from_instance_start: the answer may start at the first offset of
+      // the instance holding `cursor`, never lower.
+      const auto* points = deliver->chain();
+      if (from_instance_start && points != nullptr && points->size() > 0) {
+        const wire::ChainPoint* first = points->Get(0);
+        if (first->first_offset() <= cursor && cursor - first->first_offset() < first->count() &&
+            messages->Get(0)->offset() == first->first_offset()) {
+          cursor = first->first_offset();
+        }
+      }
+      bool failed = verifier.BeginFrame(*deliver) == ci::ChainVerifier::Step::kFailed;
+      for (fb_size i = 0; !failed && i < messages->size(); ++i) {
+        const wire::StreamMessage* message = messages->Get(i);
+        if (!verifier.in_progress() && cursor >= *end) break;
+        if (message->offset() != cursor) {
+          gap = true;
+          break;
+        }
+        ++cursor;
+        ++appended;
+        if (message->offset() >= handed_to && message->offset() < *end) {
+          pending.push_back(ci::ToRecord(*message));
+        }
+        switch (verifier.Add(*message)) {
+          case ci::ChainVerifier::Step::kPending:
+            break;
+          case ci::ChainVerifier::Step::kVerified:
+            integrity_failures = 0;
+            for (const Record& r : pending) each(r, *end);
+            if (!pending.empty()) handed_to = pending.back().offset + 1;
+            pending.clear();
+            if (each_instance != nullptr) {
+              const ci::ChainVerifier::Verified& v = verifier.last_verified();
+              (*each_instance)(
+                  ChainInstance{v.instance, v.first_offset, v.count, v.before.Hex(), v.after.Hex()});
+            }
+            break;
+          case ci::ChainVerifier::Step::kFailed:
+            failed = true;
+            break;
+        }
+      }
+      if (failed) {
+        attempts.Record(endpoint, "served messages that fail the stream's chain: " +
+                                      verifier.error());
+        restart_verification();
+        next_broker();
+        if (++integrity_failures >= options.brokers.size()) {
+          return Error{ErrorCode::kIntegrity,
+                       "replay stopped at offset " + std::to_string(cursor) +
+                           ": every broker tried served messages that fail the stream's chain (" +
+                           attempts.Summary() + "); nothing of them was handed",
+                       0};
+        }
+        continue;
+      }
+    } else if (messages != nullptr) {
       for (const wire::StreamMessage* message : *messages) {
         if (cursor >= *end) break;
         // A Fetch from `cursor` is answered from exactly there, in order:
@@ -206,6 +289,7 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
       }
     }
     if (gap) {
+      if (verify) restart_verification();
       attempts.Record(endpoint, "answered Fetch from " + std::to_string(cursor) +
                                     " with a record at another offset (a broken stream)");
       next_broker();
@@ -232,6 +316,9 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
     }
     ci::SleepAtMost(ci::kRetryPause, deadline);
     next_broker();
+  }
+  if (verify && verifier.verified_offset() && *verifier.verified_offset() > end.value_or(0)) {
+    return *verifier.verified_offset();  // the last instance's end, past `to`
   }
   return end.value_or(cursor);
 }
@@ -355,6 +442,15 @@ Result<uint64_t> Replay(const ClientOptions& options, uint64_t from, uint64_t to
                         const ReplayCallback& each) {
   try {
     return ReplayImpl(options, from, to, each, true);
+  } catch (const std::exception& e) {
+    return Error{ErrorCode::kUnavailable, std::string("replay failed: ") + e.what(), 0};
+  }
+}
+
+Result<uint64_t> ReplayVerified(const ClientOptions& options, uint64_t from, uint64_t to,
+                                const ReplayCallback& each, const ChainCallback& each_instance) {
+  try {
+    return ReplayImpl(options, from, to, each, true, false, &each_instance);
   } catch (const std::exception& e) {
     return Error{ErrorCode::kUnavailable, std::string("replay failed: ") + e.what(), 0};
   }

@@ -11,6 +11,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/chain.h"
 #include "base/keys.h"
 
 namespace ordo::client_internal {
@@ -527,6 +528,11 @@ BrokerStatus ToBrokerStatus(const wire::StatusReply& reply, std::string endpoint
   status.first_retained = reply.first_retained();
   status.snapshots_installed = reply.snapshots_installed();
   status.version = ToString(reply.version());
+  if (const auto* chain = reply.chain_head(); chain != nullptr && chain->size() == ChainValue::kBytes) {
+    ChainValue value;
+    std::memcpy(value.bytes.data(), chain->data(), ChainValue::kBytes);
+    status.chain_head = value.Hex();
+  }
   return status;
 }
 

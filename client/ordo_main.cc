@@ -5,6 +5,7 @@
 //   ordo replay    [-b LIST] --from OFFSET|earliest [--to B] [--follow]
 //   ordo status    [-b LIST] [--json | --format json]
 //   ordo health    [-b LIST]
+//   ordo verify    [-b LIST] [--from A] [--to B [--expect CHAIN]] | --head
 //   ordo version   [-b LIST]   (and ordo --version)
 //   ordo keygen    --out FILE [--force]
 //   ordo members   [-b LIST] [--json]                 (list voters and learners)
@@ -38,6 +39,7 @@
 
 #include "base/keys.h"
 #include "client/cli/cli_util.h"
+#include "client/cli/verify.h"
 #include "ordo/client.h"
 
 #ifndef ORDO_VERSION
@@ -419,11 +421,20 @@ int Subscribe(const ordo::ClientOptions& options, const From& from, const Subscr
   const std::chrono::milliseconds round_max =
       options.request_timeout * static_cast<int64_t>(2 * options.brokers.size()) +
       std::chrono::milliseconds(2000);
+  // Brokers in a row whose messages failed the chain, no record between.
+  size_t integrity_failures = 0;
   for (uint64_t n = 0; flags.count == 0 || n < flags.count;) {
     auto r = s.Next(std::chrono::milliseconds(1000));
     if (!r.ok()) {
       if (r.error().code == ordo::ErrorCode::kOffsetBelowRetained) {
         return FailBelowRetained(r.error(), from.offset);
+      }
+      if (r.error().code == ordo::ErrorCode::kIntegrity) {
+        // Nothing wrong was printed; the subscriber goes on elsewhere. Once
+        // every broker failed so, there is nowhere to go.
+        std::fprintf(stderr, "ordo: %s\n", ordo::cli::ForUsers(r.error().message).c_str());
+        if (++integrity_failures >= options.brokers.size()) return Fail(r.error());
+        continue;
       }
       if (r.error().code == ordo::ErrorCode::kTimeout) {
         const Clock::time_point now = Clock::now();
@@ -450,6 +461,7 @@ int Subscribe(const ordo::ClientOptions& options, const From& from, const Subscr
     if (!r.value()) continue;
     if (flags.to && r.value()->offset >= *flags.to) break;
     failing = false;
+    integrity_failures = 0;
     PrintRecord(*r.value());
     std::fflush(stdout);
     ++n;
@@ -567,7 +579,7 @@ int Status(const ordo::ClientOptions& options, bool json) {
           "{\"endpoint\":%s,\"node_id\":%u,\"role\":%s,\"leader_id\":%u,\"ballot\":[%lu,%u],"
           "\"chosen\":%lu,\"next_offset\":%lu,\"earliest_offset\":%lu,\"first_retained\":%lu,"
           "\"voter\":%s,\"catching_up\":%s,\"rejoin_target\":%lu,\"snapshots_installed\":%lu,"
-          "\"version\":%s,\"peers\":[%s]}\n",
+          "\"version\":%s,\"chain_head\":%s,\"peers\":[%s]}\n",
           Json(b).c_str(), s.node_id, Json(s.role).c_str(), s.leader_id,
           static_cast<unsigned long>(s.ballot_round), s.ballot_node,
           static_cast<unsigned long>(s.chosen), static_cast<unsigned long>(s.next_offset),
@@ -575,12 +587,15 @@ int Status(const ordo::ClientOptions& options, bool json) {
           static_cast<unsigned long>(s.first_retained), s.voter ? "true" : "false",
           s.catching_up ? "true" : "false", static_cast<unsigned long>(s.rejoin_target),
           static_cast<unsigned long>(s.snapshots_installed), Json(s.version).c_str(),
-          peers.c_str());
+          Json(s.chain_head).c_str(), peers.c_str());
     }
     return rc;
   }
-  std::printf("%-6s %-22s %-11s %-10s %-10s %-12s %-10s %s\n", "NODE", "ENDPOINT", "ROLE", "BALLOT",
-              "CHOSEN", "NEXT_OFFSET", "EARLIEST", "PEERS (id:lag instances/last heard)");
+  // CHAIN: the first 16 hex digits of the chain head at NEXT_OFFSET (--json
+  // has all 64); brokers at the same NEXT_OFFSET show the same one.
+  std::printf("%-6s %-22s %-11s %-10s %-10s %-12s %-10s %-16s %s\n", "NODE", "ENDPOINT", "ROLE",
+              "BALLOT", "CHOSEN", "NEXT_OFFSET", "EARLIEST", "CHAIN",
+              "PEERS (id:lag instances/last heard)");
   size_t members = 0, voters_answering = 0;
   uint32_t leader = 0;
   for (const std::string& b : options.brokers) {
@@ -599,10 +614,11 @@ int Status(const ordo::ClientOptions& options, bool json) {
         "(" + std::to_string(s.ballot_round) + "," + std::to_string(s.ballot_node) + ")";
     // A voter that lost its disk and does not vote yet says so.
     const std::string role = s.catching_up ? "catching-up" : s.role;
-    std::printf("%-6u %-22s %-11s %-10s %-10lu %-12lu %-10lu %s\n", s.node_id, b.c_str(),
+    const std::string chain = s.chain_head.empty() ? "?" : s.chain_head.substr(0, 16);
+    std::printf("%-6u %-22s %-11s %-10s %-10lu %-12lu %-10lu %-16s %s\n", s.node_id, b.c_str(),
                 role.c_str(), ballot.c_str(), static_cast<unsigned long>(s.chosen),
                 static_cast<unsigned long>(s.next_offset),
-                static_cast<unsigned long>(s.earliest_offset), peers.c_str());
+                static_cast<unsigned long>(s.earliest_offset), chain.c_str(), peers.c_str());
     if (s.voter) {
       members = std::max(members, s.peers.size() + 1);
       if (!s.catching_up) ++voters_answering;
@@ -966,6 +982,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(uint64_t{1}, uint64_t{86400000}));
   subscribe->add_flag("--retry-forever", sf.retry_forever,
                       "Never give up while the brokers are down; keep trying");
+  bool no_verify = false;
+  const char* kNoVerifyHelp =
+      "Trust what brokers serve instead of checking each message against the stream's hash "
+      "chain (for brokers older than the chain)";
+  subscribe->add_flag("--no-verify", no_verify, kNoVerifyHelp);
 
   auto* replay = app.add_subcommand(
       "replay",
@@ -994,6 +1015,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(uint64_t{1}, uint64_t{86400000}));
   replay->add_flag("--retry-forever", sf.retry_forever,
                    "With --follow: never give up while the brokers are down");
+  replay->add_flag("--no-verify", no_verify, kNoVerifyHelp);
 
   auto* status =
       app.add_subcommand("status",
@@ -1006,6 +1028,31 @@ int main(int argc, char** argv) {
   status->add_option("--format", status_format, "text (a table) or json (as --json)")
       ->capture_default_str()
       ->check(CLI::IsMember({"text", "json"}));
+
+  auto* verify = app.add_subcommand(
+      "verify",
+      "Check the stream's hash chain on every broker and compare them: one line per broker, "
+      "ENDPOINT<TAB>END<TAB>CHAIN<TAB>VERDICT, CHAIN being the chain value at offset END (the "
+      "end of the instance holding --to - 1). Exit 0 when all agree; 1 when one differs or "
+      "fails its own chain, with the first differing offset");
+  common(verify);
+  ordo::cli::VerifyFlags vf;
+  uint64_t verify_from = 0, verify_to = 0;
+  auto* verify_from_option =
+      verify->add_option("--from", verify_from,
+                         "First offset A (default: the highest earliest retained offset of the "
+                         "brokers)");
+  auto* verify_to_option = verify->add_option(
+      "--to", verify_to, "One past the last offset, B (default: the lowest head of the brokers)");
+  verify->add_flag("--head", vf.head,
+                   "Print the current head as OFFSET<TAB>CHAIN (the leader's), to record "
+                   "elsewhere and check later with --to OFFSET --expect CHAIN");
+  verify->add_option("--expect", vf.expect,
+                     "With --to: the chain value (64 hex digits) every broker must have at --to; "
+                     "exit 1 otherwise");
+  verify->add_option("--timeout-ms", timeout_ms, "Give up on a broker after this long without progress")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{86400000}));
 
   auto* health = app.add_subcommand(
       "health",
@@ -1113,6 +1160,7 @@ int main(int argc, char** argv) {
   options.brokers = ordo::ParseBrokerList(brokers);
   options.request_timeout = std::chrono::milliseconds(request_timeout_ms);
   options.call_timeout = std::chrono::milliseconds(timeout_ms);
+  options.verify_chain = !no_verify;
   if (options.brokers.empty() && !*version) {
     std::fprintf(stderr,
                  "ordo: --brokers (-b) is required: HOST:PORT,... (brokers= of scripts/cluster "
@@ -1205,6 +1253,11 @@ int main(int argc, char** argv) {
       return ChangeMembers(options, ordo::MemberChange::kRemove, member_spec, members_json);
     }
     return ListMembers(options, members_json);
+  }
+  if (*verify) {
+    if (verify_from_option->count() > 0) vf.from = verify_from;
+    if (verify_to_option->count() > 0) vf.to = verify_to;
+    return ordo::cli::Verify(options, vf);
   }
   if (*health) return Health(options);
   if (*version) return Version(options);

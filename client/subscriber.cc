@@ -18,6 +18,19 @@
 // lost, and the subscription restarts at the expected offset with a new
 // Subscribe.
 //
+// The chain (client/internal/chain_verifier.h). With verify_chain, every
+// message is checked against the stream's hash chain before Next returns
+// it: the records of an instance wait in `pending` until the instance is
+// complete and checks out, then move to the buffer. A (re)subscription
+// with no instance under way asks for from_instance_start, and the first
+// Deliver may then start below the expected offset, at the start of the
+// instance holding it; those records are only hashed. A failed check gives
+// the broker up like a broken stream, drops what is pending, and goes on
+// from the last verified offset on the next broker; Next reports it once
+// (kIntegrity). Pending records count against the window; when they fill
+// it, the broker is granted the rest of the instance under way (the
+// window is exceeded by at most one instance).
+//
 // Failure detection. After request_timeout without any frame, a
 // StatusRequest goes out as a ping; one more request_timeout without any
 // frame and the broker counts as failed: next broker, fresh socket,
@@ -33,6 +46,7 @@
 #include <thread>
 #include <utility>
 
+#include "client/internal/chain_verifier.h"
 #include "client/internal/connection.h"
 #include "client/internal/deliver.h"
 #include "ordo/client.h"
@@ -48,7 +62,8 @@ struct Subscriber::Impl {
         credit(credit_in),
         start_earliest(start.earliest && !start.latest),
         offset_known(!start.latest && !start_earliest),
-        next_offset(offset_known ? start.offset : 0) {
+        next_offset(offset_known ? start.offset : 0),
+        release_from(next_offset) {
     // Spread subscribers over the brokers: any broker serves them.
     if (!options.brokers.empty()) broker_index = ci::RandomU64() % options.brokers.size();
   }
@@ -73,6 +88,11 @@ struct Subscriber::Impl {
   // request_timeout.
   std::optional<Error> Handle(const ci::Frame& frame, bool answers_idle_probe);
   void HandleDeliver(const wire::Deliver& deliver, size_t frame_bytes);
+  // A record received (and verified, when verifying) goes to the buffer
+  // unless it lies below the start the caller asked for.
+  void Release(Record record);
+  // The credit a (re)subscription or a Credit may grant now.
+  uint32_t Room() const;
   std::optional<Error> HandleSubscriptionError(const wire::Error& error);
   void Send(const flatbuffers::FlatBufferBuilder& builder);
   // Counts a broker given up without a frame from it; once every broker of
@@ -87,7 +107,16 @@ struct Subscriber::Impl {
   bool start_earliest;
   bool offset_known;
   uint64_t next_offset;
+  // The offset of the first record not yet given to the caller (or moved
+  // to the buffer): records below it are not returned again.
+  uint64_t release_from;
   std::deque<Record> buffer;
+  std::deque<Record> pending;  // received, their instance not yet verified
+  ci::ChainVerifier verifier;
+  // This subscription asked for from_instance_start and has not yet had a
+  // message: its first Deliver may start below next_offset.
+  bool may_rewind = false;
+  std::string integrity_error;  // set with broken_stream by a failed check
   uint32_t granted_left = 0;
   bool resubscribe_needed = false;
   size_t broker_index = 0;
@@ -153,9 +182,21 @@ void Subscriber::Impl::FailOver() {
   broker_index = (broker_index + 1) % options.brokers.size();
 }
 
+uint32_t Subscriber::Impl::Room() const {
+  const uint64_t used = buffer.size() + pending.size() + uint64_t{granted_left};
+  if (used < credit) return static_cast<uint32_t>(credit - used);
+  // Records of an unfinished instance fill the window: without the rest of
+  // that instance none of them can be returned, so the broker gets credit
+  // for it (and no more).
+  if (verifier.in_progress() && granted_left == 0 && verifier.current_end() > next_offset) {
+    return static_cast<uint32_t>(std::min<uint64_t>(verifier.current_end() - next_offset, credit));
+  }
+  return 0;
+}
+
 void Subscriber::Impl::Subscribe() {
-  const uint32_t buffered = static_cast<uint32_t>(std::min<size_t>(buffer.size(), credit));
-  const uint32_t grant = credit - buffered;
+  granted_left = 0;
+  const uint32_t grant = Room();
   if (grant == 0) {
     resubscribe_needed = true;
     return;
@@ -163,16 +204,26 @@ void Subscriber::Impl::Subscribe() {
   resubscribe_needed = false;
   subscription_id = next_request_id++;
   granted_left = grant;
+  // Verifying with no instance under way: from the start of the instance
+  // holding next_offset, so all of its messages can be hashed.
+  const bool from_instance_start = options.verify_chain && !verifier.in_progress();
+  may_rewind = from_instance_start && offset_known;
   flatbuffers::FlatBufferBuilder builder(128);
   ci::BuildEnvelope(builder, subscription_id, wire::Body::Subscribe, [&](auto& b) {
     // Until the start of a Latest (Earliest) subscription is known, every
     // (re)subscription asks for the head (the earliest offset) again.
     return wire::CreateSubscribe(b, offset_known ? next_offset : 0,
                                  !offset_known && !start_earliest, grant,
-                                 !offset_known && start_earliest)
+                                 !offset_known && start_earliest, from_instance_start)
         .Union();
   });
   Send(builder);
+}
+
+void Subscriber::Impl::Release(Record record) {
+  if (record.offset < release_from) return;  // only hashed: below where the caller starts
+  release_from = record.offset + 1;
+  buffer.push_back(std::move(record));
 }
 
 void Subscriber::Impl::Ping(bool idle_probe) {
@@ -198,10 +249,10 @@ void Subscriber::Impl::Refill() {
     return;
   }
   if (subscription_id == 0) return;
-  const uint64_t used = buffer.size() + uint64_t{granted_left};
-  if (used >= credit) return;
-  const auto room = static_cast<uint32_t>(credit - used);
-  if (room < std::max<uint32_t>(1, credit / 2)) return;
+  const uint32_t room = Room();
+  if (room == 0) return;
+  const bool stuck = buffer.size() + pending.size() + uint64_t{granted_left} >= credit;
+  if (!stuck && room < std::max<uint32_t>(1, credit / 2)) return;
   granted_left += room;
   flatbuffers::FlatBufferBuilder builder(64);
   // Credit carries the subscription's request_id, so an Error answering it
@@ -212,26 +263,61 @@ void Subscriber::Impl::Refill() {
 }
 
 void Subscriber::Impl::HandleDeliver(const wire::Deliver& deliver, size_t frame_bytes) {
+  const auto* messages = deliver.messages();
+  const bool has_messages = messages != nullptr && messages->size() > 0;
+  std::optional<uint64_t> expected =
+      offset_known ? std::optional<uint64_t>(next_offset) : std::nullopt;
+  if (may_rewind && has_messages && deliver.chain() != nullptr && deliver.chain()->size() > 0) {
+    // from_instance_start: the frame may start at the first offset of the
+    // instance holding next_offset (the verifier checks the rest).
+    const wire::ChainPoint* first = deliver.chain()->Get(0);
+    if (first->first_offset() <= next_offset &&
+        next_offset - first->first_offset() < first->count()) {
+      expected = first->first_offset();
+    }
+  }
   // The checks: client/internal/deliver.h.
-  const ci::DeliverVerdict verdict = ci::ValidateDeliver(
-      deliver, frame_bytes,
-      {offset_known ? std::optional<uint64_t>(next_offset) : std::nullopt, start_earliest});
+  const ci::DeliverVerdict verdict =
+      ci::ValidateDeliver(deliver, frame_bytes, {expected, start_earliest});
   if (verdict.error == ci::DeliverError::kInflated) return;
   if (!offset_known) {
     // StartAt::Latest or Earliest: this Deliver fixed the start, or (an
     // empty one of Earliest) did not.
     if (!verdict.start) return;
-    next_offset = *verdict.start;
+    next_offset = release_from = *verdict.start;
     offset_known = true;
   }
-  const auto* messages = deliver.messages();
-  if (messages == nullptr || messages->size() == 0) return;
+  if (!has_messages) return;
+  may_rewind = false;
+  if (verdict.start) next_offset = *verdict.start;
   delivered_since_ping = true;
   granted_left -= static_cast<uint32_t>(std::min<size_t>(granted_left, verdict.credit_used));
+  if (options.verify_chain && verdict.accepted > 0 &&
+      verifier.BeginFrame(deliver) == ci::ChainVerifier::Step::kFailed) {
+    integrity_error = broken_stream = verifier.error();
+    return;
+  }
   for (size_t i = 0; i < verdict.accepted; ++i) {
-    buffer.push_back(ci::ToRecord(*messages->Get(static_cast<flatbuffers::uoffset_t>(i))));
+    const wire::StreamMessage& m = *messages->Get(static_cast<flatbuffers::uoffset_t>(i));
     ++next_offset;
-    broken_in_a_row = 0;
+    if (!options.verify_chain) {
+      broken_in_a_row = 0;
+      Release(ci::ToRecord(m));
+      continue;
+    }
+    pending.push_back(ci::ToRecord(m));
+    switch (verifier.Add(m)) {
+      case ci::ChainVerifier::Step::kPending:
+        break;
+      case ci::ChainVerifier::Step::kVerified:
+        broken_in_a_row = 0;
+        for (Record& r : pending) Release(std::move(r));
+        pending.clear();
+        break;
+      case ci::ChainVerifier::Step::kFailed:
+        integrity_error = broken_stream = verifier.error();
+        return;
+    }
   }
   switch (verdict.error) {
     case ci::DeliverError::kBelowExpected:
@@ -364,11 +450,30 @@ Result<std::optional<Record>> Subscriber::Impl::Next(std::chrono::milliseconds t
       return std::optional<Record>(std::move(record));
     }
     if (connection && (connection_broken || !broken_stream.empty())) {
-      attempts.Record(connection->endpoint(),
-                      broken_stream.empty() ? connection->last_error() : broken_stream);
+      const std::string endpoint = connection->endpoint();
+      attempts.Record(endpoint, broken_stream.empty() ? connection->last_error() : broken_stream);
       const bool broken = !broken_stream.empty();
       broken_stream.clear();
       FailOver();
+      if (!integrity_error.empty()) {
+        // Back to the last verified offset (or the first one not returned):
+        // what is pending came from the broker just given up.
+        const std::string why = std::move(integrity_error);
+        integrity_error.clear();
+        pending.clear();
+        verifier.Restart();
+        next_offset = std::max(release_from, verifier.verified_offset().value_or(0));
+        const bool everyone = ++broken_in_a_row >= options.brokers.size();
+        if (everyone) broken_in_a_row = 0;
+        return Error{ErrorCode::kIntegrity,
+                     "broker " + endpoint + " served messages that fail the stream's chain: " +
+                         why + ". Nothing of them was returned; " +
+                         (everyone ? std::string("every broker tried failed so (")
+                                   : std::string("the next broker takes over (")) +
+                         attempts.Summary() + "), from offset " + std::to_string(next_offset) +
+                         " when Next is called again.",
+                     0};
+      }
       if (broken && ++broken_in_a_row >= options.brokers.size()) {
         broken_in_a_row = 0;
         return Error{ErrorCode::kProtocol,
@@ -462,8 +567,9 @@ uint64_t Subscriber::next_offset() const {
   // Records already received wait in the buffer; the next one Next returns
   // is its front, not the next one the broker will send.
   if (!impl_->buffer.empty()) return impl_->buffer.front().offset;
-  // StartAt::Latest before the first Deliver: not known yet.
-  return impl_->offset_known ? impl_->next_offset : 0;
+  // StartAt::Latest before the first Deliver: not known yet. Records of an
+  // instance not yet verified are not counted as received.
+  return impl_->offset_known ? impl_->release_from : 0;
 }
 
 }  // namespace ordo

@@ -20,7 +20,8 @@ AppliedState::AppliedState(const AppliedSnapshot& snapshot)
     : applied_(snapshot.instance),
       next_offset_(snapshot.next_offset),
       barrier_(snapshot.barrier),
-      membership_(snapshot.membership) {
+      membership_(snapshot.membership),
+      chain_(snapshot.chain) {
   for (const ProducerSnapshot& ps : snapshot.producers) {
     Producer& p = producers_[ps.id];
     p.last_sequence = ps.last_sequence;
@@ -37,6 +38,7 @@ AppliedSnapshot AppliedState::Snapshot() const {
   s.next_offset = next_offset_;
   s.barrier = barrier_;
   s.membership = membership_;
+  s.chain = chain_;
   s.producers.reserve(producers_.size());
   for (const auto& [id, p] : producers_) {
     ProducerSnapshot ps;
@@ -101,6 +103,8 @@ AppliedInstance AppliedState::Apply(Instance instance, const ValuePtr& value) {
   out.instance = instance;
   out.value = value;
   out.first_offset = next_offset_;
+  out.chain_before = chain_;
+  out.chain = chain_;
 
   switch (value->kind) {
     case ValueKind::kNoop:
@@ -147,6 +151,15 @@ AppliedInstance AppliedState::Apply(Instance instance, const ValuePtr& value) {
       if (p.last_sequence == 0 && p.runs.empty()) producers_.erase(m.producer);
     }
     out.results.push_back(r);
+  }
+  if (out.appended > 0) {
+    ChainStep step(chain_, instance.value(), out.first_offset.value(), out.appended);
+    for (size_t i = 0; i < out.results.size(); ++i) {
+      if (out.results[i].outcome != PublishOutcome::kAppended) continue;
+      const ClientMessage& m = value->messages[i];
+      step.Add(m.producer.value(), m.sequence, m.key.view(), m.payload.view());
+    }
+    chain_ = out.chain = step.Finish();
   }
   return out;
 }

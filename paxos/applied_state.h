@@ -9,11 +9,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/chain.h"
 #include "paxos/namespace.h"
 #include "paxos/types.h"
 #include "paxos/value.h"
 
 namespace ORDO_PAXOS_NAMESPACE {
+
+using ::ordo::ChainStep;
+using ::ordo::ChainValue;
 
 enum class PublishOutcome : uint8_t {
   kAppended = 0,       // stored at `offset`
@@ -42,6 +46,10 @@ struct AppliedInstance {
   Offset first_offset{};  // offset of the first appended message (next offset if none)
   uint32_t appended = 0;  // messages that got new offsets, consecutive from first_offset
   std::vector<MessageResult> results;  // one per message of a batch, in order
+  // The stream's chain (paxos/chain.h) before and after this instance
+  // (equal when it appended nothing).
+  ChainValue chain_before;
+  ChainValue chain;
 };
 
 // The applied state at one instance, in a canonical form (producers sorted
@@ -69,6 +77,7 @@ struct AppliedSnapshot {
   // The membership in effect after `instance` (empty: no configuration
   // entry chosen yet, the bootstrap one holds).
   Membership membership;
+  ChainValue chain;  // the stream's chain at next_offset
   bool operator==(const AppliedSnapshot&) const = default;
 };
 
@@ -90,6 +99,8 @@ class AppliedState {
   Ballot barrier() const { return barrier_; }
   // The last configuration entry applied (empty: none yet).
   const Membership& membership() const { return membership_; }
+  // The stream's chain at next_offset() (paxos/chain.h).
+  const ChainValue& chain() const { return chain_; }
   size_t producer_count() const { return producers_.size(); }
   // The producer's last applied sequence (0 if none).
   uint64_t LastSequence(ProducerId producer) const;
@@ -114,6 +125,7 @@ class AppliedState {
   Offset next_offset_{0};
   Ballot barrier_{};
   Membership membership_;
+  ChainValue chain_;
   std::unordered_map<ProducerId, Producer> producers_;
 };
 

@@ -39,6 +39,8 @@ int ExitCodeFor(ErrorCode code) {
       return kExitNotCaughtUp;
     case ErrorCode::kChangeInProgress:
       return kExitChangeInProgress;
+    case ErrorCode::kIntegrity:
+      return kExitIntegrity;
   }
   return kExitFailed;
 }

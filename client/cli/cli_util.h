@@ -27,6 +27,8 @@ inline constexpr int kExitLastVoter = 8;      // remove: it is the only voter
 inline constexpr int kExitNotCaughtUp = 9;    // promote: not caught up within --timeout-ms
 inline constexpr int kExitChangeInProgress =
     10;  // another change stayed unchosen until --timeout-ms
+// replay: every broker tried served messages that fail the stream's chain
+inline constexpr int kExitIntegrity = 11;
 
 // The text every command's --help ends with.
 inline constexpr const char* kExitStatusHelp =
@@ -38,7 +40,8 @@ inline constexpr const char* kExitStatusHelp =
     "5 authentication or permission refused (check --credentials and the brokers' access "
     "file); 6-10 `ordo members` changes: 6 no member has that id, 7 already a member (or a "
     "voter, for promote), 8 the last voter cannot be removed, 9 the learner has not caught up, "
-    "10 another change is in progress; 130/143 publish stopped by SIGINT/SIGTERM (the offsets of "
+    "10 another change is in progress; 11 every broker tried served messages that fail the "
+    "stream's hash chain (see `ordo verify`); 130/143 publish stopped by SIGINT/SIGTERM (the offsets of "
     "what was stored are "
     "printed).";
 

@@ -2,7 +2,10 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <mutex>
 #include <utility>
+
+#include "base/chain.h"
 
 namespace ordo::testing {
 namespace {
@@ -171,16 +174,43 @@ StreamRecord TestRecord(uint64_t offset) {
                       "m" + std::to_string(offset)};
 }
 
+ChainValue ChainStepOf(const ChainValue& before, const StreamRecord& r) {
+  ChainStep step(before, r.offset + 1, r.offset, 1);
+  step.Add(r.producer, r.sequence, r.key, r.payload);
+  return step.Finish();
+}
+
+ChainValue TestChainAt(uint64_t offset) {
+  static std::mutex mu;
+  static std::vector<ChainValue> chain{ChainValue{}};  // chain[o]: the chain at offset o
+  std::lock_guard<std::mutex> lock(mu);
+  while (chain.size() <= offset) {
+    const uint64_t o = chain.size() - 1;
+    chain.push_back(ChainStepOf(chain.back(), TestRecord(o)));
+  }
+  return chain[offset];
+}
+
 std::string DeliverFrame(uint64_t request_id, const std::vector<StreamRecord>& records,
                          uint64_t head_offset) {
   fb::FlatBufferBuilder builder;
   std::vector<fb::Offset<wire::StreamMessage>> messages;
+  std::vector<fb::Offset<wire::ChainPoint>> points;
   for (const StreamRecord& r : records) {
     messages.push_back(wire::CreateStreamMessage(builder, r.offset, r.producer, r.sequence,
                                                  r.key.empty() ? 0 : Bytes(builder, r.key),
                                                  Bytes(builder, r.payload)));
+    // The test stream's chain: one instance per offset (instance offset + 1),
+    // each step from the chain of the test records before it, so a record
+    // other than TestRecord(offset) breaks the chain.
+    const ChainValue before = TestChainAt(r.offset);
+    const ChainValue after = ChainStepOf(before, r);
+    points.push_back(wire::CreateChainPoint(
+        builder, r.offset + 1, r.offset, 1, builder.CreateVector(before.bytes.data(), 32),
+        builder.CreateVector(after.bytes.data(), 32)));
   }
-  const auto deliver = wire::CreateDeliver(builder, builder.CreateVector(messages), head_offset);
+  const auto deliver = wire::CreateDeliver(builder, builder.CreateVector(messages), head_offset,
+                                           records.empty() ? 0 : builder.CreateVector(points));
   return Finish(builder, request_id, wire::Body::Deliver, deliver.Union());
 }
 

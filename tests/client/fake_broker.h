@@ -19,6 +19,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "base/chain.h"
 #include "schemas/client_generated.h"
 
 namespace ordo::testing {
@@ -108,8 +109,13 @@ struct StreamRecord {
 };
 // Record `offset` of the test stream: payload "m<offset>", key "k<offset>".
 StreamRecord TestRecord(uint64_t offset);
+// A Deliver of `records`, with the chain point of each: the fake's stream
+// has one instance per offset, and its chain is that of the test records
+// (TestChainAt), so a record other than TestRecord(offset) fails the chain.
 std::string DeliverFrame(uint64_t request_id, const std::vector<StreamRecord>& records,
                          uint64_t head_offset);
+// The fake stream's chain at `offset` (over TestRecord(0 .. offset - 1)).
+ChainValue TestChainAt(uint64_t offset);
 // Records [first, end) of the test stream.
 std::string DeliverRange(uint64_t request_id, uint64_t first, uint64_t end, uint64_t head_offset);
 // A hostile Deliver: `count` messages at first, first + 1, ... that all

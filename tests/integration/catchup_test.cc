@@ -161,7 +161,9 @@ TEST(CatchUp, ASubscriberLeftBehindByRetentionGetsOffsetBelowRetained) {
   Cluster c(3, false, kRetention);
   const int leader = c.WaitForLeader();
   ASSERT_NE(leader, 0);
-  PublishKeyed(c.Options(), 0, 1, 1000, 10);
+  // Ten instances of 100: the subscriber verifies the chain an instance at
+  // a time, so its window of 100 holds one.
+  PublishKeyed(c.Options(), 0, 10, 100, 10);
   ASSERT_TRUE(c.WaitForHead(1000));
   const int node = leader % 3 + 1;  // a follower serves it
   Subscriber sub(Only(c, node), StartAt::Offset(0), /*credit=*/100);

@@ -122,3 +122,59 @@ TEST(AppliedState, AConfigurationEntryIsTheMembershipAndTheSnapshotCarriesIt) {
 
 }  // namespace
 }  // namespace ordo::paxos
+
+namespace ordo::paxos {
+namespace {
+
+// Known vectors of the chain (docs/protocol.md, "The chain"), computed
+// from the byte layout with Python's hashlib.blake2b(digest_size=32):
+// an independent implementation, so a change to the layout fails here.
+TEST(Chain, KnownVectors) {
+  ChainStep first(ChainValue{}, 2, 0, 2);
+  first.Add(7, 1, "", "hello");
+  first.Add(7, 2, "key", "world");
+  const ChainValue c1 = first.Finish();
+  EXPECT_EQ(c1.Hex(), "23a8639295749e4f4984032d832bc7a7551e8d144ea31cc0d834040aaad72f22");
+  // A key longer than the one-update fast path, and zero bytes in a payload.
+  ChainStep second(c1, 5, 2, 1);
+  second.Add(9, 1, std::string(100, 'k'), std::string(300, '\0'));
+  EXPECT_EQ(second.Finish().Hex(),
+            "76690f5e2c1bde1591ae58ee939fbf7dea1d4510bb488cdee013f93adebca3a3");
+  ChainValue parsed;
+  ASSERT_TRUE(ChainValue::FromHex(c1.Hex(), &parsed));
+  EXPECT_EQ(parsed, c1);
+  EXPECT_FALSE(ChainValue::FromHex("abc", &parsed));
+  EXPECT_FALSE(ChainValue::FromHex(std::string(64, 'g'), &parsed));
+  EXPECT_TRUE(ChainValue{}.zero());
+}
+
+TEST(AppliedState, TheChainCoversAppendedMessagesOnly) {
+  AppliedState s;
+  const AppliedInstance a = s.Apply(Instance(1), MakeBatch(kB1, {Msg(1, 1), Msg(1, 2)}));
+  EXPECT_TRUE(a.chain_before.zero());
+  ChainStep expected(ChainValue{}, 1, 0, 2);
+  expected.Add(1, 1, "", "p1");
+  expected.Add(1, 2, "", "p2");
+  EXPECT_EQ(a.chain, expected.Finish());
+  EXPECT_EQ(s.chain(), a.chain);
+  // A no-op, a barrier and a batch of duplicates leave it as it was.
+  EXPECT_EQ(s.Apply(Instance(2), MakeNoop(kB1)).chain, a.chain);
+  EXPECT_EQ(s.Apply(Instance(3), MakeBarrier(kB1)).chain, a.chain);
+  const AppliedInstance dup = s.Apply(Instance(4), MakeBatch(kB1, {Msg(1, 2)}));
+  EXPECT_EQ(dup.appended, 0u);
+  EXPECT_EQ(dup.chain, a.chain);
+  // A batch with a duplicate and a new message chains only the new one.
+  const AppliedInstance mixed = s.Apply(Instance(5), MakeBatch(kB1, {Msg(1, 2), Msg(1, 3)}));
+  EXPECT_EQ(mixed.chain_before, a.chain);
+  ChainStep step(a.chain, 5, 2, 1);
+  step.Add(1, 3, "", "p3");
+  EXPECT_EQ(mixed.chain, step.Finish());
+  // A snapshot carries it; a replica started from it goes on the same way.
+  AppliedState restored(s.Snapshot());
+  EXPECT_EQ(restored.chain(), s.chain());
+  EXPECT_EQ(restored.Apply(Instance(6), MakeBatch(kB1, {Msg(2, 1)})).chain,
+            s.Apply(Instance(6), MakeBatch(kB1, {Msg(2, 1)})).chain);
+}
+
+}  // namespace
+}  // namespace ordo::paxos

@@ -1243,3 +1243,78 @@ TEST(LmdbFormats, AJournalOperationReadsBackAndAnUnknownOneIsRefused) {
 }
 }  // namespace
 }  // namespace ordo::broker
+
+namespace ordo::broker {
+namespace {
+
+// The index keeps each instance's chain point (format 3): reads hand them
+// out before each instance's messages, they follow each other, the head's
+// survives a reopen and truncation, and a rebuild re-derives them from the
+// base the log starts at.
+TEST(LmdbStore, TheIndexKeepsTheChainAndReadsHandItOutPerInstance) {
+  LmdbFactory f;
+  paxos::AppliedState state;
+  std::vector<paxos::ChainValue> after;  // after[i]: the chain after instance i + 1
+  const Ballot b{1, NodeId(1)};
+  for (uint64_t i = 1; i <= 10; ++i) {
+    ClientMessage m1{paxos::ProducerId(7), 2 * i - 1, "", "a" + std::to_string(i)};
+    ClientMessage m2{paxos::ProducerId(7), 2 * i, "k", "b" + std::to_string(i)};
+    auto v = paxos::MakeBatch(b, {m1, m2});
+    std::vector<Entry> entries = {Entry{Instance(i), b, v}};
+    const paxos::AppliedInstance a = state.Apply(Instance(i), v);
+    after.push_back(a.chain);
+    ASSERT_EQ(f.lmdb->Commit(HardState{b, Instance(i)}, entries, {&a, 1}), StoreCode::kOk);
+    if (i == 6) {
+      const paxos::AppliedSnapshot snap = state.Snapshot();
+      EXPECT_EQ(snap.chain, a.chain);
+      ASSERT_EQ(f.lmdb->RecordSnapshot(WriteSnapshotFile(*f.lmdb, snap), snap), StoreCode::kOk);
+    }
+  }
+  paxos::ChainValue head;
+  ASSERT_TRUE(f.lmdb->ChainHead(&head));
+  EXPECT_EQ(head, state.chain());
+  // From offset 9 (the second message of instance 5), and from the start
+  // of that instance.
+  for (const bool from_start : {false, true}) {
+    std::vector<ChainPoint> points;
+    std::vector<uint64_t> offsets;
+    const LmdbStore::InstanceVisitor on_point = [&](const ChainPoint& p) { points.push_back(p); };
+    ASSERT_EQ(f.lmdb->ReadStream(
+                  9, 100, 1 << 20, [&](uint64_t o, const MessageView&) { offsets.push_back(o); },
+                  &on_point, from_start),
+              StoreCode::kOk);
+    EXPECT_EQ(offsets.front(), from_start ? 8u : 9u);
+    ASSERT_EQ(points.size(), 6u);
+    for (size_t k = 0; k < points.size(); ++k) {
+      const uint64_t instance = 5 + k;
+      EXPECT_EQ(points[k].instance, instance);
+      EXPECT_EQ(points[k].first_offset, 2 * (instance - 1));
+      EXPECT_EQ(points[k].count, 2u);
+      EXPECT_TRUE(points[k].has_chain);
+      EXPECT_EQ(points[k].before, after[instance - 2]);
+      EXPECT_EQ(points[k].after, after[instance - 1]);
+    }
+  }
+  size_t deleted = 0;
+  ASSERT_EQ(f.lmdb->Truncate(Instance(7), 100, &deleted), StoreCode::kOk);
+  f.Reopen();
+  ASSERT_TRUE(f.lmdb->ChainHead(&head));
+  EXPECT_EQ(head, state.chain());
+  // The rebuild from the base (the snapshot at 6) derives the same points.
+  f.lmdb.reset();
+  damage::MoveIndexKey(f.dir, 16, 5000);  // instance 9's record
+  f.Reopen();
+  uint64_t fixed = 0;
+  damage::Rebuild(*f.lmdb, 10, &fixed);
+  EXPECT_GE(fixed, 1u);
+  std::vector<ChainPoint> points;
+  const LmdbStore::InstanceVisitor on_point = [&](const ChainPoint& p) { points.push_back(p); };
+  ASSERT_EQ(f.lmdb->ReadStream(12, 100, 1 << 20, [](uint64_t, const MessageView&) {}, &on_point),
+            StoreCode::kOk);
+  ASSERT_EQ(points.size(), 4u);
+  EXPECT_EQ(points[0].before, after[5]);
+  EXPECT_EQ(points[3].after, state.chain());
+}
+
+}  // namespace
+}  // namespace ordo::broker

@@ -45,6 +45,11 @@ enum class ErrorCode {
   kAlreadyMember,     // add: the id is taken (ids are never reused); promote: already a voter
   kLastVoter,         // remove: it is the only voter
   kNotCaughtUp,       // promote: the learner has not caught up yet: retry later
+  // What a broker served does not hash to the stream's chain (docs/protocol.md,
+  // "The chain"): a damaged disk or a bug on that broker. Nothing of it was
+  // returned; a Subscriber has dropped that broker and goes on from the last
+  // verified offset on another one when Next is called again.
+  kIntegrity,
 };
 
 struct Error {
@@ -98,6 +103,10 @@ struct ClientOptions {
   std::chrono::milliseconds call_timeout{30000};
   // Empty: plaintext.
   ClientCredentials credentials;
+  // Subscribers and Replay check every message against the stream's hash
+  // chain and return nothing that fails (kIntegrity). Off: what a broker
+  // serves is trusted, as with brokers older than the chain.
+  bool verify_chain = true;
 };
 
 // Parses "HOST:PORT,HOST:PORT,..." into ClientOptions::brokers.
@@ -303,6 +312,29 @@ using ReplayCallback = std::function<void(const Record& record, uint64_t end)>;
 Result<uint64_t> Replay(const ClientOptions& options, uint64_t from, uint64_t to,
                         const ReplayCallback& each);
 
+// One instance's step of the stream's hash chain (docs/protocol.md, "The
+// chain"), as a verified replay checked it: the instance appended `count`
+// messages from `first_offset` and took the chain from `before` to `after`
+// (64 hex digits each).
+struct ChainInstance {
+  uint64_t instance = 0;
+  uint64_t first_offset = 0;
+  uint32_t count = 0;
+  std::string before;
+  std::string after;
+};
+using ChainCallback = std::function<void(const ChainInstance& instance)>;
+// The streaming Replay, checking the chain whatever options.verify_chain
+// says, and handing `each_instance` every instance it checked, once all of
+// its messages in the range were handed to `each`. The last instance is
+// read to its end even when `to` falls inside it (its messages from `to` on
+// are hashed, not handed). Returns the end of the last instance checked: the
+// offset the chain value of the last ChainInstance holds at. With one
+// broker in options, a failed check is kIntegrity at once (ordo verify
+// reads each broker so); with several, the next broker takes over.
+Result<uint64_t> ReplayVerified(const ClientOptions& options, uint64_t from, uint64_t to,
+                                const ReplayCallback& each, const ChainCallback& each_instance);
+
 // The compacted view: the latest message of each key, for keys whose latest
 // message has an offset in [from, to) (to = 0: up to the head), in offset
 // order. Unkeyed messages are not in it. Works below the retained range:
@@ -341,6 +373,9 @@ struct BrokerStatus {
   uint64_t first_retained = 0;    // first instance still in its log
   uint64_t snapshots_installed = 0;
   std::string version;  // the broker's release; "" from a broker too old to say
+  // The stream's chain at next_offset, 64 hex digits (docs/protocol.md, "The
+  // chain"); "" when the broker does not know it (older, or repairing).
+  std::string chain_head;
 };
 
 // Asks one broker (its client endpoint, HOST:PORT) for its status.
