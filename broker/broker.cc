@@ -55,6 +55,18 @@ Status Broker::OpenStorage() {
     }
   }
   if (s.ok()) s = LmdbStore::Open(config_.data_dir, config_.map_size_bytes, &store_);
+  if (s.ok() && !scrub_.chain_mismatches.empty()) {
+    // A record that passes its checksum yet is not what was applied: what
+    // changed it (a bug, an edit) may have changed others the chain cannot
+    // see (unapplied ones, the hard state). Nothing here is trusted.
+    const auto [instance, offset] = scrub_.chain_mismatches.front();
+    s = Status::Damaged("the log record of instance " + std::to_string(instance) +
+                        " (offsets from " + std::to_string(offset) +
+                        ") passes its checksum but does not hash to the stream's chain its "
+                        "index recorded when it was applied (" +
+                        std::to_string(scrub_.chain_mismatches.size()) +
+                        " such record(s)): it was changed after it was written");
+  }
   if (s.ok()) {
     // A damaged record above the durable chosen mark may be a value this
     // node accepted and vouched for: it is no better than a lost one.

@@ -32,6 +32,32 @@ std::string EncodeIndex(const paxos::AppliedInstance& a) {
   return out + body;
 }
 
+ChainCheck CheckRecordChain(std::span<const uint8_t> record, const IndexRecord& idx) {
+  if (!idx.has_chain) return ChainCheck::kMatches;
+  paxos::ChainStep step(idx.chain_before, idx.instance, idx.first_offset, idx.appended);
+  size_t skip = 0;
+  uint32_t hashed = 0;
+  bool admitted = false;
+  const DecodeStatus d = VisitLogRecord(
+      record,
+      [&](uint64_t instance, uint32_t messages) {
+        admitted = instance == idx.instance && messages == idx.appended + idx.skipped.size();
+        return admitted;
+      },
+      [&](uint32_t i, const MessageView& m) {
+        if (skip < idx.skipped.size() && idx.skipped[skip] == i) {
+          ++skip;
+          return;
+        }
+        ++hashed;
+        step.Add(m.producer, m.sequence,
+                 {reinterpret_cast<const char*>(m.key.data()), m.key.size()},
+                 {reinterpret_cast<const char*>(m.payload.data()), m.payload.size()});
+      });
+  if (!d.ok() || !admitted || hashed != idx.appended) return ChainCheck::kUnreadable;
+  return step.Finish() == idx.chain ? ChainCheck::kMatches : ChainCheck::kDiffers;
+}
+
 bool DecodeIndex(const MDB_val& key, const MDB_val& v, IndexRecord* out) {
   if (key.mv_size != 8) return false;
   const uint64_t first_offset = GetBigEndian(key.mv_data);

@@ -90,6 +90,15 @@ struct IndexRecord {
 
 std::string EncodeIndex(const paxos::AppliedInstance& a);
 
+// Whether the messages of the log record `record` that the index record
+// `idx` gives offsets take the chain from idx.chain_before to idx.chain: a
+// record altered behind a valid CRC does not (kDiffers). kUnreadable: the
+// log record fails its own checks, or is not the one `idx` names (damage
+// of another kind). kMatches too for an index record without a chain
+// (format 1 or 2).
+enum class ChainCheck : uint8_t { kMatches, kDiffers, kUnreadable };
+ChainCheck CheckRecordChain(std::span<const uint8_t> record, const IndexRecord& idx);
+
 // Checks an index record under `key` (a big-endian first offset) and
 // decodes it. Version 2 checks the key too; a record that fails is never
 // used.

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <sstream>
 
 #include "broker/data_dir.h"
@@ -167,7 +168,8 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
   struct stat st {};
   if (::stat(data_file.c_str(), &st) != 0) return Status::Ok();  // nothing stored yet
   // The child: read-only, no lock file (the parent holds the directory),
-  // its own environment. It reports lines "log N", "derived", "pages",
+  // its own environment. It reports lines "log N", "chain N OFFSET",
+  // "derived", "pages",
   // "records N", "lmdb TEXT"; exit 2 for damage, 3 for another failure.
   auto body = [&](std::string* report, const std::function<void()>& flush) {
     MDB_env* env = nullptr;
@@ -198,6 +200,7 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
     }
     uint64_t records = 0;
     size_t listed = 0;
+    size_t chain_listed = 0;
     bool derived = false;
     bool pages = false;
     // Returns an exit status when the walk must stop there, -1 otherwise.
@@ -278,12 +281,38 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
     });
     if (status >= 0) return status;
     if (listed == SIZE_MAX) return 2;
+    MDB_dbi log_dbi;
+    const bool has_log = mdb_dbi_open(txn, "log", 0, &log_dbi) == 0;
+    std::optional<IndexRecord> previous_index;
     for (const char* db : {"index", "keys", "key_offsets"}) {
       const std::string name(db);
       status = walk(db, [&](const MDB_val& k, const MDB_val& v) {
         if (name == "index") {
           IndexRecord r;
-          derived |= !DecodeIndex(k, v, &r);
+          if (!DecodeIndex(k, v, &r)) {
+            derived = true;
+            return;
+          }
+          // Each record's chain goes on from the one before it (else the
+          // index is damaged: rebuilt), and its log record's messages hash
+          // to it: one that does not was changed behind a valid CRC (a bug,
+          // or a deliberate edit), and no copy of it here can be trusted.
+          if (previous_index && previous_index->has_chain && r.has_chain &&
+              previous_index->first_offset + previous_index->appended == r.first_offset &&
+              previous_index->chain != r.chain_before) {
+            derived = true;
+          }
+          previous_index = r;
+          unsigned char key[8];
+          PutBigEndian(r.instance, key);
+          MDB_val lk{8, key}, lv;
+          if (has_log && r.has_chain && mdb_get(txn, log_dbi, &lk, &lv) == 0 &&
+              CheckRecordChain({static_cast<const uint8_t*>(lv.mv_data), lv.mv_size}, r) ==
+                  ChainCheck::kDiffers &&
+              chain_listed++ < kScrubListMax) {
+            *report += "chain " + std::to_string(r.instance) + " " +
+                       std::to_string(r.first_offset) + "\n";
+          }
         } else if (name == "keys") {
           StreamMessage m;
           derived |= !DecodeKeyed(k, v, &m);
@@ -340,6 +369,10 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
       std::istringstream(line.substr(9)) >> page_bytes >> last_page >> last_txnid;
     } else if (line.rfind("log ", 0) == 0) {
       out->damaged_log.push_back(std::strtoull(line.c_str() + 4, nullptr, 10));
+    } else if (line.rfind("chain ", 0) == 0) {
+      uint64_t instance = 0, offset = 0;
+      std::istringstream(line.substr(6)) >> instance >> offset;
+      out->chain_mismatches.push_back({instance, offset});
     } else if (line == "derived") {
       out->damaged_derived = true;
     } else if (line == "pages") {

@@ -124,10 +124,16 @@ class LmdbStore final : public paxos::LogStore {
   // rather than when a reader runs into them.
   struct ScrubReport {
     std::vector<uint64_t> damaged_log;  // instances (at most kScrubListMax)
+    // Log records that pass their checks but whose messages do not hash to
+    // the chain the index recorded when they were applied: (instance, its
+    // first offset), at most kScrubListMax.
+    std::vector<std::pair<uint64_t, uint64_t>> chain_mismatches;
     bool damaged_derived = false;       // an index or compacted-view record
     bool damaged_pages = false;         // LMDB's structure: a derived tree, the free list
     uint64_t records = 0;               // records checked
-    bool clean() const { return damaged_log.empty() && !damaged_derived && !damaged_pages; }
+    bool clean() const {
+      return damaged_log.empty() && chain_mismatches.empty() && !damaged_derived && !damaged_pages;
+    }
   };
   static constexpr size_t kScrubListMax = 4096;
   // Reads every record of the LMDB environment in `dir` (if there is one)

@@ -77,8 +77,8 @@ std::string Joined(const std::vector<std::string>& v) {
 
 // Replaces `from` by `to` (as long) in the stored log record holding it,
 // in the LMDB environment at `dir`, and recomputes that record's CRC32C:
-// damage no checksum sees (a bug, or a deliberate edit). The broker using
-// `dir` must be stopped.
+// damage no checksum sees (a bug, or a deliberate edit). The broker may be
+// running: LMDB serialises this write with its own.
 void RewritePayloadOnDisk(const std::string& dir, const std::string& from, const std::string& to) {
   ASSERT_EQ(from.size(), to.size());
   MDB_env* env = nullptr;
@@ -176,16 +176,18 @@ TEST(Chain, AnAlteredRecordWithAValidCrcIsCaughtBySubscribersAndByVerify) {
   ASSERT_EQ(Heads(c, 100).size(), 3u);
   const int victim = leader % 3 + 1;
   const int other = 6 - leader - victim;
-  c.Kill(victim, SIGTERM);
-  // Offset 57's payload: the CRC is recomputed, so only the chain can tell.
+  // Offset 57's payload, under the running broker (a restart would have its
+  // scrub find it, below): the CRC is recomputed, so only the chain can tell.
   RewritePayloadOnDisk(c.DataDir(victim), Payload(57), Payload(99));
-  c.Start(victim);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto s = GetStatus(c.ClientEndpoint(victim), 500ms, c.Credentials());
-        return s.ok() && s.value().next_offset == 100;
-      },
-      30s));
+  {
+    ClientOptions raw = c.Options();
+    raw.brokers = {c.ClientEndpoint(victim)};
+    raw.verify_chain = false;  // what it serves now, unchecked
+    auto served = Replay(raw, 57, 58);
+    ASSERT_TRUE(served.ok()) << served.error().message;
+    ASSERT_EQ(served.value().size(), 1u);
+    ASSERT_EQ(served.value()[0].payload, Payload(99)) << "the edit did not reach the broker";
+  }
 
   // A subscriber on the damaged broker alone: told, and given nothing of it.
   {
@@ -255,6 +257,35 @@ TEST(Chain, AnAlteredRecordWithAValidCrcIsCaughtBySubscribersAndByVerify) {
   EXPECT_NE(verify.out.find("first differing offset: 57"), std::string::npos) << verify.out;
   EXPECT_NE(verify.out.find(c.ClientEndpoint(victim) + "\t"), std::string::npos) << verify.out;
   EXPECT_NE(verify.out.find("fails its chain"), std::string::npos) << verify.out;
+
+  // Restarted, its scrub finds the record: it moves its state aside and
+  // catches up from the others, and then serves what was agreed.
+  c.Kill(victim, SIGTERM);
+  c.Start(victim);
+  ClientOptions up = c.Options();
+  up.brokers = {c.ClientEndpoint(leader), c.ClientEndpoint(other)};
+  // A rejoining broker votes again once instances past any it could have
+  // voted on are chosen (the leader's window): one message per instance.
+  uint64_t head = 100;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        Publish(up, head++, 1, 1);
+        auto s = GetStatus(c.ClientEndpoint(victim), 500ms, c.Credentials());
+        return s.ok() && !s.value().catching_up && s.value().next_offset == head;
+      },
+      60s))
+      << c.LogTail(victim, 20000);
+  EXPECT_NE(c.LogTail(victim, 100000).find("does not hash to the stream's chain"),
+            std::string::npos)
+      << c.LogTail(victim);
+  ClientOptions alone = c.Options();
+  alone.brokers = {c.ClientEndpoint(victim)};
+  auto repaired = Replay(alone, 0, head);
+  ASSERT_TRUE(repaired.ok()) << repaired.error().message;
+  EXPECT_EQ(repaired.value().size(), head);
+  for (const Record& r : repaired.value()) EXPECT_EQ(r.payload, Payload(r.offset));
+  const testing::ShellRun again = RunShell(Cli(c, "verify -b " + Joined(c.Brokers())));
+  EXPECT_EQ(again.status, 0) << again.out;
 }
 
 }  // namespace
