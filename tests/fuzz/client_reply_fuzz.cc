@@ -3,7 +3,8 @@
 // through (Frame::FromBytes, as Connection::Receive), then what the library
 // reads of each body: an Error (Describe, RefusalCode), a Deliver (the
 // subscriber's checks, ValidateDeliver in client/internal/deliver.h, against
-// several expected starts, then ToRecord), a StatusReply (ToBrokerStatus)
+// several expected starts, then ToRecord, and the chain check, ChainVerifier),
+// a StatusReply (ToBrokerStatus)
 // and the publisher's rules for a PublishReply or an Error
 // (PublishSession::OnReply, with two requests in flight).
 //
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "client/internal/chain_verifier.h"
 #include "client/internal/connection.h"
 #include "client/internal/deliver.h"
 #include "client/internal/publish_session.h"
@@ -80,6 +82,35 @@ void CheckDeliver(const wire::Deliver& deliver, size_t frame_bytes,
   if (verdict.error == ci::DeliverError::kGap) ORDO_FUZZ_CHECK(offset_of(verdict.accepted) > next);
 }
 
+// The chain check of a Deliver (client/internal/chain_verifier.h), fresh
+// and anchored: a failure says why and leaves no instance under way; an
+// instance checks out at its last message, and the verified offset is then
+// one past it.
+void CheckChain(const wire::Deliver& deliver, bool anchored) {
+  ci::ChainVerifier v;
+  if (anchored) v.Anchor(10, ChainValue{});
+  if (v.BeginFrame(deliver) == ci::ChainVerifier::Step::kFailed) {
+    ORDO_FUZZ_CHECK(!v.error().empty());
+    ORDO_FUZZ_CHECK(!v.in_progress());
+    return;
+  }
+  if (deliver.messages() == nullptr) return;
+  for (const wire::StreamMessage* m : *deliver.messages()) {
+    const ci::ChainVerifier::Step step = v.Add(*m);
+    if (step == ci::ChainVerifier::Step::kFailed) {
+      ORDO_FUZZ_CHECK(!v.error().empty());
+      ORDO_FUZZ_CHECK(!v.in_progress());
+      return;
+    }
+    if (step == ci::ChainVerifier::Step::kVerified) {
+      ORDO_FUZZ_CHECK(v.verified_offset() && *v.verified_offset() == m->offset() + 1);
+      ORDO_FUZZ_CHECK(!v.in_progress());
+    } else {
+      ORDO_FUZZ_CHECK(v.in_progress() && v.current_end() > m->offset() + 1);
+    }
+  }
+}
+
 // A Deliver against every kind of start: StartAt::Latest and Earliest
 // before the start is known, and known starts at its first message, past
 // it, at its head and at a fixed offset.
@@ -93,6 +124,8 @@ void CheckDeliver(const wire::Deliver& deliver, size_t frame_bytes) {
     CheckDeliver(deliver, frame_bytes, {first, false});
     CheckDeliver(deliver, frame_bytes, {first + 1, false});
   }
+  CheckChain(deliver, false);
+  CheckChain(deliver, true);
 }
 
 void CheckBody(const ci::Frame& frame) {

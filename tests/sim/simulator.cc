@@ -207,6 +207,9 @@ class Simulation {
   std::map<Instance, Ballot> chosen_ballot_;            // (1) the lowest ballot it was chosen at
   std::vector<MsgKey> canonical_;                       // (2) the agreed stream
   std::map<MsgKey, uint64_t> canonical_offset_;         // (3) no duplicates
+  // (2) the stream's chain after each instance, as the first node to apply
+  // it computed it: every other node must compute the same.
+  std::map<paxos::Instance, ChainValue> chain_after_;
   std::map<MsgKey, std::string> published_;             // (3) every delivered was published
   std::map<MsgKey, uint64_t> acked_;                    // (4) acked -> offset
   std::map<Instance, paxos::AppliedSnapshot> snapshots_; // (6) equal at equal points
@@ -669,6 +672,14 @@ void Simulation::OnApplied(uint32_t i, const paxos::AppliedInstance& a) {
       Violation(who + " did not take up the configuration it applied at instance " +
                 std::to_string(a.instance.value()));
     }
+  }
+  // (2) the stream's hash chain is part of the applied state: the same on
+  // every node after the same instance.
+  if (auto [c, first] = chain_after_.try_emplace(a.instance, a.chain);
+      !first && c->second != a.chain) {
+    Violation(who + " computed another chain after instance " +
+              std::to_string(a.instance.value()) + ": " + a.chain.Hex() + " against " +
+              c->second.Hex());
   }
   if (a.value->kind != paxos::ValueKind::kBatch) return;
   for (size_t k = 0; k < a.results.size(); ++k) {
