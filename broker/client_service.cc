@@ -81,7 +81,8 @@ class DeliverBuilder {
   }
   // Finishes the frame; its bytes are fbb().GetBufferPointer(), GetSize().
   flatbuffers::FlatBufferBuilder& Finish(uint64_t request_id, uint64_t head) {
-    auto d = wire::CreateDeliverDirect(fbb_, &messages_, head, points_.empty() ? nullptr : &points_);
+    auto d =
+        wire::CreateDeliverDirect(fbb_, &messages_, head, points_.empty() ? nullptr : &points_);
     wire::FinishClientEnvelopeBuffer(
         fbb_, wire::CreateClientEnvelope(fbb_, kClientFormatVersion, request_id,
                                          wire::Body::Deliver, d.Union()));
@@ -619,12 +620,11 @@ void ClientService::HandleStatus(const std::string& identity, uint64_t rid) {
   const bool chain_known = store_.ChainHead(&chain);
   const std::vector<uint8_t> chain_head(chain.bytes.begin(), chain.bytes.end());
   auto reply = wire::CreateStatusReplyDirect(
-      fbb, config_.node_id, role, s.leader.value(), leader.c_str(), &ballot,
-      &promised, s.chosen.value(), s.last_instance.value(), store_.next_offset(),
-      store_.earliest_offset(), &peers, store_.corruptions(),
-      counters_.frames_rejected, s.voter, s.catching_up, s.rejoin_target.value(),
-      votes_while_catching_up_, s.first_retained.value(), s.snapshots_installed, ORDO_VERSION,
-      chain_known ? &chain_head : nullptr);
+      fbb, config_.node_id, role, s.leader.value(), leader.c_str(), &ballot, &promised,
+      s.chosen.value(), s.last_instance.value(), store_.next_offset(), store_.earliest_offset(),
+      &peers, store_.corruptions(), counters_.frames_rejected, s.voter, s.catching_up,
+      s.rejoin_target.value(), votes_while_catching_up_, s.first_retained.value(),
+      s.snapshots_installed, ORDO_VERSION, chain_known ? &chain_head : nullptr);
   wire::FinishClientEnvelopeBuffer(
       fbb, wire::CreateClientEnvelope(fbb, kClientFormatVersion, rid, wire::Body::StatusReply,
                                       reply.Union()));

@@ -310,8 +310,8 @@ Status LmdbStore::Scrub(const std::string& dir, uint64_t map_size_bytes, ScrubRe
               CheckRecordChain({static_cast<const uint8_t*>(lv.mv_data), lv.mv_size}, r) ==
                   ChainCheck::kDiffers &&
               chain_listed++ < kScrubListMax) {
-            *report += "chain " + std::to_string(r.instance) + " " +
-                       std::to_string(r.first_offset) + "\n";
+            *report +=
+                "chain " + std::to_string(r.instance) + " " + std::to_string(r.first_offset) + "\n";
           }
         } else if (name == "keys") {
           StreamMessage m;

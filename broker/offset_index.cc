@@ -50,8 +50,8 @@ bool OffsetIndex::LastPoint(MDB_txn* txn, ChainPoint* out) const {
   return true;
 }
 
-paxos::StoreCode OffsetIndex::Read(MDB_txn* txn, uint64_t from, uint64_t head,
-                                   size_t max_messages, size_t max_bytes, const Visitor& visit,
+paxos::StoreCode OffsetIndex::Read(MDB_txn* txn, uint64_t from, uint64_t head, size_t max_messages,
+                                   size_t max_bytes, const Visitor& visit,
                                    const InstanceVisitor* on_instance,
                                    bool from_instance_start) const {
   if (from >= head || max_messages == 0) return paxos::StoreCode::kOk;
@@ -109,7 +109,7 @@ paxos::StoreCode OffsetIndex::Read(MDB_txn* txn, uint64_t from, uint64_t head,
       break;
     }
     if (!expected && from_instance_start) from = idx.first_offset;
-    const ChainPoint point{idx.instance, idx.first_offset, idx.appended,
+    const ChainPoint point{idx.instance,  idx.first_offset, idx.appended,
                            idx.has_chain, idx.chain_before, idx.chain};
     bool point_sent = false;
     std::span<const uint8_t> record;

@@ -85,8 +85,7 @@ ChainVerifier::Step ChainVerifier::BeginFrame(const wire::Deliver& deliver) {
     return Fail("at offset " + std::to_string(*verified_offset_) +
                 " the broker's chain does not go on from the verified one (" +
                 verified_chain_.Hex() + "): it starts instance " + std::to_string(first.instance) +
-                " at offset " + std::to_string(first.first_offset) + " from " +
-                first.before.Hex());
+                " at offset " + std::to_string(first.first_offset) + " from " + first.before.Hex());
   }
   return Step::kPending;
 }
@@ -122,8 +121,7 @@ ChainVerifier::Step ChainVerifier::Add(const wire::StreamMessage& m) {
   }
   verified_offset_ = c.point.first_offset + c.point.count;
   verified_chain_ = got;
-  last_verified_ = Verified{c.point.instance, c.point.first_offset, c.point.count, c.point.before,
-                            got};
+  last_verified_ = c.point;
   current_.reset();
   return Step::kVerified;
 }

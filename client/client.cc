@@ -249,9 +249,9 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
             if (!pending.empty()) handed_to = pending.back().offset + 1;
             pending.clear();
             if (each_instance != nullptr) {
-              const ci::ChainVerifier::Verified& v = verifier.last_verified();
-              (*each_instance)(
-                  ChainInstance{v.instance, v.first_offset, v.count, v.before.Hex(), v.after.Hex()});
+              const ci::ChainVerifier::Point& v = verifier.last_verified();
+              (*each_instance)(ChainInstance{v.instance, v.first_offset, v.count, v.before.Hex(),
+                                             v.after.Hex()});
             }
             break;
           case ci::ChainVerifier::Step::kFailed:
@@ -260,8 +260,8 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
         }
       }
       if (failed) {
-        attempts.Record(endpoint, "served messages that fail the stream's chain: " +
-                                      verifier.error());
+        attempts.Record(endpoint,
+                        "served messages that fail the stream's chain: " + verifier.error());
         restart_verification();
         next_broker();
         if (++integrity_failures >= options.brokers.size()) {

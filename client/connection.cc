@@ -528,7 +528,8 @@ BrokerStatus ToBrokerStatus(const wire::StatusReply& reply, std::string endpoint
   status.first_retained = reply.first_retained();
   status.snapshots_installed = reply.snapshots_installed();
   status.version = ToString(reply.version());
-  if (const auto* chain = reply.chain_head(); chain != nullptr && chain->size() == ChainValue::kBytes) {
+  if (const auto* chain = reply.chain_head();
+      chain != nullptr && chain->size() == ChainValue::kBytes) {
     ChainValue value;
     std::memcpy(value.bytes.data(), chain->data(), ChainValue::kBytes);
     status.chain_head = value.Hex();

@@ -1050,7 +1050,9 @@ int main(int argc, char** argv) {
   verify->add_option("--expect", vf.expect,
                      "With --to: the chain value (64 hex digits) every broker must have at --to; "
                      "exit 1 otherwise");
-  verify->add_option("--timeout-ms", timeout_ms, "Give up on a broker after this long without progress")
+  verify
+      ->add_option("--timeout-ms", timeout_ms,
+                   "Give up on a broker after this long without progress")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{1}, uint64_t{86400000}));
 

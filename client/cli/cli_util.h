@@ -41,7 +41,8 @@ inline constexpr const char* kExitStatusHelp =
     "file); 6-10 `ordo members` changes: 6 no member has that id, 7 already a member (or a "
     "voter, for promote), 8 the last voter cannot be removed, 9 the learner has not caught up, "
     "10 another change is in progress; 11 every broker tried served messages that fail the "
-    "stream's hash chain (see `ordo verify`); 130/143 publish stopped by SIGINT/SIGTERM (the offsets of "
+    "stream's hash chain (see `ordo verify`); 130/143 publish stopped by SIGINT/SIGTERM (the "
+    "offsets of "
     "what was stored are "
     "printed).";
 

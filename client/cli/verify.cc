@@ -13,11 +13,11 @@ namespace {
 // What one broker served over the range.
 struct BrokerChain {
   std::string endpoint;
-  std::optional<Error> error;    // it could not be read, or failed its chain
-  bool integrity = false;        // error is a failed check of its chain
+  std::optional<Error> error;  // it could not be read, or failed its chain
+  bool integrity = false;      // error is a failed check of its chain
   std::vector<ChainInstance> instances;
-  uint64_t end = 0;              // where the last instance checked ends
-  std::string chain;             // the chain value at `end`; "" if none was checked
+  uint64_t end = 0;   // where the last instance checked ends
+  std::string chain;  // the chain value at `end`; "" if none was checked
 };
 
 ClientOptions Alone(const ClientOptions& options, const std::string& endpoint) {
@@ -42,9 +42,8 @@ uint64_t FirstDifferingMessage(const ClientOptions& options, const std::vector<B
     ClientOptions one = Alone(options, b.endpoint);
     one.verify_chain = false;
     std::vector<Record> records;
-    Result<uint64_t> r = Replay(one, from, from + count, [&](const Record& record, uint64_t) {
-      records.push_back(record);
-    });
+    Result<uint64_t> r = Replay(one, from, from + count,
+                                [&](const Record& record, uint64_t) { records.push_back(record); });
     served.push_back(std::move(records));
   }
   for (uint64_t i = 0; i < count; ++i) {
@@ -91,7 +90,8 @@ int Head(const ClientOptions& options) {
 int Verify(const ClientOptions& options, const VerifyFlags& flags) {
   if (flags.head) return Head(options);
   if (!flags.expect.empty() && !flags.to) {
-    std::fprintf(stderr, "ordo: verify --expect needs --to (the offset the chain value holds at)\n");
+    std::fprintf(stderr,
+                 "ordo: verify --expect needs --to (the offset the chain value holds at)\n");
     return kExitUsage;
   }
   // The range every broker holds, unless the flags say otherwise.

@@ -39,16 +39,18 @@ class ChainVerifier {
   // The chain holds `value` at `offset` (an instance boundary, as a head
   // or a chain point's end gives it).
   void Anchor(uint64_t offset, const ChainValue& value);
-  // The last instance that checked out (valid once verified_offset() is
-  // set by Add, not by Anchor).
-  struct Verified {
+  // One instance's chain point, as a frame gives it.
+  struct Point {
     uint64_t instance = 0;
     uint64_t first_offset = 0;
     uint32_t count = 0;
     ChainValue before;
     ChainValue after;
+    bool operator==(const Point&) const = default;
   };
-  const Verified& last_verified() const { return last_verified_; }
+  // The last instance that checked out (valid once verified_offset() is
+  // set by Add, not by Anchor).
+  const Point& last_verified() const { return last_verified_; }
   // Where everything up to was verified: the last instance's end and its
   // chain value (or the anchor). None before either.
   std::optional<uint64_t> verified_offset() const { return verified_offset_; }
@@ -71,14 +73,6 @@ class ChainVerifier {
   const std::string& error() const { return error_; }
 
  private:
-  struct Point {
-    uint64_t instance = 0;
-    uint64_t first_offset = 0;
-    uint32_t count = 0;
-    ChainValue before;
-    ChainValue after;
-    bool operator==(const Point&) const = default;
-  };
   struct Current {
     explicit Current(const Point& p)
         : point(p), step(p.before, p.instance, p.first_offset, p.count) {}
@@ -90,7 +84,7 @@ class ChainVerifier {
 
   std::optional<uint64_t> verified_offset_;
   ChainValue verified_chain_;
-  Verified last_verified_;
+  Point last_verified_;
   std::optional<Current> current_;
   // The frame's points, and which one the next message belongs to.
   std::vector<Point> points_;

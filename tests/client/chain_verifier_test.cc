@@ -3,8 +3,8 @@
 
 #include "client/internal/chain_verifier.h"
 
-#include <gtest/gtest.h>
 #include <flatbuffers/flatbuffers.h>
+#include <gtest/gtest.h>
 
 #include <memory>
 #include <string>
@@ -57,8 +57,7 @@ std::string DeliverBytes(const Stream& s, uint64_t from, uint64_t to, int64_t ta
         b, o, 7, o + 1, 0,
         b.CreateVector(reinterpret_cast<const uint8_t*>(payload.data()), payload.size())));
   }
-  const auto deliver =
-      wire::CreateDeliver(b, b.CreateVector(messages), to, b.CreateVector(points));
+  const auto deliver = wire::CreateDeliver(b, b.CreateVector(messages), to, b.CreateVector(points));
   wire::FinishClientEnvelopeBuffer(
       b, wire::CreateClientEnvelope(b, 1, 1, wire::Body::Deliver, deliver.Union()));
   return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
@@ -84,9 +83,9 @@ TEST(ChainVerifier, WholeInstancesCheckOutEvenSplitAcrossFrames) {
   const Stream s(4, 5);
   ChainVerifier v;
   // Offsets 0-5 (instance 2 half), then 6-19.
-  EXPECT_EQ(Feed(v, DeliverBytes(s, 0, 6)), (std::vector<Step>{Step::kPending, Step::kPending,
-                                                         Step::kPending, Step::kVerified,
-                                                         Step::kPending, Step::kPending}));
+  EXPECT_EQ(Feed(v, DeliverBytes(s, 0, 6)),
+            (std::vector<Step>{Step::kPending, Step::kPending, Step::kPending, Step::kVerified,
+                               Step::kPending, Step::kPending}));
   EXPECT_TRUE(v.in_progress());
   EXPECT_EQ(v.current_end(), 8u);
   EXPECT_EQ(*v.verified_offset(), 4u);

@@ -205,9 +205,9 @@ std::string DeliverFrame(uint64_t request_id, const std::vector<StreamRecord>& r
     // other than TestRecord(offset) breaks the chain.
     const ChainValue before = TestChainAt(r.offset);
     const ChainValue after = ChainStepOf(before, r);
-    points.push_back(wire::CreateChainPoint(
-        builder, r.offset + 1, r.offset, 1, builder.CreateVector(before.bytes.data(), 32),
-        builder.CreateVector(after.bytes.data(), 32)));
+    points.push_back(wire::CreateChainPoint(builder, r.offset + 1, r.offset, 1,
+                                            builder.CreateVector(before.bytes.data(), 32),
+                                            builder.CreateVector(after.bytes.data(), 32)));
   }
   const auto deliver = wire::CreateDeliver(builder, builder.CreateVector(messages), head_offset,
                                            records.empty() ? 0 : builder.CreateVector(points));

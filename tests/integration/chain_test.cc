@@ -14,6 +14,7 @@
 
 #include "broker/crc32c.h"
 #include "tests/integration/cluster.h"
+#include "tests/testing/corrupt_lmdb.h"
 #include "tests/testing/shell.h"
 
 namespace ordo {
@@ -76,42 +77,21 @@ std::string Joined(const std::vector<std::string>& v) {
 }
 
 // Replaces `from` by `to` (as long) in the stored log record holding it,
-// in the LMDB environment at `dir`, and recomputes that record's CRC32C:
-// damage no checksum sees (a bug, or a deliberate edit). The broker may be
-// running: LMDB serialises this write with its own.
+// and recomputes that record's CRC32C: damage no checksum sees (a bug, or
+// a deliberate edit).
 void RewritePayloadOnDisk(const std::string& dir, const std::string& from, const std::string& to) {
   ASSERT_EQ(from.size(), to.size());
-  MDB_env* env = nullptr;
-  ASSERT_EQ(mdb_env_create(&env), 0);
-  mdb_env_set_maxdbs(env, 8);
-  mdb_env_set_mapsize(env, 1ull << 30);
-  ASSERT_EQ(mdb_env_open(env, dir.c_str(), 0, 0644), 0);
-  MDB_txn* txn = nullptr;
-  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-  MDB_dbi log;
-  ASSERT_EQ(mdb_dbi_open(txn, "log", 0, &log), 0);
-  MDB_cursor* cur = nullptr;
-  ASSERT_EQ(mdb_cursor_open(txn, log, &cur), 0);
-  MDB_val k, v;
-  std::string key, bytes;
-  for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    const std::string record(static_cast<const char*>(v.mv_data), v.mv_size);
-    if (record.find(from) != std::string::npos) {
-      key.assign(static_cast<const char*>(k.mv_data), k.mv_size);
-      bytes = record;
-      break;
-    }
-  }
-  mdb_cursor_close(cur);
-  ASSERT_FALSE(bytes.empty()) << "no record holds '" << from << "'";
-  bytes.replace(bytes.find(from), to.size(), to);
-  const uint32_t crc = broker::Crc32c(bytes.data() + 4, bytes.size() - 4);
-  for (int i = 0; i < 4; ++i) bytes[i] = static_cast<char>((crc >> (8 * i)) & 0xff);
-  MDB_val nk{key.size(), key.data()}, nv{bytes.size(), bytes.data()};
-  ASSERT_EQ(mdb_put(txn, log, &nk, &nv, 0), 0);
-  ASSERT_EQ(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
+  testing::EditLogRecord(
+      dir,
+      [&](const MDB_val&, const MDB_val& v) {
+        return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size).find(from) !=
+               std::string_view::npos;
+      },
+      [&](std::string* bytes) {
+        bytes->replace(bytes->find(from), to.size(), to);
+        const uint32_t crc = broker::Crc32c(bytes->data() + 4, bytes->size() - 4);
+        for (int i = 0; i < 4; ++i) (*bytes)[i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+      });
 }
 
 constexpr char kRetention[] =
@@ -160,11 +140,11 @@ TEST(Chain, EveryBrokerDerivesTheSameChainAcrossKillsAndSnapshotInstalls) {
   const testing::ShellRun head = RunShell(Cli(c, "verify --head -b " + Joined(c.Brokers())));
   ASSERT_EQ(head.status, 0) << head.out;
   EXPECT_EQ(head.out, "1500\t" + heads[1] + "\n");
-  const testing::ShellRun expect = RunShell(
-      Cli(c, "verify --to 1500 --expect " + heads[1] + " -b " + Joined(c.Brokers())));
+  const testing::ShellRun expect =
+      RunShell(Cli(c, "verify --to 1500 --expect " + heads[1] + " -b " + Joined(c.Brokers())));
   EXPECT_EQ(expect.status, 0) << expect.out;
-  const testing::ShellRun wrong = RunShell(
-      Cli(c, "verify --to 1500 --expect " + at_500 + " -b " + Joined(c.Brokers())));
+  const testing::ShellRun wrong =
+      RunShell(Cli(c, "verify --to 1500 --expect " + at_500 + " -b " + Joined(c.Brokers())));
   EXPECT_EQ(wrong.status, 1) << wrong.out;
 }
 
@@ -237,9 +217,9 @@ TEST(Chain, AnAlteredRecordWithAValidCrcIsCaughtBySubscribersAndByVerify) {
   EXPECT_GE(told_runs, 1) << "no run started on the damaged broker";
 
   // The CLI: prints every record right, and says on stderr what it dropped.
-  const testing::ShellRun sub = RunShell(
-      Cli(c, "subscribe --from 0 --count 100 -b " + c.ClientEndpoint(victim) + "," +
-                 c.ClientEndpoint(other) + " 2>/dev/null"));
+  const testing::ShellRun sub =
+      RunShell(Cli(c, "subscribe --from 0 --count 100 -b " + c.ClientEndpoint(victim) + "," +
+                          c.ClientEndpoint(other) + " 2>/dev/null"));
   EXPECT_EQ(sub.status, 0) << sub.out;
   EXPECT_EQ(sub.out.find("57\t" + Payload(99)), std::string::npos) << "the altered payload";
   EXPECT_NE(sub.out.find("57\t" + Payload(57)), std::string::npos) << sub.out;

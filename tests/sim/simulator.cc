@@ -677,9 +677,8 @@ void Simulation::OnApplied(uint32_t i, const paxos::AppliedInstance& a) {
   // every node after the same instance.
   if (auto [c, first] = chain_after_.try_emplace(a.instance, a.chain);
       !first && c->second != a.chain) {
-    Violation(who + " computed another chain after instance " +
-              std::to_string(a.instance.value()) + ": " + a.chain.Hex() + " against " +
-              c->second.Hex());
+    Violation(who + " computed another chain after instance " + std::to_string(a.instance.value()) +
+              ": " + a.chain.Hex() + " against " + c->second.Hex());
   }
   if (a.value->kind != paxos::ValueKind::kBatch) return;
   for (size_t k = 0; k < a.results.size(); ++k) {

@@ -1309,7 +1309,8 @@ TEST(LmdbStore, TheIndexKeepsTheChainAndReadsHandItOutPerInstance) {
   EXPECT_GE(fixed, 1u);
   std::vector<ChainPoint> points;
   const LmdbStore::InstanceVisitor on_point = [&](const ChainPoint& p) { points.push_back(p); };
-  ASSERT_EQ(f.lmdb->ReadStream(12, 100, 1 << 20, [](uint64_t, const MessageView&) {}, &on_point),
+  ASSERT_EQ(f.lmdb->ReadStream(
+                12, 100, 1 << 20, [](uint64_t, const MessageView&) {}, &on_point),
             StoreCode::kOk);
   ASSERT_EQ(points.size(), 4u);
   EXPECT_EQ(points[0].before, after[5]);
