@@ -202,7 +202,10 @@ int Verify(const ClientOptions& options, const VerifyFlags& flags) {
   for (const BrokerChain& b : all) {
     std::string verdict;
     if (b.error) {
-      verdict = (b.integrity ? "fails its chain: " : "unreachable: ") + ForUsers(b.error->message);
+      const char* what = b.integrity ? "fails its chain: "
+                         : b.error->code == ErrorCode::kInvalidArgument ? "short of the range: "
+                                                                         : "unreachable: ";
+      verdict = what + ForUsers(b.error->message);
     } else if (!flags.expect.empty() && b.chain != flags.expect) {
       verdict = "differs from --expect";
       expect_failed = true;

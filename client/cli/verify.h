@@ -22,7 +22,7 @@ struct VerifyFlags {
 // where the chain value holds, the end of the instance holding to - 1).
 // 0: every broker agrees (and has `expect`); 1: they differ, or one fails
 // its own chain (the first differing offset is printed); 3 when a broker
-// did not answer; 2 for bad flags.
+// did not answer or holds less than the range; 2 for bad flags.
 int Verify(const ClientOptions& options, const VerifyFlags& flags);
 
 }  // namespace ordo::cli
