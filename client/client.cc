@@ -317,8 +317,10 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
     ci::SleepAtMost(ci::kRetryPause, deadline);
     next_broker();
   }
-  if (verify && verifier.verified_offset() && *verifier.verified_offset() > end.value_or(0)) {
-    return *verifier.verified_offset();  // the last instance's end, past `to`
+  // ReplayVerified: the last instance's end, which may lie past `to`.
+  if (each_instance != nullptr && verifier.verified_offset() &&
+      *verifier.verified_offset() > end.value_or(0)) {
+    return *verifier.verified_offset();
   }
   return end.value_or(cursor);
 }

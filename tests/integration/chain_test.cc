@@ -108,6 +108,16 @@ TEST(Chain, EveryBrokerDerivesTheSameChainAcrossKillsAndSnapshotInstalls) {
   EXPECT_EQ(heads[1], heads[2]);
   EXPECT_EQ(heads[1], heads[3]);
   const std::string at_500 = heads[1];
+  // A range ending inside an instance: checked to the instance's end, and
+  // handed only up to `to`, which Replay returns as the end.
+  std::vector<uint64_t> got;
+  auto inside = Replay(c.Options(), 3, 8, [&](const Record& r, uint64_t) {
+    EXPECT_EQ(r.payload, Payload(r.offset));
+    got.push_back(r.offset);
+  });
+  ASSERT_TRUE(inside.ok()) << inside.error().message;
+  EXPECT_EQ(inside.value(), 8u);
+  EXPECT_EQ(got, (std::vector<uint64_t>{3, 4, 5, 6, 7}));
 
   // A follower killed -9 misses 200 instances; the others truncate past it,
   // so it comes back through a snapshot (which carries the chain).
