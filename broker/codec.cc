@@ -697,11 +697,21 @@ std::unique_ptr<fb::DetachedBuffer> FinishPeerFrame(
     fb::Offset<fb::Vector<fb::Offset<wire::Entry>>> entries_offset) {
   const wire::Ballot ballot = ToWire(message.ballot);
   const wire::Ballot promised = ToWire(message.promised);
+  fb::Offset<fb::Vector<const wire::ChainHint*>> chain_offset = 0;
+  if (!message.chain.empty()) {
+    wire::ChainHint* hints = nullptr;
+    chain_offset = builder.CreateUninitializedVectorOfStructs(message.chain.size(), &hints);
+    for (const paxos::ChainHint& h : message.chain) {
+      *hints = wire::ChainHint(h.instance.value(), fb::make_span(h.before.bytes),
+                               fb::make_span(h.after.bytes));
+      ++hints;
+    }
+  }
   const auto body = wire::CreatePeerMessage(builder, ToWire(message.type), message.from.value(),
                                             message.to.value(), &ballot, &promised,
                                             message.instance.value(), message.instance_last.value(),
                                             message.chosen.value(), entries_offset,
-                                            message.first_retained.value());
+                                            message.first_retained.value(), chain_offset);
   wire::FinishSizePrefixedPeerEnvelopeBuffer(
       builder, wire::CreatePeerEnvelope(builder, kPeerFormatVersion, body));
   return std::make_unique<fb::DetachedBuffer>(builder.Release());
@@ -709,7 +719,7 @@ std::unique_ptr<fb::DetachedBuffer> FinishPeerFrame(
 }  // namespace
 
 std::unique_ptr<fb::DetachedBuffer> EncodePeerFrame(const paxos::Message& message) {
-  size_t capacity = BuilderBytesFor(nullptr);
+  size_t capacity = BuilderBytesFor(nullptr) + message.chain.size() * sizeof(wire::ChainHint);
   for (const paxos::Entry& entry : message.entries) capacity += BuilderBytesFor(entry.value.get());
   PAXOS_ASSERT(capacity <= kEncodedBytesMax);
   fb::FlatBufferBuilder builder(capacity);
@@ -805,6 +815,20 @@ DecodeStatus DecodeConsensus(const wire::PeerMessage& message, size_t frame_size
   if (DecodeStatus s = CheckContentBytes(content_bytes, frame_size, kPeerFormat); !s.ok()) {
     return s;
   }
+  // Chain hints: fixed-size structs the verifier bounds-checked; only their
+  // order is left. (What they say is checked where they are used.)
+  const auto* chain = message.chain();
+  if (chain != nullptr) {
+    for (fb::uoffset_t i = 0; i < chain->size(); ++i) {
+      const uint64_t instance = chain->Get(i)->instance();
+      if (instance == paxos::kNoInstance.value() ||
+          (i > 0 && instance <= chain->Get(i - 1)->instance())) {
+        return Fail(DecodeCode::kInvalid, Name(kPeerFormat) + ": chain hint " + std::to_string(i) +
+                                              " (instance " + std::to_string(instance) +
+                                              ") is not above the one before");
+      }
+    }
+  }
 
   // Step 7: every check passed, conversion cannot fail.
   decoded.from = paxos::NodeId(message.from());
@@ -815,6 +839,15 @@ DecodeStatus DecodeConsensus(const wire::PeerMessage& message, size_t frame_size
   decoded.instance_last = paxos::Instance(message.instance_last());
   decoded.chosen = paxos::Instance(message.chosen());
   decoded.first_retained = paxos::Instance(message.first_retained());
+  if (chain != nullptr) {
+    decoded.chain.reserve(chain->size());
+    for (const wire::ChainHint* h : *chain) {
+      paxos::ChainHint& hint = decoded.chain.emplace_back();
+      hint.instance = paxos::Instance(h->instance());
+      std::copy(h->before()->begin(), h->before()->end(), hint.before.bytes.begin());
+      std::copy(h->after()->begin(), h->after()->end(), hint.after.bytes.begin());
+    }
+  }
   if (entries != nullptr) {
     decoded.entries.reserve(entries->size());
     for (fb::uoffset_t i = 0; i < entries->size(); ++i) {

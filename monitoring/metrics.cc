@@ -206,6 +206,9 @@ struct BrokerMetrics::Impl {
   prometheus::Counter* messages_acked = nullptr;
   prometheus::Counter* messages_delivered = nullptr;
   prometheus::Counter* checksum_failures = nullptr;
+  prometheus::Counter* chain_hashed = nullptr;
+  prometheus::Counter* chain_hints_taken = nullptr;
+  prometheus::Counter* chain_hint_mismatches = nullptr;
   prometheus::Gauge* storage_quarantined = nullptr;
   prometheus::Counter* storage_rebuilds = nullptr;
   prometheus::Counter* storage_repairs = nullptr;
@@ -428,6 +431,13 @@ void BrokerMetrics::Impl::UpdateDisk() {
   // Errors.
   i.checksum_failures = C(r, "ordo_checksum_failures_total",
                           "Stored records that failed their checks (each counted once)", l);
+  i.chain_hashed = C(r, "ordo_chain_hashed_instances_total",
+                     "Instances whose step of the stream's chain this broker hashed itself", l);
+  i.chain_hints_taken = C(r, "ordo_chain_hints_taken_total",
+                          "Instances whose chain this broker took from the leader's hint", l);
+  i.chain_hint_mismatches =
+      C(r, "ordo_chain_hint_mismatches_total",
+        "Chain hints this broker checked and found to differ from its own hash", l);
   i.storage_quarantined =
       G(r, "ordo_storage_quarantined",
         "1 when this broker found its stored state damaged at start, moved it aside and "
@@ -630,6 +640,9 @@ void BrokerMetrics::Update(const BrokerGauges& g) {
   Mirror(i.messages_delivered, g.messages_delivered, i.last.messages_delivered);
   Mirror(i.redirects, g.redirects, i.last.redirects);
   Mirror(i.checksum_failures, g.storage_corruptions, i.last.storage_corruptions);
+  Mirror(i.chain_hashed, s.chain_hashed, i.last.core.chain_hashed);
+  Mirror(i.chain_hints_taken, s.chain_hints_taken, i.last.core.chain_hints_taken);
+  Mirror(i.chain_hint_mismatches, s.chain_hint_mismatches, i.last.core.chain_hint_mismatches);
   Mirror(i.storage_rebuilds, g.storage_rebuilds, i.last.storage_rebuilds);
   Mirror(i.storage_repairs, g.storage_repairs, i.last.storage_repairs);
   Mirror(i.client_frames_rejected, g.client_frames_rejected, i.last.client_frames_rejected);

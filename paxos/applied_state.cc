@@ -93,7 +93,8 @@ bool AppliedState::Lookup(const Producer& p, uint64_t sequence, uint64_t* offset
   return false;
 }
 
-AppliedInstance AppliedState::Apply(Instance instance, const ValuePtr& value) {
+AppliedInstance AppliedState::Apply(Instance instance, const ValuePtr& value,
+                                    const ChainValue* after_hint) {
   // Instances are applied strictly in order, each exactly once.
   PAXOS_ASSERT(instance == applied_.next());
   PAXOS_ASSERT(value != nullptr);
@@ -152,7 +153,9 @@ AppliedInstance AppliedState::Apply(Instance instance, const ValuePtr& value) {
     }
     out.results.push_back(r);
   }
-  if (out.appended > 0) {
+  if (out.appended > 0 && after_hint != nullptr) {
+    chain_ = out.chain = *after_hint;
+  } else if (out.appended > 0) {
     ChainStep step(chain_, instance.value(), out.first_offset.value(), out.appended);
     for (size_t i = 0; i < out.results.size(); ++i) {
       if (out.results[i].outcome != PublishOutcome::kAppended) continue;

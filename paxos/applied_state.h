@@ -92,7 +92,11 @@ class AppliedState {
   // still learns its original offset. Clients keep fewer than this in flight.
   static constexpr uint64_t kProducerHistoryMax = 1 << 16;
 
-  AppliedInstance Apply(Instance instance, const ValuePtr& value);
+  // after_hint: when not null, the chain after this instance as another
+  // replica derived it from this replica's chain before (the caller checked
+  // that), taken instead of hashing the appended messages.
+  AppliedInstance Apply(Instance instance, const ValuePtr& value,
+                        const ChainValue* after_hint = nullptr);
 
   Instance applied() const { return applied_; }
   Offset next_offset() const { return next_offset_; }

@@ -21,6 +21,8 @@ constexpr BugInfo kBugs[] = {
     {Bug::kConfigBeforeChosen, "config-before-chosen",
      "a configuration takes effect when the leader assigns it (or an acceptor accepts it), "
      "not once it is chosen: no drain, and the next change may follow at once"},
+    {Bug::kStaleChainHint, "stale-chain-hint",
+     "the leader's chain hint for an instance gives the chain before it as the one after"},
     {Bug::kVoteBeforePersist, "vote-before-persist",
      "promises and accepted replies are sent before the write that backs them"},
     {Bug::kSkipJournalSync, "skip-journal-sync",

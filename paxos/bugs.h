@@ -24,6 +24,7 @@ enum class Bug : uint8_t {
   kAcceptBelowPromise,   // acceptor accepts at a ballot below its promise (phase 2 only)
   kAckBeforeQuorumSync,  // leader counts its own accept before it is durable
   kConfigBeforeChosen,   // a configuration takes effect when assigned or accepted, not chosen
+  kStaleChainHint,       // the leader hints an instance's chain before it as the chain after
   // In the node loop and the storage under it (node/, tests/sim/sim_disk).
   kVoteBeforePersist,      // promises and accepted replies leave before the write
   kSkipJournalSync,        // the write before a vote is not synced (lost at a crash)

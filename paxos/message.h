@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "base/chain.h"
 #include "paxos/namespace.h"
 #include "paxos/types.h"
 #include "paxos/value.h"
@@ -20,7 +21,7 @@ enum class MessageType : uint8_t {
   // the prepare, chosen + 1); chosen: the acceptor's chosen frontier.
   kPromise = 1,
   // Phase 2. ballot: the leader's; entries: instances to accept (ascending);
-  // chosen: piggybacked commit (see kCommit).
+  // chosen: piggybacked commit (see kCommit); chain: chain hints.
   kAccept = 2,
   // Answer to kAccept, sent only once the entries are durable. ballot: the
   // accepted one; [instance, instance_last]: the instances accepted.
@@ -30,7 +31,7 @@ enum class MessageType : uint8_t {
   kReject = 4,
   // Heartbeat and commit notification from the leader: "every instance up to
   // `chosen` is chosen, and those you accepted at `ballot` hold the chosen
-  // value".
+  // value"; chain: chain hints.
   kCommit = 5,
   // A follower's answer to kCommit: its chosen frontier in `chosen`, so the
   // leader knows it is alive and how far it lags.
@@ -63,6 +64,17 @@ enum class MessageType : uint8_t {
 
 const char* ToString(MessageType type);
 
+// The stream's chain (paxos/applied_state.h) across one instance that
+// appended messages, as the sender derived it when it applied the instance:
+// a receiver whose chain before `instance` is `before` may take `after`
+// instead of hashing the instance's messages again (Config::chain_hints).
+struct ChainHint {
+  Instance instance{};
+  ::ordo::ChainValue before;
+  ::ordo::ChainValue after;
+  bool operator==(const ChainHint&) const = default;
+};
+
 struct Message {
   MessageType type = MessageType::kCommit;
   NodeId from{};
@@ -74,6 +86,7 @@ struct Message {
   Instance chosen{};
   Instance first_retained{};  // kFetchReply only
   std::vector<Entry> entries;
+  std::vector<ChainHint> chain;  // kAccept, kCommit: ascending instances
 };
 
 }  // namespace ordo::paxos

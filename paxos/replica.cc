@@ -38,6 +38,7 @@ constexpr int kBugMinorityCommit = 4;
 constexpr int kBugAcceptBelowPromise = 5;
 constexpr int kBugAckBeforeQuorumSync = 6;
 constexpr int kBugConfigBeforeChosen = 7;
+constexpr int kBugStaleChainHint = 8;
 }  // namespace
 
 Replica::Replica(const Config& config, const LogStore& store)
@@ -797,6 +798,7 @@ void Replica::Step(const Message& m) {
   max_round_seen_ = std::max({max_round_seen_, hypothetical ? 0 : m.ballot.round,
                               m.promised.round});
   NoteChosen(m.from, m.chosen);
+  if (!m.chain.empty()) TakeChainHints(m);
   if (rejoin_ == Rejoin::kProbing && !history_seen_ && VoterIndex(m.from) &&
       (m.chosen != kNoInstance || m.first_retained > Instance(1))) {
     history_seen_ = true;  // something was chosen: we may have voted on it
@@ -1360,14 +1362,78 @@ void Replica::ApplyUpTo() {
 }
 
 void Replica::ApplyChosen(Instance instance, const ValuePtr& value) {
-  AppliedInstance a = applied_.Apply(applied_.applied().next(), value);
+  // A hint counts only from this node's own chain before the instance: a
+  // node that missed or derived something else earlier hashes.
+  std::optional<ChainValue> hinted;
+  bool check = true;
+  if (auto h = chain_hints_.find(instance); h != chain_hints_.end()) {
+    if (h->second.before == applied_.chain()) {
+      hinted = h->second.after;
+      check = config_.chain_check_every != 0 &&
+              instance.value() % config_.chain_check_every == 0;
+    }
+  }
+  chain_hints_.erase(chain_hints_.begin(), chain_hints_.upper_bound(instance));
+  AppliedInstance a =
+      applied_.Apply(applied_.applied().next(), value, hinted && !check ? &*hinted : nullptr);
   a.instance = instance;
+  if (a.appended > 0) {
+    if (hinted && !check) {
+      ++counters_.chain_hints_taken;
+    } else {
+      ++counters_.chain_hashed;
+      // Two replicas derived different states from the same chosen value,
+      // or a hint was damaged: this node's own value stands.
+      if (hinted && *hinted != a.chain) ++counters_.chain_hint_mismatches;
+    }
+    if (config_.chain_hints) {
+      if (!recent_chain_.empty() && recent_chain_.back().instance >= instance) recent_chain_.clear();
+      recent_chain_.push_back(ChainHint{instance, a.chain_before, a.chain});
+      if (recent_chain_.size() > kRecentChainMax) recent_chain_.pop_front();
+    }
+  }
   if (value->kind == ValueKind::kConfig) OnConfigApplied(instance);
   counters_.messages_appended += a.appended;
   for (const MessageResult& r : a.results) {
     if (r.outcome == PublishOutcome::kDuplicate) ++counters_.messages_duplicate;
   }
   applied_out_.push_back(std::move(a));
+}
+
+void Replica::TakeChainHints(const Message& m) {
+  // Hints are facts about chosen instances, whoever sends them (only a
+  // replica that applied an instance hints it); they are used only where
+  // their `before` is this node's chain, and bounded.
+  if (!config_.chain_hints) return;
+  for (const ChainHint& h : m.chain) {
+    if (h.instance < apply_next_) continue;
+    if (chain_hints_.size() >= kChainHintsMax && chain_hints_.count(h.instance) == 0) break;
+    chain_hints_[h.instance] = h;
+  }
+}
+
+void Replica::AttachChainHints(Message* m) {
+  if (recent_chain_.empty()) return;
+  Peer* p = Source(m->to);
+  if (p == nullptr) return;
+  // Each hint goes to a peer once, from the first instance it may not have
+  // applied: one lost, the peer hashes that instance itself.
+  const Instance from = std::max(p->chosen, p->hinted).next();
+  auto it = std::lower_bound(recent_chain_.begin(), recent_chain_.end(), from,
+                             [](const ChainHint& h, Instance i) { return h.instance < i; });
+  for (; it != recent_chain_.end() && m->chain.size() < kChainHintsPerMessage; ++it) {
+    m->chain.push_back(*it);
+    if (bug(kBugStaleChainHint)) m->chain.back().after = m->chain.back().before;
+  }
+  if (!m->chain.empty()) p->hinted = m->chain.back().instance;
+}
+
+void Replica::Send(Message m) {
+  if (config_.chain_hints && role_ == Role::kLeader &&
+      (m.type == MessageType::kAccept || m.type == MessageType::kCommit)) {
+    AttachChainHints(&m);
+  }
+  msgs_.push_back(std::move(m));
 }
 
 void Replica::SendFetch(NodeId peer, Instance first, Instance last) {
@@ -1560,6 +1626,8 @@ void Replica::InstallSnapshot(const AppliedSnapshot& snapshot) {
   }
   fetches_.clear();
   repairs_.erase(repairs_.begin(), repairs_.upper_bound(snapshot.instance));
+  chain_hints_.erase(chain_hints_.begin(), chain_hints_.upper_bound(snapshot.instance));
+  recent_chain_.clear();
   need_snapshot_ = false;
   ++counters_.snapshots_installed;
   TakeFetched();

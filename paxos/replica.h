@@ -100,6 +100,21 @@ struct Config {
   // a member of a new cluster; it waits for one that has the history.
   bool history_lost = false;
 
+  // Chain hints. The stream's chain (paxos/applied_state.h) is hashed by
+  // the leader as it applies each instance, and its accepts and commits
+  // tell followers the value (Message::chain): a follower whose chain
+  // before the instance is the hint's `before` takes its `after` instead
+  // of hashing the instance's messages again, so the cluster hashes each
+  // message about once rather than once per replica. Still, a follower
+  // hashes itself every instance whose number is a multiple of
+  // chain_check_every (1: every one, hints are then only compared; 0:
+  // none) and where the two differ keeps its own value and counts it
+  // (Status::chain_hint_mismatches). A follower without a matching hint
+  // (it caught up by fetching, it missed a message) hashes. false: hash
+  // every instance, send and take no hints.
+  bool chain_hints = true;
+  uint32_t chain_check_every = 32;
+
   uint64_t seed = 0;  // election jitter and peer choice
 
 #ifdef ORDO_PAXOS_BUGS
@@ -214,6 +229,12 @@ struct Status {
   uint64_t fetched_entries = 0;
   uint64_t snapshots_installed = 0;
   uint64_t storage_corruptions = 0;
+  // Instances that appended messages, by how their chain was derived: hashed
+  // here, or taken from a chain hint; and checks of a hint (chain_check_every)
+  // that found another value.
+  uint64_t chain_hashed = 0;
+  uint64_t chain_hints_taken = 0;
+  uint64_t chain_hint_mismatches = 0;
   bool storage_failed = false;
   bool voter = false;        // a voting member (not a learner)
   bool catching_up = false;  // a voter that lost its disk, not voting yet
@@ -288,6 +309,7 @@ class Replica {
     // fetch_timeout_ticks): doubled when one times out, up to
     // kFetchBackoffMax times the base; brought back down by a reply in time.
     uint64_t fetch_timeout = 0;
+    Instance hinted{};  // the last instance whose chain hint went to it
   };
   struct Fetch {
     NodeId peer{};
@@ -339,6 +361,7 @@ class Replica {
   void CheckQuorum();
   void BroadcastCommit();
   void CountAccept(Instance instance, size_t voter_index);
+  void AttachChainHints(Message* m);
 
   // Learner.
   void NoteChosen(NodeId from, Instance chosen);
@@ -355,6 +378,7 @@ class Replica {
   void Probe();
   void CheckRejoin();
   void ApplyChosen(Instance instance, const ValuePtr& value);
+  void TakeChainHints(const Message& m);
 
   // Storage through the staged (not yet persisted) overlay.
   StoreCode ReadEntry(Instance instance, Entry* out);
@@ -364,7 +388,7 @@ class Replica {
   void SetChosen(Instance chosen);
 
   Message NewMessage(MessageType type, NodeId to) const;
-  void Send(Message m) { msgs_.push_back(std::move(m)); }
+  void Send(Message m);
   void SendAfterPersist(Message m) { msgs_after_persist_.push_back(std::move(m)); }
   std::optional<size_t> VoterIndex(NodeId id) const;
   bool IsVoter() const { return self_index_.has_value(); }
@@ -488,6 +512,15 @@ class Replica {
   Instance rejoin_target_{};
 
   AppliedState applied_;
+  // Chain hints (Config::chain_hints): the chain across the last instances
+  // this node applied that appended messages, ascending, for the accepts and
+  // commits it sends as leader; and the hints it heard for instances it has
+  // not applied yet.
+  std::deque<ChainHint> recent_chain_;
+  std::map<Instance, ChainHint> chain_hints_;
+  static constexpr size_t kRecentChainMax = 256;
+  static constexpr size_t kChainHintsMax = 1024;
+  static constexpr size_t kChainHintsPerMessage = 64;
   std::vector<AppliedInstance> applied_out_;
   std::vector<Message> msgs_;
   std::vector<Message> msgs_after_persist_;

@@ -74,6 +74,16 @@ std::vector<Seed> Seeds() {
       m.first_retained = paxos::Instance(m.type == paxos::MessageType::kFetchReply ? 3 : 0);
       add("message-" + name + "-entries", broker::EncodePeerMessage(m));
     }
+    if (m.type == paxos::MessageType::kAccept || m.type == paxos::MessageType::kCommit) {
+      // Chain hints for two instances.
+      m.chain.resize(2);
+      for (size_t i = 0; i < 2; ++i) {
+        m.chain[i].instance = paxos::Instance(5 + i);
+        m.chain[i].before.bytes.fill(static_cast<uint8_t>(0x10 + i));
+        m.chain[i].after.bytes.fill(static_cast<uint8_t>(0x11 + i));
+      }
+      add("message-" + name + "-chain", broker::EncodePeerMessage(m));
+    }
   }
   {
     // A configuration entry, and the handover of a removed leader.

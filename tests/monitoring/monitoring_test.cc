@@ -64,6 +64,9 @@ const char* const kRequired[] = {
     "ordo_client_permission_denied_total",
     "ordo_redirects_total",
     "ordo_checksum_failures_total",
+    "ordo_chain_hashed_instances_total",
+    "ordo_chain_hints_taken_total",
+    "ordo_chain_hint_mismatches_total",
     "ordo_storage_quarantined",
     "ordo_storage_rebuilds_total",
     "ordo_storage_repairs_total",
@@ -188,6 +191,29 @@ TEST(Monitoring, EveryBrokerExposesTheIssueMetricsAndPassesPromtool) {
     exposed.insert(names.begin(), names.end());
   }
   std::filesystem::remove_all(dir);
+
+  // The stream's chain: the leader hashes the instance, and its followers
+  // take its value from the chain hint in the next accept or commit
+  // (through the real peer codec), or hash it themselves.
+  std::string seen;
+  double hashed = 0, taken = 0;
+  for (int k = 0; k < 100 && !(hashed >= 1 && taken >= 2); ++k) {
+    if (k > 0) std::this_thread::sleep_for(milliseconds(100));
+    hashed = taken = 0;
+    seen.clear();
+    for (int i = 1; i <= 3; ++i) {
+      const std::string text = Scrape(c.MetricsEndpoint(i));
+      const double h = MetricValue(text, "ordo_chain_hashed_instances_total");
+      const double t = MetricValue(text, "ordo_chain_hints_taken_total");
+      EXPECT_EQ(MetricValue(text, "ordo_chain_hint_mismatches_total"), 0) << "broker " << i;
+      hashed += std::max(0.0, h);
+      taken += std::max(0.0, t);
+      seen += "broker " + std::to_string(i) + " hashed " + std::to_string(h) + ", took " +
+              std::to_string(t) + "; ";
+    }
+  }
+  EXPECT_GE(hashed, 1) << seen;
+  EXPECT_GE(taken, 1) << "no follower took a chain hint: " << seen;
 
   // The dashboard and the alert rules may use only what brokers expose.
   for (const char* file : {"monitoring/grafana-dashboard.json", "monitoring/alerts.yml"}) {

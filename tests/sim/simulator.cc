@@ -17,6 +17,7 @@
 
 namespace ordo::sim {
 
+using ordo::ChainStep;
 using paxos::Ballot;
 using paxos::ClientMessage;
 using paxos::Instance;
@@ -674,11 +675,27 @@ void Simulation::OnApplied(uint32_t i, const paxos::AppliedInstance& a) {
     }
   }
   // (2) the stream's hash chain is part of the applied state: the same on
-  // every node after the same instance.
+  // every node after the same instance, and what the instance's appended
+  // messages hash to (recomputed here: a node may have taken a chain hint).
   if (auto [c, first] = chain_after_.try_emplace(a.instance, a.chain);
       !first && c->second != a.chain) {
     Violation(who + " computed another chain after instance " + std::to_string(a.instance.value()) +
               ": " + a.chain.Hex() + " against " + c->second.Hex());
+  }
+  if (a.appended > 0) {
+    ChainStep step(a.chain_before, a.instance.value(), a.first_offset.value(), a.appended);
+    for (size_t k = 0; k < a.results.size(); ++k) {
+      if (a.results[k].outcome != PublishOutcome::kAppended) continue;
+      const ClientMessage& m = a.value->messages[k];
+      step.Add(m.producer.value(), m.sequence, m.key.view(), m.payload.view());
+    }
+    if (step.Finish() != a.chain) {
+      Violation(who + " holds a chain after instance " + std::to_string(a.instance.value()) +
+                " that its messages do not hash to");
+    }
+  }
+  if (n.replica->status().chain_hint_mismatches != 0) {
+    Violation(who + " heard a chain hint that disagrees with its own hash");
   }
   if (a.value->kind != paxos::ValueKind::kBatch) return;
   for (size_t k = 0; k < a.results.size(); ++k) {
@@ -1131,6 +1148,9 @@ SimResult Simulation::Run() {
   base_config_.fetch_bytes_max = fetch_bytes[(opt_.seed / 11) % 2];
   // Fetches served by the core, or by the host from its store (as brokers do).
   base_config_.host_serves_fetch = (opt_.seed / 13) % 2 == 1;
+  // Followers take every chain hint, check one in three, or the default.
+  const uint32_t chain_checks[] = {0, 3, 32};
+  base_config_.chain_check_every = chain_checks[(opt_.seed / 17) % 3];
   const bool learner = rng_.Chance(0.5);
   wipes_ = rng_.Chance(0.5);
   // Swarm testing: timeouts, clock skew and delays relative to the election

@@ -97,6 +97,18 @@ std::vector<Entry> SampleEntries() {
   };
 }
 
+std::vector<paxos::ChainHint> SampleChainHints() {
+  std::vector<paxos::ChainHint> hints(2);
+  for (size_t i = 0; i < hints.size(); ++i) {
+    hints[i].instance = Instance(4 + 2 * i);
+    for (size_t b = 0; b < ChainValue::kBytes; ++b) {
+      hints[i].before.bytes[b] = static_cast<uint8_t>(i * 64 + b);
+      hints[i].after.bytes[b] = static_cast<uint8_t>(255 - b - i);
+    }
+  }
+  return hints;
+}
+
 Message SampleMessage(MessageType type) {
   Message m;
   m.type = type;
@@ -108,6 +120,7 @@ Message SampleMessage(MessageType type) {
   m.instance_last = Instance(10);
   m.chosen = Instance(6);
   m.entries = SampleEntries();
+  if (type == MessageType::kAccept || type == MessageType::kCommit) m.chain = SampleChainHints();
   return m;
 }
 
@@ -120,6 +133,7 @@ void ExpectSameMessage(const Message& actual, const Message& expected) {
   EXPECT_EQ(actual.instance, expected.instance);
   EXPECT_EQ(actual.instance_last, expected.instance_last);
   EXPECT_EQ(actual.chosen, expected.chosen);
+  EXPECT_EQ(actual.chain, expected.chain);
   ASSERT_EQ(actual.entries.size(), expected.entries.size());
   for (size_t i = 0; i < actual.entries.size(); ++i) {
     ASSERT_NE(actual.entries[i].value, nullptr) << "entry " << i;
@@ -785,6 +799,17 @@ TEST(PeerDecodeTest, RefusesEntryForInstanceZero) {
   const std::string frame = FinishFrame(
       builder, HandMessage(builder, wire::MessageType::Promise, builder.CreateVector(entries)));
   EXPECT_EQ(DecodeFrameCode(frame), DecodeCode::kInvalid);
+}
+
+TEST(PeerDecodeTest, RefusesChainHintsOutOfOrderOrForInstanceZero) {
+  for (const std::vector<uint64_t>& instances :
+       {std::vector<uint64_t>{5, 5}, std::vector<uint64_t>{6, 5}, std::vector<uint64_t>{0, 1}}) {
+    Message m = SampleMessage(MessageType::kCommit);
+    m.chain.resize(instances.size());
+    for (size_t i = 0; i < instances.size(); ++i) m.chain[i].instance = Instance(instances[i]);
+    EXPECT_EQ(DecodeFrameCode(EncodePeerMessage(m)), DecodeCode::kInvalid)
+        << instances[0] << ", " << instances[1];
+  }
 }
 
 // One payload referenced by many messages: a small frame that would inflate

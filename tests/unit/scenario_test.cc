@@ -4,6 +4,7 @@
 
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 
@@ -52,8 +53,8 @@ struct Cluster {
   };
   std::vector<std::unique_ptr<N>> nodes;
   std::deque<Message> net;
-  // Returns false to drop a message.
-  std::function<bool(const Message&)> filter = [](const Message&) { return true; };
+  // Returns false to drop a message; may change it first.
+  std::function<bool(Message&)> filter = [](Message&) { return true; };
 
   Cluster(uint32_t n, uint64_t seed = 7) {
     for (uint32_t i = 1; i <= n; ++i) {
@@ -352,13 +353,112 @@ TEST(Scenario, EveryReplicaKnowsWhenItLastHeardEachPeer) {
     EXPECT_TRUE(found);
   }
   // The leader goes silent: every follower's count for it grows.
-  c.filter = [&](const Message& m) { return m.from.value() != *leader; };
+  c.filter = [&](Message& m) { return m.from.value() != *leader; };
   const uint32_t follower = *leader % 3 + 1;
   for (int k = 0; k < 5; ++k) c.Tick(follower);
   for (const PeerStatus& p : c.r(follower).status().peers) {
     if (p.id.value() == *leader) {
       EXPECT_GE(p.ticks_since_heard, 5u);
     }
+  }
+}
+
+// Chain hints (Config::chain_hints): the leader hashes, its accepts and
+// commits carry the values, followers take them and check some.
+struct Hinted : Cluster {
+  explicit Hinted(uint32_t check_every) : Cluster(3) {
+    for (auto& n : nodes) {
+      n->config.chain_check_every = check_every;
+      n->Start();
+    }
+    for (int k = 0; k < 200 && !Leader(); ++k) TickAll(1);
+    EXPECT_TRUE(Leader().has_value());
+  }
+  // `instances` batches of three messages, one round trip each.
+  void Publish(uint64_t instances) {
+    for (uint64_t i = 0; i < instances; ++i) {
+      const uint32_t l = Leader().value_or(1);
+      ASSERT_EQ(r(l).Propose({Msg(1, 3 * i + 1, "a" + std::to_string(i)), Msg(1, 3 * i + 2),
+                              Msg(1, 3 * i + 3, std::string(300, 'p'))})
+                    .code,
+                ProposeResult::Code::kOk);
+      Drain(l);
+      Deliver();
+    }
+    TickAll(10);
+  }
+  // Every node applied the same chain after every instance it applied.
+  void ExpectOneChain() {
+    std::map<Instance, ChainValue> after;
+    for (auto& n : nodes) {
+      for (const AppliedInstance& a : n->applied) {
+        auto [it, first] = after.try_emplace(a.instance, a.chain);
+        EXPECT_EQ(it->second, a.chain) << "node " << n->config.id.value() << ", instance "
+                                       << a.instance.value();
+      }
+    }
+    for (auto& n : nodes) {
+      EXPECT_EQ(n->replica->applied_state().chain(),
+                nodes.front()->replica->applied_state().chain());
+    }
+  }
+};
+
+TEST(ChainHints, FollowersTakeTheLeadersValuesAndHashOneInstanceInCheckEvery) {
+  Hinted c(8);
+  c.Publish(40);
+  c.ExpectOneChain();
+  const uint32_t leader = c.Leader().value();
+  const Status ls = c.r(leader).status();
+  EXPECT_GE(ls.chain_hashed, 40u);
+  EXPECT_EQ(ls.chain_hints_taken, 0u);
+  for (uint32_t id = 1; id <= 3; ++id) {
+    if (id == leader) continue;
+    const Status s = c.r(id).status();
+    EXPECT_EQ(s.chain_hint_mismatches, 0u);
+    EXPECT_EQ(s.chain_hashed + s.chain_hints_taken, ls.chain_hashed) << "follower " << id;
+    // One instance in eight is hashed anyway, the rest are taken.
+    EXPECT_GE(s.chain_hashed, 4u) << "follower " << id;
+    EXPECT_LE(s.chain_hashed, 8u) << "follower " << id;
+    EXPECT_GE(s.chain_hints_taken, 30u) << "follower " << id;
+  }
+}
+
+TEST(ChainHints, AWrongHintIsCaughtByTheCheckAndAForeignBeforeIsNotTaken) {
+  // Every hint checked: a follower keeps its own value, and counts.
+  Hinted c(1);
+  const uint32_t leader = c.Leader().value();
+  c.filter = [&](Message& m) {
+    for (ChainHint& h : m.chain) h.after.bytes[0] ^= 1;
+    return true;
+  };
+  c.Publish(10);
+  c.ExpectOneChain();
+  for (uint32_t id = 1; id <= 3; ++id) {
+    if (id == leader) continue;
+    const Status s = c.r(id).status();
+    EXPECT_EQ(s.chain_hints_taken, 0u);
+    EXPECT_GE(s.chain_hint_mismatches, 10u) << "follower " << id;
+  }
+
+  // A hint from another chain (its `before` is not ours) is never taken,
+  // whatever the check interval.
+  Hinted d(0);
+  const uint32_t dl = d.Leader().value();
+  d.filter = [&](Message& m) {
+    for (ChainHint& h : m.chain) {
+      h.before.bytes[0] ^= 1;
+      h.after.bytes[0] ^= 1;
+    }
+    return true;
+  };
+  d.Publish(10);
+  d.ExpectOneChain();
+  for (uint32_t id = 1; id <= 3; ++id) {
+    if (id == dl) continue;
+    const Status s = d.r(id).status();
+    EXPECT_EQ(s.chain_hints_taken, 0u) << "follower " << id;
+    EXPECT_GE(s.chain_hashed, 10u) << "follower " << id;
   }
 }
 
