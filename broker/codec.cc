@@ -707,11 +707,10 @@ std::unique_ptr<fb::DetachedBuffer> FinishPeerFrame(
       ++hints;
     }
   }
-  const auto body = wire::CreatePeerMessage(builder, ToWire(message.type), message.from.value(),
-                                            message.to.value(), &ballot, &promised,
-                                            message.instance.value(), message.instance_last.value(),
-                                            message.chosen.value(), entries_offset,
-                                            message.first_retained.value(), chain_offset);
+  const auto body = wire::CreatePeerMessage(
+      builder, ToWire(message.type), message.from.value(), message.to.value(), &ballot, &promised,
+      message.instance.value(), message.instance_last.value(), message.chosen.value(),
+      entries_offset, message.first_retained.value(), chain_offset);
   wire::FinishSizePrefixedPeerEnvelopeBuffer(
       builder, wire::CreatePeerEnvelope(builder, kPeerFormatVersion, body));
   return std::make_unique<fb::DetachedBuffer>(builder.Release());

@@ -63,7 +63,10 @@ struct Subscriber::Impl {
         start_earliest(start.earliest && !start.latest),
         offset_known(!start.latest && !start_earliest),
         next_offset(offset_known ? start.offset : 0),
-        release_from(next_offset) {
+        release_from(next_offset),
+        // Once: options never change, and checking them takes a Z85 decode
+        // of every key, too much for each record.
+        invalid_options(ci::ValidateOptions(options)) {
     // Spread subscribers over the brokers: any broker serves them.
     if (!options.brokers.empty()) broker_index = ci::RandomU64() % options.brokers.size();
   }
@@ -110,6 +113,7 @@ struct Subscriber::Impl {
   // The offset of the first record not yet given to the caller (or moved
   // to the buffer): records below it are not returned again.
   uint64_t release_from;
+  std::optional<Error> invalid_options;
   std::deque<Record> buffer;
   std::deque<Record> pending;  // received, their instance not yet verified
   ci::ChainVerifier verifier;
@@ -433,7 +437,7 @@ std::optional<Error> Subscriber::Impl::OnFrame(const ci::Frame& frame) {
 }
 
 Result<std::optional<Record>> Subscriber::Impl::Next(std::chrono::milliseconds timeout) {
-  if (auto invalid = ci::ValidateOptions(options)) return *invalid;
+  if (invalid_options) return *invalid_options;
   if (credit == 0) {
     return Error{ErrorCode::kInvalidArgument,
                  "the subscriber's credit is 0, so no broker may ever push a record; pass a "

@@ -1369,8 +1369,7 @@ void Replica::ApplyChosen(Instance instance, const ValuePtr& value) {
   if (auto h = chain_hints_.find(instance); h != chain_hints_.end()) {
     if (h->second.before == applied_.chain()) {
       hinted = h->second.after;
-      check = config_.chain_check_every != 0 &&
-              instance.value() % config_.chain_check_every == 0;
+      check = config_.chain_check_every != 0 && instance.value() % config_.chain_check_every == 0;
     }
   }
   chain_hints_.erase(chain_hints_.begin(), chain_hints_.upper_bound(instance));
@@ -1387,7 +1386,9 @@ void Replica::ApplyChosen(Instance instance, const ValuePtr& value) {
       if (hinted && *hinted != a.chain) ++counters_.chain_hint_mismatches;
     }
     if (config_.chain_hints) {
-      if (!recent_chain_.empty() && recent_chain_.back().instance >= instance) recent_chain_.clear();
+      if (!recent_chain_.empty() && recent_chain_.back().instance >= instance) {
+        recent_chain_.clear();  // out of order: only the out-of-order-apply mutant
+      }
       recent_chain_.push_back(ChainHint{instance, a.chain_before, a.chain});
       if (recent_chain_.size() > kRecentChainMax) recent_chain_.pop_front();
     }
@@ -1401,10 +1402,12 @@ void Replica::ApplyChosen(Instance instance, const ValuePtr& value) {
 }
 
 void Replica::TakeChainHints(const Message& m) {
-  // Hints are facts about chosen instances, whoever sends them (only a
-  // replica that applied an instance hints it); they are used only where
-  // their `before` is this node's chain, and bounded.
-  if (!config_.chain_hints) return;
+  // Only a leader's accepts and commits hint, and a leader is a voter of
+  // the configuration at a ballot not below our promise (peer frames'
+  // senders are authenticated by the host). Hints are used only where their
+  // `before` is this node's chain, and bounded.
+  if (!config_.chain_hints || !VoterIndex(m.from) || m.ballot < hard_.promised) return;
+  if (m.type != MessageType::kAccept && m.type != MessageType::kCommit) return;
   for (const ChainHint& h : m.chain) {
     if (h.instance < apply_next_) continue;
     if (chain_hints_.size() >= kChainHintsMax && chain_hints_.count(h.instance) == 0) break;

@@ -393,8 +393,8 @@ struct Hinted : Cluster {
     for (auto& n : nodes) {
       for (const AppliedInstance& a : n->applied) {
         auto [it, first] = after.try_emplace(a.instance, a.chain);
-        EXPECT_EQ(it->second, a.chain) << "node " << n->config.id.value() << ", instance "
-                                       << a.instance.value();
+        EXPECT_EQ(it->second, a.chain)
+            << "node " << n->config.id.value() << ", instance " << a.instance.value();
       }
     }
     for (auto& n : nodes) {
