@@ -116,6 +116,13 @@ bool ClientConnections::Admit(const std::string& key, Clock::time_point now) {
   size_t waiting = 0;
   if (a != admitted_.end()) {
     while (!a->second.empty() && now - a->second.front() > admission_ttl()) a->second.pop_front();
+    // Each admission still waiting is a connection that is open and has not
+    // spoken. One that went unheard (its client gave up, or ZeroMQ
+    // reconnected a socket nobody used) is never claimed by a frame: trim
+    // to what can still be waiting, oldest first, or such leftovers would
+    // lock the key out until they expire.
+    const size_t unheard = Unheard();
+    while (a->second.size() > unheard) a->second.pop_front();
     waiting = a->second.size();
   }
   if (bound(key) + waiting >= 2 * static_cast<size_t>(options_.per_key_max)) return false;
@@ -182,6 +189,12 @@ void ClientConnections::Sweep(Clock::time_point now) {
     while (!a->second.empty() && now - a->second.front() > admission_ttl()) a->second.pop_front();
     a = a->second.empty() ? admitted_.erase(a) : std::next(a);
   }
+}
+
+size_t ClientConnections::Unheard() const {
+  size_t n = 0;
+  for (const Connection& c : by_fd_) n += c.open && !c.heard;
+  return n;
 }
 
 uint32_t ClientConnections::bound(const std::string& key) const {

@@ -100,9 +100,12 @@ class ClientConnections {
   ClientConnections(zmq::socket_t events, const Options& options)
       : events_(std::move(events)), options_(options) {}
   // An admission is forgotten a while after its connection would have been
-  // closed for silence (it was, or it disconnected unheard).
+  // closed for silence, or sooner when fewer connections are open unheard
+  // than admissions wait (Admit).
   Clock::duration admission_ttl() const { return options_.silent_max + std::chrono::seconds(5); }
   Connection& At(int fd);
+  // Open connections that have not sent a frame yet, of any key.
+  size_t Unheard() const;
   void Unbind(Connection& c);
   void Close(int fd, Connection& c);
 

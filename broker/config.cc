@@ -82,6 +82,7 @@ paxos::Config BrokerConfig::CoreConfig(uint64_t seed) const {
   c.accept_entries_max = std::max<uint32_t>(1, frame_bytes_max / 2 / batch_bytes_max);
   c.fetch_bytes_max = frame_bytes_max / 2;
   c.snapshot_interval_instances = snapshot_interval_instances;
+  c.chain_check_every = chain_check_every;
   c.seed = seed;
   return c;
 }
@@ -169,10 +170,10 @@ Status ReadString(const toml::node_view<const toml::node>& node, const std::stri
 
 // The fields of a parsed config file, checked one by one.
 Status FromTable(const toml::table& t, BrokerConfig* out) {
-  static const std::set<std::string> kKnown = {"node_id", "cluster_id", "role",     "join",
-                                               "client",  "data_dir",   "metrics",  "log_level",
-                                               "members", "timing",     "batching", "limits",
-                                               "storage", "retention",  "security", "bind"};
+  static const std::set<std::string> kKnown = {
+      "node_id", "cluster_id", "role",     "join",   "client",   "data_dir",
+      "metrics", "log_level",  "members",  "timing", "batching", "limits",
+      "storage", "retention",  "security", "bind",   "chain"};
   for (const auto& [key, value] : t) {
     if (!kKnown.count(std::string(key.str()))) {
       return Status::Error(std::string(key.str()) + ": unknown field");
@@ -244,6 +245,8 @@ Status FromTable(const toml::table& t, BrokerConfig* out) {
                                "subscriber_queued_bytes_max", "subscribers_queued_bytes_max",
                                "slow_consumer_timeout_ms", "client_connections_per_key_max"}));
   ORDO_READ(section("storage", {"map_size_bytes"}));
+  ORDO_READ(section("chain", {"check_every"}));
+  ORDO_READ(ReadInt(root["chain"]["check_every"], "chain.check_every", &out->chain_check_every));
   ORDO_READ(section("security", {"insecure", "key_file", "access_file"}));
   if (auto insecure = root["security"]["insecure"]) {
     if (!insecure.is_boolean()) return Status::Error("security.insecure: must be true or false");

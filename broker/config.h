@@ -128,6 +128,12 @@ struct BrokerConfig {
   uint32_t snapshot_chunk_bytes = 1 << 20;
   uint64_t snapshot_send_bytes_per_sec = 0;  // 0 = unlimited
 
+  // The stream's chain: a follower takes the leader's chain values and
+  // hashes one instance in check_every itself to compare (1: every one, so
+  // this broker derives the whole chain on its own; 0: none). See
+  // paxos::Config::chain_check_every.
+  uint32_t chain_check_every = 32;
+
   // Peer frames carry whole batches (a promise may carry a window of them),
   // so their limit derives from the batching settings.
   uint64_t PeerFrameBytesMax() const;

@@ -141,6 +141,12 @@ Result<uint64_t> ReplayImpl(const ClientOptions& options, uint64_t from, uint64_
                        ci::EarlierOf(ci::Clock::now() + options.request_timeout, deadline));
     if (!reply) {
       if (const std::optional<Error>& refused = connection->refusal()) return *refused;
+      if (ci::Clock::now() >= deadline) {
+        // The call's deadline, not request_timeout, ended the wait: the
+        // broker's last answer (a refusal, say) is the better account.
+        attempts.RecordIfFirst(endpoint, "no reply before call_timeout");
+        continue;
+      }
       attempts.Record(endpoint, "no reply within " + ci::Ms(options.request_timeout));
       last_was_refusal = false;
       next_broker();

@@ -391,6 +391,13 @@ void AttemptLog::Record(const std::string& endpoint, std::string outcome) {
   if (entries_.size() < kEndpointsMax) entries_.emplace_back(endpoint, std::move(outcome));
 }
 
+void AttemptLog::RecordIfFirst(const std::string& endpoint, std::string outcome) {
+  for (const auto& entry : entries_) {
+    if (entry.first == endpoint) return;
+  }
+  Record(endpoint, std::move(outcome));
+}
+
 std::string AttemptLog::Summary() const {
   if (entries_.empty()) return "none";
   std::string summary;

@@ -211,6 +211,9 @@ std::unique_ptr<Frame> AwaitReply(Connection& connection, uint64_t request_id,
 class AttemptLog {
  public:
   void Record(const std::string& endpoint, std::string outcome);
+  // Records `outcome` only for an endpoint with none yet: for a wait the
+  // call's deadline cut short, which says less than what came before.
+  void RecordIfFirst(const std::string& endpoint, std::string outcome);
   // "a:1 (no reply within 100 ms); b:2 (Unavailable: ...)", or "none".
   std::string Summary() const;
 

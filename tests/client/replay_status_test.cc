@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -163,6 +164,29 @@ TEST(ReplayTest, DeadlineReturnsTimeout) {
   ASSERT_FALSE(records.ok());
   EXPECT_EQ(records.error().code, ErrorCode::kTimeout);
   EXPECT_LT(Clock::now() - start, milliseconds{1500});
+}
+
+// A broker that refused, then kept silent until the call's deadline cut the
+// wait: the error gives the refusal, not a "no reply" the call did not wait
+// out (the CLI's exit message says why the broker would not serve).
+TEST(ReplayTest, ARefusalIsNotHiddenByAWaitTheDeadlineCutShort) {
+  std::atomic<int> fetches{0};
+  FakeBroker broker([&](const Request& request, FakeBroker& b) {
+    if (request.body != wire::Body::Fetch || fetches++ > 0) return;
+    b.Send(request, ErrorFrame(request.request_id, wire::ErrorCode::TooManyConnections,
+                               "too many connections with this key"));
+  });
+  ClientOptions options = Options({broker.endpoint()});
+  options.request_timeout = milliseconds{5000};
+  options.call_timeout = milliseconds{800};
+  Result<std::vector<Record>> records = Replay(options, 0, 5);
+  ASSERT_FALSE(records.ok());
+  EXPECT_GE(fetches.load(), 2);
+  EXPECT_EQ(records.error().code, ErrorCode::kUnavailable) << records.error().message;
+  EXPECT_NE(records.error().message.find("too many connections"), std::string::npos)
+      << records.error().message;
+  EXPECT_EQ(records.error().message.find("no reply within"), std::string::npos)
+      << records.error().message;
 }
 
 TEST(GetStatusTest, ParsesEveryField) {

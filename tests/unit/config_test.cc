@@ -168,6 +168,18 @@ TEST(Config, TheMembersAreTheBootstrapOfTheCore) {
   EXPECT_TRUE(core.seeds.empty());
 }
 
+TEST(Config, TheChainCheckIntervalReachesTheCore) {
+  BrokerConfig c;
+  ASSERT_TRUE(Load(kGood, &c).ok());
+  EXPECT_EQ(c.CoreConfig(1).chain_check_every, 32u);
+  ASSERT_TRUE(Load(std::string(kGood) + "[chain]\ncheck_every = 1\n", &c).ok());
+  EXPECT_EQ(c.CoreConfig(1).chain_check_every, 1u);
+  EXPECT_NE(Error(std::string(kGood) + "[chain]\ncheck_every = -1\n").find("chain.check_every"),
+            std::string::npos);
+  EXPECT_NE(Error(std::string(kGood) + "[chain]\nhints = false\n").find("chain.hints"),
+            std::string::npos);
+}
+
 TEST(Config, AJoiningBrokerHasSeedsAndNoBootstrap) {
   // Itself (node 2) and two seeds; it bootstraps no configuration.
   BrokerConfig c;
