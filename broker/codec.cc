@@ -818,6 +818,12 @@ DecodeStatus DecodeConsensus(const wire::PeerMessage& message, size_t frame_size
   // order is left. (What they say is checked where they are used.)
   const auto* chain = message.chain();
   if (chain != nullptr) {
+    // The verifier checks the vector's length field, not that its 8-byte
+    // structs are 8-byte aligned: a writer of our own aligns them, a hostile
+    // one may not (the frame itself sits at an aligned address).
+    if (reinterpret_cast<uintptr_t>(chain->Data()) % alignof(wire::ChainHint) != 0) {
+      return Fail(DecodeCode::kInvalid, Name(kPeerFormat) + ": chain hints are misaligned");
+    }
     for (fb::uoffset_t i = 0; i < chain->size(); ++i) {
       const uint64_t instance = chain->Get(i)->instance();
       if (instance == paxos::kNoInstance.value() ||

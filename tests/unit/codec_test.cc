@@ -812,6 +812,38 @@ TEST(PeerDecodeTest, RefusesChainHintsOutOfOrderOrForInstanceZero) {
   }
 }
 
+// A hostile writer may place the hints' vector at a 4-byte boundary; its
+// 8-byte structs are then refused, never read misaligned (found by the
+// peer_frame fuzzer under UBSan).
+TEST(PeerDecodeTest, RefusesMisalignedChainHints) {
+  bool tried_misaligned = false;
+  for (size_t pad = 0; pad < 2 && !tried_misaligned; ++pad) {
+    fb::FlatBufferBuilder builder;
+    // (Bytes pushed first end up after the vector: they move it by 4.)
+    for (size_t i = 0; i < pad; ++i) builder.PushElement<uint32_t>(0);
+    // One hint's bytes as a vector of 4-byte elements (4-byte aligned only).
+    builder.StartVector(sizeof(wire::ChainHint) / 4, 4);
+    std::vector<uint8_t> hint(sizeof(wire::ChainHint), 0);
+    hint[0] = 5;  // instance 5
+    builder.PushBytes(hint.data(), hint.size());
+    const fb::uoffset_t raw = builder.EndVector(1);
+    const wire::Ballot ballot(2, 1);
+    const auto body =
+        wire::CreatePeerMessage(builder, wire::MessageType::Commit, 1, 2, &ballot, &ballot, 1, 1, 0,
+                                0, 0, fb::Offset<fb::Vector<const wire::ChainHint*>>(raw));
+    const std::string frame = FinishFrame(builder, body);
+    // Where the vector's data landed, relative to the frame's start.
+    const auto* envelope = wire::GetSizePrefixedPeerEnvelope(frame.data());
+    const auto* chain = envelope->message()->chain();
+    ASSERT_NE(chain, nullptr);
+    const size_t at = reinterpret_cast<const char*>(chain->Data()) - frame.data();
+    if (at % alignof(wire::ChainHint) == 0) continue;
+    tried_misaligned = true;
+    EXPECT_EQ(DecodeFrameCode(frame), DecodeCode::kInvalid);
+  }
+  EXPECT_TRUE(tried_misaligned);
+}
+
 // One payload referenced by many messages: a small frame that would inflate
 // into far more memory than it occupies.
 TEST(PeerDecodeTest, RefusesSharedPayloadInflation) {
